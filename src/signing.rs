@@ -147,7 +147,8 @@ pub fn sign(secret_id: &str, secret_key: &str, parts: &RequestParts<'_>) -> Sign
 mod tests {
     use super::*;
 
-    const BODY: &str = r#"{"Limit": 1, "Filters": [{"Values": ["\u672a\u547d\u540d"], "Name": "instance-name"}]}"#;
+    const BODY: &str =
+        r#"{"Limit": 1, "Filters": [{"Values": ["\u672a\u547d\u540d"], "Name": "instance-name"}]}"#;
 
     fn vector() -> RequestParts<'static> {
         RequestParts {

@@ -1,1 +1,290 @@
+//! Typed API errors, their stable codes, and what a poller should do about each.
+//!
+//! Every failure of a call ends up as one [`ApiError`] with a stable [`ApiError::code`]: the
+//! API's own code for API errors, `ClientError.*` for what happened on our side of the wire.
+//! [`classify`] maps a code to an [`ErrorClass`] per the reference table, so the engine decides
+//! by class, never by string matching of its own.
 
+use std::time::Duration;
+
+/// The API's error codes that are statuses of an agent rather than failures of a poll.
+pub const AGENT_STATUS_CODES: [(&str, &str); 4] = [
+    ("FailedOperation.AgentOffline", "AGENT_OFFLINE"),
+    ("FailedOperation.OpenPortTaskNotFound", "NO_TASK"),
+    ("ResourceNotFound", "NOT_FOUND"),
+    ("InvalidParameter.InvalidFormat", "INVALID"),
+];
+
+/// Codes that mean the request can never succeed as configured: alert, do not hammer.
+const FATAL_CODES: [&str; 14] = [
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.InvalidAuthorization",
+    "AuthFailure.UnauthorizedOperation",
+    "UnauthorizedOperation",
+    "AuthFailure.MFAFailure",
+    "InvalidAction",
+    "NoSuchVersion",
+    "ActionOffline",
+    "IpInBlacklist",
+    "IpNotInWhitelist",
+    "NoSuchProduct",
+    "UnsupportedProtocol",
+];
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// `RequestLimitExceeded*`: slow down, retry later.
+    Throttled,
+    /// Server or network trouble: retry with backoff.
+    Transient,
+    /// `AuthFailure.SignatureExpire`: correct the clock and sign again.
+    Clock,
+    /// `AuthFailure.TokenFailure`: refresh temporary credentials, else alert.
+    CredentialsRefresh,
+    /// Credentials or configuration are wrong: alert, do not hammer.
+    Fatal,
+    /// The answer is a status of the agent (e.g. `AGENT_OFFLINE`), not a failed poll.
+    AgentStatus(&'static str),
+    /// A problem with this one agent's request (other `FailedOperation.*`,
+    /// `InvalidParameter*`, …): a failed poll, retried at the agent's normal pace.
+    Request,
+}
+
+impl ErrorClass {
+    /// Stable lower-case name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::Transient => "transient",
+            ErrorClass::Clock => "clock",
+            ErrorClass::CredentialsRefresh => "credentials",
+            ErrorClass::Fatal => "fatal",
+            ErrorClass::AgentStatus(_) => "agent_status",
+            ErrorClass::Request => "request",
+        }
+    }
+}
+
+/// Classifies an error code. Unknown codes get the class of their family (the part before the
+/// first `.`), and a code nobody has heard of is transient: retrying it with backoff is safe,
+/// treating it as fatal would silence an agent for good.
+pub fn classify(code: &str) -> ErrorClass {
+    if let Some((_, status)) = AGENT_STATUS_CODES.iter().find(|(c, _)| *c == code) {
+        return ErrorClass::AgentStatus(status);
+    }
+    if code.starts_with("RequestLimitExceeded") {
+        return ErrorClass::Throttled;
+    }
+    if FATAL_CODES.contains(&code) {
+        return ErrorClass::Fatal;
+    }
+    match code {
+        "AuthFailure.SignatureExpire" => return ErrorClass::Clock,
+        "AuthFailure.TokenFailure" => return ErrorClass::CredentialsRefresh,
+        "ServiceUnavailable" | "ResourceUnavailable" => return ErrorClass::Transient,
+        _ => {}
+    }
+    let family = code.split('.').next().unwrap_or(code);
+    match family {
+        "InternalError" | "ClientError" | "ResourceUnavailable" | "ServiceUnavailable" => {
+            ErrorClass::Transient
+        }
+        // Any other authentication failure is about the credentials, which polling again
+        // cannot fix.
+        "AuthFailure" | "UnauthorizedOperation" => ErrorClass::Fatal,
+        "FailedOperation"
+        | "InvalidParameter"
+        | "InvalidParameterValue"
+        | "MissingParameter"
+        | "UnknownParameter"
+        | "ResourceNotFound"
+        | "ResourceInUse"
+        | "ResourceInsufficient"
+        | "InvalidRequest"
+        | "UnsupportedOperation"
+        | "LimitExceeded"
+        | "DryRunOperation"
+        | "RequestSizeLimitExceeded"
+        | "ResponseSizeLimitExceeded"
+        | "UnsupportedRegion" => ErrorClass::Request,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// One failed call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The API answered with `Response.Error` (HTTP 200).
+    #[error("{code}: {message}{}", rid(request_id))]
+    Api {
+        /// The API's error code, e.g. `RequestLimitExceeded`.
+        code: String,
+        /// The API's message (may change between releases: decide on `code`).
+        message: String,
+        /// `Response.RequestId`, when present.
+        request_id: Option<String>,
+    },
+    /// No complete answer within the client timeout.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// Connection refused, reset, closed early, TLS failure, …
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// A non-200 answer: a gateway or proxy, not the API itself.
+    #[error("HTTP {status} from the endpoint: {excerpt}{}", rid(request_id))]
+    HttpStatus {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the body, for the operator.
+        excerpt: String,
+        /// A RequestId if the body carried one.
+        request_id: Option<String>,
+    },
+    /// HTTP 200 but not an answer we can read (not JSON, fields missing).
+    #[error("cannot read the answer: {reason}{}", rid(request_id))]
+    Decode {
+        /// What was wrong.
+        reason: String,
+        /// A RequestId if one could be found.
+        request_id: Option<String>,
+    },
+}
+
+fn rid(request_id: &Option<String>) -> String {
+    request_id
+        .as_deref()
+        .map(|id| format!(" (RequestId {id})"))
+        .unwrap_or_default()
+}
+
+impl ApiError {
+    /// Stable machine-readable code: the API's code or `ClientError.*`.
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Api { code, .. } => code,
+            ApiError::Timeout(_) => "ClientError.Timeout",
+            ApiError::Transport(_) => "ClientError.Transport",
+            ApiError::HttpStatus { .. } => "ClientError.HttpStatus",
+            ApiError::Decode { .. } => "ClientError.Decode",
+        }
+    }
+
+    /// The RequestId to quote to support, when the answer had one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ApiError::Api { request_id, .. }
+            | ApiError::HttpStatus { request_id, .. }
+            | ApiError::Decode { request_id, .. } => request_id.as_deref(),
+            ApiError::Timeout(_) | ApiError::Transport(_) => None,
+        }
+    }
+
+    /// The message without code and RequestId, for the `error_message` event field.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Api { message, .. } => message.clone(),
+            ApiError::HttpStatus {
+                status, excerpt, ..
+            } => format!("HTTP {status}: {excerpt}"),
+            ApiError::Decode { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// What to do about it.
+    pub fn class(&self) -> ErrorClass {
+        classify(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_of_the_reference_table_has_its_class() {
+        use ErrorClass::*;
+        let table: &[(&str, ErrorClass)] = &[
+            ("RequestLimitExceeded", Throttled),
+            ("RequestLimitExceeded.UinLimitExceeded", Throttled),
+            ("RequestLimitExceeded.IPLimitExceeded", Throttled),
+            (
+                "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+                Throttled,
+            ),
+            ("RequestLimitExceeded.SomethingNew", Throttled),
+            ("InternalError", Transient),
+            ("InternalError.MainDBFail", Transient),
+            ("ServiceUnavailable", Transient),
+            ("ResourceUnavailable", Transient),
+            ("ClientError.Timeout", Transient),
+            ("ClientError.Transport", Transient),
+            ("ClientError.HttpStatus", Transient),
+            ("ClientError.Decode", Transient),
+            ("AuthFailure.SignatureExpire", Clock),
+            ("AuthFailure.TokenFailure", CredentialsRefresh),
+            ("AuthFailure.SecretIdNotFound", Fatal),
+            ("AuthFailure.InvalidSecretId", Fatal),
+            ("AuthFailure.SignatureFailure", Fatal),
+            ("AuthFailure.InvalidAuthorization", Fatal),
+            ("AuthFailure.UnauthorizedOperation", Fatal),
+            ("UnauthorizedOperation", Fatal),
+            ("AuthFailure.MFAFailure", Fatal),
+            ("AuthFailure.SomethingNew", Fatal),
+            ("InvalidAction", Fatal),
+            ("NoSuchVersion", Fatal),
+            ("ActionOffline", Fatal),
+            ("IpInBlacklist", Fatal),
+            ("IpNotInWhitelist", Fatal),
+            ("FailedOperation.AgentOffline", AgentStatus("AGENT_OFFLINE")),
+            (
+                "FailedOperation.OpenPortTaskNotFound",
+                AgentStatus("NO_TASK"),
+            ),
+            ("ResourceNotFound", AgentStatus("NOT_FOUND")),
+            ("InvalidParameter.InvalidFormat", AgentStatus("INVALID")),
+            ("FailedOperation.CreateOpenPortTask", Request),
+            ("FailedOperation", Request),
+            ("InvalidParameter", Request),
+            ("InvalidParameterValue", Request),
+            ("MissingParameter", Request),
+            ("UnknownParameter", Request),
+            ("LimitExceeded", Request),
+            ("ResourceNotFound.Other", Request),
+            ("UnsupportedOperation", Request),
+            ("SomethingNobodyKnows", Transient),
+            ("", Transient),
+            ("....", Transient),
+        ];
+        for (code, class) in table {
+            assert_eq!(classify(code), *class, "code {code:?}");
+        }
+    }
+
+    #[test]
+    fn client_side_errors_have_stable_codes_and_request_ids() {
+        let e = ApiError::Decode {
+            reason: "missing Response.Status".into(),
+            request_id: Some("r-1".into()),
+        };
+        assert_eq!(e.code(), "ClientError.Decode");
+        assert_eq!(e.request_id(), Some("r-1"));
+        assert!(e.to_string().contains("RequestId r-1"));
+        assert_eq!(
+            ApiError::Timeout(Duration::from_secs(2)).code(),
+            "ClientError.Timeout"
+        );
+        assert_eq!(
+            ApiError::HttpStatus {
+                status: 503,
+                excerpt: String::new(),
+                request_id: None
+            }
+            .class(),
+            ErrorClass::Transient
+        );
+    }
+}

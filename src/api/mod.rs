@@ -1,4 +1,9 @@
 //! The CWP API: the signed client ([`client`]), parsing of answers ([`response`]) and typed
 //! errors with their classification ([`error`]).
 
+pub mod client;
 pub mod error;
+pub mod response;
+
+pub use client::{Client, ClientOptions, TaskStatus};
+pub use error::{ApiError, ErrorClass, classify};

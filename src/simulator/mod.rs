@@ -1,1 +1,42 @@
-//! Placeholder: being written.
+//! A faithful stand-in for the Tencent Cloud CWP API on loopback, for the demo, the tests and
+//! users' own integration tests: a real HTTP/1.1 server that checks TC3 signatures and clock
+//! skew, rate-limits per action, answers `DescribeOpenPortTaskStatus` from a scripted timeline
+//! per agent, answers bad input with the API's real error codes, and can inject latency, clock
+//! offset and faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
+//!
+//! Files:
+//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines) and timeline lookup.
+//! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
+//! - `limiter.rs`: the per-action rate limit (sliding window or token bucket), pure.
+//! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
+//! - `server.rs`: the accept loop, the per-request pipeline (its docs list the order of checks),
+//!   faults, statistics and the request log.
+//! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
+//! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
+
+mod auth;
+pub mod cli;
+mod error;
+mod limiter;
+mod scenario;
+mod server;
+mod wire;
+
+pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
+pub use error::{ScenarioError, SimulatorError};
+pub use limiter::LimiterKind;
+pub use scenario::{
+    BEFORE_TIMELINE_ERROR, Scenario, ScenarioAgent, ScriptedAnswer, TimelineEntry, is_agent_uuid,
+};
+pub use server::{
+    API_VERSION, DESCRIBE_ACTION, Faults, MAX_SKEW_SECS, RequestRecord, RunningSimulator, SimStats,
+    SimulatorOptions,
+};
+
+/// The simulator's default SecretId: a documented test value, not a secret.
+pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";
+/// The simulator's default SecretKey: a documented test value, not a secret.
+pub const DEFAULT_SECRET_KEY: &str = "cwpportwatchSimulatorSecretKey00";
+
+#[cfg(test)]
+mod http_tests;

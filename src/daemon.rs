@@ -1,0 +1,250 @@
+//! The `run`, `once` and `status` commands: settings → credentials → client → engine.
+//!
+//! Everything here is wiring; the decisions live in [`crate::engine`] and below.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::client::ClientBuildError;
+use crate::api::{Client, ClientOptions};
+use crate::cli::Format;
+use crate::config::{ConfigErrors, Settings};
+use crate::credentials::{CredentialError, Environment, Resolved, resolve};
+use crate::engine::{Engine, EngineConfig, EngineReport};
+use crate::events::{Event, EventSink, TracingSink};
+use crate::logging::{self, LoggingError};
+use crate::scheduler::Intervals;
+use crate::state::{StateError, StateFile};
+use crate::watchlist::Watchlist;
+
+/// Why a command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Config or watchlist invalid.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    /// No usable credentials.
+    #[error("{0}")]
+    Credentials(#[from] CredentialError),
+    /// CVM role credentials are resolved but not fetched yet by this build.
+    #[error(
+        "no credentials found in $CREDENTIALS_DIRECTORY, TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY or a profile file; \
+         the CVM instance role (metadata service) is not supported by this build yet: \
+         set one of those, or [credentials] in the config"
+    )]
+    CvmRoleUnsupported,
+    /// The client could not be built.
+    #[error("{0}")]
+    Client(#[from] ClientBuildError),
+    /// Logging could not be set up.
+    #[error("{0}")]
+    Logging(#[from] LoggingError),
+    /// The state file could not be read.
+    #[error("{0}")]
+    State(#[from] StateError),
+}
+
+impl DaemonError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DaemonError::Config(e) => e.code(),
+            DaemonError::Credentials(e) => e.code(),
+            DaemonError::CvmRoleUnsupported => "CredentialError.CvmRoleUnsupported",
+            DaemonError::Client(e) => e.code(),
+            DaemonError::Logging(e) => e.code(),
+            DaemonError::State(e) => e.code(),
+        }
+    }
+}
+
+/// Loads the config and its watchlist, reporting the problems of both at once.
+pub fn load(config: &Path) -> Result<(Settings, Watchlist), ConfigErrors> {
+    let settings = Settings::load(config)?;
+    let watchlist = Watchlist::load(&settings.watchlist_path)?;
+    Ok((settings, watchlist))
+}
+
+/// The engine's settings from the config.
+pub fn engine_config(settings: &Settings, once: bool) -> EngineConfig {
+    EngineConfig {
+        requests_per_second: settings.api.requests_per_second,
+        max_in_flight: settings.api.max_in_flight,
+        intervals: Intervals {
+            settled: settings.poll.interval,
+            collecting: settings.poll.collecting_interval,
+            offline: settings.poll.offline_interval,
+        },
+        once,
+    }
+}
+
+/// A signed client for the settings, with credentials from the chain.
+pub fn client(settings: &Settings, env: &Environment) -> Result<Client, DaemonError> {
+    let creds = match resolve(&settings.credentials, env)? {
+        Resolved::Static(creds, source) => {
+            tracing::debug!(source = %source, "credentials found");
+            creds
+        }
+        Resolved::CvmRole { .. } => return Err(DaemonError::CvmRoleUnsupported),
+    };
+    Ok(Client::new(
+        ClientOptions {
+            endpoint: settings.api.endpoint.clone(),
+            region: settings.api.region.clone(),
+            timeout: settings.api.timeout,
+            max_idle_connections: settings.api.max_in_flight,
+        },
+        creds,
+    )?)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn load_state(state: &StateFile, sink: &dyn EventSink) -> std::collections::HashMap<String, crate::tracker::Known> {
+    match state.load() {
+        Ok(known) => known,
+        Err(e) => {
+            sink.emit(&Event::StateDamaged {
+                path: state.path().display().to_string(),
+                error_message: e.to_string(),
+            });
+            Default::default()
+        }
+    }
+}
+
+/// `cwp-portwatch run`.
+pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
+    let (settings, watchlist) = load(config)?;
+    logging::init(settings.log.format, &settings.log.level)?;
+    let client = client(&settings, &Environment::from_process())?;
+    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
+    let state = StateFile::in_dir(&settings.state_dir);
+    let known = load_state(&state, sink.as_ref());
+    let engine = Engine::new(
+        client,
+        sink.clone(),
+        engine_config(&settings, false),
+        &watchlist.agents,
+        known,
+    )
+    .with_state(state);
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let agents = engine.agent_count();
+    sink.emit(&Event::DaemonStarted {
+        version: version.clone(),
+        agents,
+    });
+    sink.emit(&Event::WatchlistLoaded {
+        agents,
+        added: agents,
+        removed: 0,
+    });
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        stop.cancel();
+    });
+    let (engine, _report) = engine.run(shutdown).await;
+    sink.emit(&Event::DaemonStopping {
+        version,
+        agents: engine.agent_count(),
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &EngineReport, format: Format) {
+    for a in &report.agents {
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "uuid": a.uuid, "agent_name": a.name, "status": a.status,
+                    "request_id": a.request_id, "error": a.last_error,
+                })
+            ),
+            Format::Text => println!(
+                "{:<36}  {:<16}  {:<14}  {}",
+                a.uuid,
+                a.name,
+                a.status,
+                a.last_error.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
+/// `cwp-portwatch once`: every agent polled once through the same limiter.
+pub async fn once(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
+    let (settings, watchlist) = load(config)?;
+    logging::init(settings.log.format, &settings.log.level)?;
+    let client = client(&settings, &Environment::from_process())?;
+    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
+    let engine = Engine::new(
+        client,
+        sink,
+        engine_config(&settings, true),
+        &watchlist.agents,
+        Default::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        stop.cancel();
+    });
+    let (_, report) = engine.run(shutdown).await;
+    print_report(&report, format);
+    let failed = report.agents.iter().any(|a| a.last_error.is_some() || a.status == crate::status::UNKNOWN);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `cwp-portwatch status`: the persisted statuses, no API call.
+pub fn status(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
+    let (settings, watchlist) = load(config)?;
+    let known = StateFile::in_dir(&settings.state_dir).load()?;
+    for agent in &watchlist.agents {
+        let k = known.get(&agent.uuid);
+        let status = k.map_or(crate::status::UNKNOWN, |k| k.status.as_str());
+        let name = agent.name.as_deref().unwrap_or("");
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "uuid": agent.uuid, "agent_name": name, "status": status,
+                    "seen_at": k.map(|k| k.seen_at), "request_id": k.map(|k| &k.request_id),
+                })
+            ),
+            Format::Text => println!(
+                "{:<36}  {:<16}  {:<14}  {}",
+                agent.uuid,
+                name,
+                status,
+                k.map(|k| k.request_id.as_str()).unwrap_or("")
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

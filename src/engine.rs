@@ -1,0 +1,585 @@
+//! The polling engine: one dispatcher that owns the rate limiter and the due queue, sends
+//! polls, and turns answers into events.
+//!
+//! A poll's life: [`crate::scheduler::DueQueue`] says who is due → the [`Pacer`] grants a send
+//! → a task calls the [`Poller`] (the signed [`crate::api::Client`] in production) → its answer
+//! comes back over a channel → [`PollOutcome`] maps it to a status or a failure →
+//! [`TransitionTracker`] decides whether it is a change → an [`Event`] goes to the sink → the
+//! agent is rescheduled from its new status (or backed off after a failure).
+//!
+//! Only the dispatcher loop touches the queue, the tracker and the pacer: no locks, and the
+//! order of sends is decided in one place.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, Client, ErrorClass, TaskStatus};
+use crate::events::{Event, EventSink};
+use crate::pacing::Pacer;
+use crate::scheduler::{AgentId, Cadence, DueQueue, Intervals, backoff, phase, phase_window};
+use crate::state::StateFile;
+use crate::status::{PollOutcome, UNKNOWN};
+use crate::tracker::{Known, TransitionTracker};
+use crate::watchlist::Agent;
+
+/// While statuses change, the state file is rewritten at most this often.
+pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// At most one `poll_failed` per agent in this time while it keeps failing.
+pub const POLL_FAILED_EVERY: Duration = Duration::from_secs(60);
+/// After throttling, the rate goes up by one request/s each time this passes unthrottled.
+pub const RATE_RECOVERY_STEP: Duration = Duration::from_secs(5);
+/// At most one `credentials_failed` event in this time.
+pub const CREDENTIALS_EVENT_EVERY: Duration = Duration::from_secs(30);
+/// A `clock_skew` event when the learned offset exceeds this.
+pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(30);
+
+/// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid.
+pub trait Poller: Send + Sync + 'static {
+    /// One poll.
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send;
+    /// Server minus local clock as learned so far, in milliseconds.
+    fn clock_offset_ms(&self) -> i64 {
+        0
+    }
+}
+
+impl Poller for Client {
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.describe_open_port_task_status(&uuid).await }
+    }
+    fn clock_offset_ms(&self) -> i64 {
+        Client::clock_offset_ms(self)
+    }
+}
+
+/// How the engine polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Requests per second at most (1..=20).
+    pub requests_per_second: u32,
+    /// Requests in flight at most.
+    pub max_in_flight: usize,
+    /// Poll intervals per cadence.
+    pub intervals: Intervals,
+    /// Poll every agent once, then stop (`cwp-portwatch once`).
+    pub once: bool,
+}
+
+/// The last answer for one agent, for `once` and the demo's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Uuid.
+    pub uuid: String,
+    /// Name, empty when none.
+    pub name: String,
+    /// Last known status.
+    pub status: String,
+    /// Status changes seen in this run.
+    pub transitions: u32,
+    /// The error of the last poll, when it failed.
+    pub last_error: Option<String>,
+    /// RequestId of the last answer.
+    pub request_id: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct EngineReport {
+    /// Per agent, in watchlist order.
+    pub agents: Vec<AgentReport>,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests whose answer never came back before the stop deadline.
+    pub abandoned: usize,
+}
+
+#[derive(Debug)]
+struct AgentSlot {
+    uuid: Arc<str>,
+    name: Arc<str>,
+    failures: u32,
+    last_failed_event: Option<Instant>,
+    transitions: u32,
+    last_error: Option<String>,
+    request_id: Option<String>,
+    polled_once: bool,
+}
+
+struct Done {
+    id: AgentId,
+    result: Result<TaskStatus, ApiError>,
+}
+
+/// The dispatcher and everything only it touches.
+pub struct Engine<P: Poller> {
+    poller: Arc<P>,
+    sink: Arc<dyn EventSink>,
+    config: EngineConfig,
+    agents: Vec<Option<AgentSlot>>,
+    by_uuid: HashMap<Arc<str>, AgentId>,
+    queue: DueQueue,
+    tracker: TransitionTracker,
+    pacer: Pacer,
+    last_throttle: Option<Instant>,
+    last_credentials_event: Option<Instant>,
+    skew_reported_s: i64,
+    sent: u64,
+    pending_once: usize,
+    /// How long a stop waits for answers in flight.
+    drain_timeout: Duration,
+    state: Option<StateFile>,
+    state_dirty: bool,
+    last_save: Option<Instant>,
+}
+
+impl<P: Poller> Engine<P> {
+    /// An engine for `agents`; `known` holds statuses persisted by an earlier run.
+    pub fn new(
+        poller: P,
+        sink: Arc<dyn EventSink>,
+        config: EngineConfig,
+        agents: &[Agent],
+        known: HashMap<String, Known>,
+    ) -> Self {
+        let mut tracker = TransitionTracker::new();
+        for (uuid, k) in known {
+            if agents.iter().any(|a| a.uuid == uuid) {
+                tracker.seed(&uuid, k);
+            }
+        }
+        let mut engine = Engine {
+            poller: Arc::new(poller),
+            sink,
+            config,
+            agents: Vec::with_capacity(agents.len()),
+            by_uuid: HashMap::with_capacity(agents.len()),
+            queue: DueQueue::new(config.intervals.settled),
+            tracker,
+            pacer: Pacer::new(config.requests_per_second),
+            last_throttle: None,
+            last_credentials_event: None,
+            skew_reported_s: 0,
+            sent: 0,
+            pending_once: 0,
+            drain_timeout: Duration::from_secs(5),
+            state: None,
+            state_dirty: false,
+            last_save: None,
+        };
+        engine.add_agents(agents);
+        engine
+    }
+
+    /// Persists statuses to `state` (at most once per [`STATE_SAVE_EVERY`] while they
+    /// change, and when the run ends).
+    pub fn with_state(mut self, state: StateFile) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    fn save_state(&mut self, force: bool) {
+        let Some(state) = &self.state else { return };
+        if !self.state_dirty {
+            return;
+        }
+        let now = Instant::now();
+        if !force && self.last_save.is_some_and(|t| now.duration_since(t) < STATE_SAVE_EVERY) {
+            return;
+        }
+        self.last_save = Some(now);
+        match state.save(self.tracker.known()) {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => tracing::error!(error_code = e.code(), "cannot write the state file: {e}"),
+        }
+    }
+
+    /// Sets how long a stop waits for answers in flight (default 5 s).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    fn add_agents(&mut self, agents: &[Agent]) -> usize {
+        let now = Instant::now();
+        let window = if self.config.once {
+            Duration::ZERO
+        } else {
+            phase_window(
+                agents.len(),
+                self.config.requests_per_second,
+                self.config.intervals.settled,
+            )
+        };
+        let mut added = 0;
+        for agent in agents {
+            if self.by_uuid.contains_key(agent.uuid.as_str()) {
+                continue;
+            }
+            let id = self.agents.len();
+            let uuid: Arc<str> = Arc::from(agent.uuid.as_str());
+            self.agents.push(Some(AgentSlot {
+                uuid: uuid.clone(),
+                name: Arc::from(agent.name.as_deref().unwrap_or("")),
+                failures: 0,
+                last_failed_event: None,
+                transitions: 0,
+                last_error: None,
+                request_id: None,
+                polled_once: false,
+            }));
+            self.by_uuid.insert(uuid, id);
+            let cadence = Cadence::of(self.tracker.status(&agent.uuid));
+            self.queue
+                .schedule(id, now + phase(&agent.uuid, window), cadence);
+            added += 1;
+        }
+        self.pending_once += added;
+        added
+    }
+
+    /// Applies a new watchlist: kept agents keep status and schedule, new ones are phased
+    /// in, removed ones stop and are forgotten. Returns (added, removed).
+    pub fn replace_watchlist(&mut self, agents: &[Agent]) -> (usize, usize) {
+        let wanted: std::collections::HashSet<&str> =
+            agents.iter().map(|a| a.uuid.as_str()).collect();
+        let gone: Vec<(Arc<str>, AgentId)> = self
+            .by_uuid
+            .iter()
+            .filter(|(u, _)| !wanted.contains(&***u))
+            .map(|(u, id)| (u.clone(), *id))
+            .collect();
+        for (uuid, id) in &gone {
+            self.by_uuid.remove(uuid);
+            self.agents[*id] = None;
+            self.queue.remove(*id);
+            self.tracker.forget(uuid);
+        }
+        let new: Vec<Agent> = agents
+            .iter()
+            .filter(|a| !self.by_uuid.contains_key(a.uuid.as_str()))
+            .cloned()
+            .collect();
+        for a in agents {
+            if let Some(&id) = self.by_uuid.get(a.uuid.as_str()) {
+                if let Some(slot) = self.agents[id].as_mut() {
+                    slot.name = Arc::from(a.name.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        let added = self.add_agents(&new);
+        (added, gone.len())
+    }
+
+    /// Agents watched now.
+    pub fn agent_count(&self) -> usize {
+        self.by_uuid.len()
+    }
+
+    /// Last known statuses, for the state file.
+    pub fn known(&self) -> &HashMap<String, Known> {
+        self.tracker.known()
+    }
+
+    /// The rate in force (lower than configured after throttling).
+    pub fn current_rate(&self) -> u32 {
+        self.pacer.rate()
+    }
+
+    /// Counts of agents per status, for `sd_notify` STATUS.
+    pub fn status_counts(&self) -> (usize, usize) {
+        let mut collecting = 0;
+        let mut offline = 0;
+        for uuid in self.by_uuid.keys() {
+            match self.tracker.status(uuid) {
+                "COLLECTING" => collecting += 1,
+                "AGENT_OFFLINE" => offline += 1,
+                _ => {}
+            }
+        }
+        (collecting, offline)
+    }
+
+    fn emit(&self, event: Event) {
+        self.sink.emit(&event);
+    }
+
+    /// Runs until `shutdown` (or, in `once` mode, until every agent answered once).
+    pub async fn run(mut self, shutdown: CancellationToken) -> (Self, EngineReport) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
+        loop {
+            while let Ok(done) = rx.try_recv() {
+                self.on_done(done);
+            }
+            self.save_state(false);
+            if self.config.once && self.pending_once == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let mut wake_at = None;
+            if self.queue.in_flight() < self.config.max_in_flight {
+                match self.queue.next_due() {
+                    Some(due) if due <= now => match self.pacer.try_acquire() {
+                        Ok(()) => {
+                            if let Some(id) = self.queue.pop_due(now) {
+                                self.send(id, tx.clone());
+                            }
+                            continue;
+                        }
+                        Err(at) => wake_at = Some(at),
+                    },
+                    due => wake_at = due,
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = rx.recv() => self.on_done(done),
+                _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+            }
+        }
+        // Stop sending; let answers in flight land within the drain bound.
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.queue.in_flight() > 0 {
+            tokio::select! {
+                Some(done) = rx.recv() => self.on_done(done),
+                _ = sleep_until(deadline) => break,
+            }
+        }
+        self.save_state(true);
+        let report = self.report();
+        (self, report)
+    }
+
+    fn send(&mut self, id: AgentId, tx: mpsc::UnboundedSender<Done>) {
+        let Some(slot) = self.agents[id].as_ref() else {
+            return;
+        };
+        self.sent += 1;
+        let uuid = slot.uuid.clone();
+        let poller = self.poller.clone();
+        tokio::spawn(async move {
+            let result = poller.poll(&uuid).await;
+            // The dispatcher is gone only when stopping: the answer is no longer wanted.
+            let _ = tx.send(Done { id, result });
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = Instant::now();
+        let Some(slot) = self.agents.get_mut(done.id).and_then(Option::as_mut) else {
+            return;
+        };
+        if !slot.polled_once {
+            slot.polled_once = true;
+            self.pending_once = self.pending_once.saturating_sub(1);
+        }
+        let uuid = slot.uuid.clone();
+        let name = slot.name.clone();
+        match PollOutcome::from_result(done.result) {
+            PollOutcome::Status {
+                status,
+                request_id,
+                error_code,
+            } => {
+                if slot.failures > 0 {
+                    let failed_polls = std::mem::take(&mut slot.failures);
+                    slot.last_failed_event = None;
+                    self.sink.emit(&Event::PollRecovered {
+                        uuid: uuid.to_string(),
+                        agent_name: name.to_string(),
+                        failed_polls,
+                    });
+                }
+                slot.last_error = None;
+                slot.request_id = Some(request_id.clone());
+                let seen_at = unix_now();
+                if let Some(t) = self.tracker.observe(&uuid, &status, &request_id, seen_at) {
+                    slot.transitions += 1;
+                    self.state_dirty = true;
+                    self.sink.emit(&Event::StatusChanged {
+                        uuid: uuid.to_string(),
+                        agent_name: name.to_string(),
+                        from_status: t.from,
+                        to_status: t.to,
+                        request_id,
+                        error_code,
+                    });
+                }
+                let cadence = Cadence::of(&status);
+                let next = now + self.config.intervals.of(cadence);
+                self.finish(done.id, next, cadence);
+                self.recover_rate(now);
+            }
+            PollOutcome::Failed(error) => {
+                slot.last_error = Some(format!("{}: {}", error.code(), error.message()));
+                slot.request_id = error.request_id().map(str::to_string);
+                let cadence = Cadence::of(self.tracker.status(&uuid));
+                let interval = self.config.intervals.of(cadence);
+                let next = match error.class() {
+                    ErrorClass::Throttled => {
+                        self.throttled(now, error.code());
+                        // Not the agent's fault: it goes again as soon as the rate allows.
+                        now
+                    }
+                    ErrorClass::Clock => {
+                        self.check_skew();
+                        self.count_failure(done.id, &error, now);
+                        // The client re-learned the server's time from this very answer, so
+                        // the first retry is immediate; repeats back off.
+                        self.backoff_next(done.id, now, interval)
+                    }
+                    ErrorClass::Fatal | ErrorClass::CredentialsRefresh => {
+                        self.credentials_failed(now, &error);
+                        self.count_failure(done.id, &error, now);
+                        now + interval.max(CREDENTIALS_EVENT_EVERY)
+                    }
+                    ErrorClass::Request | ErrorClass::AgentStatus(_) => {
+                        self.count_failure(done.id, &error, now);
+                        now + interval
+                    }
+                    ErrorClass::Transient => {
+                        self.count_failure(done.id, &error, now);
+                        self.backoff_next(done.id, now, interval)
+                    }
+                };
+                self.finish(done.id, next, cadence);
+            }
+        }
+        self.check_skew();
+    }
+
+    fn finish(&mut self, id: AgentId, next: Instant, cadence: Cadence) {
+        if self.config.once {
+            // Nothing is polled twice in `once` mode.
+            self.queue.remove(id);
+        } else {
+            self.queue.finish(id, next, cadence);
+        }
+    }
+
+    fn backoff_next(&self, id: AgentId, now: Instant, cap: Duration) -> Instant {
+        let failures = self.agents[id].as_ref().map_or(1, |s| s.failures);
+        if failures <= 1 {
+            return now;
+        }
+        now + backoff(failures - 1, cap, rand::random::<f64>())
+    }
+
+    fn count_failure(&mut self, id: AgentId, error: &ApiError, now: Instant) {
+        let Some(slot) = self.agents[id].as_mut() else {
+            return;
+        };
+        slot.failures += 1;
+        let due = slot
+            .last_failed_event
+            .is_none_or(|t| now.duration_since(t) >= POLL_FAILED_EVERY);
+        if due {
+            slot.last_failed_event = Some(now);
+            let event = Event::PollFailed {
+                uuid: slot.uuid.to_string(),
+                agent_name: slot.name.to_string(),
+                error_code: error.code().to_string(),
+                error_message: error.message(),
+                request_id: error.request_id().map(str::to_string),
+                consecutive_failures: slot.failures,
+            };
+            self.emit(event);
+        }
+    }
+
+    fn throttled(&mut self, now: Instant, code: &str) {
+        let recently = self
+            .last_throttle
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+        self.last_throttle = Some(now);
+        if recently {
+            // Answers to requests sent before the last cut: that cut already covers them.
+            return;
+        }
+        let rate = (self.pacer.rate() / 2).max(1);
+        self.pacer.set_rate(rate);
+        self.emit(Event::RateLimited {
+            error_code: code.to_string(),
+            requests_per_second: rate,
+        });
+    }
+
+    fn recover_rate(&mut self, now: Instant) {
+        let target = self.config.requests_per_second;
+        if self.pacer.rate() >= target {
+            return;
+        }
+        if let Some(t) = self.last_throttle {
+            if now.duration_since(t) >= RATE_RECOVERY_STEP {
+                self.pacer.set_rate(self.pacer.rate() + 1);
+                // Each step needs its own quiet period.
+                self.last_throttle = Some(now);
+            }
+        }
+    }
+
+    fn credentials_failed(&mut self, now: Instant, error: &ApiError) {
+        let due = self
+            .last_credentials_event
+            .is_none_or(|t| now.duration_since(t) >= CREDENTIALS_EVENT_EVERY);
+        if due {
+            self.last_credentials_event = Some(now);
+            self.emit(Event::CredentialsFailed {
+                error_code: error.code().to_string(),
+                error_message: error.message(),
+                source: String::new(),
+            });
+        }
+    }
+
+    fn check_skew(&mut self) {
+        let skew_s = self.poller.clock_offset_ms() / 1000;
+        if skew_s.unsigned_abs() > CLOCK_SKEW_WARN.as_secs()
+            && (skew_s - self.skew_reported_s).abs() > 5
+        {
+            self.skew_reported_s = skew_s;
+            self.emit(Event::ClockSkew {
+                skew_seconds: skew_s,
+            });
+        }
+    }
+
+    fn report(&self) -> EngineReport {
+        let agents = self
+            .agents
+            .iter()
+            .flatten()
+            .map(|s| AgentReport {
+                uuid: s.uuid.to_string(),
+                name: s.name.to_string(),
+                status: self.tracker.status(&s.uuid).to_string(),
+                transitions: s.transitions,
+                last_error: s.last_error.clone(),
+                request_id: s.request_id.clone(),
+            })
+            .collect();
+        EngineReport {
+            agents,
+            sent: self.sent,
+            abandoned: self.queue.in_flight(),
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `UNKNOWN`, re-exported for callers printing reports.
+pub const UNKNOWN_STATUS: &str = UNKNOWN;

@@ -1,0 +1,530 @@
+//! The events consumers act on: their names, fields, levels, journal MESSAGE_IDs and readable
+//! messages. `docs/events.md` is the contract; this module is its only implementation.
+//!
+//! The engine produces [`Event`] values and hands them to an [`EventSink`]. The daemon's sink
+//! ([`TracingSink`]) turns each into one `tracing` event with the event's fields, which
+//! [`crate::logging`] renders as text, JSON lines or journal entries. Tests use
+//! [`CollectingSink`] and see exactly what would have been logged.
+
+use std::sync::Mutex;
+
+use tracing::Level;
+
+/// Target of every event, so filters can keep events and drop chatter.
+pub const TARGET: &str = "cwp_portwatch::events";
+
+/// Journal MESSAGE_IDs, one per event kind. Published ids never change.
+pub mod message_id {
+    /// `status_changed`
+    pub const STATUS_CHANGED: &str = "96e7064e0a524ac7b1e20a88b3782012";
+    /// `poll_failed`
+    pub const POLL_FAILED: &str = "3d90fc203a8b4463af8d985fb552fa47";
+    /// `poll_recovered`
+    pub const POLL_RECOVERED: &str = "b8fa4f74ca8c4a029afb8aa038dafb78";
+    /// `rate_limited`
+    pub const RATE_LIMITED: &str = "c23c7cc9c554484ba44f909f582ec033";
+    /// `clock_skew`
+    pub const CLOCK_SKEW: &str = "7250cf90ebe840e6a345d08cf9c41e24";
+    /// `credentials_failed`
+    pub const CREDENTIALS_FAILED: &str = "aa25db82d8024311b67cd8df7eaf17fd";
+    /// `watchlist_loaded`
+    pub const WATCHLIST_LOADED: &str = "9b56ec15cffe4d65b213eeeff4932ec1";
+    /// `config_rejected`
+    pub const CONFIG_REJECTED: &str = "544f05c9e40446b9ae0e8f408089ddbd";
+    /// `daemon_started`
+    pub const DAEMON_STARTED: &str = "f07a7c86a1314a8a8b2d7d14c61f0fef";
+    /// `daemon_stopping`
+    pub const DAEMON_STOPPING: &str = "0168270a5f6d4faabcfa0fbf890012f9";
+    /// `state_damaged`
+    pub const STATE_DAMAGED: &str = "77ea5f58a2204885b827350524d19e4b";
+    /// Every id, for the catalog test.
+    pub const ALL: [&str; 11] = [
+        STATUS_CHANGED,
+        POLL_FAILED,
+        POLL_RECOVERED,
+        RATE_LIMITED,
+        CLOCK_SKEW,
+        CREDENTIALS_FAILED,
+        WATCHLIST_LOADED,
+        CONFIG_REJECTED,
+        DAEMON_STARTED,
+        DAEMON_STOPPING,
+        STATE_DAMAGED,
+    ];
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An agent's status changed (or was first seen).
+    StatusChanged {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist (empty when none).
+        agent_name: String,
+        /// Previous status, `UNKNOWN` for a first answer.
+        from_status: String,
+        /// New status.
+        to_status: String,
+        /// RequestId of the answer.
+        request_id: String,
+        /// The API error code when the status came from an error answer.
+        error_code: Option<String>,
+    },
+    /// Polls of an agent fail (at most one event per agent per minute).
+    PollFailed {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// Stable error code.
+        error_code: String,
+        /// What happened.
+        error_message: String,
+        /// RequestId when the answer had one.
+        request_id: Option<String>,
+        /// Failures in a row so far.
+        consecutive_failures: u32,
+    },
+    /// Polls of an agent work again.
+    PollRecovered {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// How many polls had failed.
+        failed_polls: u32,
+    },
+    /// The API throttled us; the send rate was lowered.
+    RateLimited {
+        /// The throttling code.
+        error_code: String,
+        /// The rate now in force.
+        requests_per_second: u32,
+    },
+    /// The local clock differs from the API's.
+    ClockSkew {
+        /// Server minus local, seconds.
+        skew_seconds: i64,
+    },
+    /// The API refused the credentials.
+    CredentialsFailed {
+        /// The API's code.
+        error_code: String,
+        /// The API's message.
+        error_message: String,
+        /// Where the credentials came from.
+        source: String,
+    },
+    /// The watchlist was (re)loaded.
+    WatchlistLoaded {
+        /// Agents watched now.
+        agents: usize,
+        /// Agents new in this load.
+        added: usize,
+        /// Agents dropped by this load.
+        removed: usize,
+    },
+    /// A reload was refused; the running config stays.
+    ConfigRejected {
+        /// Every problem found.
+        error_message: String,
+    },
+    /// The state file could not be read; starting fresh.
+    StateDamaged {
+        /// The state file.
+        path: String,
+        /// What was wrong.
+        error_message: String,
+    },
+    /// The daemon started polling.
+    DaemonStarted {
+        /// Version.
+        version: String,
+        /// Agents watched.
+        agents: usize,
+    },
+    /// The daemon is stopping.
+    DaemonStopping {
+        /// Version.
+        version: String,
+        /// Agents watched.
+        agents: usize,
+    },
+}
+
+/// `web-01 (6b6cd843…)`, or just the short Uuid without a name.
+fn who(name: &str, uuid: &str) -> String {
+    let short: String = uuid.chars().take(8).collect();
+    if name.is_empty() {
+        format!("{short}…")
+    } else {
+        format!("{name} ({short}…)")
+    }
+}
+
+impl Event {
+    /// The `event` field value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::StatusChanged { .. } => "status_changed",
+            Event::PollFailed { .. } => "poll_failed",
+            Event::PollRecovered { .. } => "poll_recovered",
+            Event::RateLimited { .. } => "rate_limited",
+            Event::ClockSkew { .. } => "clock_skew",
+            Event::CredentialsFailed { .. } => "credentials_failed",
+            Event::WatchlistLoaded { .. } => "watchlist_loaded",
+            Event::ConfigRejected { .. } => "config_rejected",
+            Event::StateDamaged { .. } => "state_damaged",
+            Event::DaemonStarted { .. } => "daemon_started",
+            Event::DaemonStopping { .. } => "daemon_stopping",
+        }
+    }
+
+    /// The journal MESSAGE_ID of this kind.
+    pub fn message_id(&self) -> &'static str {
+        use message_id::*;
+        match self {
+            Event::StatusChanged { .. } => STATUS_CHANGED,
+            Event::PollFailed { .. } => POLL_FAILED,
+            Event::PollRecovered { .. } => POLL_RECOVERED,
+            Event::RateLimited { .. } => RATE_LIMITED,
+            Event::ClockSkew { .. } => CLOCK_SKEW,
+            Event::CredentialsFailed { .. } => CREDENTIALS_FAILED,
+            Event::WatchlistLoaded { .. } => WATCHLIST_LOADED,
+            Event::ConfigRejected { .. } => CONFIG_REJECTED,
+            Event::StateDamaged { .. } => STATE_DAMAGED,
+            Event::DaemonStarted { .. } => DAEMON_STARTED,
+            Event::DaemonStopping { .. } => DAEMON_STOPPING,
+        }
+    }
+
+    /// The level: `FAILED` and `AGENT_OFFLINE` transitions warn, failures warn or error.
+    pub fn level(&self) -> Level {
+        match self {
+            Event::StatusChanged { to_status, .. }
+                if to_status == "FAILED" || to_status == "AGENT_OFFLINE" =>
+            {
+                Level::WARN
+            }
+            Event::PollFailed { .. }
+            | Event::RateLimited { .. }
+            | Event::ClockSkew { .. }
+            | Event::StateDamaged { .. } => Level::WARN,
+            Event::CredentialsFailed { .. } | Event::ConfigRejected { .. } => Level::ERROR,
+            _ => Level::INFO,
+        }
+    }
+
+    /// A sentence for people (`MESSAGE` in the journal).
+    pub fn message(&self) -> String {
+        match self {
+            Event::StatusChanged {
+                uuid,
+                agent_name,
+                from_status,
+                to_status,
+                ..
+            } => format!("{} {from_status} → {to_status}", who(agent_name, uuid)),
+            Event::PollFailed {
+                uuid,
+                agent_name,
+                error_code,
+                consecutive_failures,
+                ..
+            } => format!(
+                "{}: poll failed with {error_code} ({consecutive_failures} in a row)",
+                who(agent_name, uuid)
+            ),
+            Event::PollRecovered {
+                uuid,
+                agent_name,
+                failed_polls,
+            } => format!(
+                "{}: polls work again after {failed_polls} failed",
+                who(agent_name, uuid)
+            ),
+            Event::RateLimited {
+                error_code,
+                requests_per_second,
+            } => format!(
+                "throttled by the API ({error_code}); sending {requests_per_second} requests/s now"
+            ),
+            Event::ClockSkew { skew_seconds } => {
+                format!(
+                    "the API's clock differs from ours by {skew_seconds} s; signing with the API's time"
+                )
+            }
+            Event::CredentialsFailed {
+                error_code, source, ..
+            } => format!("the API refused the credentials from {source} ({error_code})"),
+            Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+            } => format!("watching {agents} agents ({added} added, {removed} removed)"),
+            Event::ConfigRejected { error_message } => {
+                format!("reload refused, the running configuration stays: {error_message}")
+            }
+            Event::StateDamaged {
+                path,
+                error_message,
+            } => format!("state file {path} unreadable ({error_message}); starting fresh"),
+            Event::DaemonStarted { version, agents } => {
+                format!("cwp-portwatch {version} started, watching {agents} agents")
+            }
+            Event::DaemonStopping { version, agents } => {
+                format!("cwp-portwatch {version} stopping ({agents} agents)")
+            }
+        }
+    }
+}
+
+/// Where the engine's events go.
+pub trait EventSink: Send + Sync {
+    /// Takes one event.
+    fn emit(&self, event: &Event);
+}
+
+/// Keeps every event, for tests and the demo's summary.
+#[derive(Debug, Default)]
+pub struct CollectingSink {
+    events: Mutex<Vec<Event>>,
+}
+
+impl CollectingSink {
+    /// Everything emitted so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl EventSink for CollectingSink {
+    fn emit(&self, event: &Event) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+    }
+}
+
+/// Sends to several sinks (the demo logs and collects).
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: EventSink, B: EventSink> EventSink for Tee<A, B> {
+    fn emit(&self, event: &Event) {
+        self.0.emit(event);
+        self.1.emit(event);
+    }
+}
+
+impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
+    fn emit(&self, event: &Event) {
+        (**self).emit(event);
+    }
+}
+
+/// Emits at a level chosen at run time (tracing's macros want a constant level).
+macro_rules! at_level {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::event!(target: TARGET, Level::ERROR, $($rest)+),
+            Level::WARN => tracing::event!(target: TARGET, Level::WARN, $($rest)+),
+            Level::INFO => tracing::event!(target: TARGET, Level::INFO, $($rest)+),
+            Level::DEBUG => tracing::event!(target: TARGET, Level::DEBUG, $($rest)+),
+            _ => tracing::event!(target: TARGET, Level::TRACE, $($rest)+),
+        }
+    };
+}
+
+/// The daemon's sink: one `tracing` event per [`Event`], fields named as in `docs/events.md`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TracingSink;
+
+impl EventSink for TracingSink {
+    fn emit(&self, event: &Event) {
+        let level = event.level();
+        let name = event.name();
+        let mid = event.message_id();
+        let msg = event.message();
+        match event {
+            Event::StatusChanged {
+                uuid,
+                agent_name,
+                from_status,
+                to_status,
+                request_id,
+                error_code,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                from_status = from_status.as_str(),
+                to_status = to_status.as_str(),
+                request_id = request_id.as_str(),
+                error_code = error_code.as_deref(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::PollFailed {
+                uuid,
+                agent_name,
+                error_code,
+                error_message,
+                request_id,
+                consecutive_failures,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                error_code = error_code.as_str(),
+                error_message = error_message.as_str(),
+                request_id = request_id.as_deref(),
+                consecutive_failures = *consecutive_failures,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::PollRecovered {
+                uuid,
+                agent_name,
+                failed_polls,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                failed_polls = *failed_polls,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::RateLimited {
+                error_code,
+                requests_per_second,
+            } => at_level!(
+                level,
+                event = name,
+                error_code = error_code.as_str(),
+                requests_per_second = *requests_per_second,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::ClockSkew { skew_seconds } => at_level!(
+                level,
+                event = name,
+                skew_seconds = *skew_seconds,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::CredentialsFailed {
+                error_code,
+                error_message,
+                source,
+            } => at_level!(
+                level,
+                event = name,
+                error_code = error_code.as_str(),
+                error_message = error_message.as_str(),
+                source = source.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+            } => at_level!(
+                level,
+                event = name,
+                agents = *agents as u64,
+                added = *added as u64,
+                removed = *removed as u64,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::ConfigRejected { error_message } => at_level!(
+                level,
+                event = name,
+                error_message = error_message.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::StateDamaged {
+                path,
+                error_message,
+            } => at_level!(
+                level,
+                event = name,
+                path = path.as_str(),
+                error_message = error_message.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::DaemonStarted { version, agents }
+            | Event::DaemonStopping { version, agents } => {
+                at_level!(
+                    level,
+                    event = name,
+                    version = version.as_str(),
+                    agents = *agents as u64,
+                    message_id = mid,
+                    "{msg}"
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(to: &str) -> Event {
+        Event::StatusChanged {
+            uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            agent_name: "web-01".into(),
+            from_status: "COLLECTING".into(),
+            to_status: to.into(),
+            request_id: "r".into(),
+            error_code: None,
+        }
+    }
+
+    #[test]
+    fn levels_follow_the_spec() {
+        assert_eq!(changed("COMPLETE").level(), Level::INFO);
+        assert_eq!(changed("FAILED").level(), Level::WARN);
+        assert_eq!(changed("AGENT_OFFLINE").level(), Level::WARN);
+        assert_eq!(
+            Event::ConfigRejected {
+                error_message: String::new()
+            }
+            .level(),
+            Level::ERROR
+        );
+    }
+
+    #[test]
+    fn message_is_readable() {
+        assert_eq!(
+            changed("COMPLETE").message(),
+            "web-01 (6b6cd843…) COLLECTING → COMPLETE"
+        );
+    }
+
+    #[test]
+    fn message_ids_are_distinct_128_bit_hex() {
+        let mut ids = message_id::ALL.to_vec();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), message_id::ALL.len());
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
+}

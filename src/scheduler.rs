@@ -1,0 +1,403 @@
+//! Which agent is polled next, and when: the due queue and its priorities. Pure, no I/O.
+//!
+//! The engine's dispatcher asks [`DueQueue::pop_due`] for work each time the rate limiter
+//! grants a request, and hands each answer back through [`DueQueue::finish`]. Rules:
+//! - an agent is in exactly one place: waiting in a queue, or in flight (never two requests
+//!   for one agent);
+//! - among due agents, `COLLECTING` ones are served first (that is the transition users wait
+//!   for), then the most overdue; a settled agent that has waited `boost` longer than the best
+//!   collecting one goes first, so nobody starves when collecting agents alone exceed the quota;
+//! - the next poll is scheduled from when the answer arrived, never from the missed deadline,
+//!   so a backlog never turns into a burst of catch-up polls;
+//! - first polls are phased by a stable hash of the Uuid (see [`phase`]), so start-up and
+//!   reload spread over a window instead of bursting.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Index of an agent in the engine's table.
+pub type AgentId = usize;
+
+/// How often an agent is polled, following its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// `COLLECTING`: the answer users wait for; served first.
+    Collecting,
+    /// `AGENT_OFFLINE`.
+    Offline,
+    /// Everything else (`COMPLETE`, `FAILED`, `NO_TASK`, `UNKNOWN`, …).
+    Settled,
+}
+
+impl Cadence {
+    /// The cadence of a status string.
+    pub fn of(status: &str) -> Cadence {
+        match status {
+            "COLLECTING" => Cadence::Collecting,
+            "AGENT_OFFLINE" => Cadence::Offline,
+            _ => Cadence::Settled,
+        }
+    }
+}
+
+/// Poll intervals per cadence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    /// Settled agents.
+    pub settled: Duration,
+    /// Agents in `COLLECTING`.
+    pub collecting: Duration,
+    /// Agents in `AGENT_OFFLINE`.
+    pub offline: Duration,
+}
+
+impl Intervals {
+    /// The interval for one cadence.
+    pub fn of(&self, cadence: Cadence) -> Duration {
+        match cadence {
+            Cadence::Collecting => self.collecting,
+            Cadence::Offline => self.offline,
+            Cadence::Settled => self.settled,
+        }
+    }
+}
+
+/// Stable 64-bit FNV-1a: the same Uuid gets the same phase in every run and on every host.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The window first polls spread over: `min(interval, agents / rps)`. One full pass at the
+/// rate takes `agents / rps`; spreading wider than the interval would only delay answers.
+pub fn phase_window(agents: usize, requests_per_second: u32, interval: Duration) -> Duration {
+    let pass = Duration::from_secs_f64(agents as f64 / f64::from(requests_per_second.max(1)));
+    pass.min(interval)
+}
+
+/// Offset of an agent's first poll within `window`, from a hash of its Uuid.
+pub fn phase(uuid: &str, window: Duration) -> Duration {
+    let nanos = window.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(fnv1a(uuid) % nanos)
+}
+
+/// Delay before retrying an agent after `failures` consecutive transient failures:
+/// exponential from 1 s, capped at `cap`, with full jitter (`unit` is a uniform draw in
+/// `[0, 1)`, passed in so this stays pure and testable). Never below 100 ms, so a failing
+/// agent cannot spin.
+pub fn backoff(failures: u32, cap: Duration, unit: f64) -> Duration {
+    let exp = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let ceiling = exp.min(cap);
+    ceiling
+        .mul_f64(unit.clamp(0.0, 1.0))
+        .max(Duration::from_millis(100).min(ceiling))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Sequence number of this agent's live queue entry; 0 when not queued.
+    queued: u64,
+    in_flight: bool,
+    present: bool,
+}
+
+type Entry = Reverse<(Instant, u64, AgentId)>;
+
+/// The earliest-deadline due queue with collecting-first priority.
+#[derive(Debug)]
+pub struct DueQueue {
+    collecting: BinaryHeap<Entry>,
+    others: BinaryHeap<Entry>,
+    slots: Vec<Slot>,
+    seq: u64,
+    boost: Duration,
+    in_flight: usize,
+}
+
+impl DueQueue {
+    /// A settled agent overdue by more than `boost` beyond the best collecting agent is
+    /// served before it: that bounds how long collecting agents can starve the rest.
+    pub fn new(boost: Duration) -> Self {
+        DueQueue {
+            collecting: BinaryHeap::new(),
+            others: BinaryHeap::new(),
+            slots: Vec::new(),
+            seq: 0,
+            boost,
+            in_flight: 0,
+        }
+    }
+
+    fn slot_mut(&mut self, id: AgentId) -> &mut Slot {
+        if id >= self.slots.len() {
+            self.slots.resize(
+                id + 1,
+                Slot {
+                    queued: 0,
+                    in_flight: false,
+                    present: false,
+                },
+            );
+        }
+        &mut self.slots[id]
+    }
+
+    /// Queues an agent (new, or rescheduled while idle) to be due at `due`.
+    pub fn schedule(&mut self, id: AgentId, due: Instant, cadence: Cadence) {
+        self.seq += 1;
+        let seq = self.seq;
+        let slot = self.slot_mut(id);
+        slot.present = true;
+        if slot.in_flight {
+            // The answer will reschedule it; a second queue entry would allow a second
+            // request in flight.
+            return;
+        }
+        slot.queued = seq;
+        let heap = match cadence {
+            Cadence::Collecting => &mut self.collecting,
+            _ => &mut self.others,
+        };
+        heap.push(Reverse((due, seq, id)));
+    }
+
+    /// Forgets an agent (removed from the watchlist). An answer still in flight is dropped
+    /// by [`DueQueue::finish`].
+    pub fn remove(&mut self, id: AgentId) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            if slot.in_flight {
+                self.in_flight -= 1;
+            }
+            *slot = Slot {
+                queued: 0,
+                in_flight: false,
+                present: false,
+            };
+        }
+    }
+
+    fn is_live(slots: &[Slot], entry: &Entry) -> bool {
+        let Reverse((_, seq, id)) = *entry;
+        slots.get(id).is_some_and(|s| s.queued == seq)
+    }
+
+    fn clean(&mut self) {
+        while let Some(top) = self.collecting.peek() {
+            if Self::is_live(&self.slots, top) {
+                break;
+            }
+            self.collecting.pop();
+        }
+        while let Some(top) = self.others.peek() {
+            if Self::is_live(&self.slots, top) {
+                break;
+            }
+            self.others.pop();
+        }
+    }
+
+    /// When the next agent becomes due (it may already be).
+    pub fn next_due(&mut self) -> Option<Instant> {
+        self.clean();
+        let a = self.collecting.peek().map(|Reverse((d, _, _))| *d);
+        let b = self.others.peek().map(|Reverse((d, _, _))| *d);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the agent to poll now, if any is due, and marks it in flight.
+    pub fn pop_due(&mut self, now: Instant) -> Option<AgentId> {
+        self.clean();
+        let c = self
+            .collecting
+            .peek()
+            .map(|Reverse((d, _, _))| *d)
+            .filter(|d| *d <= now);
+        let o = self
+            .others
+            .peek()
+            .map(|Reverse((d, _, _))| *d)
+            .filter(|d| *d <= now);
+        let heap = match (c, o) {
+            (None, None) => return None,
+            (Some(_), None) => &mut self.collecting,
+            (None, Some(_)) => &mut self.others,
+            (Some(c), Some(o)) => {
+                if o + self.boost < c {
+                    &mut self.others
+                } else {
+                    &mut self.collecting
+                }
+            }
+        };
+        let Reverse((_, _, id)) = heap.pop()?;
+        let slot = &mut self.slots[id];
+        slot.queued = 0;
+        slot.in_flight = true;
+        self.in_flight += 1;
+        Some(id)
+    }
+
+    /// The answer for `id` arrived: it is no longer in flight and is due again at `next`.
+    /// Returns false when the agent was removed meanwhile (the answer should be dropped).
+    pub fn finish(&mut self, id: AgentId, next: Instant, cadence: Cadence) -> bool {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return false;
+        };
+        if !slot.present || !slot.in_flight {
+            return false;
+        }
+        slot.in_flight = false;
+        self.in_flight -= 1;
+        self.schedule(id, next, cadence);
+        true
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Is this agent's request in flight?
+    pub fn is_in_flight(&self, id: AgentId) -> bool {
+        self.slots.get(id).is_some_and(|s| s.in_flight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> DueQueue {
+        DueQueue::new(Duration::from_secs(60))
+    }
+
+    #[test]
+    fn cadence_follows_status() {
+        assert_eq!(Cadence::of("COLLECTING"), Cadence::Collecting);
+        assert_eq!(Cadence::of("AGENT_OFFLINE"), Cadence::Offline);
+        for s in ["COMPLETE", "FAILED", "NO_TASK", "UNKNOWN", "SOMETHING_NEW"] {
+            assert_eq!(Cadence::of(s), Cadence::Settled);
+        }
+    }
+
+    #[test]
+    fn most_overdue_first_and_fifo_on_ties() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(0, t0 + Duration::from_secs(3), Cadence::Settled);
+        q.schedule(1, t0 + Duration::from_secs(1), Cadence::Settled);
+        q.schedule(2, t0 + Duration::from_secs(1), Cadence::Offline);
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(q.pop_due(now), Some(1));
+        assert_eq!(q.pop_due(now), Some(2));
+        assert_eq!(q.pop_due(now), Some(0));
+        assert_eq!(q.pop_due(now), None);
+    }
+
+    #[test]
+    fn nothing_before_it_is_due() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(0, t0 + Duration::from_secs(3), Cadence::Collecting);
+        assert_eq!(q.pop_due(t0), None);
+        assert_eq!(q.next_due(), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(3)), Some(0));
+    }
+
+    #[test]
+    fn collecting_first_unless_others_waited_boost_longer() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(0, t0, Cadence::Settled);
+        q.schedule(1, t0 + Duration::from_secs(10), Cadence::Collecting);
+        let now = t0 + Duration::from_secs(20);
+        assert_eq!(q.pop_due(now), Some(1), "collecting first");
+        assert_eq!(q.pop_due(now), Some(0));
+        // A settled agent 61 s more overdue than the collecting one goes first.
+        q.schedule(2, t0, Cadence::Settled);
+        q.schedule(3, t0 + Duration::from_secs(61), Cadence::Collecting);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(2));
+    }
+
+    #[test]
+    fn never_two_in_flight_for_one_agent() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(7, t0, Cadence::Settled);
+        assert_eq!(q.pop_due(t0), Some(7));
+        assert!(q.is_in_flight(7));
+        // Rescheduling while in flight (e.g. a reload) must not create a second entry.
+        q.schedule(7, t0, Cadence::Collecting);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(1)), None);
+        assert_eq!(q.in_flight(), 1);
+        assert!(q.finish(7, t0 + Duration::from_secs(5), Cadence::Collecting));
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(4)), None);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(5)), Some(7));
+    }
+
+    #[test]
+    fn removed_agents_are_never_due_and_their_answers_dropped() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(0, t0, Cadence::Settled);
+        q.schedule(1, t0, Cadence::Settled);
+        assert_eq!(q.pop_due(t0), Some(0));
+        q.remove(0);
+        q.remove(1);
+        assert_eq!(q.in_flight(), 0);
+        assert!(!q.finish(0, t0, Cadence::Settled));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), None);
+        assert_eq!(q.next_due(), None);
+    }
+
+    #[test]
+    fn phases_are_stable_and_spread() {
+        let w = Duration::from_secs(60);
+        let a = phase("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1", w);
+        assert_eq!(a, phase("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1", w));
+        assert!(a < w);
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000u32 {
+            let p = phase(&format!("00000000-0000-0000-0000-{i:012x}"), w);
+            buckets[(p.as_secs_f64() / 6.0) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&n| (800..1200).contains(&n)),
+            "{buckets:?}"
+        );
+        assert_eq!(phase("x", Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn phase_window_is_one_pass_or_the_interval() {
+        let i = Duration::from_secs(60);
+        assert_eq!(phase_window(100, 20, i), Duration::from_secs(5));
+        assert_eq!(phase_window(100_000, 20, i), i);
+        assert_eq!(phase_window(0, 20, i), Duration::ZERO);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(backoff(1, cap, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, cap, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(30, cap, 1.0), cap);
+        assert_eq!(backoff(3, cap, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(3, cap, 0.0), Duration::from_millis(100));
+        assert_eq!(
+            backoff(u32::MAX, Duration::from_millis(50), 0.0),
+            Duration::from_millis(50)
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The state file: each agent's last status, when it was seen, and its RequestId.
+//!
+//! `state_dir/state.json`, written atomically (temp file + fsync + rename + fsync of the
+//! folder), so a crash at any moment leaves either the old or the new file, never a torn
+//! one. A damaged or missing file is reported and the daemon starts fresh rather than
+//! refusing to run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tracker::Known;
+
+/// File name inside `state_dir`.
+pub const FILE_NAME: &str = "state.json";
+/// Format version written into the file.
+const VERSION: u32 = 1;
+
+/// Errors reading or writing state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Could not read or write.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not a state file we can read.
+    #[error("{path}: damaged state file: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StateError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::Io { .. } => "StateError.Io",
+            StateError::Damaged { .. } => "StateError.Damaged",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    status: String,
+    seen_at: i64,
+    request_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    version: u32,
+    agents: BTreeMap<String, Entry>,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// The state file in `state_dir`.
+    pub fn in_dir(state_dir: &Path) -> Self {
+        StateFile {
+            path: state_dir.join(FILE_NAME),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state; a missing file is an empty state.
+    pub fn load(&self) -> Result<HashMap<String, Known>, StateError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let file: FileFormat = serde_json::from_slice(&bytes).map_err(|e| StateError::Damaged {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if file.version != VERSION {
+            return Err(StateError::Damaged {
+                path: self.path.clone(),
+                reason: format!("version {} (this build reads {VERSION})", file.version),
+            });
+        }
+        Ok(file
+            .agents
+            .into_iter()
+            .map(|(uuid, e)| {
+                (
+                    uuid,
+                    Known {
+                        status: e.status,
+                        request_id: e.request_id,
+                        seen_at: e.seen_at,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, known: &HashMap<String, Known>) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let file = FileFormat {
+            version: VERSION,
+            agents: known
+                .iter()
+                .map(|(u, k)| {
+                    (
+                        u.clone(),
+                        Entry {
+                            status: k.status.clone(),
+                            seen_at: k.seen_at,
+                            request_id: k.request_id.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io)?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp.{}", std::process::id()));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            serde_json::to_writer(&mut f, &file)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            // The rename itself is durable only once the folder is synced.
+            File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_missing_and_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        assert!(s.load().unwrap().is_empty());
+        let mut known = HashMap::new();
+        known.insert(
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".to_string(),
+            Known {
+                status: "COMPLETE".into(),
+                request_id: "r1".into(),
+                seen_at: 42,
+            },
+        );
+        s.save(&known).unwrap();
+        assert_eq!(s.load().unwrap(), known);
+        fs::write(s.path(), b"{\"version\":1,\"agents\":{\"x\":").unwrap();
+        let e = s.load().unwrap_err();
+        assert_eq!(e.code(), "StateError.Damaged");
+        fs::write(s.path(), [0xff, 0xfe, 0x00]).unwrap();
+        assert_eq!(s.load().unwrap_err().code(), "StateError.Damaged");
+        // No temp files are left behind.
+        s.save(&known).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}
