@@ -61,7 +61,9 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     };
     let credentials = match resolve(&settings.credentials, env) {
         Ok(Resolved::Static(_, source)) => source.to_string(),
-        Ok(Resolved::CvmRole { metadata_endpoint, .. }) => {
+        Ok(Resolved::CvmRole {
+            metadata_endpoint, ..
+        }) => {
             format!("CVM instance role via {metadata_endpoint} (not contacted by check)")
         }
         Err(e) => {
@@ -77,7 +79,11 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         "config      {}\nwatchlist   {} ({agents} agents{})\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\nstate       {}\ncredentials {credentials}\nOK",
         settings.config_path.display(),
         settings.watchlist_path.display(),
-        if agents == 0 { "; the daemon will idle" } else { "" },
+        if agents == 0 {
+            "; the daemon will idle"
+        } else {
+            ""
+        },
         settings.api.endpoint,
         settings.api.requests_per_second,
         settings.api.max_in_flight,

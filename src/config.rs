@@ -562,7 +562,7 @@ impl Settings {
         };
 
         let watchlist_path = match &raw.watchlist {
-            Some(value) => check.path(value, "watchlist"),
+            Some(value) => check.path(value, "watchlist", "\"watchlist.toml\"", true),
             None => {
                 check.problems.general(
                     "`watchlist` is missing: add watchlist = \"watchlist.toml\" (the watchlist \
@@ -572,7 +572,7 @@ impl Settings {
             }
         };
         let state_dir = match &raw.state_dir {
-            Some(value) => check.path(value, "state_dir"),
+            Some(value) => check.path(value, "state_dir", "\"/var/lib/cwp-portwatch\"", false),
             None => Some(default_state_dir(env)),
         };
         let api = check.api(raw.api.as_ref());
@@ -647,19 +647,24 @@ struct Check<'a> {
 }
 
 impl Check<'_> {
-    /// A non-empty string, or a problem.
+    /// A non-empty string, or a problem. `example` is the value to suggest; keys that are not
+    /// `required` may also be removed.
     fn non_empty<'v>(
         &mut self,
         value: &'v Spanned<String>,
         key: &str,
         example: &str,
+        required: bool,
     ) -> Option<&'v str> {
         if value.get_ref().trim().is_empty() {
+            let or_remove = if required {
+                ""
+            } else {
+                ", or remove the line for the default"
+            };
             self.problems.at(
                 value.span(),
-                format!(
-                    "`{key}` is empty: write {key} = {example}, or remove the line for the default"
-                ),
+                format!("`{key}` is empty: write {key} = {example}{or_remove}"),
             );
             None
         } else {
@@ -668,8 +673,14 @@ impl Check<'_> {
     }
 
     /// A path: non-empty, no `~`, resolved against the config file's folder.
-    fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
-        let text = self.non_empty(value, key, "\"/some/path\"")?;
+    fn path(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        example: &str,
+        required: bool,
+    ) -> Option<PathBuf> {
+        let text = self.non_empty(value, key, example, required)?;
         if text.starts_with('~') {
             self.problems.at(
                 value.span(),
@@ -776,7 +787,9 @@ impl Check<'_> {
         https_only: bool,
         example: &str,
     ) -> Option<Url> {
-        let text = self.non_empty(value, key, &format!("{example:?}"))?.trim();
+        let text = self
+            .non_empty(value, key, &format!("{example:?}"), false)?
+            .trim();
         let url = match Url::parse(text) {
             Ok(url) => url,
             Err(error) => {
@@ -1020,17 +1033,17 @@ impl Check<'_> {
         }
         let mut misplaced = false;
         for (key, value, used_by) in keys {
-            if let Some(value) = value {
-                if used_by != source_name {
-                    misplaced = true;
-                    self.problems.at(
-                        value.span(),
-                        format!(
-                            "`{key}` applies only to source = \"{used_by}\", but source = \
-                             \"{source_name}\"; remove the line or change `source`"
-                        ),
-                    );
-                }
+            if let Some(value) = value
+                && used_by != source_name
+            {
+                misplaced = true;
+                self.problems.at(
+                    value.span(),
+                    format!(
+                        "`{key}` applies only to source = \"{used_by}\", but source = \
+                         \"{source_name}\"; remove the line or change `source`"
+                    ),
+                );
             }
         }
         let settings = match source_name {
@@ -1038,12 +1051,17 @@ impl Check<'_> {
             "systemd" => Some(CredentialSettings::Systemd),
             "profile" => {
                 let path = match &raw.profile_path {
-                    Some(value) => Some(self.path(value, "profile_path")?),
+                    Some(value) => Some(self.path(
+                        value,
+                        "profile_path",
+                        "\"/etc/tencentcloud/credentials\"",
+                        false,
+                    )?),
                     None => None,
                 };
                 let profile = match &raw.profile {
                     Some(value) => self
-                        .non_empty(value, "profile", "\"default\"")?
+                        .non_empty(value, "profile", "\"default\"", false)?
                         .trim()
                         .to_owned(),
                     None => "default".to_owned(),
@@ -1053,7 +1071,7 @@ impl Check<'_> {
             "cvm-role" => {
                 let role = match &raw.role {
                     Some(value) => Some(
-                        self.non_empty(value, "role", "\"MyCvmRole\"")?
+                        self.non_empty(value, "role", "\"CwpPortwatchRole\"", false)?
                             .trim()
                             .to_owned(),
                     ),
@@ -1077,7 +1095,7 @@ impl Check<'_> {
             }
             "file" => {
                 let mut file = |value: Option<&Spanned<String>>, key: &str| match value {
-                    Some(value) => self.path(value, key),
+                    Some(value) => self.path(value, key, "\"/path/to/file\"", true),
                     None => {
                         self.problems.at(
                             source.span(),
@@ -1285,6 +1303,7 @@ mod tests {
         let errors =
             Settings::from_toml_str_with(&std::fs::read_to_string(&path).unwrap(), &path, &env())
                 .unwrap_err();
+        println!("{errors}");
         let p = &errors.problems;
         assert_eq!(errors.code(), "ConfigError.Invalid");
         assert_problem(p, 2, &["`watchlist` is empty", "watchlist = "]);

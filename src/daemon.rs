@@ -121,7 +121,10 @@ pub async fn stop_signal() {
     }
 }
 
-fn load_state(state: &StateFile, sink: &dyn EventSink) -> std::collections::HashMap<String, crate::tracker::Known> {
+fn load_state(
+    state: &StateFile,
+    sink: &dyn EventSink,
+) -> std::collections::HashMap<String, crate::tracker::Known> {
     match state.load() {
         Ok(known) => known,
         Err(e) => {
@@ -217,8 +220,15 @@ pub async fn once(config: &Path, format: Format) -> Result<ExitCode, DaemonError
     });
     let (_, report) = engine.run(shutdown).await;
     print_report(&report, format);
-    let failed = report.agents.iter().any(|a| a.last_error.is_some() || a.status == crate::status::UNKNOWN);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let failed = report
+        .agents
+        .iter()
+        .any(|a| a.last_error.is_some() || a.status == crate::status::UNKNOWN);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `cwp-portwatch status`: the persisted statuses, no API call.

@@ -111,9 +111,16 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         .iter()
         .filter(|e| matches!(e, Event::StatusChanged { .. }))
         .count();
-    println!("\n{:<10} {:<38} {:<18} {}", "agent", "uuid", "final status", "transitions");
+    println!(
+        "
+{:<10} {:<38} {:<18} transitions",
+        "agent", "uuid", "final status"
+    );
     for a in &report.agents {
-        println!("{:<10} {:<38} {:<18} {}", a.name, a.uuid, a.status, a.transitions);
+        println!(
+            "{:<10} {:<38} {:<18} {}",
+            a.name, a.uuid, a.status, a.transitions
+        );
     }
     println!(
         "\n{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes reported.",

@@ -161,7 +161,9 @@ impl<P: Poller> Engine<P> {
             config,
             agents: Vec::with_capacity(agents.len()),
             by_uuid: HashMap::with_capacity(agents.len()),
-            queue: DueQueue::new(config.intervals.settled),
+            // A collecting agent goes before any other that became due less than one
+            // collecting interval earlier: first in practice, yet nobody starves.
+            queue: DueQueue::new(config.intervals.collecting),
             tracker,
             pacer: Pacer::new(config.requests_per_second),
             last_throttle: None,
@@ -191,7 +193,11 @@ impl<P: Poller> Engine<P> {
             return;
         }
         let now = Instant::now();
-        if !force && self.last_save.is_some_and(|t| now.duration_since(t) < STATE_SAVE_EVERY) {
+        if !force
+            && self
+                .last_save
+                .is_some_and(|t| now.duration_since(t) < STATE_SAVE_EVERY)
+        {
             return;
         }
         self.last_save = Some(now);
@@ -268,10 +274,10 @@ impl<P: Poller> Engine<P> {
             .cloned()
             .collect();
         for a in agents {
-            if let Some(&id) = self.by_uuid.get(a.uuid.as_str()) {
-                if let Some(slot) = self.agents[id].as_mut() {
-                    slot.name = Arc::from(a.name.as_deref().unwrap_or(""));
-                }
+            if let Some(&id) = self.by_uuid.get(a.uuid.as_str())
+                && let Some(slot) = self.agents[id].as_mut()
+            {
+                slot.name = Arc::from(a.name.as_deref().unwrap_or(""));
             }
         }
         let added = self.add_agents(&new);
@@ -517,12 +523,12 @@ impl<P: Poller> Engine<P> {
         if self.pacer.rate() >= target {
             return;
         }
-        if let Some(t) = self.last_throttle {
-            if now.duration_since(t) >= RATE_RECOVERY_STEP {
-                self.pacer.set_rate(self.pacer.rate() + 1);
-                // Each step needs its own quiet period.
-                self.last_throttle = Some(now);
-            }
+        if let Some(t) = self.last_throttle
+            && now.duration_since(t) >= RATE_RECOVERY_STEP
+        {
+            self.pacer.set_rate(self.pacer.rate() + 1);
+            // Each step needs its own quiet period.
+            self.last_throttle = Some(now);
         }
     }
 

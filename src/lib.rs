@@ -14,8 +14,12 @@
 //! - [`demo`]: the newcomer's first run.
 
 pub mod api;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod logging;
@@ -27,7 +31,3 @@ pub mod state;
 pub mod status;
 pub mod tracker;
 pub mod watchlist;
-pub mod cli;
-pub mod daemon;
-pub mod check;
-pub mod demo;

@@ -129,10 +129,10 @@ impl Pacer {
     /// Takes one permit if one is available now; otherwise says when to ask again.
     pub fn try_acquire(&mut self) -> Result<(), Instant> {
         let now = Instant::now();
-        if let Some(last) = self.last_grant {
-            if now < last + self.period {
-                return Err(last + self.period);
-            }
+        if let Some(last) = self.last_grant
+            && now < last + self.period
+        {
+            return Err(last + self.period);
         }
         match self.limiter.check() {
             Ok(()) => {
@@ -189,7 +189,7 @@ mod tests {
             .count();
         assert_eq!(first_second, 20);
         let rate = (t.len() - 1) as f64 / t.last().unwrap().duration_since(t[0]).as_secs_f64();
-        assert!(rate >= 19.8 && rate <= 20.0, "rate {rate}");
+        assert!((19.8..=20.0).contains(&rate), "rate {rate}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,8 @@
+//! One integration test crate: the client, the engine and the binary against the real
+//! simulator over HTTP on 127.0.0.1:0, and the dispatcher under paused tokio time.
+
+mod cli;
+mod client;
+mod dispatch;
+mod engine_sim;
+mod support;
