@@ -4,8 +4,7 @@
 # - creates a venv under target/sdk-crosscheck-venv (reused on later runs) and installs
 #   tencentcloud-sdk-python-yunjing from PyPI;
 # - builds the debug binary and starts `cwp-portwatch simulate --listen 127.0.0.1:0
-#   --scenario config/scenario-example.toml` (falls back to `examples/sim_probe.rs`, same
-#   arguments, while the binary has no `simulate` subcommand);
+#   --scenario config/scenario-example.toml`;
 # - reads the endpoint from the simulator's first stdout line (`listening on http://HOST:PORT`);
 # - runs tests/sdk_crosscheck.py against it; the simulator is stopped on exit in every case.
 #
@@ -38,15 +37,8 @@ if ! "$venv/bin/python" -c "import tencentcloud.yunjing" 2>/dev/null; then
 fi
 echo "SDK: tencentcloud-sdk-python $("$venv/bin/python" -c 'import tencentcloud; print(tencentcloud.__version__)')"
 
-sim=()
-if cargo build --quiet --bin cwp-portwatch 2>"$workdir/build.log" \
-    && "$target_dir/debug/cwp-portwatch" simulate --help >/dev/null 2>&1; then
-    sim=("$target_dir/debug/cwp-portwatch" simulate)
-else
-    echo "cwp-portwatch simulate unavailable, using examples/sim_probe.rs"
-    cargo build --quiet --example sim_probe
-    sim=("$target_dir/debug/examples/sim_probe")
-fi
+cargo build --quiet --locked --bin cwp-portwatch
+sim=("$target_dir/debug/cwp-portwatch" simulate)
 
 mkfifo "$workdir/out"
 "${sim[@]}" --listen 127.0.0.1:0 --scenario config/scenario-example.toml >"$workdir/out" 2>"$workdir/sim.err" &
