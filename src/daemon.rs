@@ -13,7 +13,7 @@ use crate::api::{Client, ClientOptions};
 use crate::cli::Format;
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{CredentialError, Environment, Resolved, resolve};
-use crate::engine::{Engine, EngineConfig, EngineReport};
+use crate::engine::{Control, Engine, EngineConfig, EngineReport};
 use crate::events::{Event, EventSink, TracingSink};
 use crate::logging::{self, LoggingError};
 use crate::scheduler::Intervals;
@@ -45,6 +45,12 @@ pub enum DaemonError {
     /// The state file could not be read.
     #[error("{0}")]
     State(#[from] StateError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals,
+    /// The engine task died.
+    #[error("the polling engine failed: {0}")]
+    Engine(String),
 }
 
 impl DaemonError {
@@ -57,6 +63,8 @@ impl DaemonError {
             DaemonError::Client(e) => e.code(),
             DaemonError::Logging(e) => e.code(),
             DaemonError::State(e) => e.code(),
+            DaemonError::Signals => "DaemonError.Signals",
+            DaemonError::Engine(_) => "DaemonError.Engine",
         }
     }
 }
@@ -137,14 +145,26 @@ fn load_state(
     }
 }
 
-/// `cwp-portwatch run`.
+/// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never
+/// fatal: a daemon run by hand has no one to tell.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}
+
+/// `cwp-portwatch run`: the daemon. SIGHUP reloads, SIGTERM/SIGINT stop gracefully.
 pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
+    use sd_notify::NotifyState;
+    use tokio::signal::unix::{SignalKind, signal};
+
     let (settings, watchlist) = load(config)?;
     logging::init(settings.log.format, &settings.log.level)?;
     let client = client(&settings, &Environment::from_process())?;
     let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
     let state = StateFile::in_dir(&settings.state_dir);
     let known = load_state(&state, sink.as_ref());
+    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = Engine::new(
         client,
         sink.clone(),
@@ -152,7 +172,9 @@ pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
         &watchlist.agents,
         known,
     )
-    .with_state(state);
+    .with_state(state)
+    .with_control(control_rx);
+    let status = engine.status();
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents = engine.agent_count();
     sink.emit(&Event::DaemonStarted {
@@ -164,18 +186,131 @@ pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
         added: agents,
         removed: 0,
     });
+    // Signal handlers before READY=1: a SIGHUP right after start must not kill us.
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
+        return Err(DaemonError::Signals);
+    };
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        stop_signal().await;
-        stop.cancel();
-    });
-    let (engine, _report) = engine.run(shutdown).await;
-    sink.emit(&Event::DaemonStopping {
-        version,
-        agents: engine.agent_count(),
-    });
+    let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("watching {agents} agents, starting")),
+    ]);
+
+    // STATUS every few seconds; WATCHDOG=1 every half of WatchdogSec, and only while the
+    // dispatcher's heartbeat advances, so a wedged loop gets restarted by systemd.
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beats = 0;
+    let mut current = settings;
+    let engine_result = loop {
+        tokio::select! {
+            _ = term.recv() => break None,
+            _ = int.recv() => break None,
+            result = &mut engine_task => break Some(result),
+            _ = hup.recv() => {
+                current = reload(&current, &control, sink.as_ref()).await;
+                notify(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
+            }
+            _ = ticker.tick() => {
+                let beats = status.beats.load(std::sync::atomic::Ordering::Relaxed);
+                let line = status.line();
+                if watchdog.is_some() && beats != last_beats {
+                    notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+                } else {
+                    notify(&[NotifyState::Status(&line)]);
+                }
+                last_beats = beats;
+            }
+        }
+    };
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: waiting for answers in flight"),
+    ]);
+    shutdown.cancel();
+    let result = match engine_result {
+        Some(r) => r,
+        None => engine_task.await,
+    };
+    let agents = match result {
+        Ok((engine, _)) => engine.agent_count(),
+        Err(e) => {
+            tracing::error!("the polling engine failed: {e}");
+            return Err(DaemonError::Engine(e.to_string()));
+        }
+    };
+    sink.emit(&Event::DaemonStopping { version, agents });
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `STATUS=` is refreshed.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGHUP: re-read config and watchlist; apply them, or keep the running ones and say why.
+async fn reload(
+    current: &Settings,
+    control: &tokio::sync::mpsc::UnboundedSender<Control>,
+    sink: &dyn EventSink,
+) -> Settings {
+    use sd_notify::NotifyState;
+    // RELOADING=1 and MONOTONIC_USEC in one datagram, as systemd expects.
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+    let path = current.config_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || load(&path)).await;
+    let (settings, watchlist) = match loaded {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(problems)) => {
+            sink.emit(&Event::ConfigRejected {
+                error_message: problems.to_string(),
+            });
+            return current.clone();
+        }
+        Err(e) => {
+            sink.emit(&Event::ConfigRejected {
+                error_message: format!("reload failed: {e}"),
+            });
+            return current.clone();
+        }
+    };
+    if settings.api != current.api || settings.credentials != current.credentials {
+        let endpoint_or_credentials = settings.api.endpoint != current.api.endpoint
+            || settings.credentials != current.credentials
+            || settings.api.timeout != current.api.timeout
+            || settings.api.region != current.api.region;
+        if endpoint_or_credentials {
+            tracing::warn!(
+                "endpoint, region, timeout and credentials changes take effect at the next restart"
+            );
+        }
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = control.send(Control::Reload {
+        agents: watchlist.agents,
+        config: engine_config(&settings, false),
+        reply,
+    });
+    match (sent, answer.await) {
+        (Ok(()), Ok((agents, added, removed))) => {
+            sink.emit(&Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+            });
+            settings
+        }
+        _ => current.clone(),
+    }
 }
 
 fn print_report(report: &EngineReport, format: Format) {

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -38,6 +39,58 @@ pub const RATE_RECOVERY_STEP: Duration = Duration::from_secs(5);
 pub const CREDENTIALS_EVENT_EVERY: Duration = Duration::from_secs(30);
 /// A `clock_skew` event when the learned offset exceeds this.
 pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(30);
+
+/// Asks the running engine to change what it does (sent by the daemon on SIGHUP).
+#[derive(Debug)]
+pub enum Control {
+    /// A new watchlist and settings; the reply says (agents, added, removed).
+    Reload {
+        /// The new watchlist.
+        agents: Vec<Agent>,
+        /// The new polling settings.
+        config: EngineConfig,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
+    },
+}
+
+/// What the engine is doing, shared with the daemon for `sd_notify` (STATUS, WATCHDOG).
+/// Updated at least once per second while the dispatcher loop runs, so a stale `beats`
+/// counter means the loop is wedged.
+#[derive(Debug, Default)]
+pub struct EngineStatus {
+    /// Incremented on every loop turn that ends with a refresh (≥ once per second).
+    pub beats: AtomicU64,
+    /// Agents watched.
+    pub agents: AtomicU64,
+    /// Agents in COLLECTING.
+    pub collecting: AtomicU64,
+    /// Agents in AGENT_OFFLINE.
+    pub offline: AtomicU64,
+    /// The send rate in force.
+    pub rate: AtomicU64,
+    /// Requests sent in total.
+    pub sent: AtomicU64,
+    /// The API refuses our credentials (until an answer succeeds).
+    pub credentials_failing: AtomicBool,
+}
+
+impl EngineStatus {
+    /// One line for `systemctl status`.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "watching {} agents: {} collecting, {} offline; {} requests/s",
+            self.agents.load(Ordering::Relaxed),
+            self.collecting.load(Ordering::Relaxed),
+            self.offline.load(Ordering::Relaxed),
+            self.rate.load(Ordering::Relaxed),
+        );
+        if self.credentials_failing.load(Ordering::Relaxed) {
+            line.push_str("; CREDENTIALS REFUSED by the API");
+        }
+        line
+    }
+}
 
 /// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid.
 pub trait Poller: Send + Sync + 'static {
@@ -138,6 +191,9 @@ pub struct Engine<P: Poller> {
     state: Option<StateFile>,
     state_dirty: bool,
     last_save: Option<Instant>,
+    status: Arc<EngineStatus>,
+    last_refresh: Option<Instant>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -175,6 +231,9 @@ impl<P: Poller> Engine<P> {
             state: None,
             state_dirty: false,
             last_save: None,
+            status: Arc::new(EngineStatus::default()),
+            last_refresh: None,
+            control: None,
         };
         engine.add_agents(agents);
         engine
@@ -204,6 +263,69 @@ impl<P: Poller> Engine<P> {
         match state.save(self.tracker.known()) {
             Ok(()) => self.state_dirty = false,
             Err(e) => tracing::error!(error_code = e.code(), "cannot write the state file: {e}"),
+        }
+    }
+
+    /// The shared status (for `sd_notify`).
+    pub fn status(&self) -> Arc<EngineStatus> {
+        self.status.clone()
+    }
+
+    /// Accepts [`Control`] messages while running.
+    pub fn with_control(mut self, control: mpsc::UnboundedReceiver<Control>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Refreshes the shared status, at most once per second (counting agents per status is
+    /// O(agents)).
+    fn refresh_status(&mut self, now: Instant) {
+        if self
+            .last_refresh
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_refresh = Some(now);
+        let (collecting, offline) = self.status_counts();
+        let s = &self.status;
+        s.agents.store(self.by_uuid.len() as u64, Ordering::Relaxed);
+        s.collecting.store(collecting as u64, Ordering::Relaxed);
+        s.offline.store(offline as u64, Ordering::Relaxed);
+        s.rate
+            .store(u64::from(self.pacer.rate()), Ordering::Relaxed);
+        s.sent.store(self.sent, Ordering::Relaxed);
+        s.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn apply(&mut self, control: Control) {
+        match control {
+            Control::Reload {
+                agents,
+                config,
+                reply,
+            } => {
+                let target_rate_changed =
+                    config.requests_per_second != self.config.requests_per_second;
+                self.config = EngineConfig {
+                    once: self.config.once,
+                    ..config
+                };
+                if target_rate_changed {
+                    // Never above the new limit; a throttled rate keeps recovering from where
+                    // it is.
+                    let rate = self.pacer.rate().min(config.requests_per_second);
+                    self.pacer.set_rate(if self.last_throttle.is_some() {
+                        rate
+                    } else {
+                        config.requests_per_second
+                    });
+                }
+                let (added, removed) = self.replace_watchlist(&agents);
+                self.state_dirty |= removed > 0;
+                self.last_refresh = None;
+                let _ = reply.send((self.agent_count(), added, removed));
+            }
         }
     }
 
@@ -320,11 +442,13 @@ impl<P: Poller> Engine<P> {
     /// Runs until `shutdown` (or, in `once` mode, until every agent answered once).
     pub async fn run(mut self, shutdown: CancellationToken) -> (Self, EngineReport) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
+        let mut control = self.control.take();
         loop {
             while let Ok(done) = rx.try_recv() {
                 self.on_done(done);
             }
             self.save_state(false);
+            self.refresh_status(Instant::now());
             if self.config.once && self.pending_once == 0 {
                 break;
             }
@@ -344,11 +468,17 @@ impl<P: Poller> Engine<P> {
                     due => wake_at = due,
                 }
             }
+            // Wake at least once a second: the status and the watchdog's heartbeat stay fresh
+            // even when nothing is due for a long time.
+            let wake_at = wake_at.map_or(now + Duration::from_secs(1), |t| {
+                t.min(now + Duration::from_secs(1))
+            });
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = rx.recv() => self.on_done(done),
-                _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+                Some(c) = async { match control.as_mut() { Some(c) => c.recv().await, None => None } } => self.apply(c),
+                _ = sleep_until(wake_at) => {}
             }
         }
         // Stop sending; let answers in flight land within the drain bound.
@@ -395,6 +525,9 @@ impl<P: Poller> Engine<P> {
                 request_id,
                 error_code,
             } => {
+                self.status
+                    .credentials_failing
+                    .store(false, Ordering::Relaxed);
                 if slot.failures > 0 {
                     let failed_polls = std::mem::take(&mut slot.failures);
                     slot.last_failed_event = None;
@@ -533,6 +666,9 @@ impl<P: Poller> Engine<P> {
     }
 
     fn credentials_failed(&mut self, now: Instant, error: &ApiError) {
+        self.status
+            .credentials_failing
+            .store(true, Ordering::Relaxed);
         let due = self
             .last_credentials_event
             .is_none_or(|t| now.duration_since(t) >= CREDENTIALS_EVENT_EVERY);

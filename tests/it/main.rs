@@ -3,6 +3,9 @@
 
 mod cli;
 mod client;
+mod daemon;
 mod dispatch;
 mod engine_sim;
+mod journald;
 mod support;
+mod systemd;

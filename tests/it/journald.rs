@@ -1,0 +1,372 @@
+//! The daemon's journal output as its consumers see it: the real binary, `log.format =
+//! "journald"`, a real systemd-journald, and `journalctl -o json` reading the entries back.
+//!
+//! journald need not run under systemd: when `/run/systemd/journal/socket` has no listener, the
+//! test starts `/lib/systemd/systemd-journald` itself and leaves it running, as `.ci/run` does.
+//! It fails, never skips, when journald cannot be started.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cwp_portwatch::events::message_id;
+use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SimulatorOptions};
+use serde_json::{Map, Value};
+
+use crate::support::*;
+
+const JOURNAL_DIR: &str = "/run/systemd/journal";
+const SOCKET: &str = "/run/systemd/journal/socket";
+const JOURNALD: [&str; 2] = [
+    "/lib/systemd/systemd-journald",
+    "/usr/lib/systemd/systemd-journald",
+];
+
+type Entry = Map<String, Value>;
+
+/// Does a journald listen on the socket? (Like tracing-journald: an empty datagram, which
+/// journald discards, goes through only when someone listens.)
+fn journald_listens() -> bool {
+    UnixDatagram::unbound()
+        .and_then(|s| s.send_to(&[], SOCKET))
+        .is_ok()
+}
+
+/// Makes sure a journald listens on [`SOCKET`], starting one when none does. A journald started
+/// here is left running, as `.ci/run` leaves its own: a concurrent test run may be logging to
+/// it. A lock file keeps two test runs from starting two.
+#[expect(
+    clippy::zombie_processes,
+    reason = "journald is left running on purpose; init reaps it once this test run exits"
+)]
+fn ensure_journald() {
+    if journald_listens() {
+        return;
+    }
+    let hint = "start one first: `mkdir -p /run/systemd/journal; /lib/systemd/systemd-journald &` \
+                (Debian/Ubuntu package `systemd`; needs root)";
+    let ci = if std::env::var_os("CI").is_some() {
+        " (CI)"
+    } else {
+        ""
+    };
+    let Some(binary) = JOURNALD.iter().map(Path::new).find(|p| p.is_file()) else {
+        panic!("no journald listens on {SOCKET} and systemd-journald is not installed{ci}; {hint}");
+    };
+    if let Err(e) = std::fs::create_dir_all(JOURNAL_DIR) {
+        panic!(
+            "no journald listens on {SOCKET} and {JOURNAL_DIR} cannot be made ({e}){ci}; {hint}"
+        );
+    }
+    let lock = std::fs::File::create(format!("{JOURNAL_DIR}/.cwp-portwatch-test.lock"))
+        .unwrap_or_else(|e| panic!("cannot make a lock file in {JOURNAL_DIR}: {e}{ci}; {hint}"));
+    // SAFETY: flock(2) on a file descriptor we own; released when `lock` is closed.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if journald_listens() {
+        return;
+    }
+    let log_path = std::env::temp_dir().join(format!(
+        "cwp-portwatch-test-journald-{}.log",
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path).unwrap();
+    Command::new(binary)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        // Its own process group: a Ctrl-C of the test run does not stop it half-way.
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}{ci}; {hint}", binary.display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !journald_listens() {
+        if Instant::now() > deadline {
+            panic!(
+                "started {} but nothing listens on {SOCKET} after 5 s{ci}; its output ({}):\n{}",
+                binary.display(),
+                log_path.display(),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// The entries of process `pid` since `since` (Unix seconds), read with journalctl.
+fn journal(since: u64, pid: u32) -> Vec<Entry> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager"])
+        .arg(format!("--since=@{since}"))
+        .arg("SYSLOG_IDENTIFIER=cwp-portwatch")
+        .arg(format!("_PID={pid}"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run journalctl ({e}): install the systemd package (apt-get install systemd)"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "journalctl: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Entry>(l).expect("journalctl -o json gives JSON objects"))
+        .collect()
+}
+
+/// A field's single text value; a field sent twice would show as an array (a defect).
+fn field<'a>(e: &'a Entry, name: &str) -> Option<&'a str> {
+    match e.get(name)? {
+        Value::String(s) => Some(s.as_str()),
+        other => panic!("{name} is not one text value but {other} in {e:?}"),
+    }
+}
+
+fn must<'a>(e: &'a Entry, name: &str) -> &'a str {
+    field(e, name).unwrap_or_else(|| panic!("no {name} in {e:?}"))
+}
+
+fn event(e: &Entry) -> Option<&str> {
+    field(e, "EVENT")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_events_reach_a_real_journal_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    ensure_journald();
+
+    // web-01 finishes collecting at 2 s, db-01 is offline (an API error), app-01 has failed.
+    let (web, db, app) = (uuid(0), uuid(1), uuid(2));
+    let sim = start(SimulatorOptions::new(scenario(&format!(
+        r#"
+[[agent]]
+uuid = "{web}"
+timeline = [ {{ at = "0s", status = "COLLECTING" }}, {{ at = "2s", status = "COMPLETE" }} ]
+[[agent]]
+uuid = "{db}"
+timeline = [ {{ at = "0s", error = "FailedOperation.AgentOffline" }} ]
+[[agent]]
+uuid = "{app}"
+timeline = [ {{ at = "0s", status = "FAILED" }} ]
+"#
+    ))))
+    .await;
+
+    // Names unique to this run, so entries of earlier runs cannot match.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let run = format!("{}-{nanos:09}", std::process::id());
+    let names = [
+        (web.clone(), format!("web-01-{run}")),
+        (db.clone(), format!("db-01-{run}")),
+        (app.clone(), format!("app-01-{run}")),
+    ];
+    let mut watchlist = String::new();
+    for (uuid, name) in &names {
+        watchlist.push_str(&format!(
+            "[[agent]]\nuuid = \"{uuid}\"\nname = \"{name}\"\n"
+        ));
+    }
+    write(dir.path(), "watchlist.toml", &watchlist);
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
+             [api]\nendpoint = \"{}\"\n\
+             [poll]\ninterval = \"500ms\"\ncollecting_interval = \"500ms\"\noffline_interval = \"500ms\"\n\
+             [log]\nformat = \"journald\"\nlevel = \"info\"\n",
+            sim.endpoint()
+        ),
+    );
+
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("CWP_PORTWATCH_CONFIG")
+        .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the daemon starts");
+    let pid = child.id().expect("the daemon has a pid");
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // SAFETY: kill(2) of our own child, not yet reaped (kill_on_drop holds it).
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("the daemon exits within 15 s of SIGTERM")
+        .unwrap();
+    sim.shutdown().await;
+    let output = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the daemon's exit after SIGTERM: {}\n{output}",
+        out.status
+    );
+
+    // journald writes asynchronously: wait for the last event to be readable.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let entries = loop {
+        let entries = journal(since, pid);
+        if entries.iter().any(|e| event(e) == Some("daemon_stopping")) || Instant::now() > deadline
+        {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let events: Vec<&Entry> = entries.iter().filter(|e| event(e).is_some()).collect();
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {}", must(e, "EVENT"), must(e, "MESSAGE")))
+        .collect();
+    assert!(
+        !events.is_empty(),
+        "no entries of pid {pid} in the journal (journalctl -o json SYSLOG_IDENTIFIER=cwp-portwatch _PID={pid})\n{output}"
+    );
+
+    // Every event: its kind's MESSAGE_ID, our identifier, a message, no prefixed fields.
+    for e in &events {
+        let name = must(e, "EVENT");
+        assert_eq!(must(e, "SYSLOG_IDENTIFIER"), "cwp-portwatch", "{e:?}");
+        assert!(!must(e, "MESSAGE").is_empty(), "{e:?}");
+        let id = must(e, "MESSAGE_ID");
+        assert!(
+            message_id::ALL.contains(&id),
+            "{name}: MESSAGE_ID {id} unknown"
+        );
+        assert!(
+            !e.keys().any(|k| k.starts_with("F_")),
+            "{name}: fields carry the F_ prefix: {e:?}"
+        );
+    }
+
+    // Started first, stopping last, with version and agents.
+    assert_eq!(
+        event(events[0]),
+        Some("daemon_started"),
+        "first event: {summary:#?}"
+    );
+    assert_eq!(
+        event(events[events.len() - 1]),
+        Some("daemon_stopping"),
+        "last event: {summary:#?}"
+    );
+    for (e, id) in [
+        (events[0], message_id::DAEMON_STARTED),
+        (events[events.len() - 1], message_id::DAEMON_STOPPING),
+    ] {
+        assert_eq!(must(e, "MESSAGE_ID"), id, "{e:?}");
+        assert_eq!(must(e, "VERSION"), env!("CARGO_PKG_VERSION"), "{e:?}");
+        assert_eq!(must(e, "AGENTS"), "3", "{e:?}");
+        assert_eq!(must(e, "PRIORITY"), "5", "{e:?}");
+    }
+    let loaded = events
+        .iter()
+        .find(|e| event(e) == Some("watchlist_loaded"))
+        .unwrap_or_else(|| panic!("no watchlist_loaded: {summary:#?}"));
+    assert_eq!(must(loaded, "MESSAGE_ID"), message_id::WATCHLIST_LOADED);
+    assert_eq!(
+        (
+            must(loaded, "AGENTS"),
+            must(loaded, "ADDED"),
+            must(loaded, "REMOVED")
+        ),
+        ("3", "3", "0")
+    );
+
+    // Each status change exactly once, in order, with every field.
+    let expected: [(&str, &str, &str, Option<&str>); 4] = [
+        (web.as_str(), "UNKNOWN", "COLLECTING", None),
+        (web.as_str(), "COLLECTING", "COMPLETE", None),
+        (
+            db.as_str(),
+            "UNKNOWN",
+            "AGENT_OFFLINE",
+            Some("FailedOperation.AgentOffline"),
+        ),
+        (app.as_str(), "UNKNOWN", "FAILED", None),
+    ];
+    let changes: Vec<&Entry> = events
+        .iter()
+        .copied()
+        .filter(|e| event(e) == Some("status_changed"))
+        .collect();
+    for (uuid, name) in &names {
+        let got: Vec<(&str, &str)> = changes
+            .iter()
+            .filter(|e| must(e, "UUID") == uuid.as_str())
+            .map(|e| (must(e, "FROM_STATUS"), must(e, "TO_STATUS")))
+            .collect();
+        let want: Vec<(&str, &str)> = expected
+            .iter()
+            .filter(|x| x.0 == uuid.as_str())
+            .map(|x| (x.1, x.2))
+            .collect();
+        assert_eq!(got, want, "status changes of {name}: {summary:#?}");
+    }
+    assert_eq!(changes.len(), expected.len(), "{summary:#?}");
+    for e in &changes {
+        let uuid = must(e, "UUID");
+        let (from, to) = (must(e, "FROM_STATUS"), must(e, "TO_STATUS"));
+        let name = &names.iter().find(|(u, _)| u == uuid).unwrap().1;
+        let error_code = expected
+            .iter()
+            .find(|x| x.0 == uuid && x.1 == from && x.2 == to)
+            .unwrap()
+            .3;
+        assert_eq!(must(e, "AGENT_NAME"), name, "{e:?}");
+        assert!(!must(e, "REQUEST_ID").is_empty(), "{e:?}");
+        assert_eq!(field(e, "ERROR_CODE"), error_code, "{e:?}");
+        assert_eq!(must(e, "MESSAGE_ID"), message_id::STATUS_CHANGED, "{e:?}");
+        assert_eq!(must(e, "SYSLOG_IDENTIFIER"), "cwp-portwatch", "{e:?}");
+        // warn → 4, info → 5 (tracing-journald's mapping: notice).
+        let priority = if to == "AGENT_OFFLINE" || to == "FAILED" {
+            "4"
+        } else {
+            "5"
+        };
+        assert_eq!(must(e, "PRIORITY"), priority, "{e:?}");
+        assert_eq!(
+            must(e, "MESSAGE"),
+            format!("{name} ({}…) {from} → {to}", &uuid[..8]),
+            "{e:?}"
+        );
+    }
+}
