@@ -174,6 +174,8 @@ pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
     )
     .with_state(state)
     .with_control(control_rx);
+    // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice.
+    drop(watchlist);
     let status = engine.status();
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents = engine.agent_count();

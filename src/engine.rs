@@ -206,11 +206,15 @@ impl<P: Poller> Engine<P> {
         known: HashMap<String, Known>,
     ) -> Self {
         let mut tracker = TransitionTracker::new();
+        let watched: std::collections::HashSet<&str> =
+            agents.iter().map(|a| a.uuid.as_str()).collect();
         for (uuid, k) in known {
-            if agents.iter().any(|a| a.uuid == uuid) {
+            // Agents no longer watched are forgotten, as on a reload.
+            if watched.contains(uuid.as_str()) {
                 tracker.seed(&uuid, k);
             }
         }
+        drop(watched);
         let mut engine = Engine {
             poller: Arc::new(poller),
             sink,
@@ -423,10 +427,12 @@ impl<P: Poller> Engine<P> {
 
     /// Counts of agents per status, for `sd_notify` STATUS.
     pub fn status_counts(&self) -> (usize, usize) {
+        // The tracker holds watched agents only (seeding filters, removal forgets), so one
+        // pass over its values counts them without a lookup per agent.
         let mut collecting = 0;
         let mut offline = 0;
-        for uuid in self.by_uuid.keys() {
-            match self.tracker.status(uuid) {
+        for known in self.tracker.known().values() {
+            match known.status.as_str() {
                 "COLLECTING" => collecting += 1,
                 "AGENT_OFFLINE" => offline += 1,
                 _ => {}
