@@ -10,17 +10,32 @@
 //! in upper case from the console and the API's lower-case answers name the same agent; a
 //! duplicate (compared without case) is a problem naming both lines. An empty watchlist is valid.
 //!
-//! It must scale to 100,000 agents: the text is deserialized straight into small structs with
-//! `Spanned` strings (no `toml::Value` tree of owned values), duplicates are found with one
-//! `HashMap` pass, and line numbers are computed only for the problems.
+//! It must scale to 100,000 agents (about 8 MB of text) within the daemon's memory budget:
+//!
+//! - The text is deserialized straight into small structs with `Spanned` strings (no
+//!   `toml::Value` tree of owned values).
+//! - A large file is parsed in **batches** of 1,000 `[[agent]]` tables (`BATCH_TABLES`), split
+//!   at the `[[agent]]` header lines, so the toml parser's tokens, events and tables exist for one
+//!   batch at a time (a whole-file parse of 100,000 agents peaks at about 200 MB; batches keep
+//!   it at a few MB). Every span is shifted by its batch's byte offset, so problems keep their
+//!   exact line:column. If a batch does not parse, or the file holds anything that could make a
+//!   split unsafe (a multi-line string, or content other than comments before the first header),
+//!   the whole file is parsed in one call instead, so syntax errors are reported exactly as
+//!   before.
+//! - Duplicates are found with one `HashMap` over the whole file (keyed by the Uuid's 128-bit
+//!   value), and line numbers are computed only for the problems.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{ConfigErrors, ProblemList, read_text, shown};
+
+/// `[[agent]]` tables per batch when a large watchlist is parsed in batches.
+const BATCH_TABLES: usize = 1_000;
 
 /// One watched agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,89 +84,237 @@ impl Watchlist {
 
     /// Validates watchlist text; `path` is used in messages. Every problem is reported.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Watchlist, ConfigErrors> {
-        let mut problems = ProblemList::new(path, text);
-        let raw: RawWatchlist = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(error) => {
-                problems.syntax(&error);
-                return Err(problems.finish().unwrap_err());
+        parse_batched(text, path, BATCH_TABLES).unwrap_or_else(|| parse_whole(text, path))
+    }
+}
+
+/// The whole text in one `toml::from_str` call: small files, and the fallback that reports syntax
+/// errors exactly.
+fn parse_whole(text: &str, path: &Path) -> Result<Watchlist, ConfigErrors> {
+    let raw: RawWatchlist = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let mut problems = ProblemList::new(path, text);
+            problems.syntax(&error);
+            return Err(problems.finish().unwrap_err());
+        }
+    };
+    let mut checker = Checker::new(path, text, raw.agent.len());
+    for entry in raw.agent {
+        checker.agent(entry, 0);
+    }
+    checker.finish(path)
+}
+
+/// The text in batches of `batch_tables` `[[agent]]` tables; `None` when it must be parsed whole
+/// instead (too few tables to be worth it, a construct that makes splitting unsafe, or a batch
+/// that does not parse: then only the whole-file parse places the error exactly).
+fn parse_batched(
+    text: &str,
+    path: &Path,
+    batch_tables: usize,
+) -> Option<Result<Watchlist, ConfigErrors>> {
+    let plan = BatchPlan::of(text, batch_tables)?;
+    let mut checker = Checker::new(path, text, plan.tables);
+    for range in plan.batches(text.len()) {
+        // Any error: drop what was built (the `?` returns) before the whole-file parse starts.
+        let raw: RawWatchlist = toml::from_str(&text[range.clone()]).ok()?;
+        for entry in raw.agent {
+            checker.agent(entry, range.start);
+        }
+    }
+    Some(checker.finish(path))
+}
+
+/// Where to split a watchlist: the byte offsets where batches start.
+#[derive(Debug, PartialEq, Eq)]
+struct BatchPlan {
+    /// Start of every batch; the first is 0, so the head (comments before the first header) is
+    /// parsed with the first batch, and every other one is the start of an `[[agent]]` line.
+    starts: Vec<usize>,
+    /// How many `[[agent]]` header lines the file has.
+    tables: usize,
+}
+
+impl BatchPlan {
+    /// `None` unless splitting is both safe and useful: no multi-line string anywhere (a
+    /// header-like line inside one is not a header), nothing but blank and comment lines before
+    /// the first `[[agent]]` header (top-level keys such as `agent = []` interact with the
+    /// tables), and more than one batch.
+    fn of(text: &str, batch_tables: usize) -> Option<BatchPlan> {
+        if text.contains("\"\"\"") || text.contains("'''") {
+            return None;
+        }
+        let batch_tables = batch_tables.max(1);
+        let mut starts = vec![0];
+        let mut tables = 0;
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            if is_agent_header(line) {
+                if tables > 0 && tables % batch_tables == 0 {
+                    starts.push(offset);
+                }
+                tables += 1;
+            } else if tables == 0 && !is_blank_or_comment(line) {
+                return None;
+            }
+            offset += line.len();
+        }
+        (starts.len() > 1).then_some(BatchPlan { starts, tables })
+    }
+
+    /// The byte ranges of the batches, in file order, covering the whole text.
+    fn batches(&self, len: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        let ends = self.starts.iter().skip(1).copied().chain([len]);
+        self.starts.iter().zip(ends).map(|(&start, end)| start..end)
+    }
+}
+
+/// TOML whitespace.
+fn is_ws(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// The line without its line ending.
+fn line_body(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// `^[ \t]*\[\[[ \t]*agent[ \t]*\]\][ \t]*(#.*)?$`, the header of an `[[agent]]` table. (A
+/// quoted `[["agent"]]` does not match: it stays inside its batch, which is still correct.)
+fn is_agent_header(line: &str) -> bool {
+    let header = || {
+        let rest = line_body(line)
+            .trim_start_matches(is_ws)
+            .strip_prefix("[[")?;
+        let rest = rest.trim_start_matches(is_ws).strip_prefix("agent")?;
+        let rest = rest.trim_start_matches(is_ws).strip_prefix("]]")?;
+        let rest = rest.trim_start_matches(is_ws);
+        Some(rest.is_empty() || rest.starts_with('#'))
+    };
+    header().unwrap_or(false)
+}
+
+fn is_blank_or_comment(line: &str) -> bool {
+    let rest = line_body(line).trim_start_matches(is_ws);
+    rest.is_empty() || rest.starts_with('#')
+}
+
+/// Validates `[[agent]]` tables in file order, whichever way they were parsed.
+struct Checker<'a> {
+    problems: ProblemList<'a>,
+    /// Uuid (as a number, so case does not matter) → byte offset of its first occurrence.
+    seen: HashMap<u128, usize>,
+    agents: Vec<Agent>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(path: &'a Path, text: &'a str, tables: usize) -> Self {
+        Checker {
+            problems: ProblemList::new(path, text),
+            seen: HashMap::with_capacity(tables),
+            agents: Vec::with_capacity(tables),
+        }
+    }
+
+    /// Checks one table; `offset` is where the text it was parsed from starts in the file.
+    fn agent(&mut self, entry: Spanned<RawAgent>, offset: usize) {
+        let shift = |span: Range<usize>| span.start + offset..span.end + offset;
+        let problems = &mut self.problems;
+        let entry_span = shift(entry.span());
+        let RawAgent { uuid, name } = entry.into_inner();
+        let name = match name {
+            None => None,
+            Some(name) => {
+                let text = name.get_ref();
+                if text.trim().is_empty() {
+                    problems.at(
+                        shift(name.span()),
+                        "`name` is empty: write a name such as name = \"web-01\", or remove \
+                         the line",
+                    );
+                    None
+                } else if text.chars().any(char::is_control) {
+                    problems.at(
+                        shift(name.span()),
+                        format!(
+                            "`name` = {} contains control characters (newline, tab, ...), \
+                             which would garble log lines; write it on one line without them",
+                            shown(text)
+                        ),
+                    );
+                    None
+                } else {
+                    let mut name = name.into_inner();
+                    name.shrink_to_fit();
+                    Some(name)
+                }
             }
         };
-        let mut agents = Vec::with_capacity(raw.agent.len());
-        // Lower-cased uuid → span of its first occurrence.
-        let mut seen: HashMap<String, std::ops::Range<usize>> =
-            HashMap::with_capacity(raw.agent.len());
-        for entry in raw.agent {
-            let entry_span = entry.span();
-            let RawAgent { uuid, name } = entry.into_inner();
-            let name = match name {
-                None => None,
-                Some(name) => {
-                    let text = name.get_ref();
-                    if text.trim().is_empty() {
-                        problems.at(
-                            name.span(),
-                            "`name` is empty: write a name such as name = \"web-01\", or remove \
-                             the line",
-                        );
-                        None
-                    } else if text.chars().any(char::is_control) {
-                        problems.at(
-                            name.span(),
-                            format!(
-                                "`name` = {} contains control characters (newline, tab, ...), \
-                                 which would garble log lines; write it on one line without them",
-                                shown(text)
-                            ),
-                        );
-                        None
-                    } else {
-                        Some(name.into_inner())
-                    }
-                }
-            };
-            let Some(uuid) = uuid else {
-                problems.at(
-                    entry_span,
-                    "this [[agent]] has no `uuid`: add uuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\" \
-                     (the agent's Uuid from the CWP console)",
-                );
-                continue;
-            };
-            if !is_valid_uuid(uuid.get_ref()) {
-                problems.at(
-                    uuid.span(),
-                    format!(
-                        "`uuid` = {} is not an agent Uuid; write 8-4-4-4-12 hex digits, e.g. \
-                         uuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"",
-                        shown(uuid.get_ref())
-                    ),
-                );
-                continue;
-            }
-            let span = uuid.span();
-            let lower = uuid.into_inner().to_ascii_lowercase();
-            if let Some(first) = seen.get(&lower) {
-                let first_line = problems.line_of(first);
-                let this_line = problems.line_of(&span);
-                problems.at(
-                    span,
-                    format!(
-                        "duplicate agent uuid {lower}: listed on line {first_line} and line \
-                         {this_line} (Uuids are compared without case); remove one of the two"
-                    ),
-                );
-                continue;
-            }
-            seen.insert(lower.clone(), span);
-            agents.push(Agent { uuid: lower, name });
+        let Some(uuid) = uuid else {
+            problems.at(
+                entry_span,
+                "this [[agent]] has no `uuid`: add uuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\" \
+                 (the agent's Uuid from the CWP console)",
+            );
+            return;
+        };
+        let span = shift(uuid.span());
+        let Some(value) = uuid_value(uuid.get_ref()) else {
+            problems.at(
+                span,
+                format!(
+                    "`uuid` = {} is not an agent Uuid; write 8-4-4-4-12 hex digits, e.g. \
+                     uuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"",
+                    shown(uuid.get_ref())
+                ),
+            );
+            return;
+        };
+        let mut lower = uuid.into_inner();
+        lower.make_ascii_lowercase();
+        lower.shrink_to_fit();
+        if let Some(&first) = self.seen.get(&value) {
+            let first_line = problems.line_of(&(first..first));
+            let this_line = problems.line_of(&span);
+            problems.at(
+                span,
+                format!(
+                    "duplicate agent uuid {lower}: listed on line {first_line} and line \
+                     {this_line} (Uuids are compared without case); remove one of the two"
+                ),
+            );
+            return;
         }
+        self.seen.insert(value, span.start);
+        self.agents.push(Agent { uuid: lower, name });
+    }
+
+    fn finish(self, path: &Path) -> Result<Watchlist, ConfigErrors> {
+        let Checker {
+            problems,
+            seen,
+            mut agents,
+        } = self;
+        drop(seen);
         problems.finish()?;
+        agents.shrink_to_fit();
         Ok(Watchlist {
             path: path.to_path_buf(),
             agents,
         })
     }
+}
+
+/// The 128-bit value of a valid Uuid (any case), `None` if [`is_valid_uuid`] rejects it.
+fn uuid_value(s: &str) -> Option<u128> {
+    if !is_valid_uuid(s) {
+        return None;
+    }
+    s.bytes().filter(|&b| b != b'-').try_fold(0u128, |acc, b| {
+        Some(acc << 4 | u128::from(char::from(b).to_digit(16)?))
+    })
 }
 
 /// `true` for 8-4-4-4-12 hex digits with dashes, in any case (`6B6CD843-6bc1-...`); no braces,
@@ -302,6 +465,129 @@ mod tests {
             parse("[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\nname = \"a\\nb\"\n")
                 .unwrap_err();
         assert!(errors.problems[0].message.contains("control characters"));
+    }
+
+    /// Batches of `batch` tables (which must really be batched) against the whole-file parse.
+    fn assert_batches_match_whole(text: &str, batch: usize) -> Result<Watchlist, ConfigErrors> {
+        let path = Path::new("watchlist.toml");
+        let plan = BatchPlan::of(text, batch).expect("this text is split");
+        assert!(plan.starts.len() > 1, "{plan:?}");
+        let batched = parse_batched(text, path, batch).expect("every batch parses");
+        let whole = parse_whole(text, path);
+        assert_eq!(batched, whole, "batch size {batch}");
+        assert_eq!(parse(text), whole);
+        whole
+    }
+
+    #[test]
+    fn batches_give_the_same_agents_and_problem_positions_as_one_parse() {
+        let uuid = |i: usize| format!("{i:08x}-0000-4000-8000-{i:012x}");
+        let mut text = String::from("# comment before the first table\n\n   # indented comment\n");
+        for i in 0..40 {
+            // Vary the header's spelling, so batches start at every allowed form.
+            text.push_str(match i % 4 {
+                0 => "[[agent]]\n",
+                1 => "  [[ agent ]]   # with a comment\n",
+                2 => "[[agent]]\r\n",
+                _ => "\t[[agent]]\t\n",
+            });
+            match i {
+                3 => text.push_str("name = \"no uuid\"\n"),
+                7 => text.push_str("uuid = \"not-a-uuid\"\nname = \"\"\n"),
+                12 => text.push_str(&format!("uuid = \"{}\"\n", uuid(2).to_uppercase())),
+                18 => text.push_str(&format!("uuid = \"{}\"\nname = \"a\\tb\"\n", uuid(18))),
+                25 => text.push_str(&format!("name = \"ü-é\"\nuuid = \"{}\"\n", uuid(99))),
+                31 | 39 => text.push_str(&format!("uuid = \"{}\"\n", uuid(30))),
+                _ => text.push_str(&format!("uuid = \"{}\"\nname = \"h-{i}\"\n", uuid(i))),
+            }
+            text.push('\n');
+        }
+        for batch in [1, 2, 3, 7, 39] {
+            let errors = assert_batches_match_whole(&text, batch).unwrap_err();
+            let places: Vec<_> = errors
+                .problems
+                .iter()
+                .map(|p| (p.line.unwrap(), p.column.unwrap()))
+                .collect();
+            assert_eq!(
+                places,
+                vec![
+                    (16, 2),
+                    (32, 8),
+                    (33, 8),
+                    (52, 8),
+                    (76, 8),
+                    (127, 8),
+                    (158, 8)
+                ],
+                "{errors}"
+            );
+            assert!(errors.problems[0].message.contains("has no `uuid`"));
+            assert!(errors.problems[3].message.contains("line 13 and line 52"));
+            assert!(errors.problems[4].message.contains("control characters"));
+            assert!(errors.problems[6].message.contains("line 123 and line 158"));
+        }
+
+        // Without problems, the agents match too.
+        let good = big_watchlist(50);
+        for batch in [1, 4, 49] {
+            let watchlist = assert_batches_match_whole(&good, batch).unwrap();
+            assert_eq!(watchlist.agents.len(), 50);
+        }
+    }
+
+    #[test]
+    fn unsafe_or_unparsable_batches_fall_back_to_one_parse() {
+        let good = big_watchlist(6);
+        let path = Path::new("watchlist.toml");
+        // A syntax error in the fourth batch: the batches give up, the whole parse places it.
+        let broken = good.replacen("name = \"host-3\"", "name = host-3", 1);
+        assert!(BatchPlan::of(&broken, 1).is_some());
+        assert_eq!(parse_batched(&broken, path, 1), None);
+        let errors = parse(&broken).unwrap_err();
+        assert_eq!(errors.code(), "ConfigError.Syntax");
+        assert_eq!(errors.problems[0].line, Some(15), "{errors}");
+
+        // Not split at all: multi-line strings, keys before the first table, too few tables.
+        for text in [
+            format!("{good}[[agent]]\nname = \"\"\"\n[[agent]]\n\"\"\"\n"),
+            format!("{good}[[agent]]\nname = '''x'''\n"),
+            format!("agent = []\n{good}"),
+            format!("[[\"agent\"]]\n{good}"),
+        ] {
+            assert_eq!(BatchPlan::of(&text, 1), None, "{text}");
+            assert_eq!(parse_batched(&text, path, 1), None);
+            assert_eq!(parse(&text), parse_whole(&text, path));
+            assert!(parse(&text).is_err());
+        }
+        assert_eq!(BatchPlan::of(&good, 6), None);
+
+        // The header pattern.
+        for header in [
+            "[[agent]]",
+            " [[ agent ]] # x",
+            "[[agent]]\r\n",
+            "[[agent]]#",
+        ] {
+            assert!(is_agent_header(header), "{header:?}");
+        }
+        for other in [
+            "[agent]",
+            "[[agents]]",
+            "[[agent.x]]",
+            "[[agent]] x",
+            "# [[agent]]",
+        ] {
+            assert!(!is_agent_header(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn uuid_values_ignore_case() {
+        let lower = uuid_value("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
+        assert_eq!(lower, Some(0x6b6cd8436bc14011a74cdc3fd26a7dd1));
+        assert_eq!(uuid_value("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1"), lower);
+        assert_eq!(uuid_value("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd"), None);
     }
 
     fn big_watchlist(count: usize) -> String {

@@ -2,9 +2,11 @@
 //! answers over time. Raw serde structs (with spans) are parsed first, then validated into
 //! [`Scenario`], so that every error can point at a line and column and say what to write.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,7 +24,7 @@ static BEFORE_TIMELINE: LazyLock<ScriptedAnswer> =
     LazyLock::new(|| ScriptedAnswer::Error(BEFORE_TIMELINE_ERROR.to_owned()));
 
 /// Everything the simulator answers from: credentials and per-agent timelines.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Scenario {
     /// The SecretId the simulator accepts.
     pub secret_id: String,
@@ -30,7 +32,26 @@ pub struct Scenario {
     pub secret_key: String,
     /// Known agents; any other well-formed Uuid answers `ResourceNotFound`.
     pub agents: Vec<ScenarioAgent>,
+    /// Uuid → index in `agents`, for [`Scenario::answer_at`]; built on its first call.
+    index: AgentIndex,
 }
+
+impl PartialEq for Scenario {
+    fn eq(&self, other: &Self) -> bool {
+        // The index is a cache of `agents`.
+        self.secret_id == other.secret_id
+            && self.secret_key == other.secret_key
+            && self.agents == other.agents
+    }
+}
+
+impl Eq for Scenario {}
+
+/// A lazily built uuid → index map over `Scenario::agents`. Built on the first lookup, not by
+/// the parser: the server keeps its own index, so a simulator that never calls
+/// [`Scenario::answer_at`] pays no memory for this one.
+#[derive(Clone, Default)]
+struct AgentIndex(OnceLock<HashMap<String, usize>>);
 
 // By hand so that the key never reaches a log, even though the default one is a documented test
 // value: a scenario may carry a real-looking key.
@@ -40,7 +61,7 @@ impl std::fmt::Debug for Scenario {
             .field("secret_id", &self.secret_id)
             .field("secret_key", &"<redacted>")
             .field("agents", &self.agents)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,6 +99,7 @@ impl Default for Scenario {
             secret_id: DEFAULT_SECRET_ID.to_owned(),
             secret_key: DEFAULT_SECRET_KEY.to_owned(),
             agents: Vec::new(),
+            index: AgentIndex::default(),
         }
     }
 }
@@ -104,9 +126,38 @@ impl Scenario {
     /// [`BEFORE_TIMELINE_ERROR`] (no task yet). Works on unsorted timelines too (the fields are
     /// public, so a hand-built scenario may not be sorted): the greatest `at` not after
     /// `since_start` wins, and among equal ones the later entry.
+    ///
+    /// O(1): a uuid → index map is built on the first call. It is checked against `agents`
+    /// (its length, and the uuid it finds), and scanning takes over if they disagree; after
+    /// changing a uuid of `agents` in place, call [`Scenario::reindex`].
     pub fn answer_at(&self, uuid: &str, since_start: Duration) -> Option<&ScriptedAnswer> {
-        let agent = self.agents.iter().find(|a| a.uuid == uuid)?;
-        Some(agent.answer_at(since_start))
+        Some(self.agent(uuid)?.answer_at(since_start))
+    }
+
+    /// Drops the uuid index, so that the next [`Scenario::answer_at`] rebuilds it from `agents`.
+    pub fn reindex(&mut self) {
+        self.index = AgentIndex::default();
+    }
+
+    fn agent(&self, uuid: &str) -> Option<&ScenarioAgent> {
+        let index = self.index.0.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.agents.len());
+            for (i, agent) in self.agents.iter().enumerate() {
+                // The first of duplicate uuids wins, as with a scan.
+                index.entry(agent.uuid.clone()).or_insert(i);
+            }
+            index
+        });
+        if index.len() == self.agents.len() {
+            match index.get(uuid).and_then(|&i| self.agents.get(i)) {
+                Some(agent) if agent.uuid == uuid => return Some(agent),
+                Some(_) => {} // stale: `agents` changed since the index was built
+                None => return None,
+            }
+        }
+        // `agents` changed after the index was built, or has duplicate uuids (only possible
+        // when built by hand): scan.
+        self.agents.iter().find(|a| a.uuid == uuid)
     }
 }
 
@@ -202,7 +253,8 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
     };
 
     let mut agents: Vec<ScenarioAgent> = Vec::with_capacity(raw.agent.len());
-    let mut agent_spans: Vec<Range<usize>> = Vec::with_capacity(raw.agent.len());
+    // Uuid → byte offset of its first `uuid` value, to report duplicates in O(1) each.
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.agent.len());
     for raw_agent in raw.agent {
         let raw_agent = raw_agent.into_inner();
         let uuid_span = raw_agent.uuid.span();
@@ -216,15 +268,20 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
                 ),
             ));
         }
-        if let Some(i) = agents.iter().position(|a| a.uuid == uuid) {
-            let (first_line, _) = line_column(text, agent_spans[i].start);
-            return Err(invalid(
-                uuid_span,
-                format!(
-                    "uuid {uuid:?} is already used on line {first_line}: \
-                     give each agent one [[agent]] table"
-                ),
-            ));
+        match seen.entry(uuid.clone()) {
+            Entry::Occupied(first) => {
+                let (first_line, _) = line_column(text, *first.get());
+                return Err(invalid(
+                    uuid_span,
+                    format!(
+                        "uuid {uuid:?} is already used on line {first_line}: \
+                         give each agent one [[agent]] table"
+                    ),
+                ));
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(uuid_span.start);
+            }
         }
 
         let mut timeline: Vec<(Range<usize>, TimelineEntry)> = Vec::new();
@@ -294,13 +351,13 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
             uuid,
             timeline: timeline.into_iter().map(|(_, e)| e).collect(),
         });
-        agent_spans.push(uuid_span);
     }
 
     Ok(Scenario {
         secret_id,
         secret_key,
         agents,
+        index: AgentIndex::default(),
     })
 }
 
@@ -430,6 +487,91 @@ timeline = [{ at = "5s", status = "FAILED" }]
             s.answer_at("u", secs(10)),
             Some(&ScriptedAnswer::Status("B".into()))
         );
+    }
+
+    #[test]
+    fn answer_at_index_follows_changes_to_agents() {
+        let mut s = Scenario::from_toml_str(GOOD).unwrap();
+        let u = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
+        let other = "00000000-0000-4000-8000-000000000002";
+        assert!(s.answer_at(u, secs(0)).is_some()); // builds the index
+        let added = ScenarioAgent {
+            uuid: "00000000-0000-4000-8000-000000000003".into(),
+            timeline: vec![TimelineEntry {
+                at: secs(0),
+                answer: ScriptedAnswer::Status("NEW".into()),
+            }],
+        };
+        s.agents.insert(0, added.clone()); // every index shifts; the length differs
+        assert_eq!(
+            s.answer_at(&added.uuid, secs(0)),
+            Some(&ScriptedAnswer::Status("NEW".into()))
+        );
+        assert_eq!(
+            s.answer_at(other, secs(5)),
+            Some(&ScriptedAnswer::Status("FAILED".into()))
+        );
+        s.reindex();
+        s.agents.remove(0);
+        s.agents[0].uuid = "00000000-0000-4000-8000-000000000004".into();
+        assert_eq!(s.answer_at(u, secs(0)), None);
+        assert!(
+            s.answer_at("00000000-0000-4000-8000-000000000004", secs(0))
+                .is_some()
+        );
+        // Clones and comparisons ignore the index.
+        assert_eq!(s.clone(), s);
+
+        // Hand-built duplicates: the first wins, as with a scan.
+        let entry = |s: &str| TimelineEntry {
+            at: secs(0),
+            answer: ScriptedAnswer::Status(s.into()),
+        };
+        let s = Scenario {
+            agents: vec![
+                ScenarioAgent {
+                    uuid: "u".into(),
+                    timeline: vec![entry("first")],
+                },
+                ScenarioAgent {
+                    uuid: "u".into(),
+                    timeline: vec![entry("second")],
+                },
+            ],
+            ..Scenario::default()
+        };
+        assert_eq!(
+            s.answer_at("u", secs(0)),
+            Some(&ScriptedAnswer::Status("first".into()))
+        );
+    }
+
+    #[test]
+    fn many_agents_load_and_duplicates_are_found_quickly() {
+        use std::fmt::Write;
+        let count = 20_000;
+        let mut text = String::with_capacity(count * 100);
+        for i in 0..count {
+            let _ = write!(
+                text,
+                "[[agent]]\nuuid = \"{i:08x}-0000-4000-8000-{i:012x}\"\n\
+                 timeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n\n"
+            );
+        }
+        let started = std::time::Instant::now();
+        let s = Scenario::from_toml_str(&text).unwrap();
+        println!("{count} agents loaded in {:?}", started.elapsed());
+        assert_eq!(s.agents.len(), count);
+        let last = format!("{:08x}-0000-4000-8000-{:012x}", count - 1, count - 1);
+        assert!(s.answer_at(&last, secs(1)).is_some());
+        let _ = write!(
+            text,
+            "[[agent]]\nuuid = \"{:08x}-0000-4000-8000-{:012x}\"\ntimeline = []\n",
+            7, 7
+        );
+        let (line, _, msg) = invalid_at(&text);
+        assert_eq!(line, count * 4 + 2);
+        assert!(msg.contains("already used on line 30"), "{msg}");
     }
 
     #[test]
