@@ -129,10 +129,7 @@ pub async fn stop_signal() {
     }
 }
 
-fn load_state(
-    state: &StateFile,
-    sink: &dyn EventSink,
-) -> std::collections::HashMap<String, crate::tracker::Known> {
+fn load_state(state: &StateFile, sink: &dyn EventSink) -> crate::tracker::KnownMap {
     match state.load() {
         Ok(known) => known,
         Err(e) => {
@@ -373,8 +370,8 @@ pub fn status(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
     let (settings, watchlist) = load(config)?;
     let known = StateFile::in_dir(&settings.state_dir).load()?;
     for agent in &watchlist.agents {
-        let k = known.get(&agent.uuid);
-        let status = k.map_or(crate::status::UNKNOWN, |k| k.status.as_str());
+        let k = known.get(agent.uuid.as_str());
+        let status = k.map_or(crate::status::UNKNOWN, |k| &*k.status);
         let name = agent.name.as_deref().unwrap_or("");
         match format {
             Format::Json => println!(

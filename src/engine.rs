@@ -26,7 +26,7 @@ use crate::pacing::Pacer;
 use crate::scheduler::{AgentId, Cadence, DueQueue, Intervals, backoff, phase, phase_window};
 use crate::state::StateFile;
 use crate::status::{PollOutcome, UNKNOWN};
-use crate::tracker::{Known, TransitionTracker};
+use crate::tracker::{KnownMap, TransitionTracker};
 use crate::watchlist::Agent;
 
 /// While statuses change, the state file is rewritten at most this often.
@@ -203,17 +203,12 @@ impl<P: Poller> Engine<P> {
         sink: Arc<dyn EventSink>,
         config: EngineConfig,
         agents: &[Agent],
-        known: HashMap<String, Known>,
+        known: KnownMap,
     ) -> Self {
-        let mut tracker = TransitionTracker::new();
         let watched: std::collections::HashSet<&str> =
             agents.iter().map(|a| a.uuid.as_str()).collect();
-        for (uuid, k) in known {
-            // Agents no longer watched are forgotten, as on a reload.
-            if watched.contains(uuid.as_str()) {
-                tracker.seed(&uuid, k);
-            }
-        }
+        // Agents no longer watched are forgotten, as on a reload.
+        let tracker = TransitionTracker::from_known(known, |uuid| watched.contains(uuid));
         drop(watched);
         let mut engine = Engine {
             poller: Arc::new(poller),
@@ -356,7 +351,10 @@ impl<P: Poller> Engine<P> {
                 continue;
             }
             let id = self.agents.len();
-            let uuid: Arc<str> = Arc::from(agent.uuid.as_str());
+            let uuid: Arc<str> = self
+                .tracker
+                .shared_uuid(&agent.uuid)
+                .unwrap_or_else(|| Arc::from(agent.uuid.as_str()));
             self.agents.push(Some(AgentSlot {
                 uuid: uuid.clone(),
                 name: Arc::from(agent.name.as_deref().unwrap_or("")),
@@ -416,7 +414,7 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Last known statuses, for the state file.
-    pub fn known(&self) -> &HashMap<String, Known> {
+    pub fn known(&self) -> &KnownMap {
         self.tracker.known()
     }
 
@@ -432,7 +430,7 @@ impl<P: Poller> Engine<P> {
         let mut collecting = 0;
         let mut offline = 0;
         for known in self.tracker.known().values() {
-            match known.status.as_str() {
+            match &*known.status {
                 "COLLECTING" => collecting += 1,
                 "AGENT_OFFLINE" => offline += 1,
                 _ => {}
@@ -544,7 +542,10 @@ impl<P: Poller> Engine<P> {
                     });
                 }
                 slot.last_error = None;
-                slot.request_id = Some(request_id.clone());
+                if self.config.once {
+                    // The daemon finds it in the tracker; only `once` reports failures' ids.
+                    slot.request_id = Some(request_id.clone());
+                }
                 let seen_at = unix_now();
                 if let Some(t) = self.tracker.observe(&uuid, &status, &request_id, seen_at) {
                     slot.transitions += 1;
@@ -565,7 +566,9 @@ impl<P: Poller> Engine<P> {
             }
             PollOutcome::Failed(error) => {
                 slot.last_error = Some(format!("{}: {}", error.code(), error.message()));
-                slot.request_id = error.request_id().map(str::to_string);
+                if self.config.once {
+                    slot.request_id = error.request_id().map(str::to_string);
+                }
                 let cadence = Cadence::of(self.tracker.status(&uuid));
                 let interval = self.config.intervals.of(cadence);
                 let next = match error.class() {
@@ -711,7 +714,12 @@ impl<P: Poller> Engine<P> {
                 status: self.tracker.status(&s.uuid).to_string(),
                 transitions: s.transitions,
                 last_error: s.last_error.clone(),
-                request_id: s.request_id.clone(),
+                request_id: s.request_id.clone().or_else(|| {
+                    self.tracker
+                        .known()
+                        .get(&*s.uuid)
+                        .map(|k| k.request_id.clone())
+                }),
             })
             .collect();
         EngineReport {

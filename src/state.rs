@@ -5,14 +5,14 @@
 //! one. A damaged or missing file is reported and the daemon starts fresh rather than
 //! refusing to run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tracker::Known;
+use crate::tracker::KnownMap;
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "state.json";
@@ -50,19 +50,20 @@ impl StateError {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What is read: entries go straight into the map the tracker keeps (no second copy of
+/// 100k agents while loading).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Entry {
-    status: String,
-    seen_at: i64,
-    request_id: String,
+struct FileIn {
+    version: u32,
+    agents: KnownMap,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileFormat {
+/// What is written: borrowed, so saving copies nothing.
+#[derive(Debug, Serialize)]
+struct FileOut<'a> {
     version: u32,
-    agents: BTreeMap<String, Entry>,
+    agents: &'a KnownMap,
 }
 
 /// Where the state lives.
@@ -85,9 +86,11 @@ impl StateFile {
     }
 
     /// Reads the state; a missing file is an empty state.
-    pub fn load(&self) -> Result<HashMap<String, Known>, StateError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
+    pub fn load(&self) -> Result<KnownMap, StateError> {
+        // Streamed, not read whole: 100k agents' file would otherwise sit in memory beside
+        // the map built from it.
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
             Err(source) => {
                 return Err(StateError::Io {
@@ -96,7 +99,8 @@ impl StateFile {
                 });
             }
         };
-        let file: FileFormat = serde_json::from_slice(&bytes).map_err(|e| StateError::Damaged {
+        let reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        let file: FileIn = serde_json::from_reader(reader).map_err(|e| StateError::Damaged {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
@@ -106,43 +110,18 @@ impl StateFile {
                 reason: format!("version {} (this build reads {VERSION})", file.version),
             });
         }
-        Ok(file
-            .agents
-            .into_iter()
-            .map(|(uuid, e)| {
-                (
-                    uuid,
-                    Known {
-                        status: e.status,
-                        request_id: e.request_id,
-                        seen_at: e.seen_at,
-                    },
-                )
-            })
-            .collect())
+        Ok(file.agents)
     }
 
     /// Writes the state atomically.
-    pub fn save(&self, known: &HashMap<String, Known>) -> Result<(), StateError> {
+    pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
         let io = |source| StateError::Io {
             path: self.path.clone(),
             source,
         };
-        let file = FileFormat {
+        let file = FileOut {
             version: VERSION,
-            agents: known
-                .iter()
-                .map(|(u, k)| {
-                    (
-                        u.clone(),
-                        Entry {
-                            status: k.status.clone(),
-                            seen_at: k.seen_at,
-                            request_id: k.request_id.clone(),
-                        },
-                    )
-                })
-                .collect(),
+            agents: known,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io)?;
@@ -150,9 +129,10 @@ impl StateFile {
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            let mut f = std::io::BufWriter::new(File::create(&tmp)?);
             serde_json::to_writer(&mut f, &file)?;
             f.write_all(b"\n")?;
+            let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
             // The rename itself is durable only once the folder is synced.
@@ -168,6 +148,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::Known;
 
     #[test]
     fn round_trip_missing_and_damaged() {
@@ -176,7 +157,7 @@ mod tests {
         assert!(s.load().unwrap().is_empty());
         let mut known = HashMap::new();
         known.insert(
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".to_string(),
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
             Known {
                 status: "COMPLETE".into(),
                 request_id: "r1".into(),
