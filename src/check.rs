@@ -50,7 +50,10 @@ fn lines(e: &ConfigErrors) -> Vec<String> {
 
 /// Checks everything; returns the summary text or every problem.
 pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
-    let settings = Settings::load(config).map_err(|e| Problems(lines(&e)))?;
+    let settings = Settings::load(config).map_err(|mut e| {
+        crate::daemon::add_watchlist_problems(config, &mut e);
+        Problems(lines(&e))
+    })?;
     let mut problems = Vec::new();
     let watchlist = match Watchlist::load(&settings.watchlist_path) {
         Ok(w) => Some(w),

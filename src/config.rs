@@ -284,6 +284,42 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+impl LineIndex<'_> {
+    /// The key of a `key = value` line holding `offset`, if the line looks like one.
+    pub(crate) fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = &self.text[start..];
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        (!key.is_empty() && !key.contains(char::is_whitespace)).then(|| key.to_string())
+    }
+}
+
+/// What to write instead, for a value of the wrong type.
+fn type_hint(key: Option<&str>, message: &str) -> String {
+    match key {
+        Some("requests_per_second") => {
+            "write a whole number from 1 to 20 without quotes, e.g. `requests_per_second = 20`"
+                .to_string()
+        }
+        Some("max_in_flight") => {
+            "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
+                .to_string()
+        }
+        Some(k @ ("timeout" | "interval" | "collecting_interval" | "offline_interval")) => {
+            format!("write a duration in quotes, e.g. `{k} = \"5s\"`")
+        }
+        Some(k) if message.contains("expected a string") || message.contains("expected string") => {
+            format!("write `{k}` as a string in quotes")
+        }
+        Some(k) if message.contains("expected i64") || message.contains("integer") => {
+            format!("write `{k}` as a whole number without quotes")
+        }
+        _ => "check the value's type against config/config.example.toml".to_string(),
+    }
+}
+
 /// Collects problems for one file, turning spans into line:column.
 pub(crate) struct ProblemList<'a> {
     file: &'a Path,
@@ -336,11 +372,19 @@ impl<'a> ProblemList<'a> {
             }
             None => (None, None),
         };
+        let mut message = error.message().trim_end().replace('\n', "; ");
+        // serde says "expected i64"; an operator needs to hear what to write.
+        if message.starts_with("invalid type")
+            && let Some(span) = error.span()
+        {
+            let key = self.lines.key_at(span.start);
+            message.push_str(&format!("; {}", type_hint(key.as_deref(), &message)));
+        }
         self.problems.push(Problem {
             file: self.file.to_path_buf(),
             line,
             column,
-            message: error.message().trim_end().replace('\n', "; "),
+            message,
             kind: ProblemKind::Syntax,
         });
     }

@@ -13,6 +13,7 @@ use crate::api::{Client, ClientOptions};
 use crate::cli::Format;
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{CredentialError, Environment, Resolved, resolve};
+use crate::cvm_role::{CvmRole, CvmRoleError, run_refresher};
 use crate::engine::{Control, Engine, EngineConfig, EngineReport};
 use crate::events::{Event, EventSink, TracingSink};
 use crate::logging::{self, LoggingError};
@@ -23,19 +24,18 @@ use crate::watchlist::Watchlist;
 /// Why a command could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Config or watchlist invalid.
-    #[error("invalid configuration:\n{0}")]
+    /// Config or watchlist invalid (every problem, one per line).
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// No usable credentials.
     #[error("{0}")]
     Credentials(#[from] CredentialError),
-    /// CVM role credentials are resolved but not fetched yet by this build.
+    /// CVM instance-role credentials could not be fetched.
     #[error(
-        "no credentials found in $CREDENTIALS_DIRECTORY, TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY or a profile file; \
-         the CVM instance role (metadata service) is not supported by this build yet: \
-         set one of those, or [credentials] in the config"
+        "{0} (no credentials in $CREDENTIALS_DIRECTORY, the environment or a profile file, so the CVM instance role was tried; \
+         set TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY or [credentials] in the config when this is not a CVM)"
     )]
-    CvmRoleUnsupported,
+    CvmRole(#[from] CvmRoleError),
     /// The client could not be built.
     #[error("{0}")]
     Client(#[from] ClientBuildError),
@@ -59,7 +59,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(e) => e.code(),
             DaemonError::Credentials(e) => e.code(),
-            DaemonError::CvmRoleUnsupported => "CredentialError.CvmRoleUnsupported",
+            DaemonError::CvmRole(e) => e.code(),
             DaemonError::Client(e) => e.code(),
             DaemonError::Logging(e) => e.code(),
             DaemonError::State(e) => e.code(),
@@ -71,9 +71,32 @@ impl DaemonError {
 
 /// Loads the config and its watchlist, reporting the problems of both at once.
 pub fn load(config: &Path) -> Result<(Settings, Watchlist), ConfigErrors> {
-    let settings = Settings::load(config)?;
+    let settings = Settings::load(config).map_err(|mut problems| {
+        add_watchlist_problems(config, &mut problems);
+        problems
+    })?;
     let watchlist = Watchlist::load(&settings.watchlist_path)?;
     Ok((settings, watchlist))
+}
+
+/// When the config is invalid, its watchlist may still be found (the `watchlist` key alone
+/// read leniently): its problems are listed too, so one `check` shows everything to fix.
+pub fn add_watchlist_problems(config: &Path, problems: &mut ConfigErrors) {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return;
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(name) = table.get("watchlist").and_then(|v| v.as_str()) else {
+        return;
+    };
+    let path = config.parent().unwrap_or(Path::new(".")).join(name);
+    if path.is_file()
+        && let Err(more) = Watchlist::load(&path)
+    {
+        problems.merge(more);
+    }
 }
 
 /// The engine's settings from the config.
@@ -90,24 +113,63 @@ pub fn engine_config(settings: &Settings, once: bool) -> EngineConfig {
     }
 }
 
-/// A signed client for the settings, with credentials from the chain.
-pub fn client(settings: &Settings, env: &Environment) -> Result<Client, DaemonError> {
-    let creds = match resolve(&settings.credentials, env)? {
+/// A signed client and where its credentials come from.
+pub struct Connected {
+    /// The client.
+    pub client: Client,
+    /// The credential source, for `credentials_failed`.
+    pub source: String,
+    /// Wakes the CVM-role refresher early (on `AuthFailure.TokenFailure`); `None` for
+    /// static credentials.
+    pub refresh: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// A signed client for the settings, with credentials from the chain. CVM-role credentials
+/// are fetched once here (so a broken metadata service fails start-up with a clear error),
+/// then refreshed before expiry by a background task that stops with `shutdown`.
+pub async fn client(
+    settings: &Settings,
+    env: &Environment,
+    shutdown: &CancellationToken,
+) -> Result<Connected, DaemonError> {
+    let options = ClientOptions {
+        endpoint: settings.api.endpoint.clone(),
+        region: settings.api.region.clone(),
+        timeout: settings.api.timeout,
+        max_idle_connections: settings.api.max_in_flight,
+    };
+    match resolve(&settings.credentials, env)? {
         Resolved::Static(creds, source) => {
             tracing::debug!(source = %source, "credentials found");
-            creds
+            Ok(Connected {
+                client: Client::new(options, creds)?,
+                source: source.to_string(),
+                refresh: None,
+            })
         }
-        Resolved::CvmRole { .. } => return Err(DaemonError::CvmRoleUnsupported),
-    };
-    Ok(Client::new(
-        ClientOptions {
-            endpoint: settings.api.endpoint.clone(),
-            region: settings.api.region.clone(),
-            timeout: settings.api.timeout,
-            max_idle_connections: settings.api.max_in_flight,
-        },
-        creds,
-    )?)
+        Resolved::CvmRole {
+            role,
+            metadata_endpoint,
+        } => {
+            let cvm = CvmRole::new(metadata_endpoint, role)?;
+            let first = cvm.fetch().await?;
+            let source = format!("CVM instance role {}", first.role);
+            let client = Client::new(options, first.credentials)?;
+            let refresh = Arc::new(tokio::sync::Notify::new());
+            let updated = client.clone();
+            tokio::spawn(run_refresher(
+                cvm,
+                move |c| updated.set_credentials(c),
+                refresh.clone(),
+                shutdown.clone(),
+            ));
+            Ok(Connected {
+                client,
+                source,
+                refresh: Some(refresh),
+            })
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -157,20 +219,25 @@ pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
 
     let (settings, watchlist) = load(config)?;
     logging::init(settings.log.format, &settings.log.level)?;
-    let client = client(&settings, &Environment::from_process())?;
+    let shutdown = CancellationToken::new();
+    let connected = client(&settings, &Environment::from_process(), &shutdown).await?;
     let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
     let state = StateFile::in_dir(&settings.state_dir);
     let known = load_state(&state, sink.as_ref());
     let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Engine::new(
-        client,
+    let mut engine = Engine::new(
+        connected.client,
         sink.clone(),
         engine_config(&settings, false),
         &watchlist.agents,
         known,
     )
     .with_state(state)
-    .with_control(control_rx);
+    .with_control(control_rx)
+    .with_credential_source(connected.source);
+    if let Some(refresh) = connected.refresh {
+        engine = engine.with_credentials_refresh(refresh);
+    }
     // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice.
     drop(watchlist);
     let status = engine.status();
@@ -194,7 +261,6 @@ pub async fn run(config: &Path) -> Result<ExitCode, DaemonError> {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
         return Err(DaemonError::Signals);
     };
-    let shutdown = CancellationToken::new();
     let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
     notify(&[
         NotifyState::Ready,
@@ -337,16 +403,16 @@ fn print_report(report: &EngineReport, format: Format) {
 pub async fn once(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
     let (settings, watchlist) = load(config)?;
     logging::init(settings.log.format, &settings.log.level)?;
-    let client = client(&settings, &Environment::from_process())?;
+    let shutdown = CancellationToken::new();
+    let connected = client(&settings, &Environment::from_process(), &shutdown).await?;
     let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
     let engine = Engine::new(
-        client,
+        connected.client,
         sink,
         engine_config(&settings, true),
         &watchlist.agents,
         Default::default(),
     );
-    let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop_signal().await;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, Client, ErrorClass, TaskStatus};
 use crate::events::{Event, EventSink};
 use crate::pacing::Pacer;
+use crate::rate_control::{COOL_DOWN, RateControl};
 use crate::scheduler::{AgentId, Cadence, DueQueue, Intervals, backoff, phase, phase_window};
 use crate::state::StateFile;
 use crate::status::{PollOutcome, UNKNOWN};
@@ -33,9 +34,8 @@ use crate::watchlist::Agent;
 pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// At most one `poll_failed` per agent in this time while it keeps failing.
 pub const POLL_FAILED_EVERY: Duration = Duration::from_secs(60);
-/// After throttling, the rate goes up by one request/s each time this passes unthrottled.
-pub const RATE_RECOVERY_STEP: Duration = Duration::from_secs(5);
-/// At most one `credentials_failed` event in this time.
+/// At most one `credentials_failed` event in this time, and while the API refuses our
+/// credentials, at most one request (a probe) in this time: bad keys must not hammer the API.
 pub const CREDENTIALS_EVENT_EVERY: Duration = Duration::from_secs(30);
 /// A `clock_skew` event when the learned offset exceeds this.
 pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(30);
@@ -181,8 +181,14 @@ pub struct Engine<P: Poller> {
     queue: DueQueue,
     tracker: TransitionTracker,
     pacer: Pacer,
-    last_throttle: Option<Instant>,
+    rate: RateControl,
     last_credentials_event: Option<Instant>,
+    /// When the last request was sent (the credentials gate spaces probes from it).
+    last_send: Option<Instant>,
+    /// Where the credentials came from, for `credentials_failed`.
+    credential_source: String,
+    /// Wakes the credentials refresher (temporary credentials) on `AuthFailure.TokenFailure`.
+    refresh_credentials: Option<Arc<tokio::sync::Notify>>,
     skew_reported_s: i64,
     sent: u64,
     pending_once: usize,
@@ -221,8 +227,11 @@ impl<P: Poller> Engine<P> {
             queue: DueQueue::new(config.intervals.collecting),
             tracker,
             pacer: Pacer::new(config.requests_per_second),
-            last_throttle: None,
+            rate: RateControl::new(config.requests_per_second),
             last_credentials_event: None,
+            last_send: None,
+            credential_source: String::new(),
+            refresh_credentials: None,
             skew_reported_s: 0,
             sent: 0,
             pending_once: 0,
@@ -265,6 +274,18 @@ impl<P: Poller> Engine<P> {
         }
     }
 
+    /// Names the credential source in `credentials_failed` events.
+    pub fn with_credential_source(mut self, source: impl Into<String>) -> Self {
+        self.credential_source = source.into();
+        self
+    }
+
+    /// Wakes `notify` when the API says the temporary credentials' token is bad.
+    pub fn with_credentials_refresh(mut self, notify: Arc<tokio::sync::Notify>) -> Self {
+        self.refresh_credentials = Some(notify);
+        self
+    }
+
     /// The shared status (for `sd_notify`).
     pub fn status(&self) -> Arc<EngineStatus> {
         self.status.clone()
@@ -304,22 +325,12 @@ impl<P: Poller> Engine<P> {
                 config,
                 reply,
             } => {
-                let target_rate_changed =
-                    config.requests_per_second != self.config.requests_per_second;
                 self.config = EngineConfig {
                     once: self.config.once,
                     ..config
                 };
-                if target_rate_changed {
-                    // Never above the new limit; a throttled rate keeps recovering from where
-                    // it is.
-                    let rate = self.pacer.rate().min(config.requests_per_second);
-                    self.pacer.set_rate(if self.last_throttle.is_some() {
-                        rate
-                    } else {
-                        config.requests_per_second
-                    });
-                }
+                self.rate.set_target(config.requests_per_second);
+                self.pacer.set_rate(self.rate.rate());
                 let (added, removed) = self.replace_watchlist(&agents);
                 self.state_dirty |= removed > 0;
                 self.last_refresh = None;
@@ -458,7 +469,10 @@ impl<P: Poller> Engine<P> {
             }
             let now = Instant::now();
             let mut wake_at = None;
-            if self.queue.in_flight() < self.config.max_in_flight {
+            let gate = self.credentials_gate();
+            if gate.is_some_and(|g| g > now) {
+                wake_at = gate;
+            } else if self.queue.in_flight() < self.config.max_in_flight {
                 match self.queue.next_due() {
                     Some(due) if due <= now => match self.pacer.try_acquire() {
                         Ok(()) => {
@@ -498,11 +512,20 @@ impl<P: Poller> Engine<P> {
         (self, report)
     }
 
+    /// While the API refuses our credentials: not before this (one probe per period).
+    fn credentials_gate(&self) -> Option<Instant> {
+        if !self.status.credentials_failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.last_send.map(|t| t + CREDENTIALS_EVENT_EVERY)
+    }
+
     fn send(&mut self, id: AgentId, tx: mpsc::UnboundedSender<Done>) {
         let Some(slot) = self.agents[id].as_ref() else {
             return;
         };
         self.sent += 1;
+        self.last_send = Some(Instant::now());
         let uuid = slot.uuid.clone();
         let poller = self.poller.clone();
         tokio::spawn(async move {
@@ -584,10 +607,20 @@ impl<P: Poller> Engine<P> {
                         // the first retry is immediate; repeats back off.
                         self.backoff_next(done.id, now, interval)
                     }
+                    ErrorClass::CredentialsRefresh if self.refresh_credentials.is_some() => {
+                        // Temporary credentials: fetch fresh ones, then this agent goes again.
+                        if let Some(n) = &self.refresh_credentials {
+                            n.notify_one();
+                        }
+                        self.count_failure(done.id, &error, now);
+                        self.backoff_next(done.id, now, interval)
+                    }
                     ErrorClass::Fatal | ErrorClass::CredentialsRefresh => {
                         self.credentials_failed(now, &error);
                         self.count_failure(done.id, &error, now);
-                        now + interval.max(CREDENTIALS_EVENT_EVERY)
+                        // The gate spaces probes; the agent itself is due right away so that
+                        // the first probe after the fix finds work.
+                        now
                     }
                     ErrorClass::Request | ErrorClass::AgentStatus(_) => {
                         self.count_failure(done.id, &error, now);
@@ -644,33 +677,19 @@ impl<P: Poller> Engine<P> {
     }
 
     fn throttled(&mut self, now: Instant, code: &str) {
-        let recently = self
-            .last_throttle
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
-        self.last_throttle = Some(now);
-        if recently {
-            // Answers to requests sent before the last cut: that cut already covers them.
-            return;
+        if let Some(rate) = self.rate.on_throttled(now) {
+            self.pacer.set_rate(rate);
+            self.pacer.pause_until(now + COOL_DOWN);
+            self.emit(Event::RateLimited {
+                error_code: code.to_string(),
+                requests_per_second: rate,
+            });
         }
-        let rate = (self.pacer.rate() / 2).max(1);
-        self.pacer.set_rate(rate);
-        self.emit(Event::RateLimited {
-            error_code: code.to_string(),
-            requests_per_second: rate,
-        });
     }
 
     fn recover_rate(&mut self, now: Instant) {
-        let target = self.config.requests_per_second;
-        if self.pacer.rate() >= target {
-            return;
-        }
-        if let Some(t) = self.last_throttle
-            && now.duration_since(t) >= RATE_RECOVERY_STEP
-        {
-            self.pacer.set_rate(self.pacer.rate() + 1);
-            // Each step needs its own quiet period.
-            self.last_throttle = Some(now);
+        if let Some(rate) = self.rate.on_success(now) {
+            self.pacer.set_rate(rate);
         }
     }
 
@@ -686,7 +705,7 @@ impl<P: Poller> Engine<P> {
             self.emit(Event::CredentialsFailed {
                 error_code: error.code().to_string(),
                 error_message: error.message(),
-                source: String::new(),
+                source: self.credential_source.clone(),
             });
         }
     }

@@ -258,6 +258,10 @@ impl Event {
             Event::CredentialsFailed {
                 error_code, source, ..
             } => format!("the API refused the credentials from {source} ({error_code})"),
+            Event::WatchlistLoaded { agents: 0, .. } => {
+                "the watchlist is empty: the daemon idles until a reload (SIGHUP) adds agents"
+                    .to_string()
+            }
             Event::WatchlistLoaded {
                 agents,
                 added,

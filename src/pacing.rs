@@ -153,6 +153,12 @@ impl Pacer {
         }
     }
 
+    /// No grant before `until` (after throttling, so the server's window empties first).
+    pub fn pause_until(&mut self, until: Instant) {
+        let last = until.checked_sub(self.period).unwrap_or(until);
+        self.last_slot = Some(self.last_slot.map_or(last, |s| s.max(last)));
+    }
+
     /// Takes one permit if one is available now; otherwise says when to ask again.
     pub fn try_acquire(&mut self) -> Result<(), Instant> {
         let now = Instant::now();

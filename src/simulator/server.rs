@@ -161,6 +161,9 @@ pub struct RequestRecord {
     pub answer: String,
     /// The `RequestId` answered (also for faults, though the client never sees it then).
     pub request_id: String,
+    /// The answer was held back by a stall fault (a client with a shorter timeout never saw
+    /// it).
+    pub stalled: bool,
 }
 
 /// A simulator serving on a socket; dropping it without [`shutdown`](Self::shutdown) leaves the
@@ -697,6 +700,7 @@ async fn handle(
     if !shared.latency.is_zero() {
         tokio::time::sleep(shared.latency).await;
     }
+    let stalled = fault.as_ref().is_some_and(|f| f.stall.is_some());
     let kind = match fault {
         Some(FaultDraw { stall, kind }) => {
             if let Some(stall_for) = stall {
@@ -767,6 +771,7 @@ async fn handle(
             uuid,
             answer: label,
             request_id,
+            stalled,
         },
         &outcome,
     );

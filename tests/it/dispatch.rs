@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::uuid;
 
+/// What the fake API answers for a Uuid (called once per poll, at send time + latency).
+type Answer = Arc<dyn Fn(&str) -> Result<String, ApiError> + Send + Sync>;
+
 #[derive(Default)]
 struct Log {
     sends: Vec<(Instant, String)>,
@@ -25,7 +28,7 @@ struct Log {
 #[derive(Clone)]
 struct FakePoller {
     latency: Duration,
-    status: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    status: Answer,
     log: Arc<Mutex<Log>>,
 }
 
@@ -47,8 +50,8 @@ impl Poller for FakePoller {
             }
             tokio::time::sleep(this.latency).await;
             *this.log.lock().unwrap().in_flight.get_mut(&uuid).unwrap() -= 1;
-            Ok(TaskStatus {
-                status: (this.status)(&uuid),
+            (this.status)(&uuid).map(|status| TaskStatus {
+                status,
                 request_id: "r".into(),
             })
         }
@@ -76,15 +79,19 @@ fn max_in_any_window(times: &[Instant]) -> usize {
     best
 }
 
-/// Runs `n` agents for `secs` of paused time; all first polls are due at once (`once`-style
-/// phasing off is emulated by an interval shorter than the backlog).
-async fn run(
+/// Runs `n` agents for `secs` of paused time.
+async fn run(n: usize, secs: u64, latency: Duration, max_in_flight: usize, status: Answer) -> Log {
+    run_with(n, secs, latency, max_in_flight, status).await.0
+}
+
+/// Like [`run`], also returning the events.
+async fn run_with(
     n: usize,
     secs: u64,
     latency: Duration,
     max_in_flight: usize,
-    status: Arc<dyn Fn(&str) -> String + Send + Sync>,
-) -> Log {
+    status: Answer,
+) -> (Log, Vec<Event>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let poller = FakePoller {
         latency,
@@ -101,13 +108,8 @@ async fn run(
         },
         once: false,
     };
-    let engine = Engine::new(
-        poller,
-        Arc::new(CollectingSink::default()),
-        config,
-        &agents(n),
-        HashMap::new(),
-    );
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(poller, sink.clone(), config, &agents(n), HashMap::new());
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
@@ -115,11 +117,12 @@ async fn run(
         s.cancel();
     });
     let _ = engine.run(stop).await;
-    Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap()
+    let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
+    (log, sink.events())
 }
 
-fn complete() -> Arc<dyn Fn(&str) -> String + Send + Sync> {
-    Arc::new(|_| "COMPLETE".to_string())
+fn complete() -> Answer {
+    Arc::new(|_| Ok("COMPLETE".to_string()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,13 +159,13 @@ async fn collecting_agents_are_served_first_when_over_quota() {
     // 400 agents, the even ones COLLECTING (5 s): 200 / 5 s = 40/s of collecting demand,
     // twice the quota. Collecting agents must take most of it, yet settled ones still get
     // their polls.
-    let status: Arc<dyn Fn(&str) -> String + Send + Sync> = Arc::new(|u: &str| {
+    let status: Answer = Arc::new(|u: &str| {
         let i = usize::from_str_radix(&u[24..], 16).unwrap();
-        if i.is_multiple_of(2) {
+        Ok(if i.is_multiple_of(2) {
             "COLLECTING".into()
         } else {
             "COMPLETE".into()
-        }
+        })
     });
     let log = run(400, 60, Duration::from_millis(10), 32, status).await;
     let collecting_polls = log
@@ -224,4 +227,123 @@ async fn start_up_is_phased_not_a_burst() {
         "only {} polls in 5 s",
         log.sends.len()
     );
+}
+
+fn api_error(code: &str) -> ApiError {
+    ApiError::Api {
+        code: code.into(),
+        message: "m".into(),
+        request_id: Some("r".into()),
+    }
+}
+
+fn named<'a>(events: &'a [Event], name: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.name() == name).collect()
+}
+
+use cwp_portwatch::events::Event;
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_report_once_a_minute_and_recover() {
+    // One agent; its polls fail with InternalError for the first 150 s, then work.
+    let t0 = Instant::now();
+    let answer: Answer = Arc::new(move |_| {
+        if Instant::now().duration_since(t0) < Duration::from_secs(150) {
+            Err(api_error("InternalError"))
+        } else {
+            Ok("COMPLETE".into())
+        }
+    });
+    let (log, events) = run_with(1, 300, Duration::from_millis(10), 4, answer).await;
+    let sends: Vec<Instant> = log.sends.iter().map(|(t, _)| *t).collect();
+    let failing: Vec<Duration> = sends
+        .windows(2)
+        .filter(|w| w[1].duration_since(t0) < Duration::from_secs(150))
+        .map(|w| w[1].duration_since(w[0]))
+        .collect();
+    // Backed off: far fewer polls than one per 100 ms, and never more than the cap apart
+    // (the settled interval, 60 s) plus the answer latency.
+    assert!(failing.len() < 40, "{} retries in 150 s", failing.len());
+    assert!(
+        failing.iter().all(|d| *d <= Duration::from_millis(60_010)),
+        "{failing:?}"
+    );
+    let failed = named(&events, "poll_failed");
+    assert!(
+        (2..=3).contains(&failed.len()),
+        "poll_failed at most once a minute over 150 s: {failed:#?}"
+    );
+    let Event::PollFailed {
+        consecutive_failures,
+        ..
+    } = failed.last().unwrap()
+    else {
+        unreachable!()
+    };
+    assert!(*consecutive_failures > 1);
+    let recovered = named(&events, "poll_recovered");
+    assert_eq!(recovered.len(), 1, "{events:#?}");
+    // A failed poll never produces a status change.
+    let changes = named(&events, "status_changed");
+    assert_eq!(changes.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_lowers_the_rate_and_it_recovers_gradually() {
+    // A fake API that accepts 10 per sliding second and throttles the rest.
+    let accepted = Arc::new(Mutex::new(std::collections::VecDeque::<Instant>::new()));
+    let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    let th = throttled.clone();
+    let answer: Answer = Arc::new(move |_| {
+        let now = Instant::now();
+        let mut q = a.lock().unwrap();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            q.pop_front();
+        }
+        if q.len() >= 10 {
+            th.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(api_error("RequestLimitExceeded.UinLimitExceeded"));
+        }
+        q.push_back(now);
+        Ok("COMPLETE".into())
+    });
+    let (log, events) = run_with(2000, 120, Duration::ZERO, 32, answer).await;
+    let limited = named(&events, "rate_limited");
+    assert!(!limited.is_empty());
+    let Event::RateLimited {
+        requests_per_second,
+        ..
+    } = limited[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*requests_per_second, 10, "halved from 20");
+    let sends = log.sends.len() as f64;
+    let throttled = throttled.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    // At most one cut per probe (every 30 s) after the first episode.
+    assert!(limited.len() <= 6, "{} cuts in 120 s", limited.len());
+    assert!(throttled / sends < 0.05, "{throttled} of {sends} throttled");
+    // And the quota that is there gets used: >= 9/s got through on average.
+    let through = (sends - throttled) / 120.0;
+    assert!(through >= 9.0, "{through:.2}/s got through");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_send_one_probe_per_30_s() {
+    let answer: Answer = Arc::new(|_| Err(api_error("AuthFailure.SignatureFailure")));
+    let (log, events) = run_with(500, 120, Duration::from_millis(10), 32, answer).await;
+    // The first answer arrives after 10 ms: only the requests sent before it, then one probe
+    // every 30 s.
+    assert!(
+        log.sends.len() <= 1 + 120 / 30 + 1,
+        "{} requests with refused credentials",
+        log.sends.len()
+    );
+    let failed = named(&events, "credentials_failed");
+    assert!((1..=5).contains(&failed.len()), "{}", failed.len());
+    assert!(named(&events, "status_changed").is_empty());
 }

@@ -24,7 +24,7 @@ const STATUSES: [&str; 6] = [
 ];
 
 /// 40 agents, each changing every 6–9 s over ~27 s, starting at different statuses.
-fn forty_agents() -> String {
+pub fn forty_agents() -> String {
     let mut s = String::new();
     for i in 0..40 {
         s.push_str(&format!(
@@ -49,7 +49,7 @@ fn forty_agents() -> String {
 }
 
 /// The status an answer in the simulator's log means, if it is one.
-fn answered_status(answer: &str) -> Option<String> {
+pub fn status_of_answer(answer: &str) -> Option<String> {
     if answer.starts_with("fault:") {
         return None;
     }
@@ -67,7 +67,7 @@ pub fn changes_answered(log: &[RequestRecord]) -> HashMap<String, Vec<String>> {
     let mut last: HashMap<String, String> = HashMap::new();
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for r in log {
-        let (Some(uuid), Some(status)) = (&r.uuid, answered_status(&r.answer)) else {
+        let (Some(uuid), Some(status)) = (&r.uuid, status_of_answer(&r.answer)) else {
             continue;
         };
         if last.get(uuid) != Some(&status) {
@@ -206,7 +206,7 @@ fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
                 let status = match &e.answer {
                     cwp_portwatch::simulator::ScriptedAnswer::Status(s) => s.clone(),
                     cwp_portwatch::simulator::ScriptedAnswer::Error(c) => {
-                        answered_status(c).expect("scripted errors are statuses")
+                        status_of_answer(c).expect("scripted errors are statuses")
                     }
                 };
                 if v.last().map(|(_, s)| s) != Some(&status) {

@@ -3,9 +3,12 @@
 
 mod cli;
 mod client;
+mod cvm_role;
 mod daemon;
 mod dispatch;
 mod engine_sim;
+mod hostile;
 mod journald;
+mod reliability;
 mod support;
 mod systemd;

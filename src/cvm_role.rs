@@ -1,0 +1,657 @@
+//! Temporary credentials from the CVM instance metadata service, refreshed before they expire.
+//!
+//! A CVM instance with a CAM role bound to it gets temporary credentials from its metadata
+//! service (plain `http`, link-local, no authentication):
+//!
+//! - `GET {endpoint}cam/security-credentials/` answers the role name (first non-empty line);
+//! - `GET {endpoint}cam/security-credentials/{role}` answers JSON with `TmpSecretId`,
+//!   `TmpSecretKey`, `Token`, `ExpiredTime` (Unix seconds), `Expiration` and `Code`
+//!   (`"Success"`).
+//!
+//! [`CvmRole::fetch`] does one round of that; [`run_refresher`] keeps the credentials fresh in
+//! the background and hands every new set to a callback (the daemon passes
+//! `move |c| client.set_credentials(c)`). When to refresh is [`refresh_at`], a pure function.
+//!
+//! Secrets stay in `secrecy::SecretString` from the moment they are parsed; no error message,
+//! log line or `Debug` text of this module contains a secret value (errors name the field that
+//! is wrong, never its content, and never quote the answer's body).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::Credentials;
+
+/// Connect timeout for the metadata service: it is on the local network or nowhere.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whole-request timeout for the metadata service.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refresh this long before expiry, as the Tencent Cloud SDKs do.
+pub const REFRESH_MARGIN_SECS: i64 = 300;
+/// Shortest wait before refreshing credentials that already have less than
+/// [`REFRESH_MARGIN_SECS`] left: the service most likely hands out the same ones again, so
+/// asking again at once would only hammer it.
+pub const SHORT_LIVED_MIN_DELAY_SECS: i64 = 5;
+/// Longest wait between two fetches, whatever the expiry says: bounds the harm of a wrong
+/// local clock or a nonsense `ExpiredTime`.
+pub const MAX_REFRESH_DELAY_SECS: i64 = 3_600;
+/// Longest wait between two attempts after failures.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// A refresh asked for through `refresh_now` waits at least this long after the previous fetch,
+/// so a burst of `AuthFailure.TokenFailure` answers cannot turn into a burst of fetches.
+pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
+/// Answers larger than this are not metadata answers.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Log target of this module.
+const TARGET: &str = "cwp_portwatch::cvm_role";
+
+/// Why CVM role credentials could not be had. Messages name the URL and what is wrong, never a
+/// secret value nor the answer's body.
+#[derive(Debug, thiserror::Error)]
+pub enum CvmRoleError {
+    /// The endpoint is unusable or the HTTP client could not be built.
+    #[error("cannot use metadata endpoint {endpoint}: {reason}")]
+    Setup {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No answer: connection refused, timeout, reset (not on a CVM, or the network is down).
+    #[error(
+        "metadata service unreachable at {url}: {reason} (is this a CVM instance? otherwise \
+         choose another [credentials] source)"
+    )]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// The instance has no CAM role (404, or an empty role list), or the configured role is
+    /// not the instance's.
+    #[error("no CAM role at {url}: {detail}")]
+    NoRole {
+        /// The URL asked.
+        url: String,
+        /// What was found and what to do.
+        detail: String,
+    },
+    /// An answer that cannot be used: an HTTP error status, not JSON, `Code` other than
+    /// `Success`, a missing or malformed field.
+    #[error("unusable answer from {url}: {problem}")]
+    BadAnswer {
+        /// The URL asked.
+        url: String,
+        /// What is wrong, naming the field but never quoting a secret.
+        problem: String,
+    },
+}
+
+impl CvmRoleError {
+    /// Stable machine-readable code, for `error_code` log fields.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CvmRoleError::Setup { .. } => "CvmRoleError.Setup",
+            CvmRoleError::Unreachable { .. } => "CvmRoleError.Unreachable",
+            CvmRoleError::NoRole { .. } => "CvmRoleError.NoRole",
+            CvmRoleError::BadAnswer { .. } => "CvmRoleError.BadAnswer",
+        }
+    }
+}
+
+/// One set of temporary credentials. `Debug` shows the SecretId, never the key or token.
+#[derive(Debug, Clone)]
+pub struct RoleCredentials {
+    /// The credentials; `token` is always `Some` (the `Token` of the answer).
+    pub credentials: Credentials,
+    /// `ExpiredTime`: when they stop working, Unix seconds.
+    pub expires_at: i64,
+    /// The role they belong to.
+    pub role: String,
+}
+
+/// A metadata service client for one instance role. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CvmRole {
+    http: reqwest::Client,
+    /// Base URL, ending with `/` (`http://metadata.tencentyun.com/latest/meta-data/`).
+    metadata_endpoint: Url,
+    /// The role; `None`: ask `cam/security-credentials/` at each fetch.
+    role: Option<String>,
+}
+
+impl CvmRole {
+    /// A client for `metadata_endpoint` (`http` or `https`; a missing final `/` is added).
+    /// `role = None` asks the service which role the instance has. Timeouts:
+    /// [`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`].
+    pub fn new(mut metadata_endpoint: Url, role: Option<String>) -> Result<Self, CvmRoleError> {
+        let setup = |endpoint: &Url, reason: &str| CvmRoleError::Setup {
+            endpoint: endpoint.to_string(),
+            reason: reason.to_owned(),
+        };
+        if !matches!(metadata_endpoint.scheme(), "http" | "https") {
+            return Err(setup(
+                &metadata_endpoint,
+                "the scheme must be http:// or https://",
+            ));
+        }
+        if metadata_endpoint.host_str().is_none_or(str::is_empty) {
+            return Err(setup(&metadata_endpoint, "no host name"));
+        }
+        if metadata_endpoint.query().is_some() || metadata_endpoint.fragment().is_some() {
+            return Err(setup(
+                &metadata_endpoint,
+                "remove the query or fragment (`?…`, `#…`)",
+            ));
+        }
+        if !metadata_endpoint.path().ends_with('/') {
+            let path = format!("{}/", metadata_endpoint.path());
+            metadata_endpoint.set_path(&path);
+        }
+        let role = role.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        if let Some(role) = &role
+            && !valid_role_name(role)
+        {
+            return Err(setup(
+                &metadata_endpoint,
+                "the role name contains whitespace, control characters or `/`",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| setup(&metadata_endpoint, &format!("cannot set up HTTP: {e}")))?;
+        Ok(CvmRole {
+            http,
+            metadata_endpoint,
+            role,
+        })
+    }
+
+    /// The base URL, ending with `/`.
+    pub fn metadata_endpoint(&self) -> &Url {
+        &self.metadata_endpoint
+    }
+
+    /// The configured role, if any.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// Fetches the current credentials: asks for the role name first unless it was configured.
+    pub async fn fetch(&self) -> Result<RoleCredentials, CvmRoleError> {
+        let role = match &self.role {
+            Some(role) => role.clone(),
+            None => self.discover_role().await?,
+        };
+        let url = self.role_url(&role)?;
+        let body = self.get(&url, true).await?;
+        let credentials = parse_credentials(&url, &body)?;
+        Ok(RoleCredentials {
+            role,
+            ..credentials
+        })
+    }
+
+    /// `cam/security-credentials/`: the role name is the first non-empty line.
+    async fn discover_role(&self) -> Result<String, CvmRoleError> {
+        let url = self.list_url()?;
+        let body = self.get(&url, false).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| CvmRoleError::BadAnswer {
+            url: url.to_string(),
+            problem: "the role list is not UTF-8 text".to_owned(),
+        })?;
+        let Some(role) = text.lines().map(str::trim).find(|line| !line.is_empty()) else {
+            return Err(CvmRoleError::NoRole {
+                url: url.to_string(),
+                detail: "the role list is empty; bind a CAM role to the instance in the CVM \
+                         console, or choose another [credentials] source"
+                    .to_owned(),
+            });
+        };
+        if !valid_role_name(role) {
+            return Err(CvmRoleError::BadAnswer {
+                url: url.to_string(),
+                problem: "the role name contains control characters or `/`".to_owned(),
+            });
+        }
+        Ok(role.to_owned())
+    }
+
+    fn list_url(&self) -> Result<Url, CvmRoleError> {
+        self.metadata_endpoint
+            .join("cam/security-credentials/")
+            .map_err(|e| CvmRoleError::Setup {
+                endpoint: self.metadata_endpoint.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn role_url(&self, role: &str) -> Result<Url, CvmRoleError> {
+        let mut url = self.list_url()?;
+        url.path_segments_mut()
+            .map_err(|()| CvmRoleError::Setup {
+                endpoint: self.metadata_endpoint.to_string(),
+                reason: "the URL cannot have a path".to_owned(),
+            })?
+            .pop_if_empty()
+            .push(role);
+        Ok(url)
+    }
+
+    /// One GET; the body of a 2xx answer. `for_role`: a 404 means that role is not the
+    /// instance's, otherwise that the instance has no role.
+    async fn get(&self, url: &Url, for_role: bool) -> Result<Vec<u8>, CvmRoleError> {
+        let unreachable = |e: reqwest::Error| CvmRoleError::Unreachable {
+            url: url.to_string(),
+            reason: transport_reason(&e),
+        };
+        let mut response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            let detail = if for_role {
+                "404: the instance has no such role; check [credentials] role, or leave it out to \
+                 use the instance's role"
+            } else {
+                "404: the instance has no CAM role; bind one in the CVM console, or choose \
+                 another [credentials] source"
+            };
+            return Err(CvmRoleError::NoRole {
+                url: url.to_string(),
+                detail: detail.to_owned(),
+            });
+        }
+        if !status.is_success() {
+            return Err(CvmRoleError::BadAnswer {
+                url: url.to_string(),
+                problem: format!("HTTP status {status}"),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(CvmRoleError::BadAnswer {
+                    url: url.to_string(),
+                    problem: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// A role name we can put in a URL path segment and a log line.
+fn valid_role_name(role: &str) -> bool {
+    !role.is_empty()
+        && !role
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+}
+
+/// A short reason for a transport error (the URL is already in the message).
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    if e.is_timeout() {
+        format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else {
+        root.to_string()
+    }
+}
+
+/// Parses the credentials answer. Works on a `serde_json::Value` so that no error message can
+/// quote a value (serde's type errors would).
+fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleError> {
+    let bad = |problem: String| CvmRoleError::BadAnswer {
+        url: url.to_string(),
+        problem,
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(bad("not a JSON object".to_owned()));
+    };
+    match object.get("Code") {
+        Some(Value::String(code)) if code == "Success" => {}
+        Some(Value::String(code)) => {
+            let code: String = code.chars().take(64).collect();
+            return Err(bad(format!("Code is {code:?}, not \"Success\"")));
+        }
+        Some(_) => return Err(bad("Code is not a string".to_owned())),
+        None => return Err(bad("Code is missing".to_owned())),
+    }
+    let text = |name: &str| -> Result<String, CvmRoleError> {
+        match object.get(name) {
+            Some(Value::String(s)) if s.is_empty() => Err(bad(format!("{name} is empty"))),
+            Some(Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Err(bad(format!(
+                    "{name} contains whitespace or control characters"
+                )))
+            }
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(bad(format!("{name} is not a string"))),
+            None => Err(bad(format!("{name} is missing"))),
+        }
+    };
+    let secret_id = text("TmpSecretId")?;
+    let secret_key = SecretString::from(text("TmpSecretKey")?);
+    let token = SecretString::from(text("Token")?);
+    let expires_at = expiry(object).map_err(bad)?;
+    Ok(RoleCredentials {
+        credentials: Credentials {
+            secret_id,
+            secret_key,
+            token: Some(token),
+        },
+        expires_at,
+        role: String::new(),
+    })
+}
+
+/// `ExpiredTime` (Unix seconds, a number or a string of digits), else `Expiration` (RFC 3339).
+fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
+    match object.get("ExpiredTime") {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| "ExpiredTime is not a positive whole number".to_owned()),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| "ExpiredTime is not a positive whole number".to_owned()),
+        Some(_) => Err("ExpiredTime is not a number".to_owned()),
+        None => match object.get("Expiration") {
+            Some(Value::String(s)) => time::OffsetDateTime::parse(
+                s.trim(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|t| t.unix_timestamp())
+            .map_err(|_| "ExpiredTime is missing and Expiration is not RFC 3339".to_owned()),
+            _ => Err("ExpiredTime is missing".to_owned()),
+        },
+    }
+}
+
+/// How long to wait, from `now_unix`, before fetching again credentials that expire at
+/// `expires_at` (both Unix seconds):
+///
+/// - normally [`REFRESH_MARGIN_SECS`] (300 s) before expiry, as the SDKs do, but at least 1 s;
+/// - credentials that already have 300 s or less left (or are expired): half of what is left,
+///   but at least [`SHORT_LIVED_MIN_DELAY_SECS`] (5 s) — the service probably hands out the
+///   same ones until it rotates them, so this converges on the rotation without a busy loop;
+/// - never more than [`MAX_REFRESH_DELAY_SECS`] (1 h).
+pub fn refresh_at(now_unix: i64, expires_at: i64) -> Duration {
+    let remaining = expires_at.saturating_sub(now_unix);
+    let secs = if remaining > REFRESH_MARGIN_SECS {
+        remaining - REFRESH_MARGIN_SECS
+    } else {
+        (remaining / 2).max(SHORT_LIVED_MIN_DELAY_SECS)
+    };
+    Duration::from_secs(secs.clamp(1, MAX_REFRESH_DELAY_SECS) as u64)
+}
+
+/// Wait after the `failures`-th failure in a row (1 s, 2 s, 4 s, … up to [`MAX_RETRY_DELAY`]).
+pub fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Keeps CVM role credentials fresh until `shutdown`: fetch, hand the credentials to
+/// `on_update`, sleep until [`refresh_at`], repeat. The first fetch happens at once.
+///
+/// - A failed fetch logs a warning (target `cwp_portwatch::cvm_role`, field `error_code`) and
+///   is retried after [`retry_delay`] (1 s, 2 s, 4 s, … 60 s); `on_update` is not called, so the
+///   last good credentials stay in use.
+/// - `refresh_now.notify_one()` (the engine, on `AuthFailure.TokenFailure`) cuts the sleep
+///   short; the fetch then happens at once, but never sooner than [`FORCED_REFRESH_MIN_GAP`]
+///   after the previous one. While retrying after failures it is not listened to (the retries
+///   are already under way); a request made then is served after the next success.
+/// - `shutdown` stops it at once, also in the middle of a fetch.
+pub async fn run_refresher(
+    role: CvmRole,
+    on_update: impl Fn(Credentials) + Send + Sync + 'static,
+    refresh_now: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let fetched = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            fetched = role.fetch() => fetched,
+        };
+        let fetched_at = tokio::time::Instant::now();
+        let delay = match fetched {
+            Ok(fresh) => {
+                let delay = refresh_at(now_unix(), fresh.expires_at);
+                if failures > 0 {
+                    tracing::info!(
+                        target: TARGET,
+                        role = %fresh.role,
+                        secret_id = %fresh.credentials.secret_id,
+                        expires_at = fresh.expires_at,
+                        failures,
+                        "CVM role credentials fetched again after failures"
+                    );
+                } else {
+                    tracing::debug!(
+                        target: TARGET,
+                        role = %fresh.role,
+                        secret_id = %fresh.credentials.secret_id,
+                        expires_at = fresh.expires_at,
+                        refresh_in_secs = delay.as_secs(),
+                        "CVM role credentials fetched"
+                    );
+                }
+                failures = 0;
+                on_update(fresh.credentials);
+                delay
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = retry_delay(failures);
+                tracing::warn!(
+                    target: TARGET,
+                    error_code = error.code(),
+                    error = %error,
+                    failures,
+                    retry_in_secs = delay.as_secs(),
+                    "cannot fetch CVM role credentials; retrying"
+                );
+                delay
+            }
+        };
+        let listen = failures == 0;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+            _ = async {
+                refresh_now.notified().await;
+                tokio::time::sleep_until(fetched_at + FORCED_REFRESH_MIN_GAP).await;
+            }, if listen => {
+                tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn secs(d: Duration) -> u64 {
+        d.as_secs()
+    }
+
+    #[test]
+    fn refresh_at_is_300_s_before_expiry() {
+        assert_eq!(secs(refresh_at(NOW, NOW + 303)), 3);
+        assert_eq!(secs(refresh_at(NOW, NOW + 301)), 1);
+        assert_eq!(secs(refresh_at(NOW, NOW + 1_800)), 1_500);
+        assert_eq!(secs(refresh_at(NOW, NOW + 3_900)), 3_600);
+    }
+
+    #[test]
+    fn refresh_at_is_capped_at_an_hour() {
+        assert_eq!(secs(refresh_at(NOW, NOW + 43_200)), 3_600);
+        assert_eq!(secs(refresh_at(NOW, i64::MAX)), 3_600);
+        assert_eq!(secs(refresh_at(i64::MIN, i64::MAX)), 3_600);
+    }
+
+    #[test]
+    fn short_lived_credentials_halve_the_wait_without_busy_looping() {
+        assert_eq!(secs(refresh_at(NOW, NOW + 300)), 150);
+        assert_eq!(secs(refresh_at(NOW, NOW + 100)), 50);
+        assert_eq!(secs(refresh_at(NOW, NOW + 12)), 6);
+        assert_eq!(secs(refresh_at(NOW, NOW + 9)), 5);
+        assert_eq!(secs(refresh_at(NOW, NOW)), 5);
+        assert_eq!(secs(refresh_at(NOW, NOW - 1_000)), 5);
+        assert_eq!(secs(refresh_at(NOW, i64::MIN)), 5);
+    }
+
+    #[test]
+    fn refresh_never_waits_past_expiry_when_there_is_time() {
+        for remaining in 11..10_000 {
+            let wait = secs(refresh_at(NOW, NOW + remaining)) as i64;
+            assert!(wait >= 1, "{remaining}");
+            assert!(wait < remaining, "{remaining}: {wait}");
+        }
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_a_minute() {
+        let got: Vec<u64> = (1..=9).map(|n| secs(retry_delay(n))).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(secs(retry_delay(0)), 1);
+        assert_eq!(secs(retry_delay(u32::MAX)), 60);
+    }
+
+    fn url() -> Url {
+        Url::parse("http://127.0.0.1:1/latest/meta-data/cam/security-credentials/r").unwrap()
+    }
+
+    #[test]
+    fn parses_an_answer() {
+        let body = br#"{"TmpSecretId":"AKIDt","TmpSecretKey":"k3y","Token":"t0k","ExpiredTime":1700000900,"Expiration":"2023-11-14T22:28:20Z","Code":"Success"}"#;
+        let got = parse_credentials(&url(), body).unwrap();
+        assert_eq!(got.credentials.secret_id, "AKIDt");
+        assert_eq!(got.expires_at, 1_700_000_900);
+        let text = format!("{got:?}");
+        assert!(!text.contains("k3y") && !text.contains("t0k"), "{text}");
+    }
+
+    #[test]
+    fn expiry_falls_back_to_expiration() {
+        let body = br#"{"TmpSecretId":"AKIDt","TmpSecretKey":"k","Token":"t","Expiration":"2023-11-14T22:28:20Z","Code":"Success"}"#;
+        assert_eq!(
+            parse_credentials(&url(), body).unwrap().expires_at,
+            1_700_000_900
+        );
+        let body = br#"{"TmpSecretId":"AKIDt","TmpSecretKey":"k","Token":"t","ExpiredTime":"1700000900","Code":"Success"}"#;
+        assert_eq!(
+            parse_credentials(&url(), body).unwrap().expires_at,
+            1_700_000_900
+        );
+    }
+
+    #[test]
+    fn bad_answers_name_the_field_not_the_value() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"<html>", "not JSON"),
+            (b"[1]", "not a JSON object"),
+            (br#"{"Code":"Failed","TmpSecretKey":"s3cr3t"}"#, "\"Failed\""),
+            (br#"{"TmpSecretKey":"s3cr3t"}"#, "Code is missing"),
+            (br#"{"Code":"Success","TmpSecretKey":"s3cr3t"}"#, "TmpSecretId is missing"),
+            (
+                br#"{"Code":"Success","TmpSecretId":"AKID","TmpSecretKey":7,"Token":"s3cr3t"}"#,
+                "TmpSecretKey is not a string",
+            ),
+            (
+                br#"{"Code":"Success","TmpSecretId":"AKID","TmpSecretKey":"s3 cr3t","Token":"t"}"#,
+                "TmpSecretKey contains whitespace",
+            ),
+            (
+                br#"{"Code":"Success","TmpSecretId":"AKID","TmpSecretKey":"s3cr3t","Token":"t","ExpiredTime":"s3cr3t"}"#,
+                "ExpiredTime is not a positive whole number",
+            ),
+            (
+                br#"{"Code":"Success","TmpSecretId":"AKID","TmpSecretKey":"s3cr3t","Token":"t"}"#,
+                "ExpiredTime is missing",
+            ),
+        ];
+        for (body, want) in cases {
+            let error = parse_credentials(&url(), body).unwrap_err();
+            let text = error.to_string();
+            assert_eq!(error.code(), "CvmRoleError.BadAnswer", "{text}");
+            assert!(text.contains(want), "{text}");
+            assert!(
+                !text.contains("s3cr3t") && !text.contains("s3 cr3t"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_checks_the_endpoint_and_adds_the_slash() {
+        let role = CvmRole::new(Url::parse("http://127.0.0.1:9/meta").unwrap(), None).unwrap();
+        assert_eq!(
+            role.metadata_endpoint().as_str(),
+            "http://127.0.0.1:9/meta/"
+        );
+        assert_eq!(
+            role.role_url("R").unwrap().as_str(),
+            "http://127.0.0.1:9/meta/cam/security-credentials/R"
+        );
+        assert_eq!(
+            role.list_url().unwrap().as_str(),
+            "http://127.0.0.1:9/meta/cam/security-credentials/"
+        );
+        let role = CvmRole::new(
+            Url::parse("http://127.0.0.1:9/m/").unwrap(),
+            Some(" R \n".into()),
+        )
+        .unwrap();
+        assert_eq!(role.role(), Some("R"));
+        for bad in ["ftp://h/", "http://h/?q=1", "file:///x/"] {
+            let error = CvmRole::new(Url::parse(bad).unwrap(), None).unwrap_err();
+            assert_eq!(error.code(), "CvmRoleError.Setup", "{bad}: {error}");
+        }
+        let error = CvmRole::new(Url::parse("http://h/").unwrap(), Some("a/b".into())).unwrap_err();
+        assert_eq!(error.code(), "CvmRoleError.Setup");
+    }
+}
