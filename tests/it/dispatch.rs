@@ -347,3 +347,58 @@ async fn refused_credentials_send_one_probe_per_30_s() {
     assert!((1..=5).contains(&failed.len()), "{}", failed.len());
     assert!(named(&events, "status_changed").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn token_failure_wakes_the_credentials_refresher_and_retries() {
+    // The token is refused until the refresher has run once.
+    let refreshed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = refreshed.clone();
+    let answer: Answer = Arc::new(move |_| {
+        if r.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok("COMPLETE".into())
+        } else {
+            Err(api_error("AuthFailure.TokenFailure"))
+        }
+    });
+    let log = Arc::new(Mutex::new(Log::default()));
+    let poller = FakePoller {
+        latency: Duration::from_millis(10),
+        status: answer,
+        log: log.clone(),
+    };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let waiter = notify.clone();
+    let r = refreshed.clone();
+    tokio::spawn(async move {
+        waiter.notified().await;
+        r.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let sink = Arc::new(CollectingSink::default());
+    let config = EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 4,
+        intervals: Intervals {
+            settled: Duration::from_secs(60),
+            collecting: Duration::from_secs(5),
+            offline: Duration::from_secs(30),
+        },
+        once: false,
+    };
+    let engine = Engine::new(poller, sink.clone(), config, &agents(1), HashMap::new())
+        .with_credentials_refresh(notify);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        s.cancel();
+    });
+    let _ = engine.run(stop).await;
+    let events = sink.events();
+    assert!(refreshed.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(named(&events, "status_changed").len(), 1, "{events:#?}");
+    assert!(named(&events, "credentials_failed").is_empty());
+    // Retried promptly, not after an interval.
+    let sends = &log.lock().unwrap().sends;
+    assert!(sends.len() >= 2);
+    assert!(sends[1].0.duration_since(sends[0].0) < Duration::from_secs(2));
+}
