@@ -153,9 +153,10 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> Result<(), 
     shutdown.cancelled().await;
     let stats = sim.stats();
     sim.shutdown().await;
+    // One line a script can read: the simulator's own view of the rate limit.
     println!(
-        "stopped after {} requests ({} ok, {} throttled)",
-        stats.requests, stats.ok, stats.throttled
+        "stopped after {} requests ({} ok, {} throttled, max_in_window={})",
+        stats.requests, stats.ok, stats.throttled, stats.max_in_window
     );
     Ok(())
 }
