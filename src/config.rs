@@ -287,7 +287,10 @@ impl<'a> LineIndex<'a> {
 impl LineIndex<'_> {
     /// The key of a `key = value` line holding `offset`, if the line looks like one.
     pub(crate) fn key_at(&self, offset: usize) -> Option<String> {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = &self.text[start..];
         let (key, _) = line.split_once('=')?;

@@ -95,11 +95,23 @@ impl fmt::Display for CredentialSource {
 
 /// A snapshot of the environment variables credential resolution (and config defaults) read,
 /// so tests can pass their own instead of mutating the process environment.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Environment {
     vars: HashMap<String, String>,
     /// The system-wide profile file; a field only so tests can point it away from `/etc`.
     system_profile: PathBuf,
+}
+
+/// Names only: the values include `TENCENTCLOUD_SECRET_KEY` and the session token.
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Environment")
+            .field("variables", &names)
+            .field("system_profile", &self.system_profile)
+            .finish()
+    }
 }
 
 /// The system-wide profile file of the default chain.
@@ -521,6 +533,14 @@ fn io_reason(error: &std::io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn environment_debug_shows_names_not_values() {
+        let env = Environment::from_pairs([("TENCENTCLOUD_SECRET_KEY", "very-secret-value")]);
+        let text = format!("{env:?}");
+        assert!(text.contains("TENCENTCLOUD_SECRET_KEY"));
+        assert!(!text.contains("very-secret-value"));
+    }
+
     use super::*;
     use secrecy::ExposeSecret;
 

@@ -348,16 +348,36 @@ async fn reload(
             return current.clone();
         }
     };
-    if settings.api != current.api || settings.credentials != current.credentials {
-        let endpoint_or_credentials = settings.api.endpoint != current.api.endpoint
-            || settings.credentials != current.credentials
-            || settings.api.timeout != current.api.timeout
-            || settings.api.region != current.api.region;
-        if endpoint_or_credentials {
-            tracing::warn!(
-                "endpoint, region, timeout and credentials changes take effect at the next restart"
-            );
-        }
+    // What a reload cannot change in a running process stays as it runs (and `current`
+    // keeps saying so, so the next reload compares against what really runs).
+    let mut settings = settings;
+    let mut not_applied = Vec::new();
+    if settings.api.endpoint != current.api.endpoint
+        || settings.api.region != current.api.region
+        || settings.api.timeout != current.api.timeout
+    {
+        not_applied.push("api.endpoint/region/timeout");
+        settings.api.endpoint = current.api.endpoint.clone();
+        settings.api.region = current.api.region.clone();
+        settings.api.timeout = current.api.timeout;
+    }
+    if settings.credentials != current.credentials {
+        not_applied.push("[credentials]");
+        settings.credentials = current.credentials.clone();
+    }
+    if settings.state_dir != current.state_dir {
+        not_applied.push("state_dir");
+        settings.state_dir = current.state_dir.clone();
+    }
+    if settings.log != current.log {
+        not_applied.push("[log]");
+        settings.log = current.log.clone();
+    }
+    if !not_applied.is_empty() {
+        tracing::warn!(
+            "reload: {} take effect at the next restart; the watchlist, rate and intervals apply now",
+            not_applied.join(", ")
+        );
     }
     let (reply, answer) = tokio::sync::oneshot::channel();
     let sent = control.send(Control::Reload {
@@ -399,20 +419,37 @@ fn print_report(report: &EngineReport, format: Format) {
     }
 }
 
+/// Passes every event but `status_changed`.
+struct WithoutStatusChanges<S>(S);
+
+impl<S: EventSink> EventSink for WithoutStatusChanges<S> {
+    fn emit(&self, event: &Event) {
+        if !matches!(event, Event::StatusChanged { .. }) {
+            self.0.emit(event);
+        }
+    }
+}
+
 /// `cwp-portwatch once`: every agent polled once through the same limiter.
 pub async fn once(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
     let (settings, watchlist) = load(config)?;
     logging::init(settings.log.format, &settings.log.level)?;
     let shutdown = CancellationToken::new();
     let connected = client(&settings, &Environment::from_process(), &shutdown).await?;
-    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
-    let engine = Engine::new(
+    // `once` prints each agent's status on stdout; a `status_changed` from UNKNOWN for every
+    // agent on every run would only mislead journal alerting. Failures are still logged.
+    let sink: Arc<dyn EventSink> = Arc::new(WithoutStatusChanges(TracingSink));
+    let mut engine = Engine::new(
         connected.client,
         sink,
         engine_config(&settings, true),
         &watchlist.agents,
         Default::default(),
-    );
+    )
+    .with_credential_source(connected.source);
+    if let Some(refresh) = connected.refresh {
+        engine = engine.with_credentials_refresh(refresh);
+    }
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop_signal().await;
@@ -434,7 +471,14 @@ pub async fn once(config: &Path, format: Format) -> Result<ExitCode, DaemonError
 /// `cwp-portwatch status`: the persisted statuses, no API call.
 pub fn status(config: &Path, format: Format) -> Result<ExitCode, DaemonError> {
     let (settings, watchlist) = load(config)?;
-    let known = StateFile::in_dir(&settings.state_dir).load()?;
+    let state = StateFile::in_dir(&settings.state_dir);
+    if !state.path().exists() {
+        eprintln!(
+            "no state file at {} yet: every agent is UNKNOWN (the daemon writes it; check state_dir)",
+            state.path().display()
+        );
+    }
+    let known = state.load()?;
     for agent in &watchlist.agents {
         let k = known.get(agent.uuid.as_str());
         let status = k.map_or(crate::status::UNKNOWN, |k| &*k.status);

@@ -197,9 +197,15 @@ pub struct Engine<P: Poller> {
     state: Option<StateFile>,
     state_dirty: bool,
     last_save: Option<Instant>,
+    saving: Option<tokio::task::JoinHandle<()>>,
     status: Arc<EngineStatus>,
     last_refresh: Option<Instant>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
+    /// Agents removed from the watchlist while their request was in flight: the slot lives
+    /// until the answer comes (and is dropped), or the agent is added back.
+    orphans: HashMap<Arc<str>, AgentId>,
+    /// `once`: the API refused the credentials; nothing more will work.
+    abort_once: Option<String>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -239,9 +245,12 @@ impl<P: Poller> Engine<P> {
             state: None,
             state_dirty: false,
             last_save: None,
+            saving: None,
             status: Arc::new(EngineStatus::default()),
             last_refresh: None,
             control: None,
+            orphans: HashMap::new(),
+            abort_once: None,
         };
         engine.add_agents(agents);
         engine
@@ -254,23 +263,45 @@ impl<P: Poller> Engine<P> {
         self
     }
 
-    fn save_state(&mut self, force: bool) {
+    /// While statuses change: at most once per [`STATE_SAVE_EVERY`], encoded here, written
+    /// (with its fsyncs) on a blocking thread so the dispatcher's pacing never waits for a
+    /// disk. One write at a time; a change during a write is saved by the next one.
+    fn save_state(&mut self) {
         let Some(state) = &self.state else { return };
-        if !self.state_dirty {
-            return;
-        }
         let now = Instant::now();
-        if !force
-            && self
+        let busy = self.saving.as_ref().is_some_and(|h| !h.is_finished());
+        if !self.state_dirty
+            || busy
+            || self
                 .last_save
                 .is_some_and(|t| now.duration_since(t) < STATE_SAVE_EVERY)
         {
             return;
         }
         self.last_save = Some(now);
-        match state.save(self.tracker.known()) {
-            Ok(()) => self.state_dirty = false,
-            Err(e) => tracing::error!(error_code = e.code(), "cannot write the state file: {e}"),
+        self.state_dirty = false;
+        let bytes = state.encode(self.tracker.known());
+        let state = state.clone();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.write(&bytes) {
+                tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
+            }
+        }));
+    }
+
+    /// At the end of a run: always written (`seen_at` moves even when no status changed),
+    /// after any write still going.
+    async fn save_state_final(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let _ = h.await;
+        }
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let bytes = state.encode(self.tracker.known());
+        let written = tokio::task::spawn_blocking(move || state.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
         }
     }
 
@@ -330,6 +361,7 @@ impl<P: Poller> Engine<P> {
                     ..config
                 };
                 self.rate.set_target(config.requests_per_second);
+                self.queue.set_boost(config.intervals.collecting);
                 self.pacer.set_rate(self.rate.rate());
                 let (added, removed) = self.replace_watchlist(&agents);
                 self.state_dirty |= removed > 0;
@@ -359,6 +391,17 @@ impl<P: Poller> Engine<P> {
         let mut added = 0;
         for agent in agents {
             if self.by_uuid.contains_key(agent.uuid.as_str()) {
+                continue;
+            }
+            if let Some((uuid, id)) = self.orphans.remove_entry(agent.uuid.as_str()) {
+                // Back before its last answer came: the same slot, still in flight; the answer
+                // reschedules it.
+                if let Some(slot) = self.agents[id].as_mut() {
+                    slot.name = Arc::from(agent.name.as_deref().unwrap_or(""));
+                }
+                self.by_uuid.insert(uuid, id);
+                self.queue.schedule(id, now, Cadence::Settled);
+                added += 1;
                 continue;
             }
             let id = self.agents.len();
@@ -399,7 +442,11 @@ impl<P: Poller> Engine<P> {
             .collect();
         for (uuid, id) in &gone {
             self.by_uuid.remove(uuid);
-            self.agents[*id] = None;
+            if self.queue.is_in_flight(*id) {
+                self.orphans.insert(uuid.clone(), *id);
+            } else {
+                self.agents[*id] = None;
+            }
             self.queue.remove(*id);
             self.tracker.forget(uuid);
         }
@@ -462,9 +509,9 @@ impl<P: Poller> Engine<P> {
             while let Ok(done) = rx.try_recv() {
                 self.on_done(done);
             }
-            self.save_state(false);
+            self.save_state();
             self.refresh_status(Instant::now());
-            if self.config.once && self.pending_once == 0 {
+            if self.config.once && (self.pending_once == 0 || self.abort_once.is_some()) {
                 break;
             }
             let now = Instant::now();
@@ -507,7 +554,7 @@ impl<P: Poller> Engine<P> {
                 _ = sleep_until(deadline) => break,
             }
         }
-        self.save_state(true);
+        self.save_state_final().await;
         let report = self.report();
         (self, report)
     }
@@ -540,6 +587,13 @@ impl<P: Poller> Engine<P> {
         let Some(slot) = self.agents.get_mut(done.id).and_then(Option::as_mut) else {
             return;
         };
+        if self.orphans.get(&slot.uuid) == Some(&done.id) {
+            // Removed from the watchlist while this answer was on its way: forgotten.
+            self.orphans.remove(&slot.uuid);
+            self.agents[done.id] = None;
+            self.queue.finish(done.id, now, Cadence::Settled);
+            return;
+        }
         if !slot.polled_once {
             slot.polled_once = true;
             self.pending_once = self.pending_once.saturating_sub(1);
@@ -601,7 +655,6 @@ impl<P: Poller> Engine<P> {
                         now
                     }
                     ErrorClass::Clock => {
-                        self.check_skew();
                         self.count_failure(done.id, &error, now);
                         // The client re-learned the server's time from this very answer, so
                         // the first retry is immediate; repeats back off.
@@ -616,6 +669,11 @@ impl<P: Poller> Engine<P> {
                         self.backoff_next(done.id, now, interval)
                     }
                     ErrorClass::Fatal | ErrorClass::CredentialsRefresh => {
+                        if self.config.once {
+                            // Every other poll would be refused the same way.
+                            self.abort_once =
+                                Some(format!("{}: {}", error.code(), error.message()));
+                        }
                         self.credentials_failed(now, &error);
                         self.count_failure(done.id, &error, now);
                         // The gate spaces probes; the agent itself is due right away so that
@@ -732,7 +790,10 @@ impl<P: Poller> Engine<P> {
                 name: s.name.to_string(),
                 status: self.tracker.status(&s.uuid).to_string(),
                 transitions: s.transitions,
-                last_error: s.last_error.clone(),
+                last_error: s.last_error.clone().or_else(|| {
+                    // `once` stopped early: this agent was never asked.
+                    self.abort_once.clone().filter(|_| !s.polled_once)
+                }),
                 request_id: s.request_id.clone().or_else(|| {
                     self.tracker
                         .known()

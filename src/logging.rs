@@ -227,7 +227,7 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
                     .collect();
                 format!(
                     "{} {:>5} {name:<18} {message}{}{}",
-                    &rfc3339_now()[11..23],
+                    rfc3339_now().get(11..23).unwrap_or_default(),
                     level.to_ascii_uppercase(),
                     if rest.is_empty() { "" } else { "  " },
                     rest.join(" ")

@@ -16,8 +16,8 @@
 //! does not push the schedule back. Any 21 grants still span at least
 //! `20 × period − CATCH_UP` (1002.5 ms at 20/s). governor stays in the path, with the exact
 //! quota and burst 1, checking every slot (its clock reads the slot time, not the wake-up
-//! time, so timer lateness cannot make it refuse a slot that is on schedule): an independent
-//! guard that the schedule never puts more than the rate in any 1-second window.
+//! time, so timer lateness cannot make it refuse a slot that is on schedule): it re-checks
+//! the schedule, and the `CATCH_UP` bound carries that guarantee over to the real sends.
 //!
 //! Why tokio's clock: so that tests with paused tokio time are deterministic. Waiting uses
 //! `tokio::time::sleep_until`, never governor's own futures.

@@ -168,18 +168,13 @@ impl DueQueue {
         heap.push(Reverse((due, seq, id)));
     }
 
-    /// Forgets an agent (removed from the watchlist). An answer still in flight is dropped
-    /// by [`DueQueue::finish`].
+    /// Forgets an agent (removed from the watchlist). A request still in flight keeps
+    /// counting against `max_in_flight` until [`DueQueue::finish`] drops its answer: the
+    /// connection is busy until then, and a re-added agent must not get a second one.
     pub fn remove(&mut self, id: AgentId) {
         if let Some(slot) = self.slots.get_mut(id) {
-            if slot.in_flight {
-                self.in_flight -= 1;
-            }
-            *slot = Slot {
-                queued: 0,
-                in_flight: false,
-                present: false,
-            };
+            slot.queued = 0;
+            slot.present = false;
         }
     }
 
@@ -253,13 +248,21 @@ impl DueQueue {
         let Some(slot) = self.slots.get_mut(id) else {
             return false;
         };
-        if !slot.present || !slot.in_flight {
+        if !slot.in_flight {
             return false;
         }
         slot.in_flight = false;
         self.in_flight -= 1;
+        if !slot.present {
+            return false;
+        }
         self.schedule(id, next, cadence);
         true
+    }
+
+    /// Sets the collecting priority window (see [`DueQueue::new`]).
+    pub fn set_boost(&mut self, boost: Duration) {
+        self.boost = boost;
     }
 
     /// Requests in flight now.
@@ -355,10 +358,39 @@ mod tests {
         assert_eq!(q.pop_due(t0), Some(0));
         q.remove(0);
         q.remove(1);
-        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.in_flight(), 1, "the request in flight still counts");
         assert!(!q.finish(0, t0, Cadence::Settled));
+        assert_eq!(q.in_flight(), 0);
         assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), None);
         assert_eq!(q.next_due(), None);
+    }
+
+    #[test]
+    fn an_agent_re_added_while_in_flight_waits_for_its_answer() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.schedule(3, t0, Cadence::Settled);
+        assert_eq!(q.pop_due(t0), Some(3));
+        q.remove(3);
+        q.schedule(3, t0, Cadence::Settled); // back in the watchlist
+        assert_eq!(
+            q.pop_due(t0 + Duration::from_secs(1)),
+            None,
+            "still in flight"
+        );
+        assert!(q.finish(3, t0 + Duration::from_secs(2), Cadence::Settled));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(2)), Some(3));
+    }
+
+    /// Changes the collecting priority window (reload of `collecting_interval`).
+    #[test]
+    fn boost_can_change() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.set_boost(Duration::from_secs(1));
+        q.schedule(0, t0, Cadence::Settled);
+        q.schedule(1, t0 + Duration::from_secs(5), Cadence::Collecting);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(10)), Some(0));
     }
 
     #[test]

@@ -113,15 +113,24 @@ impl StateFile {
         Ok(file.agents)
     }
 
-    /// Writes the state atomically.
-    pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
+    /// The file's bytes for `known` (cheap enough for the dispatcher; the slow part, the
+    /// write with its fsyncs, is [`StateFile::write`]).
+    pub fn encode(&self, known: &KnownMap) -> Vec<u8> {
         let file = FileOut {
             version: VERSION,
             agents: known,
+        };
+        // Strings and integers only: serialising to memory cannot fail.
+        let mut bytes = serde_json::to_vec(&file).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Writes encoded state atomically: temp file, fsync, rename, fsync of the folder.
+    pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io)?;
@@ -129,10 +138,8 @@ impl StateFile {
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
         let result = (|| {
-            let mut f = std::io::BufWriter::new(File::create(&tmp)?);
-            serde_json::to_writer(&mut f, &file)?;
-            f.write_all(b"\n")?;
-            let f = f.into_inner().map_err(|e| e.into_error())?;
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
             // The rename itself is durable only once the folder is synced.
@@ -142,6 +149,11 @@ impl StateFile {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(io)
+    }
+
+    /// Encodes and writes the state atomically.
+    pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
+        self.write(&self.encode(known))
     }
 }
 
@@ -171,6 +183,15 @@ mod tests {
         assert_eq!(e.code(), "StateError.Damaged");
         fs::write(s.path(), [0xff, 0xfe, 0x00]).unwrap();
         assert_eq!(s.load().unwrap_err().code(), "StateError.Damaged");
+        // A crash mid-write leaves a temp file beside the state: the state still loads.
+        s.save(&known).unwrap();
+        fs::write(
+            dir.path().join("state.json.tmp.999"),
+            b"{\"version\":1,\"ag",
+        )
+        .unwrap();
+        assert_eq!(s.load().unwrap(), known);
+        fs::remove_file(dir.path().join("state.json.tmp.999")).unwrap();
         // No temp files are left behind.
         s.save(&known).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();

@@ -127,6 +127,7 @@ async fn a_skewed_clock_is_learned_from_the_date_header() {
 
 #[tokio::test]
 async fn twenty_five_requests_in_one_second_get_throttled() {
+    let _serial = REAL_TIME.lock().await;
     let sim = start(SimulatorOptions::new(scenario(&every_status()))).await;
     let c = good_client(&sim);
     let calls = (0..25).map(|_| {

@@ -125,6 +125,7 @@ pub async fn run_engine(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
+    let _serial = REAL_TIME.lock().await;
     let sim = start(SimulatorOptions::new(scenario(&forty_agents()))).await;
     let scripted = sim_scripted();
     let config = EngineConfig {

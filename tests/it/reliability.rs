@@ -59,6 +59,7 @@ fn changes_received(log: &[RequestRecord]) -> HashMap<String, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_faults_every_answered_change_is_reported_once_and_nothing_else() {
+    let _serial = REAL_TIME.lock().await;
     let mut opts = SimulatorOptions::new(scenario(&forty_agents()));
     opts.faults = Faults {
         internal_error: 0.05,
@@ -120,6 +121,7 @@ fn named<'a>(events: &'a [Event], name: &str) -> Vec<&'a Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_the_quota_taken_by_another_tool() {
+    let _serial = REAL_TIME.lock().await;
     let mut opts = SimulatorOptions::new(scenario(&forty_agents()));
     opts.limiter = LimiterKind::SlidingWindow { per_second: 10 };
     let sim = start(opts).await;
@@ -135,6 +137,7 @@ async fn half_the_quota_taken_by_another_tool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_15_minutes_off_either_way_is_learned() {
+    let _serial = REAL_TIME.lock().await;
     for offset in [900i64, -900] {
         let mut opts = SimulatorOptions::new(scenario(&forty_agents()));
         opts.clock_offset_secs = offset;

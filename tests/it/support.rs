@@ -47,3 +47,7 @@ pub fn client_for(sim: &RunningSimulator, key: &str, timeout: Duration) -> Clien
 pub fn good_client(sim: &RunningSimulator) -> Client {
     client_for(sim, DEFAULT_SECRET_KEY, Duration::from_secs(5))
 }
+
+/// Tests that measure rates or timing on the real clock take this, so that two of them never
+/// compete for the machine's two cores (a strict server window has a few ms of slack).
+pub static REAL_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
