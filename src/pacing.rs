@@ -186,6 +186,20 @@ impl Pacer {
     }
 }
 
+/// The most instants (sorted) that fall in any 1-second window `[t, t + 1 s)`: how tests and
+/// benchmarks check the "never more than the rate in any second" promise.
+pub fn max_in_any_window(times: &[Instant]) -> usize {
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi].duration_since(times[lo]) >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,18 +213,6 @@ mod tests {
             out.push(Instant::now());
         }
         out
-    }
-
-    fn max_in_any_window(times: &[Instant]) -> usize {
-        let mut best = 0;
-        let mut lo = 0;
-        for hi in 0..times.len() {
-            while times[hi].duration_since(times[lo]) >= Duration::from_secs(1) {
-                lo += 1;
-            }
-            best = best.max(hi - lo + 1);
-        }
-        best
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use cwp_portwatch::api::{ApiError, TaskStatus};
 use cwp_portwatch::engine::{Engine, EngineConfig, Poller};
 use cwp_portwatch::events::CollectingSink;
+use cwp_portwatch::pacing::max_in_any_window;
 use cwp_portwatch::scheduler::Intervals;
 use cwp_portwatch::watchlist::Agent;
 use tokio::time::Instant;
@@ -65,18 +66,6 @@ fn agents(n: usize) -> Vec<Agent> {
             name: None,
         })
         .collect()
-}
-
-fn max_in_any_window(times: &[Instant]) -> usize {
-    let mut best = 0;
-    let mut lo = 0;
-    for hi in 0..times.len() {
-        while times[hi].duration_since(times[lo]) >= Duration::from_secs(1) {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
 }
 
 /// Runs `n` agents for `secs` of paused time.

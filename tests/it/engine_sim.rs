@@ -92,9 +92,24 @@ pub fn changes_reported(events: &[Event]) -> HashMap<String, Vec<String>> {
     out
 }
 
+/// 20/s, 32 in flight, every agent due every second: always more work than quota.
+pub fn every_second() -> EngineConfig {
+    EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 32,
+        intervals: Intervals {
+            settled: Duration::from_secs(1),
+            collecting: Duration::from_secs(1),
+            offline: Duration::from_secs(1),
+        },
+        once: false,
+    }
+}
+
 /// Runs the engine against `sim` for `run_for`; returns the events and the simulator's stats.
 pub async fn run_engine(
     sim: &RunningSimulator,
+    client: cwp_portwatch::api::Client,
     agents: usize,
     config: EngineConfig,
     run_for: Duration,
@@ -106,13 +121,7 @@ pub async fn run_engine(
         })
         .collect();
     let sink = Arc::new(CollectingSink::default());
-    let engine = Engine::new(
-        good_client(sim),
-        sink.clone(),
-        config,
-        &watch,
-        HashMap::new(),
-    );
+    let engine = Engine::new(client, sink.clone(), config, &watch, HashMap::new());
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
@@ -128,17 +137,9 @@ async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
     let _serial = REAL_TIME.lock().await;
     let sim = start(SimulatorOptions::new(scenario(&forty_agents()))).await;
     let scripted = sim_scripted();
-    let config = EngineConfig {
-        requests_per_second: 20,
-        max_in_flight: 32,
-        intervals: Intervals {
-            settled: Duration::from_secs(1),
-            collecting: Duration::from_secs(1),
-            offline: Duration::from_secs(1),
-        },
-        once: false,
-    };
-    let (events, stats) = run_engine(&sim, 40, config, Duration::from_secs(30)).await;
+    let config = every_second();
+    let (events, stats) =
+        run_engine(&sim, good_client(&sim), 40, config, Duration::from_secs(30)).await;
     sim.shutdown().await;
 
     assert_eq!(

@@ -1,54 +1,24 @@
 //! Faults, shared quota, clock skew and secrets, against the real simulator over HTTP.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cwp_portwatch::engine::{Engine, EngineConfig};
-use cwp_portwatch::events::{CollectingSink, Event};
-use cwp_portwatch::scheduler::Intervals;
+use cwp_portwatch::events::Event;
 use cwp_portwatch::simulator::{Faults, LimiterKind, RequestRecord, SimulatorOptions};
-use cwp_portwatch::watchlist::Agent;
-use tokio_util::sync::CancellationToken;
 
-use crate::engine_sim::{changes_reported, forty_agents, status_of_answer};
+use crate::engine_sim::{
+    changes_reported, every_second, forty_agents, run_engine, status_of_answer,
+};
 use crate::support::*;
-
-fn fast() -> EngineConfig {
-    EngineConfig {
-        requests_per_second: 20,
-        max_in_flight: 32,
-        intervals: Intervals {
-            settled: Duration::from_secs(1),
-            collecting: Duration::from_secs(1),
-            offline: Duration::from_secs(1),
-        },
-        once: false,
-    }
-}
 
 async fn run(
     sim: &cwp_portwatch::simulator::RunningSimulator,
     timeout: Duration,
     secs: u64,
 ) -> Vec<Event> {
-    let watch: Vec<Agent> = (0..40)
-        .map(|i| Agent {
-            uuid: uuid(i),
-            name: None,
-        })
-        .collect();
     let client = client_for(sim, cwp_portwatch::simulator::DEFAULT_SECRET_KEY, timeout);
-    let sink = Arc::new(CollectingSink::default());
-    let engine = Engine::new(client, sink.clone(), fast(), &watch, HashMap::new());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        s.cancel();
-    });
-    let _ = engine.run(stop).await;
-    sink.events()
+    let (events, _) = run_engine(sim, client, 40, every_second(), Duration::from_secs(secs)).await;
+    events
 }
 
 /// Per agent, the changes implied by answers the client received.
