@@ -204,6 +204,8 @@ pub struct Engine<P: Poller> {
     /// Agents removed from the watchlist while their request was in flight: the slot lives
     /// until the answer comes (and is dropped), or the agent is added back.
     orphans: HashMap<Arc<str>, AgentId>,
+    /// Slots freed by reloads (never one whose request is still in flight).
+    free_ids: Vec<AgentId>,
     /// `once`: the API refused the credentials; nothing more will work.
     abort_once: Option<String>,
 }
@@ -250,6 +252,7 @@ impl<P: Poller> Engine<P> {
             last_refresh: None,
             control: None,
             orphans: HashMap::new(),
+            free_ids: Vec::new(),
             abort_once: None,
         };
         engine.add_agents(agents);
@@ -404,12 +407,16 @@ impl<P: Poller> Engine<P> {
                 added += 1;
                 continue;
             }
-            let id = self.agents.len();
             let uuid: Arc<str> = self
                 .tracker
                 .shared_uuid(&agent.uuid)
                 .unwrap_or_else(|| Arc::from(agent.uuid.as_str()));
-            self.agents.push(Some(AgentSlot {
+            // Reuse a freed slot, so tables do not grow with every reload.
+            let id = self.free_ids.pop().unwrap_or(self.agents.len());
+            if id == self.agents.len() {
+                self.agents.push(None);
+            }
+            self.agents[id] = Some(AgentSlot {
                 uuid: uuid.clone(),
                 name: Arc::from(agent.name.as_deref().unwrap_or("")),
                 failures: 0,
@@ -418,7 +425,7 @@ impl<P: Poller> Engine<P> {
                 last_error: None,
                 request_id: None,
                 polled_once: false,
-            }));
+            });
             self.by_uuid.insert(uuid, id);
             let cadence = Cadence::of(self.tracker.status(&agent.uuid));
             self.queue
@@ -446,6 +453,7 @@ impl<P: Poller> Engine<P> {
                 self.orphans.insert(uuid.clone(), *id);
             } else {
                 self.agents[*id] = None;
+                self.free_ids.push(*id);
             }
             self.queue.remove(*id);
             self.tracker.forget(uuid);
@@ -591,6 +599,7 @@ impl<P: Poller> Engine<P> {
             // Removed from the watchlist while this answer was on its way: forgotten.
             self.orphans.remove(&slot.uuid);
             self.agents[done.id] = None;
+            self.free_ids.push(done.id);
             self.queue.finish(done.id, now, Cadence::Settled);
             return;
         }
@@ -785,6 +794,7 @@ impl<P: Poller> Engine<P> {
             .agents
             .iter()
             .flatten()
+            .filter(|s| !self.orphans.contains_key(&s.uuid))
             .map(|s| AgentReport {
                 uuid: s.uuid.to_string(),
                 name: s.name.to_string(),

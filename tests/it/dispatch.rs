@@ -391,3 +391,76 @@ async fn token_failure_wakes_the_credentials_refresher_and_retries() {
     assert!(sends.len() >= 2);
     assert!(sends[1].0.duration_since(sends[0].0) < Duration::from_secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn reloads_while_requests_are_in_flight_never_double_up() {
+    use cwp_portwatch::engine::Control;
+    // Slow answers (3 s), so reloads land while requests are in flight.
+    let log = Arc::new(Mutex::new(Log::default()));
+    let poller = FakePoller {
+        latency: Duration::from_secs(3),
+        status: complete(),
+        log: log.clone(),
+    };
+    let config = EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 8,
+        intervals: Intervals {
+            settled: Duration::from_secs(1),
+            collecting: Duration::from_secs(1),
+            offline: Duration::from_secs(1),
+        },
+        once: false,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(
+        poller,
+        Arc::new(CollectingSink::default()),
+        config,
+        &agents(10),
+        HashMap::new(),
+    )
+    .with_control(rx);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    // Every 700 ms: drop half the agents, then bring them back (with new ones too).
+    for round in 0..20 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let list = if round % 2 == 0 {
+            agents(5)
+        } else {
+            agents(12)
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Control::Reload {
+            agents: list,
+            config,
+            reply,
+        })
+        .unwrap();
+        answer.await.unwrap();
+    }
+    stop.cancel();
+    let (engine, report) = run.await.unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(
+        log.max_in_flight_one_agent, 1,
+        "two requests in flight for one agent"
+    );
+    // Never more than max_in_flight at once, orphaned requests included.
+    let mut events: Vec<(Instant, i32)> = log
+        .sends
+        .iter()
+        .flat_map(|(t, _)| [(*t, 1), (*t + Duration::from_secs(3), -1)])
+        .collect();
+    events.sort_by_key(|(t, d)| (*t, *d));
+    let mut now = 0;
+    let mut peak = 0;
+    for (_, d) in events {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert!(peak <= 8, "{peak} requests in flight with max_in_flight 8");
+    assert_eq!(engine.agent_count(), 12);
+    assert_eq!(report.agents.len(), 12);
+}
