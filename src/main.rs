@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             }
             Command::Check(c) => Ok(check::run(&c.config)),
             Command::Simulate(args) => {
+                // One structured line per request on stderr: text on a terminal, JSON lines
+                // otherwise (stdout carries the address and credentials for scripts).
+                cwp_portwatch::logging::init(cwp_portwatch::config::LogFormat::Auto, "info")?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let s = shutdown.clone();
                 tokio::spawn(async move {
