@@ -14,7 +14,7 @@
 //! sinks to ~19.3/s (measured, see `docs/performance.md`). The pacer therefore keeps its own
 //! slot times, each one period after the previous *slot*; a grant up to [`CATCH_UP`] late
 //! does not push the schedule back. Any 21 grants still span at least
-//! `20 × period − CATCH_UP` (1002.5 ms at 20/s). governor stays in the path, with the exact
+//! `20 × period − CATCH_UP` (1004.5 ms at 20/s). governor stays in the path, with the exact
 //! quota and burst 1, checking every slot (its clock reads the slot time, not the wake-up
 //! time, so timer lateness cannot make it refuse a slot that is on schedule): it re-checks
 //! the schedule, and the `CATCH_UP` bound carries that guarantee over to the real sends.
@@ -38,7 +38,7 @@ use tokio::time::Instant;
 /// Slots are this much wider than `1 / rate`.
 pub const PACING_MARGIN: f64 = 0.0075;
 /// A grant this late still keeps the slot schedule (timer lateness is not lost throughput).
-pub const CATCH_UP: Duration = Duration::from_millis(5);
+pub const CATCH_UP: Duration = Duration::from_millis(3);
 
 /// An instant on tokio's clock, as nanoseconds since the pacer was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
