@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use tracing::Level;
 
+use crate::status::Status;
+
 /// Target of every event, so filters can keep events and drop chatter.
 pub const TARGET: &str = "cwp_portwatch::events";
 
@@ -63,9 +65,9 @@ pub enum Event {
         /// Name from the watchlist (empty when none).
         agent_name: String,
         /// Previous status, `UNKNOWN` for a first answer.
-        from_status: String,
+        from_status: Status,
         /// New status.
-        to_status: String,
+        to_status: Status,
         /// RequestId of the answer.
         request_id: String,
         /// The API error code when the status came from an error answer.
@@ -202,11 +204,10 @@ impl Event {
     /// The level: `FAILED` and `AGENT_OFFLINE` transitions warn, failures warn or error.
     pub fn level(&self) -> Level {
         match self {
-            Event::StatusChanged { to_status, .. }
-                if to_status == "FAILED" || to_status == "AGENT_OFFLINE" =>
-            {
-                Level::WARN
-            }
+            Event::StatusChanged {
+                to_status: Status::Failed | Status::AgentOffline,
+                ..
+            } => Level::WARN,
             Event::PollFailed { .. }
             | Event::RateLimited { .. }
             | Event::ClockSkew { .. }

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::status::Status;
+
 /// Index of an agent in the engine's table.
 pub type AgentId = usize;
 
@@ -33,11 +35,11 @@ pub enum Cadence {
 }
 
 impl Cadence {
-    /// The cadence of a status string.
-    pub fn of(status: &str) -> Cadence {
+    /// The cadence of a status.
+    pub fn of(status: &Status) -> Cadence {
         match status {
-            "COLLECTING" => Cadence::Collecting,
-            "AGENT_OFFLINE" => Cadence::Offline,
+            Status::Collecting => Cadence::Collecting,
+            Status::AgentOffline => Cadence::Offline,
             _ => Cadence::Settled,
         }
     }
@@ -286,10 +288,10 @@ mod tests {
 
     #[test]
     fn cadence_follows_status() {
-        assert_eq!(Cadence::of("COLLECTING"), Cadence::Collecting);
-        assert_eq!(Cadence::of("AGENT_OFFLINE"), Cadence::Offline);
+        assert_eq!(Cadence::of(&Status::Collecting), Cadence::Collecting);
+        assert_eq!(Cadence::of(&Status::AgentOffline), Cadence::Offline);
         for s in ["COMPLETE", "FAILED", "NO_TASK", "UNKNOWN", "SOMETHING_NEW"] {
-            assert_eq!(Cadence::of(s), Cadence::Settled);
+            assert_eq!(Cadence::of(&Status::new(s)), Cadence::Settled);
         }
     }
 

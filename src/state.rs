@@ -171,7 +171,7 @@ mod tests {
         known.insert(
             "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
             Known {
-                status: "COMPLETE".into(),
+                status: crate::status::Status::Complete,
                 request_id: "r1".into(),
                 seen_at: 42,
             },

@@ -5,41 +5,12 @@
 //! persisted by an earlier run counts as known ([`TransitionTracker::seed`]), so a restart
 //! emits nothing for agents whose status did not change. Failed polls never reach the tracker.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::status::UNKNOWN;
-
-/// Statuses stored without an allocation of their own (100k agents mostly share a handful).
-const COMMON: [&str; 8] = [
-    "COLLECTING",
-    "COMPLETE",
-    "AGENT_OFFLINE",
-    "FAILED",
-    "NO_TASK",
-    "NOT_FOUND",
-    "INVALID",
-    UNKNOWN,
-];
-
-/// A status string, shared when it is a common one.
-pub fn intern(status: &str) -> Cow<'static, str> {
-    match COMMON.iter().find(|c| **c == status) {
-        Some(c) => Cow::Borrowed(c),
-        None => Cow::Owned(status.to_string()),
-    }
-}
-
-fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
-    let s = String::deserialize(d)?;
-    Ok(match intern(&s) {
-        Cow::Borrowed(c) => Cow::Borrowed(c),
-        Cow::Owned(_) => Cow::Owned(s),
-    })
-}
+use crate::status::Status;
 
 /// Last known status per agent, keyed by the Uuid the engine shares (one allocation each).
 pub type KnownMap = HashMap<Arc<str>, Known>;
@@ -48,9 +19,8 @@ pub type KnownMap = HashMap<Arc<str>, Known>;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Known {
-    /// The last status.
-    #[serde(deserialize_with = "interned")]
-    pub status: Cow<'static, str>,
+    /// The last status (known ones take no allocation: 100k agents share a handful).
+    pub status: Status,
     /// RequestId of the answer that said so.
     pub request_id: String,
     /// When it was seen, Unix seconds.
@@ -61,9 +31,23 @@ pub struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// Status before (`UNKNOWN` for a first answer).
-    pub from: String,
+    pub from: Status,
     /// Status now.
-    pub to: String,
+    pub to: Status,
+}
+
+impl Transition {
+    /// The change `now` makes to what was known (`None`: nothing known yet). The one rule of
+    /// exactly-once, shared by the tracker and the engine's `decide`.
+    pub fn between(known: Option<&Status>, now: &Status) -> Option<Transition> {
+        match known {
+            Some(k) if k == now => None,
+            k => Some(Transition {
+                from: k.cloned().unwrap_or_default(),
+                to: now.clone(),
+            }),
+        }
+    }
 }
 
 /// Last known status per Uuid.
@@ -100,41 +84,40 @@ impl TransitionTracker {
     pub fn observe(
         &mut self,
         uuid: &Arc<str>,
-        status: &str,
+        status: &Status,
         request_id: &str,
         seen_at: i64,
     ) -> Option<Transition> {
+        let transition = Transition::between(self.current(uuid), status);
+        self.record(uuid, status.clone(), request_id.to_string(), seen_at);
+        transition
+    }
+
+    /// Stores what an answer said, whether or not it was a change (the caller decided that
+    /// with [`Transition::between`]).
+    pub fn record(&mut self, uuid: &Arc<str>, status: Status, request_id: String, seen_at: i64) {
         let record = Known {
-            status: intern(status),
-            request_id: request_id.to_string(),
+            status,
+            request_id,
             seen_at,
         };
         match self.known.get_mut(&**uuid) {
-            Some(known) if known.status == status => {
-                known.request_id = record.request_id;
-                known.seen_at = seen_at;
-                None
-            }
-            Some(known) => {
-                let from = std::mem::replace(known, record).status;
-                Some(Transition {
-                    from: from.into_owned(),
-                    to: status.to_string(),
-                })
-            }
+            Some(known) => *known = record,
             None => {
                 self.known.insert(uuid.clone(), record);
-                Some(Transition {
-                    from: UNKNOWN.to_string(),
-                    to: status.to_string(),
-                })
             }
         }
     }
 
+    /// The last known status, if any.
+    pub fn current(&self, uuid: &str) -> Option<&Status> {
+        self.known.get(uuid).map(|k| &k.status)
+    }
+
     /// The last known status, `UNKNOWN` when none.
-    pub fn status(&self, uuid: &str) -> &str {
-        self.known.get(uuid).map_or(UNKNOWN, |k| &k.status)
+    pub fn status(&self, uuid: &str) -> &Status {
+        static UNKNOWN: Status = Status::Unknown;
+        self.current(uuid).unwrap_or(&UNKNOWN)
     }
 
     /// Everything known, for the state file.
@@ -157,32 +140,45 @@ mod tests {
         let mut t = TransitionTracker::new();
         let u: &Arc<str> = &Arc::from("a");
         assert_eq!(t.status(u), "UNKNOWN");
-        let first = t.observe(u, "COLLECTING", "r1", 1).unwrap();
+        let first = t.observe(u, &Status::Collecting, "r1", 1).unwrap();
         assert_eq!(
             (first.from.as_str(), first.to.as_str()),
             ("UNKNOWN", "COLLECTING")
         );
-        assert_eq!(t.observe(u, "COLLECTING", "r2", 2), None);
+        assert_eq!(t.observe(u, &Status::Collecting, "r2", 2), None);
         assert_eq!(t.known()[&**u].request_id, "r2");
-        let c = t.observe(u, "COMPLETE", "r3", 3).unwrap();
+        let c = t.observe(u, &Status::Complete, "r3", 3).unwrap();
         assert_eq!((c.from.as_str(), c.to.as_str()), ("COLLECTING", "COMPLETE"));
-        assert_eq!(t.observe(u, "COMPLETE", "r4", 4), None);
+        assert_eq!(t.observe(u, &Status::Complete, "r4", 4), None);
     }
 
     #[test]
     fn seeded_status_counts_as_known() {
         let mut t = TransitionTracker::new();
         let known = Known {
-            status: intern("COMPLETE"),
+            status: Status::Complete,
             request_id: "old".into(),
             seen_at: 0,
         };
         t.seed("a", known.clone());
         t.seed("b", known);
-        assert_eq!(t.observe(&Arc::from("a"), "COMPLETE", "r", 1), None);
-        let c = t.observe(&Arc::from("b"), "FAILED", "r", 1).unwrap();
-        assert_eq!(c.from, "COMPLETE");
+        assert_eq!(t.observe(&Arc::from("a"), &Status::Complete, "r", 1), None);
+        let c = t.observe(&Arc::from("b"), &Status::Failed, "r", 1).unwrap();
+        assert_eq!(c.from, Status::Complete);
         t.forget("a");
         assert_eq!(t.status("a"), "UNKNOWN");
+    }
+
+    #[test]
+    fn state_entries_read_and_write_as_before() {
+        // The state file's agent entries: the same JSON as when statuses were strings.
+        let json = r#"{"status":"COLLECTING","request_id":"r","seen_at":7}"#;
+        let k: Known = serde_json::from_str(json).unwrap();
+        assert_eq!(k.status, Status::Collecting);
+        assert_eq!(serde_json::to_string(&k).unwrap(), json);
+        let odd = r#"{"status":"SOMETHING_NEW","request_id":"r","seen_at":7}"#;
+        let k: Known = serde_json::from_str(odd).unwrap();
+        assert_eq!(k.status, "SOMETHING_NEW");
+        assert_eq!(serde_json::to_string(&k).unwrap(), odd);
     }
 }

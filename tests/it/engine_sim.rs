@@ -86,7 +86,9 @@ pub fn changes_reported(events: &[Event]) -> HashMap<String, Vec<String>> {
             uuid, to_status, ..
         } = e
         {
-            out.entry(uuid.clone()).or_default().push(to_status.clone());
+            out.entry(uuid.clone())
+                .or_default()
+                .push(to_status.to_string());
         }
     }
     out
@@ -189,7 +191,7 @@ async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
             ..
         } = e
         {
-            let prev = last.insert(uuid.clone(), to_status.clone());
+            let prev = last.insert(uuid.clone(), to_status.to_string());
             assert_eq!(from_status, prev.as_deref().unwrap_or("UNKNOWN"));
             assert_ne!(from_status, to_status);
         }

@@ -1,0 +1,90 @@
+//! One account: the poller signing with its credentials, a lane per action, the credentials
+//! gate, and the clock skew learned from its answers.
+//!
+//! Why a unit of its own: Tencent's quota is per action *per account*, and refused
+//! credentials stop one account, not the others. Today the engine has one account; several
+//! would be a `Vec<Account>` iterated by the same loop.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::lane::{Action, Lane};
+use super::{CLOCK_SKEW_WARN, CREDENTIALS_EVENT_EVERY, EngineConfig, Poller};
+use crate::events::{Event, EventSink};
+
+/// While the API refuses our credentials, one probe per [`CREDENTIALS_EVENT_EVERY`].
+#[derive(Debug, Default)]
+pub(crate) struct CredentialsGate {
+    /// The API refuses the credentials (until an answer succeeds).
+    pub refused: bool,
+    /// When the last `credentials_failed` was emitted.
+    pub last_event: Option<Instant>,
+    /// When the last request was sent (probes are spaced from it).
+    pub last_send: Option<Instant>,
+}
+
+impl CredentialsGate {
+    /// Not before this, while the credentials are refused.
+    pub fn closed_until(&self) -> Option<Instant> {
+        if !self.refused {
+            return None;
+        }
+        self.last_send.map(|t| t + CREDENTIALS_EVENT_EVERY)
+    }
+}
+
+/// Everything that belongs to one set of credentials.
+pub(crate) struct Account<P> {
+    /// Sends the requests.
+    pub poller: Arc<P>,
+    /// One lane per [`Action`], at [`Action::index`].
+    pub lanes: Vec<Lane>,
+    /// Spaces probes while the credentials are refused.
+    pub credentials: CredentialsGate,
+    /// Where the credentials came from, for `credentials_failed`.
+    pub credential_source: String,
+    /// Wakes the credentials refresher (temporary credentials) on `AuthFailure.TokenFailure`.
+    pub refresh_credentials: Option<Arc<Notify>>,
+    /// The skew last reported by `clock_skew`, in seconds.
+    skew_reported_s: i64,
+}
+
+impl<P: Poller> Account<P> {
+    /// An account with a lane per action at the configured rate.
+    pub fn new(poller: P, config: &EngineConfig) -> Self {
+        Account {
+            poller: Arc::new(poller),
+            lanes: Action::ALL.iter().map(|a| Lane::new(*a, config)).collect(),
+            credentials: CredentialsGate::default(),
+            credential_source: String::new(),
+            refresh_credentials: None,
+            skew_reported_s: 0,
+        }
+    }
+
+    /// The lane of `action`.
+    pub fn lane(&mut self, action: Action) -> &mut Lane {
+        &mut self.lanes[action.index()]
+    }
+
+    /// Requests in flight in all lanes (orphans' included).
+    pub fn in_flight(&self) -> usize {
+        self.lanes.iter().map(|l| l.queue.in_flight()).sum()
+    }
+
+    /// A `clock_skew` event when the offset learned by the poller is large and has moved by
+    /// more than 5 s since the last one.
+    pub fn check_skew(&mut self, sink: &dyn EventSink) {
+        let skew_s = self.poller.clock_offset_ms() / 1000;
+        if skew_s.unsigned_abs() > CLOCK_SKEW_WARN.as_secs()
+            && (skew_s - self.skew_reported_s).abs() > 5
+        {
+            self.skew_reported_s = skew_s;
+            sink.emit(&Event::ClockSkew {
+                skew_seconds: skew_s,
+            });
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The dispatcher: [`Engine`] and its one loop. It takes the earliest due job whose lane's
+//! limiter has a slot, sends it, and feeds the answer to [`decide`]; between sends it waits
+//! in one `select!` for the next deadline, an answer, a control message or the stop.
+//!
+//! It owns everything it touches (agent table, tracker, lanes, tasks in flight), so it needs
+//! no locks, and the order of sends is decided in this one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::account::Account;
+use super::agents::AgentTable;
+use super::decide::{Context, Credentials, Decision, Who, decide};
+use super::heartbeat::{Figures, Heartbeat};
+use super::in_flight::{InFlight, Reply};
+use super::lane::{Action, Job};
+use super::saver::StateSaver;
+use super::{AgentReport, Control, EngineConfig, EngineReport, EngineStatus, Poller};
+use crate::api::{ApiError, TaskStatus};
+use crate::events::{Event, EventSink};
+use crate::scheduler::AgentId;
+use crate::state::StateFile;
+use crate::status::PollOutcome;
+use crate::tracker::{KnownMap, TransitionTracker};
+use crate::watchlist::Agent;
+
+/// The loop wakes at least this often, so the heartbeat stays fresh when nothing is due.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The dispatcher and everything only it touches.
+pub struct Engine<P: Poller> {
+    pub(super) account: Account<P>,
+    pub(super) sink: Arc<dyn EventSink>,
+    pub(super) config: EngineConfig,
+    pub(super) agents: AgentTable,
+    /// Last known status per agent: exactly-once transitions, and the state file's content.
+    pub(super) tracker: TransitionTracker,
+    pub(super) saver: StateSaver,
+    pub(super) heartbeat: Heartbeat,
+    pub(super) control: Option<mpsc::UnboundedReceiver<Control>>,
+    /// How long a stop waits for answers in flight.
+    pub(super) drain_timeout: Duration,
+    /// Requests sent in this run.
+    pub(super) sent: u64,
+    /// `once`: agents not answered yet.
+    pub(super) pending_once: usize,
+    /// `once`: the API refused the credentials; nothing more will work.
+    pub(super) abort_once: Option<String>,
+}
+
+impl<P: Poller> Engine<P> {
+    /// An engine for `agents`; `known` holds statuses persisted by an earlier run.
+    pub fn new(
+        poller: P,
+        sink: Arc<dyn EventSink>,
+        config: EngineConfig,
+        agents: &[Agent],
+        known: KnownMap,
+    ) -> Self {
+        let watched: std::collections::HashSet<&str> =
+            agents.iter().map(|a| a.uuid.as_str()).collect();
+        // Agents no longer watched are forgotten, as on a reload.
+        let tracker = TransitionTracker::from_known(known, |uuid| watched.contains(uuid));
+        drop(watched);
+        let mut engine = Engine {
+            account: Account::new(poller, &config),
+            sink,
+            config,
+            agents: AgentTable::with_capacity(agents.len()),
+            tracker,
+            saver: StateSaver::default(),
+            heartbeat: Heartbeat::default(),
+            control: None,
+            drain_timeout: Duration::from_secs(5),
+            sent: 0,
+            pending_once: 0,
+            abort_once: None,
+        };
+        engine.add_agents(&agents.iter().collect::<Vec<_>>());
+        engine
+    }
+
+    /// Persists statuses to `state` (at most once per [`super::STATE_SAVE_EVERY`] while they
+    /// change, and when the run ends).
+    pub fn with_state(mut self, state: StateFile) -> Self {
+        self.saver.set_file(state);
+        self
+    }
+
+    /// Names the credential source in `credentials_failed` events.
+    pub fn with_credential_source(mut self, source: impl Into<String>) -> Self {
+        self.account.credential_source = source.into();
+        self
+    }
+
+    /// Wakes `notify` when the API says the temporary credentials' token is bad.
+    pub fn with_credentials_refresh(mut self, notify: Arc<tokio::sync::Notify>) -> Self {
+        self.account.refresh_credentials = Some(notify);
+        self
+    }
+
+    /// Accepts [`Control`] messages while running.
+    pub fn with_control(mut self, control: mpsc::UnboundedReceiver<Control>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Sets how long a stop waits for answers in flight (default 5 s).
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The shared status (for `sd_notify`).
+    pub fn status(&self) -> Arc<EngineStatus> {
+        self.heartbeat.status.clone()
+    }
+
+    /// Agents watched now.
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Runs until `shutdown` (or, in `once` mode, until every agent answered once).
+    pub async fn run(mut self, shutdown: CancellationToken) -> (Self, EngineReport) {
+        let mut in_flight = InFlight::default();
+        let mut control = self.control.take();
+        loop {
+            while let Some((job, reply)) = in_flight.try_next() {
+                self.on_answer(job, reply);
+            }
+            let now = Instant::now();
+            self.saver.tick(now, self.tracker.known());
+            self.refresh_heartbeat(now);
+            if self.config.once && (self.pending_once == 0 || self.abort_once.is_some()) {
+                break;
+            }
+            let wake_at = match self.next_job(now) {
+                Ok(job) => {
+                    self.send(job, &mut in_flight);
+                    continue;
+                }
+                Err(wake_at) => wake_at,
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((job, reply)) = in_flight.next() => self.on_answer(job, reply),
+                Some(c) = async { match control.as_mut() { Some(c) => c.recv().await, None => None } } => self.apply(c),
+                _ = sleep_until(wake_at) => {}
+            }
+        }
+        // Stop sending; let answers in flight land within the drain bound, abort the rest.
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.account.in_flight() > 0 {
+            tokio::select! {
+                Some((job, reply)) = in_flight.next() => self.on_answer(job, reply),
+                _ = sleep_until(deadline) => break,
+            }
+        }
+        let abandoned = self.account.in_flight();
+        in_flight.abort_all().await;
+        self.saver.finish(self.tracker.known()).await;
+        let report = self.report(abandoned);
+        (self, report)
+    }
+
+    /// The job to send now, or when to look again (at the latest one heartbeat from now).
+    fn next_job(&mut self, now: Instant) -> Result<Job, Instant> {
+        let mut wake_at = now + HEARTBEAT;
+        if let Some(gate) = self.account.credentials.closed_until()
+            && gate > now
+        {
+            return Err(wake_at.min(gate));
+        }
+        if self.account.in_flight() >= self.config.max_in_flight {
+            // An answer wakes the loop.
+            return Err(wake_at);
+        }
+        // Lanes in order of their earliest due job; a lane whose limiter has no slot yet
+        // must not hold back another's.
+        let mut tried = vec![false; self.account.lanes.len()];
+        loop {
+            let best = self
+                .account
+                .lanes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| !tried[*i])
+                .filter_map(|(i, lane)| lane.queue.next_due().map(|due| (due, i)))
+                .min();
+            match best {
+                Some((due, i)) if due <= now => {
+                    tried[i] = true;
+                    match self.account.lanes[i].take(now) {
+                        Ok(job) => return Ok(job),
+                        Err(at) => wake_at = at.map_or(wake_at, |at| wake_at.min(at)),
+                    }
+                }
+                Some((due, _)) => return Err(wake_at.min(due)),
+                None => return Err(wake_at),
+            }
+        }
+    }
+
+    fn send(&mut self, job: Job, in_flight: &mut InFlight) {
+        let now = Instant::now();
+        match job {
+            Job::PollStatus(id) => {
+                let Some(record) = self.agents.get(id) else {
+                    // Only queued agents are due; should one be missing, release its slot.
+                    self.account.lane(job.action()).finish(id, None, now);
+                    return;
+                };
+                let uuid = record.uuid.clone();
+                let poller = self.account.poller.clone();
+                in_flight.spawn(
+                    job,
+                    async move { Reply::TaskStatus(poller.poll(&uuid).await) },
+                );
+            }
+        }
+        self.sent += 1;
+        self.account.credentials.last_send = Some(now);
+    }
+
+    fn on_answer(&mut self, job: Job, reply: Reply) {
+        let now = Instant::now();
+        match reply {
+            Reply::TaskStatus(result) => self.on_task_status(job.agent(), result, now),
+        }
+        self.account.check_skew(self.sink.as_ref());
+    }
+
+    fn on_task_status(&mut self, id: AgentId, result: Result<TaskStatus, ApiError>, now: Instant) {
+        let action = Action::PollStatus;
+        if self.agents.release_orphan(id) {
+            // Removed from the watchlist while this answer was on its way: forgotten.
+            self.account.lane(action).finish(id, None, now);
+            return;
+        }
+        let Some(record) = self.agents.get_mut(id) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let ctx = Context {
+            now,
+            intervals: self.config.intervals,
+            once: self.config.once,
+            can_refresh_credentials: self.account.refresh_credentials.is_some(),
+            last_credentials_event: self.account.credentials.last_event,
+            credential_source: &self.account.credential_source,
+            jitter: rand::random::<f64>(),
+        };
+        let who = Who {
+            uuid: &record.uuid,
+            name: &record.name,
+        };
+        let mut decision = decide(
+            who,
+            std::mem::take(&mut record.progress),
+            self.tracker.current(&record.uuid),
+            PollOutcome::from_result(result),
+            &ctx,
+        );
+        record.progress = std::mem::take(&mut decision.progress);
+        let uuid = record.uuid.clone();
+        self.apply_decision(id, &uuid, action, decision, now);
+    }
+
+    /// Carries out a [`Decision`]: tracker, state, credentials gate, events, queue, rate.
+    fn apply_decision(
+        &mut self,
+        id: AgentId,
+        uuid: &Arc<str>,
+        action: Action,
+        decision: Decision,
+        now: Instant,
+    ) {
+        let Decision {
+            observed,
+            next,
+            events,
+            signals,
+            ..
+        } = decision;
+        if signals.first_answer {
+            self.pending_once = self.pending_once.saturating_sub(1);
+        }
+        if let Some(o) = observed {
+            if o.changed {
+                self.saver.mark_dirty();
+            }
+            self.tracker
+                .record(uuid, o.status, o.request_id, unix_now());
+        }
+        match signals.credentials {
+            Some(Credentials::Accepted) => self.account.credentials.refused = false,
+            Some(Credentials::Refused { reported }) => {
+                self.account.credentials.refused = true;
+                if reported {
+                    self.account.credentials.last_event = Some(now);
+                }
+            }
+            None => {}
+        }
+        if signals.credentials.is_some() {
+            self.heartbeat
+                .set_credentials_failing(self.account.credentials.refused);
+        }
+        if signals.refresh_credentials
+            && let Some(n) = &self.account.refresh_credentials
+        {
+            n.notify_one();
+        }
+        if let Some(why) = signals.abort_once {
+            self.abort_once = Some(why);
+        }
+        for event in &events {
+            self.sink.emit(event);
+        }
+        let lane = self.account.lane(action);
+        if let Some(code) = signals.throttled
+            && let Some(rate) = lane.throttled(now)
+        {
+            self.sink.emit(&Event::RateLimited {
+                error_code: code,
+                requests_per_second: rate,
+            });
+        }
+        lane.finish(id, next, now);
+        if signals.succeeded {
+            lane.succeeded(now);
+        }
+    }
+
+    fn refresh_heartbeat(&mut self, now: Instant) {
+        let figures = Figures {
+            agents: self.agents.len(),
+            rate: self.account.lanes[Action::PollStatus.index()].pacer.rate(),
+            sent: self.sent,
+        };
+        self.heartbeat.refresh(now, self.tracker.known(), figures);
+    }
+
+    fn report(&self, abandoned: usize) -> EngineReport {
+        let agents = self
+            .agents
+            .records()
+            .map(|r| AgentReport {
+                uuid: r.uuid.to_string(),
+                name: r.name.to_string(),
+                status: self.tracker.status(&r.uuid).clone(),
+                transitions: r.progress.transitions,
+                last_error: r.progress.last_error.clone().or_else(|| {
+                    // `once` stopped early: this agent was never asked.
+                    self.abort_once.clone().filter(|_| !r.progress.polled_once)
+                }),
+                request_id: r.progress.request_id.clone().or_else(|| {
+                    self.tracker
+                        .known()
+                        .get(&*r.uuid)
+                        .map(|k| k.request_id.clone())
+                }),
+            })
+            .collect();
+        EngineReport {
+            agents,
+            sent: self.sent,
+            abandoned,
+        }
+    }
+}
+
+/// Wall-clock seconds for `seen_at` in the state file.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

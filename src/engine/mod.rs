@@ -1,0 +1,152 @@
+//! The polling engine: one dispatcher that owns the limiters and the due queues, sends
+//! requests, and turns answers into events.
+//!
+//! A poll's life: an agent's [`lane::Job`] waits in its lane's [`crate::scheduler::DueQueue`]
+//! → the lane's [`crate::pacing::Pacer`] grants a send → a task owned by the dispatcher calls
+//! the [`Poller`] (the signed [`crate::api::Client`] in production) → the answer comes back to
+//! the dispatcher → [`decide::decide`] says what it means for the agent (new status and
+//! transition, next due time, events, signals) → the dispatcher applies that: tracker, queue,
+//! rate control, credentials gate, sink.
+//!
+//! Where things are:
+//! - [`dispatcher`]: [`Engine`], the one loop, and its builder API. Only it touches the queues,
+//!   the tracker and the pacers: no locks, and the order of sends is decided in one place.
+//! - [`agents`]: the agent table (dense ids, records, orphans of reloads, free ids).
+//! - [`decide`]: pure "what does this answer mean for this agent": retry policy, `poll_failed`
+//!   throttling, credentials and once-mode bookkeeping. Unit-tested without I/O or clocks.
+//! - [`lane`]: per action, a due queue, a strict pacer and a rate control; [`lane::Job`] and
+//!   [`lane::Action`].
+//! - [`account`]: what belongs to one set of credentials: the poller, its lanes, the
+//!   credentials gate and the learned clock skew.
+//! - [`in_flight`]: the spawned requests, tracked so a stop can drain and abort them.
+//! - [`reload`]: watchlist changes (start-up phasing, reloads, orphans).
+//! - [`saver`]: the state file, saved off-thread while statuses change and once at the end.
+//! - [`heartbeat`]: [`EngineStatus`], the numbers the daemon shows `systemd`.
+//!
+//! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
+//! 1. a variant in [`lane::Action`] (its lane, with its own strict limiter and rate control,
+//!    is then created by [`account::Account::new`]) and in [`lane::Job`] (what one request
+//!    does, e.g. `FetchPorts(agent)`, with any paging state kept in the agent's record);
+//! 2. a method on [`Poller`] for the call and a [`in_flight::Reply`] variant for its answer;
+//! 3. an arm in `Engine::send` and in `Engine::on_answer`, and a pure `decide` for it that
+//!    may ask for follow-up jobs (a `COMPLETE` after `COLLECTING` → `FetchPorts`), which the
+//!    dispatcher schedules in that job's lane.
+//!
+//! The loop itself does not change: it already takes the earliest due job of whichever lane
+//! has a free slot.
+//!
+//! ## Adding accounts
+//! An [`account::Account`] holds everything per set of credentials (poller, lanes, gate).
+//! Several accounts: `Engine::account` becomes a `Vec`, each agent record gets an account
+//! index, and the loop iterates accounts × lanes exactly as it iterates lanes now. Quota is
+//! per account and per action at Tencent, and so are the lanes.
+
+mod account;
+mod agents;
+mod decide;
+mod dispatcher;
+mod heartbeat;
+mod in_flight;
+mod lane;
+mod reload;
+mod saver;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::api::{ApiError, Client, TaskStatus};
+use crate::scheduler::Intervals;
+use crate::status::Status;
+use crate::watchlist::Agent;
+
+pub use dispatcher::Engine;
+pub use heartbeat::EngineStatus;
+
+/// While statuses change, the state file is rewritten at most this often.
+pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// At most one `poll_failed` per agent in this time while it keeps failing.
+pub const POLL_FAILED_EVERY: Duration = Duration::from_secs(60);
+/// At most one `credentials_failed` event in this time, and while the API refuses our
+/// credentials, at most one request (a probe) in this time: bad keys must not hammer the API.
+pub const CREDENTIALS_EVENT_EVERY: Duration = Duration::from_secs(30);
+/// A `clock_skew` event when the learned offset exceeds this.
+pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(30);
+
+/// Asks the running engine to change what it does (sent by the daemon on SIGHUP).
+#[derive(Debug)]
+pub enum Control {
+    /// A new watchlist and settings; the reply says (agents, added, removed).
+    Reload {
+        /// The new watchlist.
+        agents: Vec<Agent>,
+        /// The new polling settings.
+        config: EngineConfig,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
+    },
+}
+
+/// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid: the API client, or a fake in
+/// tests so the dispatcher can run under paused time.
+pub trait Poller: Send + Sync + 'static {
+    /// One poll.
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send;
+    /// Server minus local clock as learned so far, in milliseconds.
+    fn clock_offset_ms(&self) -> i64 {
+        0
+    }
+}
+
+impl Poller for Client {
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.describe_open_port_task_status(&uuid).await }
+    }
+    fn clock_offset_ms(&self) -> i64 {
+        Client::clock_offset_ms(self)
+    }
+}
+
+/// How the engine polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Requests per second at most (1..=20).
+    pub requests_per_second: u32,
+    /// Requests in flight at most.
+    pub max_in_flight: usize,
+    /// Poll intervals per cadence.
+    pub intervals: Intervals,
+    /// Poll every agent once, then stop (`cwp-portwatch once`).
+    pub once: bool,
+}
+
+/// The last answer for one agent, for `once` and the demo's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Uuid.
+    pub uuid: String,
+    /// Name, empty when none.
+    pub name: String,
+    /// Last known status.
+    pub status: Status,
+    /// Status changes seen in this run.
+    pub transitions: u32,
+    /// The error of the last poll, when it failed.
+    pub last_error: Option<String>,
+    /// RequestId of the last answer.
+    pub request_id: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct EngineReport {
+    /// Per agent, in watchlist order.
+    pub agents: Vec<AgentReport>,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests whose answer never came back before the stop deadline.
+    pub abandoned: usize,
+}

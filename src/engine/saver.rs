@@ -1,0 +1,74 @@
+//! Saving the state file from the engine: while statuses change at most once per
+//! [`STATE_SAVE_EVERY`], written off the dispatcher's thread; and once when the run ends.
+//!
+//! Why off-thread: the write fsyncs twice, and the dispatcher's pacing must never wait for a
+//! disk. The bytes are encoded on the dispatcher (it owns the map), the write runs on a
+//! blocking thread whose handle this saver owns and awaits.
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::STATE_SAVE_EVERY;
+use crate::state::StateFile;
+use crate::tracker::KnownMap;
+
+/// The state file and when it was last written.
+#[derive(Debug, Default)]
+pub(crate) struct StateSaver {
+    file: Option<StateFile>,
+    /// Something changed since the last write began.
+    dirty: bool,
+    last_save: Option<Instant>,
+    /// The write in progress (one at a time).
+    writing: Option<JoinHandle<()>>,
+}
+
+impl StateSaver {
+    /// Saves to `file` from now on (without one, saving is a no-op).
+    pub fn set_file(&mut self, file: StateFile) {
+        self.file = Some(file);
+    }
+
+    /// Statuses changed (or agents were forgotten): a save is due.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Starts a write when one is due and none is running. A change during a write is saved
+    /// by the next one.
+    pub fn tick(&mut self, now: Instant, known: &KnownMap) {
+        let Some(file) = &self.file else { return };
+        let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
+        let recent = self
+            .last_save
+            .is_some_and(|t| now.duration_since(t) < STATE_SAVE_EVERY);
+        if !self.dirty || busy || recent {
+            return;
+        }
+        self.last_save = Some(now);
+        self.dirty = false;
+        let bytes = file.encode(known);
+        let file = file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.write(&bytes) {
+                tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
+            }
+        }));
+    }
+
+    /// At the end of a run: always written (`seen_at` moves even when no status changed),
+    /// after any write still going.
+    pub async fn finish(&mut self, known: &KnownMap) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        let bytes = file.encode(known);
+        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
+        }
+    }
+}

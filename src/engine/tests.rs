@@ -1,0 +1,227 @@
+//! The engine as a whole under paused tokio time, with a fake poller: what the parts do
+//! together (the integration tests in `tests/it/dispatch.rs` cover rates and fairness).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::events::{CollectingSink, Event};
+
+/// Answers with `answer(uuid)` after `latency`; counts requests.
+#[derive(Clone)]
+struct Fake {
+    latency: Duration,
+    answer: Arc<dyn Fn(&str) -> Result<String, ApiError> + Send + Sync>,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Fake {
+    fn new(
+        latency: Duration,
+        answer: impl Fn(&str) -> Result<String, ApiError> + Send + Sync + 'static,
+    ) -> Self {
+        Fake {
+            latency,
+            answer: Arc::new(answer),
+            sent: Arc::default(),
+        }
+    }
+}
+
+impl Poller for Fake {
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+        let this = self.clone();
+        let uuid = uuid.to_string();
+        async move {
+            this.sent.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(this.latency).await;
+            (this.answer)(&uuid).map(|status| TaskStatus {
+                status,
+                request_id: format!("r-{uuid}"),
+            })
+        }
+    }
+}
+
+/// Through the watchlist parser, so these tests do not depend on how `Agent` is built.
+fn agents(n: usize) -> Vec<Agent> {
+    let text: String = (0..n)
+        .map(|i| format!("[[agent]]\nuuid = \"00000000-0000-4000-8000-{i:012x}\"\n"))
+        .collect();
+    crate::watchlist::Watchlist::from_toml_str(&text, std::path::Path::new("w.toml"))
+        .expect("test watchlist parses")
+        .agents
+}
+
+fn config(once: bool, max_in_flight: usize) -> EngineConfig {
+    EngineConfig {
+        requests_per_second: 20,
+        max_in_flight,
+        intervals: Intervals {
+            settled: Duration::from_secs(60),
+            collecting: Duration::from_secs(5),
+            offline: Duration::from_secs(30),
+        },
+        once,
+    }
+}
+
+fn api_error(code: &str) -> ApiError {
+    ApiError::Api {
+        code: code.into(),
+        message: "m".into(),
+        request_id: Some("r".into()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_with_more_agents_than_requests_in_flight_finishes_and_abandons_nothing() {
+    let fake = Fake::new(Duration::from_millis(200), |_| Ok("COMPLETE".into()));
+    let sent = fake.sent.clone();
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(fake, sink, config(true, 4), &agents(50), HashMap::new());
+    let t0 = Instant::now();
+    let (_, report) = engine.run(CancellationToken::new()).await;
+    assert_eq!(sent.load(Ordering::Relaxed), 50, "each agent once");
+    assert_eq!(report.sent, 50);
+    assert_eq!(report.abandoned, 0);
+    assert!(report.agents.iter().all(|a| a.status == Status::Complete));
+    assert!(report.agents.iter().all(|a| a.request_id.is_some()));
+    // 50 at 20/s, 4 in flight of 200 ms: about 2.5 s, and no wait for the drain bound.
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_stops_when_the_credentials_are_refused() {
+    let fake = Fake::new(Duration::from_millis(10), |_| {
+        Err(api_error("AuthFailure.SecretIdNotFound"))
+    });
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(fake, sink, config(true, 1), &agents(30), HashMap::new())
+        .with_credential_source("env");
+    let (_, report) = engine.run(CancellationToken::new()).await;
+    assert!(report.sent < 30);
+    assert_eq!(report.agents.len(), 30);
+    assert!(
+        report
+            .agents
+            .iter()
+            .all(|a| a.last_error.as_deref() == Some("AuthFailure.SecretIdNotFound: m"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_that_panics_is_a_failed_poll_and_the_agent_is_polled_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let fake = Fake::new(Duration::from_millis(10), move |_| {
+        if c.fetch_add(1, Ordering::Relaxed) == 0 {
+            panic!("a bug in the poller");
+        }
+        Ok("COMPLETE".into())
+    });
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(
+        fake,
+        sink.clone(),
+        config(false, 4),
+        &agents(1),
+        HashMap::new(),
+    );
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.cancel();
+    });
+    let (_, report) = engine.run(stop).await;
+    let names: Vec<_> = sink.events().iter().map(Event::name).collect();
+    assert_eq!(names, ["poll_failed", "poll_recovered", "status_changed"]);
+    assert_eq!(report.agents[0].status, Status::Complete);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_waits_for_answers_within_the_drain_bound_then_abandons_the_rest() {
+    let fake = Fake::new(Duration::from_secs(30), |_| Ok("COMPLETE".into()));
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(
+        fake,
+        sink.clone(),
+        config(false, 8),
+        &agents(3),
+        HashMap::new(),
+    )
+    .with_drain_timeout(Duration::from_secs(2));
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.cancel();
+    });
+    let t0 = Instant::now();
+    let (_, report) = engine.run(stop).await;
+    assert_eq!(report.sent, 3);
+    assert_eq!(report.abandoned, 3);
+    assert!(
+        t0.elapsed() <= Duration::from_millis(3100),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(sink.events().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_forgets_removed_agents_and_keeps_known_statuses() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let fake = Fake::new(Duration::from_millis(10), move |u| {
+        l.lock().unwrap().push(u.to_string());
+        Ok("COLLECTING".into())
+    });
+    let sink = Arc::new(CollectingSink::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(
+        fake,
+        sink.clone(),
+        config(false, 4),
+        &agents(4),
+        HashMap::new(),
+    )
+    .with_control(rx);
+    let status = engine.status();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(Control::Reload {
+        agents: agents(2),
+        config: config(false, 4),
+        reply,
+    })
+    .unwrap();
+    assert_eq!(answer.await.unwrap(), (2, 0, 2));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(status.agents.load(Ordering::Relaxed), 2);
+    assert_eq!(status.collecting.load(Ordering::Relaxed), 2);
+    stop.cancel();
+    let (engine, report) = run.await.unwrap();
+    assert_eq!(engine.agent_count(), 2);
+    assert_eq!(report.agents.len(), 2);
+    // One status_changed per agent: kept agents' statuses were not forgotten.
+    let changes = sink
+        .events()
+        .iter()
+        .filter(|e| e.name() == "status_changed")
+        .count();
+    assert_eq!(changes, 4);
+    let after: Vec<String> = log.lock().unwrap().iter().skip(12).cloned().collect();
+    assert!(
+        after.iter().all(|u| u.ends_with('0') || u.ends_with('1')),
+        "{after:?}"
+    );
+}
