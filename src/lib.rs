@@ -5,10 +5,14 @@
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain).
 //! - [`signing`]: TC3-HMAC-SHA256, pure.
 //! - [`api`]: the signed HTTP client, response parsing, typed errors and their classification.
-//! - [`status`]: API answer → agent status (the spec's Statuses table), pure.
+//! - [`status`]: the [`status::Status`] type and API answer → agent status (the spec's
+//!   Statuses table), pure.
 //! - [`scheduler`]: which agent is polled next and when (due queue, priorities), pure.
-//! - [`engine`]: the dispatcher that owns the rate limiter, sends polls, and feeds answers to
-//!   the [`tracker`] (exactly-once transitions), which yields [`events`].
+//! - [`pacing`] and [`rate_control`]: the strict per-second limiter and the throttling
+//!   feedback that sets its rate, pure but for tokio's clock.
+//! - [`engine`]: the dispatcher that owns a lane (due queue, limiter, rate control) per API
+//!   action, sends requests, and feeds answers to a pure `decide`; the [`tracker`] keeps
+//!   transitions exactly-once, [`events`] is what comes out, [`state`] what is persisted.
 //! - [`logging`]: how events reach the terminal, JSON lines or journald.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
 //! - [`demo`]: the newcomer's first run.

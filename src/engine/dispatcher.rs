@@ -182,20 +182,21 @@ impl<P: Poller> Engine<P> {
             return Err(wake_at);
         }
         // Lanes in order of their earliest due job; a lane whose limiter has no slot yet
-        // must not hold back another's.
-        let mut tried = vec![false; self.account.lanes.len()];
+        // must not hold back another's. (A bit per lane: no allocation per turn.)
+        debug_assert!(self.account.lanes.len() <= 64);
+        let mut tried = 0u64;
         loop {
             let best = self
                 .account
                 .lanes
                 .iter_mut()
                 .enumerate()
-                .filter(|(i, _)| !tried[*i])
+                .filter(|(i, _)| tried & (1 << i) == 0)
                 .filter_map(|(i, lane)| lane.queue.next_due().map(|due| (due, i)))
                 .min();
             match best {
                 Some((due, i)) if due <= now => {
-                    tried[i] = true;
+                    tried |= 1 << i;
                     match self.account.lanes[i].take(now) {
                         Ok(job) => return Ok(job),
                         Err(at) => wake_at = at.map_or(wake_at, |at| wake_at.min(at)),

@@ -12,11 +12,14 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::events::{CollectingSink, Event};
 
+/// What the fake API answers for a Uuid.
+type Answer = Arc<dyn Fn(&str) -> Result<String, ApiError> + Send + Sync>;
+
 /// Answers with `answer(uuid)` after `latency`; counts requests.
 #[derive(Clone)]
 struct Fake {
     latency: Duration,
-    answer: Arc<dyn Fn(&str) -> Result<String, ApiError> + Send + Sync>,
+    answer: Answer,
     sent: Arc<AtomicUsize>,
 }
 
