@@ -1,33 +1,33 @@
 //! The polling engine: one dispatcher that owns the limiters and the due queues, sends
 //! requests, and turns answers into events.
 //!
-//! A poll's life: an agent's [`lane::Job`] waits in its lane's [`crate::scheduler::DueQueue`]
+//! A poll's life: an agent's `lane::Job` waits in its lane's [`crate::scheduler::DueQueue`]
 //! → the lane's [`crate::pacing::Pacer`] grants a send → a task owned by the dispatcher calls
 //! the [`Poller`] (the signed [`crate::api::Client`] in production) → the answer comes back to
-//! the dispatcher → [`decide::decide`] says what it means for the agent (new status and
+//! the dispatcher → `decide::decide` says what it means for the agent (new status and
 //! transition, next due time, events, signals) → the dispatcher applies that: tracker, queue,
 //! rate control, credentials gate, sink.
 //!
 //! Where things are:
-//! - [`dispatcher`]: [`Engine`], the one loop, and its builder API. Only it touches the queues,
+//! - `dispatcher`: [`Engine`], the one loop, and its builder API. Only it touches the queues,
 //!   the tracker and the pacers: no locks, and the order of sends is decided in one place.
-//! - [`agents`]: the agent table (dense ids, records, orphans of reloads, free ids).
-//! - [`decide`]: pure "what does this answer mean for this agent": retry policy, `poll_failed`
+//! - `agents`: the agent table (dense ids, records, orphans of reloads, free ids).
+//! - `decide`: pure "what does this answer mean for this agent": retry policy, `poll_failed`
 //!   throttling, credentials and once-mode bookkeeping. Unit-tested without I/O or clocks.
-//! - [`lane`]: per action, a due queue, a strict pacer and a rate control; [`lane::Job`] and
-//!   [`lane::Action`].
-//! - [`account`]: what belongs to one set of credentials: the poller, its lanes, the
+//! - `lane`: per action, a due queue, a strict pacer and a rate control; `lane::Job` and
+//!   `lane::Action`.
+//! - `account`: what belongs to one set of credentials: the poller, its lanes, the
 //!   credentials gate and the learned clock skew.
-//! - [`in_flight`]: the spawned requests, tracked so a stop can drain and abort them.
-//! - [`reload`]: watchlist changes (start-up phasing, reloads, orphans).
-//! - [`saver`]: the state file, saved off-thread while statuses change and once at the end.
-//! - [`heartbeat`]: [`EngineStatus`], the numbers the daemon shows `systemd`.
+//! - `in_flight`: the spawned requests, tracked so a stop can drain and abort them.
+//! - `reload`: watchlist changes (start-up phasing, reloads, orphans).
+//! - `saver`: the state file, saved off-thread while statuses change and once at the end.
+//! - `heartbeat`: [`EngineStatus`], the numbers the daemon shows `systemd`.
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
-//! 1. a variant in [`lane::Action`] (its lane, with its own strict limiter and rate control,
-//!    is then created by [`account::Account::new`]) and in [`lane::Job`] (what one request
+//! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
+//!    is then created by `account::Account::new`) and in `lane::Job` (what one request
 //!    does, e.g. `FetchPorts(agent)`, with any paging state kept in the agent's record);
-//! 2. a method on [`Poller`] for the call and a [`in_flight::Reply`] variant for its answer;
+//! 2. a method on [`Poller`] for the call and a `in_flight::Reply` variant for its answer;
 //! 3. an arm in `Engine::send` and in `Engine::on_answer`, and a pure `decide` for it that
 //!    may ask for follow-up jobs (a `COMPLETE` after `COLLECTING` → `FetchPorts`), which the
 //!    dispatcher schedules in that job's lane.
@@ -36,7 +36,7 @@
 //! has a free slot.
 //!
 //! ## Adding accounts
-//! An [`account::Account`] holds everything per set of credentials (poller, lanes, gate).
+//! An `account::Account` holds everything per set of credentials (poller, lanes, gate).
 //! Several accounts: `Engine::account` becomes a `Vec`, each agent record gets an account
 //! index, and the loop iterates accounts × lanes exactly as it iterates lanes now. Quota is
 //! per account and per action at Tencent, and so are the lanes.
