@@ -6,8 +6,9 @@
 //! refusing to run.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -138,7 +139,18 @@ impl StateFile {
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            // Created new, mode 0600, never through an existing path or link: a leftover of
+            // a crashed run with the same pid (or a link planted there) is removed first,
+            // and `create_new` (O_EXCL) refuses anything that appears meanwhile.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -196,5 +208,26 @@ mod tests {
         s.save(&known).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn temp_files_are_new_private_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!("state.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        s.save(&HashMap::new()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            fs::symlink_metadata(&tmp).is_err(),
+            "the planted link is gone"
+        );
+        let mode = fs::metadata(s.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 }
