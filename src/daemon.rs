@@ -13,7 +13,7 @@ use crate::api::{Client, ClientOptions};
 use crate::cli::Format;
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{CredentialError, Environment, Resolved, resolve};
-use crate::cvm_role::{CvmRole, CvmRoleError, run_refresher};
+use crate::credentials::cvm_role::{CvmRole, CvmRoleError, run_refresher};
 use crate::engine::{Control, Engine, EngineConfig, EngineReport};
 use crate::events::{Event, EventSink, TracingSink};
 use crate::logging::{self, LoggingError};

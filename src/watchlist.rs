@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{ConfigErrors, ProblemList, read_text, shown};
+use crate::problems::{ConfigErrors, ProblemList, read_text, shown};
 
 /// `[[agent]]` tables per batch when a large watchlist is parsed in batches.
 const BATCH_TABLES: usize = 1_000;
@@ -95,8 +95,8 @@ fn parse_whole(text: &str, path: &Path) -> Result<Watchlist, ConfigErrors> {
         Ok(raw) => raw,
         Err(error) => {
             let mut problems = ProblemList::new(path, text);
-            problems.syntax(&error);
-            return Err(problems.finish().unwrap_err());
+            let reported = problems.syntax(&error);
+            return Err(problems.into_errors(reported));
         }
     };
     let mut checker = Checker::new(path, text, raw.agent.len());
