@@ -139,9 +139,8 @@ fn relative_paths_resolve_against_the_config_folder() {
 
 #[test]
 fn state_dir_default_order() {
-    let dir = |pairs: &[(&str, &str)]| {
-        default_state_dir(&Environment::from_pairs(pairs.iter().copied()))
-    };
+    let dir =
+        |pairs: &[(&str, &str)]| default_state_dir(&Environment::from_pairs(pairs.iter().copied()));
     assert_eq!(
         dir(&[
             ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"),

@@ -47,7 +47,6 @@ use self::profile::{from_profile, profile_candidates};
 /// The CVM metadata service, used for `source = "cvm-role"` and by the default chain.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://metadata.tencentyun.com/latest/meta-data/";
 
-
 /// `[credentials]`: where the SecretId/SecretKey come from. See [`crate::credentials::resolve`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum CredentialSettings {
@@ -186,7 +185,6 @@ impl fmt::Display for CredentialSource {
         }
     }
 }
-
 
 /// What [`resolve`] found.
 #[derive(Debug, Clone)]
@@ -349,7 +347,6 @@ pub fn resolve(
     }
 }
 
-
 /// Checks that the values can be credentials and wraps them; the secret strings move straight
 /// into `SecretString`.
 pub(super) fn build(
@@ -438,7 +435,6 @@ fn from_env(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
         (Some(_), None) => Err(incomplete("TENCENTCLOUD_SECRET_KEY")),
     }
 }
-
 
 /// Secret files are small; a bigger one is a wrong path, refused before it fills memory.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;

@@ -19,7 +19,10 @@ pub(super) fn profile_candidates(env: &Environment) -> Vec<PathBuf> {
 
 /// `Ok(None)` when the file does not exist or has no `[profile]` section; an error when the
 /// section lacks `secret_id` or `secret_key`.
-pub(super) fn from_profile(path: &Path, profile: &str) -> Result<Option<Resolved>, CredentialError> {
+pub(super) fn from_profile(
+    path: &Path,
+    profile: &str,
+) -> Result<Option<Resolved>, CredentialError> {
     let Some(text) = read_secret_file(path)? else {
         return Ok(None);
     };

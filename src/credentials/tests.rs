@@ -75,8 +75,7 @@ fn chain_order_systemd_env_profile_cvm() {
 
     let no_systemd = Environment::from_pairs([("HOME", home_dir)].into_iter().chain(env_vars))
         .with_system_profile(system.path().join("credentials"));
-    let (creds, source) =
-        static_creds(resolve(&CredentialSettings::Chain, &no_systemd).unwrap());
+    let (creds, source) = static_creds(resolve(&CredentialSettings::Chain, &no_systemd).unwrap());
     assert_eq!(
         (creds.secret_id.as_str(), source),
         ("AKIDenv", CredentialSource::Env)
@@ -85,8 +84,7 @@ fn chain_order_systemd_env_profile_cvm() {
 
     let home_only =
         env(&[("HOME", home_dir)]).with_system_profile(system.path().join("credentials"));
-    let (creds, source) =
-        static_creds(resolve(&CredentialSettings::Chain, &home_only).unwrap());
+    let (creds, source) = static_creds(resolve(&CredentialSettings::Chain, &home_only).unwrap());
     assert_eq!(creds.secret_id, "AKIDhome");
     assert_eq!(
         source,
@@ -95,8 +93,7 @@ fn chain_order_systemd_env_profile_cvm() {
 
     let system_only = env(&[("HOME", "/nonexistent/home")])
         .with_system_profile(system.path().join("credentials"));
-    let (creds, source) =
-        static_creds(resolve(&CredentialSettings::Chain, &system_only).unwrap());
+    let (creds, source) = static_creds(resolve(&CredentialSettings::Chain, &system_only).unwrap());
     assert_eq!(creds.secret_id, "AKIDsystem");
     assert_eq!(
         source.to_string(),

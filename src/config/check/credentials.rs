@@ -40,9 +40,21 @@ impl Check<'_> {
         };
         // Which keys each source uses; any other key present is a mistake worth reporting.
         let keys: [(&str, Option<&Spanned<String>>, SourceKind); 6] = [
-            ("secret_id_file", raw.secret_id_file.as_ref(), SourceKind::File),
-            ("secret_key_file", raw.secret_key_file.as_ref(), SourceKind::File),
-            ("profile_path", raw.profile_path.as_ref(), SourceKind::Profile),
+            (
+                "secret_id_file",
+                raw.secret_id_file.as_ref(),
+                SourceKind::File,
+            ),
+            (
+                "secret_key_file",
+                raw.secret_key_file.as_ref(),
+                SourceKind::File,
+            ),
+            (
+                "profile_path",
+                raw.profile_path.as_ref(),
+                SourceKind::Profile,
+            ),
             ("profile", raw.profile.as_ref(), SourceKind::Profile),
             ("role", raw.role.as_ref(), SourceKind::CvmRole),
             (

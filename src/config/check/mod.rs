@@ -35,7 +35,10 @@ impl<'a> Check<'a> {
     }
 
     /// The settings when every check passed, else every problem recorded, in file order.
-    pub(super) fn finish(self, settings: Result<Settings, Reported>) -> Result<Settings, ConfigErrors> {
+    pub(super) fn finish(
+        self,
+        settings: Result<Settings, Reported>,
+    ) -> Result<Settings, ConfigErrors> {
         match settings {
             Ok(settings) => self.problems.finish().map(|()| settings),
             Err(reported) => Err(self.problems.into_errors(reported)),
@@ -122,23 +125,19 @@ impl Check<'_> {
             }
         };
         match humantime::parse_duration(text.trim()) {
-            Ok(duration) if duration.is_zero() => {
-                Err(self.problems.at(
-                    value.span(),
-                    format!("`{key}` must be greater than zero; write e.g. {key} = \"{example}\""),
-                ))
-            }
+            Ok(duration) if duration.is_zero() => Err(self.problems.at(
+                value.span(),
+                format!("`{key}` must be greater than zero; write e.g. {key} = \"{example}\""),
+            )),
             Ok(duration) => Ok(duration),
-            Err(error) => {
-                Err(self.problems.at(
-                    value.span(),
-                    format!(
-                        "`{key}` = {} is not a duration ({error}); write a number with a unit, \
+            Err(error) => Err(self.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {} is not a duration ({error}); write a number with a unit, \
                          e.g. {key} = \"{example}\" (units: ms, s, m, h)",
-                        shown(text)
-                    ),
-                ))
-            }
+                    shown(text)
+                ),
+            )),
         }
     }
 
@@ -195,7 +194,8 @@ impl Check<'_> {
                 ));
             }
         };
-        let fail = |check: &mut Self, message: String| Err(check.problems.at(value.span(), message));
+        let fail =
+            |check: &mut Self, message: String| Err(check.problems.at(value.span(), message));
         if url.host().is_none() {
             return fail(
                 self,
@@ -337,16 +337,14 @@ impl Check<'_> {
                 "journald" => Ok(LogFormat::Journald),
                 "json" => Ok(LogFormat::Json),
                 "text" => Ok(LogFormat::Text),
-                _ => {
-                    Err(self.problems.at(
-                        value.span(),
-                        format!(
-                            "`format` = {} is not a log format; write one of \"auto\", \
+                _ => Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`format` = {} is not a log format; write one of \"auto\", \
                              \"journald\", \"json\", \"text\"",
-                            shown(value.get_ref())
-                        ),
-                    ))
-                }
+                        shown(value.get_ref())
+                    ),
+                )),
             },
         };
         let level = match raw.and_then(|log| log.level.as_ref()) {
