@@ -13,6 +13,7 @@
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
 //! - [`demo`]: the newcomer's first run.
 
+pub mod agent_uuid;
 pub mod api;
 pub mod check;
 pub mod cli;

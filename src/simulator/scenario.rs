@@ -1,6 +1,8 @@
 //! Scenario files: which agents the simulator knows, with which credentials, and what each agent
 //! answers over time. Raw serde structs (with spans) are parsed first, then validated into
-//! [`Scenario`], so that every error can point at a line and column and say what to write.
+//! [`Scenario`], so that every error can point at a line and column (placed by
+//! [`crate::problems::LineIndex`]) and say what to write. Agent Uuids follow the watchlist's rule
+//! ([`crate::agent_uuid::is_valid`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -14,6 +16,7 @@ use toml::Spanned;
 
 use super::error::ScenarioError;
 use super::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
+use crate::problems::LineIndex;
 
 /// The error code answered for a known agent before the first entry of its timeline (and for an
 /// agent with an empty timeline): no open-port task exists yet, as for a real agent nobody has
@@ -174,15 +177,9 @@ impl ScenarioAgent {
     }
 }
 
-/// True for the `8-4-4-4-12` hex form CWP uses for agent Uuids (either case).
-pub fn is_agent_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+/// The agent Uuid rule, shared with the watchlist (see [`crate::agent_uuid`]). The scenario
+/// keeps each Uuid as written, since the simulator matches request Uuids exactly.
+pub use crate::agent_uuid::is_valid as is_agent_uuid;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,8 +206,9 @@ struct RawEntry {
 }
 
 fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+    let lines = LineIndex::new(text);
     let invalid = |span: Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
+        let (line, column) = lines.line_col(span.start);
         ScenarioError::Invalid {
             origin: origin.to_owned(),
             line,
@@ -270,7 +268,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         }
         match seen.entry(uuid.clone()) {
             Entry::Occupied(first) => {
-                let (first_line, _) = line_column(text, *first.get());
+                let (first_line, _) = lines.line_col(*first.get());
                 return Err(invalid(
                     uuid_span,
                     format!(
@@ -334,7 +332,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
                 }
             };
             if let Some((first_span, _)) = timeline.iter().find(|(_, e)| e.at == at) {
-                let (first_line, _) = line_column(text, first_span.start);
+                let (first_line, _) = lines.line_col(first_span.start);
                 return Err(invalid(
                     entry_span,
                     format!(
@@ -359,19 +357,6 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         agents,
         index: AgentIndex::default(),
     })
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = text[line_start..offset].chars().count() + 1;
-    (line, column)
 }
 
 #[cfg(test)]
@@ -642,12 +627,6 @@ timeline = [{ at = "5s", status = "FAILED" }]
         let err = Scenario::from_toml_str("x = [").unwrap_err();
         assert_eq!(err.code(), "scenario_invalid");
         assert!(err.to_string().starts_with("scenario:1:"), "{err}");
-    }
-
-    #[test]
-    fn line_column_counts_characters() {
-        assert_eq!(line_column("ab\ncé d", 6), (2, 3));
-        assert_eq!(line_column("", 10), (1, 1));
     }
 
     #[test]
