@@ -49,7 +49,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 /// Answers larger than this are not metadata answers.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Log target of this module.
+/// Log target of this module. Kept as it was before the module moved under `credentials`:
+/// operators' log filters (`RUST_LOG=cwp_portwatch::cvm_role=debug`) name it.
 const TARGET: &str = "cwp_portwatch::cvm_role";
 
 /// Why CVM role credentials could not be had. Messages name the URL and what is wrong, never a

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{LazyLock, OnceLock};
@@ -16,7 +17,7 @@ use toml::Spanned;
 
 use super::error::ScenarioError;
 use super::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
-use crate::problems::LineIndex;
+use crate::problems::{LineIndex, MAX_FILE_BYTES};
 
 /// The error code answered for a known agent before the first entry of its timeline (and for an
 /// agent with an empty timeline): no open-port task exists yet, as for a real agent nobody has
@@ -113,12 +114,24 @@ impl Scenario {
         parse(text, "scenario")
     }
 
-    /// Reads and parses a scenario file. Errors carry `path:line:column`.
+    /// Reads and parses a scenario file. Errors carry `path:line:column`. A file larger than
+    /// the config files' limit is refused before it is read whole: a wrong path such as
+    /// `/dev/zero` must fail, not fill memory.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let read_error = |source| ScenarioError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(read_error(std::io::Error::other(format!(
+                "larger than {} MiB, so not a scenario file",
+                MAX_FILE_BYTES >> 20
+            ))));
+        }
         parse(&text, &path.display().to_string())
     }
 
@@ -638,5 +651,14 @@ timeline = [{ at = "5s", status = "FAILED" }]
         assert!(!is_agent_uuid("6b6cd843x6bc1-4011-a74c-dc3fd26a7dd1"));
         assert!(!is_agent_uuid("g b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"));
         assert!(!is_agent_uuid(""));
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_not_read_whole() {
+        let path = Path::new("/dev/zero");
+        if path.exists() {
+            let err = Scenario::load(path).unwrap_err();
+            assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+        }
     }
 }
