@@ -172,27 +172,35 @@ impl LineIndex<'_> {
     }
 }
 
-/// What to write instead, for a value of the wrong type.
-fn type_hint(key: Option<&str>, message: &str) -> String {
-    match key {
-        Some("requests_per_second") => {
-            "write a whole number from 1 to 20 without quotes, e.g. `requests_per_second = 20`"
-                .to_string()
+/// What to tell an operator who wrote a value of the wrong type, per file format.
+pub(crate) struct TypeHints {
+    /// The example file that shows every key of this format, for the generic advice.
+    pub(crate) example_file: &'static str,
+    /// Advice for the keys this format knows better than "a string" or "a number" (the
+    /// config's ranged integers and durations); `None` falls back to the generic advice.
+    pub(crate) for_key: fn(&str) -> Option<String>,
+}
+
+impl TypeHints {
+    /// What to write instead, for a value of the wrong type at `key`.
+    fn hint(&self, key: Option<&str>, message: &str) -> String {
+        if let Some(hint) = key.and_then(self.for_key) {
+            return hint;
         }
-        Some("max_in_flight") => {
-            "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
-                .to_string()
+        match key {
+            Some(k)
+                if message.contains("expected a string") || message.contains("expected string") =>
+            {
+                format!("write `{k}` as a string in quotes")
+            }
+            // "expected …" only: "invalid type: integer" names what was found, not what is wanted.
+            Some(k)
+                if message.contains("expected i64") || message.contains("expected an integer") =>
+            {
+                format!("write `{k}` as a whole number without quotes")
+            }
+            _ => format!("check the value's type against {}", self.example_file),
         }
-        Some(k @ ("timeout" | "interval" | "collecting_interval" | "offline_interval")) => {
-            format!("write a duration in quotes, e.g. `{k} = \"5s\"`")
-        }
-        Some(k) if message.contains("expected a string") || message.contains("expected string") => {
-            format!("write `{k}` as a string in quotes")
-        }
-        Some(k) if message.contains("expected i64") || message.contains("integer") => {
-            format!("write `{k}` as a whole number without quotes")
-        }
-        _ => "check the value's type against config/config.example.toml".to_string(),
     }
 }
 
@@ -242,7 +250,8 @@ impl<'a> ProblemList<'a> {
     }
 
     /// The TOML parser's error (syntax, type or unknown key), placed by its span.
-    pub(crate) fn syntax(&mut self, error: &toml::de::Error) -> Reported {
+    /// `hints` says what to write instead when the error is a value of the wrong type.
+    pub(crate) fn syntax(&mut self, error: &toml::de::Error, hints: &TypeHints) -> Reported {
         let (line, column) = match error.span() {
             Some(span) => {
                 let (line, column) = self.lines.line_col(span.start);
@@ -256,7 +265,7 @@ impl<'a> ProblemList<'a> {
             && let Some(span) = error.span()
         {
             let key = self.lines.key_at(span.start);
-            message.push_str(&format!("; {}", type_hint(key.as_deref(), &message)));
+            message.push_str(&format!("; {}", hints.hint(key.as_deref(), &message)));
         }
         self.problems.push(Problem {
             file: self.file.to_path_buf(),

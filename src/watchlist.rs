@@ -34,7 +34,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::agent_uuid::AgentUuid;
-use crate::problems::{ConfigErrors, ProblemList, read_text, shown};
+use crate::problems::{ConfigErrors, ProblemList, TypeHints, read_text, shown};
 
 /// `[[agent]]` tables per batch when a large watchlist is parsed in batches.
 const BATCH_TABLES: usize = 1_000;
@@ -97,7 +97,13 @@ fn parse_whole(text: &str, path: &Path) -> Result<Watchlist, ConfigErrors> {
         Ok(raw) => raw,
         Err(error) => {
             let mut problems = ProblemList::new(path, text);
-            let reported = problems.syntax(&error);
+            let reported = problems.syntax(
+                &error,
+                &TypeHints {
+                    example_file: "config/watchlist.example.toml",
+                    for_key: |_| None,
+                },
+            );
             return Err(problems.into_errors(reported));
         }
     };
@@ -387,6 +393,17 @@ mod tests {
                 .message
                 .contains("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1")
         );
+    }
+
+    #[test]
+    fn type_errors_point_at_the_watchlist_example() {
+        let errors = parse("agent = \"x\"\n").unwrap_err();
+        let message = &errors.problems[0].message;
+        assert!(
+            message.contains("config/watchlist.example.toml"),
+            "{message}"
+        );
+        assert!(!message.contains("config.example.toml"), "{message}");
     }
 
     #[test]

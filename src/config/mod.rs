@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use self::check::Check;
 use self::raw::RawConfig;
 use crate::credentials::Environment;
-use crate::problems::{ProblemList, read_text};
+use crate::problems::{ProblemList, TypeHints, read_text};
 
 pub use self::settings::{ApiSettings, LogFormat, LogSettings, PollSettings, Settings};
 // Kept at their former paths: callers name them `config::…`.
@@ -44,6 +44,25 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
 /// gives one.
 pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";
+
+/// Type-error advice for the config file: its numbers have ranges and its durations need units.
+const TYPE_HINTS: TypeHints = TypeHints {
+    example_file: "config/config.example.toml",
+    for_key: |key| match key {
+        "requests_per_second" => Some(
+            "write a whole number from 1 to 20 without quotes, e.g. `requests_per_second = 20`"
+                .to_owned(),
+        ),
+        "max_in_flight" => Some(
+            "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
+                .to_owned(),
+        ),
+        "timeout" | "interval" | "collecting_interval" | "offline_interval" => {
+            Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
+        }
+        _ => None,
+    },
+};
 
 impl Settings {
     /// Reads and validates the config file at `path`. The watchlist is not read here
@@ -72,7 +91,7 @@ impl Settings {
         let raw: RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(error) => {
-                let reported = problems.syntax(&error);
+                let reported = problems.syntax(&error, &TYPE_HINTS);
                 return Err(problems.into_errors(reported));
             }
         };

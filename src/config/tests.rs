@@ -269,6 +269,10 @@ fn wrong_types_and_syntax_errors_have_a_place() {
         errors.problems[0].message.contains("[api] table"),
         "{errors}"
     );
+    assert!(
+        !errors.problems[0].message.contains("whole number"),
+        "a table is not a number: {errors}"
+    );
 }
 
 #[test]
