@@ -12,15 +12,14 @@ use std::cell::OnceCell;
 use std::fmt;
 use std::io::Read;
 use std::ops::Range;
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Files larger than this are refused before parsing: a watchlist of 100,000 agents is ~8 MB, so
 /// anything far bigger is a wrong path (a log, a disk image, `/dev/zero`), not a config.
 pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Proof that a problem was recorded in a [`ProblemList`]: only [`ProblemList::at`] and
-/// [`ProblemList::general`] make one. Checks return `Result<T, Reported>`, so a missing value
+/// Proof that a problem was recorded in a [`ProblemList`]: only its recording methods
+/// ([`ProblemList::at`], [`ProblemList::general`], [`ProblemList::syntax`]) make one. Checks return `Result<T, Reported>`, so a missing value
 /// always has a problem behind it and [`ProblemList::into_errors`] needs no "cannot happen" arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reported(());
