@@ -3,9 +3,9 @@
 //! write instead.
 //!
 //! Owns [`Problem`], [`ProblemKind`], [`ConfigErrors`] (every problem of one or more files, with
-//! a stable `code()`), [`LineIndex`] (byte offset → line:column, the only such function in the
-//! crate), [`ProblemList`] (collects problems for one file) and the file-reading helpers
-//! [`read_text`] and [`text_from_bytes`], so every file is read, placed and reported the same
+//! a stable `code()`), `LineIndex` (byte offset → line:column, the only such function in the
+//! crate), `ProblemList` (collects problems for one file) and the file-reading helpers
+//! `read_text` and `text_from_bytes`, so every file is read, placed and reported the same
 //! way.
 
 use std::cell::OnceCell;

@@ -1,11 +1,11 @@
 //! Config file: TOML text → validated [`Settings`].
 //!
 //! Two steps, the split ripgrep uses for its arguments. First serde reads the text into the raw
-//! structs of [`raw`], which mirror the file: every field optional and wrapped in
-//! [`toml::Spanned`], unknown keys rejected. Then [`check`] checks every value, fills in the
+//! structs of `raw.rs`, which mirror the file: every field optional and wrapped in
+//! [`toml::Spanned`], unknown keys rejected. Then `check/` checks every value, fills in the
 //! defaults and collects *every* problem with its line and column, so `cwp-portwatch check` can
 //! list them all at once instead of making the operator fix them one run at a time. The result
-//! is the [`settings`] types, re-exported here.
+//! is the types of `settings.rs`, re-exported here.
 //!
 //! Syntax, type and unknown-key errors come from the TOML parser, which stops at the first one;
 //! they still carry file:line:column, and toml's message for an unknown key lists the allowed ones.

@@ -19,7 +19,7 @@
 //!    `session_token` (`LoadCredential=` / `LoadCredentialEncrypted=`: the safest place);
 //! 2. environment: `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY`, optional
 //!    `TENCENTCLOUD_SESSION_TOKEN`;
-//! 3. profile file ([`profile`]): `~/.tencentcloud/credentials`, then
+//! 3. profile file (`profile.rs`): `~/.tencentcloud/credentials`, then
 //!    `/etc/tencentcloud/credentials`, section `[default]`, keys `secret_id`, `secret_key`,
 //!    optional `token`;
 //! 4. CVM instance role, through the metadata service.
