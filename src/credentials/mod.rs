@@ -47,7 +47,7 @@ use self::profile::{from_profile, profile_candidates};
 /// The CVM metadata service, used for `source = "cvm-role"` and by the default chain.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://metadata.tencentyun.com/latest/meta-data/";
 
-/// `[credentials]`: where the SecretId/SecretKey come from. See [`crate::credentials::resolve`].
+/// `[credentials]`: where the SecretId/SecretKey come from. Turned into credentials by [`resolve`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum CredentialSettings {
     /// No `[credentials]` section: systemd credentials, then environment, then profile file,
@@ -196,7 +196,7 @@ pub enum Resolved {
         /// The role name; `None`: ask `cam/security-credentials/` which one the instance has.
         role: Option<String>,
         /// Base URL of the metadata service, ending with `/`.
-        metadata_endpoint: reqwest::Url,
+        metadata_endpoint: Url,
     },
 }
 
