@@ -52,7 +52,8 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         .iter()
         .zip(names)
         .map(|(a, n)| crate::watchlist::Agent {
-            uuid: a.uuid.clone(),
+            uuid: crate::agent_uuid::AgentUuid::parse(&a.uuid)
+                .expect("the bundled scenario's Uuids passed the same check"),
             name: Some(n.to_string()),
         })
         .collect();

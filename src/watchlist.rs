@@ -6,7 +6,8 @@
 //! name = "web-01"              # optional, shown in events
 //! ```
 //!
-//! Uuids are checked (8-4-4-4-12 hex digits) and **normalized to lower case**, so a Uuid copied
+//! Uuids are checked and **normalized to lower case** by [`AgentUuid::parse`] (8-4-4-4-12 hex
+//! digits), so a Uuid copied
 //! in upper case from the console and the API's lower-case answers name the same agent; a
 //! duplicate (compared without case) is a problem naming both lines. An empty watchlist is valid.
 //!
@@ -32,7 +33,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{ConfigErrors, ProblemList, read_text, shown};
+use crate::agent_uuid::AgentUuid;
+use crate::problems::{ConfigErrors, ProblemList, TypeHints, read_text, shown};
 
 /// `[[agent]]` tables per batch when a large watchlist is parsed in batches.
 const BATCH_TABLES: usize = 1_000;
@@ -40,8 +42,8 @@ const BATCH_TABLES: usize = 1_000;
 /// One watched agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
-    /// The CWP agent Uuid, lower case.
-    pub uuid: String,
+    /// The CWP agent Uuid, validated and lower case.
+    pub uuid: AgentUuid,
     /// Shown in events; `None` when the file gives none.
     pub name: Option<String>,
 }
@@ -95,8 +97,14 @@ fn parse_whole(text: &str, path: &Path) -> Result<Watchlist, ConfigErrors> {
         Ok(raw) => raw,
         Err(error) => {
             let mut problems = ProblemList::new(path, text);
-            problems.syntax(&error);
-            return Err(problems.finish().unwrap_err());
+            let reported = problems.syntax(
+                &error,
+                &TypeHints {
+                    example_file: "config/watchlist.example.toml",
+                    for_key: |_| None,
+                },
+            );
+            return Err(problems.into_errors(reported));
         }
     };
     let mut checker = Checker::new(path, text, raw.agent.len());
@@ -261,7 +269,7 @@ impl<'a> Checker<'a> {
             return;
         };
         let span = shift(uuid.span());
-        let Some(value) = uuid_value(uuid.get_ref()) else {
+        let Ok(parsed) = AgentUuid::parse(uuid.get_ref()) else {
             problems.at(
                 span,
                 format!(
@@ -272,23 +280,21 @@ impl<'a> Checker<'a> {
             );
             return;
         };
-        let mut lower = uuid.into_inner();
-        lower.make_ascii_lowercase();
-        lower.shrink_to_fit();
+        let value = parsed.value();
         if let Some(&first) = self.seen.get(&value) {
             let first_line = problems.line_of(&(first..first));
             let this_line = problems.line_of(&span);
             problems.at(
                 span,
                 format!(
-                    "duplicate agent uuid {lower}: listed on line {first_line} and line \
+                    "duplicate agent uuid {parsed}: listed on line {first_line} and line \
                      {this_line} (Uuids are compared without case); remove one of the two"
                 ),
             );
             return;
         }
         self.seen.insert(value, span.start);
-        self.agents.push(Agent { uuid: lower, name });
+        self.agents.push(Agent { uuid: parsed, name });
     }
 
     fn finish(self, path: &Path) -> Result<Watchlist, ConfigErrors> {
@@ -307,27 +313,6 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// The 128-bit value of a valid Uuid (any case), `None` if [`is_valid_uuid`] rejects it.
-fn uuid_value(s: &str) -> Option<u128> {
-    if !is_valid_uuid(s) {
-        return None;
-    }
-    s.bytes().filter(|&b| b != b'-').try_fold(0u128, |acc, b| {
-        Some(acc << 4 | u128::from(char::from(b).to_digit(16)?))
-    })
-}
-
-/// `true` for 8-4-4-4-12 hex digits with dashes, in any case (`6B6CD843-6bc1-...`); no braces,
-/// no `urn:uuid:` prefix, no surrounding spaces.
-pub fn is_valid_uuid(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, &b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,25 +328,6 @@ mod tests {
     }
 
     #[test]
-    fn uuid_shape() {
-        assert!(is_valid_uuid("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"));
-        assert!(is_valid_uuid("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1"));
-        for bad in [
-            "",
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd",
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1a",
-            "6b6cd8436bc14011a74cdc3fd26a7dd1",
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dg1",
-            "6b6cd843_6bc1-4011-a74c-dc3fd26a7dd1",
-            " 6b6cd843-6bc1-4011-a74c-dc3fd26a7dd",
-            "{6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1}",
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dé",
-        ] {
-            assert!(!is_valid_uuid(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn good_file_is_normalized_to_lower_case() {
         let path = fixture("good.toml");
         let watchlist = Watchlist::load(&path).unwrap();
@@ -370,15 +336,15 @@ mod tests {
             watchlist.agents,
             vec![
                 Agent {
-                    uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                    uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap(),
                     name: Some("web-01".into())
                 },
                 Agent {
-                    uuid: "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into(),
+                    uuid: "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".parse().unwrap(),
                     name: None
                 },
                 Agent {
-                    uuid: "f47ac10b-58cc-4372-a567-0e02b2c3d479".into(),
+                    uuid: "f47ac10b-58cc-4372-a567-0e02b2c3d479".parse().unwrap(),
                     name: Some("db-01".into())
                 },
             ]
@@ -427,6 +393,17 @@ mod tests {
                 .message
                 .contains("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1")
         );
+    }
+
+    #[test]
+    fn type_errors_point_at_the_watchlist_example() {
+        let errors = parse("agent = \"x\"\n").unwrap_err();
+        let message = &errors.problems[0].message;
+        assert!(
+            message.contains("config/watchlist.example.toml"),
+            "{message}"
+        );
+        assert!(!message.contains("config.example.toml"), "{message}");
     }
 
     #[test]
@@ -580,14 +557,6 @@ mod tests {
         ] {
             assert!(!is_agent_header(other), "{other:?}");
         }
-    }
-
-    #[test]
-    fn uuid_values_ignore_case() {
-        let lower = uuid_value("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
-        assert_eq!(lower, Some(0x6b6cd8436bc14011a74cdc3fd26a7dd1));
-        assert_eq!(uuid_value("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1"), lower);
-        assert_eq!(uuid_value("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd"), None);
     }
 
     fn big_watchlist(count: usize) -> String {

@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::response::{self, Answer};
 use crate::credentials::Credentials;
+use crate::endpoint::is_loopback;
 use crate::signing;
 
 /// CWP's API version.
@@ -70,16 +71,6 @@ pub struct ClientOptions {
     pub max_idle_connections: usize,
 }
 
-/// Is this host a loopback address (`http://` is allowed only there)?
-pub fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// The signed API client. Cheap to clone; clones share connections, credentials and the
 /// learned clock offset.
 #[derive(Clone)]
@@ -113,7 +104,7 @@ impl Client {
         };
         match endpoint.scheme() {
             "https" => {}
-            "http" if is_loopback_host(&endpoint) => {}
+            "http" if is_loopback(&endpoint) => {}
             "http" => {
                 return Err(bad(
                     "http:// is allowed only for loopback hosts; use https://",

@@ -1,9 +1,12 @@
 //! Scenario files: which agents the simulator knows, with which credentials, and what each agent
 //! answers over time. Raw serde structs (with spans) are parsed first, then validated into
-//! [`Scenario`], so that every error can point at a line and column and say what to write.
+//! [`Scenario`], so that every error can point at a line and column (placed by
+//! [`crate::problems::LineIndex`]) and say what to write. Agent Uuids follow the watchlist's rule
+//! ([`crate::agent_uuid::is_valid`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{LazyLock, OnceLock};
@@ -14,6 +17,7 @@ use toml::Spanned;
 
 use super::error::ScenarioError;
 use super::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
+use crate::problems::{LineIndex, MAX_FILE_BYTES};
 
 /// The error code answered for a known agent before the first entry of its timeline (and for an
 /// agent with an empty timeline): no open-port task exists yet, as for a real agent nobody has
@@ -110,12 +114,24 @@ impl Scenario {
         parse(text, "scenario")
     }
 
-    /// Reads and parses a scenario file. Errors carry `path:line:column`.
+    /// Reads and parses a scenario file. Errors carry `path:line:column`. A file larger than
+    /// the config files' limit is refused before it is read whole: a wrong path such as
+    /// `/dev/zero` must fail, not fill memory.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let read_error = |source| ScenarioError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(read_error(std::io::Error::other(format!(
+                "larger than {} MiB, so not a scenario file",
+                MAX_FILE_BYTES >> 20
+            ))));
+        }
         parse(&text, &path.display().to_string())
     }
 
@@ -174,15 +190,9 @@ impl ScenarioAgent {
     }
 }
 
-/// True for the `8-4-4-4-12` hex form CWP uses for agent Uuids (either case).
-pub fn is_agent_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
+/// The agent Uuid rule, shared with the watchlist (see [`crate::agent_uuid`]). The scenario
+/// keeps each Uuid as written, since the simulator matches request Uuids exactly.
+pub use crate::agent_uuid::is_valid as is_agent_uuid;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,8 +219,9 @@ struct RawEntry {
 }
 
 fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+    let lines = LineIndex::new(text);
     let invalid = |span: Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
+        let (line, column) = lines.line_col(span.start);
         ScenarioError::Invalid {
             origin: origin.to_owned(),
             line,
@@ -270,7 +281,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         }
         match seen.entry(uuid.clone()) {
             Entry::Occupied(first) => {
-                let (first_line, _) = line_column(text, *first.get());
+                let (first_line, _) = lines.line_col(*first.get());
                 return Err(invalid(
                     uuid_span,
                     format!(
@@ -334,7 +345,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
                 }
             };
             if let Some((first_span, _)) = timeline.iter().find(|(_, e)| e.at == at) {
-                let (first_line, _) = line_column(text, first_span.start);
+                let (first_line, _) = lines.line_col(first_span.start);
                 return Err(invalid(
                     entry_span,
                     format!(
@@ -359,19 +370,6 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         agents,
         index: AgentIndex::default(),
     })
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = text[line_start..offset].chars().count() + 1;
-    (line, column)
 }
 
 #[cfg(test)]
@@ -645,12 +643,6 @@ timeline = [{ at = "5s", status = "FAILED" }]
     }
 
     #[test]
-    fn line_column_counts_characters() {
-        assert_eq!(line_column("ab\ncé d", 6), (2, 3));
-        assert_eq!(line_column("", 10), (1, 1));
-    }
-
-    #[test]
     fn uuid_format() {
         assert!(is_agent_uuid("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"));
         assert!(is_agent_uuid("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1"));
@@ -659,5 +651,14 @@ timeline = [{ at = "5s", status = "FAILED" }]
         assert!(!is_agent_uuid("6b6cd843x6bc1-4011-a74c-dc3fd26a7dd1"));
         assert!(!is_agent_uuid("g b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"));
         assert!(!is_agent_uuid(""));
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_not_read_whole() {
+        let path = Path::new("/dev/zero");
+        if path.exists() {
+            let err = Scenario::load(path).unwrap_err();
+            assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+        }
     }
 }

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -42,6 +42,7 @@ use super::auth::{self, ReceivedRequest};
 use super::limiter::{Limiter, LimiterKind, WindowMeter};
 use super::scenario::{Scenario, ScriptedAnswer, is_agent_uuid};
 use super::wire::{self, Answer};
+use crate::clock::unix_now;
 
 /// The only API version of CWP.
 pub const API_VERSION: &str = "2018-02-28";
@@ -303,11 +304,7 @@ impl Shared {
 
     /// Unix seconds on the simulator's clock (system time plus the configured offset).
     fn now_unix(&self) -> i64 {
-        let system = match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        };
-        system.saturating_add(self.clock_offset_secs)
+        unix_now().saturating_add(self.clock_offset_secs)
     }
 
     fn date_header(&self) -> HeaderValue {

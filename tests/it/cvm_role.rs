@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cwp_portwatch::api::{Client, ClientOptions};
 use cwp_portwatch::credentials::Credentials;
-use cwp_portwatch::cvm_role::{CvmRole, run_refresher};
+use cwp_portwatch::credentials::cvm_role::{CvmRole, run_refresher};
 use cwp_portwatch::simulator::SimulatorOptions;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

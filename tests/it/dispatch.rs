@@ -62,7 +62,7 @@ impl Poller for FakePoller {
 fn agents(n: usize) -> Vec<Agent> {
     (0..n)
         .map(|i| Agent {
-            uuid: uuid(i),
+            uuid: uuid(i).parse().unwrap(),
             name: None,
         })
         .collect()

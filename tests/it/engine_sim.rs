@@ -118,7 +118,7 @@ pub async fn run_engine(
 ) -> (Vec<Event>, SimStats) {
     let watch: Vec<Agent> = (0..agents)
         .map(|i| Agent {
-            uuid: uuid(i),
+            uuid: uuid(i).parse().unwrap(),
             name: Some(format!("agent-{i}")),
         })
         .collect();

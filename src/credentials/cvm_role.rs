@@ -17,7 +17,7 @@
 //! is wrong, never its content, and never quote the answer's body).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::Url;
 use secrecy::SecretString;
@@ -25,7 +25,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::credentials::Credentials;
+use super::Credentials;
+use crate::clock::unix_now;
+use crate::endpoint::with_trailing_slash;
 
 /// Connect timeout for the metadata service: it is on the local network or nowhere.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,7 +49,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 /// Answers larger than this are not metadata answers.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Log target of this module.
+/// Log target of this module. Kept as it was before the module moved under `credentials`:
+/// operators' log filters (`RUST_LOG=cwp_portwatch::cvm_role=debug`) name it.
 const TARGET: &str = "cwp_portwatch::cvm_role";
 
 /// Why CVM role credentials could not be had. Messages name the URL and what is wrong, never a
@@ -130,7 +133,7 @@ impl CvmRole {
     /// A client for `metadata_endpoint` (`http` or `https`; a missing final `/` is added).
     /// `role = None` asks the service which role the instance has. Timeouts:
     /// [`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`].
-    pub fn new(mut metadata_endpoint: Url, role: Option<String>) -> Result<Self, CvmRoleError> {
+    pub fn new(metadata_endpoint: Url, role: Option<String>) -> Result<Self, CvmRoleError> {
         let setup = |endpoint: &Url, reason: &str| CvmRoleError::Setup {
             endpoint: endpoint.to_string(),
             reason: reason.to_owned(),
@@ -150,10 +153,7 @@ impl CvmRole {
                 "remove the query or fragment (`?…`, `#…`)",
             ));
         }
-        if !metadata_endpoint.path().ends_with('/') {
-            let path = format!("{}/", metadata_endpoint.path());
-            metadata_endpoint.set_path(&path);
-        }
+        let metadata_endpoint = with_trailing_slash(metadata_endpoint);
         let role = role.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
         if let Some(role) = &role
             && !valid_role_name(role)
@@ -423,13 +423,6 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Keeps CVM role credentials fresh until `shutdown`: fetch, hand the credentials to
 /// `on_update`, sleep until [`refresh_at`], repeat. The first fetch happens at once.
 ///
@@ -456,7 +449,7 @@ pub async fn run_refresher(
         let fetched_at = tokio::time::Instant::now();
         let delay = match fetched {
             Ok(fresh) => {
-                let delay = refresh_at(now_unix(), fresh.expires_at);
+                let delay = refresh_at(unix_now(), fresh.expires_at);
                 if failures > 0 {
                     tracing::info!(
                         target: TARGET,

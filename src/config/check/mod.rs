@@ -1,0 +1,373 @@
+//! The check: raw config structs → validated settings, every problem recorded with its place.
+//!
+//! [`Check`] holds the helpers every section uses (non-empty strings, paths, durations, ranged
+//! integers, endpoint URLs) and the `[api]`, `[poll]` and `[log]` sections; the
+//! `[credentials]` section, whose keys depend on its `source`, is in [`credentials`].
+//!
+//! Every check returns `Result<T, Reported>`: an `Err` carries the proof that a problem was
+//! recorded, so a missing value can never go unexplained.
+
+mod credentials;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+use toml::Spanned;
+
+use super::raw::{RawApi, RawDuration, RawLog, RawPoll};
+use super::{
+    ApiSettings, DEFAULT_ENDPOINT, LogFormat, LogSettings, MAX_IN_FLIGHT, MAX_REQUESTS_PER_SECOND,
+    PollSettings, Settings,
+};
+use crate::endpoint::is_loopback;
+use crate::problems::{ConfigErrors, ProblemList, Reported, shown};
+
+/// The problems found so far and what relative paths are resolved against.
+pub(super) struct Check<'a> {
+    pub(super) problems: ProblemList<'a>,
+    base_dir: PathBuf,
+}
+
+impl<'a> Check<'a> {
+    pub(super) fn new(problems: ProblemList<'a>, base_dir: PathBuf) -> Self {
+        Check { problems, base_dir }
+    }
+
+    /// The settings when every check passed, else every problem recorded, in file order.
+    pub(super) fn finish(
+        self,
+        settings: Result<Settings, Reported>,
+    ) -> Result<Settings, ConfigErrors> {
+        match settings {
+            Ok(settings) => self.problems.finish().map(|()| settings),
+            Err(reported) => Err(self.problems.into_errors(reported)),
+        }
+    }
+}
+
+impl Check<'_> {
+    /// A non-empty string, or a problem. `example` is the value to suggest; keys that are not
+    /// `required` may also be removed.
+    pub(super) fn non_empty<'v>(
+        &mut self,
+        value: &'v Spanned<String>,
+        key: &str,
+        example: &str,
+        required: bool,
+    ) -> Result<&'v str, Reported> {
+        if value.get_ref().trim().is_empty() {
+            let or_remove = if required {
+                ""
+            } else {
+                ", or remove the line for the default"
+            };
+            Err(self.problems.at(
+                value.span(),
+                format!("`{key}` is empty: write {key} = {example}{or_remove}"),
+            ))
+        } else {
+            Ok(value.get_ref())
+        }
+    }
+
+    /// A path: non-empty, no `~`, resolved against the config file's folder.
+    pub(super) fn path(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        example: &str,
+        required: bool,
+    ) -> Result<PathBuf, Reported> {
+        let text = self.non_empty(value, key, example, required)?;
+        if text.starts_with('~') {
+            return Err(self.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {}: `~` is not expanded in this file; write the full path, \
+                     e.g. \"/home/user/...\"",
+                    shown(text)
+                ),
+            ));
+        }
+        Ok(self.base_dir.join(text))
+    }
+
+    fn duration(
+        &mut self,
+        value: Option<&Spanned<RawDuration>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, Reported> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let example = humantime::format_duration(default);
+        let text = match value.get_ref() {
+            RawDuration::Text(text) => text,
+            RawDuration::Integer(n) => {
+                return Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`{key}` = {n} has no unit: durations are strings with a unit; \
+                         write {key} = \"{n}s\" (or \"{n}ms\", \"{n}m\")"
+                    ),
+                ));
+            }
+            RawDuration::Float(n) => {
+                return Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`{key}` = {n} has no unit: durations are strings with a unit; \
+                         write e.g. {key} = \"{example}\""
+                    ),
+                ));
+            }
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) if duration.is_zero() => Err(self.problems.at(
+                value.span(),
+                format!("`{key}` must be greater than zero; write e.g. {key} = \"{example}\""),
+            )),
+            Ok(duration) => Ok(duration),
+            Err(error) => Err(self.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {} is not a duration ({error}); write a number with a unit, \
+                         e.g. {key} = \"{example}\" (units: ms, s, m, h)",
+                    shown(text)
+                ),
+            )),
+        }
+    }
+
+    /// A whole number in `range`, converted to the setting's type. The conversion is part of
+    /// the check (a value in range always converts), so no caller has to unwrap it.
+    fn integer_in<T: TryFrom<i64>>(
+        &mut self,
+        value: Option<&Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: T,
+        why: &str,
+    ) -> Result<T, Reported> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let n = *value.get_ref();
+        let converted = range.contains(&n).then(|| T::try_from(n).ok()).flatten();
+        if let Some(n) = converted {
+            Ok(n)
+        } else {
+            Err(self.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {n} is out of range: write a whole number from {} to {}{why}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+
+    /// An endpoint URL: parses, has a host, no user, query or fragment. With `https_only` (the
+    /// API endpoint) http is accepted for loopback hosts only and the path must be `/`.
+    pub(super) fn endpoint(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        https_only: bool,
+        example: &str,
+    ) -> Result<Url, Reported> {
+        let text = self
+            .non_empty(value, key, &format!("{example:?}"), false)?
+            .trim();
+        let url = match Url::parse(text) {
+            Ok(url) => url,
+            Err(error) => {
+                return Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`{key}` = {} is not a URL ({error}); write e.g. {key} = {example:?}",
+                        shown(text)
+                    ),
+                ));
+            }
+        };
+        let fail =
+            |check: &mut Self, message: String| Err(check.problems.at(value.span(), message));
+        if url.host().is_none() {
+            return fail(
+                self,
+                format!(
+                    "`{key}` = {} has no host; write e.g. {key} = {example:?}",
+                    shown(text)
+                ),
+            );
+        }
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return fail(
+                self,
+                format!(
+                    "`{key}` = {} must be scheme://host[:port]/path only, without user, query or \
+                     fragment; write e.g. {key} = {example:?}",
+                    shown(text)
+                ),
+            );
+        }
+        // The CWP API is always served at `/` (the signature covers the path), so a path on the
+        // API endpoint is a mistake; the metadata endpoint is a base that relative paths join.
+        if https_only && url.path() != "/" {
+            return fail(
+                self,
+                format!(
+                    "`{key}` has the path {:?}, but the API is always served at `/`; write only \
+                     scheme and host, e.g. {key} = {example:?}",
+                    url.path()
+                ),
+            );
+        }
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if !https_only || is_loopback(&url) => Ok(url),
+            "http" => fail(
+                self,
+                format!(
+                    "`{key}` = {} uses http:// for a host that is not loopback, which would send \
+                     signed requests unencrypted; use https:// (http:// is accepted only for \
+                     127.0.0.0/8, ::1 and localhost)",
+                    shown(text)
+                ),
+            ),
+            other => fail(
+                self,
+                format!(
+                    "`{key}` scheme `{other}` is not supported; write an https:// URL, e.g. \
+                     {key} = {example:?}"
+                ),
+            ),
+        }
+    }
+
+    pub(super) fn api(&mut self, raw: Option<&RawApi>) -> Result<ApiSettings, Reported> {
+        let endpoint = match raw.and_then(|api| api.endpoint.as_ref()) {
+            Some(value) => self.endpoint(value, "endpoint", true, DEFAULT_ENDPOINT),
+            None => Ok(Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL")),
+        };
+        let region = match raw.and_then(|api| api.region.as_ref()) {
+            None => Ok(None),
+            Some(value) if value.get_ref().is_empty() => Ok(None),
+            Some(value) => {
+                let text = value.get_ref();
+                if text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    Ok(Some(text.clone()))
+                } else {
+                    Err(self.problems.at(
+                        value.span(),
+                        format!(
+                            "`region` = {} is not a region name; write e.g. region = \
+                             \"ap-guangzhou\", or region = \"\" to send no region",
+                            shown(text)
+                        ),
+                    ))
+                }
+            }
+        };
+        let requests_per_second = self.integer_in(
+            raw.and_then(|api| api.requests_per_second.as_ref()),
+            "requests_per_second",
+            1..=i64::from(MAX_REQUESTS_PER_SECOND),
+            MAX_REQUESTS_PER_SECOND,
+            ": the API's documented limit is 20 requests per second per action, and more only \
+             earns RequestLimitExceeded answers",
+        );
+        let max_in_flight = self.integer_in(
+            raw.and_then(|api| api.max_in_flight.as_ref()),
+            "max_in_flight",
+            1..=MAX_IN_FLIGHT as i64,
+            32,
+            " (concurrent requests; 32 is plenty at 20 requests per second)",
+        );
+        let timeout = self.duration(
+            raw.and_then(|api| api.timeout.as_ref()),
+            "timeout",
+            Duration::from_secs(10),
+        );
+        Ok(ApiSettings {
+            endpoint: endpoint?,
+            region: region?,
+            requests_per_second: requests_per_second?,
+            max_in_flight: max_in_flight?,
+            timeout: timeout?,
+        })
+    }
+
+    pub(super) fn poll(&mut self, raw: Option<&RawPoll>) -> Result<PollSettings, Reported> {
+        let interval = self.duration(
+            raw.and_then(|poll| poll.interval.as_ref()),
+            "interval",
+            Duration::from_secs(60),
+        );
+        let collecting_interval = self.duration(
+            raw.and_then(|poll| poll.collecting_interval.as_ref()),
+            "collecting_interval",
+            Duration::from_secs(5),
+        );
+        let offline_interval = self.duration(
+            raw.and_then(|poll| poll.offline_interval.as_ref()),
+            "offline_interval",
+            Duration::from_secs(30),
+        );
+        Ok(PollSettings {
+            interval: interval?,
+            collecting_interval: collecting_interval?,
+            offline_interval: offline_interval?,
+        })
+    }
+
+    pub(super) fn log(&mut self, raw: Option<&RawLog>) -> Result<LogSettings, Reported> {
+        let format = match raw.and_then(|log| log.format.as_ref()) {
+            None => Ok(LogFormat::Auto),
+            Some(value) => match value.get_ref().trim().to_ascii_lowercase().as_str() {
+                "auto" => Ok(LogFormat::Auto),
+                "journald" => Ok(LogFormat::Journald),
+                "json" => Ok(LogFormat::Json),
+                "text" => Ok(LogFormat::Text),
+                _ => Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`format` = {} is not a log format; write one of \"auto\", \
+                             \"journald\", \"json\", \"text\"",
+                        shown(value.get_ref())
+                    ),
+                )),
+            },
+        };
+        let level = match raw.and_then(|log| log.level.as_ref()) {
+            None => Ok("info".to_owned()),
+            Some(value) => {
+                let level = value.get_ref().trim().to_ascii_lowercase();
+                if ["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+                    Ok(level)
+                } else {
+                    Err(self.problems.at(
+                        value.span(),
+                        format!(
+                            "`level` = {} is not a log level; write one of \"trace\", \"debug\", \
+                             \"info\", \"warn\", \"error\"",
+                            shown(value.get_ref())
+                        ),
+                    ))
+                }
+            }
+        };
+        Ok(LogSettings {
+            format: format?,
+            level: level?,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Config file: TOML text → validated [`Settings`].
+//!
+//! Two steps, the split ripgrep uses for its arguments. First serde reads the text into the raw
+//! structs of `raw.rs`, which mirror the file: every field optional and wrapped in
+//! [`toml::Spanned`], unknown keys rejected. Then `check/` checks every value, fills in the
+//! defaults and collects *every* problem with its line and column, so `cwp-portwatch check` can
+//! list them all at once instead of making the operator fix them one run at a time. The result
+//! is the types of `settings.rs`, re-exported here.
+//!
+//! Syntax, type and unknown-key errors come from the TOML parser, which stops at the first one;
+//! they still carry file:line:column, and toml's message for an unknown key lists the allowed ones.
+//!
+//! Problems are reported through [`crate::problems`], shared with the watchlist and the
+//! simulator's scenario. What the `[credentials]` section means belongs to
+//! [`crate::credentials`]; this module only reads it (config depends on credentials, never the
+//! reverse).
+
+mod check;
+mod raw;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use self::check::Check;
+use self::raw::RawConfig;
+use crate::credentials::Environment;
+use crate::problems::{ProblemList, TypeHints, read_text};
+
+pub use self::settings::{ApiSettings, LogFormat, LogSettings, PollSettings, Settings};
+// Kept at their former paths: callers name them `config::…`.
+pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
+pub use crate::problems::{ConfigErrors, Problem, ProblemKind};
+
+/// Where the config file is read from when neither `--config` nor `CWP_PORTWATCH_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cwp-portwatch/config.toml";
+/// The CWP API endpoint used when `api.endpoint` is absent.
+pub const DEFAULT_ENDPOINT: &str = "https://yunjing.tencentcloudapi.com";
+/// The API's documented limit per action; `api.requests_per_second` may not exceed it.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 20;
+/// Upper bound of `api.max_in_flight`: more concurrency than this buys nothing at 20 req/s.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
+/// gives one.
+pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";
+
+/// Type-error advice for the config file: its numbers have ranges and its durations need units.
+const TYPE_HINTS: TypeHints = TypeHints {
+    example_file: "config/config.example.toml",
+    for_key: |key| match key {
+        "requests_per_second" => Some(
+            "write a whole number from 1 to 20 without quotes, e.g. `requests_per_second = 20`"
+                .to_owned(),
+        ),
+        "max_in_flight" => Some(
+            "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
+                .to_owned(),
+        ),
+        "timeout" | "interval" | "collecting_interval" | "offline_interval" => {
+            Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
+        }
+        _ => None,
+    },
+};
+
+impl Settings {
+    /// Reads and validates the config file at `path`. The watchlist is not read here
+    /// (see [`crate::watchlist::Watchlist::load`]); credentials are not resolved here.
+    pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+        let text = read_text(
+            path,
+            "pass --config PATH (or set CWP_PORTWATCH_CONFIG); config/config.example.toml shows every key",
+        )?;
+        Settings::from_toml_str(&text, path)
+    }
+
+    /// Validates config text; `path` is used in messages and to resolve relative paths.
+    /// Defaults that depend on the environment (`state_dir`) come from the process environment.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Settings, ConfigErrors> {
+        Settings::from_toml_str_with(text, path, &Environment::from_process())
+    }
+
+    /// As [`Settings::from_toml_str`], with the environment given (for tests).
+    pub fn from_toml_str_with(
+        text: &str,
+        path: &Path,
+        env: &Environment,
+    ) -> Result<Settings, ConfigErrors> {
+        let mut problems = ProblemList::new(path, text);
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let reported = problems.syntax(&error, &TYPE_HINTS);
+                return Err(problems.into_errors(reported));
+            }
+        };
+        let mut check = Check::new(problems, base_dir(path));
+
+        let watchlist_path = match &raw.watchlist {
+            Some(value) => check.path(value, "watchlist", "\"watchlist.toml\"", true),
+            None => Err(check.problems.general(
+                "`watchlist` is missing: add watchlist = \"watchlist.toml\" (the watchlist \
+                 file, relative to this file's folder) near the top, before any [section]",
+            )),
+        };
+        let state_dir = match &raw.state_dir {
+            Some(value) => check.path(value, "state_dir", "\"/var/lib/cwp-portwatch\"", false),
+            None => Ok(default_state_dir(env)),
+        };
+        let api = check.api(raw.api.as_ref());
+        let credentials = match &raw.credentials {
+            Some(section) => check.credentials(section),
+            None => Ok(CredentialSettings::Chain),
+        };
+        let poll = check.poll(raw.poll.as_ref());
+        let log = check.log(raw.log.as_ref());
+
+        // Every check ran above, so all problems are recorded before the first `?` below.
+        let settings = (|| {
+            Ok(Settings {
+                config_path: path.to_path_buf(),
+                watchlist_path: watchlist_path?,
+                state_dir: state_dir?,
+                api: api?,
+                credentials: credentials?,
+                poll: poll?,
+                log: log?,
+            })
+        })();
+        check.finish(settings)
+    }
+}
+
+/// The folder relative paths are resolved against: the config file's folder, made absolute so a
+/// later change of working directory cannot change what a path means.
+fn base_dir(config_path: &Path) -> PathBuf {
+    let parent = match config_path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; first entry when colon-separated), else
+/// `$XDG_STATE_HOME/cwp-portwatch`, else `~/.local/state/cwp-portwatch`, else
+/// [`FALLBACK_STATE_DIR`]. Relative values are ignored, as the XDG spec says.
+pub fn default_state_dir(env: &Environment) -> PathBuf {
+    let absolute = |value: &str| {
+        let path = PathBuf::from(value);
+        (!value.is_empty() && path.is_absolute()).then_some(path)
+    };
+    if let Some(dir) = env
+        .get("STATE_DIRECTORY")
+        .and_then(|value| value.split(':').next())
+        .and_then(absolute)
+    {
+        return dir;
+    }
+    if let Some(dir) = env.get("XDG_STATE_HOME").and_then(absolute) {
+        return dir.join("cwp-portwatch");
+    }
+    if let Some(home) = env.get("HOME").and_then(absolute) {
+        return home.join(".local/state/cwp-portwatch");
+    }
+    PathBuf::from(FALLBACK_STATE_DIR)
+}

@@ -1,0 +1,67 @@
+//! The config file as written: serde structs that mirror the TOML, every field optional and
+//! wrapped in [`toml::Spanned`] so the check can place each problem, unknown keys rejected.
+//! Nothing here is validated; [`super::check`] turns these into [`super::Settings`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a config file")]
+pub(super) struct RawConfig {
+    pub(super) watchlist: Option<Spanned<String>>,
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) api: Option<RawApi>,
+    pub(super) credentials: Option<Spanned<RawCredentials>>,
+    pub(super) poll: Option<RawPoll>,
+    pub(super) log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [api] table")]
+pub(super) struct RawApi {
+    pub(super) endpoint: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) requests_per_second: Option<Spanned<i64>>,
+    pub(super) max_in_flight: Option<Spanned<i64>>,
+    pub(super) timeout: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [credentials] table")]
+pub(super) struct RawCredentials {
+    pub(super) source: Option<Spanned<String>>,
+    pub(super) secret_id_file: Option<Spanned<String>>,
+    pub(super) secret_key_file: Option<Spanned<String>>,
+    pub(super) profile_path: Option<Spanned<String>>,
+    pub(super) profile: Option<Spanned<String>>,
+    pub(super) role: Option<Spanned<String>>,
+    pub(super) metadata_endpoint: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [poll] table")]
+pub(super) struct RawPoll {
+    pub(super) interval: Option<Spanned<RawDuration>>,
+    pub(super) collecting_interval: Option<Spanned<RawDuration>>,
+    pub(super) offline_interval: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [log] table")]
+pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) level: Option<Spanned<String>>,
+}
+
+/// A duration as written. Numbers are accepted by the parser only to be refused with a hint
+/// (`timeout = 10` → write `"10s"`), which is kinder than serde's "expected a string".
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a duration string such as \"5s\", \"250ms\" or \"2m\""
+)]
+pub(super) enum RawDuration {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}

@@ -1,0 +1,79 @@
+//! The validated configuration that [`super::Settings::load`] yields: every value checked,
+//! every default filled in. The rest of the daemon reads only these types, never the raw file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::credentials::CredentialSettings;
+
+/// The validated configuration: every value checked, every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The config file these settings were read from (as given, for messages and SIGHUP reloads).
+    pub config_path: PathBuf,
+    /// The watchlist file; a relative `watchlist` is resolved against the config file's folder.
+    pub watchlist_path: PathBuf,
+    /// Where the state file lives. Default: `$STATE_DIRECTORY` (its first entry when
+    /// colon-separated), else `$XDG_STATE_HOME/cwp-portwatch` or `~/.local/state/cwp-portwatch`,
+    /// else [`super::FALLBACK_STATE_DIR`].
+    pub state_dir: PathBuf,
+    /// `[api]`.
+    pub api: ApiSettings,
+    /// `[credentials]`, or [`CredentialSettings::Chain`] when the section is absent.
+    pub credentials: CredentialSettings,
+    /// `[poll]`.
+    pub poll: PollSettings,
+    /// `[log]`.
+    pub log: LogSettings,
+}
+
+/// `[api]`: where requests go and how many at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    /// https, or http for a loopback host only (the simulator). Default [`super::DEFAULT_ENDPOINT`].
+    pub endpoint: Url,
+    /// Sent as `X-TC-Region` when set; `region = ""` means unset.
+    pub region: Option<String>,
+    /// 1..=20, default 20: the API's documented limit is 20 requests per second per action.
+    pub requests_per_second: u32,
+    /// 1..=256, default 32: concurrent requests, so slow answers do not cut throughput.
+    pub max_in_flight: usize,
+    /// Per-request timeout, > 0, default 10 s.
+    pub timeout: Duration,
+}
+
+/// `[poll]`: how often an agent is polled, by what we last saw of it. All > 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSettings {
+    /// Agents whose task is settled (`COMPLETE`, `FAILED`, `NO_TASK`, ...). Default 60 s.
+    pub interval: Duration,
+    /// Agents in `COLLECTING`: the transition users wait for. Default 5 s.
+    pub collecting_interval: Duration,
+    /// Agents in `AGENT_OFFLINE`. Default 30 s.
+    pub offline_interval: Duration,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// journald when stderr is the journal (`$JOURNAL_STREAM`), text on a terminal, else JSON.
+    Auto,
+    /// journald native protocol.
+    Journald,
+    /// JSON lines.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// Default [`LogFormat::Auto`].
+    pub format: LogFormat,
+    /// One of `trace`, `debug`, `info`, `warn`, `error` (lower case; the file may use any case).
+    /// Default `info`.
+    pub level: String,
+}

@@ -1,0 +1,525 @@
+//! Unit tests of the config check, against fixture files and inline TOML.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::*;
+use crate::credentials::Environment;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+fn env() -> Environment {
+    Environment::from_pairs([("HOME", "/home/op")])
+}
+
+fn parse(text: &str) -> Result<Settings, ConfigErrors> {
+    Settings::from_toml_str_with(text, Path::new("/etc/cwp-portwatch/config.toml"), &env())
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).expect_err("should be invalid").problems
+}
+
+/// The problem on `line`, which must exist and contain every one of `hints`.
+fn assert_problem(problems: &[Problem], line: usize, hints: &[&str]) {
+    let problem = problems
+        .iter()
+        .find(|p| p.line == Some(line))
+        .unwrap_or_else(|| panic!("no problem on line {line}: {problems:#?}"));
+    for hint in hints {
+        assert!(
+            problem.message.contains(hint),
+            "line {line}: {:?} lacks {hint:?}",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn valid_config_with_every_key() {
+    let path = fixture("good-full.toml");
+    let settings =
+        Settings::from_toml_str_with(&std::fs::read_to_string(&path).unwrap(), &path, &env())
+            .unwrap();
+    let folder = path.parent().unwrap();
+    assert_eq!(settings.config_path, path);
+    assert_eq!(settings.watchlist_path, folder.join("agents.toml"));
+    assert_eq!(settings.state_dir, PathBuf::from("/srv/portwatch/state"));
+    assert_eq!(settings.api.endpoint.as_str(), "http://127.0.0.1:8080/");
+    assert_eq!(settings.api.region.as_deref(), Some("ap-guangzhou"));
+    assert_eq!(settings.api.requests_per_second, 15);
+    assert_eq!(settings.api.max_in_flight, 8);
+    assert_eq!(settings.api.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        settings.credentials,
+        CredentialSettings::File {
+            secret_id_file: folder.join("secrets/secret_id"),
+            secret_key_file: PathBuf::from("/run/keys/secret_key"),
+        }
+    );
+    assert_eq!(
+        settings.poll,
+        PollSettings {
+            interval: Duration::from_secs(120),
+            collecting_interval: Duration::from_secs(1),
+            offline_interval: Duration::from_secs(45),
+        }
+    );
+    assert_eq!(settings.log.format, LogFormat::Json);
+    assert_eq!(settings.log.level, "debug");
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.example.toml");
+    let settings =
+        Settings::from_toml_str_with(&std::fs::read_to_string(&path).unwrap(), &path, &env())
+            .unwrap();
+    assert_eq!(
+        settings.api.endpoint.as_str(),
+        "https://yunjing.tencentcloudapi.com/"
+    );
+}
+
+#[test]
+fn defaults() {
+    let settings = Settings::load(&fixture("good-minimal.toml")).unwrap();
+    assert_eq!(
+        settings.watchlist_path,
+        PathBuf::from("/etc/cwp-portwatch/watchlist.toml")
+    );
+    assert_eq!(
+        settings.api,
+        ApiSettings {
+            endpoint: Url::parse(DEFAULT_ENDPOINT).unwrap(),
+            region: None,
+            requests_per_second: 20,
+            max_in_flight: 32,
+            timeout: Duration::from_secs(10),
+        }
+    );
+    assert_eq!(settings.credentials, CredentialSettings::Chain);
+    assert_eq!(
+        settings.poll,
+        PollSettings {
+            interval: Duration::from_secs(60),
+            collecting_interval: Duration::from_secs(5),
+            offline_interval: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(
+        settings.log,
+        LogSettings {
+            format: LogFormat::Auto,
+            level: "info".to_owned()
+        }
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let settings = parse("watchlist = \"w.toml\"\nstate_dir = \"../state\"").unwrap();
+    assert_eq!(
+        settings.watchlist_path,
+        PathBuf::from("/etc/cwp-portwatch/w.toml")
+    );
+    assert_eq!(
+        settings.state_dir,
+        PathBuf::from("/etc/cwp-portwatch/../state")
+    );
+    let settings = parse("watchlist = \"/abs/w.toml\"").unwrap();
+    assert_eq!(settings.watchlist_path, PathBuf::from("/abs/w.toml"));
+}
+
+#[test]
+fn state_dir_default_order() {
+    let dir =
+        |pairs: &[(&str, &str)]| default_state_dir(&Environment::from_pairs(pairs.iter().copied()));
+    assert_eq!(
+        dir(&[
+            ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"),
+            ("XDG_STATE_HOME", "/x"),
+            ("HOME", "/h")
+        ]),
+        PathBuf::from("/var/lib/a")
+    );
+    assert_eq!(
+        dir(&[("XDG_STATE_HOME", "/x"), ("HOME", "/h")]),
+        PathBuf::from("/x/cwp-portwatch")
+    );
+    assert_eq!(
+        dir(&[("XDG_STATE_HOME", "relative"), ("HOME", "/h")]),
+        PathBuf::from("/h/.local/state/cwp-portwatch")
+    );
+    assert_eq!(dir(&[]), PathBuf::from(FALLBACK_STATE_DIR));
+    let settings = parse("watchlist = \"w.toml\"").unwrap();
+    assert_eq!(
+        settings.state_dir,
+        PathBuf::from("/home/op/.local/state/cwp-portwatch")
+    );
+}
+
+#[test]
+fn every_rule_violated_is_reported_with_its_line() {
+    let path = fixture("bad-values.toml");
+    let errors =
+        Settings::from_toml_str_with(&std::fs::read_to_string(&path).unwrap(), &path, &env())
+            .unwrap_err();
+    println!("{errors}");
+    let p = &errors.problems;
+    assert_eq!(errors.code(), "ConfigError.Invalid");
+    assert_problem(p, 2, &["`watchlist` is empty", "watchlist = "]);
+    assert_problem(p, 3, &["`~` is not expanded", "full path"]);
+    assert_problem(p, 6, &["not loopback", "use https://"]);
+    assert_problem(p, 7, &["not a region name", "ap-guangzhou"]);
+    assert_problem(
+        p,
+        8,
+        &[
+            "= 50 is out of range",
+            "from 1 to 20",
+            "documented limit is 20",
+        ],
+    );
+    assert_problem(p, 9, &["= 0 is out of range", "from 1 to 256"]);
+    assert_problem(p, 10, &["greater than zero", "timeout = \"10s\""]);
+    assert_problem(p, 13, &["needs `secret_key_file`"]);
+    assert_problem(p, 15, &["`role` applies only to source = \"cvm-role\""]);
+    assert_problem(p, 18, &["\"soon\" is not a duration", "interval = \"1m\""]);
+    assert_problem(p, 19, &["has no unit", "collecting_interval = \"5s\""]);
+    assert_problem(p, 20, &["\"-1s\" is not a duration"]);
+    assert_problem(p, 23, &["\"xml\" is not a log format", "\"journald\""]);
+    assert_problem(p, 24, &["\"verbose\" is not a log level", "\"warn\""]);
+    assert_eq!(p.len(), 14, "{errors}");
+    // Display: one problem per line, file:line:column: message, in file order.
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), 14);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("{}:2:13: ", path.display())),
+        "{first}"
+    );
+    assert!(text.lines().nth(13).unwrap().contains(":24:"), "{text}");
+}
+
+#[test]
+fn missing_watchlist_is_a_problem_without_a_line() {
+    let problems = problems("[log]\nlevel = \"info\"\n");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, None);
+    assert!(
+        problems[0]
+            .message
+            .contains("add watchlist = \"watchlist.toml\"")
+    );
+    assert!(
+        problems[0]
+            .to_string()
+            .starts_with("/etc/cwp-portwatch/config.toml: `watchlist` is missing")
+    );
+}
+
+#[test]
+fn unknown_key_names_its_line_and_the_allowed_keys() {
+    let path = fixture("bad-unknown-key.toml");
+    let errors = Settings::load(&path).unwrap_err();
+    assert_eq!(errors.code(), "ConfigError.Syntax");
+    assert_eq!(errors.problems.len(), 1);
+    let problem = &errors.problems[0];
+    assert_eq!((problem.line, problem.column), (Some(5), Some(1)));
+    for key in [
+        "requests_per_sec",
+        "endpoint",
+        "region",
+        "requests_per_second",
+        "max_in_flight",
+        "timeout",
+    ] {
+        assert!(
+            problem.message.contains(key),
+            "{} lacks {key}",
+            problem.message
+        );
+    }
+    assert!(
+        errors
+            .to_string()
+            .starts_with(&format!("{}:5:1: unknown field", path.display()))
+    );
+    let errors = parse("watchlist = \"w\"\nwatchlst = \"w\"\n").unwrap_err();
+    assert_eq!(errors.problems[0].line, Some(2));
+    assert!(errors.problems[0].message.contains("`state_dir`"));
+}
+
+#[test]
+fn wrong_types_and_syntax_errors_have_a_place() {
+    let errors = parse("watchlist = \"w\"\n[api]\nrequests_per_second = \"20\"\n").unwrap_err();
+    assert_eq!(errors.problems[0].line, Some(3));
+    assert_eq!(errors.code(), "ConfigError.Syntax");
+    let errors = parse("watchlist = \"w\"\n\n[poll\ninterval = \"5s\"\n").unwrap_err();
+    assert_eq!(errors.problems[0].line, Some(3));
+    let errors = parse("watchlist = \"w\"\napi = 5\n").unwrap_err();
+    assert!(
+        errors.problems[0].message.contains("[api] table"),
+        "{errors}"
+    );
+    assert!(
+        !errors.problems[0].message.contains("whole number"),
+        "a table is not a number: {errors}"
+    );
+}
+
+#[test]
+fn durations() {
+    let poll = |value: &str| parse(&format!("watchlist = \"w\"\n[poll]\ninterval = {value}\n"));
+    assert_eq!(
+        poll("\"250ms\"").unwrap().poll.interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        poll("\"2m\"").unwrap().poll.interval,
+        Duration::from_secs(120)
+    );
+    assert_eq!(
+        poll("\"1h 30m\"").unwrap().poll.interval,
+        Duration::from_secs(5400)
+    );
+    for bad in [
+        "\"\"",
+        "\"0\"",
+        "\"0ms\"",
+        "\"5\"",
+        "\"5 parsecs\"",
+        "2.5",
+        "60",
+        "-1",
+    ] {
+        let problems = poll(bad).unwrap_err().problems;
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert_eq!(problems[0].line, Some(3), "{bad}");
+        assert!(
+            problems[0].message.contains("interval = \""),
+            "{bad}: {}",
+            problems[0].message
+        );
+    }
+}
+
+#[test]
+fn endpoints() {
+    let api = |value: &str| parse(&format!("watchlist = \"w\"\n[api]\nendpoint = {value:?}\n"));
+    for ok in [
+        "https://yunjing.tencentcloudapi.com",
+        "https://yunjing.ap-guangzhou.tencentcloudapi.com/",
+        "http://127.0.0.1:9000",
+        "http://127.8.9.10",
+        "http://[::1]:8080/",
+        "http://localhost:1234",
+        "http://LOCALHOST",
+    ] {
+        assert!(api(ok).is_ok(), "{ok}: {:?}", api(ok));
+    }
+    for (bad, hint) in [
+        ("http://10.0.0.1", "use https://"),
+        ("http://localhost.example.com", "use https://"),
+        ("http://128.0.0.1", "use https://"),
+        ("ftp://example.com", "not supported"),
+        ("yunjing.tencentcloudapi.com", "is not a URL"),
+        (
+            "https://yunjing.tencentcloudapi.com/v1",
+            "always served at `/`",
+        ),
+        (
+            "https://yunjing.tencentcloudapi.com/?a=b",
+            "without user, query or fragment",
+        ),
+        ("", "`endpoint` is empty"),
+    ] {
+        let problems = api(bad).unwrap_err().problems;
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert_eq!(problems[0].line, Some(3));
+        assert!(
+            problems[0].message.contains(hint),
+            "{bad}: {}",
+            problems[0].message
+        );
+    }
+}
+
+#[test]
+fn region_empty_means_unset() {
+    let settings = parse("watchlist = \"w\"\n[api]\nregion = \"\"\n").unwrap();
+    assert_eq!(settings.api.region, None);
+}
+
+#[test]
+fn credential_sections() {
+    let creds = |body: &str| parse(&format!("watchlist = \"w\"\n[credentials]\n{body}\n"));
+    assert_eq!(
+        creds("source = \"env\"").unwrap().credentials,
+        CredentialSettings::Env
+    );
+    assert_eq!(
+        creds("source = \"systemd\"").unwrap().credentials,
+        CredentialSettings::Systemd
+    );
+    assert_eq!(
+        creds("source = \"profile\"").unwrap().credentials,
+        CredentialSettings::Profile {
+            path: None,
+            profile: "default".to_owned()
+        }
+    );
+    assert_eq!(
+        creds("source = \"profile\"\nprofile_path = \"creds.ini\"\nprofile = \"prod\"")
+            .unwrap()
+            .credentials,
+        CredentialSettings::Profile {
+            path: Some(PathBuf::from("/etc/cwp-portwatch/creds.ini")),
+            profile: "prod".to_owned()
+        }
+    );
+    assert_eq!(
+        creds("source = \"cvm-role\"").unwrap().credentials,
+        CredentialSettings::CvmRole {
+            role: None,
+            metadata_endpoint: Url::parse(DEFAULT_METADATA_ENDPOINT).unwrap()
+        }
+    );
+    assert_eq!(
+        creds("source = \"cvm-role\"\nrole = \"Poller\"\nmetadata_endpoint = \"http://127.0.0.1:9/meta\"")
+            .unwrap()
+            .credentials,
+        CredentialSettings::CvmRole {
+            role: Some("Poller".to_owned()),
+            metadata_endpoint: Url::parse("http://127.0.0.1:9/meta/").unwrap()
+        }
+    );
+
+    let problems = creds("").unwrap_err().problems;
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(2), "{problems:?}");
+    assert!(problems[0].message.contains("has no `source`"));
+    assert!(problems[0].message.contains("remove the section"));
+
+    let problems = creds("source = \"vault\"").unwrap_err().problems;
+    assert_problem(&problems, 3, &["not a credential source", "\"cvm-role\""]);
+
+    let problems = creds("source = \"file\"").unwrap_err().problems;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_problem(&problems, 3, &["needs `secret_id_file`"]);
+    assert!(problems[1].message.contains("needs `secret_key_file`"));
+
+    let problems = creds("source = \"env\"\nprofile = \"x\"\nsecret_id_file = \"f\"")
+        .unwrap_err()
+        .problems;
+    assert_problem(
+        &problems,
+        4,
+        &["`profile` applies only to source = \"profile\""],
+    );
+    assert_problem(
+        &problems,
+        5,
+        &["`secret_id_file` applies only to source = \"file\""],
+    );
+
+    let problems = creds("source = \"profile\"\nprofile = \"\"")
+        .unwrap_err()
+        .problems;
+    assert_problem(&problems, 4, &["`profile` is empty"]);
+
+    let problems = creds("source = \"cvm-role\"\nrole = \" \"")
+        .unwrap_err()
+        .problems;
+    assert_problem(&problems, 4, &["`role` is empty"]);
+
+    let problems = creds("source = \"env\"\nsecret = \"x\"")
+        .unwrap_err()
+        .problems;
+    assert_problem(&problems, 4, &["unknown field `secret`", "secret_key_file"]);
+}
+
+#[test]
+fn missing_file_says_how_to_fix_it() {
+    let errors = Settings::load(Path::new("/nonexistent/cwp/config.toml")).unwrap_err();
+    assert_eq!(errors.code(), "ConfigError.NotFound");
+    let text = errors.to_string();
+    assert!(text.starts_with("/nonexistent/cwp/config.toml: cannot read /nonexistent/cwp/config.toml: no such file; create it or pass --config"), "{text}");
+}
+
+#[test]
+fn a_directory_is_unreadable_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = Settings::load(dir.path()).unwrap_err();
+    assert_eq!(errors.code(), "ConfigError.Unreadable");
+}
+
+#[test]
+fn non_utf8_bytes_are_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, b"watchlist = \"w\"\n# caf\xc3\xa9 \xff\xfe\n").unwrap();
+    let errors = Settings::load(&path).unwrap_err();
+    assert_eq!(errors.code(), "ConfigError.Unreadable");
+    let problem = &errors.problems[0];
+    assert_eq!((problem.line, problem.column), (Some(2), Some(8)));
+    assert!(problem.message.contains("not valid UTF-8"));
+    assert!(problem.message.contains("0xff"));
+}
+
+/// A deterministic pseudo-random byte stream (xorshift), so no `rand` dependency is needed.
+fn garbage(len: usize, printable: bool) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let byte = (state >> 24) as u8;
+            if printable { b' ' + byte % 95 } else { byte }
+        })
+        .collect()
+}
+
+#[test]
+fn megabytes_of_garbage_give_one_problem_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    for printable in [false, true] {
+        let path = dir.path().join("garbage.toml");
+        std::fs::write(&path, garbage(3 << 20, printable)).unwrap();
+        let started = std::time::Instant::now();
+        let errors = Settings::load(&path).unwrap_err();
+        println!(
+            "3 MB of garbage (printable: {printable}) rejected in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(errors.problems.len(), 1, "{errors}");
+        assert!(errors.problems[0].line.is_some());
+    }
+    // Valid TOML but a huge wrong value: still one problem.
+    let huge = format!(
+        "watchlist = \"w\"\n[log]\nlevel = \"{}\"\n",
+        "x".repeat(3 << 20)
+    );
+    let errors = parse(&huge).unwrap_err();
+    assert_eq!(errors.problems.len(), 1);
+    assert!(
+        errors.problems[0].message.len() < 300,
+        "long values are cut short"
+    );
+}
+
+#[test]
+fn merged_errors_take_the_most_fundamental_code() {
+    let mut errors = parse("watchlist = \"\"").unwrap_err();
+    errors.merge(Settings::load(Path::new("/nonexistent/x.toml")).unwrap_err());
+    assert_eq!(errors.problems.len(), 2);
+    assert_eq!(errors.code(), "ConfigError.NotFound");
+}

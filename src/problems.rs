@@ -1,0 +1,416 @@
+//! Problem reporting for the operator's TOML files (config, watchlist, simulator scenario):
+//! where a problem is (file, line, column), what kind it is, and the message saying what to
+//! write instead.
+//!
+//! Owns [`Problem`], [`ProblemKind`], [`ConfigErrors`] (every problem of one or more files, with
+//! a stable `code()`), `LineIndex` (byte offset → line:column, the only such function in the
+//! crate), `ProblemList` (collects problems for one file) and the file-reading helpers
+//! `read_text` and `text_from_bytes`, so every file is read, placed and reported the same
+//! way.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Files larger than this are refused before parsing: a watchlist of 100,000 agents is ~8 MB, so
+/// anything far bigger is a wrong path (a log, a disk image, `/dev/zero`), not a config.
+pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Proof that a problem was recorded in a [`ProblemList`]: only its recording methods
+/// ([`ProblemList::at`], [`ProblemList::general`], [`ProblemList::syntax`]) make one. Checks return `Result<T, Reported>`, so a missing value
+/// always has a problem behind it and [`ProblemList::into_errors`] needs no "cannot happen" arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reported(());
+
+/// What kind of problem: decides [`ConfigErrors::code`]. Ordered from most to least fundamental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemKind {
+    /// The file does not exist.
+    NotFound,
+    /// The file exists but cannot be read, is too large or is not UTF-8.
+    Unreadable,
+    /// The text is not valid TOML, has a value of the wrong type, or an unknown key.
+    Syntax,
+    /// The TOML is fine but a value is not acceptable (range, format, missing key...).
+    Invalid,
+}
+
+impl ProblemKind {
+    /// Stable machine-readable code, for `error_code` log fields.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProblemKind::NotFound => "ConfigError.NotFound",
+            ProblemKind::Unreadable => "ConfigError.Unreadable",
+            ProblemKind::Syntax => "ConfigError.Syntax",
+            ProblemKind::Invalid => "ConfigError.Invalid",
+        }
+    }
+}
+
+/// One problem in a config or watchlist file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column in characters, when the problem has a place in the file.
+    pub column: Option<usize>,
+    /// What is wrong and what to write instead.
+    pub message: String,
+    /// What kind of problem.
+    pub kind: ProblemKind,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a config (and possibly watchlist) file. `Display` prints one problem
+/// per line as `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// In file order for semantic problems; never empty when returned as an error.
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigErrors {
+    /// Stable machine-readable code of the most fundamental problem: `ConfigError.NotFound`,
+    /// `ConfigError.Unreadable`, `ConfigError.Syntax` or `ConfigError.Invalid`.
+    pub fn code(&self) -> &'static str {
+        self.problems
+            .iter()
+            .map(|p| p.kind)
+            .min()
+            .unwrap_or(ProblemKind::Invalid)
+            .code()
+    }
+
+    /// Appends another file's problems, so `check` can report config and watchlist together.
+    pub fn merge(&mut self, other: ConfigErrors) {
+        self.problems.extend(other.problems);
+    }
+
+    fn single(problem: Problem) -> ConfigErrors {
+        ConfigErrors {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Byte offset → 1-based line and character column. The line starts are computed on first use
+/// only, so a file without problems never pays for it, and a file with many problems pays once.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: OnceCell<Vec<usize>>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        LineIndex {
+            text,
+            starts: OnceCell::new(),
+        }
+    }
+
+    /// 1-based (line, column) of a byte offset; offsets past the end or inside a character are
+    /// clamped to the nearest character boundary before it.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let starts = self.starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = starts.partition_point(|&start| start <= offset); // ≥ 1: starts[0] == 0
+        let column = self.text[starts[line - 1]..offset].chars().count() + 1;
+        (line, column)
+    }
+}
+
+impl LineIndex<'_> {
+    /// The key of a `key = value` line holding `offset`, if the line looks like one.
+    pub(crate) fn key_at(&self, offset: usize) -> Option<String> {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = &self.text[start..];
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        (!key.is_empty() && !key.contains(char::is_whitespace)).then(|| key.to_string())
+    }
+}
+
+/// What to tell an operator who wrote a value of the wrong type, per file format.
+pub(crate) struct TypeHints {
+    /// The example file that shows every key of this format, for the generic advice.
+    pub(crate) example_file: &'static str,
+    /// Advice for the keys this format knows better than "a string" or "a number" (the
+    /// config's ranged integers and durations); `None` falls back to the generic advice.
+    pub(crate) for_key: fn(&str) -> Option<String>,
+}
+
+impl TypeHints {
+    /// What to write instead, for a value of the wrong type at `key`.
+    fn hint(&self, key: Option<&str>, message: &str) -> String {
+        if let Some(hint) = key.and_then(self.for_key) {
+            return hint;
+        }
+        match key {
+            Some(k)
+                if message.contains("expected a string") || message.contains("expected string") =>
+            {
+                format!("write `{k}` as a string in quotes")
+            }
+            // "expected …" only: "invalid type: integer" names what was found, not what is wanted.
+            Some(k)
+                if message.contains("expected i64") || message.contains("expected an integer") =>
+            {
+                format!("write `{k}` as a whole number without quotes")
+            }
+            _ => format!("check the value's type against {}", self.example_file),
+        }
+    }
+}
+
+/// Collects problems for one file, turning spans into line:column.
+pub(crate) struct ProblemList<'a> {
+    file: &'a Path,
+    lines: LineIndex<'a>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl<'a> ProblemList<'a> {
+    pub(crate) fn new(file: &'a Path, text: &'a str) -> Self {
+        ProblemList {
+            file,
+            lines: LineIndex::new(text),
+            problems: Vec::new(),
+        }
+    }
+
+    pub(crate) fn line_of(&self, span: &Range<usize>) -> usize {
+        self.lines.line_col(span.start).0
+    }
+
+    /// A semantic problem at the start of `span`.
+    pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) -> Reported {
+        let (line, column) = self.lines.line_col(span.start);
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+            kind: ProblemKind::Invalid,
+        });
+        Reported(())
+    }
+
+    /// A semantic problem without a place in the file (a required key is missing).
+    pub(crate) fn general(&mut self, message: impl Into<String>) -> Reported {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: None,
+            column: None,
+            message: message.into(),
+            kind: ProblemKind::Invalid,
+        });
+        Reported(())
+    }
+
+    /// The TOML parser's error (syntax, type or unknown key), placed by its span.
+    /// `hints` says what to write instead when the error is a value of the wrong type.
+    pub(crate) fn syntax(&mut self, error: &toml::de::Error, hints: &TypeHints) -> Reported {
+        let (line, column) = match error.span() {
+            Some(span) => {
+                let (line, column) = self.lines.line_col(span.start);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        let mut message = error.message().trim_end().replace('\n', "; ");
+        // serde says "expected i64"; an operator needs to hear what to write.
+        if message.starts_with("invalid type")
+            && let Some(span) = error.span()
+        {
+            let key = self.lines.key_at(span.start);
+            message.push_str(&format!("; {}", hints.hint(key.as_deref(), &message)));
+        }
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message,
+            kind: ProblemKind::Syntax,
+        });
+        Reported(())
+    }
+
+    /// `Err` with the problems in file order (those without a line first), if there are any.
+    pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.sorted())
+        }
+    }
+
+    /// The problems in file order; `Reported` proves there is at least one.
+    pub(crate) fn into_errors(self, _reported: Reported) -> ConfigErrors {
+        self.sorted()
+    }
+
+    fn sorted(mut self) -> ConfigErrors {
+        self.problems
+            .sort_by_key(|problem| (problem.line.unwrap_or(0), problem.column.unwrap_or(0)));
+        ConfigErrors {
+            problems: self.problems,
+        }
+    }
+}
+
+/// Reads a config or watchlist file as UTF-8 text. `create_hint` completes "create it or …".
+/// Problems are reported, never panics: missing file, unreadable, too large, not UTF-8 (placed at
+/// the line:column of the first bad byte).
+pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, ConfigErrors> {
+    let fail = |kind: ProblemKind, message: String| {
+        ConfigErrors::single(Problem {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+            kind,
+        })
+    };
+    let describe = |error: &std::io::Error| match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => error.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            fail(
+                ProblemKind::NotFound,
+                format!(
+                    "cannot read {}: no such file; create it or {create_hint}",
+                    path.display()
+                ),
+            )
+        } else {
+            fail(
+                ProblemKind::Unreadable,
+                format!(
+                    "cannot read {}: {}; make it readable by the service user or {create_hint}",
+                    path.display(),
+                    describe(&error)
+                ),
+            )
+        }
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| {
+            fail(
+                ProblemKind::Unreadable,
+                format!(
+                    "cannot read {}: {}; {create_hint}",
+                    path.display(),
+                    describe(&error)
+                ),
+            )
+        })?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(
+            ProblemKind::Unreadable,
+            format!(
+                "{} is larger than {} MiB, so it is not a TOML file of this program; {create_hint}",
+                path.display(),
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    text_from_bytes(bytes, path)
+}
+
+/// UTF-8 check that reports the first bad byte's line:column instead of panicking.
+pub(crate) fn text_from_bytes(bytes: Vec<u8>, path: &Path) -> Result<String, ConfigErrors> {
+    String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        let bytes = error.as_bytes();
+        // The prefix is valid UTF-8 by definition, so line:column are computed on it.
+        let prefix = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+        let (line, column) = LineIndex::new(prefix).line_col(offset);
+        ConfigErrors::single(Problem {
+            file: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "the file is not valid UTF-8 (byte 0x{:02x} at byte offset {offset}); \
+                 TOML files must be UTF-8: save it as UTF-8 or remove that character",
+                bytes[offset]
+            ),
+            kind: ProblemKind::Unreadable,
+        })
+    })
+}
+
+/// A value as shown inside a message: quoted, escaped, and cut short when long.
+pub(crate) fn shown(value: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if value.chars().count() <= MAX_CHARS {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(MAX_CHARS).collect();
+        format!("{:?}…", head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_counts_characters() {
+        let index = LineIndex::new("a\nbé c\n\nd");
+        assert_eq!(index.line_col(0), (1, 1));
+        assert_eq!(index.line_col(2), (2, 1));
+        assert_eq!(index.line_col(5), (2, 3)); // after "bé" (é is 2 bytes)
+        assert_eq!(index.line_col(4), (2, 2)); // inside é: clamped to its start
+        assert_eq!(index.line_col(8), (3, 1));
+        assert_eq!(index.line_col(100), (4, 2));
+        // Formerly the simulator scenario's own `line_column`.
+        assert_eq!(LineIndex::new("ab\ncé d").line_col(6), (2, 3));
+        assert_eq!(LineIndex::new("").line_col(10), (1, 1));
+    }
+}
