@@ -297,7 +297,7 @@ impl<P: Poller> Engine<P> {
                 self.saver.mark_dirty();
             }
             self.tracker
-                .record(uuid, o.status, o.request_id, unix_now());
+                .record(uuid, o.status, o.request_id, crate::clock::unix_now());
         }
         match signals.credentials {
             Some(Credentials::Accepted) => self.account.credentials.refused = false,
@@ -375,12 +375,4 @@ impl<P: Poller> Engine<P> {
             abandoned,
         }
     }
-}
-
-/// Wall-clock seconds for `seen_at` in the state file.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
