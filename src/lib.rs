@@ -27,6 +27,7 @@ pub mod logging;
 pub mod pacing;
 pub mod rate_control;
 pub mod scheduler;
+pub mod shutdown;
 pub mod signing;
 pub mod simulator;
 pub mod state;
