@@ -1,26 +1,36 @@
 //! cwp-portwatch: watch Tencent Cloud CWP agents' open-port task status and report every change.
 //!
 //! Where things happen (one module per concern):
+//! - [`commands`]: one module per command of the binary (`run`, `once`, `status`, `check`,
+//!   `simulate`, `demo`), the start-up wiring they share ([`commands::startup`]) and what a
+//!   SIGHUP may change ([`commands::reload`]). `main` only parses and dispatches.
+//! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token, and the tracker every background
+//!   task runs on, waited for within a bound at the stop.
 //! - [`config`] and [`watchlist`]: TOML files → validated settings (raw serde structs, then checks).
-//! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain).
-//! - [`signing`]: TC3-HMAC-SHA256, pure.
-//! - [`api`]: the signed HTTP client, response parsing, typed errors and their classification.
-//! - [`status`]: API answer → agent status (the spec's Statuses table), pure.
-//! - [`scheduler`]: which agent is polled next and when (due queue, priorities), pure.
-//! - [`engine`]: the dispatcher that owns the rate limiter, sends polls, and feeds answers to
-//!   the [`tracker`] (exactly-once transitions), which yields [`events`].
+//! - [`credentials`] and [`cvm_role`]: where the SecretId/SecretKey come from (the credential
+//!   chain; CVM instance-role credentials and their refresh).
 //! - [`logging`]: how events reach the terminal, JSON lines or journald.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
-//! - [`demo`]: the newcomer's first run.
+//!
+//! The life of one poll:
+//! - scheduled: [`scheduler`] decides which agent is due next (due queue, `COLLECTING`
+//!   first), pure; [`pacing`] and [`rate_control`] decide when the next request may start
+//!   (strict per-second limit, slowed on throttling).
+//! - sent: [`engine`], the dispatcher, owns the limiter and the requests in flight, and sends
+//!   through the [`api`] client.
+//! - signed: [`signing`], TC3-HMAC-SHA256, pure, called by the [`api`] client per request.
+//! - classified: [`api`] parses the answer into typed errors and their class (status of the
+//!   agent, throttling, transient, auth); [`status`] turns an answer into the agent's status
+//!   (the spec's Statuses table), pure.
+//! - turned into an event: the [`tracker`] sees each transition exactly once and the engine
+//!   emits it as one of the [`events`]; [`state`] persists what was seen.
 
 pub mod api;
-pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod cvm_role;
-pub mod daemon;
-pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod logging;
