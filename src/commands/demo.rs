@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use crate::api::{Client, ClientOptions};
 use crate::config::LogFormat;
 use crate::credentials::Credentials;
@@ -16,7 +18,6 @@ use crate::logging;
 use crate::scheduler::Intervals;
 use crate::shutdown::{self, Shutdown};
 use crate::simulator::{RunningSimulator, Scenario, SimStats, SimulatorOptions};
-use secrecy::SecretString;
 
 use super::output;
 
