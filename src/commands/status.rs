@@ -16,13 +16,15 @@ use super::{CommandError, output, startup};
 pub fn run(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
     let (settings, watchlist) = startup::load(config)?;
     let state = StateFile::in_dir(&settings.state_dir);
+    // Loaded first: when the path cannot be read at all (`state_dir` is a file, say), the error
+    // alone is the answer, not a "no state file yet" note before it.
+    let known = state.load()?;
     if !state.path().exists() {
         output::stderr_line(format_args!(
             "no state file at {} yet: every agent is UNKNOWN (the daemon writes it; check state_dir)",
             state.path().display()
         ));
     }
-    let known = state.load()?;
     output::stdout(|out| print_statuses(out, &watchlist, &known, format))
         .map_err(CommandError::Output)?;
     Ok(ExitCode::SUCCESS)
