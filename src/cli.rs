@@ -1,5 +1,5 @@
-//! The command line, parsed by clap. Each command's work lives in its own module; `main`
-//! only maps their errors to exit codes.
+//! The command line, parsed by clap. Each command's work lives in its own module under
+//! [`crate::commands`]; `main` only dispatches and maps their errors to exit codes.
 
 use std::path::PathBuf;
 

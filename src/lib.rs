@@ -1,6 +1,11 @@
 //! cwp-portwatch: watch Tencent Cloud CWP agents' open-port task status and report every change.
 //!
 //! Where things happen (one module per concern):
+//! - [`commands`]: one module per command of the binary (`run`, `once`, `status`, `check`,
+//!   `simulate`, `demo`), the start-up wiring they share ([`commands::startup`]) and what a
+//!   SIGHUP may change ([`commands::reload`]). `main` only parses and dispatches.
+//! - [`shutdown`]: SIGTERM/SIGINT → a cancellation token, and the tracker every background
+//!   task runs on, waited for within a bound at the stop.
 //! - [`config`] and [`watchlist`]: TOML files → validated settings (raw serde structs, then checks);
 //!   [`problems`] places and reports what is wrong in them; [`agent_uuid`] is the validated Uuid.
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
@@ -19,17 +24,27 @@
 //!   transitions exactly-once, [`events`] is what comes out, [`state`] what is persisted.
 //! - [`logging`]: how events reach the terminal, JSON lines or journald.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
-//! - [`demo`]: the newcomer's first run.
+//!
+//! The life of one poll:
+//! - scheduled: [`scheduler`] decides which agent is due next (due queue, `COLLECTING`
+//!   first), pure; [`pacing`] and [`rate_control`] decide when the next request may start
+//!   (strict per-second limit, slowed on throttling).
+//! - sent: [`engine`], the dispatcher, owns the limiter and the requests in flight, and sends
+//!   through the [`api`] client.
+//! - signed: [`signing`], TC3-HMAC-SHA256, pure, called by the [`api`] client per request.
+//! - classified: [`api`] parses the answer into typed errors and their class (status of the
+//!   agent, throttling, transient, auth); [`status`] turns an answer into the agent's status
+//!   (the spec's Statuses table), pure.
+//! - turned into an event: the [`tracker`] sees each transition exactly once and the engine
+//!   emits it as one of the [`events`]; [`state`] persists what was seen.
 
 pub mod agent_uuid;
 pub mod api;
-pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod credentials;
-pub mod daemon;
-pub mod demo;
 pub mod endpoint;
 pub mod engine;
 pub mod events;
@@ -38,6 +53,7 @@ pub mod pacing;
 pub mod problems;
 pub mod rate_control;
 pub mod scheduler;
+pub mod shutdown;
 pub mod signing;
 pub mod simulator;
 pub mod state;

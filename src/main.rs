@@ -1,11 +1,12 @@
 //! `cwp-portwatch`: parses the command line, runs the command, maps errors to exit codes
 //! (0 ok, 1 failure or invalid input, 2 usage error — clap's own).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cwp_portwatch::cli::{Cli, Command};
-use cwp_portwatch::{check, daemon, demo, simulator};
+use cwp_portwatch::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,44 +17,43 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report(&anyhow::Error::new(e).context("cannot start the async runtime"));
             return ExitCode::FAILURE;
         }
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
-        match cli.command {
-            Command::Run(c) => daemon::run(&c.config).await.map_err(Into::into),
-            Command::Once { config, format } => daemon::once(&config.config, format)
-                .await
-                .map_err(Into::into),
-            Command::Status { config, format } => {
-                daemon::status(&config.config, format).map_err(Into::into)
-            }
-            Command::Check(c) => Ok(check::run(&c.config)),
-            Command::Simulate(args) => {
-                // One structured line per request on stderr: text on a terminal, JSON lines
-                // otherwise (stdout carries the address and credentials for scripts).
-                cwp_portwatch::logging::init(cwp_portwatch::config::LogFormat::Auto, "info")?;
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let s = shutdown.clone();
-                tokio::spawn(async move {
-                    daemon::stop_signal().await;
-                    s.cancel();
-                });
-                simulator::cli::run(args, shutdown).await?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Demo => demo::run().await.map_err(Into::into),
-        }
+        Ok(match cli.command {
+            Command::Run(c) => commands::run::run(&c.config).await?,
+            Command::Once { config, format } => commands::once::run(&config.config, format).await?,
+            Command::Status { config, format } => commands::status::run(&config.config, format)?,
+            Command::Check(c) => commands::check::run(&c.config)?,
+            Command::Simulate(args) => commands::simulate::run(args).await?,
+            Command::Demo => commands::demo::run().await?,
+        })
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            report(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: …` and then each cause the lines above have not already said: several error types
+/// quote their source in their own message (`{path}: {source}`), and repeating it as a
+/// `caused by:` line only makes an operator read it twice. Stderr failures are ignored: there
+/// is nowhere else to report them.
+fn report(e: &anyhow::Error) {
+    let mut said = e.to_string();
+    let mut text = format!("error: {said}\n");
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            text.push_str(&format!("  caused by: {cause}\n"));
+            said.push('\n');
+            said.push_str(&cause);
+        }
+    }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

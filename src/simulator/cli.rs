@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{Faults, LimiterKind, RunningSimulator, Scenario, SimulatorError, SimulatorOptions};
+use super::{Faults, LimiterKind, Scenario, SimulatorError, SimulatorOptions};
 
 /// The scenario served when `--scenario` is not given: the commented example shipped in
 /// `config/`, so the built-in behaviour is documented in one place.
@@ -120,43 +118,4 @@ impl SimulateArgs {
             seed: self.seed,
         })
     }
-}
-
-/// Serves until `shutdown` is cancelled. Prints on stdout, first line
-/// `listening on http://ADDR` (scripts read the port from it), then the test credentials (the
-/// simulator's own documented values, not secrets) and the agents of the scenario.
-pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> Result<(), SimulatorError> {
-    let opts = args.options()?;
-    let secret_id = opts.scenario.secret_id.clone();
-    let secret_key = opts.scenario.secret_key.clone();
-    let agents: Vec<String> = opts
-        .scenario
-        .agents
-        .iter()
-        .map(|a| a.uuid.clone())
-        .collect();
-    let limiter = opts.limiter;
-    let sim = RunningSimulator::start(opts, args.listen)
-        .await
-        .map_err(|source| SimulatorError::Bind {
-            addr: args.listen,
-            source,
-        })?;
-    println!("listening on {}", sim.endpoint());
-    println!("SecretId:  {secret_id}");
-    println!("SecretKey: {secret_key}");
-    println!("rate limit: {limiter:?} per action");
-    println!("agents ({}):", agents.len());
-    for uuid in &agents {
-        println!("  {uuid}");
-    }
-    shutdown.cancelled().await;
-    let stats = sim.stats();
-    sim.shutdown().await;
-    // One line a script can read: the simulator's own view of the rate limit.
-    println!(
-        "stopped after {} requests ({} ok, {} throttled, max_in_window={})",
-        stats.requests, stats.ok, stats.throttled, stats.max_in_window
-    );
-    Ok(())
 }

@@ -131,3 +131,189 @@ fn usage_errors_exit_2() {
     let out = bin().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Each line of an error report without its `error: ` / `caused by: ` prefix.
+fn report_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            l.strip_prefix("error: ")
+                .or_else(|| l.strip_prefix("caused by: "))
+                .unwrap_or(l)
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Issue 8 #13: a start-up error once, not `error: X` then `caused by: X` (nor a cause whose
+/// text the first line already quoted in full).
+#[test]
+fn startup_errors_print_each_message_once() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    let good = write(
+        d.path(),
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n[log]\nformat = \"json\"\n",
+    );
+    std::fs::create_dir_all(d.path().join("broken/state.json")).unwrap();
+    let broken_state = write(
+        d.path(),
+        "broken-state.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"broken\"\n",
+    );
+    let missing = d.path().join("missing.toml");
+    let cases: Vec<(&str, &Path, bool, &str)> = vec![
+        // (command, config, with a secret key, text the report must hold exactly once)
+        ("run", &good, false, "TENCENTCLOUD_SECRET_KEY is missing"),
+        ("once", &good, false, "TENCENTCLOUD_SECRET_KEY is missing"),
+        ("run", &missing, true, "missing.toml"),
+        ("status", &broken_state, true, "state.json"),
+    ];
+    for (command, config, with_key, needle) in cases {
+        let mut cmd = bin();
+        if !with_key {
+            cmd.env_remove("TENCENTCLOUD_SECRET_KEY")
+                .env("HOME", d.path());
+        }
+        let out = cmd
+            .arg(command)
+            .arg("--config")
+            .arg(config)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        let lines = report_lines(&stderr);
+        let hits = lines.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(hits, 1, "{command}: {needle:?} in {hits} lines:\n{stderr}");
+        for (i, a) in lines.iter().enumerate() {
+            for (j, b) in lines.iter().enumerate() {
+                assert!(
+                    i == j || !a.contains(b),
+                    "{command}: line {} repeats line {}:\n{stderr}",
+                    i + 1,
+                    j + 1
+                );
+            }
+        }
+    }
+}
+
+fn watchlist_of(n: usize) -> String {
+    let mut w = String::with_capacity(n * 60);
+    for i in 0..n {
+        w.push_str(&format!(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-{i:012x}\"\nname = \"agent-{i}\"\n"
+        ));
+    }
+    w
+}
+
+/// No panic text (`panicked`, `Broken pipe` backtrace), no exit 101.
+fn assert_quiet_end(what: &str, status: std::process::ExitStatus, stderr: &str, code: i32) {
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{what}: {stderr}");
+    assert_eq!(status.code(), Some(code), "{what}: {stderr}");
+}
+
+/// Issue 8 #10: `status … | head -1` ends quietly. The output (5,000 lines) is larger than a
+/// pipe holds, so the binary is still writing when the reader goes away.
+#[test]
+fn status_ends_quietly_when_the_reader_closes_the_pipe() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "watchlist.toml", &watchlist_of(5000));
+    std::fs::create_dir(d.path().join("state")).unwrap();
+    let cfg = write(
+        d.path(),
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n",
+    );
+    for format in ["text", "json"] {
+        let mut child = bin()
+            .args(["status", "--format", format, "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("6b6cd843"), "{first}");
+        // The reader (and with it the pipe's read end) is gone here, as after `head -1`.
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_quiet_end(&format!("status --format {format}"), status, &stderr, 0);
+    }
+}
+
+/// A stdout whose reader is already gone.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+/// A closed stdout is a normal end for `check`: same exit code, no panic.
+#[test]
+fn check_ends_quietly_on_a_closed_stdout() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    let cfg = write(d.path(), "config.toml", "watchlist = \"watchlist.toml\"\n");
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_quiet_end(
+        "check",
+        out.status,
+        &String::from_utf8_lossy(&out.stderr),
+        0,
+    );
+}
+
+/// `simulate` with a closed stdout (a script read the port and closed the pipe) keeps serving
+/// until stopped, then exits 0.
+#[test]
+fn simulate_keeps_serving_on_a_closed_stdout() {
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(["simulate", "--listen", "127.0.0.1:0"])
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let alive = child.try_wait().unwrap().is_none();
+    if alive {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(alive, "simulate stopped by itself: {stderr}");
+    assert_quiet_end("simulate", out.status, &stderr, 0);
+}

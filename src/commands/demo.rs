@@ -2,39 +2,46 @@
 //! bundled scenario (`config/demo-scenario.toml`), runs the real engine and client against it
 //! with readable output, and ends by itself with a summary table. No credentials, no network.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::{Client, ClientOptions};
 use crate::config::LogFormat;
 use crate::credentials::Credentials;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineReport};
 use crate::events::{CollectingSink, Event, EventSink, Tee, TracingSink};
 use crate::logging;
 use crate::scheduler::Intervals;
-use crate::simulator::{RunningSimulator, Scenario, SimulatorOptions};
+use crate::shutdown::{self, Shutdown};
+use crate::simulator::{RunningSimulator, Scenario, SimStats, SimulatorOptions};
+
+use super::output;
 
 /// The bundled scenario.
-pub const SCENARIO: &str = include_str!("../config/demo-scenario.toml");
+pub const SCENARIO: &str = include_str!("../../config/demo-scenario.toml");
 /// How long the demo runs: the scenario's last change is at 20 s.
 pub const DURATION: Duration = Duration::from_secs(26);
 
-/// Errors of the demo.
+/// Errors of the demo. The cause is the source, printed by `main` after the message; a
+/// variant that only wraps is its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     /// The bundled scenario does not parse (a build defect).
-    #[error("bundled scenario: {0}")]
-    Scenario(#[from] crate::simulator::ScenarioError),
+    #[error("the bundled demo scenario does not parse")]
+    Scenario(#[source] crate::simulator::ScenarioError),
     /// The simulator could not listen on loopback.
-    #[error("cannot start the simulator: {0}")]
-    Listen(#[from] std::io::Error),
+    #[error("cannot start the simulator on loopback")]
+    Listen(#[source] io::Error),
     /// The client could not be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] crate::api::client::ClientBuildError),
+    /// Stdout failed for another reason than its reader going away.
+    #[error("cannot write to stdout")]
+    Output(#[source] io::Error),
 }
 
 /// Runs the demo.
@@ -43,7 +50,7 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         LogFormat::Text,
         tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_portwatch::simulator=warn"),
     );
-    let scenario = Scenario::from_toml_str(SCENARIO)?;
+    let scenario = Scenario::from_toml_str(SCENARIO).map_err(DemoError::Scenario)?;
     let names = [
         "web-01", "web-02", "db-01", "db-02", "cache-01", "batch-01", "gone-01", "edge-01",
     ];
@@ -66,13 +73,18 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         SimulatorOptions::new(scenario),
         "127.0.0.1:0".parse().expect("loopback address"),
     )
-    .await?;
-    println!(
-        "cwp-portwatch demo: simulator on {}, {} agents, {} s\n",
-        sim.endpoint(),
-        agents.len(),
-        DURATION.as_secs()
-    );
+    .await
+    .map_err(DemoError::Listen)?;
+    output::stdout(|out| {
+        writeln!(
+            out,
+            "cwp-portwatch demo: simulator on {}, {} agents, {} s\n",
+            sim.endpoint(),
+            agents.len(),
+            DURATION.as_secs()
+        )
+    })
+    .map_err(DemoError::Output)?;
     let client = Client::new(
         ClientOptions {
             endpoint: sim.endpoint().parse().expect("simulator endpoint is a URL"),
@@ -95,16 +107,17 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         once: false,
     };
     let engine = Engine::new(client, sink, config, &agents, Default::default());
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
+    let shutdown = Shutdown::new();
+    shutdown.cancel_on_stop_signals();
+    let token = shutdown.token();
+    shutdown.spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(DURATION) => {}
-            _ = crate::daemon::stop_signal() => {}
+            _ = tokio::time::sleep(DURATION) => token.cancel(),
+            _ = token.cancelled() => {}
         }
-        stop.cancel();
     });
-    let (_, report) = engine.run(shutdown).await;
+    let (_, report) = engine.run(shutdown.token()).await;
+    shutdown.finish(shutdown::GRACE).await;
     let stats = sim.stats();
     sim.shutdown().await;
     let changes = collected
@@ -112,20 +125,32 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         .iter()
         .filter(|e| matches!(e, Event::StatusChanged { .. }))
         .count();
-    println!(
-        "
-{:<10} {:<38} {:<18} transitions",
+    output::stdout(|out| print_summary(out, &report, &stats, changes))
+        .map_err(DemoError::Output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(
+    out: &mut dyn Write,
+    report: &EngineReport,
+    stats: &SimStats,
+    changes: usize,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "\n{:<10} {:<38} {:<18} transitions",
         "agent", "uuid", "final status"
-    );
+    )?;
     for a in &report.agents {
-        println!(
+        writeln!(
+            out,
             "{:<10} {:<38} {:<18} {}",
             a.name, a.uuid, a.status, a.transitions
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "\n{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes reported.",
         report.sent, stats.requests, stats.throttled
-    );
-    Ok(ExitCode::SUCCESS)
+    )
 }

@@ -8,17 +8,22 @@ use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{Environment, Resolved, resolve};
 use crate::watchlist::Watchlist;
 
-/// Runs the check and prints its findings.
-pub fn run(config: &Path) -> ExitCode {
+use super::{CommandError, output, startup};
+
+/// Runs the check and prints its findings. The exit code is the check's verdict, also when
+/// the reader of stdout has gone away (`check | head -1`); only a stdout that cannot be written is an error; the problems found are the output.
+pub fn run(config: &Path) -> Result<ExitCode, CommandError> {
     match check(config, &Environment::from_process()) {
         Ok(summary) => {
-            println!("{summary}");
-            ExitCode::SUCCESS
+            output::stdout(|out| writeln!(out, "{summary}")).map_err(CommandError::Output)?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
-            eprintln!("{problems}");
-            eprintln!("{} problem(s) found", problems.len());
-            ExitCode::FAILURE
+            output::stderr_line(format_args!(
+                "{problems}\n{} problem(s) found",
+                problems.len()
+            ));
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -51,7 +56,7 @@ fn lines(e: &ConfigErrors) -> Vec<String> {
 /// Checks everything; returns the summary text or every problem.
 pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     let settings = Settings::load(config).map_err(|mut e| {
-        crate::daemon::add_watchlist_problems(config, &mut e);
+        startup::add_watchlist_problems(config, &mut e);
         Problems(lines(&e))
     })?;
     let mut problems = Vec::new();

@@ -1,0 +1,123 @@
+//! What a SIGHUP may change in a running daemon, decided without I/O.
+//!
+//! The watchlist, the rate and the poll intervals go to the running engine; the client's
+//! endpoint, region and timeout, the credentials, the state folder and logging were wired in
+//! at start and stay as they run until a restart. The async side (re-reading the files,
+//! telling systemd, sending the engine its new work) is in [`super::run`].
+
+use crate::config::Settings;
+
+/// The settings to run with after a reload from `current` to `new`, and what of `new` waits
+/// for a restart (named as the operator writes them in the config). The result keeps the
+/// running values for those, so the next reload compares against what really runs.
+pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'static str>) {
+    let mut settings = new;
+    let mut not_applied = Vec::new();
+    if settings.api.endpoint != current.api.endpoint
+        || settings.api.region != current.api.region
+        || settings.api.timeout != current.api.timeout
+    {
+        not_applied.push("api.endpoint/region/timeout");
+        settings.api.endpoint = current.api.endpoint.clone();
+        settings.api.region = current.api.region.clone();
+        settings.api.timeout = current.api.timeout;
+    }
+    if settings.credentials != current.credentials {
+        not_applied.push("[credentials]");
+        settings.credentials = current.credentials.clone();
+    }
+    if settings.state_dir != current.state_dir {
+        not_applied.push("state_dir");
+        settings.state_dir = current.state_dir.clone();
+    }
+    if settings.log != current.log {
+        not_applied.push("[log]");
+        settings.log = current.log.clone();
+    }
+    (settings, not_applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn settings(text: &str) -> Settings {
+        let base = "watchlist = \"w.toml\"\nstate_dir = \"/var/lib/a\"\n";
+        Settings::from_toml_str(&format!("{base}{text}"), Path::new("/etc/cwp/config.toml"))
+            .expect("test config is valid")
+    }
+
+    #[test]
+    fn the_same_settings_apply_with_nothing_deferred() {
+        let current = settings("");
+        let (applied, deferred) = apply_reload(&current, current.clone());
+        assert_eq!(applied, current);
+        assert!(deferred.is_empty());
+    }
+
+    #[test]
+    fn rate_and_intervals_apply_now() {
+        let current = settings("");
+        let new = settings(
+            "[api]\nrequests_per_second = 5\nmax_in_flight = 4\n[poll]\ninterval = \"2m\"\n\
+             collecting_interval = \"1s\"\noffline_interval = \"9s\"\n",
+        );
+        let (applied, deferred) = apply_reload(&current, new.clone());
+        assert_eq!(applied, new);
+        assert!(deferred.is_empty(), "{deferred:?}");
+        assert_eq!(applied.api.requests_per_second, 5);
+        assert_eq!(applied.poll.collecting_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn what_was_wired_at_start_keeps_running_and_is_named() {
+        let current = settings("");
+        let new = Settings::from_toml_str(
+            "watchlist = \"w.toml\"\nstate_dir = \"/var/lib/b\"\n[api]\n\
+             endpoint = \"http://127.0.0.1:8020\"\nregion = \"ap-guangzhou\"\ntimeout = \"3s\"\n\
+             requests_per_second = 7\n[credentials]\nsource = \"env\"\n[log]\nlevel = \"debug\"\n",
+            Path::new("/etc/cwp/config.toml"),
+        )
+        .unwrap();
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(
+            deferred,
+            [
+                "api.endpoint/region/timeout",
+                "[credentials]",
+                "state_dir",
+                "[log]"
+            ]
+        );
+        assert_eq!(applied.api.endpoint, current.api.endpoint);
+        assert_eq!(applied.api.region, current.api.region);
+        assert_eq!(applied.api.timeout, current.api.timeout);
+        assert_eq!(applied.credentials, current.credentials);
+        assert_eq!(applied.state_dir, current.state_dir);
+        assert_eq!(applied.log, current.log);
+        // ...while what can change, does.
+        assert_eq!(applied.api.requests_per_second, 7);
+    }
+
+    #[test]
+    fn a_second_reload_compares_against_what_runs() {
+        let running = settings("");
+        let edited = settings("[log]\nlevel = \"debug\"\n");
+        let (after_first, deferred) = apply_reload(&running, edited.clone());
+        assert_eq!(deferred, ["[log]"]);
+        // The file still says debug: still not applied, still reported.
+        let (_, deferred) = apply_reload(&after_first, edited);
+        assert_eq!(deferred, ["[log]"]);
+    }
+
+    #[test]
+    fn only_the_timeout_changing_is_deferred_too() {
+        let current = settings("");
+        let (applied, deferred) = apply_reload(&current, settings("[api]\ntimeout = \"1s\"\n"));
+        assert_eq!(deferred, ["api.endpoint/region/timeout"]);
+        assert_eq!(applied.api.timeout, current.api.timeout);
+    }
+}

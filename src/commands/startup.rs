@@ -1,0 +1,267 @@
+//! How every polling command starts, in one place: config and watchlist loaded (all problems
+//! of both at once), logging set up, credentials resolved, the signed client connected (with
+//! the CVM-role refresher on the [`Shutdown`]'s tracker), the engine built.
+//!
+//! `run` and `once` differ only in what they add to the engine afterwards (state, control
+//! channel, which events reach the log); `check` and `status` use the loading half alone.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::api::{Client, ClientOptions};
+use crate::config::{ConfigErrors, CredentialSettings, Settings};
+use crate::credentials::cvm_role::{CvmRole, run_refresher};
+use crate::credentials::{Environment, Resolved, resolve};
+use crate::engine::{Engine, EngineConfig};
+use crate::events::EventSink;
+use crate::logging;
+use crate::scheduler::Intervals;
+use crate::shutdown::Shutdown;
+use crate::tracker::KnownMap;
+use crate::watchlist::{Agent, Watchlist};
+
+use super::CommandError;
+
+/// Loads the config and its watchlist, reporting the problems of both at once.
+pub fn load(config: &Path) -> Result<(Settings, Watchlist), ConfigErrors> {
+    let settings = Settings::load(config).map_err(|mut problems| {
+        add_watchlist_problems(config, &mut problems);
+        problems
+    })?;
+    let watchlist = Watchlist::load(&settings.watchlist_path)?;
+    Ok((settings, watchlist))
+}
+
+/// [`load`], then logging as the config asks: what a command that logs does first. Before
+/// this, errors reach stderr only through `main`.
+pub fn load_and_log(config: &Path) -> Result<(Settings, Watchlist), CommandError> {
+    let (settings, watchlist) = load(config)?;
+    logging::init(settings.log.format, &settings.log.level)?;
+    Ok((settings, watchlist))
+}
+
+/// When the config is invalid, its watchlist may still be found (the `watchlist` key alone
+/// read leniently): its problems are listed too, so one `check` shows everything to fix.
+pub fn add_watchlist_problems(config: &Path, problems: &mut ConfigErrors) {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return;
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(name) = table.get("watchlist").and_then(|v| v.as_str()) else {
+        return;
+    };
+    let path = config.parent().unwrap_or(Path::new(".")).join(name);
+    if path.is_file()
+        && let Err(more) = Watchlist::load(&path)
+    {
+        problems.merge(more);
+    }
+}
+
+/// The engine's settings from the config (also what a reload sends the running engine).
+pub fn engine_config(settings: &Settings, once: bool) -> EngineConfig {
+    EngineConfig {
+        requests_per_second: settings.api.requests_per_second,
+        max_in_flight: settings.api.max_in_flight,
+        intervals: Intervals {
+            settled: settings.poll.interval,
+            collecting: settings.poll.collecting_interval,
+            offline: settings.poll.offline_interval,
+        },
+        once,
+    }
+}
+
+/// A signed client and where its credentials come from.
+pub struct Connected {
+    /// The client.
+    pub client: Client,
+    /// The credential source, for `credentials_failed`.
+    pub source: String,
+    /// Wakes the CVM-role refresher early (on `AuthFailure.TokenFailure`); `None` for
+    /// static credentials.
+    pub refresh: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// A signed client for the settings, with credentials from the chain. CVM-role credentials
+/// are fetched once here (so a broken metadata service fails start-up with a clear error),
+/// then refreshed before expiry by a task on `shutdown`'s tracker that stops with it.
+pub async fn connect(
+    settings: &Settings,
+    env: &Environment,
+    shutdown: &Shutdown,
+) -> Result<Connected, CommandError> {
+    let options = ClientOptions {
+        endpoint: settings.api.endpoint.clone(),
+        region: settings.api.region.clone(),
+        timeout: settings.api.timeout,
+        max_idle_connections: settings.api.max_in_flight,
+    };
+    match resolve(&settings.credentials, env)? {
+        Resolved::Static(creds, source) => {
+            tracing::debug!(source = %source, "credentials found");
+            Ok(Connected {
+                client: Client::new(options, creds)?,
+                source: source.to_string(),
+                refresh: None,
+            })
+        }
+        Resolved::CvmRole {
+            role,
+            metadata_endpoint,
+        } => {
+            // Reached by the chain only when every other source was empty: say so, or an
+            // operator off-CVM reads a metadata-service error and wonders why it was asked.
+            let by_chain = settings.credentials == CredentialSettings::Chain;
+            let failed = |e| {
+                if by_chain {
+                    CommandError::CvmRoleFallback(e)
+                } else {
+                    CommandError::CvmRole(e)
+                }
+            };
+            let cvm = CvmRole::new(metadata_endpoint, role).map_err(failed)?;
+            let first = cvm.fetch().await.map_err(failed)?;
+            let source = format!("CVM instance role {}", first.role);
+            let client = Client::new(options, first.credentials)?;
+            let refresh = Arc::new(tokio::sync::Notify::new());
+            let updated = client.clone();
+            shutdown.spawn(run_refresher(
+                cvm,
+                move |c| updated.set_credentials(c),
+                refresh.clone(),
+                shutdown.token(),
+            ));
+            Ok(Connected {
+                client,
+                source,
+                refresh: Some(refresh),
+            })
+        }
+    }
+}
+
+/// The engine for `agents`, polling through a freshly [`connect`]ed client. `known` holds
+/// statuses persisted by an earlier run; `once` stops it after one answer per agent.
+pub async fn engine(
+    settings: &Settings,
+    agents: &[Agent],
+    sink: Arc<dyn EventSink>,
+    known: KnownMap,
+    once: bool,
+    shutdown: &Shutdown,
+) -> Result<Engine<Client>, CommandError> {
+    let connected = connect(settings, &Environment::from_process(), shutdown).await?;
+    let mut engine = Engine::new(
+        connected.client,
+        sink,
+        engine_config(settings, once),
+        agents,
+        known,
+    )
+    .with_credential_source(connected.source);
+    if let Some(refresh) = connected.refresh {
+        engine = engine.with_credentials_refresh(refresh);
+    }
+    Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A metadata service with one role whose credentials are valid for two hours.
+    async fn fake_metadata() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split(' ').nth(1).unwrap_or("");
+                let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 7200;
+                let body = if path.ends_with("/security-credentials/") {
+                    "cwp-role\n".to_owned()
+                } else {
+                    format!(
+                        r#"{{"TmpSecretId":"AKIDtmp","TmpSecretKey":"k","Token":"t","ExpiredTime":{expires},"Expiration":"2030-01-01T00:00:00Z","Code":"Success"}}"#
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        format!("http://{addr}/latest/meta-data/")
+    }
+
+    #[tokio::test]
+    async fn the_cvm_role_refresher_is_tracked_and_stops_with_the_shutdown() {
+        let endpoint = fake_metadata().await;
+        let settings = Settings::from_toml_str(
+            &format!(
+                "watchlist = \"w.toml\"\nstate_dir = \"/tmp/x\"\n[credentials]\n\
+                 source = \"cvm-role\"\nmetadata_endpoint = \"{endpoint}\"\n"
+            ),
+            Path::new("/etc/cwp/config.toml"),
+        )
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let connected = connect(
+            &settings,
+            &Environment::from_pairs([("HOME", "/nonexistent")]),
+            &shutdown,
+        )
+        .await
+        .unwrap();
+        assert_eq!(connected.source, "CVM instance role cwp-role");
+        assert!(connected.refresh.is_some());
+        assert_eq!(shutdown.tasks(), 1, "the refresher runs on the tracker");
+        assert!(shutdown.clone().finish(Duration::from_secs(5)).await);
+        assert_eq!(shutdown.tasks(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_cvm_role_says_whether_the_chain_chose_it() {
+        // Nothing listens on port 9 of loopback: connection refused at once.
+        let explicit = Settings::from_toml_str(
+            "watchlist = \"w.toml\"\nstate_dir = \"/tmp/x\"\n[credentials]\n\
+             source = \"cvm-role\"\nmetadata_endpoint = \"http://127.0.0.1:9/\"\n",
+            Path::new("/etc/cwp/config.toml"),
+        )
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let error = connect(
+            &explicit,
+            &Environment::from_pairs([("HOME", "/nonexistent")]),
+            &shutdown,
+        )
+        .await
+        .err()
+        .expect("nothing to fetch from");
+        assert!(matches!(error, CommandError::CvmRole(_)), "{error:?}");
+        assert!(
+            !error
+                .to_string()
+                .contains("so the CVM instance role was tried")
+        );
+        assert_eq!(shutdown.tasks(), 0);
+    }
+}
