@@ -1,4 +1,4 @@
-//! `cwp-portwatch simulate`: command-line options and the serve-until-stopped loop.
+//! `cwp-portwatch simulate`: command-line options (the serving itself is `commands::simulate`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
