@@ -16,12 +16,15 @@
 //!   (`stopped after N requests (X ok, Y throttled)`) gives the authoritative request and
 //!   throttled counts. Its limiter is the strict sliding 1-second window at 20/s, so
 //!   `throttled = 0` also means it never saw more than 20 requests in any 1-second window.
-//! - `simulate` does not log per request and its stats line has no timing, so request times
-//!   come from a pass-through TCP proxy in this process: it frames the HTTP/1.1 requests on
-//!   each connection and stamps the moment a request head is complete, just before forwarding
-//!   it on loopback (the simulator stamps its own arrival time at the same point, microseconds
-//!   later). The proxy count is cross-checked against the simulator's count. When the stats
-//!   line carries `max_in_window=K`, that value is printed as well.
+//! - `simulate` logs one structured line per request on stderr (JSON lines here, stderr being
+//!   `simulator.err` in the temporary folder: action, uuid, answer, request_id, latency_ms).
+//!   Those lines are stamped when written, after the answer, to the millisecond, and the stats
+//!   line has no timing, so request times come from a pass-through TCP proxy in this process:
+//!   it frames the HTTP/1.1 requests on each connection and stamps the moment a request head
+//!   is complete, just before forwarding it on loopback (the simulator stamps its own arrival
+//!   time at the same point, microseconds later). The proxy count is cross-checked against the
+//!   simulator's count. When the stats line carries `max_in_window=K`, that value is printed as
+//!   well.
 //! - The daemon is `cwp-portwatch run --config C`, credentials from the environment
 //!   (`TENCENTCLOUD_SECRET_ID/KEY` = the simulator's documented test values, `[credentials]
 //!   source = "env"`), `[poll] interval = "1s"` so there is always more work than quota, state

@@ -1,43 +1,34 @@
 //! The binary's `check` command on valid and invalid files.
 
-use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"));
-    c.env_remove("CREDENTIALS_DIRECTORY")
+use crate::support::app::{App, Finished, run_within};
+
+/// `check` exits at once; a hang is a failure, not a stuck test run.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The binary with `args`, its own credentials in the environment (the secret must never be
+/// printed).
+fn run(app: &App, args: &[&str], config: &std::path::Path) -> Finished {
+    let mut cmd = app.command(args);
+    cmd.arg("--config")
+        .arg(config)
         .env("TENCENTCLOUD_SECRET_ID", "AKIDcheck")
         .env("TENCENTCLOUD_SECRET_KEY", "super-secret-value-123");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+    run_within(cmd, LIMIT)
 }
 
 #[test]
 fn check_accepts_a_valid_config_and_prints_a_summary_without_secrets() {
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
+    let app = App::new();
+    app.write(
         "watchlist.toml",
         "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\nname = \"web-01\"\n",
     );
-    let cfg = write(d.path(), "config.toml", "watchlist = \"watchlist.toml\"\n");
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = app.write("config.toml", "watchlist = \"watchlist.toml\"\n");
+    let out = run(&app, &["check"], &cfg);
+    let stdout = &out.stdout;
+    assert_eq!(out.code(), Some(0), "{stdout}{}", out.stderr);
     assert!(stdout.contains("1 agents"), "{stdout}");
     assert!(stdout.contains("20 requests/s"), "{stdout}");
     assert!(stdout.contains("TENCENTCLOUD_SECRET_ID"), "{stdout}");
@@ -46,25 +37,18 @@ fn check_accepts_a_valid_config_and_prints_a_summary_without_secrets() {
 
 #[test]
 fn check_lists_every_problem_with_its_line_and_exits_1() {
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
+    let app = App::new();
+    app.write(
         "watchlist.toml",
         "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n\n[[agent]]\nuuid = \"not-a-uuid\"\n\n[[agent]]\nuuid = \"6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1\"\n",
     );
-    let cfg = write(
-        d.path(),
+    let cfg = app.write(
         "config.toml",
         "watchlist = \"watchlist.toml\"\n[api]\nrequests_per_second = 50\nmax_in_flight = 0\n",
     );
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = run(&app, &["check"], &cfg);
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(1), "{stderr}");
     assert!(stderr.contains("config.toml:3:"), "rps line: {stderr}");
     assert!(
         stderr.contains("config.toml:4:"),
@@ -74,21 +58,15 @@ fn check_lists_every_problem_with_its_line_and_exits_1() {
 
 #[test]
 fn check_reports_watchlist_problems_naming_lines() {
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
+    let app = App::new();
+    app.write(
         "watchlist.toml",
         "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n\n[[agent]]\nuuid = \"not-a-uuid\"\n\n[[agent]]\nuuid = \"6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1\"\n",
     );
-    let cfg = write(d.path(), "config.toml", "watchlist = \"watchlist.toml\"\n");
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let cfg = app.write("config.toml", "watchlist = \"watchlist.toml\"\n");
+    let out = run(&app, &["check"], &cfg);
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("watchlist.toml:5:"),
         "bad uuid line: {stderr}"
@@ -105,31 +83,21 @@ fn check_reports_watchlist_problems_naming_lines() {
 
 #[test]
 fn check_on_a_syntax_error_and_a_missing_file() {
-    let d = tempfile::tempdir().unwrap();
-    let cfg = write(d.path(), "config.toml", "watchlist = \"w.toml\"\n[api\n");
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("config.toml:2:"), "{stderr}");
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(d.path().join("nope.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml"));
+    let app = App::new();
+    let cfg = app.write("config.toml", "watchlist = \"w.toml\"\n[api\n");
+    let out = run(&app, &["check"], &cfg);
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("config.toml:2:"), "{}", out.stderr);
+    let out = run(&app, &["check"], &app.path().join("nope.toml"));
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("nope.toml"));
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = bin().arg("frobnicate").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let app = App::new();
+    let out = run_within(app.command(&["frobnicate"]), LIMIT);
+    assert_eq!(out.code(), Some(2));
 }
 
 /// Each line of an error report without its `error: ` / `caused by: ` prefix.
@@ -150,25 +118,22 @@ fn report_lines(stderr: &str) -> Vec<&str> {
 /// text the first line already quoted in full).
 #[test]
 fn startup_errors_print_each_message_once() {
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
+    let app = App::new();
+    app.write(
         "watchlist.toml",
         "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
     );
-    let good = write(
-        d.path(),
+    let good = app.write(
         "config.toml",
         "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n[log]\nformat = \"json\"\n",
     );
-    std::fs::create_dir_all(d.path().join("broken/state.json")).unwrap();
-    let broken_state = write(
-        d.path(),
+    std::fs::create_dir_all(app.path().join("broken/state.json")).unwrap();
+    let broken_state = app.write(
         "broken-state.toml",
         "watchlist = \"watchlist.toml\"\nstate_dir = \"broken\"\n",
     );
-    let missing = d.path().join("missing.toml");
-    let cases: Vec<(&str, &Path, bool, &str)> = vec![
+    let missing = app.path().join("missing.toml");
+    let cases: Vec<(&str, &std::path::Path, bool, &str)> = vec![
         // (command, config, with a secret key, text the report must hold exactly once)
         ("run", &good, false, "TENCENTCLOUD_SECRET_KEY is missing"),
         ("once", &good, false, "TENCENTCLOUD_SECRET_KEY is missing"),
@@ -176,20 +141,14 @@ fn startup_errors_print_each_message_once() {
         ("status", &broken_state, true, "state.json"),
     ];
     for (command, config, with_key, needle) in cases {
-        let mut cmd = bin();
+        let mut cmd = app.command(&[command]);
         if !with_key {
-            cmd.env_remove("TENCENTCLOUD_SECRET_KEY")
-                .env("HOME", d.path());
+            cmd.env_remove("TENCENTCLOUD_SECRET_KEY");
         }
-        let out = cmd
-            .arg(command)
-            .arg("--config")
-            .arg(config)
-            .env_remove("JOURNAL_STREAM")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        cmd.arg("--config").arg(config);
+        let out = run_within(cmd, LIMIT);
+        let stderr = out.stderr.clone();
+        assert_eq!(out.code(), Some(1), "{command}: {stderr}");
         let lines = report_lines(&stderr);
         let hits = lines.iter().filter(|l| l.contains(needle)).count();
         assert_eq!(hits, 1, "{command}: {needle:?} in {hits} lines:\n{stderr}");
@@ -228,21 +187,16 @@ fn assert_quiet_end(what: &str, status: std::process::ExitStatus, stderr: &str, 
 #[test]
 fn status_ends_quietly_when_the_reader_closes_the_pipe() {
     use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-    let d = tempfile::tempdir().unwrap();
-    write(d.path(), "watchlist.toml", &watchlist_of(5000));
-    std::fs::create_dir(d.path().join("state")).unwrap();
-    let cfg = write(
-        d.path(),
+    let app = App::new();
+    app.write("watchlist.toml", watchlist_of(5000));
+    std::fs::create_dir(app.path().join("state")).unwrap();
+    app.write(
         "config.toml",
         "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n",
     );
     for format in ["text", "json"] {
-        let mut child = bin()
-            .args(["status", "--format", format, "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = app
+            .with_config(&["status", "--format", format])
             .spawn()
             .unwrap();
         let mut first = String::new();
@@ -273,17 +227,14 @@ fn closed_pipe() -> std::io::PipeWriter {
 /// A closed stdout is a normal end for `check`: same exit code, no panic.
 #[test]
 fn check_ends_quietly_on_a_closed_stdout() {
-    let d = tempfile::tempdir().unwrap();
-    write(
-        d.path(),
+    let app = App::new();
+    app.write(
         "watchlist.toml",
         "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
     );
-    let cfg = write(d.path(), "config.toml", "watchlist = \"watchlist.toml\"\n");
-    let out = bin()
-        .arg("check")
-        .arg("--config")
-        .arg(&cfg)
+    app.write("config.toml", "watchlist = \"watchlist.toml\"\n");
+    let out = app
+        .with_config(&["check"])
         .stdout(closed_pipe())
         .output()
         .unwrap();
@@ -299,11 +250,10 @@ fn check_ends_quietly_on_a_closed_stdout() {
 /// until stopped, then exits 0.
 #[test]
 fn simulate_keeps_serving_on_a_closed_stdout() {
-    use std::process::Stdio;
-    let mut child = bin()
-        .args(["simulate", "--listen", "127.0.0.1:0"])
+    let app = App::new();
+    let mut child = app
+        .command(&["simulate", "--listen", "127.0.0.1:0"])
         .stdout(closed_pipe())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(700));

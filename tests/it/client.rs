@@ -1,4 +1,5 @@
-//! The signed client against the simulator: statuses, error classes, faults.
+//! The signed client against the simulator: statuses, error classes, faults. (Throttling at
+//! the strict window is a real-clock rate test: `tests/rate`.)
 
 use std::time::Duration;
 
@@ -123,28 +124,6 @@ async fn a_skewed_clock_is_learned_from_the_date_header() {
         assert_eq!(again.status, "COLLECTING");
         sim.shutdown().await;
     }
-}
-
-#[tokio::test]
-async fn twenty_five_requests_in_one_second_get_throttled() {
-    let _serial = REAL_TIME.lock().await;
-    let sim = start(SimulatorOptions::new(scenario(&every_status()))).await;
-    let c = good_client(&sim);
-    let calls = (0..25).map(|_| {
-        let c = c.clone();
-        tokio::spawn(async move { c.describe_open_port_task_status(&uuid(1)).await })
-    });
-    let mut ok = 0;
-    let mut throttled = 0;
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) if e.class() == ErrorClass::Throttled => throttled += 1,
-            Err(e) => panic!("unexpected {e}"),
-        }
-    }
-    assert_eq!((ok, throttled), (20, 5));
-    sim.shutdown().await;
 }
 
 async fn with_fault(faults: Faults, timeout: Duration) -> ApiError {

@@ -1,135 +1,19 @@
 //! The real binary as a daemon: sd_notify, SIGHUP reload, SIGTERM, state across restarts,
 //! `kill -9` during state writes. Real signals to a real process; the simulator in-process.
+//! Every wait is for something the daemon or the simulator says, with a deadline.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SimulatorOptions};
-use cwp_portwatch::state::StateFile;
+use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
 use serde_json::Value;
 
+use crate::support::app::{self, App, NotifySocket, agents, has_line, run_within};
 use crate::support::*;
 
-/// A running daemon whose JSON event lines are collected as they come.
-pub struct Daemon {
-    pub child: Child,
-    pub events: Arc<Mutex<Vec<Value>>>,
-}
+/// Generous: the machine may be busy with other tests; waits end as soon as they can.
+const WAIT: Duration = Duration::from_secs(20);
 
-impl Daemon {
-    pub fn start(config: &Path, envs: &[(&str, String)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("JOURNAL_STREAM")
-            .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
-            .env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("daemon starts");
-        let stderr = child.stderr.take().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => sink.lock().unwrap().push(v),
-                    Err(_) => sink.lock().unwrap().push(Value::String(line)),
-                }
-            }
-        });
-        Daemon { child, events }
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    pub fn named(&self, event: &str) -> Vec<Value> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| v["event"] == event)
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `pred` holds over the events so far.
-    pub async fn wait_for(&self, what: &str, secs: u64, pred: impl Fn(&[Value]) -> bool) {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            if pred(&self.events.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; events: {:#?}",
-            self.events.lock().unwrap()
-        );
-    }
-
-    /// SIGTERM and the exit code.
-    pub async fn stop(mut self) -> (i32, Vec<Value>) {
-        self.signal(libc::SIGTERM);
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread drain the pipe.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let events = self.events.lock().unwrap().clone();
-                return (status.code().unwrap_or(-1), events);
-            }
-            assert!(Instant::now() < end, "daemon did not stop within 15 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn write_config(dir: &Path, endpoint: &str, agents: &[(String, &str)]) -> PathBuf {
-    write_watchlist(dir, agents);
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n[api]\nendpoint = \"{endpoint}\"\n\
-             timeout = \"2s\"\n[poll]\ninterval = \"300ms\"\ncollecting_interval = \"200ms\"\n\
-             offline_interval = \"300ms\"\n[log]\nformat = \"json\"\nlevel = \"info\"\n"
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-pub fn write_watchlist(dir: &Path, agents: &[(String, &str)]) {
-    let mut w = String::new();
-    for (u, name) in agents {
-        w.push_str(&format!("[[agent]]\nuuid = \"{u}\"\nname = \"{name}\"\n"));
-    }
-    std::fs::write(dir.join("watchlist.toml"), w).unwrap();
-}
-
+/// `n` agents COLLECTING from 0 s; at `change_at` the even ones turn COMPLETE.
 fn scenario_text(n: usize, change_at: &str) -> String {
     let mut s = String::new();
     for i in 0..n {
@@ -142,99 +26,114 @@ fn scenario_text(n: usize, change_at: &str) -> String {
     s
 }
 
-fn recv_all(sock: &UnixDatagram, wait: Duration) -> Vec<String> {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let end = Instant::now() + wait;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            out.push(String::from_utf8_lossy(&buf[..n]).to_string());
+fn status_changes(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|v| v["event"] == "status_changed")
+        .count()
+}
+
+/// Waits until the simulator has answered each of `agents` at least `times` times.
+async fn wait_answered(sim: &RunningSimulator, agents: usize, times: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = sim.stats().log;
+        let least = (0..agents)
+            .map(|i| {
+                let u = uuid(i);
+                log.iter()
+                    .filter(|r| r.uuid.as_deref() == Some(u.as_str()))
+                    .count()
+            })
+            .min()
+            .unwrap_or(0);
+        if least >= times {
+            return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "some agent answered only {least} times, want {times}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sd_notify_ready_status_watchdog_reloading_stopping() {
-    let _serial = REAL_TIME.lock().await;
-    let sim = start(SimulatorOptions::new(scenario(&scenario_text(3, "1h")))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let agents: Vec<_> = (0..3).map(|i| (uuid(i), "a")).collect();
-    let cfg = write_config(dir.path(), &sim.endpoint(), &agents);
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let d = Daemon::start(
-        &cfg,
-        &[
-            ("NOTIFY_SOCKET", sock_path.display().to_string()),
-            ("WATCHDOG_USEC", "2000000".to_string()),
-        ],
-    );
-    let first = recv_all(&sock, Duration::from_millis(5000));
+    let sim = start_scenario(&scenario_text(3, "1h")).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..3, "a"));
+    let mut notify = NotifySocket::bind(app.path());
+    let started = std::time::Instant::now();
+    let d = app.daemon(&[
+        ("NOTIFY_SOCKET", notify.path()),
+        ("WATCHDOG_USEC", "2000000"),
+    ]);
+    // READY=1 with the status line, then pings at half of WatchdogSec=2s: at least two within
+    // 5 s of the start, as a service manager would want them.
+    let ready = notify
+        .wait_for(Duration::from_secs(5), |r| {
+            r.iter().any(|m| has_line(m, "READY=1"))
+                && r.iter().any(|m| m.contains("STATUS=watching 3 agents"))
+                && r.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+        })
+        .await;
+    let first = notify.received().to_vec();
     assert!(
-        first.iter().any(|m| m.lines().any(|l| l == "READY=1")),
-        "{first:?}"
-    );
-    assert!(
-        first.iter().any(|m| m.contains("STATUS=watching 3 agents")),
-        "{first:?}"
-    );
-    let pings = first.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    assert!(
-        pings >= 2,
-        "watchdog pinged {pings} times in 3.5 s at WatchdogSec=2s: {first:?}"
+        ready,
+        "READY=1, STATUS=watching 3 agents and two WATCHDOG=1 pings within 5 s \
+         (got them after {:?}): {first:?}",
+        started.elapsed()
     );
 
+    let mark = notify.received().len();
     d.signal(libc::SIGHUP);
-    let reload = recv_all(&sock, Duration::from_millis(1500));
+    let reloaded = notify
+        .wait_for(WAIT, |r| {
+            r[mark..]
+                .iter()
+                .position(|m| m.contains("RELOADING=1"))
+                .is_some_and(|at| r[mark + at..].iter().any(|m| has_line(m, "READY=1")))
+        })
+        .await;
+    let reload = notify.received()[mark..].to_vec();
+    assert!(reloaded, "RELOADING=1, then READY=1: {reload:?}");
     let reloading = reload
         .iter()
         .position(|m| m.contains("RELOADING=1"))
-        .unwrap_or_else(|| panic!("no RELOADING=1: {reload:?}"));
+        .unwrap();
     assert!(
         reload[reloading].contains("MONOTONIC_USEC="),
         "RELOADING=1 and MONOTONIC_USEC in one datagram: {reload:?}"
     );
-    assert!(
-        reload[reloading..]
-            .iter()
-            .any(|m| m.lines().any(|l| l == "READY=1")),
-        "READY=1 after the reload: {reload:?}"
-    );
 
+    let mark = notify.received().len();
     d.signal(libc::SIGTERM);
-    let stop = recv_all(&sock, Duration::from_millis(1000));
-    assert!(stop.iter().any(|m| m.contains("STOPPING=1")), "{stop:?}");
-    let (code, _) = d.stop().await;
-    assert_eq!(code, 0);
+    let stopping = notify
+        .wait_for(WAIT, |r| r[mark..].iter().any(|m| m.contains("STOPPING=1")))
+        .await;
+    assert!(stopping, "{:?}", &notify.received()[mark..]);
+    let out = d.finish(app::STOP_LIMIT).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_and_removes_agents_and_refuses_a_broken_config() {
-    let _serial = REAL_TIME.lock().await;
-    let sim = start(SimulatorOptions::new(scenario(&scenario_text(6, "1h")))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let first: Vec<_> = (0..4).map(|i| (uuid(i), "a")).collect();
-    let cfg = write_config(dir.path(), &sim.endpoint(), &first);
-    let d = Daemon::start(&cfg, &[]);
-    d.wait_for("first answers", 10, |e| {
-        e.iter().filter(|v| v["event"] == "status_changed").count() == 4
-    })
-    .await;
+    let sim = start_scenario(&scenario_text(6, "1h")).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..4, "a"));
+    let mut d = app.daemon(&[]);
+    d.wait_for("first answers", WAIT, |e| status_changes(e) == 4)
+        .await;
 
     // Keep 2 and 3, drop 0 and 1, add 4 and 5.
-    let second: Vec<_> = (2..6).map(|i| (uuid(i), "b")).collect();
-    write_watchlist(dir.path(), &second);
+    app.write_watchlist(&agents(2..6, "b"));
     d.signal(libc::SIGHUP);
-    d.wait_for("watchlist_loaded after reload", 10, |e| {
+    d.wait_for("watchlist_loaded after reload", WAIT, |e| {
         e.iter()
             .any(|v| v["event"] == "watchlist_loaded" && v["added"] == 2 && v["removed"] == 2)
     })
     .await;
-    d.wait_for("new agents polled", 10, |e| {
+    d.wait_for("new agents polled", WAIT, |e| {
         e.iter()
             .filter(|v| v["event"] == "status_changed")
             .any(|v| v["uuid"] == uuid(5).as_str())
@@ -251,14 +150,12 @@ async fn sighup_adds_and_removes_agents_and_refuses_a_broken_config() {
     assert_eq!(firsts_for_kept, 1);
 
     // A broken config is refused and polling goes on.
-    std::fs::write(
-        &cfg,
+    app.write(
+        "config.toml",
         "watchlist = \"watchlist.toml\"\n[api]\nrequests_per_second = 99\n",
-    )
-    .unwrap();
-    let before = sim.stats().requests;
+    );
     d.signal(libc::SIGHUP);
-    d.wait_for("config_rejected", 10, |e| {
+    d.wait_for("config_rejected", WAIT, |e| {
         e.iter().any(|v| v["event"] == "config_rejected")
     })
     .await;
@@ -266,11 +163,30 @@ async fn sighup_adds_and_removes_agents_and_refuses_a_broken_config() {
     let msg = rejected[0]["error_message"].as_str().unwrap();
     assert!(msg.contains("config.toml:3"), "{msg}");
     assert_eq!(rejected[0]["level"], "error");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        sim.stats().requests > before + 5,
-        "polling stopped after a refused reload"
-    );
+    // Polling goes on: every kept agent is answered twice more after the refusal.
+    let before = sim.stats().log.len();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let log = sim.stats().log;
+        let least = (2..6)
+            .map(|i| {
+                let u = uuid(i);
+                log[before..]
+                    .iter()
+                    .filter(|r| r.uuid.as_deref() == Some(u.as_str()))
+                    .count()
+            })
+            .min()
+            .unwrap();
+        if least >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polling stopped after a refused reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Removed agents are not polled any more (a request in flight at the reload may land).
     let log = sim.stats().log;
     let reload_at = log
@@ -290,59 +206,63 @@ async fn sighup_adds_and_removes_agents_and_refuses_a_broken_config() {
         late <= 2,
         "removed agents still polled {late} times after the reload"
     );
-    let (code, _) = d.stop().await;
-    assert_eq!(code, 0);
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_writes_state_and_a_restart_emits_only_real_changes() {
-    let _serial = REAL_TIME.lock().await;
-    // Even agents go COLLECTING → COMPLETE at 8 s; odd ones stay COLLECTING.
-    let sim_started = Instant::now();
-    let sim = start(SimulatorOptions::new(scenario(&scenario_text(4, "8s")))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let agents: Vec<_> = (0..4).map(|i| (uuid(i), "a")).collect();
-    let cfg = write_config(dir.path(), &sim.endpoint(), &agents);
-    let d = Daemon::start(&cfg, &[]);
-    d.wait_for("first answers", 10, |e| {
-        e.iter().filter(|v| v["event"] == "status_changed").count() == 4
-    })
+    // The API before and after the restart: two simulators, so the change happens while the
+    // daemon is down without waiting for a timeline. Before: all four COLLECTING. After: the
+    // even agents COMPLETE, the odd ones still COLLECTING.
+    let before = start_scenario(&steady(4, "COLLECTING")).await;
+    let after = start_scenario(
+        &(0..4)
+            .map(|i| {
+                let status = if i % 2 == 0 { "COMPLETE" } else { "COLLECTING" };
+                format!(
+                    "[[agent]]\nuuid = \"{}\"\ntimeline = [{{ at = \"0s\", status = \"{status}\" }}]\n",
+                    uuid(i)
+                )
+            })
+            .collect::<String>(),
+    )
     .await;
-    let (code, events) = d.stop().await;
-    assert_eq!(code, 0);
-    assert!(events.iter().any(|v| v["event"] == "daemon_stopping"));
-    let state = StateFile::in_dir(&dir.path().join("state")).load().unwrap();
+    let app = App::for_simulator(&before.endpoint(), &agents(0..4, "a"));
+    let mut d = app.daemon(&[]);
+    d.wait_for("first answers", WAIT, |e| status_changes(e) == 4)
+        .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!out.named("daemon_stopping").is_empty(), "{}", out.stderr);
+    let state = app.state().load().unwrap();
     assert_eq!(state.len(), 4);
     assert!(state.values().all(|k| k.status == "COLLECTING"));
+    before.shutdown().await;
 
-    // Down until the even agents changed.
-    assert!(
-        sim_started.elapsed() < Duration::from_secs(8),
-        "the first run took too long to see the first statuses"
-    );
-    let down_until = sim_started + Duration::from_secs(9);
-    tokio::time::sleep(down_until.saturating_duration_since(Instant::now())).await;
-    let d = Daemon::start(&cfg, &[]);
-    d.wait_for("the two real changes", 10, |e| {
-        e.iter().filter(|v| v["event"] == "status_changed").count() >= 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let changes = d.named("status_changed");
+    app.write("config.toml", app::daemon_config(&after.endpoint()));
+    let mut d = app.daemon(&[]);
+    d.wait_for("the two real changes", WAIT, |e| status_changes(e) >= 2)
+        .await;
+    // Every agent answered three times: each answer but the last was handled before the next
+    // request went out, so any wrong change would have been reported by now.
+    wait_answered(&after, 4, 3).await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let changes = out.named("status_changed");
     assert_eq!(changes.len(), 2, "{changes:#?}");
     for c in &changes {
         assert_eq!(c["from_status"], "COLLECTING");
         assert_eq!(c["to_status"], "COMPLETE");
     }
-    let (code, _) = d.stop().await;
-    assert_eq!(code, 0);
-    sim.shutdown().await;
+    after.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_state_writes_always_leaves_a_loadable_file() {
-    // 200 agents flipping status every second keep the state file being rewritten.
+    // 200 agents flipping status every second keep the state file being rewritten (at most
+    // once a second). Six daemons, each with its own simulator and folder, side by side.
     let mut text = String::new();
     for i in 0..200 {
         text.push_str(&format!("[[agent]]\nuuid = \"{}\"\ntimeline = [", uuid(i)));
@@ -356,66 +276,72 @@ async fn kill_9_during_state_writes_always_leaves_a_loadable_file() {
         }
         text.push_str("]\n");
     }
-    let sim = start(SimulatorOptions::new(scenario(&text))).await;
-    let agents: Vec<_> = (0..200).map(|i| (uuid(i), "k")).collect();
-    let mut loaded_nonempty = 0;
-    for round in 0..6u64 {
-        // A fresh folder each round: what is there was written by this round's daemon alone.
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = write_config(dir.path(), &sim.endpoint(), &agents);
-        let state = StateFile::in_dir(&dir.path().join("state"));
-        let d = Daemon::start(&cfg, &[]);
-        // Different moments relative to the once-a-second writes.
-        tokio::time::sleep(Duration::from_millis(1300 + round * 170)).await;
-        d.signal(libc::SIGKILL);
-        drop(d);
-        let known = state
-            .load()
-            .unwrap_or_else(|e| panic!("round {round}: state not loadable after kill -9: {e}"));
-        if !known.is_empty() {
-            loaded_nonempty += 1;
+    let rounds = (0..6u64).map(|round| {
+        let text = text.clone();
+        async move {
+            let sim = start_scenario(&text).await;
+            let app = App::for_simulator(&sim.endpoint(), &agents(0..200, "k"));
+            let state = app.state();
+            let mut d = app.daemon(&[]);
+            // After the first write, at different moments of the once-a-second rewrites.
+            let deadline = std::time::Instant::now() + WAIT;
+            while !state.path().exists() {
+                assert!(
+                    d.exited().is_none() && std::time::Instant::now() < deadline,
+                    "round {round}: no state file written; stderr:\n{}",
+                    d.lines().join("\n")
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(1000 + round * 170)).await;
+            d.signal(libc::SIGKILL);
+            drop(d);
+            let known = state
+                .load()
+                .unwrap_or_else(|e| panic!("round {round}: state not loadable after kill -9: {e}"));
+            sim.shutdown().await;
+            known.len()
         }
-    }
+    });
+    let known = futures_join(rounds).await;
     assert!(
-        loaded_nonempty >= 5,
-        "state was rarely written: {loaded_nonempty}"
+        known.iter().all(|&n| n > 0),
+        "a written state came back empty after kill -9: {known:?}"
     );
-    sim.shutdown().await;
 }
 
-fn run_cmd(args: &[&str], cfg: &Path, key: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"))
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("JOURNAL_STREAM")
-        .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", key)
-        .output()
+/// Runs the futures side by side (no `futures` crate): each on its own task.
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out
+}
+
+/// `args --config` with `key` as the secret key, to its end (or killed after 30 s).
+async fn run_cmd(app: &App, args: &[&str], key: &str) -> app::Finished {
+    let mut cmd = app.with_config(args);
+    cmd.env("TENCENTCLOUD_SECRET_KEY", key);
+    tokio::task::spawn_blocking(move || run_within(cmd, Duration::from_secs(30)))
+        .await
         .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_prints_one_line_per_agent_and_status_reads_the_state() {
-    let sim = start(SimulatorOptions::new(scenario(&scenario_text(3, "1h")))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let agents: Vec<_> = (0..3).map(|i| (uuid(i), "o")).collect();
-    let cfg = write_config(dir.path(), &sim.endpoint(), &agents);
+    let sim = start_scenario(&scenario_text(3, "1h")).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..3, "o"));
 
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cmd(&["once", "--format", "json"], &cfg2, DEFAULT_SECRET_KEY)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let out = run_cmd(&app, &["once", "--format", "json"], DEFAULT_SECRET_KEY).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let lines: Vec<Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -426,37 +352,23 @@ async fn once_prints_one_line_per_agent_and_status_reads_the_state() {
             .all(|l| l["status"] == "COLLECTING" && l["request_id"].is_string())
     );
     // No status_changed noise from `once`.
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("status_changed"));
+    assert!(!out.stderr.contains("status_changed"));
 
     // No state yet: `status` says so and shows UNKNOWN.
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || run_cmd(&["status"], &cfg2, DEFAULT_SECRET_KEY))
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no state file"));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .matches("UNKNOWN")
-            .count(),
-        3
-    );
+    let out = run_cmd(&app, &["status"], DEFAULT_SECRET_KEY).await;
+    assert_eq!(out.code(), Some(0));
+    assert!(out.stderr.contains("no state file"));
+    assert_eq!(out.stdout.matches("UNKNOWN").count(), 3);
 
     // After a daemon run, `status` prints what it persisted.
-    let d = Daemon::start(&cfg, &[]);
-    d.wait_for("first answers", 10, |e| {
-        e.iter().filter(|v| v["event"] == "status_changed").count() == 3
-    })
-    .await;
-    let (code, _) = d.stop().await;
-    assert_eq!(code, 0);
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_cmd(&["status", "--format", "json"], &cfg2, DEFAULT_SECRET_KEY)
-    })
-    .await
-    .unwrap();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let mut d = app.daemon(&[]);
+    d.wait_for("first answers", WAIT, |e| status_changes(e) == 3)
+        .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0));
+    let out = run_cmd(&app, &["status", "--format", "json"], DEFAULT_SECRET_KEY).await;
+    let lines: Vec<Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -471,28 +383,24 @@ async fn once_prints_one_line_per_agent_and_status_reads_the_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_with_refused_credentials_fails_fast() {
-    let sim = start(SimulatorOptions::new(scenario(&scenario_text(8, "1h")))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let agents: Vec<_> = (0..8).map(|i| (uuid(i), "o")).collect();
-    let cfg = write_config(dir.path(), &sim.endpoint(), &agents);
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || run_cmd(&["once"], &cfg, "wrong-key"))
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let sim = start_scenario(&scenario_text(8, "1h")).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..8, "o"));
+    let started = std::time::Instant::now();
+    let out = run_cmd(&app, &["once"], "wrong-key").await;
+    assert_eq!(out.code(), Some(1));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "once took {:?} with refused credentials",
         started.elapsed()
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+    assert_eq!(out.stdout.lines().count(), 8, "{}", out.stdout);
     assert!(
-        stdout
+        out.stdout
             .lines()
             .all(|l| l.contains("AuthFailure.SignatureFailure")),
-        "{stdout}"
+        "{}",
+        out.stdout
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("credentials_failed"));
+    assert!(out.stderr.contains("credentials_failed"));
     sim.shutdown().await;
 }

@@ -14,6 +14,7 @@ use cwp_portwatch::watchlist::Agent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::engine::named;
 use crate::support::uuid;
 
 /// What the fake API answers for a Uuid (called once per poll, at send time + latency).
@@ -224,10 +225,6 @@ fn api_error(code: &str) -> ApiError {
         message: "m".into(),
         request_id: Some("r".into()),
     }
-}
-
-fn named<'a>(events: &'a [Event], name: &str) -> Vec<&'a Event> {
-    events.iter().filter(|e| e.name() == name).collect()
 }
 
 use cwp_portwatch::events::Event;

@@ -4,12 +4,11 @@
 //! and never panic. `run` gets credentials, so they are never the problem, and is killed after
 //! 5 s: a wrongly accepted file must fail the test, not hang it.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::app::{self, App, NotifySocket, has_line, run_within};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -19,67 +18,12 @@ const GOOD_WATCHLIST: &str = "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd2
 /// discard port, so a wrongly accepted config polls nothing real.
 const PREFIX: &str = "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n[api]\nendpoint = \"http://127.0.0.1:9\"\n";
 
+/// The binary with `home` as `$HOME` and credentials of its own, so they are never the problem.
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"));
-    for var in [
-        "CREDENTIALS_DIRECTORY",
-        "CWP_PORTWATCH_CONFIG",
-        "STATE_DIRECTORY",
-        "XDG_STATE_HOME",
-        "JOURNAL_STREAM",
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "TENCENTCLOUD_SESSION_TOKEN",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("HOME", home)
-        .env("TENCENTCLOUD_SECRET_ID", "AKIDhostile")
-        .env("TENCENTCLOUD_SECRET_KEY", "hostile-secret-key-456")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = app::command(home);
+    c.env("TENCENTCLOUD_SECRET_ID", "AKIDhostile")
+        .env("TENCENTCLOUD_SECRET_KEY", "hostile-secret-key-456");
     c
-}
-
-struct Finished {
-    /// `None`: still running after [`LIMIT`], killed.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// Runs the command; kills it after `limit`.
-fn finish_within(mut cmd: Command, limit: Duration) -> Finished {
-    let mut child = cmd.spawn().expect("the binary starts");
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        status,
-        stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
-    }
 }
 
 /// Where a problem must be reported.
@@ -361,14 +305,14 @@ fn starts_with_line_column(rest: &str) -> bool {
 fn failures(command: &str) -> Vec<String> {
     let mut failures = Vec::new();
     for case in cases() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = App::new();
         for (name, bytes) in &case.files {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
+            dir.write(name, bytes);
         }
         let config = path_in(dir.path(), case.config);
         let mut cmd = bin(dir.path());
         cmd.arg(command).arg("--config").arg(&config);
-        let out = finish_within(cmd, LIMIT);
+        let out = run_within(cmd, LIMIT);
         let stderr = &out.stderr;
         let mut wrong = Vec::new();
         let mut fail = |what: String| wrong.push(what);
@@ -468,11 +412,10 @@ fn hostile_input_run_refuses_to_start() {
     assert_no_failures("run");
 }
 
-fn empty_watchlist_case() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("watchlist.toml"), "# nobody yet\n").unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, PREFIX).unwrap();
+fn empty_watchlist_case() -> (App, PathBuf) {
+    let dir = App::new();
+    dir.write("watchlist.toml", "# nobody yet\n");
+    let config = dir.write("config.toml", PREFIX);
     (dir, config)
 }
 
@@ -481,14 +424,8 @@ fn hostile_empty_watchlist_is_valid_for_check() {
     let (dir, config) = empty_watchlist_case();
     let mut cmd = bin(dir.path());
     cmd.arg("check").arg("--config").arg(&config);
-    let out = finish_within(cmd, LIMIT);
-    assert_eq!(
-        out.status.and_then(|s| s.code()),
-        Some(0),
-        "{}{}",
-        out.stdout,
-        out.stderr
-    );
+    let out = run_within(cmd, LIMIT);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("0 agents"), "{}", out.stdout);
     assert!(
         out.stdout.contains("the daemon will idle"),
@@ -498,64 +435,48 @@ fn hostile_empty_watchlist_is_valid_for_check() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
-#[test]
-fn hostile_empty_watchlist_run_starts_idles_and_stops_on_sigterm() {
+#[tokio::test]
+async fn hostile_empty_watchlist_run_starts_idles_and_stops_on_sigterm() {
     let (dir, config) = empty_watchlist_case();
+    // READY=1 comes after the signal handlers are installed; with a watchdog of 0.4 s the
+    // main loop then sends a STATUS= every 0.2 s for as long as it runs, and STOPPING=1 when
+    // it ends. Two STATUS= after READY=1 without STOPPING=1: it started and idles.
+    let mut notify = NotifySocket::bind(dir.path());
     let mut cmd = bin(dir.path());
-    cmd.arg("run").arg("--config").arg(&config);
-    let mut child = cmd.spawn().expect("the binary starts");
-    let stdout = drain(child.stdout.take().unwrap());
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", notify.path())
+        .env("WATCHDOG_USEC", "400000");
+    let mut child = app::Running::spawn(cmd);
+    let idling = |r: &[String]| {
+        r.iter()
+            .position(|m| has_line(m, "READY=1"))
+            .is_some_and(|at| r[at + 1..].iter().filter(|m| m.contains("STATUS=")).count() >= 2)
+            || r.iter().any(|m| m.contains("STOPPING=1"))
     };
-    let started = Instant::now();
-    while !log.lock().unwrap().contains("daemon_started") && started.elapsed() < LIMIT {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    // The signal handlers are installed right after `daemon_started`; give them a moment.
-    thread::sleep(Duration::from_secs(1));
-    let early = child.try_wait().unwrap();
+    let seen = notify.wait_for(Duration::from_secs(20), idling).await;
+    let received = notify.received().to_vec();
+    let early = child.exited();
     if early.is_none() {
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        child.signal(libc::SIGTERM);
     }
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    reader.join().unwrap();
-    let _ = stdout.join();
-    let log = log.lock().unwrap().clone();
+    let out = child.finish(LIMIT).await;
+    let log = out.stderr;
     assert!(
-        early.is_none(),
-        "`run` exited before SIGTERM with {early:?}: {log}"
+        seen,
+        "no READY=1 and two STATUS= after it: {received:?}\n{log}"
+    );
+    assert!(
+        early.is_none() && !received.iter().any(|m| m.contains("STOPPING=1")),
+        "`run` ended before SIGTERM ({early:?}): {received:?}\n{log}"
     );
     assert_eq!(
-        status.and_then(|s| s.code()),
+        out.status.and_then(|s| s.code()),
         Some(0),
-        "`run` with an empty watchlist, after SIGTERM ({status:?}; None: still running 5 s \
-         later): {log}"
+        "`run` with an empty watchlist, after SIGTERM ({:?}; None: still running 5 s \
+         later): {log}",
+        out.status
     );
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("\"daemon_started\""), "{log}");
@@ -570,7 +491,7 @@ fn hostile_empty_watchlist_run_starts_idles_and_stops_on_sigterm() {
 
 #[test]
 fn hostile_usage_errors_exit_2_and_version_help_exit_0() {
-    let home = tempfile::tempdir().unwrap();
+    let home = App::new();
     for (args, want, needle) in [
         (
             &["--frobnicate"][..],
@@ -605,7 +526,7 @@ fn hostile_usage_errors_exit_2_and_version_help_exit_0() {
     ] {
         let mut cmd = bin(home.path());
         cmd.args(args);
-        let out = finish_within(cmd, LIMIT);
+        let out = run_within(cmd, LIMIT);
         let text = format!("{}{}", out.stdout, out.stderr);
         assert_eq!(
             out.status.and_then(|s| s.code()),

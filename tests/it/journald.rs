@@ -8,14 +8,15 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cwp_portwatch::events::message_id;
-use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, SimulatorOptions};
+use cwp_portwatch::simulator::RunningSimulator;
 use serde_json::{Map, Value};
 
+use crate::support::app::{App, Running};
 use crate::support::*;
 
 const JOURNAL_DIR: &str = "/run/systemd/journal";
@@ -138,32 +139,46 @@ fn event(e: &Entry) -> Option<&str> {
     field(e, "EVENT")
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+/// Waits until the simulator has answered `uuid` with `answer` at least `times` times.
+async fn wait_answered(sim: &RunningSimulator, uuid: &str, answer: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answered = sim
+            .stats()
+            .log
+            .iter()
+            .filter(|r| r.uuid.as_deref() == Some(uuid) && r.answer == answer)
+            .count();
+        if answered >= times {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{uuid} answered {answer} {answered} times, want {times}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_events_reach_a_real_journal_with_their_fields() {
-    let dir = tempfile::tempdir().unwrap();
     ensure_journald();
 
-    // web-01 finishes collecting at 2 s, db-01 is offline (an API error), app-01 has failed.
-    let (web, db, app) = (uuid(0), uuid(1), uuid(2));
-    let sim = start(SimulatorOptions::new(scenario(&format!(
+    // web-01 finishes collecting at 1 s, db-01 is offline (an API error), app-01 has failed.
+    let (web, db, app_uuid) = (uuid(0), uuid(1), uuid(2));
+    let sim = start_scenario(&format!(
         r#"
 [[agent]]
 uuid = "{web}"
-timeline = [ {{ at = "0s", status = "COLLECTING" }}, {{ at = "2s", status = "COMPLETE" }} ]
+timeline = [ {{ at = "0s", status = "COLLECTING" }}, {{ at = "1s", status = "COMPLETE" }} ]
 [[agent]]
 uuid = "{db}"
 timeline = [ {{ at = "0s", error = "FailedOperation.AgentOffline" }} ]
 [[agent]]
-uuid = "{app}"
+uuid = "{app_uuid}"
 timeline = [ {{ at = "0s", status = "FAILED" }} ]
 "#
-    ))))
+    ))
     .await;
 
     // Names unique to this run, so entries of earlier runs cannot match.
@@ -175,7 +190,7 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
     let names = [
         (web.clone(), format!("web-01-{run}")),
         (db.clone(), format!("db-01-{run}")),
-        (app.clone(), format!("app-01-{run}")),
+        (app_uuid.clone(), format!("app-01-{run}")),
     ];
     let mut watchlist = String::new();
     for (uuid, name) in &names {
@@ -183,11 +198,11 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
             "[[agent]]\nuuid = \"{uuid}\"\nname = \"{name}\"\n"
         ));
     }
-    write(dir.path(), "watchlist.toml", &watchlist);
-    let config = write(
-        dir.path(),
+    let app = App::new();
+    app.write("watchlist.toml", watchlist);
+    app.write(
         "config.toml",
-        &format!(
+        format!(
             "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
              [api]\nendpoint = \"{}\"\n\
              [poll]\ninterval = \"500ms\"\ncollecting_interval = \"500ms\"\noffline_interval = \"500ms\"\n\
@@ -201,43 +216,21 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
         .unwrap()
         .as_secs()
         - 1;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .env_remove("CWP_PORTWATCH_CONFIG")
-        .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the daemon starts");
-    let pid = child.id().expect("the daemon has a pid");
+    let daemon: Running = app.daemon(&[]);
+    let pid = daemon.pid();
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    // SAFETY: kill(2) of our own child, not yet reaped (kill_on_drop holds it).
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("the daemon exits within 15 s of SIGTERM")
-        .unwrap();
+    // Every status reached and answered once more: the daemon had handled the answer that
+    // changed it before it sent the next request.
+    wait_answered(&sim, &web, "COMPLETE", 2).await;
+    wait_answered(&sim, &db, "FailedOperation.AgentOffline", 2).await;
+    wait_answered(&sim, &app_uuid, "FAILED", 2).await;
+    let out = daemon.stop().await;
     sim.shutdown().await;
-    let output = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let output = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(
-        out.status.code(),
+        out.code(),
         Some(0),
-        "the daemon's exit after SIGTERM: {}\n{output}",
+        "the daemon's exit after SIGTERM: {:?}\n{output}",
         out.status
     );
 
@@ -321,7 +314,7 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
             "AGENT_OFFLINE",
             Some("FailedOperation.AgentOffline"),
         ),
-        (app.as_str(), "UNKNOWN", "FAILED", None),
+        (app_uuid.as_str(), "UNKNOWN", "FAILED", None),
     ];
     let changes: Vec<&Entry> = events
         .iter()

@@ -1,14 +1,19 @@
 //! One integration test crate: the client, the engine and the binary against the real
-//! simulator over HTTP on 127.0.0.1:0, and the dispatcher under paused tokio time.
+//! simulator over HTTP on 127.0.0.1:0, and the dispatcher under paused tokio time. Its tests
+//! run in parallel: each has its own temporary folder, simulator and port, and waits for what
+//! it expects (an event, a log line, `READY=1`, a file) rather than for a fixed time. The few
+//! tests that measure rates against the strict 1-second window on the real clock are in
+//! `tests/rate`, which runs them one at a time.
+
+#[path = "../support/mod.rs"]
+mod support;
 
 mod cli;
 mod client;
 mod cvm_role;
 mod daemon;
 mod dispatch;
-mod engine_sim;
 mod hostile;
 mod journald;
 mod reliability;
-mod support;
 mod systemd;

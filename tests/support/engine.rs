@@ -1,18 +1,19 @@
-//! The whole engine against the simulator over real HTTP, strict sliding-window limiter on.
+//! The engine against the simulator over real HTTP, and the status changes seen on each side:
+//! what the simulator answered (its request log) and what the engine reported (its events).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cwp_portwatch::api::{ErrorClass, classify};
+use cwp_portwatch::api::{Client, ErrorClass, classify};
 use cwp_portwatch::engine::{Engine, EngineConfig};
 use cwp_portwatch::events::{CollectingSink, Event};
 use cwp_portwatch::scheduler::Intervals;
-use cwp_portwatch::simulator::{RequestRecord, RunningSimulator, SimStats, SimulatorOptions};
+use cwp_portwatch::simulator::{RequestRecord, RunningSimulator, SimStats};
 use cwp_portwatch::watchlist::Agent;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::*;
+use super::uuid;
 
 const STATUSES: [&str; 6] = [
     "COLLECTING",
@@ -94,6 +95,11 @@ pub fn changes_reported(events: &[Event]) -> HashMap<String, Vec<String>> {
     out
 }
 
+/// The events called `name`.
+pub fn named<'a>(events: &'a [Event], name: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.name() == name).collect()
+}
+
 /// 20/s, 32 in flight, every agent due every second: always more work than quota.
 pub fn every_second() -> EngineConfig {
     EngineConfig {
@@ -108,10 +114,11 @@ pub fn every_second() -> EngineConfig {
     }
 }
 
-/// Runs the engine against `sim` for `run_for`; returns the events and the simulator's stats.
+/// Runs the engine on agents [`uuid`]`(0..agents)` against `sim` for `run_for`; returns the
+/// events and the simulator's stats.
 pub async fn run_engine(
     sim: &RunningSimulator,
-    client: cwp_portwatch::api::Client,
+    client: Client,
     agents: usize,
     config: EngineConfig,
     run_for: Duration,
@@ -132,92 +139,4 @@ pub async fn run_engine(
     });
     let _ = engine.run(stop).await;
     (sink.events(), sim.stats())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
-    let _serial = REAL_TIME.lock().await;
-    let sim = start(SimulatorOptions::new(scenario(&forty_agents()))).await;
-    let scripted = sim_scripted();
-    let config = every_second();
-    let (events, stats) =
-        run_engine(&sim, good_client(&sim), 40, config, Duration::from_secs(30)).await;
-    sim.shutdown().await;
-
-    assert_eq!(
-        stats.throttled, 0,
-        "the simulator throttled us: {:?}",
-        stats.by_code
-    );
-    assert!(
-        stats.max_in_window <= 20,
-        "max in a window {}",
-        stats.max_in_window
-    );
-    assert_eq!(
-        stats.max_in_flight_per_uuid, 1,
-        "two requests in flight for one agent"
-    );
-    // The quota is used: 40 agents at 1 s want 40/s, so we should run at the limit.
-    let rate = stats.requests as f64 / 30.0;
-    assert!(rate >= 18.5, "only {rate:.2} req/s");
-
-    let answered = changes_answered(&stats.log);
-    let reported = changes_reported(&events);
-    assert_eq!(
-        reported, answered,
-        "reported changes differ from what was answered"
-    );
-    // Every scripted change up to 3 s before the end was seen, in order.
-    for (uuid, script) in scripted {
-        let got = reported.get(&uuid).cloned().unwrap_or_default();
-        let due: Vec<String> = script
-            .iter()
-            .filter(|(at, _)| *at <= 27 - 3)
-            .map(|(_, s)| s.clone())
-            .collect();
-        assert!(
-            got.len() >= due.len() && got[..due.len()] == due[..],
-            "{uuid}: scripted {due:?}, reported {got:?}"
-        );
-    }
-    // Each change's `from_status` chains from the previous one, starting at UNKNOWN.
-    let mut last: HashMap<String, String> = HashMap::new();
-    for e in &events {
-        if let Event::StatusChanged {
-            uuid,
-            from_status,
-            to_status,
-            ..
-        } = e
-        {
-            let prev = last.insert(uuid.clone(), to_status.to_string());
-            assert_eq!(from_status, prev.as_deref().unwrap_or("UNKNOWN"));
-            assert_ne!(from_status, to_status);
-        }
-    }
-}
-
-/// The scripted changes of [`forty_agents`] as (seconds, status), merged where consecutive
-/// entries give the same status.
-fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
-    let sc = scenario(&forty_agents());
-    sc.agents
-        .iter()
-        .map(|a| {
-            let mut v: Vec<(u64, String)> = Vec::new();
-            for e in &a.timeline {
-                let status = match &e.answer {
-                    cwp_portwatch::simulator::ScriptedAnswer::Status(s) => s.clone(),
-                    cwp_portwatch::simulator::ScriptedAnswer::Error(c) => {
-                        status_of_answer(c).expect("scripted errors are statuses")
-                    }
-                };
-                if v.last().map(|(_, s)| s) != Some(&status) {
-                    v.push((e.at.as_secs(), status));
-                }
-            }
-            (a.uuid.clone(), v)
-        })
-        .collect()
 }

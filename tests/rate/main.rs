@@ -1,0 +1,159 @@
+//! The real-clock rate tests: the engine and the client against the simulator's strict
+//! sliding 1-second window over real HTTP, where a few milliseconds of scheduling jitter decide
+//! between 20 and 21 requests in a window. They are their own test binary so that nothing else
+//! runs beside them (cargo runs test binaries one after another), and they take
+//! [`ONE_AT_A_TIME`] so that they do not compete with each other either. Everything else,
+//! including the logic of the same properties under paused time (`it::dispatch`), is in
+//! `tests/it` and runs in parallel.
+
+// The support is shared with `tests/it`; this binary uses only part of it.
+#[allow(dead_code)]
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cwp_portwatch::api::ErrorClass;
+use cwp_portwatch::events::Event;
+use cwp_portwatch::simulator::{LimiterKind, SimulatorOptions};
+
+use support::engine::{
+    changes_answered, changes_reported, every_second, forty_agents, named, run_engine,
+    status_of_answer,
+};
+use support::*;
+
+/// Every test here holds this for its whole run: one real-clock measurement at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn twenty_five_requests_in_one_second_get_throttled() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    let c = good_client(&sim);
+    let calls = (0..25).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.describe_open_port_task_status(&uuid(1)).await })
+    });
+    let mut ok = 0;
+    let mut throttled = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) if e.class() == ErrorClass::Throttled => throttled += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((ok, throttled), (20, 5));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_the_quota_taken_by_another_tool() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut opts = SimulatorOptions::new(scenario(&forty_agents()));
+    opts.limiter = LimiterKind::SlidingWindow { per_second: 10 };
+    let sim = start(opts).await;
+    let client = client_for(
+        &sim,
+        cwp_portwatch::simulator::DEFAULT_SECRET_KEY,
+        Duration::from_secs(2),
+    );
+    let (events, stats) =
+        run_engine(&sim, client, 40, every_second(), Duration::from_secs(30)).await;
+    sim.shutdown().await;
+    let throttled = stats.throttled as f64 / stats.requests as f64;
+    let through = (stats.requests - stats.throttled) as f64 / 30.0;
+    assert!(throttled < 0.05, "{:.1} % throttled", throttled * 100.0);
+    assert!(through >= 9.0, "{through:.2} req/s got through");
+    assert!(!named(&events, "rate_limited").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sim = start_scenario(&forty_agents()).await;
+    let scripted = sim_scripted();
+    let config = every_second();
+    let (events, stats) =
+        run_engine(&sim, good_client(&sim), 40, config, Duration::from_secs(30)).await;
+    sim.shutdown().await;
+
+    assert_eq!(
+        stats.throttled, 0,
+        "the simulator throttled us: {:?}",
+        stats.by_code
+    );
+    assert!(
+        stats.max_in_window <= 20,
+        "max in a window {}",
+        stats.max_in_window
+    );
+    assert_eq!(
+        stats.max_in_flight_per_uuid, 1,
+        "two requests in flight for one agent"
+    );
+    // The quota is used: 40 agents at 1 s want 40/s, so we should run at the limit.
+    let rate = stats.requests as f64 / 30.0;
+    assert!(rate >= 18.5, "only {rate:.2} req/s");
+
+    let answered = changes_answered(&stats.log);
+    let reported = changes_reported(&events);
+    assert_eq!(
+        reported, answered,
+        "reported changes differ from what was answered"
+    );
+    // Every scripted change up to 3 s before the end was seen, in order.
+    for (uuid, script) in scripted {
+        let got = reported.get(&uuid).cloned().unwrap_or_default();
+        let due: Vec<String> = script
+            .iter()
+            .filter(|(at, _)| *at <= 27 - 3)
+            .map(|(_, s)| s.clone())
+            .collect();
+        assert!(
+            got.len() >= due.len() && got[..due.len()] == due[..],
+            "{uuid}: scripted {due:?}, reported {got:?}"
+        );
+    }
+    // Each change's `from_status` chains from the previous one, starting at UNKNOWN.
+    let mut last: HashMap<String, String> = HashMap::new();
+    for e in &events {
+        if let Event::StatusChanged {
+            uuid,
+            from_status,
+            to_status,
+            ..
+        } = e
+        {
+            let prev = last.insert(uuid.clone(), to_status.to_string());
+            assert_eq!(from_status, prev.as_deref().unwrap_or("UNKNOWN"));
+            assert_ne!(from_status, to_status);
+        }
+    }
+}
+
+/// The scripted changes of [`forty_agents`] as (seconds, status), merged where consecutive
+/// entries give the same status.
+fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
+    let sc = scenario(&forty_agents());
+    sc.agents
+        .iter()
+        .map(|a| {
+            let mut v: Vec<(u64, String)> = Vec::new();
+            for e in &a.timeline {
+                let status = match &e.answer {
+                    cwp_portwatch::simulator::ScriptedAnswer::Status(s) => s.clone(),
+                    cwp_portwatch::simulator::ScriptedAnswer::Error(c) => {
+                        status_of_answer(c).expect("scripted errors are statuses")
+                    }
+                };
+                if v.last().map(|(_, s)| s) != Some(&status) {
+                    v.push((e.at.as_secs(), status));
+                }
+            }
+            (a.uuid.clone(), v)
+        })
+        .collect()
+}
