@@ -60,6 +60,10 @@ pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 /// Answers larger than this are not metadata answers (real ones are under 4 KiB: a role name,
 /// or a JSON object whose `Token` is the largest part).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest role name accepted, configured or discovered (CAM allows 128 characters).
+pub const MAX_ROLE_NAME_BYTES: usize = 128;
+/// Longest `TmpSecretId` accepted: it is logged and signed (real ones are about 40 bytes).
+pub const MAX_SECRET_ID_BYTES: usize = 128;
 /// Log target of this module. Kept as it was before the module moved under `credentials`:
 /// operators' log filters (`RUST_LOG=cwp_portwatch::cvm_role=debug`) name it.
 const TARGET: &str = "cwp_portwatch::cvm_role";
@@ -181,7 +185,8 @@ impl CvmRole {
         {
             return Err(setup(
                 &metadata_endpoint,
-                "the role name contains whitespace, control characters or `/`",
+                "the role name is empty, longer than 128 bytes, or contains whitespace, \
+                 control characters or `/`",
             ));
         }
         let http = reqwest::Client::builder()
@@ -243,7 +248,9 @@ impl CvmRole {
         if !valid_role_name(role) {
             return Err(CvmRoleError::BadAnswer {
                 url: url.to_string(),
-                problem: "the role name contains control characters or `/`".to_owned(),
+                problem: "the role name is longer than 128 bytes or contains control characters \
+                          or `/`"
+                    .to_owned(),
             });
         }
         Ok(role.to_owned())
@@ -315,9 +322,12 @@ impl CvmRole {
     }
 }
 
-/// A role name we can put in a URL path segment and a log line.
-fn valid_role_name(role: &str) -> bool {
+/// A role name we can put in a URL path segment and a log line: 1 to [`MAX_ROLE_NAME_BYTES`]
+/// bytes, no whitespace, control character or `/`. Public so that `check` can refuse what
+/// [`CvmRole::new`] would refuse at run time.
+pub fn valid_role_name(role: &str) -> bool {
     !role.is_empty()
+        && role.len() <= MAX_ROLE_NAME_BYTES
         && !role
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
@@ -382,6 +392,11 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
         }
     };
     let secret_id = text("TmpSecretId")?;
+    if secret_id.len() > MAX_SECRET_ID_BYTES {
+        return Err(bad(format!(
+            "TmpSecretId is longer than {MAX_SECRET_ID_BYTES} bytes"
+        )));
+    }
     let secret_key = SecretString::from(text("TmpSecretKey")?);
     let token = SecretString::from(text("Token")?);
     let expires_at = expiry(object).map_err(bad)?;
@@ -700,6 +715,23 @@ mod tests {
             let error = parse_credentials(&url(), &body).unwrap_err();
             assert!(error.to_string().contains(field), "{field}: {error}");
         }
+    }
+
+    #[test]
+    fn role_names_and_secret_ids_are_bounded() {
+        assert!(valid_role_name(&"r".repeat(MAX_ROLE_NAME_BYTES)));
+        assert!(!valid_role_name(&"r".repeat(MAX_ROLE_NAME_BYTES + 1)));
+        let error =
+            CvmRole::new(Url::parse("http://h/").unwrap(), Some("r".repeat(10_000))).unwrap_err();
+        assert_eq!(error.code(), "CvmRoleError.Setup");
+        let body = serde_json::json!({
+            "TmpSecretId": "A".repeat(MAX_SECRET_ID_BYTES + 1), "TmpSecretKey": "k", "Token": "t",
+            "ExpiredTime": 1_700_000_900, "Code": "Success"
+        });
+        let error = parse_credentials(&url(), &serde_json::to_vec(&body).unwrap()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("TmpSecretId is longer than"), "{text}");
+        assert!(text.len() < 300, "{text}");
     }
 
     #[tokio::test(start_paused = true)]
