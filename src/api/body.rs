@@ -5,7 +5,9 @@
 //! buffer whatever the peer sends (one 300 MiB answer took the daemon to 929 MB of memory). So
 //! a declared `Content-Length` over the cap is refused before a byte of the body is read, and
 //! an undeclared (chunked) body is read as a stream and dropped as soon as it passes the cap,
-//! without reading the rest: the connection is closed instead of drained.
+//! without reading the rest: the connection is closed instead of drained. The cap counts the
+//! bytes handed to us, so it would also bound a decompressed body if compression were enabled.
+//! The whole read stays under the HTTP client's request timeout, so a slow drip ends too.
 
 /// The cap on a CWP API answer. Real answers are well under 1 KiB; 1 MiB leaves room for any
 /// future field while bounding the memory one answer can take.

@@ -379,6 +379,27 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_endless_timeout_is_not_a_panic() {
+        let mut options = ClientOptions {
+            endpoint: closed_endpoint().parse().unwrap(),
+            region: None,
+            timeout: Duration::MAX,
+            max_idle_connections: usize::MAX,
+        };
+        for timeout in [Duration::MAX, Duration::ZERO] {
+            options.timeout = timeout;
+            let credentials = Credentials {
+                secret_id: "AKIDtest".into(),
+                secret_key: SecretString::from("key".to_owned()),
+                token: None,
+            };
+            let c = Client::new(options.clone(), credentials).unwrap();
+            let e = c.call("X", &Value::Null).await.unwrap_err();
+            assert!(e.code().starts_with("ClientError."), "{timeout:?}: {e}");
+        }
+    }
+
     #[test]
     fn learning_from_extreme_dates_and_offsets_never_panics() {
         let c = client("http://127.0.0.1:9/");
