@@ -7,7 +7,18 @@
 //!
 //! It also learns the server's clock from each answer's `Date` header (server time minus the
 //! midpoint of the round trip) and signs with the corrected time, so a host whose clock drifts
-//! keeps getting answers instead of `AuthFailure.SignatureExpire`.
+//! keeps getting answers instead of `AuthFailure.SignatureExpire`. All of that time arithmetic
+//! saturates: no `Date` header, offset or local clock, however absurd, can make it panic.
+//!
+//! Answers are read through [`super::body::read_capped`] with a cap of
+//! [`MAX_API_BODY_BYTES`]: an oversized answer is the transient `ClientError.BodyTooLarge`,
+//! never a status.
+//!
+//! Proxies: for an `https://` endpoint reqwest honours the usual environment variables
+//! (`HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, lower case too): the request is end-to-end TLS
+//! through the proxy. For a loopback endpoint (plain `http://`, the simulator) no proxy is ever
+//! used: a proxy would see the signed request and `X-TC-Token` in clear text, and a loopback
+//! address means this host anyway.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,6 +28,7 @@ use reqwest::Url;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::body::{BodyError, MAX_API_BODY_BYTES, read_capped};
 use super::error::ApiError;
 use super::response::{self, Answer};
 use crate::credentials::Credentials;
@@ -119,7 +131,12 @@ impl Client {
             Some(port) => format!("{host_name}:{port}"),
             None => host_name.to_string(),
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if is_loopback(&endpoint) {
+            // Never through a proxy: see the module docs.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(options.max_idle_connections.max(1))
@@ -164,11 +181,9 @@ impl Client {
         self.clock_offset_ms.store(offset_ms, Ordering::Relaxed);
     }
 
+    /// Local time in Unix milliseconds, saturating (a clock before 1970 is negative).
     fn now_ms() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
+        unix_ms(SystemTime::now())
     }
 
     /// Calls one action with JSON parameters and returns the `Response` object.
@@ -178,7 +193,7 @@ impl Client {
             request_id: None,
         })?;
         let sent_ms = Self::now_ms();
-        let timestamp = (sent_ms + self.clock_offset_ms.load(Ordering::Relaxed)).div_euclid(1000);
+        let timestamp = signing_timestamp(sent_ms, self.clock_offset_ms.load(Ordering::Relaxed));
         let (signed, secret_id_token) = {
             let creds = self.credentials.read().unwrap_or_else(|e| e.into_inner());
             let signed = signing::sign(
@@ -224,29 +239,41 @@ impl Client {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
-        let bytes = response
-            .bytes()
+        let body = read_capped(response, MAX_API_BODY_BYTES)
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.body_error(e))?;
         if let Some(date) = date {
-            let rtt_ms = started.elapsed().as_millis() as i64;
-            self.learn_offset(date, sent_ms + rtt_ms / 2);
+            let rtt_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            self.learn_offset(date, sent_ms.saturating_add(rtt_ms / 2));
         }
-        response::parse(status, &bytes)
+        response::parse(status, &body)
     }
 
     /// Server `Date` (1 s resolution, so + 500 ms) minus the local midpoint of the round trip.
     fn learn_offset(&self, server: SystemTime, local_midpoint_ms: i64) {
-        let Ok(server) = server.duration_since(UNIX_EPOCH) else {
-            return;
-        };
-        let measured = server.as_millis() as i64 + 500 - local_midpoint_ms;
+        let measured = unix_ms(server)
+            .saturating_add(500)
+            .saturating_sub(local_midpoint_ms);
         let current = self.clock_offset_ms.load(Ordering::Relaxed);
-        if (measured - current).abs() > SKEW_NOISE_MS {
+        if measured.abs_diff(current) > SKEW_NOISE_MS.unsigned_abs() {
             self.clock_offset_ms.store(measured, Ordering::Relaxed);
-        } else if measured.abs() <= SKEW_NOISE_MS && current != 0 {
+        } else if measured.unsigned_abs() <= SKEW_NOISE_MS.unsigned_abs() && current != 0 {
             // The clocks agree again (NTP fixed the host): stop correcting.
             self.clock_offset_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A body that could not be read: too large (its own code, transient), or a transport error.
+    fn body_error(&self, e: BodyError) -> ApiError {
+        match e {
+            BodyError::Read(e) => self.transport_error(e),
+            too_large @ BodyError::TooLarge { .. } => ApiError::Api {
+                // Not an API error, but `Api` is the variant that carries a code of its own;
+                // `ClientError.*` is classified transient like every client-side failure.
+                code: too_large.code().to_owned(),
+                message: too_large.to_string(),
+                request_id: None,
+            },
         }
     }
 
@@ -275,7 +302,7 @@ impl Client {
                 &serde_json::json!({ "Uuid": uuid }),
             )
             .await?;
-        let status = answer.string_field("Status")?.to_string();
+        let status = answer.status_field("Status")?.to_string();
         Ok(TaskStatus {
             status,
             request_id: answer.request_id,
@@ -283,11 +310,111 @@ impl Client {
     }
 }
 
+/// `t` as Unix milliseconds, saturating at the ends of `i64` (negative before 1970).
+fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+/// The `X-TC-Timestamp` to sign with: local milliseconds plus the learned offset, in Unix
+/// seconds, saturating, and kept within years 1970..=9999 so the signing date stays a date.
+fn signing_timestamp(now_ms: i64, offset_ms: i64) -> i64 {
+    /// 9999-12-31T23:59:59Z.
+    const LAST: i64 = 253_402_300_799;
+    now_ms
+        .saturating_add(offset_ms)
+        .div_euclid(1000)
+        .clamp(0, LAST)
+}
+
 /// The answer of `DescribeOpenPortTaskStatus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskStatus {
-    /// `Status` exactly as the API sent it.
+    /// `Status` exactly as the API sent it (checked: 1 to 64 bytes of `A-Z a-z 0-9 _ . -`).
     pub status: String,
     /// `RequestId`.
     pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn client(endpoint: &str) -> Client {
+        Client::new(
+            ClientOptions {
+                endpoint: endpoint.parse().unwrap(),
+                region: None,
+                timeout: Duration::from_secs(2),
+                max_idle_connections: 1,
+            },
+            Credentials {
+                secret_id: "AKIDtest".into(),
+                secret_key: SecretString::from("key".to_owned()),
+                token: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_endpoint() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", listener.local_addr().unwrap())
+    }
+
+    #[tokio::test]
+    async fn extreme_clock_offsets_never_panic() {
+        let c = client(&closed_endpoint());
+        for offset in [i64::MAX, i64::MIN, i64::MAX / 2, -i64::MAX / 2] {
+            c.set_clock_offset_ms(offset);
+            let e = c
+                .describe_open_port_task_status("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1")
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "ClientError.Transport", "{offset}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_timeout_is_not_a_panic() {
+        let mut options = ClientOptions {
+            endpoint: closed_endpoint().parse().unwrap(),
+            region: None,
+            timeout: Duration::MAX,
+            max_idle_connections: usize::MAX,
+        };
+        for timeout in [Duration::MAX, Duration::ZERO] {
+            options.timeout = timeout;
+            let credentials = Credentials {
+                secret_id: "AKIDtest".into(),
+                secret_key: SecretString::from("key".to_owned()),
+                token: None,
+            };
+            let c = Client::new(options.clone(), credentials).unwrap();
+            let e = c.call("X", &Value::Null).await.unwrap_err();
+            assert!(e.code().starts_with("ClientError."), "{timeout:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn learning_from_extreme_dates_and_offsets_never_panics() {
+        let c = client("http://127.0.0.1:9/");
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_799); // 9999-12-31
+        for current in [i64::MAX, i64::MIN, 0] {
+            for local in [i64::MAX, i64::MIN, 0] {
+                for server in [UNIX_EPOCH, far, UNIX_EPOCH - Duration::from_secs(1)] {
+                    c.set_clock_offset_ms(current);
+                    c.learn_offset(server, local);
+                }
+            }
+        }
+        // Sane values are still learned.
+        c.set_clock_offset_ms(0);
+        c.learn_offset(UNIX_EPOCH + Duration::from_secs(1_000), 500_000);
+        assert_eq!(c.clock_offset_ms(), 1_000_500 - 500_000);
+    }
 }

@@ -1,6 +1,8 @@
-//! The CWP API: the signed client ([`client`]), parsing of answers ([`response`]) and typed
+//! The CWP API: the signed client ([`client`]), the size-capped body reader every HTTP client of
+//! the daemon uses ([`body`]), parsing of answers ([`response`]) and typed
 //! errors with their classification ([`error`]).
 
+pub mod body;
 pub mod client;
 pub mod error;
 pub mod response;

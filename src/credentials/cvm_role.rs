@@ -12,6 +12,15 @@
 //! the background and hands every new set to a callback (the daemon passes
 //! `move |c| client.set_credentials(c)`). When to refresh is [`refresh_at`], a pure function.
 //!
+//! Answers are hostile until checked: bodies are read through [`crate::api::body::read_capped`]
+//! with a cap of [`MAX_ANSWER_BYTES`] (an oversized one is `CvmRoleError.BodyTooLarge`, and
+//! the refresher retries it like any failure), the secrets must be printable ASCII (they go
+//! into HTTP headers), and an `ExpiredTime` or `Expiration` at or before 1970 is refused; one
+//! far in the future is accepted, [`refresh_at`] bounds the wait anyway.
+//!
+//! The metadata client never uses a proxy (`no_proxy`): the metadata service is link-local,
+//! so a proxy could not reach it, and its answers are secrets sent in clear text.
+//!
 //! Secrets stay in `secrecy::SecretString` from the moment they are parsed; no error message,
 //! log line or `Debug` text of this module contains a secret value (errors name the field that
 //! is wrong, never its content, and never quote the answer's body).
@@ -26,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Credentials;
+use crate::api::body::{BodyError, read_capped};
 use crate::clock::unix_now;
 use crate::endpoint::with_trailing_slash;
 
@@ -47,8 +57,13 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 /// A refresh asked for through `refresh_now` waits at least this long after the previous fetch,
 /// so a burst of `AuthFailure.TokenFailure` answers cannot turn into a burst of fetches.
 pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
-/// Answers larger than this are not metadata answers.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Answers larger than this are not metadata answers (real ones are under 4 KiB: a role name,
+/// or a JSON object whose `Token` is the largest part).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest role name accepted, configured or discovered (CAM allows 128 characters).
+pub const MAX_ROLE_NAME_BYTES: usize = 128;
+/// Longest `TmpSecretId` accepted: it is logged and signed (real ones are about 40 bytes).
+pub const MAX_SECRET_ID_BYTES: usize = 128;
 /// Log target of this module. Kept as it was before the module moved under `credentials`:
 /// operators' log filters (`RUST_LOG=cwp_portwatch::cvm_role=debug`) name it.
 const TARGET: &str = "cwp_portwatch::cvm_role";
@@ -85,6 +100,15 @@ pub enum CvmRoleError {
         /// What was found and what to do.
         detail: String,
     },
+    /// An answer larger than [`MAX_ANSWER_BYTES`]: not read further. A fault of the service or
+    /// of something in between, worth retrying.
+    #[error("answer from {url} refused: {reason}")]
+    BodyTooLarge {
+        /// The URL asked.
+        url: String,
+        /// The size found and the cap.
+        reason: String,
+    },
     /// An answer that cannot be used: an HTTP error status, not JSON, `Code` other than
     /// `Success`, a missing or malformed field.
     #[error("unusable answer from {url}: {problem}")]
@@ -104,6 +128,7 @@ impl CvmRoleError {
             CvmRoleError::Unreachable { .. } => "CvmRoleError.Unreachable",
             CvmRoleError::NoRole { .. } => "CvmRoleError.NoRole",
             CvmRoleError::BadAnswer { .. } => "CvmRoleError.BadAnswer",
+            CvmRoleError::BodyTooLarge { .. } => "CvmRoleError.BodyTooLarge",
         }
     }
 }
@@ -160,7 +185,8 @@ impl CvmRole {
         {
             return Err(setup(
                 &metadata_endpoint,
-                "the role name contains whitespace, control characters or `/`",
+                "the role name is empty, longer than 128 bytes, or contains whitespace, \
+                 control characters or `/`",
             ));
         }
         let http = reqwest::Client::builder()
@@ -222,7 +248,9 @@ impl CvmRole {
         if !valid_role_name(role) {
             return Err(CvmRoleError::BadAnswer {
                 url: url.to_string(),
-                problem: "the role name contains control characters or `/`".to_owned(),
+                problem: "the role name is longer than 128 bytes or contains control characters \
+                          or `/`"
+                    .to_owned(),
             });
         }
         Ok(role.to_owned())
@@ -256,7 +284,7 @@ impl CvmRole {
             url: url.to_string(),
             reason: transport_reason(&e),
         };
-        let mut response = self
+        let response = self
             .http
             .get(url.clone())
             .send()
@@ -282,23 +310,24 @@ impl CvmRole {
                 problem: format!("HTTP status {status}"),
             });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(CvmRoleError::BadAnswer {
+        read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::Read(e) => unreachable(e),
+                too_large @ BodyError::TooLarge { .. } => CvmRoleError::BodyTooLarge {
                     url: url.to_string(),
-                    problem: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+                    reason: too_large.to_string(),
+                },
+            })
     }
 }
 
-/// A role name we can put in a URL path segment and a log line.
-fn valid_role_name(role: &str) -> bool {
+/// A role name we can put in a URL path segment and a log line: 1 to [`MAX_ROLE_NAME_BYTES`]
+/// bytes, no whitespace, control character or `/`. Public so that `check` can refuse what
+/// [`CvmRole::new`] would refuse at run time.
+pub fn valid_role_name(role: &str) -> bool {
     !role.is_empty()
+        && role.len() <= MAX_ROLE_NAME_BYTES
         && !role
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
@@ -353,12 +382,21 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
                     "{name} contains whitespace or control characters"
                 )))
             }
+            // They go into HTTP headers, which take visible ASCII only.
+            Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(bad(
+                format!("{name} contains characters other than printable ASCII"),
+            )),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(bad(format!("{name} is not a string"))),
             None => Err(bad(format!("{name} is missing"))),
         }
     };
     let secret_id = text("TmpSecretId")?;
+    if secret_id.len() > MAX_SECRET_ID_BYTES {
+        return Err(bad(format!(
+            "TmpSecretId is longer than {MAX_SECRET_ID_BYTES} bytes"
+        )));
+    }
     let secret_key = SecretString::from(text("TmpSecretKey")?);
     let token = SecretString::from(text("Token")?);
     let expires_at = expiry(object).map_err(bad)?;
@@ -392,8 +430,12 @@ fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
                 s.trim(),
                 &time::format_description::well_known::Rfc3339,
             )
-            .map(|t| t.unix_timestamp())
-            .map_err(|_| "ExpiredTime is missing and Expiration is not RFC 3339".to_owned()),
+            .map_err(|_| "ExpiredTime is missing and Expiration is not RFC 3339".to_owned())
+            .and_then(|t| {
+                Some(t.unix_timestamp())
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| "Expiration is not after 1970".to_owned())
+            }),
             _ => Err("ExpiredTime is missing".to_owned()),
         },
     }
@@ -421,6 +463,14 @@ pub fn refresh_at(now_unix: i64, expires_at: i64) -> Duration {
 pub fn retry_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
+}
+
+/// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at
+/// once where that sum does not exist (checked: an `Instant` sum panics on overflow).
+fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
+    fetched_at
+        .checked_add(FORCED_REFRESH_MIN_GAP)
+        .unwrap_or(fetched_at)
 }
 
 /// Keeps CVM role credentials fresh until `shutdown`: fetch, hand the credentials to
@@ -493,7 +543,7 @@ pub async fn run_refresher(
             _ = tokio::time::sleep(delay) => {}
             _ = async {
                 refresh_now.notified().await;
-                tokio::time::sleep_until(fetched_at + FORCED_REFRESH_MIN_GAP).await;
+                tokio::time::sleep_until(forced_refresh_at(fetched_at)).await;
             }, if listen => {
                 tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
             }
@@ -617,6 +667,87 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn absurd_expiry_values_are_refused_not_trusted() {
+        let with = |expiry: &str| {
+            format!(
+                r#"{{"TmpSecretId":"AKIDt","TmpSecretKey":"k","Token":"t",{expiry},"Code":"Success"}}"#
+            )
+        };
+        for bad in [
+            r#""ExpiredTime":-1"#,
+            r#""ExpiredTime":0"#,
+            r#""ExpiredTime":9223372036854775808"#,
+            r#""ExpiredTime":1e300"#,
+            r#""ExpiredTime":"-9223372036854775808""#,
+            r#""Expiration":"0001-01-01T00:00:00Z""#,
+            r#""Expiration":"1969-12-31T23:59:59Z""#,
+        ] {
+            let error = parse_credentials(&url(), with(bad).as_bytes()).unwrap_err();
+            assert_eq!(error.code(), "CvmRoleError.BadAnswer", "{bad}: {error}");
+        }
+        // Far in the future is accepted: refresh_at bounds the wait to an hour anyway.
+        let got = parse_credentials(
+            &url(),
+            with(r#""ExpiredTime":9223372036854775807"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(got.expires_at, i64::MAX);
+        assert_eq!(secs(refresh_at(NOW, got.expires_at)), 3_600);
+    }
+
+    #[test]
+    fn secrets_that_cannot_go_into_a_header_are_refused() {
+        for (field, value) in [
+            ("TmpSecretId", "AKIDé"),
+            ("TmpSecretKey", "k\u{0}"),
+            ("Token", "tök"),
+            ("Token", "t\u{7f}"),
+        ] {
+            let mut answer = serde_json::json!({
+                "TmpSecretId": "AKIDt", "TmpSecretKey": "k", "Token": "t",
+                "ExpiredTime": 1_700_000_900, "Code": "Success"
+            });
+            answer[field] = Value::String(value.to_owned());
+            let body = serde_json::to_vec(&answer).unwrap();
+            let error = parse_credentials(&url(), &body).unwrap_err();
+            assert!(error.to_string().contains(field), "{field}: {error}");
+        }
+    }
+
+    #[test]
+    fn role_names_and_secret_ids_are_bounded() {
+        assert!(valid_role_name(&"r".repeat(MAX_ROLE_NAME_BYTES)));
+        assert!(!valid_role_name(&"r".repeat(MAX_ROLE_NAME_BYTES + 1)));
+        let error =
+            CvmRole::new(Url::parse("http://h/").unwrap(), Some("r".repeat(10_000))).unwrap_err();
+        assert_eq!(error.code(), "CvmRoleError.Setup");
+        let body = serde_json::json!({
+            "TmpSecretId": "A".repeat(MAX_SECRET_ID_BYTES + 1), "TmpSecretKey": "k", "Token": "t",
+            "ExpiredTime": 1_700_000_900, "Code": "Success"
+        });
+        let error = parse_credentials(&url(), &serde_json::to_vec(&body).unwrap()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("TmpSecretId is longer than"), "{text}");
+        assert!(text.len() < 300, "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_request_at_the_end_of_time_does_not_panic() {
+        // The last representable instant.
+        let mut far = tokio::time::Instant::now();
+        let mut step = Duration::MAX;
+        while !step.is_zero() {
+            match far.checked_add(step) {
+                Some(later) => far = later,
+                None => step /= 2,
+            }
+        }
+        assert_eq!(forced_refresh_at(far), far);
+        let now = tokio::time::Instant::now();
+        assert_eq!(forced_refresh_at(now), now + FORCED_REFRESH_MIN_GAP);
     }
 
     #[test]

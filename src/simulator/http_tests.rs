@@ -428,6 +428,27 @@ async fn clock_offset_moves_date_and_the_expiry_check() {
 }
 
 #[tokio::test]
+async fn an_absurd_clock_offset_gives_a_bounded_date_not_a_panic() {
+    for offset in [i64::MAX, i64::MIN, 400_000_000_000, -400_000_000_000] {
+        let sim = start(SimulatorOptions {
+            clock_offset_secs: offset,
+            ..SimulatorOptions::new(scenario())
+        })
+        .await;
+        let resp = Call::describe(AGENT).send(&sim).await.unwrap();
+        let date = httpdate::parse_http_date(resp.headers()["date"].to_str().unwrap()).unwrap();
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert!(date < year_10000, "{offset}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["Response"]["Error"]["Code"], "AuthFailure.SignatureExpire",
+            "{offset}"
+        );
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn latency_delays_every_answer_and_in_flight_is_tracked() {
     let sim = start(SimulatorOptions {
         latency: Duration::from_millis(200),

@@ -307,13 +307,15 @@ impl Shared {
         unix_now().saturating_add(self.clock_offset_secs)
     }
 
+    /// `Date`: the simulator's clock, clamped to what an HTTP date can say (1970 to the end of
+    /// 9999: `httpdate` panics past it), so no `--clock-offset` can take the server down.
     fn date_header(&self) -> HeaderValue {
-        let now = self.now_unix();
-        let time = if now >= 0 {
-            UNIX_EPOCH + Duration::from_secs(now as u64)
-        } else {
-            UNIX_EPOCH
-        };
+        /// 9999-12-31T23:59:59Z.
+        const LAST_HTTP_DATE: u64 = 253_402_300_799;
+        let secs = u64::try_from(self.now_unix()).map_or(0, |s| s.min(LAST_HTTP_DATE));
+        let time = UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .unwrap_or(UNIX_EPOCH);
         HeaderValue::from_str(&httpdate::fmt_http_date(time))
             .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
     }

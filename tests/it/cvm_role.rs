@@ -494,3 +494,84 @@ async fn end_to_end_with_the_simulator() {
     task.await.unwrap();
     sim.shutdown().await;
 }
+
+/// A metadata service whose every answer is endless (chunked, never finished).
+async fn endless_metadata() -> (reqwest::Url, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!(
+        "http://{}/latest/meta-data/",
+        listener.local_addr().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let mut result = stream.write_all(head.as_bytes()).await;
+                let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
+                while result.is_ok() {
+                    result = stream.write_all(chunk.as_bytes()).await;
+                }
+            });
+        }
+    });
+    (endpoint, task)
+}
+
+#[tokio::test]
+async fn an_oversized_metadata_answer_is_refused_with_its_own_code() {
+    let huge = format!(
+        "{}{}",
+        answer("AKIDbig", KEY, TOKEN, now_unix() + 7_200),
+        " ".repeat(2 << 20)
+    );
+    let meta = FakeMetadata::start(move |path: &str| match path {
+        LIST => (200, format!("{ROLE}\n{}", "x".repeat(2 << 20))),
+        CREDS => (200, huge.clone()),
+        _ => (404, String::new()),
+    })
+    .await;
+    for role in [None, Some(ROLE)] {
+        let error = meta.role(role).fetch().await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            "CvmRoleError.BodyTooLarge",
+            "{role:?}: {error}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("65536"), "{text}");
+        assert!(!text.contains(KEY) && !text.contains(TOKEN), "{text}");
+    }
+
+    let (endpoint, task) = endless_metadata().await;
+    let started = Instant::now();
+    let error = CvmRole::new(endpoint, Some(ROLE.to_owned()))
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "CvmRoleError.BodyTooLarge", "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    task.abort();
+}
+
+#[test]
+fn absurd_expiry_times_are_refused_or_bounded_never_a_panic() {
+    use cwp_portwatch::credentials::cvm_role::{refresh_at, retry_delay};
+    for expires_at in [i64::MIN, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+        for now in [i64::MIN, -1, 0, now_unix(), i64::MAX] {
+            let wait = refresh_at(now, expires_at);
+            assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(3_600));
+        }
+    }
+    for failures in [0, 1, 63, 64, 65, u32::MAX] {
+        assert!(retry_delay(failures) <= Duration::from_secs(60));
+    }
+}
