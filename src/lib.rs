@@ -13,7 +13,8 @@
 //! - [`endpoint`] (which hosts may use plain http, base-URL normalisation) and [`clock`] (Unix
 //!   seconds): small rules that several modules share, kept in one place each.
 //! - [`signing`]: TC3-HMAC-SHA256, pure.
-//! - [`api`]: the signed HTTP client, response parsing, typed errors and their classification.
+//! - [`api`]: the signed HTTP client, response parsing, typed errors and their classification;
+//!   [`api::body`] is the size-capped body reader every HTTP client of the daemon uses.
 //! - [`status`]: the [`status::Status`] type and API answer → agent status (the spec's
 //!   Statuses table), pure.
 //! - [`scheduler`]: which agent is polled next and when (due queue, priorities), pure.
