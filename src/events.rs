@@ -132,12 +132,16 @@ pub enum Event {
         /// Every problem found.
         error_message: String,
     },
-    /// The state file could not be read; starting fresh.
+    /// The state file could not be read; it was kept under another name (never overwritten)
+    /// and the daemon starts fresh.
     StateDamaged {
         /// The state file.
         path: String,
         /// What was wrong.
         error_message: String,
+        /// Where the unreadable file is now (`state.json.damaged-<unix time>`), so the operator
+        /// can inspect or restore it.
+        moved_to: String,
     },
     /// The daemon started polling.
     DaemonStarted {
@@ -274,7 +278,10 @@ impl Event {
             Event::StateDamaged {
                 path,
                 error_message,
-            } => format!("state file {path} unreadable ({error_message}); starting fresh"),
+                moved_to,
+            } => format!(
+                "state file {path} unreadable ({error_message}); kept as {moved_to}, starting fresh"
+            ),
             Event::DaemonStarted { version, agents } => {
                 format!("cwp-portwatch {version} started, watching {agents} agents")
             }
@@ -461,11 +468,13 @@ impl EventSink for TracingSink {
             Event::StateDamaged {
                 path,
                 error_message,
+                moved_to,
             } => at_level!(
                 level,
                 event = name,
                 path = path.as_str(),
                 error_message = error_message.as_str(),
+                moved_to = moved_to.as_str(),
                 message_id = mid,
                 "{msg}"
             ),
@@ -518,6 +527,22 @@ mod tests {
         assert_eq!(
             changed("COMPLETE").message(),
             "web-01 (6b6cd843…) COLLECTING → COMPLETE"
+        );
+    }
+
+    #[test]
+    fn state_damaged_says_where_the_file_went() {
+        let e = Event::StateDamaged {
+            path: "/var/lib/cwp-portwatch/state.json".into(),
+            error_message: "EOF while parsing".into(),
+            moved_to: "/var/lib/cwp-portwatch/state.json.damaged-1700000000".into(),
+        };
+        assert_eq!(e.level(), Level::WARN);
+        assert!(
+            e.message()
+                .contains("kept as /var/lib/cwp-portwatch/state.json.damaged-1700000000"),
+            "{}",
+            e.message()
         );
     }
 
