@@ -1,11 +1,15 @@
-//! `cwp-portwatch check`: validate config, watchlist and credential sources without calling
-//! the API. Prints every problem found (exit 1), or a summary (exit 0). Never prints a secret.
+//! `cwp-portwatch check`: validate config, watchlist, credential sources and `state_dir`
+//! without calling the API. Prints every problem found (exit 1), or a summary (exit 0). Never
+//! prints a secret. Whatever `run` would refuse at start, `check` refuses too: `state_dir` is
+//! probed as `run` probes it ([`crate::state::prepare_dir`]; a missing folder is created,
+//! mode 0700, as `run` would create it).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{Environment, Resolved, resolve};
+use crate::state;
 use crate::watchlist::Watchlist;
 
 use super::{CommandError, output, startup};
@@ -79,6 +83,11 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
             String::new()
         }
     };
+    // What `run` refuses at start: a `state_dir` it could not persist to, or that other users
+    // could write. Probing it creates it (mode 0700) when missing, as `run` would.
+    if let Err(e) = state::prepare_dir(&settings.state_dir) {
+        problems.push(e.to_string());
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
