@@ -669,3 +669,46 @@ async fn hostile_state_dir_run_exits_1_before_any_poll() {
     }
     sim.shutdown().await;
 }
+
+/// Issue 8 (class: every file read is bounded): `check --config /dev/zero` reads at most the
+/// config's size limit, also when it looks for the watchlist's problems of a config that
+/// failed; that second read used to go on until memory ran out.
+#[test]
+fn hostile_check_of_an_endless_config_reads_a_bounded_amount() {
+    use std::os::unix::process::CommandExt;
+    /// Address-space ceiling: a regression fails this test, not the machine.
+    const CEILING: libc::rlim_t = 2 << 30;
+    let app = App::new();
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg("/dev/zero");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: CEILING,
+                rlim_max: CEILING,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 on our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+        "{status}: {stderr}"
+    );
+    assert!(stderr.contains("larger than 64 MiB"), "{stderr}");
+    // ru_maxrss is in KiB: the 64 MiB limit (+1 byte) read once, not the address space.
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 400, "peak {peak_mib} MiB: {stderr}");
+}
