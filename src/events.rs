@@ -159,6 +159,24 @@ pub enum Event {
     },
 }
 
+/// `text` with every control character escaped (`\u{1b}`, `\n`): what any text from outside
+/// (an API answer, a file, a path) becomes before it reaches people's terminals or a
+/// line-oriented log.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// `web-01 (6b6cd843…)`, or just the short Uuid without a name.
 fn who(name: &str, uuid: &str) -> String {
     let short: String = uuid.chars().take(8).collect();
@@ -221,8 +239,16 @@ impl Event {
         }
     }
 
-    /// A sentence for people (`MESSAGE` in the journal).
+    /// A sentence for people (`MESSAGE` in the journal), on one line and with every control
+    /// character escaped: its parts come from API answers, files and the environment, and an
+    /// escape sequence or a line break in them must neither drive a terminal nor forge a log
+    /// line. The fields themselves keep the values as they were.
     pub fn message(&self) -> String {
+        printable(&self.sentence())
+    }
+
+    /// [`Event::message`] before escaping.
+    fn sentence(&self) -> String {
         match self {
             Event::StatusChanged {
                 uuid,
@@ -273,7 +299,11 @@ impl Event {
                 removed,
             } => format!("watching {agents} agents ({added} added, {removed} removed)"),
             Event::ConfigRejected { error_message } => {
-                format!("reload refused, the running configuration stays: {error_message}")
+                let problems: Vec<&str> = error_message.lines().collect();
+                format!(
+                    "reload refused, the running configuration stays: {}",
+                    problems.join("; ")
+                )
             }
             Event::StateDamaged {
                 path,
@@ -528,6 +558,46 @@ mod tests {
             changed("COMPLETE").message(),
             "web-01 (6b6cd843…) COLLECTING → COMPLETE"
         );
+    }
+
+    #[test]
+    fn messages_hold_no_control_characters_whatever_the_api_or_a_file_said() {
+        let hostile = "\u{1b}[2J\u{1b}]0;pwned\u{7}\r\nforged line";
+        let events = [
+            changed(hostile),
+            Event::PollFailed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: "web\u{1b}[31m".into(),
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+                request_id: None,
+                consecutive_failures: 1,
+            },
+            Event::RateLimited {
+                error_code: hostile.into(),
+                requests_per_second: 10,
+            },
+            Event::CredentialsFailed {
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+                source: hostile.into(),
+            },
+            Event::ConfigRejected {
+                error_message: format!("config.toml:3:1: bad\nconfig.toml:4:1: {hostile}"),
+            },
+            Event::StateDamaged {
+                path: hostile.into(),
+                error_message: hostile.into(),
+                moved_to: hostile.into(),
+            },
+        ];
+        for event in &events {
+            let message = event.message();
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+            assert!(message.contains("\\u{1b}[2J"), "{message:?}");
+        }
+        let rejected = events[4].message();
+        assert!(rejected.contains("bad; config.toml:4:1"), "{rejected:?}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::printable;
 use crate::tracker::KnownMap;
 
 /// File name inside `state_dir`.
@@ -54,7 +55,7 @@ pub enum StateError {
         source: io::Error,
     },
     /// Not a state file we can read.
-    #[error("{}: damaged state file: {}", shown(path), escaped(reason))]
+    #[error("{}: damaged state file: {}", shown(path), printable(reason))]
     Damaged {
         /// The file.
         path: PathBuf,
@@ -99,24 +100,10 @@ impl StateError {
     }
 }
 
-/// Text for a message with its control characters escaped: a path or a parser's message may
-/// hold anything (an escape sequence in a key of a planted file), and it reaches terminals.
-fn escaped(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// A path for a message, escaped as [`escaped`]; whole, not cut short: the operator must be
+/// A path for a message, escaped as [`printable`]; whole, not cut short: the operator must be
 /// able to find it.
 pub fn shown(path: &Path) -> String {
-    escaped(&path.to_string_lossy())
+    printable(&path.to_string_lossy())
 }
 
 /// Makes sure `dir` can hold the state: a folder (created with its missing parents, mode
