@@ -694,6 +694,8 @@ fn hostile_check_of_an_endless_config_reads_a_bounded_amount() {
             Ok(())
         });
     }
+    // Reaped by wait4 below, which `Child::wait` cannot do: it gives no resource usage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().unwrap();
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     let mut status = 0;
