@@ -94,8 +94,8 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     let agents = watchlist.map_or(0, |w| w.agents.len());
     Ok(format!(
         "config      {}\nwatchlist   {} ({agents} agents{})\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\nstate       {}\ncredentials {credentials}\nOK",
-        settings.config_path.display(),
-        settings.watchlist_path.display(),
+        state::shown(&settings.config_path),
+        state::shown(&settings.watchlist_path),
         if agents == 0 {
             "; the daemon will idle"
         } else {
@@ -108,6 +108,6 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         humantime::format_duration(settings.poll.interval),
         humantime::format_duration(settings.poll.collecting_interval),
         humantime::format_duration(settings.poll.offline_interval),
-        settings.state_dir.display(),
+        state::shown(&settings.state_dir),
     ))
 }

@@ -714,3 +714,42 @@ fn hostile_check_of_an_endless_config_reads_a_bounded_amount() {
     let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 400, "peak {peak_mib} MiB: {stderr}");
 }
+
+/// Issue 8 (class: control characters never reach people's terminals): a `state_dir` holding
+/// one is refused at its line (it is a typo or an attack, and would be created as written),
+/// and `check`'s summary shows every path escaped (a config file may be called anything).
+#[test]
+fn hostile_control_characters_in_paths_are_refused_or_escaped() {
+    let app = App::new();
+    app.write("watchlist.toml", GOOD_WATCHLIST);
+    let config = app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"st\\u001b[2Jate\"\n",
+    );
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg(&config);
+    let out = run_within(cmd, LIMIT);
+    assert_eq!(out.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("config.toml:2:13:"), "{}", out.stderr);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+    assert!(
+        !app.path().join("st\u{1b}[2Jate").exists(),
+        "created anyway"
+    );
+
+    let odd = app.write(
+        "odd\u{1b}]0;pwned\u{7}.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n",
+    );
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg(&odd);
+    let out = run_within(cmd, LIMIT);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        !out.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("odd\\u{1b}]0;pwned"), "{}", out.stdout);
+}
