@@ -132,12 +132,16 @@ pub enum Event {
         /// Every problem found.
         error_message: String,
     },
-    /// The state file could not be read; starting fresh.
+    /// The state file could not be read; it was kept under another name (never overwritten)
+    /// and the daemon starts fresh.
     StateDamaged {
         /// The state file.
         path: String,
         /// What was wrong.
         error_message: String,
+        /// Where the unreadable file is now (`state.json.damaged-<unix time>`), so the operator
+        /// can inspect or restore it.
+        moved_to: String,
     },
     /// The daemon started polling.
     DaemonStarted {
@@ -153,6 +157,24 @@ pub enum Event {
         /// Agents watched.
         agents: usize,
     },
+}
+
+/// `text` with every control character escaped (`\u{1b}`, `\n`): what any text from outside
+/// (an API answer, a file, a path) becomes before it reaches people's terminals or a
+/// line-oriented log.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `web-01 (6b6cd843…)`, or just the short Uuid without a name.
@@ -217,8 +239,16 @@ impl Event {
         }
     }
 
-    /// A sentence for people (`MESSAGE` in the journal).
+    /// A sentence for people (`MESSAGE` in the journal), on one line and with every control
+    /// character escaped: its parts come from API answers, files and the environment, and an
+    /// escape sequence or a line break in them must neither drive a terminal nor forge a log
+    /// line. The fields themselves keep the values as they were.
     pub fn message(&self) -> String {
+        printable(&self.sentence())
+    }
+
+    /// [`Event::message`] before escaping.
+    fn sentence(&self) -> String {
         match self {
             Event::StatusChanged {
                 uuid,
@@ -269,12 +299,19 @@ impl Event {
                 removed,
             } => format!("watching {agents} agents ({added} added, {removed} removed)"),
             Event::ConfigRejected { error_message } => {
-                format!("reload refused, the running configuration stays: {error_message}")
+                let problems: Vec<&str> = error_message.lines().collect();
+                format!(
+                    "reload refused, the running configuration stays: {}",
+                    problems.join("; ")
+                )
             }
             Event::StateDamaged {
                 path,
                 error_message,
-            } => format!("state file {path} unreadable ({error_message}); starting fresh"),
+                moved_to,
+            } => format!(
+                "state file {path} unreadable ({error_message}); kept as {moved_to}, starting fresh"
+            ),
             Event::DaemonStarted { version, agents } => {
                 format!("cwp-portwatch {version} started, watching {agents} agents")
             }
@@ -461,11 +498,13 @@ impl EventSink for TracingSink {
             Event::StateDamaged {
                 path,
                 error_message,
+                moved_to,
             } => at_level!(
                 level,
                 event = name,
                 path = path.as_str(),
                 error_message = error_message.as_str(),
+                moved_to = moved_to.as_str(),
                 message_id = mid,
                 "{msg}"
             ),
@@ -518,6 +557,62 @@ mod tests {
         assert_eq!(
             changed("COMPLETE").message(),
             "web-01 (6b6cd843…) COLLECTING → COMPLETE"
+        );
+    }
+
+    #[test]
+    fn messages_hold_no_control_characters_whatever_the_api_or_a_file_said() {
+        let hostile = "\u{1b}[2J\u{1b}]0;pwned\u{7}\r\nforged line";
+        let events = [
+            changed(hostile),
+            Event::PollFailed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: "web\u{1b}[31m".into(),
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+                request_id: None,
+                consecutive_failures: 1,
+            },
+            Event::RateLimited {
+                error_code: hostile.into(),
+                requests_per_second: 10,
+            },
+            Event::CredentialsFailed {
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+                source: hostile.into(),
+            },
+            Event::ConfigRejected {
+                error_message: format!("config.toml:3:1: bad\nconfig.toml:4:1: {hostile}"),
+            },
+            Event::StateDamaged {
+                path: hostile.into(),
+                error_message: hostile.into(),
+                moved_to: hostile.into(),
+            },
+        ];
+        for event in &events {
+            let message = event.message();
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+            assert!(message.contains("\\u{1b}[2J"), "{message:?}");
+        }
+        let rejected = events[4].message();
+        assert!(rejected.contains("bad; config.toml:4:1"), "{rejected:?}");
+    }
+
+    #[test]
+    fn state_damaged_says_where_the_file_went() {
+        let e = Event::StateDamaged {
+            path: "/var/lib/cwp-portwatch/state.json".into(),
+            error_message: "EOF while parsing".into(),
+            moved_to: "/var/lib/cwp-portwatch/state.json.damaged-1700000000".into(),
+        };
+        assert_eq!(e.level(), Level::WARN);
+        assert!(
+            e.message()
+                .contains("kept as /var/lib/cwp-portwatch/state.json.damaged-1700000000"),
+            "{}",
+            e.message()
         );
     }
 

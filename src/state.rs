@@ -2,42 +2,89 @@
 //!
 //! `state_dir/state.json`, written atomically (temp file + fsync + rename + fsync of the
 //! folder), so a crash at any moment leaves either the old or the new file, never a torn
-//! one. A damaged or missing file is reported and the daemon starts fresh rather than
-//! refusing to run.
+//! one.
+//!
+//! Everything here treats the folder and the file as hostile until checked:
+//! - The folder must be usable before the daemon polls ([`prepare_dir`], run by `check` and at
+//!   the start of `run`): a folder (created, mode 0700, when missing), not writable by group or
+//!   others (another user could swap the state file or plant links in it), and writable by us
+//!   (a probe file is created and removed). Anything else is an error that says what to do,
+//!   never a daemon that polls on and persists nothing.
+//! - The temp file is created new (`O_CREAT|O_EXCL`) with `O_NOFOLLOW`, mode 0600: never
+//!   written through an existing path or link.
+//! - The state file is read through a symbolic link when it is one: only we or root can put
+//!   one in a folder that group and others cannot write, so a link there was planted by the
+//!   folder's owner, the operator.
+//!   It is read only when it is a regular file of at most [`MAX_FILE_BYTES`], opened
+//!   non-blocking (a FIFO planted there cannot hang the start).
+//! - A file that cannot be read (damaged, not a regular file, too large, or written by a
+//!   newer version) is never overwritten: [`StateFile::load_keeping_damaged`] renames it to
+//!   `state.json.damaged-<unix time>` (never over an existing file) and the daemon starts
+//!   fresh; when it cannot be renamed, start-up fails instead.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::printable;
 use crate::tracker::KnownMap;
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "state.json";
 /// Format version written into the file.
 const VERSION: u32 = 1;
+/// The largest state file read. 100k agents take about 15 MiB; this leaves room for ten
+/// times as many while a planted huge file (or a link to `/dev/zero`) cannot exhaust memory.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// How many `state.json.damaged-<time>[.n]` names are tried before giving up.
+const MAX_DAMAGED_NAMES: u32 = 100;
 
 /// Errors reading or writing state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Could not read or write.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", shown(path))]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        source: io::Error,
     },
     /// Not a state file we can read.
-    #[error("{path}: damaged state file: {reason}")]
+    #[error("{}: damaged state file: {}", shown(path), printable(reason))]
     Damaged {
         /// The file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// `state_dir` cannot hold the state safely: the daemon would poll on and persist
+    /// nothing, or another user could replace what it persists.
+    #[error("state_dir {}: {problem}; {fix}", shown(dir))]
+    Unusable {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What the operator should do.
+        fix: String,
+    },
+    /// A damaged state file could not be renamed to keep it: starting fresh would overwrite
+    /// it at the first save.
+    #[error(
+        "{}: cannot rename the unreadable state file to keep it ({source}); move it away by \
+         hand, then start again",
+        shown(path)
+    )]
+    SetAside {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
     },
 }
 
@@ -47,8 +94,122 @@ impl StateError {
         match self {
             StateError::Io { .. } => "StateError.Io",
             StateError::Damaged { .. } => "StateError.Damaged",
+            StateError::Unusable { .. } => "StateError.Unusable",
+            StateError::SetAside { .. } => "StateError.SetAside",
         }
     }
+}
+
+/// A path for a message, escaped as [`printable`]; whole, not cut short: the operator must be
+/// able to find it.
+pub fn shown(path: &Path) -> String {
+    printable(&path.to_string_lossy())
+}
+
+/// Makes sure `dir` can hold the state: a folder (created with its missing parents, mode
+/// 0700, when absent), not writable by group or others, in which we can create and remove a
+/// file. Run by `check` and before `run` polls, so a state that could not be persisted, or
+/// could be swapped by another user, is an error at once and not a silent loss later.
+pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
+    let unusable = |problem: String, fix: String| StateError::Unusable {
+        dir: dir.to_path_buf(),
+        problem,
+        fix,
+    };
+    let shown_dir = shown(dir);
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        // Missing, or a file where a parent folder should be: creating it says which.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            if let Ok(target) = fs::read_link(dir) {
+                // A relative target is relative to the link's folder.
+                let target = dir.parent().unwrap_or(Path::new("/")).join(target);
+                return Err(unusable(
+                    format!(
+                        "is a symbolic link to {}, which does not exist",
+                        shown(&target)
+                    ),
+                    format!(
+                        "create the folder it points to (install -d -m 700 {}) or set \
+                         state_dir to a folder",
+                        shown(&target)
+                    ),
+                ));
+            }
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    unusable(
+                        format!("cannot create the folder ({e})"),
+                        format!(
+                            "create it (install -d -m 700 {shown_dir}) or set state_dir to a \
+                             folder the daemon's user can write"
+                        ),
+                    )
+                })?;
+            fs::metadata(dir).map_err(|e| {
+                unusable(
+                    format!("cannot be read after creating it ({e})"),
+                    "set state_dir to a folder the daemon's user can write".to_owned(),
+                )
+            })?
+        }
+        Err(e) => {
+            return Err(unusable(
+                format!("cannot be read ({e})"),
+                "set state_dir to a folder the daemon's user can read and write".to_owned(),
+            ));
+        }
+    };
+    if !meta.is_dir() {
+        return Err(unusable(
+            "is not a folder".to_owned(),
+            "set state_dir to a folder (it is created when missing)".to_owned(),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unusable(
+            format!(
+                "is writable by other users (mode {mode:04o}), who could replace the state file"
+            ),
+            format!("chmod 700 {shown_dir}, or set state_dir to a private folder"),
+        ));
+    }
+    // The probe: created new, never through a link, as the state's temp file is.
+    let probe = dir.join(format!(".{FILE_NAME}.probe.{}", std::process::id()));
+    remove_leftover(&probe);
+    let cannot_write = |e: io::Error| {
+        unusable(
+            format!("cannot write in it ({e})"),
+            "set state_dir to a folder on a writable file system that the daemon's user can \
+             write (not under /proc or /sys)"
+                .to_owned(),
+        )
+    };
+    create_new_private(&probe).map_err(cannot_write)?;
+    fs::remove_file(&probe).map_err(cannot_write)
+}
+
+/// Removes what a crashed run (or anyone) left at `path`; a link is removed, never followed.
+/// Errors are left to the `create_new` that follows, which reports them.
+fn remove_leftover(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+/// A file created new for writing: `O_EXCL` and `O_NOFOLLOW`, so never an existing file or a
+/// link's target, and mode 0600.
+fn create_new_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// What is read: entries go straight into the map the tracker keeps (no second copy of
@@ -65,6 +226,15 @@ struct FileIn {
 struct FileOut<'a> {
     version: u32,
     agents: &'a KnownMap,
+}
+
+/// A state file that could not be read, kept under another name.
+#[derive(Debug)]
+pub struct SetAside {
+    /// Why it could not be read.
+    pub error: StateError,
+    /// Where it is now.
+    pub moved_to: PathBuf,
 }
 
 /// Where the state lives.
@@ -88,30 +258,111 @@ impl StateFile {
 
     /// Reads the state; a missing file is an empty state.
     pub fn load(&self) -> Result<KnownMap, StateError> {
-        // Streamed, not read whole: 100k agents' file would otherwise sit in memory beside
-        // the map built from it.
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-            Err(source) => {
-                return Err(StateError::Io {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let reader = std::io::BufReader::with_capacity(64 * 1024, file);
-        let file: FileIn = serde_json::from_reader(reader).map_err(|e| StateError::Damaged {
+        self.load_capped(MAX_FILE_BYTES)
+    }
+
+    /// [`StateFile::load`] with the size limit given (tests use a small one).
+    fn load_capped(&self, max_bytes: u64) -> Result<KnownMap, StateError> {
+        let damaged = |reason: String| StateError::Damaged {
             path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let io = |source| StateError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // Non-blocking: opening a FIFO planted here must not wait for a writer forever.
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(source) => return Err(io(source)),
+        };
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(damaged(
+                "not a regular file (a folder, a FIFO or a device)".to_owned(),
+            ));
+        }
+        let too_large = || damaged(format!("larger than {} MiB", max_bytes >> 20));
+        if meta.len() > max_bytes {
+            return Err(too_large());
+        }
+        // Streamed, not read whole: 100k agents' file would otherwise sit in memory beside
+        // the map built from it. Bounded again while reading: the file may grow meanwhile.
+        let mut limited = file.take(max_bytes.saturating_add(1));
+        let reader = io::BufReader::with_capacity(64 * 1024, &mut limited);
+        let parsed: Result<FileIn, _> = serde_json::from_reader(reader);
+        if limited.limit() == 0 {
+            return Err(too_large());
+        }
+        let file = parsed.map_err(|e| damaged(e.to_string()))?;
         if file.version != VERSION {
-            return Err(StateError::Damaged {
-                path: self.path.clone(),
-                reason: format!("version {} (this build reads {VERSION})", file.version),
-            });
+            let by = if file.version > VERSION {
+                "a newer cwp-portwatch"
+            } else {
+                "an unknown version"
+            };
+            return Err(damaged(format!(
+                "format version {} written by {by} (this build reads version {VERSION})",
+                file.version
+            )));
         }
         Ok(file.agents)
+    }
+
+    /// Reads the state for a daemon that starts: a missing file is an empty state, and a
+    /// file that cannot be read is renamed (see [`StateFile::set_aside`]) so the first save
+    /// cannot overwrite it; the daemon then starts fresh. Fails only when such a file cannot
+    /// be kept.
+    pub fn load_keeping_damaged(&self) -> Result<(KnownMap, Option<SetAside>), StateError> {
+        match self.load() {
+            Ok(known) => Ok((known, None)),
+            Err(error) => {
+                let moved_to = self.set_aside()?;
+                Ok((HashMap::new(), Some(SetAside { error, moved_to })))
+            }
+        }
+    }
+
+    /// Renames the state file to `state.json.damaged-<unix time>` (`….1`, `….2`, … when that
+    /// name is taken), never over an existing file, and makes the rename durable.
+    pub fn set_aside(&self) -> Result<PathBuf, StateError> {
+        let failed = |source| StateError::SetAside {
+            path: self.path.clone(),
+            source,
+        };
+        let stamp = crate::clock::unix_now();
+        for n in 0..MAX_DAMAGED_NAMES {
+            let name = match n {
+                0 => format!("{FILE_NAME}.damaged-{stamp}"),
+                n => format!("{FILE_NAME}.damaged-{stamp}.{n}"),
+            };
+            let target = self.path.with_file_name(name);
+            match rename_no_replace(&self.path, &target) {
+                Ok(()) => {
+                    sync_dir(self.dir()).map_err(failed)?;
+                    return Ok(target);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Err(failed(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{MAX_DAMAGED_NAMES} damaged copies from this second exist already"),
+        )))
+    }
+
+    /// The folder the file is in.
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
     }
 
     /// The file's bytes for `known` (cheap enough for the dispatcher; the slow part, the
@@ -133,29 +384,27 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io)?;
+        let dir = self.dir();
+        // Checked at start-up; created again (private) if someone removed it since.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let tmp = self
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
         let result = (|| {
-            // Created new, mode 0600, never through an existing path or link: a leftover of
-            // a crashed run with the same pid (or a link planted there) is removed first,
-            // and `create_new` (O_EXCL) refuses anything that appears meanwhile.
-            match fs::remove_file(&tmp) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            // A leftover of a crashed run with the same pid (or a link planted there) is
+            // removed, never followed; `create_new` + `O_NOFOLLOW` refuse anything that
+            // appears meanwhile.
+            remove_leftover(&tmp);
+            let mut f = create_new_private(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
             // The rename itself is durable only once the folder is synced.
-            File::open(dir)?.sync_all()
+            sync_dir(dir)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -166,6 +415,46 @@ impl StateFile {
     /// Encodes and writes the state atomically.
     pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
         self.write(&self.encode(known))
+    }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` instead of replacing `to`:
+/// `renameat2(RENAME_NOREPLACE)`, atomic. On a file system without it, a check then a rename:
+/// racy only against writers of `state_dir`, which [`prepare_dir`] keeps to us (and root).
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))
+    };
+    let (c_from, c_to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS) => match fs::symlink_metadata(to) {
+            Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+            Err(m) if m.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
+            Err(m) => Err(m),
+        },
+        _ => Err(e),
     }
 }
 
@@ -229,5 +518,201 @@ mod tests {
         );
         let mode = fs::metadata(s.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    /// Runs `f` on a thread; `None` when it has not returned within 5 s (it hangs).
+    fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5)).ok()
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_as_state_file_is_damaged_and_never_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        let path = std::ffi::CString::new(s.path().to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let fifo = s.clone();
+        let e = within_5s(move || fifo.load().map(|k| k.len()))
+            .expect("loading a FIFO must not wait for a writer")
+            .unwrap_err();
+        assert_eq!(e.code(), "StateError.Damaged", "{e}");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        fs::remove_file(s.path()).unwrap();
+        fs::create_dir(s.path()).unwrap();
+        let e = s.load().unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn a_state_file_over_the_size_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        // Sparse: no disk space, and any reading of it would take long.
+        File::create(s.path())
+            .unwrap()
+            .set_len((256 << 20) + 1)
+            .unwrap();
+        let e = s.load().unwrap_err();
+        assert_eq!(e.code(), "StateError.Damaged", "{e}");
+        assert!(e.to_string().contains("larger than 256 MiB"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_from_a_damaged_file_are_escaped_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        fs::write(
+            s.path(),
+            "{\"version\":1,\"agents\":{},\"\\u001b]0;pwned\\u0007\":1}",
+        )
+        .unwrap();
+        let e = s.load().unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.contains("\\u{1b}]0;pwned"), "{e:?}");
+    }
+
+    #[test]
+    fn a_state_file_that_grows_past_the_limit_while_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        s.save(&HashMap::new()).unwrap();
+        // Valid JSON, but more bytes than the limit: what a file growing meanwhile looks like.
+        fs::write(
+            s.path(),
+            format!("{{\"version\":1,\"agents\":{{}}}}{}", " ".repeat(64)),
+        )
+        .unwrap();
+        let e = s.load_capped(32).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        assert!(s.load_capped(1 << 20).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prepare_dir_creates_a_missing_folder_private_with_its_parents() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("a/b/state");
+        prepare_dir(&state_dir).unwrap();
+        for d in [
+            dir.path().join("a"),
+            dir.path().join("a/b"),
+            state_dir.clone(),
+        ] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", d.display());
+        }
+        // The probe leaves nothing behind; a second check passes as well.
+        assert_eq!(fs::read_dir(&state_dir).unwrap().count(), 0);
+        prepare_dir(&state_dir).unwrap();
+        // A folder reached through a link is fine.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state_dir, &link).unwrap();
+        prepare_dir(&link).unwrap();
+    }
+
+    #[test]
+    fn prepare_dir_refuses_what_cannot_hold_the_state_and_says_what_to_do() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink("gone", &dangling).unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o775)).unwrap();
+        let cases = [
+            (file.clone(), "is not a folder"),
+            (file.join("state"), "cannot create the folder"),
+            (dangling, "symbolic link to"),
+            (shared.clone(), "chmod 700"),
+            (PathBuf::from("/proc/self"), "cannot write in it"),
+        ];
+        for (path, needle) in cases {
+            let e = prepare_dir(&path).unwrap_err();
+            assert_eq!(e.code(), "StateError.Unusable", "{e}");
+            let text = e.to_string();
+            assert!(text.starts_with("state_dir "), "{text}");
+            assert!(text.contains(path.to_str().unwrap()), "{text}");
+            assert!(text.contains(needle), "{}: {text}", path.display());
+        }
+        assert!(
+            prepare_dir(&dir.path().join("dangling"))
+                .unwrap_err()
+                .to_string()
+                .contains(&format!(
+                    "install -d -m 700 {}",
+                    dir.path().join("gone").display()
+                ))
+        );
+        // Nothing was created in the refused folders.
+        assert_eq!(fs::read_dir(&shared).unwrap().count(), 0);
+        // A control character in the path is shown escaped.
+        let odd = dir.path().join("odd\u{1b}[2Jfile");
+        fs::write(&odd, b"x").unwrap();
+        let text = prepare_dir(&odd).unwrap_err().to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+
+    #[test]
+    fn a_damaged_or_newer_file_is_set_aside_never_over_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        // Names a set-aside of this second or the next would pick, taken already.
+        let now = crate::clock::unix_now();
+        let taken: Vec<PathBuf> = [now, now + 1]
+            .iter()
+            .map(|t| dir.path().join(format!("state.json.damaged-{t}")))
+            .collect();
+        for t in &taken {
+            fs::write(t, b"precious").unwrap();
+        }
+        fs::write(s.path(), br#"{"version":2,"agents":{}}"#).unwrap();
+        let (known, set_aside) = s.load_keeping_damaged().unwrap();
+        assert!(known.is_empty());
+        let set_aside = set_aside.expect("the newer file is set aside");
+        assert!(
+            set_aside
+                .error
+                .to_string()
+                .contains("a newer cwp-portwatch"),
+            "{}",
+            set_aside.error
+        );
+        assert!(
+            !taken.contains(&set_aside.moved_to),
+            "{:?}",
+            set_aside.moved_to
+        );
+        assert_eq!(
+            fs::read(&set_aside.moved_to).unwrap(),
+            br#"{"version":2,"agents":{}}"#
+        );
+        for t in &taken {
+            assert_eq!(fs::read(t).unwrap(), b"precious");
+        }
+        assert!(!s.path().exists());
+        // A good file and a missing one are loaded as they are.
+        assert!(s.load_keeping_damaged().unwrap().1.is_none());
+        s.save(&HashMap::new()).unwrap();
+        assert!(s.load_keeping_damaged().unwrap().1.is_none());
+        assert!(s.path().exists());
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_set_aside_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // A path whose folder does not exist: the rename fails.
+        let s = StateFile {
+            path: dir.path().join("gone/state.json"),
+        };
+        let e = s.set_aside().unwrap_err();
+        assert_eq!(e.code(), "StateError.SetAside");
+        assert!(e.to_string().contains("move it away by hand"), "{e}");
     }
 }

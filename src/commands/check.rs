@@ -1,11 +1,15 @@
-//! `cwp-portwatch check`: validate config, watchlist and credential sources without calling
-//! the API. Prints every problem found (exit 1), or a summary (exit 0). Never prints a secret.
+//! `cwp-portwatch check`: validate config, watchlist, credential sources and `state_dir`
+//! without calling the API. Prints every problem found (exit 1), or a summary (exit 0). Never
+//! prints a secret. Whatever `run` would refuse at start, `check` refuses too: `state_dir` is
+//! probed as `run` probes it ([`crate::state::prepare_dir`]; a missing folder is created,
+//! mode 0700, as `run` would create it).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{Environment, Resolved, resolve};
+use crate::state;
 use crate::watchlist::Watchlist;
 
 use super::{CommandError, output, startup};
@@ -79,14 +83,19 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
             String::new()
         }
     };
+    // What `run` refuses at start: a `state_dir` it could not persist to, or that other users
+    // could write. Probing it creates it (mode 0700) when missing, as `run` would.
+    if let Err(e) = state::prepare_dir(&settings.state_dir) {
+        problems.push(e.to_string());
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
     let agents = watchlist.map_or(0, |w| w.agents.len());
     Ok(format!(
         "config      {}\nwatchlist   {} ({agents} agents{})\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\nstate       {}\ncredentials {credentials}\nOK",
-        settings.config_path.display(),
-        settings.watchlist_path.display(),
+        state::shown(&settings.config_path),
+        state::shown(&settings.watchlist_path),
         if agents == 0 {
             "; the daemon will idle"
         } else {
@@ -99,6 +108,6 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         humantime::format_duration(settings.poll.interval),
         humantime::format_duration(settings.poll.collecting_interval),
         humantime::format_duration(settings.poll.offline_interval),
-        settings.state_dir.display(),
+        state::shown(&settings.state_dir),
     ))
 }

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::engine::Control;
 use crate::events::{Event, EventSink, TracingSink};
 use crate::shutdown::{self, Shutdown, StopSignals};
-use crate::state::StateFile;
+use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
 
 use super::CommandError;
@@ -32,10 +32,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGTERM/SIGINT (or the engine's death).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (settings, watchlist) = startup::load_and_log(config)?;
-    let shutdown = Shutdown::new();
     let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
-    let state = StateFile::in_dir(&settings.state_dir);
-    let known = load_state(&state, sink.as_ref());
+    // Before any poll: a state that could not be persisted is an error now, not a loss later.
+    let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
+    let shutdown = Shutdown::new();
     let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = startup::engine(
         &settings,
@@ -135,19 +135,22 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The persisted statuses; a damaged file is reported and the daemon starts fresh rather
-/// than refusing to run.
-fn load_state(state: &StateFile, sink: &dyn EventSink) -> KnownMap {
-    match state.load() {
-        Ok(known) => known,
-        Err(e) => {
-            sink.emit(&Event::StateDamaged {
-                path: state.path().display().to_string(),
-                error_message: e.to_string(),
-            });
-            Default::default()
-        }
+/// The state file and the statuses it holds, once `state_dir` proved usable
+/// ([`state::prepare_dir`]). A file that cannot be read is kept under another name, reported
+/// (`state_damaged` with `moved_to`), and the daemon starts fresh rather than refusing to run;
+/// only a `state_dir` that cannot be used, or such a file that cannot be kept, stops it.
+fn load_state(state_dir: &Path, sink: &dyn EventSink) -> Result<(StateFile, KnownMap), StateError> {
+    state::prepare_dir(state_dir)?;
+    let state = StateFile::in_dir(state_dir);
+    let (known, set_aside) = state.load_keeping_damaged()?;
+    if let Some(SetAside { error, moved_to }) = set_aside {
+        sink.emit(&Event::StateDamaged {
+            path: state::shown(state.path()),
+            error_message: error.to_string(),
+            moved_to: state::shown(&moved_to),
+        });
     }
+    Ok((state, known))
 }
 
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never

@@ -15,6 +15,7 @@ use crate::credentials::{Environment, Resolved, resolve};
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventSink;
 use crate::logging;
+use crate::problems::read_text;
 use crate::scheduler::Intervals;
 use crate::shutdown::Shutdown;
 use crate::tracker::KnownMap;
@@ -42,8 +43,10 @@ pub fn load_and_log(config: &Path) -> Result<(Settings, Watchlist), CommandError
 
 /// When the config is invalid, its watchlist may still be found (the `watchlist` key alone
 /// read leniently): its problems are listed too, so one `check` shows everything to fix.
+/// The config is read as [`Settings::load`] reads it, within the same size limit: it already
+/// failed once, and may be anything (`/dev/zero` would otherwise be read until memory ran out).
 pub fn add_watchlist_problems(config: &Path, problems: &mut ConfigErrors) {
-    let Ok(text) = std::fs::read_to_string(config) else {
+    let Ok(text) = read_text(config, "") else {
         return;
     };
     let Ok(table) = text.parse::<toml::Table>() else {

@@ -404,3 +404,58 @@ async fn once_with_refused_credentials_fails_fast() {
     assert!(out.stderr.contains("credentials_failed"));
     sim.shutdown().await;
 }
+
+/// Issue 8 item 5: a damaged state file, or one from a newer version, is never overwritten:
+/// it is renamed, `state_damaged` says where it went (`moved_to`), the daemon starts fresh,
+/// and its next save writes a new `state.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_newer_state_file_is_kept_under_a_new_name_and_a_fresh_one_saved() {
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    let cases: [(&str, &[u8]); 3] = [
+        ("torn", b"{\"version\":1,\"agents\":{\"x\":"),
+        ("not JSON", b"\xff\xfe\x00garbage"),
+        ("newer", br#"{"version":99,"agents":{}}"#),
+    ];
+    for (name, contents) in cases {
+        let app = App::for_simulator(&sim.endpoint(), &agents(0..2, "s"));
+        std::fs::create_dir(app.path().join("state")).unwrap();
+        std::fs::write(app.state().path(), contents).unwrap();
+        let mut d = app.daemon(&[]);
+        d.wait_for("first answers", WAIT, |e| status_changes(e) == 2)
+            .await;
+        let out = d.stop().await;
+        assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
+        let damaged = out.named("state_damaged");
+        assert_eq!(damaged.len(), 1, "{name}: {}", out.stderr);
+        assert_eq!(
+            damaged[0]["path"],
+            app.state().path().to_str().unwrap(),
+            "{name}"
+        );
+        let moved_to = damaged[0]["moved_to"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no moved_to: {}", out.stderr));
+        let file_name = std::path::Path::new(moved_to)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            file_name.starts_with("state.json.damaged-"),
+            "{name}: {moved_to}"
+        );
+        assert_eq!(
+            std::fs::read(moved_to).unwrap(),
+            contents,
+            "{name}: the damaged file is kept as it was"
+        );
+        assert!(
+            damaged[0]["message"].as_str().unwrap().contains(moved_to),
+            "{name}: {}",
+            damaged[0]
+        );
+        let fresh = app.state().load().unwrap();
+        assert_eq!(fresh.len(), 2, "{name}: a new state.json after the stop");
+    }
+    sim.shutdown().await;
+}

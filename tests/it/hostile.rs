@@ -543,3 +543,213 @@ fn hostile_usage_errors_exit_2_and_version_help_exit_0() {
         }
     }
 }
+
+// Issue 8 items 3 and 5 (state_dir): an unusable or unsafe `state_dir` is refused by `check`
+// and by `run` before its first poll, with what is wrong and what to do.
+
+/// One bad `state_dir`: its name, the config value, and what the report must say.
+struct BadStateDir {
+    name: &'static str,
+    value: String,
+    needles: Vec<&'static str>,
+}
+
+/// Every kind of bad `state_dir`, set up in `app`'s folder.
+fn bad_state_dirs(app: &App) -> Vec<BadStateDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = app.write("a-file", "not a folder\n");
+    let dangling = app.path().join("dangling");
+    std::os::unix::fs::symlink(app.path().join("no-such-target"), &dangling).unwrap();
+    let shared = app.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let world = app.path().join("world");
+    std::fs::create_dir(&world).unwrap();
+    std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let text = |p: &Path| p.to_str().unwrap().to_owned();
+    vec![
+        BadStateDir {
+            name: "a regular file",
+            value: text(&file),
+            needles: vec!["not a folder"],
+        },
+        BadStateDir {
+            name: "a folder under a regular file",
+            value: text(&file.join("state")),
+            needles: vec!["cannot create"],
+        },
+        BadStateDir {
+            name: "a dangling symlink",
+            value: text(&dangling),
+            needles: vec!["symbolic link", "no-such-target"],
+        },
+        BadStateDir {
+            name: "a folder under /proc",
+            value: "/proc/self".to_owned(),
+            needles: vec!["cannot write"],
+        },
+        BadStateDir {
+            name: "a group-writable folder",
+            value: text(&shared),
+            needles: vec!["writable by other users", "chmod 700"],
+        },
+        BadStateDir {
+            name: "a world-writable sticky folder",
+            value: text(&world),
+            needles: vec!["writable by other users", "chmod 700"],
+        },
+    ]
+}
+
+/// What every refusal must look like: exit 1, `state_dir` and its value named with what is
+/// wrong and what to do, no panic, no "OK".
+fn assert_refused(command: &str, case: &BadStateDir, out: &app::Finished) {
+    let what = format!(
+        "`{command}` with state_dir = {} ({})",
+        case.value, case.name
+    );
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains("state_dir"), "{what}: {stderr}");
+    assert!(stderr.contains(&case.value), "{what}: {stderr}");
+    for needle in &case.needles {
+        assert!(
+            stderr.contains(needle),
+            "{what} should say {needle:?}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(!out.stdout.contains("OK"), "{what}: {}", out.stdout);
+}
+
+#[test]
+fn hostile_state_dir_check_refuses_an_unusable_or_shared_folder() {
+    let app = App::new();
+    app.write("watchlist.toml", GOOD_WATCHLIST);
+    for case in bad_state_dirs(&app) {
+        let config = app.write(
+            "config.toml",
+            PREFIX.replace(
+                "state_dir = \"state\"",
+                &format!("state_dir = {:?}", case.value),
+            ),
+        );
+        let mut cmd = bin(app.path());
+        cmd.arg("check").arg("--config").arg(&config);
+        let out = run_within(cmd, LIMIT);
+        assert_refused("check", &case, &out);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_state_dir_run_exits_1_before_any_poll() {
+    use crate::support::{start_scenario, steady, uuid};
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    let app = App::for_simulator(&sim.endpoint(), &[(uuid(0), "a".to_owned())]);
+    for case in bad_state_dirs(&app) {
+        app.write(
+            "config.toml",
+            app::daemon_config(&sim.endpoint()).replace(
+                "state_dir = \"state\"",
+                &format!("state_dir = {:?}", case.value),
+            ),
+        );
+        let cmd = app.with_config(&["run"]);
+        let out = tokio::task::spawn_blocking(move || run_within(cmd, LIMIT))
+            .await
+            .unwrap();
+        assert_refused("run", &case, &out);
+        assert!(out.named("daemon_started").is_empty(), "{}", out.stderr);
+        assert!(
+            sim.stats().log.is_empty(),
+            "`run` with state_dir = {} polled before refusing: {}",
+            case.value,
+            out.stderr
+        );
+    }
+    sim.shutdown().await;
+}
+
+/// Issue 8 (class: every file read is bounded): `check --config /dev/zero` reads at most the
+/// config's size limit, also when it looks for the watchlist's problems of a config that
+/// failed; that second read used to go on until memory ran out.
+#[test]
+fn hostile_check_of_an_endless_config_reads_a_bounded_amount() {
+    use std::os::unix::process::CommandExt;
+    /// Address-space ceiling: a regression fails this test, not the machine.
+    const CEILING: libc::rlim_t = 2 << 30;
+    let app = App::new();
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg("/dev/zero");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: CEILING,
+                rlim_max: CEILING,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Reaped by wait4 below, which `Child::wait` cannot do: it gives no resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 on our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+        "{status}: {stderr}"
+    );
+    assert!(stderr.contains("larger than 64 MiB"), "{stderr}");
+    // ru_maxrss is in KiB: the 64 MiB limit (+1 byte) read once, not the address space.
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 400, "peak {peak_mib} MiB: {stderr}");
+}
+
+/// Issue 8 (class: control characters never reach people's terminals): a `state_dir` holding
+/// one is refused at its line (it is a typo or an attack, and would be created as written),
+/// and `check`'s summary shows every path escaped (a config file may be called anything).
+#[test]
+fn hostile_control_characters_in_paths_are_refused_or_escaped() {
+    let app = App::new();
+    app.write("watchlist.toml", GOOD_WATCHLIST);
+    let config = app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"st\\u001b[2Jate\"\n",
+    );
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg(&config);
+    let out = run_within(cmd, LIMIT);
+    assert_eq!(out.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("config.toml:2:13:"), "{}", out.stderr);
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+    assert!(
+        !app.path().join("st\u{1b}[2Jate").exists(),
+        "created anyway"
+    );
+
+    let odd = app.write(
+        "odd\u{1b}]0;pwned\u{7}.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n",
+    );
+    let mut cmd = bin(app.path());
+    cmd.arg("check").arg("--config").arg(&odd);
+    let out = run_within(cmd, LIMIT);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        !out.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("odd\\u{1b}]0;pwned"), "{}", out.stdout);
+}

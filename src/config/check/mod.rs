@@ -80,6 +80,18 @@ impl Check<'_> {
         required: bool,
     ) -> Result<PathBuf, Reported> {
         let text = self.non_empty(value, key, example, required)?;
+        // A path with a control character is a typo or an attack; taken as written it would
+        // be created so (`state_dir`) and shown raw on terminals.
+        if text.chars().any(char::is_control) {
+            return Err(self.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {} holds a control character; write the path without it, \
+                     e.g. {key} = {example}",
+                    shown(text)
+                ),
+            ));
+        }
         if text.starts_with('~') {
             return Err(self.problems.at(
                 value.span(),
