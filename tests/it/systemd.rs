@@ -230,7 +230,7 @@ fn fields_of(id: &str) -> &'static [&'static str] {
         CREDENTIALS_FAILED => &["ERROR_CODE", "ERROR_MESSAGE", "SOURCE"],
         WATCHLIST_LOADED => &["AGENTS", "ADDED", "REMOVED"],
         CONFIG_REJECTED => &["ERROR_MESSAGE"],
-        STATE_DAMAGED => &["PATH", "ERROR_MESSAGE"],
+        STATE_DAMAGED => &["PATH", "ERROR_MESSAGE", "MOVED_TO"],
         DAEMON_STARTED | DAEMON_STOPPING => &["VERSION", "AGENTS"],
         other => panic!("unknown MESSAGE_ID {other}"),
     }
