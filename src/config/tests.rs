@@ -523,3 +523,66 @@ fn merged_errors_take_the_most_fundamental_code() {
     assert_eq!(errors.problems.len(), 2);
     assert_eq!(errors.code(), "ConfigError.NotFound");
 }
+
+/// Issue 8 #4: a duration too large for the engine's instants (`"18446744073709551615s"`)
+/// passed the check and made `run` panic. Every duration now has a range, checked here with
+/// its file:line:column and the allowed range in the message; both ends are accepted.
+#[test]
+fn durations_out_of_range_are_rejected_with_the_allowed_range() {
+    let cases = [
+        ("api", "timeout", "100ms", "5m"),
+        ("poll", "interval", "100ms", "24h"),
+        ("poll", "collecting_interval", "100ms", "24h"),
+        ("poll", "offline_interval", "100ms", "24h"),
+    ];
+    for (section, key, min, max) in cases {
+        let text = |value: &str| format!("watchlist = \"w\"\n[{section}]\n{key} = \"{value}\"\n");
+        for ok in [min, max] {
+            assert!(
+                parse(&text(ok)).is_ok(),
+                "{key} = {ok}: {:?}",
+                parse(&text(ok))
+            );
+        }
+        for bad in [
+            "18446744073709551615s",
+            "584542046090years",
+            "1000000h",
+            "25h",
+            "5m 1ms",
+            "99ms",
+            "1ns",
+        ] {
+            if key != "timeout" && bad == "5m 1ms" {
+                continue;
+            }
+            let problems = parse(&text(bad)).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{key} = {bad}: {problems:?}");
+            let problem = &problems[0];
+            assert_eq!(
+                (problem.line, problem.column),
+                (Some(3), Some(key.len() + 4)),
+                "{key} = {bad}: {problem}"
+            );
+            for needle in [
+                format!("`{key}` = \"{bad}\" is out of range"),
+                format!("from {min} to {max}"),
+            ] {
+                assert!(
+                    problem.message.contains(&needle),
+                    "{problem} lacks {needle}"
+                );
+            }
+        }
+    }
+    // Zero keeps its own wording, and names the range too.
+    let problems = problems("watchlist = \"w\"\n[poll]\ninterval = \"0s\"\n");
+    assert!(
+        problems[0].message.contains("greater than zero"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].message.contains("from 100ms to 24h"),
+        "{problems:?}"
+    );
+}

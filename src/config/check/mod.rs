@@ -9,6 +9,7 @@
 
 mod credentials;
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use toml::Spanned;
 
 use super::raw::{RawApi, RawDuration, RawLog, RawPoll};
 use super::{
-    ApiSettings, DEFAULT_ENDPOINT, LogFormat, LogSettings, MAX_IN_FLIGHT, MAX_REQUESTS_PER_SECOND,
-    PollSettings, Settings,
+    ApiSettings, DEFAULT_ENDPOINT, INTERVAL_RANGE, LogFormat, LogSettings, MAX_IN_FLIGHT,
+    MAX_REQUESTS_PER_SECOND, PollSettings, Settings, TIMEOUT_RANGE,
 };
 use crate::endpoint::is_loopback;
 use crate::problems::{ConfigErrors, ProblemList, Reported, shown};
@@ -93,16 +94,25 @@ impl Check<'_> {
         Ok(self.base_dir.join(text))
     }
 
+    /// A duration with a unit, inside `range` (see [`super::TIMEOUT_RANGE`] and
+    /// [`super::INTERVAL_RANGE`]): a value outside would reach the engine's deadline arithmetic,
+    /// so it is refused here, at its place, with the range to choose from.
     fn duration(
         &mut self,
         value: Option<&Spanned<RawDuration>>,
         key: &str,
         default: Duration,
+        range: &RangeInclusive<Duration>,
     ) -> Result<Duration, Reported> {
         let Some(value) = value else {
             return Ok(default);
         };
         let example = humantime::format_duration(default);
+        let allowed = format!(
+            "a duration from {} to {}",
+            short_duration(*range.start()),
+            short_duration(*range.end())
+        );
         let text = match value.get_ref() {
             RawDuration::Text(text) => text,
             RawDuration::Integer(n) => {
@@ -124,12 +134,24 @@ impl Check<'_> {
                 ));
             }
         };
+        let out_of_range = |check: &mut Self| {
+            Err(check.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {} is out of range: write {allowed}, e.g. {key} = \"{example}\"",
+                    shown(text)
+                ),
+            ))
+        };
         match humantime::parse_duration(text.trim()) {
             Ok(duration) if duration.is_zero() => Err(self.problems.at(
                 value.span(),
-                format!("`{key}` must be greater than zero; write e.g. {key} = \"{example}\""),
+                format!(
+                    "`{key}` must be greater than zero: write {allowed}, e.g. {key} = \"{example}\""
+                ),
             )),
-            Ok(duration) => Ok(duration),
+            Ok(duration) if range.contains(&duration) => Ok(duration),
+            Ok(_) | Err(humantime::DurationError::NumberOverflow) => out_of_range(self),
             Err(error) => Err(self.problems.at(
                 value.span(),
                 format!(
@@ -296,6 +318,7 @@ impl Check<'_> {
             raw.and_then(|api| api.timeout.as_ref()),
             "timeout",
             Duration::from_secs(10),
+            &TIMEOUT_RANGE,
         );
         Ok(ApiSettings {
             endpoint: endpoint?,
@@ -311,16 +334,19 @@ impl Check<'_> {
             raw.and_then(|poll| poll.interval.as_ref()),
             "interval",
             Duration::from_secs(60),
+            &INTERVAL_RANGE,
         );
         let collecting_interval = self.duration(
             raw.and_then(|poll| poll.collecting_interval.as_ref()),
             "collecting_interval",
             Duration::from_secs(5),
+            &INTERVAL_RANGE,
         );
         let offline_interval = self.duration(
             raw.and_then(|poll| poll.offline_interval.as_ref()),
             "offline_interval",
             Duration::from_secs(30),
+            &INTERVAL_RANGE,
         );
         Ok(PollSettings {
             interval: interval?,
@@ -369,5 +395,18 @@ impl Check<'_> {
             format: format?,
             level: level?,
         })
+    }
+}
+
+/// A range bound as an operator writes it: `100ms`, `5m`, `24h` (humantime would say `1day`,
+/// which its own parser accepts but no example in this project uses).
+fn short_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match (secs, duration.subsec_millis()) {
+        (0, millis) => format!("{millis}ms"),
+        (secs, 0) if secs % 3600 == 0 => format!("{}h", secs / 3600),
+        (secs, 0) if secs % 60 == 0 => format!("{}m", secs / 60),
+        (secs, 0) => format!("{secs}s"),
+        _ => format!("{}ms", duration.as_millis()),
     }
 }
