@@ -385,6 +385,55 @@ pub(crate) fn text_from_bytes(bytes: Vec<u8>, path: &Path) -> Result<String, Con
     })
 }
 
+/// Why `c` may not appear in free text that reaches output (agent names, paths, section and
+/// role names), or `None` when it may. Control characters (C0, DEL, C1) break a log line or
+/// drive the terminal; U+2028/U+2029 end a line in JavaScript and many viewers, so a JSON log
+/// line seems to split; bidirectional controls (U+061C, U+200E/F, U+202A–U+202E,
+/// U+2066–U+2069) reorder what a reader sees ("Trojan Source"), so a name could show as
+/// another. None of them has a use in a name or a path, so they are refused where the value is
+/// read, not escaped at every place it is printed.
+pub(crate) fn forbidden_char(c: char) -> Option<&'static str> {
+    match c {
+        '\u{2028}' => Some("a line separator"),
+        '\u{2029}' => Some("a paragraph separator"),
+        '\u{061c}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => {
+            Some("a bidirectional control, which can make text read differently from what it is")
+        }
+        c if c.is_control() => Some("a control character"),
+        _ => None,
+    }
+}
+
+/// What is wrong with the free-text value of `key`, if anything: more than `max_chars`
+/// characters, or a character [`forbidden_char`] refuses (the first one, by its position).
+/// The message says what to write instead and never echoes more than [`shown`] does.
+pub(crate) fn text_problem(key: &str, value: &str, max_chars: usize) -> Option<String> {
+    if let Some((at, c, what)) = value
+        .chars()
+        .enumerate()
+        .find_map(|(at, c)| forbidden_char(c).map(|what| (at + 1, c, what)))
+    {
+        return Some(format!(
+            "`{key}` = {} contains U+{:04X} ({what}) at character {at}, which would garble \
+             log lines or disguise the value; write it without that character",
+            shown(value),
+            u32::from(c)
+        ));
+    }
+    if value.chars().nth(max_chars).is_some() {
+        return Some(format!(
+            "`{key}` is {} characters long; write at most {max_chars} (it starts {})",
+            value.chars().count(),
+            shown(value)
+        ));
+    }
+    None
+}
+
 /// A value as shown inside a message: quoted, escaped, and cut short when long.
 pub(crate) fn shown(value: &str) -> String {
     const MAX_CHARS: usize = 60;
@@ -412,5 +461,43 @@ mod tests {
         // Formerly the simulator scenario's own `line_column`.
         assert_eq!(LineIndex::new("ab\ncé d").line_col(6), (2, 3));
         assert_eq!(LineIndex::new("").line_col(10), (1, 1));
+    }
+
+    #[test]
+    fn forbidden_characters_are_exactly_controls_separators_and_bidi() {
+        for c in (0..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            assert_eq!(forbidden_char(c), Some("a control character"), "{c:?}");
+        }
+        for c in [
+            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+            '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ] {
+            assert!(
+                forbidden_char(c).unwrap().contains("bidirectional"),
+                "{c:?}"
+            );
+        }
+        assert!(
+            forbidden_char('\u{2028}')
+                .unwrap()
+                .contains("line separator")
+        );
+        assert!(
+            forbidden_char('\u{2029}')
+                .unwrap()
+                .contains("paragraph separator")
+        );
+        // Neighbours and ordinary text stay allowed: emoji joiners, no-break space, CJK.
+        for c in [
+            'a', ' ', '\u{a0}', '\u{200d}', '\u{2027}', '\u{202f}', '\u{2065}', '主', 'é',
+        ] {
+            assert_eq!(forbidden_char(c), None, "{c:?}");
+        }
+        assert_eq!(text_problem("k", &"x".repeat(10), 10), None);
+        let long = text_problem("k", &"x".repeat(11), 10).unwrap();
+        assert!(
+            long.contains("`k` is 11 characters long; write at most 10"),
+            "{long}"
+        );
     }
 }

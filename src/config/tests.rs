@@ -586,3 +586,132 @@ fn durations_out_of_range_are_rejected_with_the_allowed_range() {
         "{problems:?}"
     );
 }
+
+/// Issue 8 #12, the class: every string setting that reaches a log line, a message, a header
+/// or a URL is bounded and free of control characters, line/paragraph separators and
+/// bidirectional controls, refused at its line:column with the character named.
+#[test]
+fn string_settings_are_bounded_and_free_of_controls_separators_and_bidi() {
+    let creds = |body: &str| parse(&format!("watchlist = \"w\"\n[credentials]\n{body}\n"));
+    let assert_refused = |text: &str, line: usize, column: usize, hints: &[&str]| {
+        let problems = parse(text).expect_err(text).problems;
+        assert_eq!(problems.len(), 1, "{text}: {problems:#?}");
+        assert_eq!(
+            (problems[0].line, problems[0].column),
+            (Some(line), Some(column)),
+            "{text}: {}",
+            problems[0]
+        );
+        for hint in hints {
+            assert!(
+                problems[0].message.contains(hint),
+                "{text}: {} lacks {hint}",
+                problems[0]
+            );
+        }
+    };
+
+    // Paths: every path key, through the same rule.
+    assert_refused(
+        "watchlist = \"w\\u202Etxt.toml\"\n",
+        1,
+        13,
+        &["U+202E", "bidirectional"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\nstate_dir = \"/var/lib/x\\ny\"\n",
+        2,
+        13,
+        &["U+000A", "control character"],
+    );
+    assert_refused(
+        &format!("watchlist = \"{}\"\n", "d/".repeat(2049)),
+        1,
+        13,
+        &["`watchlist` is 4098 characters long", "at most 4096"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"file\"\nsecret_id_file = \"a\\u2028b\"\nsecret_key_file = \"k\"\n",
+        4,
+        18,
+        &["U+2028", "line separator"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile_path = \"c\\u0085\"\n",
+        4,
+        16,
+        &["U+0085", "control character"],
+    );
+
+    // The profile (section) name.
+    assert!(creds("source = \"profile\"\nprofile = \"prod-2 (cn)\"").is_ok());
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile = \"prod\\u2029\"\n",
+        4,
+        11,
+        &["U+2029", "paragraph separator"],
+    );
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile = \"{}\"\n",
+            "p".repeat(257)
+        ),
+        4,
+        11,
+        &["`profile` is 257 characters long", "at most 256"],
+    );
+
+    // The CAM role name goes into the metadata URL's path: CAM's own alphabet, 1 to 128.
+    for ok in ["CwpPortwatchRole", "a+b=c,d.e@f_g-h", &"r".repeat(128)] {
+        let settings = creds(&format!("source = \"cvm-role\"\nrole = \"{ok}\""));
+        assert!(settings.is_ok(), "{ok}: {settings:?}");
+    }
+    for bad in [
+        "../admin", "a/b", "a b", "a?b", "a#b", "a%2Fb", "r\\u202E", "é",
+    ] {
+        assert_refused(
+            &format!("watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nrole = \"{bad}\"\n"),
+            4,
+            8,
+            &[
+                "is not a CAM role name",
+                "1 to 128",
+                "role = \"CwpPortwatchRole\"",
+            ],
+        );
+    }
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nrole = \"{}\"\n",
+            "r".repeat(129)
+        ),
+        4,
+        8,
+        &["is not a CAM role name", "1 to 128"],
+    );
+
+    // The region is sent as a header: a region name, at most 64 characters.
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[api]\nregion = \"ap-{}\"\n",
+            "x".repeat(62)
+        ),
+        3,
+        10,
+        &["not a region name", "ap-guangzhou"],
+    );
+
+    // Endpoints: the URL parser silently drops tabs and newlines, so the text is checked first.
+    assert_refused(
+        "watchlist = \"w\"\n[api]\nendpoint = \"http://127.0.0.1\\t:9\"\n",
+        3,
+        12,
+        &["U+0009", "control character"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nmetadata_endpoint = \"http://127.0.0.1/\\u202E/\"\n",
+        4,
+        21,
+        &["U+202E", "bidirectional"],
+    );
+}

@@ -1,8 +1,9 @@
 //! The check: raw config structs → validated settings, every problem recorded with its place.
 //!
-//! [`Check`] holds the helpers every section uses (non-empty strings, paths, durations, ranged
-//! integers, endpoint URLs) and the `[api]`, `[poll]` and `[log]` sections; the
-//! `[credentials]` section, whose keys depend on its `source`, is in [`credentials`].
+//! [`Check`] holds the helpers every section uses (non-empty strings, free text that will be
+//! printed, paths, bounded durations, ranged integers, endpoint URLs) and the `[api]`,
+//! `[poll]` and `[log]` sections; the `[credentials]` section, whose keys depend on its
+//! `source`, is in [`credentials`].
 //!
 //! Every check returns `Result<T, Reported>`: an `Err` carries the proof that a problem was
 //! recorded, so a missing value can never go unexplained.
@@ -22,7 +23,16 @@ use super::{
     MAX_REQUESTS_PER_SECOND, PollSettings, Settings, TIMEOUT_RANGE,
 };
 use crate::endpoint::is_loopback;
-use crate::problems::{ConfigErrors, ProblemList, Reported, shown};
+use crate::problems::{ConfigErrors, ProblemList, Reported, shown, text_problem};
+
+/// The longest path accepted, in characters: Linux's `PATH_MAX` is 4096 bytes, so a longer
+/// value cannot name a file, and a huge one would only flood the messages that print it.
+const MAX_PATH_CHARS: usize = 4096;
+/// The longest endpoint URL accepted, in characters: a base URL is a scheme, a host, a port and
+/// a short path; 2048 is what HTTP clients and servers reliably carry.
+const MAX_URL_CHARS: usize = 2048;
+/// The longest region accepted (`ap-guangzhou`, `na-siliconvalley`; sent as `X-TC-Region`).
+const MAX_REGION_CHARS: usize = 64;
 
 /// The problems found so far and what relative paths are resolved against.
 pub(super) struct Check<'a> {
@@ -72,7 +82,25 @@ impl Check<'_> {
         }
     }
 
-    /// A path: non-empty, no `~`, resolved against the config file's folder.
+    /// A non-empty string that will be shown (in messages, logs, headers or URLs): at most
+    /// `max_chars` characters, and none that [`crate::problems::forbidden_char`] refuses.
+    pub(super) fn text<'v>(
+        &mut self,
+        value: &'v Spanned<String>,
+        key: &str,
+        example: &str,
+        required: bool,
+        max_chars: usize,
+    ) -> Result<&'v str, Reported> {
+        let text = self.non_empty(value, key, example, required)?;
+        match text_problem(key, text, max_chars) {
+            Some(message) => Err(self.problems.at(value.span(), message)),
+            None => Ok(text),
+        }
+    }
+
+    /// A path: non-empty, no `~`, free text of at most [`MAX_PATH_CHARS`] (paths are printed
+    /// in messages and events), resolved against the config file's folder.
     pub(super) fn path(
         &mut self,
         value: &Spanned<String>,
@@ -80,7 +108,7 @@ impl Check<'_> {
         example: &str,
         required: bool,
     ) -> Result<PathBuf, Reported> {
-        let text = self.non_empty(value, key, example, required)?;
+        let text = self.text(value, key, example, required, MAX_PATH_CHARS)?;
         if text.starts_with('~') {
             return Err(self.problems.at(
                 value.span(),
@@ -201,8 +229,9 @@ impl Check<'_> {
         https_only: bool,
         example: &str,
     ) -> Result<Url, Reported> {
+        // Checked as text first: the URL parser silently drops tabs and newlines.
         let text = self
-            .non_empty(value, key, &format!("{example:?}"), false)?
+            .text(value, key, &format!("{example:?}"), false, MAX_URL_CHARS)?
             .trim();
         let url = match Url::parse(text) {
             Ok(url) => url,
@@ -285,14 +314,17 @@ impl Check<'_> {
             Some(value) if value.get_ref().is_empty() => Ok(None),
             Some(value) => {
                 let text = value.get_ref();
-                if text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                if text.len() <= MAX_REGION_CHARS
+                    && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
                     Ok(Some(text.clone()))
                 } else {
                     Err(self.problems.at(
                         value.span(),
                         format!(
-                            "`region` = {} is not a region name; write e.g. region = \
-                             \"ap-guangzhou\", or region = \"\" to send no region",
+                            "`region` = {} is not a region name (at most {MAX_REGION_CHARS} \
+                             letters, digits and `-`); write e.g. region = \"ap-guangzhou\", or \
+                             region = \"\" to send no region",
                             shown(text)
                         ),
                     ))
