@@ -151,7 +151,12 @@ impl<'a> LineIndex<'a> {
             offset -= 1;
         }
         let line = starts.partition_point(|&start| start <= offset); // ≥ 1: starts[0] == 0
-        let column = self.text[starts[line - 1]..offset].chars().count() + 1;
+        // A UTF-8 BOM opens the first line invisibly (the TOML parser skips it): not a column.
+        let start = match line {
+            1 if self.text.starts_with('\u{feff}') => offset.min('\u{feff}'.len_utf8()),
+            _ => starts[line - 1],
+        };
+        let column = self.text[start..offset].chars().count() + 1;
         (line, column)
     }
 }
@@ -461,6 +466,17 @@ mod tests {
         // Formerly the simulator scenario's own `line_column`.
         assert_eq!(LineIndex::new("ab\ncé d").line_col(6), (2, 3));
         assert_eq!(LineIndex::new("").line_col(10), (1, 1));
+    }
+
+    /// A UTF-8 BOM (which the TOML parser skips) is not a column an editor shows.
+    #[test]
+    fn a_bom_is_not_counted_as_a_column() {
+        let index = LineIndex::new("\u{feff}ab = 1\nc");
+        assert_eq!(index.line_col(3), (1, 1));
+        assert_eq!(index.line_col(8), (1, 6));
+        assert_eq!(index.line_col(10), (2, 1));
+        assert_eq!(index.line_col(1), (1, 1)); // inside the BOM
+        assert_eq!(index.line_col(0), (1, 1));
     }
 
     #[test]

@@ -230,10 +230,12 @@ pub enum CredentialError {
         /// Why, from the OS error (never the content).
         reason: String,
     },
-    /// A value is present but cannot be a credential (whitespace or control characters inside).
+    /// A value is present but cannot be a credential (in quotes, whitespace, control or
+    /// non-ASCII characters inside, too long), or a profile file's section is written in a way
+    /// the SDKs would read differently.
     #[error("invalid credentials in {origin}: {problem}")]
     Invalid {
-        /// The source looked at.
+        /// The source looked at; for a profile file `profile file PATH:LINE`.
         origin: String,
         /// What is wrong, without the value.
         problem: String,
@@ -347,30 +349,60 @@ pub fn resolve(
     }
 }
 
-/// Checks that the values can be credentials and wraps them; the secret strings move straight
-/// into `SecretString`.
+/// The longest SecretId or SecretKey accepted, in bytes. Real ones are 36 and 32 characters;
+/// the bound only keeps a wrong value (a pasted file, a huge variable) out of every request's
+/// `Authorization` header.
+pub(crate) const MAX_SECRET_CHARS: usize = 256;
+/// The longest session token accepted, in bytes: STS tokens are a few KiB, and the token is
+/// sent as a header, which servers cap at 8 to 16 KiB in all.
+pub(crate) const MAX_TOKEN_CHARS: usize = 8 * 1024;
+
+/// Why `value` cannot be the credential `name` ("the SecretId", ...), or `None` when it can.
+/// The API only ever issues printable ASCII without quotes, so anything else is a mistake in
+/// how it was written down (quotes kept by a profile file, a pasted comment, a non-breaking
+/// space), reported now instead of as `AuthFailure` after the daemon started. The message
+/// never includes the value.
+pub(crate) fn value_problem(name: &str, value: &str, max_bytes: usize) -> Option<String> {
+    if value.starts_with(['"', '\'']) || value.ends_with(['"', '\'']) {
+        return Some(format!(
+            "{name} is in quotes; write the value alone, without quotes"
+        ));
+    }
+    if value.len() > max_bytes {
+        return Some(format!(
+            "{name} is longer than {max_bytes} characters, so it is not a credential; check \
+             that the right value was stored there"
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(format!(
+            "{name} contains whitespace, control or non-ASCII characters; it must hold only \
+             the value (a trailing newline is fine)"
+        ));
+    }
+    None
+}
+
+/// Checks that the values can be credentials ([`value_problem`]) and wraps them; the secret
+/// strings move straight into `SecretString`.
 pub(super) fn build(
     secret_id: String,
     secret_key: String,
     token: Option<String>,
     source: CredentialSource,
 ) -> Result<Resolved, CredentialError> {
-    let invalid = |name: &str| CredentialError::Invalid {
-        origin: source.to_string(),
-        problem: format!(
-            "{name} contains whitespace or control characters; it must hold only the value \
-             (a trailing newline is fine)"
-        ),
-    };
-    let clean = |value: &str| !value.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !clean(&secret_id) {
-        return Err(invalid("the SecretId"));
-    }
-    if !clean(&secret_key) {
-        return Err(invalid("the SecretKey"));
-    }
-    if token.as_deref().is_some_and(|token| !clean(token)) {
-        return Err(invalid("the session token"));
+    let problem = value_problem("the SecretId", &secret_id, MAX_SECRET_CHARS)
+        .or_else(|| value_problem("the SecretKey", &secret_key, MAX_SECRET_CHARS))
+        .or_else(|| {
+            token
+                .as_deref()
+                .and_then(|token| value_problem("the session token", token, MAX_TOKEN_CHARS))
+        });
+    if let Some(problem) = problem {
+        return Err(CredentialError::Invalid {
+            origin: source.to_string(),
+            problem,
+        });
     }
     Ok(Resolved::Static(
         Credentials {
@@ -439,7 +471,8 @@ fn from_env(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
 /// Secret files are small; a bigger one is a wrong path, refused before it fills memory.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
-/// The trimmed content of a small UTF-8 file: `Ok(None)` when it does not exist or is blank.
+/// The trimmed content of a small UTF-8 file, without a leading BOM: `Ok(None)` when it does
+/// not exist or is blank.
 /// Errors name the file and the OS reason, never the content.
 pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, CredentialError> {
     let unreadable = |reason: String| CredentialError::Unreadable {
@@ -463,7 +496,9 @@ pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, Credential
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| unreadable("not UTF-8 text; credentials are plain ASCII".to_owned()))?;
-    let trimmed = text.trim();
+    // A UTF-8 BOM (saved by Windows editors) is not part of the value, as the SDKs' INI
+    // readers agree for profile files.
+    let trimmed = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
