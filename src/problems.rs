@@ -304,6 +304,31 @@ impl<'a> ProblemList<'a> {
     }
 }
 
+/// Opens `path` for reading if it is a regular file (links followed, as reading does). Opened
+/// with `O_NONBLOCK`, so a FIFO without a writer cannot block the open (and with it `check`
+/// or the start-up) forever; the type is then checked on the opened file, so it cannot change
+/// between the check and the read. `O_NONBLOCK` changes nothing for reading a regular file.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        Ok(file)
+    } else if kind.is_dir() {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory, not a file",
+        ))
+    } else {
+        Err(std::io::Error::other(
+            "not a regular file (a pipe, socket or device)",
+        ))
+    }
+}
+
 /// Reads a config or watchlist file as UTF-8 text. `create_hint` completes "create it or …".
 /// Problems are reported, never panics: missing file, unreadable, too large, not UTF-8 (placed at
 /// the line:column of the first bad byte).
@@ -322,7 +347,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => error.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|error| {
+    let file = open_regular(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             fail(
                 ProblemKind::NotFound,
@@ -332,10 +357,14 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
                 ),
             )
         } else {
+            let advice = match error.kind() {
+                std::io::ErrorKind::PermissionDenied => "make it readable by the service user or ",
+                _ => "",
+            };
             fail(
                 ProblemKind::Unreadable,
                 format!(
-                    "cannot read {}: {}; make it readable by the service user or {create_hint}",
+                    "cannot read {}: {}; {advice}{create_hint}",
                     path.display(),
                     describe(&error)
                 ),
@@ -451,7 +480,7 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -466,6 +495,40 @@ mod tests {
         // Formerly the simulator scenario's own `line_column`.
         assert_eq!(LineIndex::new("ab\ncé d").line_col(6), (2, 3));
         assert_eq!(LineIndex::new("").line_col(10), (1, 1));
+    }
+
+    /// `path` as a named pipe (FIFO) with no writer: opening it for reading blocks forever.
+    pub(crate) fn fifo(dir: &Path) -> PathBuf {
+        let path = dir.join("fifo");
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path; no memory is shared.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        path
+    }
+
+    /// `read` on another thread, which must finish within 5 s.
+    pub(crate) fn within_5s<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(read()));
+        result
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("still blocked after 5 s")
+    }
+
+    /// A config or watchlist path naming a FIFO (or a device) used to block `check` forever in
+    /// `open`; it is refused at once as not a regular file.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fifo(dir.path());
+        let errors = within_5s(move || read_text(&path, "pass --config PATH").unwrap_err());
+        assert_eq!(errors.code(), "ConfigError.Unreadable");
+        assert!(
+            errors.to_string().contains("not a regular file"),
+            "{errors}"
+        );
+        let errors = read_text(dir.path(), "pass --config PATH").unwrap_err();
+        assert!(errors.to_string().contains("directory"), "{errors}");
     }
 
     /// A UTF-8 BOM (which the TOML parser skips) is not a column an editor shows.

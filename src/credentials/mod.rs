@@ -479,7 +479,7 @@ pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, Credential
         path: path.to_path_buf(),
         reason,
     };
-    let file = match std::fs::File::open(path) {
+    let file = match crate::problems::open_regular(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(unreadable(io_reason(&error))),

@@ -547,3 +547,18 @@ fn secret_files_with_a_bom_are_read_without_it() {
     assert_eq!(creds.secret_id, ID);
     assert_eq!(creds.secret_key.expose_secret(), KEY);
 }
+
+/// A secret or profile path naming a FIFO blocked start-up forever in `open`; it is refused
+/// at once as not a regular file.
+#[test]
+fn a_fifo_as_a_secret_file_is_refused_without_blocking() {
+    let dir = files(&[("secret_id", ID)]);
+    let _ = crate::problems::tests::fifo(dir.path());
+    std::fs::rename(dir.path().join("fifo"), dir.path().join("secret_key")).unwrap();
+    let env = env(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+    let error = crate::problems::tests::within_5s(move || {
+        resolve(&CredentialSettings::Systemd, &env).unwrap_err()
+    });
+    assert_eq!(error.code(), "CredentialError.Unreadable");
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+}
