@@ -414,8 +414,28 @@ pub(super) fn build(
     ))
 }
 
+/// An error when one of `names` is set to a value that is not UTF-8: the source is there but
+/// unusable, which must not read as "not set" (the chain would move on to another source).
+fn refuse_not_utf8(env: &Environment, origin: &str, names: &[&str]) -> Result<(), CredentialError> {
+    match names.iter().find(|name| env.not_utf8(name)) {
+        Some(name) => Err(CredentialError::Invalid {
+            origin: origin.to_owned(),
+            problem: format!(
+                "{name} is set but not UTF-8 text; credentials and their paths are plain \
+                 text: set it again, or unset it"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `Ok(None)` when the directory is not set or holds neither `secret_id` nor `secret_key`.
 fn from_systemd(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
+    refuse_not_utf8(
+        env,
+        &CredentialSource::Systemd.to_string(),
+        &["CREDENTIALS_DIRECTORY"],
+    )?;
     let Some(dir) = env.get_nonblank("CREDENTIALS_DIRECTORY") else {
         return Ok(None);
     };
@@ -446,6 +466,15 @@ fn from_systemd(env: &Environment) -> Result<Option<Resolved>, CredentialError> 
 
 /// `Ok(None)` when neither `TENCENTCLOUD_SECRET_ID` nor `TENCENTCLOUD_SECRET_KEY` is set.
 fn from_env(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
+    refuse_not_utf8(
+        env,
+        "environment",
+        &[
+            "TENCENTCLOUD_SECRET_ID",
+            "TENCENTCLOUD_SECRET_KEY",
+            "TENCENTCLOUD_SESSION_TOKEN",
+        ],
+    )?;
     let secret_id = env.get_nonblank("TENCENTCLOUD_SECRET_ID");
     let secret_key = env.get_nonblank("TENCENTCLOUD_SECRET_KEY");
     let token = env.get_nonblank("TENCENTCLOUD_SESSION_TOKEN");

@@ -562,3 +562,44 @@ fn a_fifo_as_a_secret_file_is_refused_without_blocking() {
     assert_eq!(error.code(), "CredentialError.Unreadable");
     assert!(error.to_string().contains("not a regular file"), "{error}");
 }
+
+/// A credential variable whose value is not UTF-8 used to be dropped from the snapshot, so the
+/// chain silently fell through to the next source (another account's profile file, the CVM
+/// role). It is now refused, by name, without the value.
+#[test]
+fn a_credential_variable_that_is_not_utf8_is_refused_not_skipped() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let home = files(&[(".tencentcloud/credentials", &profile_text("AKIDhome", "k3"))]);
+    for name in [
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TENCENTCLOUD_SESSION_TOKEN",
+        "CREDENTIALS_DIRECTORY",
+    ] {
+        let env = Environment::from_os_pairs([
+            (OsString::from("HOME"), OsString::from(home.path())),
+            (
+                OsString::from(name),
+                OsString::from_vec(b"AKID\xffsecret-bytes".to_vec()),
+            ),
+        ])
+        .with_system_profile("/nonexistent/tencentcloud/credentials");
+        assert_eq!(env.get(name), None);
+        let error = resolve(&CredentialSettings::Chain, &env).unwrap_err();
+        assert_eq!(error.code(), "CredentialError.Invalid", "{name}: {error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(name) && message.contains("not UTF-8"),
+            "{message}"
+        );
+        assert!(!message.contains("secret-bytes"), "{message}");
+    }
+    // Other variables that are not UTF-8 are still just left out.
+    let env = Environment::from_os_pairs([
+        (OsString::from("HOME"), OsString::from(home.path())),
+        (OsString::from("LANG"), OsString::from_vec(b"\xff".to_vec())),
+    ]);
+    let (creds, _) = static_creds(resolve(&CredentialSettings::Chain, &env).unwrap());
+    assert_eq!(creds.secret_id, "AKIDhome");
+}
