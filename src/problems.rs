@@ -66,7 +66,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", shown_path(&self.file))?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
             if let Some(column) = self.column {
@@ -353,7 +353,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
                 ProblemKind::NotFound,
                 format!(
                     "cannot read {}: no such file; create it or {create_hint}",
-                    path.display()
+                    shown_path(path)
                 ),
             )
         } else {
@@ -365,7 +365,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
                 ProblemKind::Unreadable,
                 format!(
                     "cannot read {}: {}; {advice}{create_hint}",
-                    path.display(),
+                    shown_path(path),
                     describe(&error)
                 ),
             )
@@ -379,7 +379,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
                 ProblemKind::Unreadable,
                 format!(
                     "cannot read {}: {}; {create_hint}",
-                    path.display(),
+                    shown_path(path),
                     describe(&error)
                 ),
             )
@@ -389,7 +389,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
             ProblemKind::Unreadable,
             format!(
                 "{} is larger than {} MiB, so it is not a TOML file of this program; {create_hint}",
-                path.display(),
+                shown_path(path),
                 MAX_FILE_BYTES >> 20
             ),
         ));
@@ -468,6 +468,33 @@ pub(crate) fn text_problem(key: &str, value: &str, max_chars: usize) -> Option<S
     None
 }
 
+/// A path as shown inside a message: as written, but with every character
+/// [`forbidden_char`] refuses escaped (`\u{a}`), because paths also come from the command line
+/// and the environment (`--config`, `$HOME`, `$CREDENTIALS_DIRECTORY`), where nothing checked
+/// them, and a newline or bidi control in one could forge or disguise a line of a report.
+pub(crate) fn shown_path(path: &Path) -> ShownPath<'_> {
+    ShownPath(path)
+}
+
+/// See [`shown_path`].
+pub(crate) struct ShownPath<'a>(&'a Path);
+
+impl fmt::Display for ShownPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string_lossy();
+        if !text.chars().any(|c| forbidden_char(c).is_some()) {
+            return f.write_str(&text);
+        }
+        for c in text.chars() {
+            match forbidden_char(c) {
+                Some(_) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                None => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A value as shown inside a message: quoted, escaped, and cut short when long.
 pub(crate) fn shown(value: &str) -> String {
     const MAX_CHARS: usize = 60;
@@ -529,6 +556,23 @@ pub(crate) mod tests {
         );
         let errors = read_text(dir.path(), "pass --config PATH").unwrap_err();
         assert!(errors.to_string().contains("directory"), "{errors}");
+    }
+
+    /// A path from the command line or the environment (`--config`, `$HOME`,
+    /// `$CREDENTIALS_DIRECTORY`) is shown with its forbidden characters escaped, so a newline
+    /// or a bidi control in it cannot forge or disguise a line of the report.
+    #[test]
+    fn paths_in_messages_have_forbidden_characters_escaped() {
+        let problem = Problem {
+            file: PathBuf::from("/etc/a\nfake: OK\u{202e}.toml"),
+            line: Some(1),
+            column: Some(2),
+            message: "m".into(),
+            kind: ProblemKind::Invalid,
+        };
+        let text = problem.to_string();
+        assert_eq!(text, "/etc/a\\u{a}fake: OK\\u{202e}.toml:1:2: m");
+        assert_eq!(shown_path(Path::new("/etc/é x")).to_string(), "/etc/é x");
     }
 
     /// A UTF-8 BOM (which the TOML parser skips) is not a column an editor shows.

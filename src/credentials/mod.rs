@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use reqwest::Url;
 use secrecy::SecretString;
 
+use crate::problems::shown_path;
+
 pub use self::environment::{Environment, SYSTEM_PROFILE_PATH};
 use self::profile::{from_profile, profile_candidates};
 
@@ -172,15 +174,15 @@ impl fmt::Display for CredentialSource {
                 f.write_str("systemd credentials ($CREDENTIALS_DIRECTORY)")
             }
             CredentialSource::Env => f.write_str("environment (TENCENTCLOUD_SECRET_ID)"),
-            CredentialSource::Profile(path) => write!(f, "profile file {}", path.display()),
+            CredentialSource::Profile(path) => write!(f, "profile file {}", shown_path(path)),
             CredentialSource::File {
                 secret_id_file,
                 secret_key_file,
             } => write!(
                 f,
                 "files {} and {}",
-                secret_id_file.display(),
-                secret_key_file.display()
+                shown_path(secret_id_file),
+                shown_path(secret_key_file)
             ),
         }
     }
@@ -223,7 +225,7 @@ pub enum CredentialError {
         hint: String,
     },
     /// A file exists but cannot be read (permissions, not UTF-8, a directory, too large).
-    #[error("cannot read {}: {reason}", path.display())]
+    #[error("cannot read {}: {reason}", shown_path(path))]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -288,8 +290,9 @@ pub fn resolve(
                             .to_owned()
                     }
                     Some(dir) => format!(
-                        "{dir} has no secret_id or secret_key; add LoadCredential=secret_id:… and \
-                     LoadCredential=secret_key:… to the unit"
+                        "{} has no secret_id or secret_key; add LoadCredential=secret_id:… and \
+                     LoadCredential=secret_key:… to the unit",
+                        shown_path(Path::new(dir))
                     ),
                 },
             })
@@ -310,7 +313,10 @@ pub fn resolve(
                     return Ok(found);
                 }
             }
-            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            let tried: Vec<String> = candidates
+                .iter()
+                .map(|p| shown_path(p).to_string())
+                .collect();
             Err(CredentialError::NotFound {
                 origin: format!("profile file {}", tried.join(", ")),
                 detail: format!(
@@ -338,8 +344,8 @@ pub fn resolve(
                 Some(value) => Ok(value),
                 None => Err(CredentialError::Incomplete {
                     origin: source.to_string(),
-                    missing: format!("{key} ({})", path.display()),
-                    hint: format!("write the {key} value into {}", path.display()),
+                    missing: format!("{key} ({})", shown_path(path)),
+                    hint: format!("write the {key} value into {}", shown_path(path)),
                 }),
             };
             let secret_id = read(secret_id_file, "secret_id_file")?;

@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::problems::shown_path;
+
 use super::{
     CredentialError, CredentialSource, Environment, MAX_SECRET_CHARS, MAX_TOKEN_CHARS, Resolved,
     build, read_secret_file, value_problem,
@@ -48,12 +50,12 @@ pub(super) fn from_profile(
         Ok(None) => return Ok(None),
         Err(mistake) => {
             return Err(CredentialError::Invalid {
-                origin: format!("profile file {}:{}", path.display(), mistake.line),
+                origin: format!("profile file {}:{}", shown_path(path), mistake.line),
                 problem: mistake.what,
             });
         }
     };
-    let origin = || format!("profile file {}, section [{profile}]", path.display());
+    let origin = || format!("profile file {}, section [{profile}]", shown_path(path));
     let incomplete = |missing: &str| CredentialError::Incomplete {
         origin: origin(),
         missing: missing.to_owned(),
@@ -74,7 +76,7 @@ pub(super) fn from_profile(
             && let Some(problem) = value_problem(&format!("`{key}`"), &entry.value, max)
         {
             return Err(CredentialError::Invalid {
-                origin: format!("profile file {}:{}", path.display(), entry.line),
+                origin: format!("profile file {}:{}", shown_path(path), entry.line),
                 problem,
             });
         }

@@ -603,3 +603,33 @@ fn a_credential_variable_that_is_not_utf8_is_refused_not_skipped() {
     let (creds, _) = static_creds(resolve(&CredentialSettings::Chain, &env).unwrap());
     assert_eq!(creds.secret_id, "AKIDhome");
 }
+
+/// Paths that come from the environment are shown escaped in credential errors.
+#[test]
+fn paths_from_the_environment_are_shown_escaped() {
+    let home = files(&[(
+        ".tencentcloud/credentials",
+        "[default]\nsecret_id = AKIDx\n",
+    )]);
+    let odd = home.path().join("a\nerror: forged\u{2028}x");
+    std::fs::create_dir_all(odd.join(".tencentcloud")).unwrap();
+    std::fs::write(
+        odd.join(".tencentcloud/credentials"),
+        "[default]\nsecret_id = AKIDx\n",
+    )
+    .unwrap();
+    let error = resolve(
+        &CredentialSettings::Chain,
+        &env(&[("HOME", odd.to_str().unwrap())]),
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        !message.contains('\n') && !message.contains('\u{2028}'),
+        "{message}"
+    );
+    assert!(
+        message.contains("\\u{a}error: forged\\u{2028}x"),
+        "{message}"
+    );
+}
