@@ -263,7 +263,7 @@ impl<'a> ProblemList<'a> {
             }
             None => (None, None),
         };
-        let mut message = error.message().trim_end().replace('\n', "; ");
+        let mut message = quoted_text_shown(&error.message().trim_end().replace('\n', "; "));
         // serde says "expected i64"; an operator needs to hear what to write.
         if message.starts_with("invalid type")
             && let Some(span) = error.span()
@@ -327,6 +327,31 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
             "not a regular file (a pipe, socket or device)",
         ))
     }
+}
+
+/// A parser message made safe to print: it quotes the file's own text between backticks (an
+/// unknown key, which may be megabytes long or hold a bidi control), so every character
+/// [`forbidden_char`] refuses is escaped and each quoted part is cut to 60 characters.
+fn quoted_text_shown(message: &str) -> String {
+    const MAX_QUOTED_CHARS: usize = 60;
+    let mut shown = String::with_capacity(message.len().min(1024));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            shown.push('`');
+        }
+        let quoted = i % 2 == 1;
+        for (n, c) in part.chars().enumerate() {
+            if quoted && n == MAX_QUOTED_CHARS {
+                shown.push('…');
+                break;
+            }
+            match forbidden_char(c) {
+                Some(_) => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+                None => shown.push(c),
+            }
+        }
+    }
+    shown
 }
 
 /// Reads a config or watchlist file as UTF-8 text. `create_hint` completes "create it or …".

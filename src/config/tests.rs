@@ -715,3 +715,28 @@ fn string_settings_are_bounded_and_free_of_controls_separators_and_bidi() {
         &["U+202E", "bidirectional"],
     );
 }
+
+/// The parser's own messages quote the file's text (an unknown key): that text is shown with
+/// forbidden characters escaped and cut short, so a 3 MB key is not echoed and a bidi control
+/// in one cannot disguise the report.
+#[test]
+fn parser_messages_quote_the_file_escaped_and_cut_short() {
+    let errors = parse("watchlist = \"w\"\n\"a\\u202Eb\\u2028c\" = 1\n").unwrap_err();
+    let message = &errors.problems[0].message;
+    assert!(
+        !message.contains('\u{202e}') && !message.contains('\u{2028}'),
+        "{message:?}"
+    );
+    assert!(message.contains("a\\u{202e}b\\u{2028}c"), "{message}");
+    assert!(message.contains("expected one of `watchlist`"), "{message}");
+
+    let errors = parse(&format!(
+        "watchlist = \"w\"\n\"{}\" = 1\n",
+        "k".repeat(3 << 20)
+    ))
+    .unwrap_err();
+    let message = &errors.problems[0].message;
+    assert!(message.len() < 400, "{} bytes", message.len());
+    assert!(message.contains("unknown field `kkkk"), "{message}");
+    assert!(message.contains("expected one of `watchlist`"), "{message}");
+}
