@@ -355,6 +355,17 @@ pub fn resolve(
     }
 }
 
+/// CAM's rule for role names: 1 to 128 of `A-Za-z0-9+=,.@_-`. The name becomes a path segment
+/// of the metadata URL (`cam/security-credentials/<role>`), so anything else (`/`, `..`, `?`,
+/// `%`, spaces) could make that URL point elsewhere; the config check refuses it at `check`,
+/// and a role name the metadata service announces can be held to the same rule.
+pub fn is_cam_role_name(role: &str) -> bool {
+    (1..=128).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
 /// The longest SecretId or SecretKey accepted, in bytes. Real ones are 36 and 32 characters;
 /// the bound only keeps a wrong value (a pasted file, a huge variable) out of every request's
 /// `Authorization` header.

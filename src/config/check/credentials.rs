@@ -7,23 +7,14 @@ use toml::Spanned;
 
 use super::Check;
 use crate::config::raw::RawCredentials;
-use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT, SourceKind};
+use crate::credentials::{
+    CredentialSettings, DEFAULT_METADATA_ENDPOINT, SourceKind, is_cam_role_name,
+};
 use crate::endpoint::with_trailing_slash;
 use crate::problems::{Reported, shown};
 
 /// The longest profile (section) name accepted, in characters: it is printed in messages.
 const MAX_PROFILE_CHARS: usize = 256;
-
-/// CAM's rule for role names: 1 to 128 of `A-Za-z0-9+=,.@_-`. The name becomes a path segment
-/// of the metadata URL (`cam/security-credentials/<role>`), so anything else (`/`, `..`, `?`,
-/// `%`, spaces) could make that URL point elsewhere; it is refused at `check` instead of by
-/// the role fetch at start-up.
-fn is_cam_role_name(role: &str) -> bool {
-    (1..=128).contains(&role.len())
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-}
 
 /// How the operator may spell `source`, for messages.
 const SOURCES: &str = "\"env\", \"systemd\", \"profile\", \"cvm-role\" or \"file\"";
