@@ -7,7 +7,7 @@
 //! ```
 //!
 //! A name is free text that reaches every event of its agent, so it is checked like every
-//! such string ([`crate::problems::text_problem`]): at most [`MAX_NAME_CHARS`] characters, no
+//! such string (`problems::text_problem`): at most [`MAX_NAME_CHARS`] characters, no
 //! control characters, line separators or bidirectional controls.
 //!
 //! Uuids are checked and **normalized to lower case** by [`AgentUuid::parse`] (8-4-4-4-12 hex
