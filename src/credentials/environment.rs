@@ -35,7 +35,8 @@ pub const SYSTEM_PROFILE_PATH: &str = "/etc/tencentcloud/credentials";
 
 impl Environment {
     /// The process environment now. Variables whose name or value is not UTF-8 are left out,
-    /// but the names of those with a UTF-8 name are kept (so a source can refuse them instead of reading them as unset).
+    /// but the names of those with a UTF-8 name are kept, so a source can refuse such a
+    /// variable instead of reading it as unset.
     pub fn from_process() -> Environment {
         Environment::from_os_pairs(std::env::vars_os())
     }
