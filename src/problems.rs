@@ -66,7 +66,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", shown_path(&self.file))?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
             if let Some(column) = self.column {
@@ -151,7 +151,12 @@ impl<'a> LineIndex<'a> {
             offset -= 1;
         }
         let line = starts.partition_point(|&start| start <= offset); // ≥ 1: starts[0] == 0
-        let column = self.text[starts[line - 1]..offset].chars().count() + 1;
+        // A UTF-8 BOM opens the first line invisibly (the TOML parser skips it): not a column.
+        let start = match line {
+            1 if self.text.starts_with('\u{feff}') => offset.min('\u{feff}'.len_utf8()),
+            _ => starts[line - 1],
+        };
+        let column = self.text[start..offset].chars().count() + 1;
         (line, column)
     }
 }
@@ -258,7 +263,7 @@ impl<'a> ProblemList<'a> {
             }
             None => (None, None),
         };
-        let mut message = error.message().trim_end().replace('\n', "; ");
+        let mut message = quoted_text_shown(&error.message().trim_end().replace('\n', "; "));
         // serde says "expected i64"; an operator needs to hear what to write.
         if message.starts_with("invalid type")
             && let Some(span) = error.span()
@@ -299,6 +304,56 @@ impl<'a> ProblemList<'a> {
     }
 }
 
+/// Opens `path` for reading if it is a regular file (links followed, as reading does). Opened
+/// with `O_NONBLOCK`, so a FIFO without a writer cannot block the open (and with it `check`
+/// or the start-up) forever; the type is then checked on the opened file, so it cannot change
+/// between the check and the read. `O_NONBLOCK` changes nothing for reading a regular file.
+pub(crate) fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        Ok(file)
+    } else if kind.is_dir() {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory, not a file",
+        ))
+    } else {
+        Err(std::io::Error::other(
+            "not a regular file (a pipe, socket or device)",
+        ))
+    }
+}
+
+/// A parser message made safe to print: it quotes the file's own text between backticks (an
+/// unknown key, which may be megabytes long or hold a bidi control), so every character
+/// [`forbidden_char`] refuses is escaped and each quoted part is cut to 60 characters.
+fn quoted_text_shown(message: &str) -> String {
+    const MAX_QUOTED_CHARS: usize = 60;
+    let mut shown = String::with_capacity(message.len().min(1024));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            shown.push('`');
+        }
+        let quoted = i % 2 == 1;
+        for (n, c) in part.chars().enumerate() {
+            if quoted && n == MAX_QUOTED_CHARS {
+                shown.push('…');
+                break;
+            }
+            match forbidden_char(c) {
+                Some(_) => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+                None => shown.push(c),
+            }
+        }
+    }
+    shown
+}
+
 /// Reads a config or watchlist file as UTF-8 text. `create_hint` completes "create it or …".
 /// Problems are reported, never panics: missing file, unreadable, too large, not UTF-8 (placed at
 /// the line:column of the first bad byte).
@@ -317,21 +372,25 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => error.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|error| {
+    let file = open_regular(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             fail(
                 ProblemKind::NotFound,
                 format!(
                     "cannot read {}: no such file; create it or {create_hint}",
-                    path.display()
+                    shown_path(path)
                 ),
             )
         } else {
+            let advice = match error.kind() {
+                std::io::ErrorKind::PermissionDenied => "make it readable by the service user or ",
+                _ => "",
+            };
             fail(
                 ProblemKind::Unreadable,
                 format!(
-                    "cannot read {}: {}; make it readable by the service user or {create_hint}",
-                    path.display(),
+                    "cannot read {}: {}; {advice}{create_hint}",
+                    shown_path(path),
                     describe(&error)
                 ),
             )
@@ -345,7 +404,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
                 ProblemKind::Unreadable,
                 format!(
                     "cannot read {}: {}; {create_hint}",
-                    path.display(),
+                    shown_path(path),
                     describe(&error)
                 ),
             )
@@ -355,7 +414,7 @@ pub(crate) fn read_text(path: &Path, create_hint: &str) -> Result<String, Config
             ProblemKind::Unreadable,
             format!(
                 "{} is larger than {} MiB, so it is not a TOML file of this program; {create_hint}",
-                path.display(),
+                shown_path(path),
                 MAX_FILE_BYTES >> 20
             ),
         ));
@@ -385,6 +444,82 @@ pub(crate) fn text_from_bytes(bytes: Vec<u8>, path: &Path) -> Result<String, Con
     })
 }
 
+/// Why `c` may not appear in free text that reaches output (agent names, paths, section and
+/// role names), or `None` when it may. Control characters (C0, DEL, C1) break a log line or
+/// drive the terminal; U+2028/U+2029 end a line in JavaScript and many viewers, so a JSON log
+/// line seems to split; bidirectional controls (U+061C, U+200E/F, U+202A–U+202E,
+/// U+2066–U+2069) reorder what a reader sees ("Trojan Source"), so a name could show as
+/// another. None of them has a use in a name or a path, so they are refused where the value is
+/// read, not escaped at every place it is printed.
+pub(crate) fn forbidden_char(c: char) -> Option<&'static str> {
+    match c {
+        '\u{2028}' => Some("a line separator"),
+        '\u{2029}' => Some("a paragraph separator"),
+        '\u{061c}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => {
+            Some("a bidirectional control, which can make text read differently from what it is")
+        }
+        c if c.is_control() => Some("a control character"),
+        _ => None,
+    }
+}
+
+/// What is wrong with the free-text value of `key`, if anything: more than `max_chars`
+/// characters, or a character [`forbidden_char`] refuses (the first one, by its position).
+/// The message says what to write instead and never echoes more than [`shown`] does.
+pub(crate) fn text_problem(key: &str, value: &str, max_chars: usize) -> Option<String> {
+    if let Some((at, c, what)) = value
+        .chars()
+        .enumerate()
+        .find_map(|(at, c)| forbidden_char(c).map(|what| (at + 1, c, what)))
+    {
+        return Some(format!(
+            "`{key}` = {} contains U+{:04X} ({what}) at character {at}, which would garble \
+             log lines or disguise the value; write it without that character",
+            shown(value),
+            u32::from(c)
+        ));
+    }
+    if value.chars().nth(max_chars).is_some() {
+        return Some(format!(
+            "`{key}` is {} characters long; write at most {max_chars} (it starts {})",
+            value.chars().count(),
+            shown(value)
+        ));
+    }
+    None
+}
+
+/// A path as shown inside a message: as written, but with every character
+/// [`forbidden_char`] refuses escaped (`\u{a}`), because paths also come from the command line
+/// and the environment (`--config`, `$HOME`, `$CREDENTIALS_DIRECTORY`), where nothing checked
+/// them, and a newline or bidi control in one could forge or disguise a line of a report.
+pub(crate) fn shown_path(path: &Path) -> ShownPath<'_> {
+    ShownPath(path)
+}
+
+/// See [`shown_path`].
+pub(crate) struct ShownPath<'a>(&'a Path);
+
+impl fmt::Display for ShownPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.to_string_lossy();
+        if !text.chars().any(|c| forbidden_char(c).is_some()) {
+            return f.write_str(&text);
+        }
+        for c in text.chars() {
+            match forbidden_char(c) {
+                Some(_) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                None => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A value as shown inside a message: quoted, escaped, and cut short when long.
 pub(crate) fn shown(value: &str) -> String {
     const MAX_CHARS: usize = 60;
@@ -397,7 +532,7 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -412,5 +547,105 @@ mod tests {
         // Formerly the simulator scenario's own `line_column`.
         assert_eq!(LineIndex::new("ab\ncé d").line_col(6), (2, 3));
         assert_eq!(LineIndex::new("").line_col(10), (1, 1));
+    }
+
+    /// `path` as a named pipe (FIFO) with no writer: opening it for reading blocks forever.
+    pub(crate) fn fifo(dir: &Path) -> PathBuf {
+        let path = dir.join("fifo");
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path; no memory is shared.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        path
+    }
+
+    /// `read` on another thread, which must finish within 5 s.
+    pub(crate) fn within_5s<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(read()));
+        result
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("still blocked after 5 s")
+    }
+
+    /// A config or watchlist path naming a FIFO (or a device) used to block `check` forever in
+    /// `open`; it is refused at once as not a regular file.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fifo(dir.path());
+        let errors = within_5s(move || read_text(&path, "pass --config PATH").unwrap_err());
+        assert_eq!(errors.code(), "ConfigError.Unreadable");
+        assert!(
+            errors.to_string().contains("not a regular file"),
+            "{errors}"
+        );
+        let errors = read_text(dir.path(), "pass --config PATH").unwrap_err();
+        assert!(errors.to_string().contains("directory"), "{errors}");
+    }
+
+    /// A path from the command line or the environment (`--config`, `$HOME`,
+    /// `$CREDENTIALS_DIRECTORY`) is shown with its forbidden characters escaped, so a newline
+    /// or a bidi control in it cannot forge or disguise a line of the report.
+    #[test]
+    fn paths_in_messages_have_forbidden_characters_escaped() {
+        let problem = Problem {
+            file: PathBuf::from("/etc/a\nfake: OK\u{202e}.toml"),
+            line: Some(1),
+            column: Some(2),
+            message: "m".into(),
+            kind: ProblemKind::Invalid,
+        };
+        let text = problem.to_string();
+        assert_eq!(text, "/etc/a\\u{a}fake: OK\\u{202e}.toml:1:2: m");
+        assert_eq!(shown_path(Path::new("/etc/é x")).to_string(), "/etc/é x");
+    }
+
+    /// A UTF-8 BOM (which the TOML parser skips) is not a column an editor shows.
+    #[test]
+    fn a_bom_is_not_counted_as_a_column() {
+        let index = LineIndex::new("\u{feff}ab = 1\nc");
+        assert_eq!(index.line_col(3), (1, 1));
+        assert_eq!(index.line_col(8), (1, 6));
+        assert_eq!(index.line_col(10), (2, 1));
+        assert_eq!(index.line_col(1), (1, 1)); // inside the BOM
+        assert_eq!(index.line_col(0), (1, 1));
+    }
+
+    #[test]
+    fn forbidden_characters_are_exactly_controls_separators_and_bidi() {
+        for c in (0..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            assert_eq!(forbidden_char(c), Some("a control character"), "{c:?}");
+        }
+        for c in [
+            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}',
+            '\u{202e}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ] {
+            assert!(
+                forbidden_char(c).unwrap().contains("bidirectional"),
+                "{c:?}"
+            );
+        }
+        assert!(
+            forbidden_char('\u{2028}')
+                .unwrap()
+                .contains("line separator")
+        );
+        assert!(
+            forbidden_char('\u{2029}')
+                .unwrap()
+                .contains("paragraph separator")
+        );
+        // Neighbours and ordinary text stay allowed: emoji joiners, no-break space, CJK.
+        for c in [
+            'a', ' ', '\u{a0}', '\u{200d}', '\u{2027}', '\u{202f}', '\u{2065}', '主', 'é',
+        ] {
+            assert_eq!(forbidden_char(c), None, "{c:?}");
+        }
+        assert_eq!(text_problem("k", &"x".repeat(10), 10), None);
+        let long = text_problem("k", &"x".repeat(11), 10).unwrap();
+        assert!(
+            long.contains("`k` is 11 characters long; write at most 10"),
+            "{long}"
+        );
     }
 }

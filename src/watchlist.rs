@@ -6,6 +6,10 @@
 //! name = "web-01"              # optional, shown in events
 //! ```
 //!
+//! A name is free text that reaches every event of its agent, so it is checked like every
+//! such string (`problems::text_problem`): at most [`MAX_NAME_CHARS`] characters, no
+//! control characters, line separators or bidirectional controls.
+//!
 //! Uuids are checked and **normalized to lower case** by [`AgentUuid::parse`] (8-4-4-4-12 hex
 //! digits), so a Uuid copied
 //! in upper case from the console and the API's lower-case answers name the same agent; a
@@ -34,17 +38,22 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::agent_uuid::AgentUuid;
-use crate::problems::{ConfigErrors, ProblemList, TypeHints, read_text, shown};
+use crate::problems::{ConfigErrors, ProblemList, TypeHints, read_text, shown, text_problem};
 
 /// `[[agent]]` tables per batch when a large watchlist is parsed in batches.
 const BATCH_TABLES: usize = 1_000;
+
+/// The longest agent name, in characters: a name is a label shown in every event of its
+/// agent, and a longer one (a 5 MB name once passed) only bloats or floods the logs.
+pub const MAX_NAME_CHARS: usize = 256;
 
 /// One watched agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
     /// The CWP agent Uuid, validated and lower case.
     pub uuid: AgentUuid,
-    /// Shown in events; `None` when the file gives none.
+    /// Shown in events; `None` when the file gives none. At most [`MAX_NAME_CHARS`] characters,
+    /// none of them a control character, line separator or bidirectional control.
     pub name: Option<String>,
 }
 
@@ -243,15 +252,8 @@ impl<'a> Checker<'a> {
                          the line",
                     );
                     None
-                } else if text.chars().any(char::is_control) {
-                    problems.at(
-                        shift(name.span()),
-                        format!(
-                            "`name` = {} contains control characters (newline, tab, ...), \
-                             which would garble log lines; write it on one line without them",
-                            shown(text)
-                        ),
-                    );
+                } else if let Some(message) = text_problem("name", text, MAX_NAME_CHARS) {
+                    problems.at(shift(name.span()), message);
                     None
                 } else {
                     let mut name = name.into_inner();
@@ -441,7 +443,7 @@ mod tests {
         let errors =
             parse("[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\nname = \"a\\nb\"\n")
                 .unwrap_err();
-        assert!(errors.problems[0].message.contains("control characters"));
+        assert!(errors.problems[0].message.contains("a control character"));
     }
 
     /// Batches of `batch` tables (which must really be batched) against the whole-file parse.
@@ -501,7 +503,7 @@ mod tests {
             );
             assert!(errors.problems[0].message.contains("has no `uuid`"));
             assert!(errors.problems[3].message.contains("line 13 and line 52"));
-            assert!(errors.problems[4].message.contains("control characters"));
+            assert!(errors.problems[4].message.contains("a control character"));
             assert!(errors.problems[6].message.contains("line 123 and line 158"));
         }
 
@@ -556,6 +558,99 @@ mod tests {
             "# [[agent]]",
         ] {
             assert!(!is_agent_header(other), "{other:?}");
+        }
+    }
+
+    /// Issue 8 #12: a 5 MB name and names with U+2028 or U+202E passed and reached every log
+    /// line. A name is at most 256 characters, without control characters, line or paragraph
+    /// separators or bidirectional controls; each refusal is placed at the value and names the
+    /// character.
+    #[test]
+    fn names_are_bounded_and_free_of_controls_separators_and_bidi() {
+        let named = |name: &str| {
+            parse(&format!(
+                "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\nname = \"{name}\"\n"
+            ))
+        };
+        let longest = "é".repeat(256);
+        assert_eq!(
+            named(&longest).unwrap().agents[0].name.as_deref(),
+            Some(longest.as_str())
+        );
+        assert!(named("web-01 (主) ünïcode ok").is_ok());
+        let errors = named(&"x".repeat(5 << 20)).unwrap_err();
+        let problem = &errors.problems[0];
+        assert_eq!((problem.line, problem.column), (Some(3), Some(8)));
+        assert!(
+            problem
+                .message
+                .contains("`name` is 5242880 characters long")
+                && problem.message.contains("at most 256"),
+            "{problem}"
+        );
+        assert!(problem.message.len() < 300, "the value is cut short");
+        for (written, code, what) in [
+            ("a\\u2028b", "U+2028", "line separator"),
+            ("a\\u2029b", "U+2029", "paragraph separator"),
+            ("a\\u202Eb", "U+202E", "bidirectional"),
+            ("a\\u202Ab", "U+202A", "bidirectional"),
+            ("a\\u200Eb", "U+200E", "bidirectional"),
+            ("a\\u200Fb", "U+200F", "bidirectional"),
+            ("a\\u2066b", "U+2066", "bidirectional"),
+            ("a\\u2069b", "U+2069", "bidirectional"),
+            ("a\\u061Cb", "U+061C", "bidirectional"),
+            ("a\\u0085b", "U+0085", "control character"),
+            ("a\\u009Bb", "U+009B", "control character"),
+            ("a\\u007Fb", "U+007F", "control character"),
+            ("a\\u001Bb", "U+001B", "control character"),
+            ("a\\tb", "U+0009", "control character"),
+        ] {
+            let errors = named(written).unwrap_err();
+            assert_eq!(errors.problems.len(), 1, "{written}: {errors}");
+            let problem = &errors.problems[0];
+            assert_eq!(
+                (problem.line, problem.column),
+                (Some(3), Some(8)),
+                "{written}"
+            );
+            assert!(
+                problem.message.contains(code) && problem.message.contains(what),
+                "{written}: {problem}"
+            );
+            assert!(problem.message.contains("at character 2"), "{problem}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a name holds, a forbidden character anywhere in it is refused, and an
+        /// accepted name has none and at most 256 characters.
+        #[test]
+        fn no_forbidden_character_gets_through(
+            name in "\\PC{0,300}",
+            bad in proptest::sample::select(vec![
+                '\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}', '\u{2028}', '\u{2029}',
+                '\u{200e}', '\u{200f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+                '\u{61c}',
+            ]),
+            at in 0usize..300,
+        ) {
+            let toml_string = |text: &str| toml::Value::String(text.to_owned()).to_string();
+            let text = |name: &str| format!(
+                "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\nname = {}\n",
+                toml_string(name)
+            );
+            if let Ok(watchlist) = parse(&text(&name)) {
+                let accepted = watchlist.agents[0].name.clone().unwrap_or_default();
+                proptest::prop_assert!(accepted.chars().count() <= 256);
+                let clean = accepted.chars().all(|c| !c.is_control()
+                    && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}'
+                        | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{61c}'));
+                proptest::prop_assert!(clean, "{:?}", accepted);
+            }
+            let mut chars: Vec<char> = name.chars().collect();
+            chars.insert(at.min(chars.len()), bad);
+            let with_bad: String = chars.into_iter().collect();
+            proptest::prop_assert!(parse(&text(&with_bad)).is_err(), "{:?}", with_bad);
         }
     }
 

@@ -21,7 +21,9 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use self::check::Check;
 use self::raw::RawConfig;
@@ -41,6 +43,18 @@ pub const DEFAULT_ENDPOINT: &str = "https://yunjing.tencentcloudapi.com";
 pub const MAX_REQUESTS_PER_SECOND: u32 = 20;
 /// Upper bound of `api.max_in_flight`: more concurrency than this buys nothing at 20 req/s.
 pub const MAX_IN_FLIGHT: usize = 256;
+/// Allowed values of `api.timeout`. Below 100 ms no API answer arrives in time; above 5 minutes
+/// a request outlives its own signature (the API refuses timestamps more than 5 minutes old),
+/// so waiting longer only delays the retry.
+pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(5 * 60);
+/// Allowed values of `poll.interval`, `poll.collecting_interval` and `poll.offline_interval`.
+/// The bounds keep every deadline the engine computes (now + interval, backoff capped at the
+/// interval) far inside what an `Instant` can hold: `"18446744073709551615s"` once passed the
+/// check and made `run` panic. Below 100 ms polling is pointless at 20 requests per second; an
+/// agent polled less than once a day is not being watched.
+pub const INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
 /// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
 /// gives one.
 pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";

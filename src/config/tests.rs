@@ -523,3 +523,220 @@ fn merged_errors_take_the_most_fundamental_code() {
     assert_eq!(errors.problems.len(), 2);
     assert_eq!(errors.code(), "ConfigError.NotFound");
 }
+
+/// Issue 8 #4: a duration too large for the engine's instants (`"18446744073709551615s"`)
+/// passed the check and made `run` panic. Every duration now has a range, checked here with
+/// its file:line:column and the allowed range in the message; both ends are accepted.
+#[test]
+fn durations_out_of_range_are_rejected_with_the_allowed_range() {
+    let cases = [
+        ("api", "timeout", "100ms", "5m"),
+        ("poll", "interval", "100ms", "24h"),
+        ("poll", "collecting_interval", "100ms", "24h"),
+        ("poll", "offline_interval", "100ms", "24h"),
+    ];
+    for (section, key, min, max) in cases {
+        let text = |value: &str| format!("watchlist = \"w\"\n[{section}]\n{key} = \"{value}\"\n");
+        for ok in [min, max] {
+            assert!(
+                parse(&text(ok)).is_ok(),
+                "{key} = {ok}: {:?}",
+                parse(&text(ok))
+            );
+        }
+        for bad in [
+            "18446744073709551615s",
+            "584542046090years",
+            "1000000h",
+            "25h",
+            "5m 1ms",
+            "99ms",
+            "1ns",
+        ] {
+            if key != "timeout" && bad == "5m 1ms" {
+                continue;
+            }
+            let problems = parse(&text(bad)).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{key} = {bad}: {problems:?}");
+            let problem = &problems[0];
+            assert_eq!(
+                (problem.line, problem.column),
+                (Some(3), Some(key.len() + 4)),
+                "{key} = {bad}: {problem}"
+            );
+            for needle in [
+                format!("`{key}` = \"{bad}\" is out of range"),
+                format!("from {min} to {max}"),
+            ] {
+                assert!(
+                    problem.message.contains(&needle),
+                    "{problem} lacks {needle}"
+                );
+            }
+        }
+    }
+    // Zero keeps its own wording, and names the range too.
+    let problems = problems("watchlist = \"w\"\n[poll]\ninterval = \"0s\"\n");
+    assert!(
+        problems[0].message.contains("greater than zero"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].message.contains("from 100ms to 24h"),
+        "{problems:?}"
+    );
+}
+
+/// Issue 8 #12, the class: every string setting that reaches a log line, a message, a header
+/// or a URL is bounded and free of control characters, line/paragraph separators and
+/// bidirectional controls, refused at its line:column with the character named.
+#[test]
+fn string_settings_are_bounded_and_free_of_controls_separators_and_bidi() {
+    let creds = |body: &str| parse(&format!("watchlist = \"w\"\n[credentials]\n{body}\n"));
+    let assert_refused = |text: &str, line: usize, column: usize, hints: &[&str]| {
+        let problems = parse(text).expect_err(text).problems;
+        assert_eq!(problems.len(), 1, "{text}: {problems:#?}");
+        assert_eq!(
+            (problems[0].line, problems[0].column),
+            (Some(line), Some(column)),
+            "{text}: {}",
+            problems[0]
+        );
+        for hint in hints {
+            assert!(
+                problems[0].message.contains(hint),
+                "{text}: {} lacks {hint}",
+                problems[0]
+            );
+        }
+    };
+
+    // Paths: every path key, through the same rule.
+    assert_refused(
+        "watchlist = \"w\\u202Etxt.toml\"\n",
+        1,
+        13,
+        &["U+202E", "bidirectional"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\nstate_dir = \"/var/lib/x\\ny\"\n",
+        2,
+        13,
+        &["U+000A", "control character"],
+    );
+    assert_refused(
+        &format!("watchlist = \"{}\"\n", "d/".repeat(2049)),
+        1,
+        13,
+        &["`watchlist` is 4098 characters long", "at most 4096"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"file\"\nsecret_id_file = \"a\\u2028b\"\nsecret_key_file = \"k\"\n",
+        4,
+        18,
+        &["U+2028", "line separator"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile_path = \"c\\u0085\"\n",
+        4,
+        16,
+        &["U+0085", "control character"],
+    );
+
+    // The profile (section) name.
+    assert!(creds("source = \"profile\"\nprofile = \"prod-2 (cn)\"").is_ok());
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile = \"prod\\u2029\"\n",
+        4,
+        11,
+        &["U+2029", "paragraph separator"],
+    );
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[credentials]\nsource = \"profile\"\nprofile = \"{}\"\n",
+            "p".repeat(257)
+        ),
+        4,
+        11,
+        &["`profile` is 257 characters long", "at most 256"],
+    );
+
+    // The CAM role name goes into the metadata URL's path: CAM's own alphabet, 1 to 128.
+    for ok in ["CwpPortwatchRole", "a+b=c,d.e@f_g-h", &"r".repeat(128)] {
+        let settings = creds(&format!("source = \"cvm-role\"\nrole = \"{ok}\""));
+        assert!(settings.is_ok(), "{ok}: {settings:?}");
+    }
+    for bad in [
+        "../admin", "a/b", "a b", "a?b", "a#b", "a%2Fb", "r\\u202E", "é",
+    ] {
+        assert_refused(
+            &format!("watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nrole = \"{bad}\"\n"),
+            4,
+            8,
+            &[
+                "is not a CAM role name",
+                "1 to 128",
+                "role = \"CwpPortwatchRole\"",
+            ],
+        );
+    }
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nrole = \"{}\"\n",
+            "r".repeat(129)
+        ),
+        4,
+        8,
+        &["is not a CAM role name", "1 to 128"],
+    );
+
+    // The region is sent as a header: a region name, at most 64 characters.
+    assert_refused(
+        &format!(
+            "watchlist = \"w\"\n[api]\nregion = \"ap-{}\"\n",
+            "x".repeat(62)
+        ),
+        3,
+        10,
+        &["not a region name", "ap-guangzhou"],
+    );
+
+    // Endpoints: the URL parser silently drops tabs and newlines, so the text is checked first.
+    assert_refused(
+        "watchlist = \"w\"\n[api]\nendpoint = \"http://127.0.0.1\\t:9\"\n",
+        3,
+        12,
+        &["U+0009", "control character"],
+    );
+    assert_refused(
+        "watchlist = \"w\"\n[credentials]\nsource = \"cvm-role\"\nmetadata_endpoint = \"http://127.0.0.1/\\u202E/\"\n",
+        4,
+        21,
+        &["U+202E", "bidirectional"],
+    );
+}
+
+/// The parser's own messages quote the file's text (an unknown key): that text is shown with
+/// forbidden characters escaped and cut short, so a 3 MB key is not echoed and a bidi control
+/// in one cannot disguise the report.
+#[test]
+fn parser_messages_quote_the_file_escaped_and_cut_short() {
+    let errors = parse("watchlist = \"w\"\n\"a\\u202Eb\\u2028c\" = 1\n").unwrap_err();
+    let message = &errors.problems[0].message;
+    assert!(
+        !message.contains('\u{202e}') && !message.contains('\u{2028}'),
+        "{message:?}"
+    );
+    assert!(message.contains("a\\u{202e}b\\u{2028}c"), "{message}");
+    assert!(message.contains("expected one of `watchlist`"), "{message}");
+
+    let errors = parse(&format!(
+        "watchlist = \"w\"\n\"{}\" = 1\n",
+        "k".repeat(3 << 20)
+    ))
+    .unwrap_err();
+    let message = &errors.problems[0].message;
+    assert!(message.len() < 400, "{} bytes", message.len());
+    assert!(message.contains("unknown field `kkkk"), "{message}");
+    assert!(message.contains("expected one of `watchlist`"), "{message}");
+}

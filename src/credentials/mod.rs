@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use reqwest::Url;
 use secrecy::SecretString;
 
+use crate::problems::shown_path;
+
 pub use self::environment::{Environment, SYSTEM_PROFILE_PATH};
 use self::profile::{from_profile, profile_candidates};
 
@@ -172,15 +174,15 @@ impl fmt::Display for CredentialSource {
                 f.write_str("systemd credentials ($CREDENTIALS_DIRECTORY)")
             }
             CredentialSource::Env => f.write_str("environment (TENCENTCLOUD_SECRET_ID)"),
-            CredentialSource::Profile(path) => write!(f, "profile file {}", path.display()),
+            CredentialSource::Profile(path) => write!(f, "profile file {}", shown_path(path)),
             CredentialSource::File {
                 secret_id_file,
                 secret_key_file,
             } => write!(
                 f,
                 "files {} and {}",
-                secret_id_file.display(),
-                secret_key_file.display()
+                shown_path(secret_id_file),
+                shown_path(secret_key_file)
             ),
         }
     }
@@ -223,17 +225,19 @@ pub enum CredentialError {
         hint: String,
     },
     /// A file exists but cannot be read (permissions, not UTF-8, a directory, too large).
-    #[error("cannot read {}: {reason}", path.display())]
+    #[error("cannot read {}: {reason}", shown_path(path))]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// Why, from the OS error (never the content).
         reason: String,
     },
-    /// A value is present but cannot be a credential (whitespace or control characters inside).
+    /// A value is present but cannot be a credential (in quotes, whitespace, control or
+    /// non-ASCII characters inside, too long), or a profile file's section is written in a way
+    /// the SDKs would read differently.
     #[error("invalid credentials in {origin}: {problem}")]
     Invalid {
-        /// The source looked at.
+        /// The source looked at; for a profile file `profile file PATH:LINE`.
         origin: String,
         /// What is wrong, without the value.
         problem: String,
@@ -286,8 +290,9 @@ pub fn resolve(
                             .to_owned()
                     }
                     Some(dir) => format!(
-                        "{dir} has no secret_id or secret_key; add LoadCredential=secret_id:… and \
-                     LoadCredential=secret_key:… to the unit"
+                        "{} has no secret_id or secret_key; add LoadCredential=secret_id:… and \
+                     LoadCredential=secret_key:… to the unit",
+                        shown_path(Path::new(dir))
                     ),
                 },
             })
@@ -308,7 +313,10 @@ pub fn resolve(
                     return Ok(found);
                 }
             }
-            let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            let tried: Vec<String> = candidates
+                .iter()
+                .map(|p| shown_path(p).to_string())
+                .collect();
             Err(CredentialError::NotFound {
                 origin: format!("profile file {}", tried.join(", ")),
                 detail: format!(
@@ -336,8 +344,8 @@ pub fn resolve(
                 Some(value) => Ok(value),
                 None => Err(CredentialError::Incomplete {
                     origin: source.to_string(),
-                    missing: format!("{key} ({})", path.display()),
-                    hint: format!("write the {key} value into {}", path.display()),
+                    missing: format!("{key} ({})", shown_path(path)),
+                    hint: format!("write the {key} value into {}", shown_path(path)),
                 }),
             };
             let secret_id = read(secret_id_file, "secret_id_file")?;
@@ -347,30 +355,71 @@ pub fn resolve(
     }
 }
 
-/// Checks that the values can be credentials and wraps them; the secret strings move straight
-/// into `SecretString`.
+/// CAM's rule for role names: 1 to 128 of `A-Za-z0-9+=,.@_-`. The name becomes a path segment
+/// of the metadata URL (`cam/security-credentials/<role>`), so anything else (`/`, `..`, `?`,
+/// `%`, spaces) could make that URL point elsewhere; the config check refuses it at `check`,
+/// and a role name the metadata service announces can be held to the same rule.
+pub fn is_cam_role_name(role: &str) -> bool {
+    (1..=128).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// The longest SecretId or SecretKey accepted, in bytes. Real ones are 36 and 32 characters;
+/// the bound only keeps a wrong value (a pasted file, a huge variable) out of every request's
+/// `Authorization` header.
+pub(crate) const MAX_SECRET_CHARS: usize = 256;
+/// The longest session token accepted, in bytes: STS tokens are a few KiB, and the token is
+/// sent as a header, which servers cap at 8 to 16 KiB in all.
+pub(crate) const MAX_TOKEN_CHARS: usize = 8 * 1024;
+
+/// Why `value` cannot be the credential `name` ("the SecretId", ...), or `None` when it can.
+/// The API only ever issues printable ASCII without quotes, so anything else is a mistake in
+/// how it was written down (quotes kept by a profile file, a pasted comment, a non-breaking
+/// space), reported now instead of as `AuthFailure` after the daemon started. The message
+/// never includes the value.
+pub(crate) fn value_problem(name: &str, value: &str, max_bytes: usize) -> Option<String> {
+    if value.starts_with(['"', '\'']) || value.ends_with(['"', '\'']) {
+        return Some(format!(
+            "{name} is in quotes; write the value alone, without quotes"
+        ));
+    }
+    if value.len() > max_bytes {
+        return Some(format!(
+            "{name} is longer than {max_bytes} characters, so it is not a credential; check \
+             that the right value was stored there"
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(format!(
+            "{name} contains whitespace, control or non-ASCII characters; it must hold only \
+             the value (a trailing newline is fine)"
+        ));
+    }
+    None
+}
+
+/// Checks that the values can be credentials ([`value_problem`]) and wraps them; the secret
+/// strings move straight into `SecretString`.
 pub(super) fn build(
     secret_id: String,
     secret_key: String,
     token: Option<String>,
     source: CredentialSource,
 ) -> Result<Resolved, CredentialError> {
-    let invalid = |name: &str| CredentialError::Invalid {
-        origin: source.to_string(),
-        problem: format!(
-            "{name} contains whitespace or control characters; it must hold only the value \
-             (a trailing newline is fine)"
-        ),
-    };
-    let clean = |value: &str| !value.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !clean(&secret_id) {
-        return Err(invalid("the SecretId"));
-    }
-    if !clean(&secret_key) {
-        return Err(invalid("the SecretKey"));
-    }
-    if token.as_deref().is_some_and(|token| !clean(token)) {
-        return Err(invalid("the session token"));
+    let problem = value_problem("the SecretId", &secret_id, MAX_SECRET_CHARS)
+        .or_else(|| value_problem("the SecretKey", &secret_key, MAX_SECRET_CHARS))
+        .or_else(|| {
+            token
+                .as_deref()
+                .and_then(|token| value_problem("the session token", token, MAX_TOKEN_CHARS))
+        });
+    if let Some(problem) = problem {
+        return Err(CredentialError::Invalid {
+            origin: source.to_string(),
+            problem,
+        });
     }
     Ok(Resolved::Static(
         Credentials {
@@ -382,8 +431,28 @@ pub(super) fn build(
     ))
 }
 
+/// An error when one of `names` is set to a value that is not UTF-8: the source is there but
+/// unusable, which must not read as "not set" (the chain would move on to another source).
+fn refuse_not_utf8(env: &Environment, origin: &str, names: &[&str]) -> Result<(), CredentialError> {
+    match names.iter().find(|name| env.not_utf8(name)) {
+        Some(name) => Err(CredentialError::Invalid {
+            origin: origin.to_owned(),
+            problem: format!(
+                "{name} is set but not UTF-8 text; credentials and their paths are plain \
+                 text: set it again, or unset it"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `Ok(None)` when the directory is not set or holds neither `secret_id` nor `secret_key`.
 fn from_systemd(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
+    refuse_not_utf8(
+        env,
+        &CredentialSource::Systemd.to_string(),
+        &["CREDENTIALS_DIRECTORY"],
+    )?;
     let Some(dir) = env.get_nonblank("CREDENTIALS_DIRECTORY") else {
         return Ok(None);
     };
@@ -414,6 +483,15 @@ fn from_systemd(env: &Environment) -> Result<Option<Resolved>, CredentialError> 
 
 /// `Ok(None)` when neither `TENCENTCLOUD_SECRET_ID` nor `TENCENTCLOUD_SECRET_KEY` is set.
 fn from_env(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
+    refuse_not_utf8(
+        env,
+        "environment",
+        &[
+            "TENCENTCLOUD_SECRET_ID",
+            "TENCENTCLOUD_SECRET_KEY",
+            "TENCENTCLOUD_SESSION_TOKEN",
+        ],
+    )?;
     let secret_id = env.get_nonblank("TENCENTCLOUD_SECRET_ID");
     let secret_key = env.get_nonblank("TENCENTCLOUD_SECRET_KEY");
     let token = env.get_nonblank("TENCENTCLOUD_SESSION_TOKEN");
@@ -439,14 +517,15 @@ fn from_env(env: &Environment) -> Result<Option<Resolved>, CredentialError> {
 /// Secret files are small; a bigger one is a wrong path, refused before it fills memory.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
-/// The trimmed content of a small UTF-8 file: `Ok(None)` when it does not exist or is blank.
+/// The trimmed content of a small UTF-8 file, without a leading BOM: `Ok(None)` when it does
+/// not exist or is blank.
 /// Errors name the file and the OS reason, never the content.
 pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, CredentialError> {
     let unreadable = |reason: String| CredentialError::Unreadable {
         path: path.to_path_buf(),
         reason,
     };
-    let file = match std::fs::File::open(path) {
+    let file = match crate::problems::open_regular(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(unreadable(io_reason(&error))),
@@ -463,7 +542,9 @@ pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, Credential
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| unreadable("not UTF-8 text; credentials are plain ASCII".to_owned()))?;
-    let trimmed = text.trim();
+    // A UTF-8 BOM (saved by Windows editors) is not part of the value, as the SDKs' INI
+    // readers agree for profile files.
+    let trimmed = text.strip_prefix('\u{feff}').unwrap_or(&text).trim();
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 

@@ -267,3 +267,165 @@ fn simulate_keeps_serving_on_a_closed_stdout() {
     assert!(alive, "simulate stopped by itself: {stderr}");
     assert_quiet_end("simulate", out.status, &stderr, 0);
 }
+
+// ------------------------------------------------------------------------------------------
+// Issue 8, items 7 and 11: `check` accepts exactly what `run` and `once` accept.
+// ------------------------------------------------------------------------------------------
+
+/// A config in `app` reading credentials from the profile file `credentials` beside it.
+fn profile_config(app: &App) -> std::path::PathBuf {
+    app.write(
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n[credentials]\nsource = \"profile\"\n\
+         profile_path = \"credentials\"\n",
+    )
+}
+
+/// Issue 8 #11: a profile file as Notepad saves it (UTF-8 BOM, CRLF, `;` comments) is read as
+/// the SDKs read it; a value in quotes, which used to pass `check` and then fail with
+/// `AuthFailure.SecretIdNotFound`, is refused by `check` at its file:line without showing it.
+#[test]
+fn check_reads_profile_files_as_the_sdks_do_and_refuses_quoted_values() {
+    let app = App::new();
+    let cfg = profile_config(&app);
+    let profile = app.write(
+        "credentials",
+        "\u{feff}[default]\r\n; written by tccli\r\nsecret_id = AKIDprofile\r\nsecret_key = profile-secret-4711\r\n",
+    );
+    let out = run(&app, &["check"], &cfg);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("credentials profile file {}", profile.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("profile-secret-4711"),
+        "{}",
+        out.stdout
+    );
+
+    app.write(
+        "credentials",
+        "[default]\nsecret_id = AKIDprofile\nsecret_key = \"profile-secret-4711\"\n",
+    );
+    let out = run(&app, &["check"], &cfg);
+    assert_eq!(out.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!("{}:3", profile.display()))
+            && out.stderr.contains("`secret_key` is in quotes")
+            && out.stderr.contains("without quotes"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("profile-secret-4711"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `cmd` with every proxy variable pointing at a closed loopback port: should an endpoint
+/// that must be refused ever be used, the request goes nowhere instead of off this machine.
+fn no_way_out(cmd: &mut std::process::Command) {
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+}
+
+/// `command` with the app's config and the simulator's credentials (from
+/// [`App::with_config`]), run to its end off the async runtime (the simulator needs it);
+/// `guarded`: with [`no_way_out`].
+async fn run_command(app: &App, command: &'static str, guarded: bool) -> Finished {
+    let mut cmd = app.with_config(&[command]);
+    if guarded {
+        no_way_out(&mut cmd);
+    }
+    tokio::task::spawn_blocking(move || run_within(cmd, LIMIT))
+        .await
+        .unwrap()
+}
+
+/// Issue 8 #7: `check` accepted `http://[::ffff:127.0.0.1]:PORT` (IPv4-mapped loopback) and
+/// `run` refused it. One rule now serves both: `check` and `once` accept it and `once` polls
+/// the simulator through it; `check`, `once` and `run` all refuse plain http to a host that is
+/// not loopback, at start-up (nothing is sent: the test also routes any request to a closed
+/// loopback proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_once_agree_on_which_http_endpoints_are_loopback() {
+    let sim = crate::support::start_scenario(&crate::support::steady(1, "COMPLETE")).await;
+    let endpoint = sim.endpoint();
+    let port = endpoint.rsplit(':').next().unwrap().trim_end_matches('/');
+    let mapped = format!("http://[::ffff:127.0.0.1]:{port}");
+    let app = App::for_simulator(&mapped, &crate::support::app::agents(0..1, "web-01"));
+    let out = run_command(&app, "check", false).await;
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "check {mapped}: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = run_command(&app, "once", false).await;
+    let reachable = std::net::TcpStream::connect(format!("[::ffff:127.0.0.1]:{port}")).is_ok();
+    if reachable {
+        assert_eq!(
+            out.code(),
+            Some(0),
+            "once {mapped}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out.stdout.contains("COMPLETE"), "{}", out.stdout);
+        assert!(
+            sim.stats().requests >= 1,
+            "once did not reach the simulator"
+        );
+    } else {
+        // No IPv6 sockets here: the poll fails, but the endpoint itself was not refused.
+        assert!(!out.stderr.contains("loopback"), "{}", out.stderr);
+    }
+
+    let before = sim.stats().requests;
+    for refused in [
+        "http://10.0.0.1",
+        "http://192.0.2.1:9",
+        "http://[::ffff:10.0.0.1]:9",
+        "http://[::2]:9",
+        "http://localhost.example.com:9",
+    ] {
+        app.write("config.toml", crate::support::app::daemon_config(refused));
+        for command in ["check", "once", "run"] {
+            let out = run_command(&app, command, true).await;
+            assert_eq!(
+                out.code(),
+                Some(1),
+                "{command} {refused}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains("config.toml:4:12: ")
+                    && out.stderr.contains("not loopback")
+                    && out.stderr.contains("use https://"),
+                "{command} {refused}: {}",
+                out.stderr
+            );
+            assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        }
+    }
+    assert_eq!(sim.stats().requests, before);
+}

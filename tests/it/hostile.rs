@@ -709,7 +709,12 @@ fn hostile_check_of_an_endless_config_reads_a_bounded_amount() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
         "{status}: {stderr}"
     );
-    assert!(stderr.contains("larger than 64 MiB"), "{stderr}");
+    // A device is refused before it is read (any endless or huge input file is a problem
+    // either way: refused as no regular file, or cut at the size limit).
+    assert!(
+        stderr.contains("not a regular file") || stderr.contains("larger than 64 MiB"),
+        "{stderr}"
+    );
     // ru_maxrss is in KiB: the 64 MiB limit (+1 byte) read once, not the address space.
     let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 400, "peak {peak_mib} MiB: {stderr}");
@@ -752,4 +757,229 @@ fn hostile_control_characters_in_paths_are_refused_or_escaped() {
         out.stdout
     );
     assert!(out.stdout.contains("odd\\u{1b}]0;pwned"), "{}", out.stdout);
+}
+
+// ------------------------------------------------------------------------------------------
+// Issue 8, items 4, 11 and 12: values the parser accepted but `run` could not use (huge
+// durations, quoted profile values, names that garble output). `check` must reject each one
+// at its place, and `run` must refuse to start on it: exit 1, no panic, no event.
+// ------------------------------------------------------------------------------------------
+
+/// One value `check` and `run` must both reject.
+struct Bad {
+    name: &'static str,
+    /// Written into the case's folder; the config is always `config.toml`.
+    files: Vec<(&'static str, Vec<u8>)>,
+    /// `file:line:column` (file relative to the folder), or `file:line` when `column` is 0.
+    at: (&'static str, usize, usize),
+    /// What is wrong and what to write instead.
+    needles: Vec<&'static str>,
+}
+
+/// A config of [`PREFIX`] and `rest`, which starts on line 5.
+fn bad_config(rest: &str) -> (&'static str, Vec<u8>) {
+    config(&format!("{PREFIX}{rest}"))
+}
+
+/// A watchlist whose only agent, on lines 1 to 3, is called `name` (TOML source text).
+fn named_agent(name: &str) -> (&'static str, Vec<u8>) {
+    watchlist(&format!("{GOOD_WATCHLIST}name = \"{name}\"\n"))
+}
+
+fn bad_values() -> Vec<Bad> {
+    let good = || watchlist(GOOD_WATCHLIST);
+    let profile = |rest: &str| {
+        bad_config(&format!(
+            "[credentials]\nsource = \"profile\"\nprofile_path = \"credentials\"\n{rest}"
+        ))
+    };
+    vec![
+        Bad {
+            name: "#4 interval = u64::MAX seconds",
+            files: vec![
+                bad_config("[poll]\ninterval = \"18446744073709551615s\"\n"),
+                good(),
+            ],
+            at: ("config.toml", 6, 12),
+            needles: vec!["is out of range", "from 100ms to 24h"],
+        },
+        Bad {
+            name: "#4 collecting_interval too large for humantime",
+            files: vec![
+                bad_config("[poll]\ncollecting_interval = \"584542046090years\"\n"),
+                good(),
+            ],
+            at: ("config.toml", 6, 23),
+            needles: vec!["is out of range", "from 100ms to 24h"],
+        },
+        Bad {
+            name: "#4 timeout = 1000000h",
+            files: vec![bad_config("timeout = \"1000000h\"\n"), good()],
+            at: ("config.toml", 5, 11),
+            needles: vec!["is out of range", "from 100ms to 5m"],
+        },
+        Bad {
+            name: "#4 offline_interval = 1ns",
+            files: vec![bad_config("[poll]\noffline_interval = \"1ns\"\n"), good()],
+            at: ("config.toml", 6, 20),
+            needles: vec!["is out of range", "from 100ms to 24h"],
+        },
+        Bad {
+            name: "#12 a 5 MB agent name",
+            files: vec![config(PREFIX), named_agent(&"x".repeat(5 << 20))],
+            at: ("watchlist.toml", 3, 8),
+            needles: vec!["`name` is 5242880 characters long", "at most 256"],
+        },
+        Bad {
+            name: "#12 U+2028 in an agent name",
+            files: vec![config(PREFIX), named_agent("web\u{2028}01")],
+            at: ("watchlist.toml", 3, 8),
+            needles: vec!["U+2028", "line separator"],
+        },
+        Bad {
+            name: "#12 U+202E in an agent name (escaped in TOML)",
+            files: vec![config(PREFIX), named_agent("web-\\u202E10")],
+            at: ("watchlist.toml", 3, 8),
+            needles: vec!["U+202E", "bidirectional"],
+        },
+        Bad {
+            name: "#12 a C1 control (U+0085) in an agent name",
+            files: vec![config(PREFIX), named_agent("web\u{85}01")],
+            at: ("watchlist.toml", 3, 8),
+            needles: vec!["U+0085", "control character"],
+        },
+        Bad {
+            name: "#12 U+2066 in the profile name",
+            files: vec![profile("profile = \"prod\u{2066}\"\n"), good()],
+            at: ("config.toml", 8, 11),
+            needles: vec!["U+2066", "bidirectional"],
+        },
+        Bad {
+            name: "#12 a role name that is a path",
+            files: vec![
+                bad_config("[credentials]\nsource = \"cvm-role\"\nrole = \"../admin\"\n"),
+                good(),
+            ],
+            at: ("config.toml", 7, 8),
+            needles: vec!["not a CAM role name", "CwpPortwatchRole"],
+        },
+        Bad {
+            name: "#12 a bidi control in the watchlist path",
+            files: vec![
+                config("watchlist = \"lmth.\u{202e}watchlist.toml\"\nstate_dir = \"state\"\n"),
+                good(),
+            ],
+            at: ("config.toml", 1, 13),
+            needles: vec!["U+202E", "bidirectional"],
+        },
+        Bad {
+            name: "#11 a quoted secret in the profile file",
+            files: vec![
+                profile(""),
+                (
+                    "credentials",
+                    b"[default]\nsecret_id = AKIDquoted\nsecret_key = \"quoted-secret-key-789\"\n"
+                        .to_vec(),
+                ),
+                good(),
+            ],
+            at: ("credentials", 3, 0),
+            needles: vec!["secret_key", "in quotes", "without quotes"],
+        },
+    ]
+}
+
+/// Runs every [`bad_values`] case with `command`; one line per failed expectation.
+fn bad_value_failures(command: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for case in bad_values() {
+        let dir = App::new();
+        for (name, bytes) in &case.files {
+            dir.write(name, bytes);
+        }
+        let mut cmd = bin(dir.path());
+        cmd.arg(command).arg("--config").arg(dir.config());
+        let out = run_within(cmd, LIMIT);
+        let stderr = &out.stderr;
+        let mut wrong = Vec::new();
+        match out.status {
+            None => wrong.push(format!("still running after {LIMIT:?}: accepted (killed)")),
+            Some(status) if status.code() != Some(1) => {
+                wrong.push(format!("exit status {status}, want exit code 1"))
+            }
+            Some(_) => {}
+        }
+        if stderr.contains("panicked") {
+            wrong.push("panicked".into());
+        }
+        if stderr.len() > 8 << 10 {
+            wrong.push(format!(
+                "{} bytes on stderr: echoes the input",
+                stderr.len()
+            ));
+        }
+        if stderr.contains("quoted-secret-key-789") {
+            wrong.push("prints the secret key".into());
+        }
+        if out.events.iter().any(|e| e["event"] == "status_changed") {
+            wrong.push("logged a status_changed".into());
+        }
+        let (file, line, column) = case.at;
+        let place = dir.path().join(file).display().to_string();
+        let want = match column {
+            0 => format!("{place}:{line}"),
+            _ => format!("{place}:{line}:{column}: "),
+        };
+        match stderr.matches(&want).count() {
+            1 => {}
+            n => wrong.push(format!("names {want:?} {n} times, want once")),
+        }
+        for needle in &case.needles {
+            if !stderr.contains(needle) {
+                wrong.push(format!("does not say {needle:?}"));
+            }
+        }
+        if !wrong.is_empty() {
+            let shown: String = stderr.chars().take(2000).collect();
+            failures.push(format!(
+                "`{command}` / {}:\n  - {}\n  stderr:\n    {}",
+                case.name,
+                wrong.join("\n  - "),
+                shown.trim_end().replace('\n', "\n    ")
+            ));
+        }
+    }
+    failures
+}
+
+#[test]
+fn hostile_bad_values_check_rejects_each_at_its_place() {
+    let failures = bad_value_failures("check");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn hostile_bad_values_run_refuses_to_start() {
+    let failures = bad_value_failures("run");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Issue 8 #4 as reported: against a simulator that answers, a huge interval made `run` log a
+/// `status_changed` and then panic with no state written. Now it exits 1 before any poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_huge_interval_run_exits_1_before_polling() {
+    let sim = crate::support::start_scenario(&crate::support::steady(1, "COMPLETE")).await;
+    let app = App::for_simulator(&sim.endpoint(), &app::agents(0..1, "web-01"));
+    let config = app::daemon_config(&sim.endpoint()).replacen(
+        "interval = \"300ms\"",
+        "interval = \"18446744073709551615s\"",
+        1,
+    );
+    app.write("config.toml", config);
+    let out = app.daemon(&[]).finish(LIMIT).await;
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.named("status_changed").is_empty(), "{}", out.stderr);
+    assert!(out.stderr.contains("is out of range"), "{}", out.stderr);
+    assert_eq!(sim.stats().requests, 0, "polled before refusing");
 }

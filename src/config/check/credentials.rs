@@ -7,9 +7,14 @@ use toml::Spanned;
 
 use super::Check;
 use crate::config::raw::RawCredentials;
-use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT, SourceKind};
+use crate::credentials::{
+    CredentialSettings, DEFAULT_METADATA_ENDPOINT, SourceKind, is_cam_role_name,
+};
 use crate::endpoint::with_trailing_slash;
 use crate::problems::{Reported, shown};
+
+/// The longest profile (section) name accepted, in characters: it is printed in messages.
+const MAX_PROFILE_CHARS: usize = 256;
 
 /// How the operator may spell `source`, for messages.
 const SOURCES: &str = "\"env\", \"systemd\", \"profile\", \"cvm-role\" or \"file\"";
@@ -104,7 +109,7 @@ impl Check<'_> {
         };
         let profile = match &raw.profile {
             Some(value) => self
-                .non_empty(value, "profile", "\"default\"", false)?
+                .text(value, "profile", "\"default\"", false, MAX_PROFILE_CHARS)?
                 .trim()
                 .to_owned(),
             None => "default".to_owned(),
@@ -114,11 +119,23 @@ impl Check<'_> {
 
     fn cvm_role(&mut self, raw: &RawCredentials) -> Result<CredentialSettings, Reported> {
         let role = match &raw.role {
-            Some(value) => Some(
-                self.non_empty(value, "role", "\"CwpPortwatchRole\"", false)?
-                    .trim()
-                    .to_owned(),
-            ),
+            Some(value) => {
+                let role = self
+                    .non_empty(value, "role", "\"CwpPortwatchRole\"", false)?
+                    .trim();
+                if !is_cam_role_name(role) {
+                    return Err(self.problems.at(
+                        value.span(),
+                        format!(
+                            "`role` = {} is not a CAM role name: write 1 to 128 letters, digits \
+                             and `+=,.@_-` (the role's name in the CAM console, not its ARN), \
+                             e.g. role = \"CwpPortwatchRole\"",
+                            shown(role)
+                        ),
+                    ));
+                }
+                Some(role.to_owned())
+            }
             None => None,
         };
         let metadata_endpoint = match &raw.metadata_endpoint {

@@ -1,14 +1,16 @@
 //! The check: raw config structs → validated settings, every problem recorded with its place.
 //!
-//! [`Check`] holds the helpers every section uses (non-empty strings, paths, durations, ranged
-//! integers, endpoint URLs) and the `[api]`, `[poll]` and `[log]` sections; the
-//! `[credentials]` section, whose keys depend on its `source`, is in [`credentials`].
+//! [`Check`] holds the helpers every section uses (non-empty strings, free text that will be
+//! printed, paths, bounded durations, ranged integers, endpoint URLs) and the `[api]`,
+//! `[poll]` and `[log]` sections; the `[credentials]` section, whose keys depend on its
+//! `source`, is in [`credentials`].
 //!
 //! Every check returns `Result<T, Reported>`: an `Err` carries the proof that a problem was
 //! recorded, so a missing value can never go unexplained.
 
 mod credentials;
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,11 +19,20 @@ use toml::Spanned;
 
 use super::raw::{RawApi, RawDuration, RawLog, RawPoll};
 use super::{
-    ApiSettings, DEFAULT_ENDPOINT, LogFormat, LogSettings, MAX_IN_FLIGHT, MAX_REQUESTS_PER_SECOND,
-    PollSettings, Settings,
+    ApiSettings, DEFAULT_ENDPOINT, INTERVAL_RANGE, LogFormat, LogSettings, MAX_IN_FLIGHT,
+    MAX_REQUESTS_PER_SECOND, PollSettings, Settings, TIMEOUT_RANGE,
 };
 use crate::endpoint::is_loopback;
-use crate::problems::{ConfigErrors, ProblemList, Reported, shown};
+use crate::problems::{ConfigErrors, ProblemList, Reported, shown, text_problem};
+
+/// The longest path accepted, in characters: Linux's `PATH_MAX` is 4096 bytes, so a longer
+/// value cannot name a file, and a huge one would only flood the messages that print it.
+const MAX_PATH_CHARS: usize = 4096;
+/// The longest endpoint URL accepted, in characters: a base URL is a scheme, a host, a port and
+/// a short path; 2048 is what HTTP clients and servers reliably carry.
+const MAX_URL_CHARS: usize = 2048;
+/// The longest region accepted (`ap-guangzhou`, `na-siliconvalley`; sent as `X-TC-Region`).
+const MAX_REGION_CHARS: usize = 64;
 
 /// The problems found so far and what relative paths are resolved against.
 pub(super) struct Check<'a> {
@@ -71,7 +82,25 @@ impl Check<'_> {
         }
     }
 
-    /// A path: non-empty, no `~`, resolved against the config file's folder.
+    /// A non-empty string that will be shown (in messages, logs, headers or URLs): at most
+    /// `max_chars` characters, and none that [`crate::problems::forbidden_char`] refuses.
+    pub(super) fn text<'v>(
+        &mut self,
+        value: &'v Spanned<String>,
+        key: &str,
+        example: &str,
+        required: bool,
+        max_chars: usize,
+    ) -> Result<&'v str, Reported> {
+        let text = self.non_empty(value, key, example, required)?;
+        match text_problem(key, text, max_chars) {
+            Some(message) => Err(self.problems.at(value.span(), message)),
+            None => Ok(text),
+        }
+    }
+
+    /// A path: non-empty, no `~`, free text of at most [`MAX_PATH_CHARS`] (paths are printed
+    /// in messages and events), resolved against the config file's folder.
     pub(super) fn path(
         &mut self,
         value: &Spanned<String>,
@@ -79,19 +108,7 @@ impl Check<'_> {
         example: &str,
         required: bool,
     ) -> Result<PathBuf, Reported> {
-        let text = self.non_empty(value, key, example, required)?;
-        // A path with a control character is a typo or an attack; taken as written it would
-        // be created so (`state_dir`) and shown raw on terminals.
-        if text.chars().any(char::is_control) {
-            return Err(self.problems.at(
-                value.span(),
-                format!(
-                    "`{key}` = {} holds a control character; write the path without it, \
-                     e.g. {key} = {example}",
-                    shown(text)
-                ),
-            ));
-        }
+        let text = self.text(value, key, example, required, MAX_PATH_CHARS)?;
         if text.starts_with('~') {
             return Err(self.problems.at(
                 value.span(),
@@ -105,16 +122,25 @@ impl Check<'_> {
         Ok(self.base_dir.join(text))
     }
 
+    /// A duration with a unit, inside `range` (see [`super::TIMEOUT_RANGE`] and
+    /// [`super::INTERVAL_RANGE`]): a value outside would reach the engine's deadline arithmetic,
+    /// so it is refused here, at its place, with the range to choose from.
     fn duration(
         &mut self,
         value: Option<&Spanned<RawDuration>>,
         key: &str,
         default: Duration,
+        range: &RangeInclusive<Duration>,
     ) -> Result<Duration, Reported> {
         let Some(value) = value else {
             return Ok(default);
         };
         let example = humantime::format_duration(default);
+        let allowed = format!(
+            "a duration from {} to {}",
+            short_duration(*range.start()),
+            short_duration(*range.end())
+        );
         let text = match value.get_ref() {
             RawDuration::Text(text) => text,
             RawDuration::Integer(n) => {
@@ -136,12 +162,24 @@ impl Check<'_> {
                 ));
             }
         };
+        let out_of_range = |check: &mut Self| {
+            Err(check.problems.at(
+                value.span(),
+                format!(
+                    "`{key}` = {} is out of range: write {allowed}, e.g. {key} = \"{example}\"",
+                    shown(text)
+                ),
+            ))
+        };
         match humantime::parse_duration(text.trim()) {
             Ok(duration) if duration.is_zero() => Err(self.problems.at(
                 value.span(),
-                format!("`{key}` must be greater than zero; write e.g. {key} = \"{example}\""),
+                format!(
+                    "`{key}` must be greater than zero: write {allowed}, e.g. {key} = \"{example}\""
+                ),
             )),
-            Ok(duration) => Ok(duration),
+            Ok(duration) if range.contains(&duration) => Ok(duration),
+            Ok(_) | Err(humantime::DurationError::NumberOverflow) => out_of_range(self),
             Err(error) => Err(self.problems.at(
                 value.span(),
                 format!(
@@ -191,8 +229,9 @@ impl Check<'_> {
         https_only: bool,
         example: &str,
     ) -> Result<Url, Reported> {
+        // Checked as text first: the URL parser silently drops tabs and newlines.
         let text = self
-            .non_empty(value, key, &format!("{example:?}"), false)?
+            .text(value, key, &format!("{example:?}"), false, MAX_URL_CHARS)?
             .trim();
         let url = match Url::parse(text) {
             Ok(url) => url,
@@ -275,14 +314,17 @@ impl Check<'_> {
             Some(value) if value.get_ref().is_empty() => Ok(None),
             Some(value) => {
                 let text = value.get_ref();
-                if text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                if text.len() <= MAX_REGION_CHARS
+                    && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
                     Ok(Some(text.clone()))
                 } else {
                     Err(self.problems.at(
                         value.span(),
                         format!(
-                            "`region` = {} is not a region name; write e.g. region = \
-                             \"ap-guangzhou\", or region = \"\" to send no region",
+                            "`region` = {} is not a region name (at most {MAX_REGION_CHARS} \
+                             letters, digits and `-`); write e.g. region = \"ap-guangzhou\", or \
+                             region = \"\" to send no region",
                             shown(text)
                         ),
                     ))
@@ -308,6 +350,7 @@ impl Check<'_> {
             raw.and_then(|api| api.timeout.as_ref()),
             "timeout",
             Duration::from_secs(10),
+            &TIMEOUT_RANGE,
         );
         Ok(ApiSettings {
             endpoint: endpoint?,
@@ -323,16 +366,19 @@ impl Check<'_> {
             raw.and_then(|poll| poll.interval.as_ref()),
             "interval",
             Duration::from_secs(60),
+            &INTERVAL_RANGE,
         );
         let collecting_interval = self.duration(
             raw.and_then(|poll| poll.collecting_interval.as_ref()),
             "collecting_interval",
             Duration::from_secs(5),
+            &INTERVAL_RANGE,
         );
         let offline_interval = self.duration(
             raw.and_then(|poll| poll.offline_interval.as_ref()),
             "offline_interval",
             Duration::from_secs(30),
+            &INTERVAL_RANGE,
         );
         Ok(PollSettings {
             interval: interval?,
@@ -381,5 +427,18 @@ impl Check<'_> {
             format: format?,
             level: level?,
         })
+    }
+}
+
+/// A range bound as an operator writes it: `100ms`, `5m`, `24h` (humantime would say `1day`,
+/// which its own parser accepts but no example in this project uses).
+fn short_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match (secs, duration.subsec_millis()) {
+        (0, millis) => format!("{millis}ms"),
+        (secs, 0) if secs % 3600 == 0 => format!("{}h", secs / 3600),
+        (secs, 0) if secs % 60 == 0 => format!("{}m", secs / 60),
+        (secs, 0) => format!("{secs}s"),
+        _ => format!("{}ms", duration.as_millis()),
     }
 }
