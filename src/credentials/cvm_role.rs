@@ -322,15 +322,10 @@ impl CvmRole {
     }
 }
 
-/// A role name we can put in a URL path segment and a log line: 1 to [`MAX_ROLE_NAME_BYTES`]
-/// bytes, no whitespace, control character or `/`. Public so that `check` can refuse what
-/// [`CvmRole::new`] would refuse at run time.
-pub fn valid_role_name(role: &str) -> bool {
-    !role.is_empty()
-        && role.len() <= MAX_ROLE_NAME_BYTES
-        && !role
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+/// A role name we can put in a URL path segment and a log line: the CAM rule, shared with
+/// `check` so that it refuses what [`CvmRole::new`] would refuse at run time.
+fn valid_role_name(role: &str) -> bool {
+    crate::credentials::is_cam_role_name(role) && role.len() <= MAX_ROLE_NAME_BYTES
 }
 
 /// A short reason for a transport error (the URL is already in the message).
