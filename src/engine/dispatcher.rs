@@ -439,7 +439,8 @@ impl<P: Poller> Engine<P> {
                         Some(why).filter(|_| !r.progress.polled_once)
                     } else {
                         Some(format!(
-                            "no answer within the once deadline of {}",
+                            "no status before the run ended (stopped, or the once deadline \
+                             of {} passed)",
                             humantime::format_duration(super::once_deadline(
                                 self.agents.len(),
                                 self.config.requests_per_second

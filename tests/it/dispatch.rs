@@ -670,3 +670,39 @@ async fn once_retries_transient_and_throttled_failures_within_bounds() {
     let last = log.sends.last().unwrap().0;
     assert!(last - log.sends[0].0 < Duration::from_secs(30));
 }
+
+/// Issue 8 #9, the bound: an agent throttled for ever does not keep `once` running; at the
+/// deadline (derived from the agents and the rate) it is reported with its last error.
+#[tokio::test(start_paused = true)]
+async fn once_gives_up_on_an_agent_throttled_for_ever_at_the_deadline() {
+    let answer: Answer = Arc::new(|u| {
+        if u == uuid(0) {
+            Err(api_error("RequestLimitExceeded"))
+        } else {
+            Ok("COMPLETE".into())
+        }
+    });
+    let t0 = Instant::now();
+    let (log, _, report) = run_config(
+        3,
+        3600,
+        every(Duration::from_secs(60), true),
+        Duration::from_secs(5),
+        answer,
+    )
+    .await;
+    let deadline = cwp_portwatch::engine::once_deadline(3, 20);
+    let ended = log.sends.last().unwrap().0 - t0;
+    assert!(
+        ended <= deadline && ended >= deadline - Duration::from_secs(5),
+        "{ended:?}"
+    );
+    let a = &report.agents[0];
+    assert!(
+        a.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("RequestLimitExceeded")
+    );
+    assert!(report.agents[1..].iter().all(|a| a.last_error.is_none()));
+}
