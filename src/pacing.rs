@@ -35,6 +35,8 @@ use governor::nanos::Nanos;
 use governor::{Quota, RateLimiter, state::InMemoryState, state::NotKeyed};
 use tokio::time::Instant;
 
+use crate::scheduler::later;
+
 /// Slots are this much wider than `1 / rate`.
 pub const PACING_MARGIN: f64 = 0.0075;
 /// A grant this late still keeps the slot schedule (timer lateness is not lost throughput).
@@ -70,7 +72,8 @@ pub struct SlotClock {
 
 impl SlotClock {
     fn set(&self, slot: Instant) {
-        let ns = slot.saturating_duration_since(self.origin).as_nanos() as u64;
+        let since = slot.saturating_duration_since(self.origin).as_nanos();
+        let ns = u64::try_from(since).unwrap_or(u64::MAX);
         self.slot_ns.store(ns, Ordering::Relaxed);
     }
 }
@@ -162,17 +165,21 @@ impl Pacer {
     /// Takes one permit if one is available now; otherwise says when to ask again.
     pub fn try_acquire(&mut self) -> Result<(), Instant> {
         let now = Instant::now();
-        let slot = self.last_slot.map_or(now, |last| last + self.period);
+        let slot = self.last_slot.map_or(now, |last| later(last, self.period));
         if now < slot {
             return Err(slot);
         }
         // Late by less than CATCH_UP: keep the schedule; later than that (idle, or a stall):
         // start a new schedule from now, never a burst to make up for the gap.
-        let slot = if now - slot <= CATCH_UP { slot } else { now };
+        let slot = if now.saturating_duration_since(slot) <= CATCH_UP {
+            slot
+        } else {
+            now
+        };
         self.clock.set(slot);
         if let Err(not_until) = self.limiter.check() {
             // Only reachable if the schedule itself were too dense.
-            return Err(slot + not_until.wait_time_from(self.clock.now()));
+            return Err(later(slot, not_until.wait_time_from(self.clock.now())));
         }
         self.last_slot = Some(slot);
         Ok(())

@@ -67,6 +67,23 @@ impl Intervals {
     }
 }
 
+/// How far ahead "later" can be: about 30 years, as far as tokio's own timer looks (its
+/// `sleep` caps there too). An interval, backoff or timeout longer than this means "not in
+/// this run" and is clamped to it, so no `Instant + Duration` can overflow and panic.
+pub const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `at + by` without overflow: `by` is clamped to [`FAR_FUTURE`]. Every instant the engine,
+/// scheduler and pacer compute from a duration goes through here (durations come from
+/// configuration, the API and the environment, so they may be anything up to
+/// `Duration::MAX`).
+pub fn later(at: Instant, by: Duration) -> Instant {
+    // Adding 30 years to a monotonic clock cannot overflow on any supported platform; should
+    // it ever, the latest instant we can still represent is `at` plus a day.
+    at.checked_add(by.min(FAR_FUTURE))
+        .or_else(|| at.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(at)
+}
+
 /// Stable 64-bit FNV-1a: the same Uuid gets the same phase in every run and on every host.
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -77,13 +94,17 @@ fn fnv1a(text: &str) -> u64 {
 /// The window first polls spread over: `min(interval, agents / rps)`. One full pass at the
 /// rate takes `agents / rps`; spreading wider than the interval would only delay answers.
 pub fn phase_window(agents: usize, requests_per_second: u32, interval: Duration) -> Duration {
-    let pass = Duration::from_secs_f64(agents as f64 / f64::from(requests_per_second.max(1)));
+    // `try_`: a float to a `Duration` must not panic (the quotient is finite and positive
+    // here, but the rule holds for every float conversion).
+    let pass = Duration::try_from_secs_f64(agents as f64 / f64::from(requests_per_second.max(1)))
+        .unwrap_or(Duration::MAX);
     pass.min(interval)
 }
 
 /// Offset of an agent's first poll within `window`, from a hash of its Uuid.
 pub fn phase(uuid: &str, window: Duration) -> Duration {
-    let nanos = window.as_nanos() as u64;
+    // A window beyond u64 nanoseconds (584 years) saturates instead of wrapping.
+    let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
     if nanos == 0 {
         return Duration::ZERO;
     }
@@ -92,13 +113,19 @@ pub fn phase(uuid: &str, window: Duration) -> Duration {
 
 /// Delay before retrying an agent after `failures` consecutive transient failures:
 /// exponential from 1 s, capped at `cap`, with full jitter (`unit` is a uniform draw in
-/// `[0, 1)`, passed in so this stays pure and testable). Never below 100 ms, so a failing
-/// agent cannot spin.
+/// `[0, 1)`, passed in so this stays pure and testable; anything else, NaN included, is taken
+/// as 1 rather than panicking in `mul_f64`). Never below 100 ms, so a failing agent cannot
+/// spin.
 pub fn backoff(failures: u32, cap: Duration, unit: f64) -> Duration {
     let exp = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(20));
     let ceiling = exp.min(cap);
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     ceiling
-        .mul_f64(unit.clamp(0.0, 1.0))
+        .mul_f64(unit)
         .max(Duration::from_millis(100).min(ceiling))
 }
 
@@ -229,7 +256,9 @@ impl DueQueue {
             (Some(_), None) => &mut self.collecting,
             (None, Some(_)) => &mut self.others,
             (Some(c), Some(o)) => {
-                if o + self.boost < c {
+                // `checked`: a boost of `Duration::MAX` (a collecting interval nobody
+                // validated) means collecting agents always go first, not a panic.
+                if o.checked_add(self.boost).is_some_and(|o| o < c) {
                     &mut self.others
                 } else {
                     &mut self.collecting
@@ -281,6 +310,36 @@ impl DueQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 8 #4: durations up to `Duration::MAX` and hostile floats never panic.
+    #[test]
+    fn huge_durations_and_bad_floats_saturate_instead_of_panicking() {
+        let t0 = Instant::now();
+        assert_eq!(later(t0, Duration::MAX), t0 + FAR_FUTURE);
+        assert_eq!(later(t0, Duration::from_secs(u64::MAX)), t0 + FAR_FUTURE);
+        assert_eq!(
+            later(t0, Duration::from_secs(5)),
+            t0 + Duration::from_secs(5)
+        );
+        for unit in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 7.0] {
+            let d = backoff(3, Duration::MAX, unit);
+            assert!(d <= Duration::from_secs(4), "{unit}: {d:?}");
+        }
+        assert_eq!(
+            backoff(u32::MAX, Duration::MAX, 1.0),
+            Duration::from_secs(1 << 20)
+        );
+        assert_eq!(
+            phase_window(usize::MAX, 0, Duration::MAX).as_secs(),
+            usize::MAX as u64
+        );
+        assert!(phase("x", Duration::MAX) < Duration::MAX);
+        // A boost of Duration::MAX: collecting first, no overflow.
+        let mut q = DueQueue::new(Duration::MAX);
+        q.schedule(0, t0, Cadence::Settled);
+        q.schedule(1, t0 + Duration::from_secs(1), Cadence::Collecting);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(2)), Some(1));
+    }
 
     fn q() -> DueQueue {
         DueQueue::new(Duration::from_secs(60))

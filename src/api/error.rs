@@ -15,14 +15,13 @@ pub const AGENT_STATUS_CODES: [(&str, &str); 4] = [
     ("InvalidParameter.InvalidFormat", "INVALID"),
 ];
 
-/// Codes that mean the request can never succeed as configured: alert, do not hammer.
-const FATAL_CODES: [&str; 14] = [
+/// Codes that mean no request can succeed as configured (the credentials themselves, or the
+/// action, version or client address): alert, do not hammer.
+const FATAL_CODES: [&str; 12] = [
     "AuthFailure.SecretIdNotFound",
     "AuthFailure.InvalidSecretId",
     "AuthFailure.SignatureFailure",
     "AuthFailure.InvalidAuthorization",
-    "AuthFailure.UnauthorizedOperation",
-    "UnauthorizedOperation",
     "AuthFailure.MFAFailure",
     "InvalidAction",
     "NoSuchVersion",
@@ -32,6 +31,11 @@ const FATAL_CODES: [&str; 14] = [
     "NoSuchProduct",
     "UnsupportedProtocol",
 ];
+
+/// Codes that refuse one request, not the credentials: a CAM policy may deny access to some
+/// resources (one agent's Uuid) and allow the rest, so these back off that agent alone. Only
+/// when they come for every agent does the engine treat them as refused credentials.
+const DENIED_CODES: [&str; 2] = ["AuthFailure.UnauthorizedOperation", "UnauthorizedOperation"];
 
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +48,13 @@ pub enum ErrorClass {
     Clock,
     /// `AuthFailure.TokenFailure`: refresh temporary credentials, else alert.
     CredentialsRefresh,
-    /// Credentials or configuration are wrong: alert, do not hammer.
+    /// The credentials or the configuration are refused for every request: alert, close the
+    /// credentials gate, do not hammer.
     Fatal,
+    /// Permission denied for this one request (`UnauthorizedOperation`: a CAM policy that
+    /// does not cover this agent's resource): a failed poll of this agent alone, retried with
+    /// backoff; the others go on.
+    Denied,
     /// The answer is a status of the agent (e.g. `AGENT_OFFLINE`), not a failed poll.
     AgentStatus(&'static str),
     /// A problem with this one agent's request (other `FailedOperation.*`,
@@ -62,6 +71,7 @@ impl ErrorClass {
             ErrorClass::Clock => "clock",
             ErrorClass::CredentialsRefresh => "credentials",
             ErrorClass::Fatal => "fatal",
+            ErrorClass::Denied => "denied",
             ErrorClass::AgentStatus(_) => "agent_status",
             ErrorClass::Request => "request",
         }
@@ -81,6 +91,9 @@ pub fn classify(code: &str) -> ErrorClass {
     if FATAL_CODES.contains(&code) {
         return ErrorClass::Fatal;
     }
+    if DENIED_CODES.contains(&code) || code.starts_with("UnauthorizedOperation.") {
+        return ErrorClass::Denied;
+    }
     match code {
         "AuthFailure.SignatureExpire" => return ErrorClass::Clock,
         "AuthFailure.TokenFailure" => return ErrorClass::CredentialsRefresh,
@@ -94,7 +107,7 @@ pub fn classify(code: &str) -> ErrorClass {
         }
         // Any other authentication failure is about the credentials, which polling again
         // cannot fix.
-        "AuthFailure" | "UnauthorizedOperation" => ErrorClass::Fatal,
+        "AuthFailure" => ErrorClass::Fatal,
         "FailedOperation"
         | "InvalidParameter"
         | "InvalidParameterValue"
@@ -230,8 +243,11 @@ mod tests {
             ("AuthFailure.InvalidSecretId", Fatal),
             ("AuthFailure.SignatureFailure", Fatal),
             ("AuthFailure.InvalidAuthorization", Fatal),
-            ("AuthFailure.UnauthorizedOperation", Fatal),
-            ("UnauthorizedOperation", Fatal),
+            ("AuthFailure.UnauthorizedOperation", Denied),
+            ("UnauthorizedOperation", Denied),
+            ("UnauthorizedOperation.DeniedByPolicy", Denied),
+            ("NoSuchProduct", Fatal),
+            ("UnsupportedProtocol", Fatal),
             ("AuthFailure.MFAFailure", Fatal),
             ("AuthFailure.SomethingNew", Fatal),
             ("InvalidAction", Fatal),

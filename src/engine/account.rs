@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::lane::{Action, Lane};
 use super::{CLOCK_SKEW_WARN, CREDENTIALS_EVENT_EVERY, EngineConfig, Poller};
 use crate::events::{Event, EventSink};
+use crate::scheduler::later;
 
 /// While the API refuses our credentials, one probe per [`CREDENTIALS_EVENT_EVERY`].
 #[derive(Debug, Default)]
@@ -31,7 +32,7 @@ impl CredentialsGate {
         if !self.refused {
             return None;
         }
-        self.last_send.map(|t| t + CREDENTIALS_EVENT_EVERY)
+        self.last_send.map(|t| later(t, CREDENTIALS_EVENT_EVERY))
     }
 }
 
@@ -79,7 +80,7 @@ impl<P: Poller> Account<P> {
     pub fn check_skew(&mut self, sink: &dyn EventSink) {
         let skew_s = self.poller.clock_offset_ms() / 1000;
         if skew_s.unsigned_abs() > CLOCK_SKEW_WARN.as_secs()
-            && (skew_s - self.skew_reported_s).abs() > 5
+            && skew_s.abs_diff(self.skew_reported_s) > 5
         {
             self.skew_reported_s = skew_s;
             sink.emit(&Event::ClockSkew {

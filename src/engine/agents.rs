@@ -28,6 +28,8 @@ pub(crate) struct Progress {
     pub request_id: Option<String>,
     /// Answered at least once in this run (`once` mode counts them).
     pub polled_once: bool,
+    /// `once`: no more polls for this agent (a status, or a final failure).
+    pub done_once: bool,
 }
 
 /// One watched agent.

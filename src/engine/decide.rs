@@ -14,17 +14,23 @@
 //!   backoff; otherwise it counts as refused credentials;
 //! - refused credentials alert (`credentials_failed`, at most once per
 //!   [`CREDENTIALS_EVENT_EVERY`]), close the credentials gate, and stop a `once` run;
+//! - permission denied for this agent's request (`UnauthorizedOperation`) backs off this
+//!   agent alone (1 s doubling, capped at its interval); the dispatcher closes the gate only
+//!   when denials come in a row across agents (see `dispatcher::DENIED_IN_A_ROW`);
 //! - an error about this agent's request is retried at its normal interval;
 //! - anything else transient backs off exponentially with jitter, capped at the interval;
-//! - every counted failure may emit `poll_failed`, at most once per [`POLL_FAILED_EVERY`].
+//! - every counted failure may emit `poll_failed`, at most once per [`POLL_FAILED_EVERY`];
+//! - `once`: a status ends the agent's run; a throttled poll is tried again as the rate
+//!   allows and a transient (or clock, or refreshed-token) failure up to [`ONCE_TRIES`] tries
+//!   with backoff, within the run's deadline (`once_deadline`); any other failure is final.
 
 use tokio::time::Instant;
 
 use super::agents::Progress;
-use super::{CREDENTIALS_EVENT_EVERY, POLL_FAILED_EVERY};
+use super::{CREDENTIALS_EVENT_EVERY, ONCE_TRIES, POLL_FAILED_EVERY};
 use crate::api::{ApiError, ErrorClass};
 use crate::events::Event;
-use crate::scheduler::{Cadence, Intervals, backoff};
+use crate::scheduler::{Cadence, Intervals, backoff, later};
 use crate::status::{PollOutcome, Status};
 use crate::tracker::Transition;
 
@@ -82,8 +88,11 @@ pub(crate) enum Credentials {
 /// What the dispatcher must do beyond this agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Signals {
-    /// The first answer for this agent in this run (`once` counts them).
-    pub first_answer: bool,
+    /// `once`: this agent needs no more polls (it has a status, or a final failure).
+    pub done_once: bool,
+    /// Permission denied for this agent's request ([`ErrorClass::Denied`]), with its code and
+    /// message: the dispatcher counts these in a row across agents.
+    pub denied: Option<(String, String)>,
     /// For the credentials gate.
     pub credentials: Option<Credentials>,
     /// Wake the credentials refresher.
@@ -122,10 +131,7 @@ pub(crate) fn decide(
 ) -> Decision {
     let now = ctx.now;
     let mut events = Vec::new();
-    let mut signals = Signals {
-        first_answer: !progress.polled_once,
-        ..Signals::default()
-    };
+    let mut signals = Signals::default();
     progress.polled_once = true;
     let (observed, next, cadence) = match outcome {
         PollOutcome::Status {
@@ -152,7 +158,7 @@ pub(crate) fn decide(
             let transition = Transition::between(known, &status);
             let changed = transition.is_some();
             if let Some(t) = transition {
-                progress.transitions += 1;
+                progress.transitions = progress.transitions.saturating_add(1);
                 events.push(Event::StatusChanged {
                     uuid: who.uuid.to_string(),
                     agent_name: who.name.to_string(),
@@ -163,7 +169,8 @@ pub(crate) fn decide(
                 });
             }
             let cadence = Cadence::of(&status);
-            let next = now + ctx.intervals.of(cadence);
+            // Nothing is polled twice after a status in `once` mode.
+            let next = (!ctx.once).then(|| later(now, ctx.intervals.of(cadence)));
             let observed = Observed {
                 status,
                 request_id,
@@ -181,23 +188,28 @@ pub(crate) fn decide(
             let fail = |progress: &mut Progress, events: &mut Vec<Event>| {
                 count_failure(who, progress, &error, now, events)
             };
-            let next = match error.class() {
+            // `once`: may this failure be tried again? Throttling, yes (the run's deadline
+            // bounds it); a retryable failure, up to `ONCE_TRIES` tries; the rest, no.
+            let retry_once = |progress: &Progress| progress.failures < ONCE_TRIES;
+            let (next, again_in_once) = match error.class() {
                 ErrorClass::Throttled => {
                     signals.throttled = Some(error.code().to_string());
                     // Not the agent's fault: it goes again as soon as the rate allows.
-                    now
+                    (now, true)
                 }
                 ErrorClass::Clock => {
                     fail(&mut progress, &mut events);
                     // The client re-learned the server's time from this very answer, so the
                     // first retry is immediate; repeats back off.
-                    backoff_next(&progress, now, interval, ctx.jitter)
+                    let next = backoff_next(&progress, now, interval, ctx.jitter);
+                    (next, retry_once(&progress))
                 }
                 ErrorClass::CredentialsRefresh if ctx.can_refresh_credentials => {
                     // Temporary credentials: fetch fresh ones, then this agent goes again.
                     signals.refresh_credentials = true;
                     fail(&mut progress, &mut events);
-                    backoff_next(&progress, now, interval, ctx.jitter)
+                    let next = backoff_next(&progress, now, interval, ctx.jitter);
+                    (next, retry_once(&progress))
                 }
                 ErrorClass::Fatal | ErrorClass::CredentialsRefresh => {
                     if ctx.once {
@@ -208,35 +220,46 @@ pub(crate) fn decide(
                         .last_credentials_event
                         .is_none_or(|t| now.duration_since(t) >= CREDENTIALS_EVENT_EVERY);
                     if reported {
-                        events.push(Event::CredentialsFailed {
-                            error_code: error.code().to_string(),
-                            error_message: error.message(),
-                            source: ctx.credential_source.to_string(),
-                        });
+                        events.push(credentials_failed(&error, ctx));
                     }
                     signals.credentials = Some(Credentials::Refused { reported });
                     fail(&mut progress, &mut events);
                     // The gate spaces probes; the agent itself is due right away so that the
                     // first probe after the fix finds work.
-                    now
+                    (now, false)
+                }
+                ErrorClass::Denied => {
+                    // About this agent's resource, not the credentials: this agent alone
+                    // backs off (from 1 s, doubling, capped at its interval); the dispatcher
+                    // counts denials in a row across agents to catch a policy that denies
+                    // everything.
+                    signals.denied = Some((error.code().to_string(), error.message()));
+                    fail(&mut progress, &mut events);
+                    let delay = backoff(progress.failures, interval, ctx.jitter);
+                    (later(now, delay), false)
                 }
                 ErrorClass::Request | ErrorClass::AgentStatus(_) => {
                     fail(&mut progress, &mut events);
-                    now + interval
+                    (later(now, interval), false)
                 }
                 ErrorClass::Transient => {
                     fail(&mut progress, &mut events);
-                    backoff_next(&progress, now, interval, ctx.jitter)
+                    let next = backoff_next(&progress, now, interval, ctx.jitter);
+                    (next, retry_once(&progress))
                 }
             };
+            let next = (!ctx.once || again_in_once).then_some(next);
             (None, next, cadence)
         }
     };
+    // `once`: an agent is done when it is not due again (a status, or a failure that is not
+    // retried); nothing is polled again after a status.
+    signals.done_once = ctx.once && next.is_none();
+    progress.done_once |= signals.done_once;
     Decision {
         progress,
         observed,
-        // Nothing is polled twice in `once` mode.
-        next: (!ctx.once).then_some((next, cadence)),
+        next: next.map(|at| (at, cadence)),
         events,
         signals,
     }
@@ -251,7 +274,8 @@ fn count_failure(
     now: Instant,
     events: &mut Vec<Event>,
 ) {
-    progress.failures += 1;
+    // Saturating: a daemon may run for years against an agent that always fails.
+    progress.failures = progress.failures.saturating_add(1);
     let due = progress
         .last_failed_event
         .is_none_or(|t| now.duration_since(t) >= POLL_FAILED_EVERY);
@@ -278,7 +302,16 @@ fn backoff_next(
     if progress.failures <= 1 {
         return now;
     }
-    now + backoff(progress.failures - 1, cap, jitter)
+    later(now, backoff(progress.failures - 1, cap, jitter))
+}
+
+/// The `credentials_failed` event for `error`.
+pub(crate) fn credentials_failed(error: &ApiError, ctx: &Context<'_>) -> Event {
+    Event::CredentialsFailed {
+        error_code: error.code().to_string(),
+        error_message: error.message(),
+        source: ctx.credential_source.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +396,7 @@ mod tests {
             d.next,
             Some((t0 + Duration::from_secs(5), Cadence::Collecting))
         );
-        assert!(d.signals.first_answer && d.signals.succeeded);
+        assert!(d.signals.succeeded && !d.signals.done_once);
         assert_eq!(d.signals.credentials, Some(Credentials::Accepted));
         assert_eq!(d.progress.transitions, 1);
         assert!(d.observed.unwrap().changed);
@@ -384,7 +417,7 @@ mod tests {
             &ctx(t0),
         );
         assert!(d.events.is_empty());
-        assert!(!d.signals.first_answer);
+        assert!(!d.signals.done_once);
         let o = d.observed.unwrap();
         assert!(!o.changed);
         assert_eq!(o.request_id, "r");
@@ -635,7 +668,7 @@ mod tests {
         c.once = true;
         let d = decide(who(), Progress::default(), None, status("COMPLETE"), &c);
         assert_eq!(d.progress.request_id.as_deref(), Some("r"));
-        assert!(d.signals.first_answer);
+        assert!(d.signals.done_once);
         assert_eq!(d.next, None);
         let d = decide(
             who(),
@@ -645,6 +678,82 @@ mod tests {
             &c,
         );
         assert_eq!(d.progress.request_id.as_deref(), Some("r-err"));
+        // A transient failure is tried again (issue 8 #9), see the next test.
+        assert!(d.next.is_some() && !d.signals.done_once);
+        let d = decide(
+            who(),
+            Progress::default(),
+            None,
+            failed("FailedOperation.Other"),
+            &c,
+        );
+        assert_eq!(d.progress.request_id.as_deref(), Some("r-err"));
         assert_eq!(d.next, None);
+        assert!(d.signals.done_once && d.progress.done_once);
+    }
+
+    /// Issue 8 #9: `once` retries transient failures (up to `ONCE_TRIES`, backing off) and
+    /// throttled ones (not counted); other failures are final.
+    #[test]
+    fn once_mode_retries_transient_and_throttled_failures_a_bounded_number_of_times() {
+        let t0 = Instant::now();
+        let mut c = ctx(t0);
+        c.once = true;
+        let mut p = Progress::default();
+        let mut nexts = Vec::new();
+        for _ in 0..ONCE_TRIES {
+            let d = decide(who(), p, None, failed("InternalError"), &c);
+            nexts.push(d.next.map(|(at, _)| at - t0));
+            assert_eq!(d.signals.done_once, d.next.is_none());
+            p = d.progress;
+        }
+        assert_eq!(
+            nexts,
+            [Some(Duration::ZERO), Some(Duration::from_secs(1)), None]
+        );
+        assert!(p.done_once);
+        for _ in 0..10 {
+            let d = decide(
+                who(),
+                Progress::default(),
+                None,
+                failed("RequestLimitExceeded"),
+                &c,
+            );
+            assert_eq!(d.next, Some((t0, Cadence::Settled)));
+            assert_eq!(d.progress.failures, 0);
+        }
+        for code in ["UnauthorizedOperation", "ResourceNotFound.Other"] {
+            let d = decide(who(), Progress::default(), None, failed(code), &c);
+            assert_eq!(d.next, None, "{code}");
+            assert_eq!(d.signals.abort_once, None, "{code}: one agent, not the run");
+        }
+    }
+
+    /// Issue 8 #1: permission denied for one agent backs off that agent (1 s, 2 s, 4 s, …,
+    /// capped at its interval) and says nothing about the credentials.
+    #[test]
+    fn a_denied_agent_backs_off_alone_and_leaves_the_credentials_gate_open() {
+        let t0 = Instant::now();
+        let mut p = Progress::default();
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let d = decide(
+                who(),
+                p,
+                Some(&Status::Collecting),
+                failed("UnauthorizedOperation"),
+                &ctx(t0),
+            );
+            assert_eq!(d.signals.credentials, None);
+            assert!(!names(&d).contains(&"credentials_failed"));
+            assert_eq!(
+                d.signals.denied,
+                Some(("UnauthorizedOperation".to_string(), "m".to_string()))
+            );
+            delays.push(d.next.unwrap().0 - t0);
+            p = d.progress;
+        }
+        assert_eq!(delays, [1, 2, 4, 5, 5, 5, 5, 5].map(Duration::from_secs));
     }
 }

@@ -22,7 +22,7 @@ use super::saver::StateSaver;
 use super::{AgentReport, Control, EngineConfig, EngineReport, EngineStatus, Poller};
 use crate::api::{ApiError, TaskStatus};
 use crate::events::{Event, EventSink};
-use crate::scheduler::AgentId;
+use crate::scheduler::{AgentId, later};
 use crate::state::StateFile;
 use crate::status::PollOutcome;
 use crate::tracker::{KnownMap, TransitionTracker};
@@ -30,6 +30,35 @@ use crate::watchlist::Agent;
 
 /// The loop wakes at least this often, so the heartbeat stays fresh when nothing is due.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Permission denied ([`crate::api::ErrorClass::Denied`]) this many answers in a row, for at
+/// least two agents and with no answer getting through in between: the policy denies
+/// everything, which is refused credentials in all but name; the credentials gate closes. One
+/// denied agent among working ones never gets there: the others' answers reset the count.
+pub const DENIED_IN_A_ROW: u32 = 5;
+
+/// Denied answers in a row since the last one that got through.
+#[derive(Debug, Default)]
+pub(super) struct DeniedStreak {
+    /// How many.
+    count: u32,
+    /// The agent of the first of them.
+    first: Option<AgentId>,
+    /// More than one agent among them.
+    several: bool,
+}
+
+impl DeniedStreak {
+    /// One more denial for `id`; true when the streak now means "everything is denied".
+    fn record(&mut self, id: AgentId) -> bool {
+        self.count = self.count.saturating_add(1);
+        match self.first {
+            None => self.first = Some(id),
+            Some(first) => self.several |= first != id,
+        }
+        self.count >= DENIED_IN_A_ROW && self.several
+    }
+}
 
 /// The dispatcher and everything only it touches.
 pub struct Engine<P: Poller> {
@@ -50,6 +79,10 @@ pub struct Engine<P: Poller> {
     pub(super) pending_once: usize,
     /// `once`: the API refused the credentials; nothing more will work.
     pub(super) abort_once: Option<String>,
+    /// Denials in a row, to tell a policy that denies everything from one denied agent.
+    pub(super) denied: DeniedStreak,
+    /// `once`: when the run gives up on agents still without a status.
+    pub(super) once_until: Option<Instant>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -79,6 +112,8 @@ impl<P: Poller> Engine<P> {
             sent: 0,
             pending_once: 0,
             abort_once: None,
+            denied: DeniedStreak::default(),
+            once_until: None,
         };
         engine.add_agents(&agents.iter().collect::<Vec<_>>());
         engine
@@ -129,6 +164,10 @@ impl<P: Poller> Engine<P> {
     pub async fn run(mut self, shutdown: CancellationToken) -> (Self, EngineReport) {
         let mut in_flight = InFlight::default();
         let mut control = self.control.take();
+        if self.config.once {
+            let budget = super::once_deadline(self.agents.len(), self.config.requests_per_second);
+            self.once_until = Some(later(Instant::now(), budget));
+        }
         loop {
             while let Some((job, reply)) = in_flight.try_next() {
                 self.on_answer(job, reply);
@@ -136,7 +175,11 @@ impl<P: Poller> Engine<P> {
             let now = Instant::now();
             self.saver.tick(now, self.tracker.known());
             self.refresh_heartbeat(now);
-            if self.config.once && (self.pending_once == 0 || self.abort_once.is_some()) {
+            if self.config.once
+                && (self.pending_once == 0
+                    || self.abort_once.is_some()
+                    || self.once_until.is_some_and(|until| now >= until))
+            {
                 break;
             }
             let wake_at = match self.next_job(now) {
@@ -144,7 +187,7 @@ impl<P: Poller> Engine<P> {
                     self.send(job, &mut in_flight);
                     continue;
                 }
-                Err(wake_at) => wake_at,
+                Err(wake_at) => self.once_until.map_or(wake_at, |until| wake_at.min(until)),
             };
             tokio::select! {
                 biased;
@@ -155,7 +198,7 @@ impl<P: Poller> Engine<P> {
             }
         }
         // Stop sending; let answers in flight land within the drain bound, abort the rest.
-        let deadline = Instant::now() + self.drain_timeout;
+        let deadline = later(Instant::now(), self.drain_timeout);
         while self.account.in_flight() > 0 {
             tokio::select! {
                 Some((job, reply)) = in_flight.next() => self.on_answer(job, reply),
@@ -171,13 +214,14 @@ impl<P: Poller> Engine<P> {
 
     /// The job to send now, or when to look again (at the latest one heartbeat from now).
     fn next_job(&mut self, now: Instant) -> Result<Job, Instant> {
-        let mut wake_at = now + HEARTBEAT;
+        let mut wake_at = later(now, HEARTBEAT);
         if let Some(gate) = self.account.credentials.closed_until()
             && gate > now
         {
             return Err(wake_at.min(gate));
         }
-        if self.account.in_flight() >= self.config.max_in_flight {
+        // At least one: a limit of 0 (never validated) would stall the loop for good.
+        if self.account.in_flight() >= self.config.max_in_flight.max(1) {
             // An answer wakes the loop.
             return Err(wake_at);
         }
@@ -289,7 +333,7 @@ impl<P: Poller> Engine<P> {
             signals,
             ..
         } = decision;
-        if signals.first_answer {
+        if signals.done_once {
             self.pending_once = self.pending_once.saturating_sub(1);
         }
         if let Some(o) = observed {
@@ -308,6 +352,36 @@ impl<P: Poller> Engine<P> {
                 }
             }
             None => {}
+        }
+        if signals.succeeded {
+            self.denied = DeniedStreak::default();
+        }
+        let mut events = events;
+        if let Some((code, message)) = signals.denied
+            && self.denied.record(id)
+        {
+            // Every agent is denied: the credentials' policy, not one agent's resource.
+            let reported = self
+                .account
+                .credentials
+                .last_event
+                .is_none_or(|t| now.duration_since(t) >= super::CREDENTIALS_EVENT_EVERY);
+            if reported {
+                self.account.credentials.last_event = Some(now);
+                events.insert(
+                    0,
+                    Event::CredentialsFailed {
+                        error_code: code.clone(),
+                        error_message: message.clone(),
+                        source: self.account.credential_source.clone(),
+                    },
+                );
+            }
+            self.account.credentials.refused = true;
+            self.heartbeat.set_credentials_failing(true);
+            if self.config.once {
+                self.abort_once = Some(format!("{code}: {message}"));
+            }
         }
         if signals.credentials.is_some() {
             self.heartbeat
@@ -358,8 +432,21 @@ impl<P: Poller> Engine<P> {
                 status: self.tracker.status(&r.uuid).clone(),
                 transitions: r.progress.transitions,
                 last_error: r.progress.last_error.clone().or_else(|| {
-                    // `once` stopped early: this agent was never asked.
-                    self.abort_once.clone().filter(|_| !r.progress.polled_once)
+                    // `once` stopped early: this agent was never asked, or has no status yet.
+                    if !self.config.once || r.progress.done_once {
+                        None
+                    } else if let Some(why) = self.abort_once.clone() {
+                        Some(why).filter(|_| !r.progress.polled_once)
+                    } else {
+                        Some(format!(
+                            "no status before the run ended (stopped, or the once deadline \
+                             of {} passed)",
+                            humantime::format_duration(super::once_deadline(
+                                self.agents.len(),
+                                self.config.requests_per_second
+                            ))
+                        ))
+                    }
                 }),
                 request_id: r.progress.request_id.clone().or_else(|| {
                     self.tracker

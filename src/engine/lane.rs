@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::EngineConfig;
 use crate::pacing::Pacer;
 use crate::rate_control::{COOL_DOWN, RateControl};
-use crate::scheduler::{AgentId, Cadence, DueQueue};
+use crate::scheduler::{AgentId, Cadence, DueQueue, later};
 
 /// An API action, each with its own lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ impl Lane {
     pub fn throttled(&mut self, now: Instant) -> Option<u32> {
         let rate = self.rate.on_throttled(now)?;
         self.pacer.set_rate(rate);
-        self.pacer.pause_until(now + COOL_DOWN);
+        self.pacer.pause_until(later(now, COOL_DOWN));
         Some(rate)
     }
 

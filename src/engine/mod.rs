@@ -71,6 +71,23 @@ pub const POLL_FAILED_EVERY: Duration = Duration::from_secs(60);
 /// At most one `credentials_failed` event in this time, and while the API refuses our
 /// credentials, at most one request (a probe) in this time: bad keys must not hammer the API.
 pub const CREDENTIALS_EVENT_EVERY: Duration = Duration::from_secs(30);
+/// `once`: tries per agent for a failure worth retrying (transient, clock, refreshed token),
+/// the first retry at once, the next after a backoff of up to 1 s. Throttled polls do not
+/// count: they wait for the rate, within [`once_deadline`].
+pub const ONCE_TRIES: u32 = 3;
+/// `once`: the shortest deadline for the whole run.
+pub const ONCE_DEADLINE_MIN: Duration = Duration::from_secs(60);
+
+/// How long a `once` run may take before the agents still without a status are reported as
+/// failed: [`ONCE_DEADLINE_MIN`] plus eight passes' worth of the agents at the configured
+/// rate (one pass at an eighth of the rate, as throttling may cut it three times, or fewer
+/// cuts and the retries), so a throttled API still gets every agent polled, and a stuck one
+/// cannot keep `once` running for ever.
+pub fn once_deadline(agents: usize, requests_per_second: u32) -> Duration {
+    let pass_secs = (agents as u64 / u64::from(requests_per_second.max(1))).saturating_add(1);
+    ONCE_DEADLINE_MIN.saturating_add(Duration::from_secs(pass_secs.saturating_mul(8)))
+}
+
 /// A `clock_skew` event when the learned offset exceeds this.
 pub const CLOCK_SKEW_WARN: Duration = Duration::from_secs(30);
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::dispatcher::Engine;
 use super::lane::Action;
 use super::{Control, EngineConfig, Poller};
-use crate::scheduler::{AgentId, Cadence, phase, phase_window};
+use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::watchlist::Agent;
 
 impl<P: Poller> Engine<P> {
@@ -84,7 +84,7 @@ impl<P: Poller> Engine<P> {
             let cadence = Cadence::of(self.tracker.status(uuid));
             self.account.lanes[lane]
                 .queue
-                .schedule(id, now + phase(uuid, window), cadence);
+                .schedule(id, later(now, phase(uuid, window)), cadence);
             added += 1;
         }
         self.pending_once += added;

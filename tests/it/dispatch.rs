@@ -461,3 +461,248 @@ async fn reloads_while_requests_are_in_flight_never_double_up() {
     assert_eq!(engine.agent_count(), 12);
     assert_eq!(report.agents.len(), 12);
 }
+
+/// Runs `agents` under `config` for `secs` of paused time with a set drain timeout; returns
+/// the log, the events and the report.
+async fn run_config(
+    n: usize,
+    secs: u64,
+    config: EngineConfig,
+    drain: Duration,
+    status: Answer,
+) -> (Log, Vec<Event>, cwp_portwatch::engine::EngineReport) {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let poller = FakePoller {
+        latency: Duration::from_millis(10),
+        status,
+        log: log.clone(),
+    };
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(poller, sink.clone(), config, &agents(n), HashMap::new())
+        .with_drain_timeout(drain);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        s.cancel();
+    });
+    let (_, report) = engine.run(stop).await;
+    let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
+    (log, sink.events(), report)
+}
+
+fn every(interval: Duration, once: bool) -> EngineConfig {
+    EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 32,
+        intervals: Intervals {
+            settled: interval,
+            collecting: interval,
+            offline: interval,
+        },
+        once,
+    }
+}
+
+/// Sends per Uuid.
+fn per_agent(log: &Log) -> HashMap<String, Vec<Instant>> {
+    let mut out: HashMap<String, Vec<Instant>> = HashMap::new();
+    for (t, u) in &log.sends {
+        out.entry(u.clone()).or_default().push(*t);
+    }
+    out
+}
+
+/// Issue 8 #1: an error about one Uuid (`UnauthorizedOperation` for one resource) backs off
+/// that agent alone; it must not close the whole daemon's credentials gate.
+#[tokio::test(start_paused = true)]
+async fn one_agent_denied_backs_off_alone_and_the_others_keep_their_rate() {
+    let bad = uuid(7);
+    for code in ["UnauthorizedOperation", "AuthFailure.UnauthorizedOperation"] {
+        let b = bad.clone();
+        let answer: Answer = Arc::new(move |u| {
+            if u == b {
+                Err(api_error(code))
+            } else {
+                Ok("COMPLETE".into())
+            }
+        });
+        let (log, events, _) = run_config(
+            50,
+            70,
+            every(Duration::from_secs(5), false),
+            Duration::from_secs(5),
+            answer,
+        )
+        .await;
+        // 49 agents every 5 s for 70 s (their first polls phased over 2.5 s): ~13-14 each.
+        let sends = per_agent(&log);
+        let good_total: usize = sends
+            .iter()
+            .filter(|(u, _)| **u != bad)
+            .map(|(_, s)| s.len())
+            .sum();
+        assert!(
+            good_total >= 49 * 13,
+            "{code}: only {good_total} good polls in 70 s"
+        );
+        assert!(named(&events, "credentials_failed").is_empty(), "{code}");
+        // The bad agent backs off (1 s, 2 s, 4 s, then its 5 s interval), and says so.
+        let b = &sends[&bad];
+        assert!(
+            (10..=40).contains(&b.len()),
+            "{code}: {} polls of the bad agent",
+            b.len()
+        );
+        let gaps: Vec<Duration> = b.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.iter().all(|g| *g <= Duration::from_millis(5_100)),
+            "{gaps:?}"
+        );
+        assert!(
+            gaps.iter()
+                .rev()
+                .take(5)
+                .all(|g| *g >= Duration::from_millis(100)),
+            "{gaps:?}"
+        );
+        let failed = named(&events, "poll_failed");
+        assert!((1..=2).contains(&failed.len()), "{code}: {failed:#?}");
+    }
+}
+
+/// Issue 8 #1, the other half: when every agent is denied, the credentials (or their policy)
+/// are what is refused, and the gate closes after a few denials across agents.
+#[tokio::test(start_paused = true)]
+async fn every_agent_denied_closes_the_credentials_gate() {
+    let answer: Answer = Arc::new(|_| Err(api_error("UnauthorizedOperation")));
+    let (log, events) = run_with(500, 120, Duration::from_millis(10), 32, answer).await;
+    assert!(
+        log.sends.len() <= 10 + 120 / 30 + 1,
+        "{} requests while every agent is denied",
+        log.sends.len()
+    );
+    let failed = named(&events, "credentials_failed");
+    assert!((1..=5).contains(&failed.len()), "{}", failed.len());
+}
+
+/// Issue 8 #4: intervals (and a drain timeout) of `Duration::MAX` or `u64::MAX` seconds must
+/// not overflow an `Instant`: no panic, and an agent that answered is not polled again.
+#[tokio::test(start_paused = true)]
+async fn intervals_of_duration_max_neither_panic_nor_poll_twice() {
+    for huge in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let answer: Answer = Arc::new(|u| {
+            if u == uuid(0) {
+                Err(api_error("InternalError"))
+            } else if u == uuid(1) {
+                Err(api_error("UnauthorizedOperation"))
+            } else if u == uuid(2) {
+                Err(api_error("FailedOperation.Other"))
+            } else if u == uuid(3) {
+                Ok("COLLECTING".into())
+            } else {
+                Ok("COMPLETE".into())
+            }
+        });
+        let (log, _, report) = run_config(10, 120, every(huge, false), huge, answer).await;
+        let sends = per_agent(&log);
+        for i in 2..10 {
+            assert_eq!(
+                sends[&uuid(i)].len(),
+                1,
+                "agent {i} polled twice with {huge:?}"
+            );
+        }
+        assert_eq!(report.agents.len(), 10);
+        // `once` with the same values ends, and polls nobody twice.
+        let answer: Answer = Arc::new(|_| Ok("COMPLETE".into()));
+        let (log, _, report) = run_config(10, 120, every(huge, true), huge, answer).await;
+        assert_eq!(log.sends.len(), 10);
+        assert!(report.agents.iter().all(|a| a.last_error.is_none()));
+    }
+}
+
+/// Issue 8 #9: `once` retries a transient failure (with backoff, a bounded number of times)
+/// and a throttled one (as the rate allows) instead of reporting it at once; it never polls
+/// an agent twice after a success.
+#[tokio::test(start_paused = true)]
+async fn once_retries_transient_and_throttled_failures_within_bounds() {
+    let tries = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let t = tries.clone();
+    let answer: Answer = Arc::new(move |u| {
+        let mut t = t.lock().unwrap();
+        let n = t.entry(u.to_string()).or_default();
+        *n += 1;
+        match (u, *n) {
+            (u, 1) if u == uuid(0) => Err(api_error("InternalError")),
+            (u, 1..=5) if u == uuid(1) => Err(api_error("RequestLimitExceeded")),
+            (u, _) if u == uuid(2) => Err(api_error("InternalError")),
+            (u, _) if u == uuid(3) => Err(api_error("FailedOperation.Other")),
+            _ => Ok("COMPLETE".into()),
+        }
+    });
+    let (log, _, report) = run_config(
+        6,
+        600,
+        every(Duration::from_secs(60), true),
+        Duration::from_secs(5),
+        answer,
+    )
+    .await;
+    let sends = per_agent(&log);
+    let count = |i: usize| sends[&uuid(i)].len();
+    let by = |i: usize| report.agents.iter().find(|a| a.uuid == uuid(i)).unwrap();
+    assert_eq!((count(0), by(0).last_error.as_deref()), (2, None));
+    assert_eq!((count(1), by(1).last_error.as_deref()), (6, None));
+    // Always failing: tried a bounded number of times, then reported.
+    assert_eq!(count(2), 3);
+    assert!(
+        by(2)
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("InternalError")
+    );
+    // A failure about the request itself is not retried in `once`.
+    assert_eq!(count(3), 1);
+    assert_eq!((count(4), count(5)), (1, 1));
+    // Ended long before the 600 s run: the retries were prompt.
+    let last = log.sends.last().unwrap().0;
+    assert!(last - log.sends[0].0 < Duration::from_secs(30));
+}
+
+/// Issue 8 #9, the bound: an agent throttled for ever does not keep `once` running; at the
+/// deadline (derived from the agents and the rate) it is reported with its last error.
+#[tokio::test(start_paused = true)]
+async fn once_gives_up_on_an_agent_throttled_for_ever_at_the_deadline() {
+    let answer: Answer = Arc::new(|u| {
+        if u == uuid(0) {
+            Err(api_error("RequestLimitExceeded"))
+        } else {
+            Ok("COMPLETE".into())
+        }
+    });
+    let t0 = Instant::now();
+    let (log, _, report) = run_config(
+        3,
+        3600,
+        every(Duration::from_secs(60), true),
+        Duration::from_secs(5),
+        answer,
+    )
+    .await;
+    let deadline = cwp_portwatch::engine::once_deadline(3, 20);
+    let ended = log.sends.last().unwrap().0 - t0;
+    assert!(
+        ended <= deadline && ended >= deadline - Duration::from_secs(5),
+        "{ended:?}"
+    );
+    let a = &report.agents[0];
+    assert!(
+        a.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("RequestLimitExceeded")
+    );
+    assert!(report.agents[1..].iter().all(|a| a.last_error.is_none()));
+}

@@ -186,3 +186,37 @@ async fn the_secret_key_never_reaches_the_output_even_at_trace() {
     }
     sim.shutdown().await;
 }
+
+/// Issue 8 #9: `once` against an API that allows 5 requests per second, with 20 agents and
+/// the engine at 20/s: the throttled polls are requeued as the rate allows, every agent gets
+/// a status, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_requeues_throttled_agents_until_each_has_a_status() {
+    use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, LimiterKind};
+    let mut opts = SimulatorOptions::new(scenario(&steady(20, "COMPLETE")));
+    opts.limiter = LimiterKind::SlidingWindow { per_second: 5 };
+    let sim = start(opts).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..20, "t"));
+    let mut cmd = app.with_config(&["once", "--format", "json"]);
+    cmd.env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY);
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::app::run_within(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let stats = sim.stats();
+    assert!(stats.throttled > 0, "the test needs throttling: {stats:?}");
+    assert_eq!(out.code(), Some(0), "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 20);
+    assert!(
+        lines.iter().all(|l| l["status"] == "COMPLETE"),
+        "{lines:#?}"
+    );
+    // Never twice after a success.
+    assert_eq!(stats.ok, 20, "{:?}", stats.by_code);
+}
