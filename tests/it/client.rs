@@ -49,7 +49,7 @@ async fn every_scripted_answer_maps_to_its_status_or_class() {
         ("OpenPortTaskNotFound", Ok("NO_TASK")),
         ("InternalError", Err(ErrorClass::Transient)),
         ("UinLimitExceeded", Err(ErrorClass::Throttled)),
-        ("UnauthorizedOperation", Err(ErrorClass::Fatal)),
+        ("UnauthorizedOperation", Err(ErrorClass::Denied)),
         ("FailedOperation.Other", Err(ErrorClass::Request)),
     ];
     for (i, (what, want)) in expect.into_iter().enumerate() {
