@@ -23,7 +23,8 @@
 //! - [`engine`]: the dispatcher that owns a lane (due queue, limiter, rate control) per API
 //!   action, sends requests, and feeds answers to a pure `decide`; the [`tracker`] keeps
 //!   transitions exactly-once, [`events`] is what comes out, [`state`] what is persisted.
-//! - [`logging`]: how events reach the terminal, JSON lines or journald.
+//! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
+//!   control characters out of every human-readable output.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
 //!
 //! The life of one poll:
@@ -48,6 +49,7 @@ pub mod config;
 pub mod credentials;
 pub mod endpoint;
 pub mod engine;
+pub mod escape;
 pub mod events;
 pub mod logging;
 pub mod pacing;

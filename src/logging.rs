@@ -5,6 +5,16 @@
 //! the event's fields as top-level keys); the journal gets native entries through
 //! `tracing-journald` with field names upper-cased and no prefix, so `MESSAGE_ID` is real.
 //!
+//! Values are hostile (an API `Message`, a `RequestId`, a path): text lines escape every
+//! control character of every part ([`crate::escape`]), so one record is one line and no ANSI
+//! reaches a terminal; JSON lines are written by [`escape::json_line`] (C0 escaped by
+//! `serde_json`, DEL, C1, U+2028/9 and bidi controls as `\uXXXX`: the same value). Journal
+//! fields, `MESSAGE` included, are left raw: the journal is binary-safe and its consumers read
+//! fields, not lines, so the exact API value stays searchable. A multi-line `MESSAGE` is one
+//! entry, which `journalctl` shows with its further lines indented under the entry's prefix
+//! (it cannot pass for another entry), and a `MESSAGE` with other control characters is shown
+//! as `[N blob data]` unless `journalctl --all` is asked for.
+//!
 //! Only our own crate logs below `warn`: HTTP libraries at `trace` print request headers, and
 //! `X-TC-Token` is a secret.
 
@@ -19,6 +29,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::escape::{self, Escaped, escape};
 
 /// The format actually used after resolving `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +213,7 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
                     out.insert("target".into(), Value::from(event.metadata().target()));
                 }
                 out.extend(map);
-                Value::Object(out).to_string()
+                escape::json_line(&Value::Object(out))
             }
             _ => {
                 let message = map
@@ -221,14 +232,18 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
                     .iter()
                     .filter(|(_, v)| !v.is_null())
                     .map(|(k, v)| match v {
-                        Value::String(s) => format!("{k}={s}"),
-                        other => format!("{k}={other}"),
+                        Value::String(s) => format!("{}={}", escape(k), escape(s)),
+                        other => format!("{}={}", escape(k), escape(&other.to_string())),
                     })
                     .collect();
+                // Every part is escaped: a value with `\n` or ESC (an API message, a
+                // RequestId, a path) must not forge a record or paint the terminal.
                 format!(
-                    "{} {:>5} {name:<18} {message}{}{}",
+                    "{} {:>5} {:<18} {}{}{}",
                     rfc3339_now().get(11..23).unwrap_or_default(),
                     level.to_ascii_uppercase(),
+                    Escaped(&name),
+                    escape(&message),
                     if rest.is_empty() { "" } else { "  " },
                     rest.join(" ")
                 )
@@ -236,5 +251,77 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for LineLayer {
         };
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(w, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `output` renders for one hostile warning.
+    fn render(output: Output) -> String {
+        let buffer = Buffer::default();
+        let layer = LineLayer::new(output, Box::new(buffer.clone()));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let hostile =
+                "x\n00:00:00.000  INFO status_changed forged\u{1b}[31m\u{9b}\u{2028}\u{202e}";
+            tracing::warn!(
+                event = "poll_failed\n\u{1b}[2J",
+                error_message = hostile,
+                request_id = %hostile,
+                detail = ?hostile,
+                "poll failed with {hostile}"
+            );
+        });
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_text_record_is_one_line_without_control_characters() {
+        let text = render(Output::Text);
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let line = text.strip_suffix('\n').unwrap();
+        assert!(!line.chars().any(escape::is_unsafe), "{line:?}");
+        assert!(line.contains("poll_failed\\n\\u{1b}[2J"), "{line}");
+        assert!(
+            line.contains("error_message=x\\n00:00:00.000  INFO"),
+            "{line}"
+        );
+        assert!(line.contains("request_id=x\\n"), "{line}");
+        assert!(
+            line.contains("\\u{1b}[31m\\u{9b}\\u{2028}\\u{202e}"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_json_record_is_one_line_with_the_values_unchanged() {
+        let text = render(Output::Json);
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        let line = text.strip_suffix('\n').unwrap();
+        assert!(!line.chars().any(escape::is_unsafe), "{line:?}");
+        let value: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            value["error_message"],
+            "x\n00:00:00.000  INFO status_changed forged\u{1b}[31m\u{9b}\u{2028}\u{202e}"
+        );
+        assert_eq!(value["event"], "poll_failed\n\u{1b}[2J");
     }
 }

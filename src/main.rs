@@ -44,6 +44,10 @@ fn main() -> ExitCode {
 /// quote their source in their own message (`{path}: {source}`), and repeating it as a
 /// `caused by:` line only makes an operator read it twice. Stderr failures are ignored: there
 /// is nowhere else to report them.
+///
+/// Messages may quote a path, a file's contents or an API message: every control character
+/// but a line break (a list of problems is one per line) is escaped, so no ESC reaches the
+/// terminal.
 fn report(e: &anyhow::Error) {
     let mut said = e.to_string();
     let mut text = format!("error: {said}\n");
@@ -55,5 +59,6 @@ fn report(e: &anyhow::Error) {
             said.push_str(&cause);
         }
     }
+    let text = cwp_portwatch::escape::escape_keeping_lines(&text);
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

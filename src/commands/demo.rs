@@ -13,6 +13,7 @@ use crate::api::{Client, ClientOptions};
 use crate::config::LogFormat;
 use crate::credentials::Credentials;
 use crate::engine::{Engine, EngineConfig, EngineReport};
+use crate::escape::Escaped;
 use crate::events::{CollectingSink, Event, EventSink, Tee, TracingSink};
 use crate::logging;
 use crate::scheduler::Intervals;
@@ -145,7 +146,10 @@ fn print_summary(
         writeln!(
             out,
             "{:<10} {:<38} {:<18} {}",
-            a.name, a.uuid, a.status, a.transitions
+            Escaped(&a.name),
+            Escaped(&a.uuid),
+            Escaped(&a.status),
+            a.transitions
         )?;
     }
     writeln!(

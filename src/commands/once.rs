@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::cli::Format;
 use crate::engine::EngineReport;
+use crate::escape::{self, Escaped};
 use crate::events::{Event, EventSink, TracingSink};
 use crate::shutdown::{self, Shutdown};
 
@@ -59,18 +60,20 @@ fn print_report(out: &mut dyn Write, report: &EngineReport, format: Format) -> i
             Format::Json => writeln!(
                 out,
                 "{}",
-                serde_json::json!({
+                escape::json_line(&serde_json::json!({
                     "uuid": a.uuid, "agent_name": a.name, "status": a.status,
                     "request_id": a.request_id, "error": a.last_error,
-                })
+                }))
             )?,
+            // An API answer is hostile: its status and error message are shown escaped, one
+            // agent per line.
             Format::Text => writeln!(
                 out,
                 "{:<36}  {:<16}  {:<14}  {}",
-                a.uuid,
-                a.name,
-                a.status,
-                a.last_error.as_deref().unwrap_or("")
+                Escaped(&a.uuid),
+                Escaped(&a.name),
+                Escaped(&a.status),
+                Escaped(a.last_error.as_deref().unwrap_or(""))
             )?,
         }
     }

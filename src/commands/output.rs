@@ -4,6 +4,9 @@
 //! `println!` turns that into a panic (exit 101 and a backtrace). Commands write through
 //! [`stdout`] instead and treat [`std::io::ErrorKind::BrokenPipe`] as the normal end of their
 //! output: the reader has everything it wanted.
+//!
+//! What is printed for people is escaped ([`crate::escape`]): commands escape each value they
+//! put in a table, and [`stderr_line`] escapes whatever it is given but its line breaks.
 
 use std::io::{self, BufWriter, ErrorKind, Write};
 
@@ -21,10 +24,19 @@ pub fn stdout(print: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Resul
     }
 }
 
-/// Writes `text` and a newline to stderr. Failures are ignored: stderr is where failures
-/// would be reported, and an unreadable one must not turn a result into a panic.
+/// Writes `text` and a newline to stderr, with every control character but its line breaks
+/// escaped: the text may quote a path or a file's contents, and an ESC in them must not reach
+/// the terminal. (Line breaks are kept because a list of problems is one per line; a caller
+/// printing one hostile value escapes it whole with [`crate::escape::Escaped`].) Failures
+/// are ignored: stderr is where failures would be reported, and an unreadable one must not
+/// turn a result into a panic.
 pub fn stderr_line(text: impl std::fmt::Display) {
-    let _ = writeln!(io::stderr().lock(), "{text}");
+    let text = text.to_string();
+    let _ = writeln!(
+        io::stderr().lock(),
+        "{}",
+        crate::escape::escape_keeping_lines(&text)
+    );
 }
 
 /// Is this the error of a reader that went away?

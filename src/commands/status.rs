@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::Format;
+use crate::escape::{self, Escaped};
 use crate::state::StateFile;
 use crate::tracker::KnownMap;
 use crate::watchlist::Watchlist;
@@ -22,7 +23,7 @@ pub fn run(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
     if !state.path().exists() {
         output::stderr_line(format_args!(
             "no state file at {} yet: every agent is UNKNOWN (the daemon writes it; check state_dir)",
-            state.path().display()
+            Escaped(state.path().display())
         ));
     }
     output::stdout(|out| print_statuses(out, &watchlist, &known, format))
@@ -44,18 +45,20 @@ fn print_statuses(
             Format::Json => writeln!(
                 out,
                 "{}",
-                serde_json::json!({
+                escape::json_line(&serde_json::json!({
                     "uuid": agent.uuid, "agent_name": name, "status": status,
                     "seen_at": k.map(|k| k.seen_at), "request_id": k.map(|k| &k.request_id),
-                })
+                }))
             )?,
+            // The state file is hostile: a status or RequestId with `\n` or ESC is shown
+            // escaped, one agent per line.
             Format::Text => writeln!(
                 out,
                 "{:<36}  {:<16}  {:<14}  {}",
-                agent.uuid,
-                name,
-                status,
-                k.map(|k| k.request_id.as_str()).unwrap_or("")
+                Escaped(&agent.uuid),
+                Escaped(name),
+                Escaped(status),
+                Escaped(k.map(|k| k.request_id.as_str()).unwrap_or(""))
             )?,
         }
     }

@@ -429,3 +429,141 @@ async fn check_and_once_agree_on_which_http_endpoints_are_loopback() {
     }
     assert_eq!(sim.stats().requests, before);
 }
+
+// Issue 8 #6: control characters from the API, the state file or a path never reach a
+// terminal raw. Every human-readable line is one record, with `\n`, ESC & co. escaped.
+
+/// Characters that must never appear raw in human-readable output (a subset of
+/// `cwp_portwatch::escape::is_unsafe`, spelled out so that the test does not trust the code
+/// under test).
+fn has_raw_control(text: &str) -> bool {
+    text.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}' | '\u{2066}')
+    })
+}
+
+/// An error code with a line break, ESC sequences, a C1 CSI and bidi controls (no spaces: the
+/// scenario file refuses those in a code). The simulator answers it as `Error.Code` and quotes
+/// it in `Error.Message`.
+const HOSTILE_CODE: &str =
+    "FailedOperation.Forged\\n\\u001b[2J\\u001b[31mFORGED\\u009b31m\\u202eevil\\u2028x\\r\\u0007";
+
+/// `once` with `[log] format = "text"`: the `poll_failed` log lines and the printed report
+/// carry the hostile code and message escaped, one record per line, no ESC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_escapes_control_characters_from_api_answers() {
+    use crate::support::{start_scenario, uuid};
+    let sim = start_scenario(&format!(
+        "[[agent]]\nuuid = \"{}\"\ntimeline = [{{ at = \"0s\", error = \"{HOSTILE_CODE}\" }}]\n",
+        uuid(0)
+    ))
+    .await;
+    let app = App::for_simulator(&sim.endpoint(), &[(uuid(0), "web-01".to_owned())]);
+    app.write(
+        "config.toml",
+        crate::support::app::daemon_config(&sim.endpoint())
+            .replace("format = \"json\"", "format = \"text\""),
+    );
+    let cmd = app.with_config(&["once", "--format", "text"]);
+    let out = tokio::task::spawn_blocking(move || run_within(cmd, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    sim.shutdown().await;
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert!(stderr.contains("FORGED"), "the code is logged: {stderr}");
+    assert!(stdout.contains("FORGED"), "the code is printed: {stdout}");
+    assert!(
+        !has_raw_control(stderr),
+        "raw control in the log: {stderr:?}"
+    );
+    assert!(
+        !has_raw_control(stdout),
+        "raw control in the report: {stdout:?}"
+    );
+    for line in stderr.lines() {
+        // Every log line starts with its time, `HH:MM:SS.mmm`, then the level.
+        let time = line.get(..12).unwrap_or("");
+        assert!(
+            time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+            "a line that is not a record: {line:?}\n{stderr}"
+        );
+    }
+    assert_eq!(stdout.lines().count(), 1, "one agent, one line: {stdout:?}");
+    assert!(
+        stdout.contains("\\u{1b}[31m"),
+        "ESC shown escaped: {stdout}"
+    );
+    assert!(stderr.contains("\\n"), "line break shown escaped: {stderr}");
+}
+
+/// `status` on a state file whose status and RequestId hold a line break and ESC: one line
+/// per agent, escaped, in text; the same value, without raw controls, in JSON.
+#[test]
+fn status_escapes_control_characters_from_the_state_file() {
+    let app = App::new();
+    let uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
+    app.write(
+        "watchlist.toml",
+        format!("[[agent]]\nuuid = \"{uuid}\"\nname = \"web-01\"\n"),
+    );
+    app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n",
+    );
+    std::fs::create_dir(app.path().join("state")).unwrap();
+    let status = "COMPLETE\n\u{1b}[2J\u{9b}1m\u{202e}\u{2028}";
+    let request_id = "r-1\r\n\u{1b}]0;pwned\u{7}";
+    let state = serde_json::json!({
+        "version": 1,
+        "agents": { uuid: { "status": status, "request_id": request_id, "seen_at": 1 } }
+    });
+    app.write("state/state.json", state.to_string());
+
+    let out = run_within(app.with_config(&["status", "--format", "text"]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!has_raw_control(&out.stdout), "{:?}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 1, "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("COMPLETE\\n\\u{1b}[2J"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("r-1\\r\\n\\u{1b}]0;pwned"),
+        "{}",
+        out.stdout
+    );
+
+    let out = run_within(app.with_config(&["status", "--format", "json"]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!has_raw_control(&out.stdout), "{:?}", out.stdout);
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim_end()).unwrap();
+    assert_eq!(line["status"], status);
+    assert_eq!(line["request_id"], request_id);
+}
+
+/// An error that quotes a path with control characters (here: the missing config file's own
+/// name) prints it escaped.
+#[test]
+fn error_reports_escape_control_characters() {
+    let app = App::new();
+    let missing = app.path().join("no\u{1b}[31mpe\u{202e}.toml");
+    for command in ["run", "status", "check"] {
+        let out = run_within(
+            {
+                let mut c = app.command(&[command]);
+                c.arg("--config").arg(&missing);
+                c
+            },
+            LIMIT,
+        );
+        assert_eq!(out.code(), Some(1), "{command}: {}", out.stderr);
+        assert!(!has_raw_control(&out.stderr), "{command}: {:?}", out.stderr);
+        assert!(
+            out.stderr.contains("no\\u{1b}[31mpe"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}
