@@ -53,10 +53,10 @@ fn git_commit() -> Option<String> {
         watched.push(branch);
     }
     for name in watched {
-        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name]) {
-            if PathBuf::from(&path).exists() {
-                println!("cargo:rerun-if-changed={path}");
-            }
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name])
+            && PathBuf::from(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     Some(commit)
