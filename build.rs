@@ -47,6 +47,13 @@ fn git(args: &[&str]) -> Option<String> {
 /// The checked-out commit, and a rerun trigger on the files that move when it changes (HEAD,
 /// the branch it points at, packed-refs), so a new commit rebuilds without rebuilding always.
 fn git_commit() -> Option<String> {
+    // Only this crate's own checkout: a source tarball unpacked inside some other repository
+    // (a distribution's packaging tree) must not report that repository's commit.
+    let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?);
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
+    if top.canonicalize().ok()? != manifest.canonicalize().ok()? {
+        return None;
+    }
     let commit = valid(&git(&["rev-parse", "--short=12", "HEAD"])?)?;
     let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
