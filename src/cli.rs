@@ -115,16 +115,16 @@ pub enum GenerateError {
     /// The output folder could not be created.
     #[error("cannot create {path}: {source}; choose a writable folder")]
     Folder {
-        /// The folder.
-        path: PathBuf,
+        /// The folder, control characters escaped ([`shown`]).
+        path: String,
         /// Why.
         source: std::io::Error,
     },
     /// A file could not be written (it exists already, or the folder is not writable).
     #[error("cannot write {path}: {source}; generate into a new, empty folder")]
     Write {
-        /// The file.
-        path: PathBuf,
+        /// The file, control characters escaped ([`shown`]).
+        path: String,
         /// Why.
         source: std::io::Error,
     },
@@ -145,7 +145,7 @@ impl GenerateError {
 /// these are public package contents, not secrets.
 pub fn generate(args: &GenerateArgs) -> Result<Vec<PathBuf>, GenerateError> {
     std::fs::create_dir_all(&args.dir).map_err(|source| GenerateError::Folder {
-        path: args.dir.clone(),
+        path: shown(&args.dir),
         source,
     })?;
     let files = match args.what {
@@ -156,12 +156,27 @@ pub fn generate(args: &GenerateArgs) -> Result<Vec<PathBuf>, GenerateError> {
     for (name, contents) in files {
         let path = args.dir.join(name);
         write_new(&path, &contents).map_err(|source| GenerateError::Write {
-            path: path.clone(),
+            path: shown(&path),
             source,
         })?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// `path` for a terminal: a control character in a name (a newline, an escape sequence) is
+/// written as `\u{..}`, so an error line cannot be split or repaint the screen.
+fn shown(path: &Path) -> String {
+    path.to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Creates `path` (never existing before, never a link) and writes `contents` into it.
@@ -347,5 +362,22 @@ mod tests {
         let again = generate(&args).unwrap_err();
         assert_eq!(again.code(), "generate.write");
         assert!(again.to_string().contains("new, empty folder"), "{again}");
+    }
+
+    #[test]
+    fn generate_errors_escape_control_characters_in_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        // A folder below a regular file cannot be created.
+        let args = GenerateArgs {
+            what: Generated::Man,
+            dir: file.join("a\nb\u{1b}[2J"),
+        };
+        let e = generate(&args).unwrap_err();
+        assert_eq!(e.code(), "generate.folder");
+        let text = e.to_string();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("a\\u{a}b\\u{1b}[2J"), "{text}");
     }
 }
