@@ -193,7 +193,9 @@ fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// The man pages: the command's from the clap definition, the config file's from
 /// [`CONFIG_MAN_PAGE`].
 fn man_pages() -> Vec<(String, Vec<u8>)> {
-    let cmd = Cli::command();
+    // Without clap's `help` subcommand: the page would list a cwp-portwatch-help(1) that does
+    // not exist (`--help` is on every page).
+    let cmd = Cli::command().disable_help_subcommand(true);
     let mut pages = Vec::new();
     let mut render = |name: String, cmd: clap::Command| {
         let mut out = Vec::new();
@@ -208,12 +210,33 @@ fn man_pages() -> Vec<(String, Vec<u8>)> {
         render(format!("{name}.1"), page);
     }
     render("cwp-portwatch.1".to_owned(), cmd);
+    if let Some((_, main)) = pages.last_mut() {
+        main.extend_from_slice(MAIN_PAGE_FILES.as_bytes());
+    }
     pages.push((
         "cwp-portwatch.toml.5".to_owned(),
         CONFIG_MAN_PAGE.as_bytes().to_vec(),
     ));
     pages
 }
+
+/// What `cwp-portwatch(1)` says beyond the CLI definition: where the files are.
+const MAIN_PAGE_FILES: &str = r#".SH FILES
+.TP
+.I /etc/cwp-portwatch/config.toml
+The default config file (\fB\-\-config\fR, \fBCWP_PORTWATCH_CONFIG\fR); see
+.BR cwp-portwatch.toml (5).
+.TP
+.I /usr/lib/systemd/system/cwp-portwatch.service
+The hardened systemd unit.
+.TP
+.I /usr/share/doc/cwp-portwatch/
+Example config, watchlist and simulator scenario.
+.SH "SEE ALSO"
+.BR cwp-portwatch.toml (5),
+.BR systemd.exec (5),
+.BR journalctl (1)
+"#;
 
 /// The completion scripts for bash, zsh and fish, under the names those shells look for.
 fn completions() -> Vec<(String, Vec<u8>)> {
@@ -347,7 +370,19 @@ mod tests {
         ] {
             assert!(names.contains(expected), "{expected} not in {names:?}");
         }
-        assert!(!names.iter().any(|n| n.contains("generate")), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("generate") || n.contains("help")),
+            "{names:?}"
+        );
+        let main = man_pages()
+            .into_iter()
+            .find(|(n, _)| n == "cwp-portwatch.1")
+            .map(|(_, p)| String::from_utf8(p).unwrap())
+            .unwrap();
+        assert!(!main.contains("cwp-portwatch-help"), "{main}");
+        assert!(main.contains(".BR cwp-portwatch.toml (5)"), "{main}");
     }
 
     #[test]
