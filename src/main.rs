@@ -29,6 +29,10 @@ fn main() -> ExitCode {
             Command::Check(c) => commands::check::run(&c.config)?,
             Command::Simulate(args) => commands::simulate::run(args).await?,
             Command::Demo => commands::demo::run().await?,
+            Command::Generate(args) => {
+                cwp_portwatch::cli::generate(&args)?;
+                ExitCode::SUCCESS
+            }
         })
     });
     match result {

@@ -15,5 +15,6 @@ mod daemon;
 mod dispatch;
 mod hostile;
 mod journald;
+mod packaging;
 mod reliability;
 mod systemd;
