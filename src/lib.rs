@@ -40,6 +40,8 @@
 //! - turned into an event: the [`tracker`] sees each transition exactly once and the engine
 //!   emits it as one of the [`events`]; [`state`] persists what was seen.
 
+#![deny(missing_docs)]
+
 pub mod agent_uuid;
 pub mod api;
 pub mod cli;

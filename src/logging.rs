@@ -54,7 +54,7 @@ pub enum LoggingError {
 }
 
 impl LoggingError {
-    /// Stable code.
+    /// Stable machine-readable code, for `error_code` log fields and scripts.
     pub fn code(&self) -> &'static str {
         match self {
             LoggingError::Journal(_) => "LoggingError.Journal",

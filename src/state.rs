@@ -89,7 +89,7 @@ pub enum StateError {
 }
 
 impl StateError {
-    /// Stable code.
+    /// Stable machine-readable code, for `error_code` log fields and scripts.
     pub fn code(&self) -> &'static str {
         match self {
             StateError::Io { .. } => "StateError.Io",

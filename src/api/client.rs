@@ -61,7 +61,7 @@ pub enum ClientBuildError {
 }
 
 impl ClientBuildError {
-    /// Stable code.
+    /// Stable machine-readable code, for `error_code` log fields and scripts.
     pub fn code(&self) -> &'static str {
         match self {
             ClientBuildError::Endpoint { .. } => "ClientError.Endpoint",

@@ -37,11 +37,11 @@ pub fn run(config: &Path) -> Result<ExitCode, CommandError> {
 pub struct Problems(Vec<String>);
 
 impl Problems {
-    /// How many.
+    /// How many problems (the count `check` prints last).
     pub fn len(&self) -> usize {
         self.0.len()
     }
-    /// None at all?
+    /// True when the check found nothing to fix.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

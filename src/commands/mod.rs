@@ -73,7 +73,7 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// Stable code.
+    /// Stable machine-readable code, for `error_code` log fields and scripts.
     pub fn code(&self) -> &'static str {
         match self {
             CommandError::Config(e) => e.code(),
