@@ -159,22 +159,10 @@ pub enum Event {
     },
 }
 
-/// `text` with every control character escaped (`\u{1b}`, `\n`): what any text from outside
-/// (an API answer, a file, a path) becomes before it reaches people's terminals or a
-/// line-oriented log.
+/// `text` with every unsafe character escaped ([`crate::escape::escape`]): what any text from
+/// outside (an API answer, a file, a path) becomes before it reaches an event message.
 pub fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::escape::escape(text).into_owned()
 }
 
 /// `web-01 (6b6cd843…)`, or just the short Uuid without a name.

@@ -462,7 +462,9 @@ pub(crate) fn forbidden_char(c: char) -> Option<&'static str> {
         | '\u{2066}'..='\u{2069}' => {
             Some("a bidirectional control, which can make text read differently from what it is")
         }
-        c if c.is_control() => Some("a control character"),
+        // The same set as the output layer escapes: what is refused in input is exactly
+        // what could garble output.
+        c if crate::escape::is_unsafe(c) => Some("a control character"),
         _ => None,
     }
 }
