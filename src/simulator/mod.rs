@@ -9,29 +9,39 @@
 //! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
 //! - `limiter.rs`: the per-action rate limit (sliding window or token bucket), pure.
 //! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
-//! - `server.rs`: the accept loop, the per-request pipeline (its docs list the order of checks),
-//!   faults, statistics and the request log.
+//! - `server.rs`: options, the [`RunningSimulator`] handle, shared state, accept and connection
+//!   loops.
+//! - `handle.rs`: one request from arrival to answer (body, decision, faults, latency, record).
+//! - `routes.rs`: the checks in the real API's order (its docs list them), the per-action rate
+//!   limit, dispatch to the action handlers.
+//! - `actions.rs`: the handlers of the implemented actions.
+//! - `faults.rs`: injected faults and their draw.
+//! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
 //! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
 
+mod actions;
 mod auth;
 pub mod cli;
 mod error;
+mod faults;
+mod handle;
 mod limiter;
+mod routes;
 mod scenario;
 mod server;
+mod stats;
 mod wire;
 
 pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
+pub use faults::Faults;
 pub use limiter::LimiterKind;
 pub use scenario::{
     BEFORE_TIMELINE_ERROR, Scenario, ScenarioAgent, ScriptedAnswer, TimelineEntry, is_agent_uuid,
 };
-pub use server::{
-    API_VERSION, DESCRIBE_ACTION, Faults, MAX_SKEW_SECS, RequestRecord, RunningSimulator, SimStats,
-    SimulatorOptions,
-};
+pub use server::{API_VERSION, DESCRIBE_ACTION, MAX_SKEW_SECS, RunningSimulator, SimulatorOptions};
+pub use stats::{RequestRecord, SimStats};
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";
