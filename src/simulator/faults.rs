@@ -81,3 +81,29 @@ impl Shared {
         FaultDraw { stall, kind }
     }
 }
+
+/// Hostile `DescribeOpenPorts` answers, applied to every answer while set (not drawn: a client
+/// must see the same lie on every retry to give up), for tests of a client's checks. Set with
+/// [`RunningSimulator::set_port_faults`](super::RunningSimulator::set_port_faults); the default
+/// is honest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortFaults {
+    /// Only answers for this agent Uuid lie; `None`: every answer (also `Port`-only queries).
+    pub uuid: Option<String>,
+    /// Added to `TotalCount` (saturating): the rows then never add up to it.
+    pub total_count_offset: i64,
+    /// Replaces `Port` in the first row of every page, e.g. `-1` or `70000`.
+    pub first_port: Option<i64>,
+    /// Removed from the first row of every page, e.g. `"ProcessName"` or `"Port"`.
+    pub missing_field: Option<String>,
+}
+
+impl PortFaults {
+    /// Whether an answer for `uuid` (`None`: a `Port`-only query) lies.
+    pub(super) fn applies_to(&self, uuid: Option<&str>) -> bool {
+        match &self.uuid {
+            None => true,
+            Some(only) => uuid == Some(only.as_str()),
+        }
+    }
+}

@@ -54,7 +54,7 @@ pub(super) async fn handle(
         .unwrap_or("")
         .to_owned();
     let uuid = body.as_ref().ok().and_then(|b| uuid_of(b));
-    let _in_flight = shared.enter(uuid.as_deref());
+    let _in_flight = shared.enter(&action, uuid.as_deref());
 
     let (answer, fault) = match &body {
         Ok(bytes) => {
@@ -142,6 +142,7 @@ pub(super) async fn handle(
     shared.record(
         RequestRecord {
             at: arrived.duration_since(shared.start),
+            action,
             uuid,
             answer: label,
             request_id,

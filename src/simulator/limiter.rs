@@ -163,6 +163,68 @@ impl WindowMeter {
     }
 }
 
+/// What one action saw: the counts behind [`super::SimStats::per_action`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionStats {
+    /// Requests that named this action with a known SecretId, counted on arrival: before the
+    /// signature check and the limiter, so a client's own pacing is measured, not the
+    /// simulator's.
+    pub arrived: u64,
+    /// Requests the limiter accepted.
+    pub accepted: u64,
+    /// Requests the limiter refused (`RequestLimitExceeded`).
+    pub throttled: u64,
+    /// The most arrivals in any 1-second window: a client that keeps to the limit keeps this
+    /// at or under it, whatever the limiter does.
+    pub max_arrivals_in_window: u32,
+    /// The most accepted requests in any 1-second window (never above the limit).
+    pub max_accepted_in_window: u32,
+}
+
+/// One action's limiter, with meters of its arrivals and acceptances.
+#[derive(Debug)]
+pub struct ActionWindow {
+    limiter: Limiter,
+    arrivals: WindowMeter,
+    accepted: WindowMeter,
+    stats: ActionStats,
+}
+
+impl ActionWindow {
+    /// A fresh window of the given kind.
+    pub fn new(kind: LimiterKind, now: Instant) -> ActionWindow {
+        ActionWindow {
+            limiter: Limiter::new(kind, now),
+            arrivals: WindowMeter::default(),
+            accepted: WindowMeter::default(),
+            stats: ActionStats::default(),
+        }
+    }
+
+    /// Counts a request that arrived at `now`.
+    pub fn arrive(&mut self, now: Instant) {
+        self.stats.arrived = self.stats.arrived.saturating_add(1);
+        self.stats.max_arrivals_in_window = self.arrivals.record(now);
+    }
+
+    /// Asks the limiter; counts the request as accepted or throttled.
+    pub fn try_acquire(&mut self, now: Instant) -> bool {
+        if self.limiter.try_acquire(now) {
+            self.stats.accepted = self.stats.accepted.saturating_add(1);
+            self.stats.max_accepted_in_window = self.accepted.record(now);
+            true
+        } else {
+            self.stats.throttled = self.stats.throttled.saturating_add(1);
+            false
+        }
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> &ActionStats {
+        &self.stats
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +337,30 @@ mod tests {
             m.record(t0 + ms(2600 + i));
         }
         assert_eq!(m.record(t0 + ms(5000)), 7);
+    }
+
+    #[test]
+    fn action_window_counts_arrivals_apart_from_acceptances() {
+        let t0 = Instant::now();
+        let mut w = ActionWindow::new(LimiterKind::SlidingWindow { per_second: 2 }, t0);
+        let mut answers = Vec::new();
+        for i in 0..5 {
+            let t = t0 + ms(i * 100);
+            w.arrive(t);
+            answers.push(w.try_acquire(t));
+        }
+        assert_eq!(answers, [true, true, false, false, false]);
+        // Arrivals that never reach the limiter (e.g. a bad signature) count too.
+        w.arrive(t0 + ms(600));
+        assert_eq!(
+            w.stats(),
+            &ActionStats {
+                arrived: 6,
+                accepted: 2,
+                throttled: 3,
+                max_arrivals_in_window: 6,
+                max_accepted_in_window: 2,
+            }
+        );
     }
 }

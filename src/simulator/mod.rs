@@ -1,11 +1,13 @@
 //! A faithful stand-in for the Tencent Cloud CWP API on loopback, for the demo, the tests and
 //! users' own integration tests: a real HTTP/1.1 server that checks TC3 signatures and clock
-//! skew, rate-limits per action, answers `DescribeOpenPortTaskStatus` from a scripted timeline
-//! per agent, answers bad input with the API's real error codes, and can inject latency, clock
+//! skew, rate-limits per action (one strict window each), answers `DescribeOpenPortTaskStatus`
+//! from a scripted timeline per agent, `CreateOpenPortTask` and `DescribeOpenPorts` from a
+//! scripted port timeline, answers bad input with the API's real error codes, and can inject latency, clock
 //! offset and faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
 //!
 //! Files:
-//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines) and timeline lookup.
+//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines, `ports` and
+//!   `collect_time`) and timeline lookup.
 //! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
 //! - `limiter.rs`: the per-action rate limit (sliding window or token bucket), pure.
 //! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
@@ -14,7 +16,9 @@
 //! - `handle.rs`: one request from arrival to answer (body, decision, faults, latency, record).
 //! - `routes.rs`: the checks in the real API's order (its docs list them), the per-action rate
 //!   limit, dispatch to the action handlers.
-//! - `actions.rs`: the handlers of the implemented actions.
+//! - `actions.rs`: the handlers of the implemented actions (`DescribeOpenPortTaskStatus`,
+//!   `CreateOpenPortTask`, `DescribeOpenPorts`).
+//! - `inventory.rs`: created tasks, completions and the port set served, pure.
 //! - `faults.rs`: injected faults and their draw.
 //! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
@@ -26,6 +30,7 @@ pub mod cli;
 mod error;
 mod faults;
 mod handle;
+mod inventory;
 mod limiter;
 mod routes;
 mod scenario;
@@ -38,7 +43,8 @@ pub use error::{ScenarioError, SimulatorError};
 pub use faults::Faults;
 pub use limiter::LimiterKind;
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, Scenario, ScenarioAgent, ScriptedAnswer, TimelineEntry, is_agent_uuid,
+    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, OpenPortSpec, PortsEntry, Scenario, ScenarioAgent,
+    ScriptedAnswer, TimelineEntry, is_agent_uuid,
 };
 pub use server::{API_VERSION, DESCRIBE_ACTION, MAX_SKEW_SECS, RunningSimulator, SimulatorOptions};
 pub use stats::{RequestRecord, SimStats};

@@ -8,30 +8,36 @@
 //!    integer (`InvalidParameterValue`);
 //! 3. `Authorization` present and well-formed (`AuthFailure.InvalidAuthorization`);
 //! 4. timestamp within 300 s of the simulator clock (`AuthFailure.SignatureExpire`);
-//! 5. SecretId known (`AuthFailure.SecretIdNotFound`);
+//! 5. SecretId known (`AuthFailure.SecretIdNotFound`); from here on a request of a known action
+//!    counts as an arrival of that action (`SimStats::per_action`), whatever follows;
 //! 6. credential scope and signature (`AuthFailure.SignatureFailure`);
 //! 7. version `2018-02-28` (`NoSuchVersion`), action known (`InvalidAction`; other real CWP
 //!    actions the simulator does not implement: `UnsupportedOperation`);
-//! 8. rate limit per action (`RequestLimitExceeded`) — so only authenticated calls of a real
-//!    action count, and refused ones do not;
+//! 8. rate limit per action, one strict window each, as Tencent counts each action separately
+//!    (`RequestLimitExceeded`) — so only authenticated calls of a real action count, and refused
+//!    ones do not;
 //! 9. injected faults (drawn only for requests the limiter accepted, i.e. those the real API
 //!    would hand to its backend; they consume quota like a backend failure would);
 //! 10. body and parameters (`InvalidParameter`, `UnknownParameter`, `MissingParameter`,
 //!     `InvalidParameterValue`, `InvalidParameter.InvalidFormat`, `ResourceNotFound`), then the
-//!     scripted answer.
+//!     action's answer (`actions.rs`).
 
 use hyper::Method;
 use tokio::time::Instant;
 
 use super::auth::{self, ReceivedRequest};
-use super::limiter::{Limiter, WindowMeter};
-use super::server::{API_VERSION, DESCRIBE_ACTION, MAX_SKEW_SECS, Shared, lock};
+use super::limiter::ActionWindow;
+use super::server::{
+    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS, Shared,
+    lock,
+};
 use super::wire::Answer;
+
+/// The actions the simulator answers (`actions.rs`).
+const IMPLEMENTED: &[&str] = &[DESCRIBE_ACTION, CREATE_TASK_ACTION, DESCRIBE_PORTS_ACTION];
 
 /// Real CWP actions the simulator knows by name but does not implement.
 const OTHER_CWP_ACTIONS: &[&str] = &[
-    "CreateOpenPortTask",
-    "DescribeOpenPorts",
     "DescribeOpenPortStatistics",
     "DescribeMachines",
     "DescribeMachineInfo",
@@ -118,6 +124,9 @@ impl Shared {
                 "The SecretId is not found, please ensure that your SecretId is correct.",
             ));
         }
+        if IMPLEMENTED.contains(&action) || OTHER_CWP_ACTIONS.contains(&action) {
+            self.arrive(action, now);
+        }
         let query = parts.uri.query().unwrap_or("");
         let received = ReceivedRequest {
             method: parts.method.as_str(),
@@ -136,7 +145,7 @@ impl Shared {
                 format!("The API version `{version}` does not exist; CWP is `{API_VERSION}`."),
             ));
         }
-        if action != DESCRIBE_ACTION {
+        if !IMPLEMENTED.contains(&action) {
             return refused(if OTHER_CWP_ACTIONS.contains(&action) {
                 Answer::error(
                     "UnsupportedOperation",
@@ -156,22 +165,35 @@ impl Shared {
                  frequency limit `20` for a second. Please reduce the frequency of calls.",
             ));
         }
+        let answer = match action {
+            CREATE_TASK_ACTION => self.create_task(body, now),
+            DESCRIBE_PORTS_ACTION => self.describe_ports(body, now),
+            _ => self.describe_status(body, now),
+        };
         Decision {
-            answer: self.describe(body, now),
+            answer,
             accepted: true,
         }
     }
 
-    /// Step 8: the per-action limiter; accepted requests also feed the window meter.
+    /// Counts an arrival of a known action (see the module docs, step 5).
+    fn arrive(&self, action: &str, now: Instant) {
+        lock(&self.limiters)
+            .entry(action.to_owned())
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now))
+            .arrive(now);
+    }
+
+    /// Step 8: the action's own limiter.
     fn admit(&self, action: &str, now: Instant) -> bool {
         let mut limiters = lock(&self.limiters);
-        let (limiter, meter) = limiters
+        let window = limiters
             .entry(action.to_owned())
-            .or_insert_with(|| (Limiter::new(self.limiter_kind, now), WindowMeter::default()));
-        if !limiter.try_acquire(now) {
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now));
+        if !window.try_acquire(now) {
             return false;
         }
-        let max = meter.record(now);
+        let max = window.stats().max_accepted_in_window;
         drop(limiters);
         let mut st = lock(&self.stats);
         st.max_in_window = st.max_in_window.max(max);

@@ -19,19 +19,26 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::faults::Faults;
+use super::faults::{Faults, PortFaults};
 use super::handle::handle;
-use super::limiter::{Limiter, LimiterKind, WindowMeter};
+use super::inventory::CreatedTask;
+use super::limiter::{ActionWindow, LimiterKind};
+use super::scenario::OpenPortSpec;
 use super::scenario::Scenario;
 use super::stats::{SimStats, StatsState};
 use crate::clock::unix_now;
 
 /// The only API version of CWP.
 pub const API_VERSION: &str = "2018-02-28";
-/// The one action the simulator answers from the scenario.
+/// The task-status action, answered from each agent's timeline and created tasks.
 pub const DESCRIBE_ACTION: &str = "DescribeOpenPortTaskStatus";
+/// Starts an open-port collection task for one agent.
+pub const CREATE_TASK_ACTION: &str = "CreateOpenPortTask";
+/// Pages the open ports collected by an agent's latest completed task.
+pub const DESCRIBE_PORTS_ACTION: &str = "DescribeOpenPorts";
 /// Largest accepted clock difference, as the real API: 5 minutes.
 pub const MAX_SKEW_SECS: i64 = 300;
+
 /// How to run a simulator.
 #[derive(Debug, Clone)]
 pub struct SimulatorOptions {
@@ -111,12 +118,56 @@ impl RunningSimulator {
 
     /// A snapshot of the statistics and the request log.
     pub fn stats(&self) -> SimStats {
-        lock(&self.shared.stats).snapshot()
+        let mut stats = lock(&self.shared.stats).snapshot();
+        stats.per_action = lock(&self.shared.limiters)
+            .iter()
+            .map(|(action, window)| (action.clone(), window.stats().clone()))
+            .collect();
+        stats
     }
 
     /// Replaces the fault probabilities for requests that arrive from now on.
     pub fn set_faults(&self, faults: Faults) {
         *lock(&self.shared.faults) = faults;
+    }
+
+    /// Makes `DescribeOpenPorts` answer for agent `uuid` exactly `ports`, from now on and
+    /// whatever tasks do, until [`clear_ports`](Self::clear_ports). `false` (and nothing set)
+    /// for a Uuid not in the scenario.
+    pub fn set_ports(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
+        self.override_ports(uuid, |o| {
+            o.now = Some(ports.into());
+            o.after_next_page = None;
+        })
+    }
+
+    /// Like [`set_ports`](Self::set_ports), but only once the next `DescribeOpenPorts` page for
+    /// `uuid` has been answered: the page after it sees `ports`. For tests of a port list that
+    /// changes while a client pages it (`TotalCount` changes between pages when the sizes
+    /// differ).
+    pub fn set_ports_after_next_page(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
+        self.override_ports(uuid, |o| o.after_next_page = Some(ports.into()))
+    }
+
+    /// Back to the scenario's `ports` timeline for `uuid` (also drops a pending
+    /// [`set_ports_after_next_page`](Self::set_ports_after_next_page)).
+    pub fn clear_ports(&self, uuid: &str) {
+        if let Some(&index) = self.shared.agents.get(uuid) {
+            lock(&self.shared.port_overrides).remove(&index);
+        }
+    }
+
+    /// Replaces the hostile-answer settings of `DescribeOpenPorts` (see [`PortFaults`]).
+    pub fn set_port_faults(&self, faults: PortFaults) {
+        *lock(&self.shared.port_faults) = faults;
+    }
+
+    fn override_ports(&self, uuid: &str, change: impl FnOnce(&mut PortOverride)) -> bool {
+        let Some(&index) = self.shared.agents.get(uuid) else {
+            return false;
+        };
+        change(lock(&self.shared.port_overrides).entry(index).or_default());
+        true
     }
 
     /// Stops accepting, lets connections finish what they are answering (up to 1 s, longer
@@ -140,8 +191,25 @@ pub(super) struct Shared {
     pub(super) faults: Mutex<Faults>,
     pub(super) rng: Mutex<StdRng>,
     /// Per action: the limiter and the meter of accepted requests.
-    pub(super) limiters: Mutex<HashMap<String, (Limiter, WindowMeter)>>,
+    pub(super) limiters: Mutex<HashMap<String, ActionWindow>>,
+    /// The simulator's clock at `start`, in Unix seconds, for `CreateTime`/`ModifyTime`.
+    pub(super) start_unix: i64,
+    /// Agent index → the latest task created through `CreateOpenPortTask`.
+    pub(super) tasks: Mutex<HashMap<usize, CreatedTask>>,
+    /// Agent index → ports set by a test, served instead of the scenario's.
+    pub(super) port_overrides: Mutex<HashMap<usize, PortOverride>>,
+    /// Hostile `DescribeOpenPorts` answers.
+    pub(super) port_faults: Mutex<PortFaults>,
     pub(super) stats: Mutex<StatsState>,
+}
+
+/// Ports a test set for one agent (see [`RunningSimulator::set_ports`]).
+#[derive(Default)]
+pub(super) struct PortOverride {
+    /// Served now.
+    pub(super) now: Option<Arc<[OpenPortSpec]>>,
+    /// Becomes `now` once the next page has been answered.
+    pub(super) after_next_page: Option<Arc<[OpenPortSpec]>>,
 }
 
 /// A poisoned lock only means another request panicked mid-update of counters; the counters
@@ -173,6 +241,10 @@ impl Shared {
             faults: Mutex::new(opts.faults),
             rng: Mutex::new(rng),
             limiters: Mutex::new(HashMap::new()),
+            start_unix: unix_now().saturating_add(opts.clock_offset_secs),
+            tasks: Mutex::new(HashMap::new()),
+            port_overrides: Mutex::new(HashMap::new()),
+            port_faults: Mutex::new(PortFaults::default()),
             stats: Mutex::new(StatsState::default()),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::Outcome;
+use super::limiter::ActionStats;
 use super::server::{Shared, lock};
 use super::wire::Answer;
 
@@ -18,18 +19,22 @@ const LOG_CAPACITY: usize = 100_000;
 pub struct SimStats {
     /// Every request that reached the service (faulted ones included).
     pub requests: u64,
-    /// Answers with a `Status` that reached the client intact.
+    /// Success answers (a `Status`, or another action's result) that reached the client intact.
     pub ok: u64,
     /// `RequestLimitExceeded` answers.
     pub throttled: u64,
     /// Count per API error code, plus `fault:503`, `fault:reset`, `fault:truncated` and
     /// `fault:stall` (a stall is counted here and its request also under its final answer).
     pub by_code: BTreeMap<String, u64>,
-    /// The most requests for one Uuid that were being handled at the same time.
+    /// The most requests of one action for one Uuid that were being handled at the same time
+    /// (a status poll and a `DescribeOpenPorts` page for the same agent are two actions).
     pub max_in_flight_per_uuid: u32,
     /// The most requests the limiter accepted in any sliding 1-second window, for any one
     /// action.
     pub max_in_window: u32,
+    /// Per action: arrivals, acceptances, throttling and the densest 1-second windows (of
+    /// arrivals and of acceptances). Only the actions that were asked for are present.
+    pub per_action: BTreeMap<String, ActionStats>,
     /// One record per request, oldest first (the newest 100 000).
     pub log: Vec<RequestRecord>,
 }
@@ -39,6 +44,8 @@ pub struct SimStats {
 pub struct RequestRecord {
     /// When the request arrived, since the simulator started.
     pub at: Duration,
+    /// The `X-TC-Action` header (empty when missing).
+    pub action: String,
     /// The `Uuid` parameter, when the body had a string one.
     pub uuid: Option<String>,
     /// The status, the error code, or `fault:503` / `fault:reset` / `fault:truncated`.
@@ -59,7 +66,7 @@ pub(super) struct StatsState {
     by_code: BTreeMap<String, u64>,
     max_in_flight_per_uuid: u32,
     pub(super) max_in_window: u32,
-    in_flight: HashMap<String, u32>,
+    in_flight: HashMap<(String, String), u32>,
     log: VecDeque<RequestRecord>,
 }
 
@@ -73,23 +80,24 @@ impl StatsState {
             by_code: self.by_code.clone(),
             max_in_flight_per_uuid: self.max_in_flight_per_uuid,
             max_in_window: self.max_in_window,
+            per_action: BTreeMap::new(),
             log: self.log.iter().cloned().collect(),
         }
     }
 }
 
 impl Shared {
-    /// Counts a request for `uuid` as in flight until the returned guard drops.
-    pub(super) fn enter(self: &Arc<Self>, uuid: Option<&str>) -> Option<InFlight> {
-        let uuid = uuid?.to_owned();
+    /// Counts a request of `action` for `uuid` as in flight until the returned guard drops.
+    pub(super) fn enter(self: &Arc<Self>, action: &str, uuid: Option<&str>) -> Option<InFlight> {
+        let key = (action.to_owned(), uuid?.to_owned());
         let mut st = lock(&self.stats);
-        let n = st.in_flight.entry(uuid.clone()).or_insert(0);
+        let n = st.in_flight.entry(key.clone()).or_insert(0);
         *n += 1;
         let n = *n;
         st.max_in_flight_per_uuid = st.max_in_flight_per_uuid.max(n);
         Some(InFlight {
             shared: self.clone(),
-            uuid,
+            key,
         })
     }
 
@@ -98,7 +106,7 @@ impl Shared {
         let mut st = lock(&self.stats);
         st.requests += 1;
         match outcome {
-            Outcome::Answered(Answer::Status(_)) => st.ok += 1,
+            Outcome::Answered(Answer::Status(_) | Answer::Fields(_)) => st.ok += 1,
             Outcome::Answered(Answer::Error { code, .. }) => {
                 if code == "RequestLimitExceeded" {
                     st.throttled += 1;
@@ -125,16 +133,16 @@ impl Shared {
 /// Keeps a Uuid counted as in flight until the answer is sent (or the request is dropped).
 pub(super) struct InFlight {
     shared: Arc<Shared>,
-    uuid: String,
+    key: (String, String),
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut st = lock(&self.shared.stats);
-        if let Some(n) = st.in_flight.get_mut(&self.uuid) {
+        if let Some(n) = st.in_flight.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                st.in_flight.remove(&self.uuid);
+                st.in_flight.remove(&self.key);
             }
         }
     }
