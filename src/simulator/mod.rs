@@ -38,15 +38,19 @@ mod server;
 mod stats;
 mod wire;
 
+pub use actions::MAX_LIMIT;
 pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
-pub use faults::Faults;
-pub use limiter::LimiterKind;
+pub use faults::{Faults, PortFaults};
+pub use limiter::{ActionStats, LimiterKind};
 pub use scenario::{
     BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, OpenPortSpec, PortsEntry, Scenario, ScenarioAgent,
     ScriptedAnswer, TimelineEntry, is_agent_uuid,
 };
-pub use server::{API_VERSION, DESCRIBE_ACTION, MAX_SKEW_SECS, RunningSimulator, SimulatorOptions};
+pub use server::{
+    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
+    RunningSimulator, SimulatorOptions,
+};
 pub use stats::{RequestRecord, SimStats};
 
 /// The simulator's default SecretId: a documented test value, not a secret.

@@ -976,4 +976,28 @@ timeline = []
         assert_eq!(line, 4);
         assert!(msg.contains(&format!("at most {MAX_OPEN_PORTS}")), "{msg}");
     }
+
+    #[test]
+    fn the_shipped_scenarios_parse_with_their_port_timelines() {
+        let example =
+            Scenario::from_toml_str(include_str!("../../config/scenario-example.toml")).unwrap();
+        let inv = example
+            .agents
+            .iter()
+            .find(|a| a.machine_name.as_deref() == Some("inv-01"))
+            .unwrap();
+        assert_eq!(inv.collect_time, secs(2));
+        let sizes: Vec<usize> = inv.ports.iter().map(|e| e.open.len()).collect();
+        assert_eq!(sizes, [5, 6]);
+        let demo =
+            Scenario::from_toml_str(include_str!("../../config/demo-scenario.toml")).unwrap();
+        let web02 = &demo.agents[1];
+        let has_8080: Vec<bool> = web02
+            .ports
+            .iter()
+            .map(|e| e.open.iter().any(|p| p.port == 8080))
+            .collect();
+        // The demo's port opens, then closes.
+        assert_eq!(has_8080, [false, true, false]);
+    }
 }
