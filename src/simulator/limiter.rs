@@ -261,8 +261,38 @@ mod tests {
             }
         }
         assert_eq!(max_in_any_window(&accepted), 20);
-        // And it does use the quota: 20 per second over 5 s.
-        assert!(accepted.len() >= 100, "{}", accepted.len());
+        // And it does use the quota: 20 in each of the 5 seconds the offers span, each second's
+        // 20 starting as soon as the previous second's slots free.
+        assert_eq!(accepted.len(), 100);
+        let per_second: Vec<usize> = (0..5)
+            .map(|s| {
+                accepted
+                    .iter()
+                    .filter(|&&t| t >= t0 + ms(1000 * s) && t < t0 + ms(1000 * (s + 1)))
+                    .count()
+            })
+            .collect();
+        assert_eq!(per_second, [20; 5]);
+        assert_eq!(accepted[20], t0 + ms(1001));
+    }
+
+    #[test]
+    fn the_window_oracle_counts_half_open_seconds() {
+        let t0 = Instant::now();
+        assert_eq!(max_in_any_window(&[]), 0);
+        // 1 s apart: never in one half-open window.
+        assert_eq!(max_in_any_window(&[t0, t0 + ms(1000), t0 + ms(2000)]), 1);
+        // 999 ms apart: together.
+        assert_eq!(max_in_any_window(&[t0, t0 + ms(999)]), 2);
+        // The densest window need not start at the first instant, and order does not matter.
+        let times = [
+            t0 + ms(1500),
+            t0,
+            t0 + ms(900),
+            t0 + ms(1200),
+            t0 + ms(1899),
+        ];
+        assert_eq!(max_in_any_window(&times), 4);
     }
 
     #[test]
