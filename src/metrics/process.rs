@@ -3,7 +3,8 @@
 //! client libraries define them (unprefixed, so stock dashboards and alerts work).
 //!
 //! Read by hand: two small files, and no maintained crate does it without pulling in far more
-//! than it reads. Reads are bounded; a file that cannot be read or parsed leaves its series
+//! than it reads. `/proc/stat` (boot time, for the start time) is hidden by the unit's
+//! `ProcSubset=pid`; then the start time is when the registry was built, at start-up. Reads are bounded; a file that cannot be read or parsed leaves its series
 //! out of that scrape (logged at debug) rather than failing the scrape.
 
 use std::io::Read;
@@ -28,6 +29,9 @@ pub(super) struct ProcessCollector {
     page: f64,
     /// Boot time, Unix seconds (`/proc/stat` `btime`), for the start time.
     boot_time: Option<f64>,
+    /// When this collector was built, Unix seconds: the start time when `/proc/stat` cannot
+    /// be read (the unit's `ProcSubset=pid` hides it), milliseconds after the real start.
+    built_at: f64,
 }
 
 impl ProcessCollector {
@@ -45,6 +49,9 @@ impl ProcessCollector {
             ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
             page: if page > 0 { page as f64 } else { 4096.0 },
             boot_time,
+            built_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
         }
     }
 }
@@ -91,16 +98,16 @@ impl Collector for ProcessCollector {
                 counter.metric_type(),
             )?;
             counter.encode(m)?;
-            if let Some(boot) = self.boot_time {
-                let gauge = ConstGauge::new(boot + start as f64 / self.ticks);
-                let m = encoder.encode_descriptor(
-                    "process_start_time",
-                    "Start time of the process since the Unix epoch",
-                    Some(&Unit::Seconds),
-                    MetricType::Gauge,
-                )?;
-                gauge.encode(m)?;
-            }
+            let started = self
+                .boot_time
+                .map_or(self.built_at, |boot| boot + start as f64 / self.ticks);
+            let m = encoder.encode_descriptor(
+                "process_start_time",
+                "Start time of the process since the Unix epoch",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(started).encode(m)?;
         }
         if let Some(pages) =
             read_bounded("/proc/self/statm", MAX_PROC_BYTES).and_then(|t| parse_statm(&t))

@@ -74,7 +74,10 @@ impl Prometheus {
         let log = dir.join("prometheus.log");
         let child = Command::new(tool("prometheus"))
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -162,7 +165,12 @@ fn scenario_text(n: usize) -> String {
 async fn daemon_with_metrics(
     n: usize,
     per_agent: bool,
-) -> (cwp_portwatch::simulator::RunningSimulator, App, Running, String) {
+) -> (
+    cwp_portwatch::simulator::RunningSimulator,
+    App,
+    Running,
+    String,
+) {
     let sim = start_scenario(&scenario_text(n)).await;
     let app = App::for_simulator(&sim.endpoint(), &agents(0..n, "web"));
     let addr = format!("127.0.0.1:{}", free_port());
@@ -273,10 +281,7 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
             .await,
         Some(20.0)
     );
-    let version = prometheus
-        .query("cwp_portwatch_build_info")
-        .await
-        .unwrap();
+    let version = prometheus.query("cwp_portwatch_build_info").await.unwrap();
     assert_eq!(version.len(), 1);
     assert_eq!(version[0].0["version"], env!("CARGO_PKG_VERSION"));
     assert!(
@@ -335,10 +340,16 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = text.text().await.unwrap();
-    assert!(text.contains("cwp_portwatch_status_changes_total{"), "{text}");
+    assert!(
+        text.contains("cwp_portwatch_status_changes_total{"),
+        "{text}"
+    );
     let openmetrics = client
         .get(format!("http://{addr}/metrics"))
-        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
         .send()
         .await
         .unwrap();
@@ -413,7 +424,8 @@ async fn a_taken_port_fails_the_start_and_a_bad_address_fails_check() {
     let out = run_within(app.with_config(&["run"]), Duration::from_secs(30));
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("cannot listen on {addr} for [metrics]")),
+        out.stderr
+            .contains(&format!("cannot listen on {addr} for [metrics]")),
         "{}",
         out.stderr
     );
@@ -430,8 +442,9 @@ async fn a_taken_port_fails_the_start_and_a_bad_address_fails_check() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     let line = daemon_config("").lines().count() + 2;
     assert!(
-        out.stderr
-            .contains(&format!("config.toml:{line}:10: `listen` = \"localhost:9187\"")),
+        out.stderr.contains(&format!(
+            "config.toml:{line}:10: `listen` = \"localhost:9187\""
+        )),
         "{}",
         out.stderr
     );
