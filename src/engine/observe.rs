@@ -62,3 +62,150 @@ impl<P: Poller> Engine<P> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::api::TaskStatus;
+    use crate::events::{CollectingSink, Event, EventSink, Tee};
+    use crate::scheduler::Intervals;
+
+    /// Answers after 50 ms: agents whose Uuid ends in 0, 1 or 2 are unknown to the API, the
+    /// others COLLECTING for their first answer and COMPLETE after.
+    #[derive(Clone, Default)]
+    struct Fake {
+        sent: Arc<AtomicUsize>,
+        answered: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    }
+
+    impl Poller for Fake {
+        fn poll(
+            &self,
+            uuid: &str,
+        ) -> impl std::future::Future<Output = Result<TaskStatus, ApiError>> + Send {
+            let this = self.clone();
+            let uuid = uuid.to_owned();
+            async move {
+                this.sent.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if uuid.ends_with(['0', '1', '2']) {
+                    return Err(ApiError::Api {
+                        code: "ResourceNotFound".into(),
+                        message: "m".into(),
+                        request_id: Some("r".into()),
+                    });
+                }
+                let mut answered = this.answered.lock().unwrap();
+                let n = answered.entry(uuid.clone()).or_default();
+                *n += 1;
+                let status = if *n == 1 { "COLLECTING" } else { "COMPLETE" };
+                Ok(TaskStatus {
+                    status: status.into(),
+                    request_id: format!("r-{uuid}"),
+                })
+            }
+        }
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_engine_counts_every_answer_and_the_registry_every_logged_change() {
+        let text: String = (0..10)
+            .map(|i| format!("[[agent]]\nuuid = \"00000000-0000-4000-8000-{i:012x}\"\n"))
+            .collect();
+        let agents = crate::watchlist::Watchlist::from_toml_str(&text, "w.toml".as_ref())
+            .unwrap()
+            .agents;
+        let metrics = Arc::new(Metrics::new(false));
+        let log = Arc::new(CollectingSink::default());
+        let sink: Arc<dyn EventSink> = Arc::new(Tee(log.clone(), metrics.clone()));
+        let fake = Fake::default();
+        let sent = fake.sent.clone();
+        let config = crate::engine::EngineConfig {
+            requests_per_second: 20,
+            max_in_flight: 4,
+            intervals: Intervals {
+                settled: Duration::from_secs(2),
+                collecting: Duration::from_secs(1),
+                offline: Duration::from_secs(2),
+            },
+            once: false,
+        };
+        let engine =
+            Engine::new(fake, sink, config, &agents, HashMap::new()).with_metrics(metrics.clone());
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(engine.run(stop.clone()));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        stop.cancel();
+        let (_, report) = run.await.unwrap();
+        assert_eq!(report.abandoned, 0);
+        let text = metrics.encode(false);
+
+        // Every request answered is counted once, by outcome, with its 50 ms.
+        let action = "action=\"DescribeOpenPortTaskStatus\"";
+        let ok = value(
+            &text,
+            &format!("cwp_portwatch_api_requests_total{{{action},outcome=\"ok\"}}"),
+        );
+        let not_found = value(
+            &text,
+            &format!("cwp_portwatch_api_requests_total{{{action},outcome=\"ResourceNotFound\"}}"),
+        );
+        assert_eq!(ok + not_found, sent.load(Ordering::Relaxed) as f64);
+        assert!(not_found >= 3.0 && ok >= 14.0, "{ok} {not_found}");
+        let count = value(
+            &text,
+            &format!("cwp_portwatch_api_request_duration_seconds_count{{{action}}}"),
+        );
+        let sum = value(
+            &text,
+            &format!("cwp_portwatch_api_request_duration_seconds_sum{{{action}}}"),
+        );
+        assert_eq!(count, ok + not_found);
+        assert!((sum - count * 0.05).abs() < 1e-6, "{sum} for {count}");
+
+        // status_changes_total: exactly the status_changed events the log got.
+        let changes = log
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::StatusChanged { .. }))
+            .count();
+        assert_eq!(
+            changes,
+            3 + 7 + 7,
+            "first answers, then COLLECTING → COMPLETE"
+        );
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("cwp_portwatch_status_changes_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(counted, changes as f64);
+
+        // The gauges as of the last heartbeat.
+        let agents = |s: &str| value(&text, &format!("cwp_portwatch_agents{{status=\"{s}\"}}"));
+        assert_eq!(agents("COMPLETE"), 7.0);
+        assert_eq!(agents("NOT_FOUND"), 3.0);
+        assert_eq!(agents("UNKNOWN"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                &format!("cwp_portwatch_rate_limit_per_second{{{action}}}")
+            ),
+            20.0
+        );
+    }
+}
