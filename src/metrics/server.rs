@@ -248,7 +248,133 @@ fn plain(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    /// A server on a free loopback port; its address and the token that stops it.
+    async fn start() -> (SocketAddr, CancellationToken) {
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.serve(
+            Arc::new(Metrics::new(false)),
+            Arc::new(EngineStatus::default()),
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    /// Sends `request` on a new connection and reads until the server closes it.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn methods_paths_and_head() {
+        let (addr, stop) = start().await;
+        let get = exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+        assert!(get.contains("cwp_portwatch_build_info"), "{get}");
+        let head = exchange(
+            addr,
+            "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            !head.contains("cwp_portwatch_build_info"),
+            "HEAD has no body: {head}"
+        );
+        let post = exchange(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(
+            post.to_ascii_lowercase().contains("allow: get, head"),
+            "{post}"
+        );
+        let other = exchange(
+            addr,
+            "GET /metrics/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        let health = exchange(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once_and_served_again_after() {
+        let (addr, stop) = start().await;
+        // The cap's worth of clients that send nothing (yet).
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // One more: accepted and closed without an answer.
+        let refused = exchange(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(refused, "", "over the cap: closed, no answer");
+        // The held ones are still served.
+        let mut first = idle.remove(0);
+        first
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        first.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        // Once they go, new clients are served again.
+        drop(idle);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let again = exchange(
+                addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            if again.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never served again: {again:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let (addr, stop) = start().await;
+        // Paused time: while both sides wait, the clock jumps to the next timer, so the
+        // elapsed time says which bound closed the connection.
+        let t = Instant::now();
+        let answer = exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n").await;
+        assert!(!answer.contains("200 OK"), "{answer}");
+        assert!(
+            t.elapsed() >= HEADER_TIMEOUT && t.elapsed() < HEADER_TIMEOUT * 2,
+            "closed after {:?}",
+            t.elapsed()
+        );
+        stop.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn health_turns_503_when_the_heartbeat_stops_and_back_when_it_moves() {
