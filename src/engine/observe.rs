@@ -208,4 +208,55 @@ mod tests {
             20.0
         );
     }
+
+    #[test]
+    fn statuses_from_the_state_file_are_per_agent_series_before_any_poll() {
+        let text = "[[agent]]\nuuid = \"00000000-0000-4000-8000-000000000001\"\nname = \"db\"\n\
+                    [[agent]]\nuuid = \"00000000-0000-4000-8000-000000000002\"\n";
+        let agents = crate::watchlist::Watchlist::from_toml_str(text, "w.toml".as_ref())
+            .unwrap()
+            .agents;
+        let known: crate::tracker::KnownMap = [(
+            Arc::from("00000000-0000-4000-8000-000000000001"),
+            crate::tracker::Known {
+                status: crate::status::Status::Complete,
+                request_id: "r".into(),
+                seen_at: 0,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let metrics = Arc::new(Metrics::new(true));
+        let config = crate::engine::EngineConfig {
+            requests_per_second: 20,
+            max_in_flight: 4,
+            intervals: Intervals {
+                settled: Duration::from_secs(2),
+                collecting: Duration::from_secs(1),
+                offline: Duration::from_secs(2),
+            },
+            once: false,
+        };
+        let _engine = Engine::new(
+            Fake::default(),
+            Arc::new(CollectingSink::default()),
+            config,
+            &agents,
+            known,
+        )
+        .with_metrics(metrics.clone());
+        let text = metrics.encode(false);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("cwp_portwatch_agent_status{"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "cwp_portwatch_agent_status{uuid=\"00000000-0000-4000-8000-000000000001\",\
+              agent_name=\"db\",status=\"COMPLETE\"} 1"
+            ],
+            "only the agent with a known status: {text}"
+        );
+    }
 }
