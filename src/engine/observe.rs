@@ -113,6 +113,20 @@ mod tests {
         }
     }
 
+    /// 20/s, short intervals, 4 in flight.
+    fn config() -> crate::engine::EngineConfig {
+        crate::engine::EngineConfig {
+            requests_per_second: 20,
+            max_in_flight: 4,
+            intervals: Intervals {
+                settled: Duration::from_secs(2),
+                collecting: Duration::from_secs(1),
+                offline: Duration::from_secs(2),
+            },
+            once: false,
+        }
+    }
+
     fn value(text: &str, series: &str) -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -134,16 +148,7 @@ mod tests {
         let sink: Arc<dyn EventSink> = Arc::new(Tee(log.clone(), metrics.clone()));
         let fake = Fake::default();
         let sent = fake.sent.clone();
-        let config = crate::engine::EngineConfig {
-            requests_per_second: 20,
-            max_in_flight: 4,
-            intervals: Intervals {
-                settled: Duration::from_secs(2),
-                collecting: Duration::from_secs(1),
-                offline: Duration::from_secs(2),
-            },
-            once: false,
-        };
+        let config = config();
         let engine =
             Engine::new(fake, sink, config, &agents, HashMap::new()).with_metrics(metrics.clone());
         let stop = CancellationToken::new();
@@ -227,16 +232,7 @@ mod tests {
         .into_iter()
         .collect();
         let metrics = Arc::new(Metrics::new(true));
-        let config = crate::engine::EngineConfig {
-            requests_per_second: 20,
-            max_in_flight: 4,
-            intervals: Intervals {
-                settled: Duration::from_secs(2),
-                collecting: Duration::from_secs(1),
-                offline: Duration::from_secs(2),
-            },
-            once: false,
-        };
+        let config = config();
         let _engine = Engine::new(
             Fake::default(),
             Arc::new(CollectingSink::default()),

@@ -105,16 +105,7 @@ struct VersionLabel {
 }
 
 /// The statuses this build knows, always exported (a zero is a value an alert can compare).
-const KNOWN_STATUSES: [Status; 8] = [
-    Status::Collecting,
-    Status::Complete,
-    Status::AgentOffline,
-    Status::Failed,
-    Status::NoTask,
-    Status::NotFound,
-    Status::Invalid,
-    Status::Unknown,
-];
+const KNOWN_STATUSES: [Status; 8] = Status::KNOWN;
 
 /// The port events counted by `port_events_total` (emitted by the open-port inventory).
 pub const PORT_EVENTS: [&str; 2] = ["port_opened", "port_closed"];
@@ -340,7 +331,10 @@ impl Metrics {
         // Agents without an answer yet (and nothing persisted) are UNKNOWN: the series sum to
         // the watchlist's size.
         let unanswered = s.agents.saturating_sub(s.known.len());
-        let unknown = KNOWN_STATUSES.len() - 1;
+        let unknown = KNOWN_STATUSES
+            .iter()
+            .position(|s| *s == Status::Unknown)
+            .unwrap_or(0);
         counts[unknown] =
             counts[unknown].saturating_add(i64::try_from(unanswered).unwrap_or(i64::MAX));
         for (status, n) in KNOWN_STATUSES.iter().zip(counts) {
