@@ -54,6 +54,7 @@ pub mod engine;
 pub mod escape;
 pub mod events;
 pub mod logging;
+pub mod metrics;
 pub mod pacing;
 pub mod problems;
 pub mod rate_control;

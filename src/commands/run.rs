@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Settings;
 use crate::engine::Control;
-use crate::events::{Event, EventSink, TracingSink};
+use crate::events::{Event, EventSink, Tee, TracingSink};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
@@ -32,7 +32,14 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGTERM/SIGINT (or the engine's death).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (settings, watchlist) = startup::load_and_log(config)?;
-    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
+    // Bound before anything else starts: a taken port fails the start, clearly.
+    let metrics = startup::metrics(&settings.metrics).await?;
+    // The registry sees the events the log sees, from the same sink: counters agree with
+    // the log by construction.
+    let sink: Arc<dyn EventSink> = match &metrics {
+        Some((registry, _)) => Arc::new(Tee(TracingSink, registry.clone())),
+        None => Arc::new(TracingSink),
+    };
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
     let shutdown = Shutdown::new();
@@ -47,7 +54,13 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     )
     .await;
     let engine = match engine {
-        Ok(engine) => engine.with_state(state).with_control(control_rx),
+        Ok(engine) => {
+            let engine = engine.with_state(state).with_control(control_rx);
+            match &metrics {
+                Some((registry, _)) => engine.with_metrics(registry.clone()),
+                None => engine,
+            }
+        }
         Err(e) => {
             // The CVM-role refresher may already run; it must not outlive the failure.
             shutdown.finish(shutdown::GRACE).await;
@@ -57,6 +70,9 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice.
     drop(watchlist);
     let status = engine.status();
+    if let Some((registry, server)) = metrics {
+        shutdown.spawn(server.serve(registry, status.clone(), shutdown.token()));
+    }
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents = engine.agent_count();
     sink.emit(&Event::DaemonStarted {

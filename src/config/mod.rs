@@ -30,7 +30,9 @@ use self::raw::RawConfig;
 use crate::credentials::Environment;
 use crate::problems::{ProblemList, TypeHints, read_text};
 
-pub use self::settings::{ApiSettings, LogFormat, LogSettings, PollSettings, Settings};
+pub use self::settings::{
+    ApiSettings, LogFormat, LogSettings, MetricsSettings, PollSettings, Settings,
+};
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
 pub use crate::problems::{ConfigErrors, Problem, ProblemKind};
@@ -129,6 +131,7 @@ impl Settings {
         };
         let poll = check.poll(raw.poll.as_ref());
         let log = check.log(raw.log.as_ref());
+        let metrics = check.metrics(raw.metrics.as_ref());
 
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
@@ -140,6 +143,7 @@ impl Settings {
                 credentials: credentials?,
                 poll: poll?,
                 log: log?,
+                metrics: metrics?,
             })
         })();
         check.finish(settings)

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) credentials: Option<Spanned<RawCredentials>>,
     pub(super) poll: Option<RawPoll>,
     pub(super) log: Option<RawLog>,
+    pub(super) metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +52,13 @@ pub(super) struct RawPoll {
 pub(super) struct RawLog {
     pub(super) format: Option<Spanned<String>>,
     pub(super) level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [metrics] table")]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) per_agent: Option<Spanned<bool>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

@@ -83,6 +83,8 @@ pub struct Engine<P: Poller> {
     pub(super) denied: DeniedStreak,
     /// `once`: when the run gives up on agents still without a status.
     pub(super) once_until: Option<Instant>,
+    /// `[metrics]`, when configured (see `observe`).
+    pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -114,6 +116,7 @@ impl<P: Poller> Engine<P> {
             abort_once: None,
             denied: DeniedStreak::default(),
             once_until: None,
+            metrics: None,
         };
         engine.add_agents(&agents.iter().collect::<Vec<_>>());
         engine
@@ -263,10 +266,13 @@ impl<P: Poller> Engine<P> {
                 };
                 let uuid = record.uuid.clone();
                 let poller = self.account.poller.clone();
-                in_flight.spawn(
-                    job,
-                    async move { Reply::TaskStatus(poller.poll(&uuid).await) },
-                );
+                let metrics = self.metrics.clone();
+                in_flight.spawn(job, async move {
+                    let sent = Instant::now();
+                    let result = poller.poll(&uuid).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::TaskStatus(result)
+                });
             }
         }
         self.sent += 1;
@@ -419,7 +425,9 @@ impl<P: Poller> Engine<P> {
             rate: self.account.lanes[Action::PollStatus.index()].pacer.rate(),
             sent: self.sent,
         };
-        self.heartbeat.refresh(now, self.tracker.known(), figures);
+        if self.heartbeat.refresh(now, self.tracker.known(), figures) {
+            self.refresh_metrics(now);
+        }
     }
 
     fn report(&self, abandoned: usize) -> EngineReport {

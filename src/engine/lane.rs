@@ -30,6 +30,13 @@ impl Action {
             Action::PollStatus => 0,
         }
     }
+
+    /// The API's name for it (the `action` label of the metrics).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Action::PollStatus => "DescribeOpenPortTaskStatus",
+        }
+    }
 }
 
 /// What one request does. A job knows its action, so it knows its lane.

@@ -22,6 +22,7 @@
 //! - `reload`: watchlist changes (start-up phasing, reloads, orphans).
 //! - `saver`: the state file, saved off-thread while statuses change and once at the end.
 //! - `heartbeat`: [`EngineStatus`], the numbers the daemon shows `systemd`.
+//! - `observe`: the engine's side of [`crate::metrics`] (per-answer hook, gauge refresh).
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
 //! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
@@ -48,6 +49,7 @@ mod dispatcher;
 mod heartbeat;
 mod in_flight;
 mod lane;
+mod observe;
 mod reload;
 mod saver;
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod daemon;
 mod dispatch;
 mod hostile;
 mod journald;
+mod metrics;
 mod packaging;
 mod reliability;
 mod systemd;
