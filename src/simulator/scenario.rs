@@ -1241,4 +1241,95 @@ timeline = []
         // The demo's port opens, then closes.
         assert_eq!(has_8080, [false, true, false]);
     }
+
+    #[test]
+    fn accounts_and_machines_parse_with_defaults() {
+        let s = Scenario::from_toml_str(
+            r#"
+[[credential]]
+secret_id = "AKIDsecond"
+secret_key = "second-key"
+[[agent]]
+uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
+timeline = []
+machine_type = "BM"
+region = "ap-shanghai"
+online = false
+[[agent]]
+uuid = "00000000-0000-4000-8000-000000000002"
+timeline = []
+[[machine]]
+machine_name = "legacy-01"
+machine_ip = "10.9.9.9"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.extra_credentials,
+            [ScenarioCredential {
+                secret_id: "AKIDsecond".into(),
+                secret_key: "second-key".into()
+            }]
+        );
+        assert!(!format!("{s:?}").contains("second-key"));
+        let a = &s.agents[0];
+        assert_eq!(
+            (
+                a.placement.machine_type.as_str(),
+                a.placement.region.as_str(),
+                a.online
+            ),
+            ("BM", "ap-shanghai", false)
+        );
+        assert_eq!(s.agents[1].placement, Placement::default());
+        assert!(s.agents[1].online);
+        assert_eq!(
+            s.machines,
+            [ScenarioMachine {
+                machine_name: "legacy-01".into(),
+                machine_ip: "10.9.9.9".into(),
+                placement: Placement {
+                    machine_type: "CVM".into(),
+                    region: DEFAULT_REGION.into()
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_accounts_and_machines_say_where() {
+        let (line, col, msg) = invalid_at(
+            "[[credential]]\nsecret_id = \"AKIDcwpportwatchSIMULATOR000000000000\"\nsecret_key = \"k\"\n",
+        );
+        assert_eq!((line, col), (2, 13));
+        assert!(msg.contains("already used"), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[credential]]\nsecret_id = \"a b\"\nsecret_key = \"k\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("without"), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[credential]]\nsecret_id = \"AKIDx\"\nsecret_key = \"\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let (line, _, msg) = invalid_at("[[credential]]\nsecret_id = \"AKIDx\"\n");
+        assert_eq!(line, 1);
+        assert!(msg.contains("secret_key"), "{msg}");
+        let (line, col, msg) =
+            invalid_at("[[machine]]\nmachine_name = \"m\"\nmachine_type = \"VM\"\n");
+        assert_eq!((line, col), (3, 16));
+        assert!(msg.contains("\"CVM\" or \"BM\""), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[machine]]\nmachine_name = \"m\"\nregion = \"Ap Guangzhou\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("ap-shanghai"), "{msg}");
+        let (_, _, msg) = invalid_at("[[machine]]\nmachine_name = \"\"\n");
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let (line, _, msg) = invalid_at("[[machine]]\nmachine_name = \"m\"\nmachine_ip = \"x\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("not an IP address"), "{msg}");
+        let (_, _, msg) = invalid_at(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\nonline = \"yes\"\n",
+        );
+        assert!(msg.contains("bool"), "{msg}");
+    }
 }
