@@ -44,6 +44,14 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
         .iter()
         .map(|a| a.uuid.clone())
         .collect();
+    // Only the SecretIds of further accounts: their keys are the scenario author's, not the
+    // documented test key printed above.
+    let further_ids: Vec<String> = opts
+        .scenario
+        .extra_credentials
+        .iter()
+        .map(|c| c.secret_id.clone())
+        .collect();
     let limiter = opts.limiter;
     let shutdown = Shutdown::new();
     shutdown.cancel_on_stop_signals();
@@ -57,7 +65,14 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
         writeln!(out, "listening on {}", sim.endpoint())?;
         writeln!(out, "SecretId:  {secret_id}")?;
         writeln!(out, "SecretKey: {secret_key}")?;
-        writeln!(out, "rate limit: {limiter:?} per action")?;
+        for id in &further_ids {
+            writeln!(
+                out,
+                "SecretId:  {} (its key is in the scenario)",
+                crate::escape::escape(id)
+            )?;
+        }
+        writeln!(out, "rate limit: {limiter:?} per action and SecretId")?;
         writeln!(out, "agents ({}):", agents.len())?;
         for uuid in &agents {
             writeln!(out, "  {uuid}")?;
