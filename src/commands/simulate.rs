@@ -88,8 +88,19 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
     output::stdout(|out| {
         writeln!(
             out,
-            "stopped after {} requests ({} ok, {} throttled, max_in_window={})",
-            stats.requests, stats.ok, stats.throttled, stats.max_in_window
+            "stopped after {} requests ({} ok, {} throttled, max_in_window={}, \
+             max_arrivals_in_window={})",
+            stats.requests,
+            stats.ok,
+            stats.throttled,
+            stats.max_in_window,
+            // What the clients sent, before any limiter: the measure of their own pacing.
+            stats
+                .per_action
+                .values()
+                .map(|a| a.max_arrivals_in_window)
+                .max()
+                .unwrap_or(0)
         )
     })
     .map_err(SimulateError::Output)?;
