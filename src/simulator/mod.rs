@@ -19,6 +19,9 @@
 //! - `actions.rs`: the handlers of the implemented actions (`DescribeOpenPortTaskStatus`,
 //!   `CreateOpenPortTask`, `DescribeOpenPorts`).
 //! - `inventory.rs`: created tasks, completions and the port set served, pure.
+//! - `machines.rs`: `DescribeMachines`, for agent discovery.
+//! - `sts.rs`: STS `AssumeRole`, temporary credentials, and which rate window a signer counts
+//!   against.
 //! - `faults.rs`: injected faults and their draw.
 //! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
@@ -32,10 +35,12 @@ mod faults;
 mod handle;
 mod inventory;
 mod limiter;
+mod machines;
 mod routes;
 mod scenario;
 mod server;
 mod stats;
+mod sts;
 mod wire;
 
 pub use actions::MAX_LIMIT;
@@ -43,15 +48,18 @@ pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
 pub use faults::{Faults, PortFaults};
 pub use limiter::{ActionStats, LimiterKind};
+pub use machines::DESCRIBE_MACHINES_ACTION;
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, OpenPortSpec, PortsEntry, Scenario, ScenarioAgent,
-    ScriptedAnswer, TimelineEntry, is_agent_uuid,
+    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, OpenPortSpec, Placement,
+    PortsEntry, Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer,
+    TimelineEntry, is_agent_uuid,
 };
 pub use server::{
     API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
     RunningSimulator, SimulatorOptions,
 };
 pub use stats::{RequestRecord, SimStats};
+pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";
