@@ -230,7 +230,7 @@ impl Shared {
             Some(uuid) => vec![self.agent_index(uuid)?],
             None => (0..self.scenario.agents.len()).collect(),
         };
-        // (agent, position, port, set): cheap references; rows are built for the page only.
+        // (agent, position, its set): cheap references; rows are built for the page only.
         let mut matching: Vec<(usize, usize, Arc<Served<'_>>)> = Vec::new();
         for index in indices {
             let Some(served) = self.served_ports(index, t) else {

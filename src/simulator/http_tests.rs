@@ -1363,3 +1363,56 @@ async fn describe_machines_lists_the_scenario_by_type_region_and_filters() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_ten_thousand_port_inventory_pages_completely_and_in_order() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 1000 },
+        ..SimulatorOptions::new(inventory_scenario())
+    })
+    .await;
+    // Every port twice (IPv4 and IPv6 listeners of one process): 10,000 rows, pairs alike.
+    let ports: Vec<OpenPortSpec> = (0..10_000u32)
+        .map(|i| OpenPortSpec {
+            port: 10_000 + (i / 2) as u16,
+            process: format!("svc-{}", i / 2),
+            pid: 20_000 + i / 2,
+        })
+        .collect();
+    assert!(sim.set_ports(BIG_AGENT, ports.clone()));
+    let mut rows = Vec::with_capacity(ports.len());
+    let mut offset = 0;
+    loop {
+        let (total, page) =
+            Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 100, "Offset": offset }))
+                .page(&sim)
+                .await;
+        assert_eq!(total, 10_000);
+        assert_eq!(page.len(), 100.min(10_000 - offset as usize));
+        rows.extend(page);
+        offset += 100;
+        if offset >= total {
+            break;
+        }
+    }
+    let got: Vec<(u16, String, u32)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["Port"].as_u64().unwrap() as u16,
+                r["ProcessName"].as_str().unwrap().to_owned(),
+                r["Pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    let want: Vec<(u16, String, u32)> = ports
+        .into_iter()
+        .map(|p| (p.port, p.process, p.pid))
+        .collect();
+    assert_eq!(got, want);
+    let ids: std::collections::HashSet<&serde_json::Value> =
+        rows.iter().map(|r| &r["Id"]).collect();
+    assert_eq!(ids.len(), 10_000, "row Ids are unique");
+    sim.shutdown().await;
+}
