@@ -263,6 +263,51 @@ mod tests {
         assert!(t[1].duration_since(t[0]) >= period(20));
     }
 
+    /// The oracle every window assertion relies on, checked on its own: by hand at the edges
+    /// (the window is `[t, t + 1 s)`), then against counting every window by brute force.
+    #[test]
+    fn max_in_any_window_counts_half_open_one_second_windows() {
+        let t0 = Instant::now();
+        let at = |ms: &[u64]| -> Vec<Instant> {
+            ms.iter().map(|m| t0 + Duration::from_millis(*m)).collect()
+        };
+        assert_eq!(max_in_any_window(&[]), 0);
+        assert_eq!(max_in_any_window(&at(&[5])), 1);
+        assert_eq!(max_in_any_window(&at(&[0, 999])), 2);
+        assert_eq!(
+            max_in_any_window(&at(&[0, 1000])),
+            1,
+            "1 s apart: two windows"
+        );
+        assert_eq!(max_in_any_window(&at(&[0, 0, 0])), 3, "same instant");
+        assert_eq!(max_in_any_window(&at(&[0, 500, 999, 1000, 1499])), 4);
+        assert_eq!(max_in_any_window(&at(&[0, 400, 1300, 1400, 1500, 2299])), 4);
+        assert_eq!(max_in_any_window(&at(&[0, 1000, 2000, 3000])), 1);
+        // Brute force over pseudo-random sorted instants (a fixed LCG: reproducible).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 1..60 {
+            let mut ms: Vec<u64> = (0..n)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (x >> 33) % 4000
+                })
+                .collect();
+            ms.sort_unstable();
+            let brute = ms
+                .iter()
+                .map(|start| {
+                    ms.iter()
+                        .filter(|m| **m >= *start && **m < start + 1000)
+                        .count()
+                })
+                .max()
+                .unwrap();
+            assert_eq!(max_in_any_window(&at(&ms)), brute, "{ms:?}");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn rate_changes_never_grant_a_burst() {
         let mut p = Pacer::new(20);
