@@ -746,14 +746,19 @@ async fn the_rate_holds_in_every_window_under_faults_and_across_reloads() {
         // errors all along.
         if (52..54).contains(&secs) {
             Err(api_error("RequestLimitExceeded"))
-        } else if i % 5 == 0 {
+        } else if i.is_multiple_of(5) {
             Err(api_error("InternalError"))
-        } else if i % 11 == 0 {
+        } else if i.is_multiple_of(11) {
             Err(ApiError::Timeout(Duration::from_secs(2)))
-        } else if i % 13 == 0 {
+        } else if i.is_multiple_of(13) {
             Err(api_error("FailedOperation.AgentOffline"))
         } else {
-            Ok(if i % 2 == 0 { "COLLECTING" } else { "COMPLETE" }.into())
+            Ok(if i.is_multiple_of(2) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+            .into())
         }
     });
     let log = Arc::new(Mutex::new(Log::default()));

@@ -74,6 +74,8 @@ pub fn status_of_answer(answer: &str) -> Option<String> {
 /// counted from its request log (throttled and faulted requests included). The simulator's
 /// own `max_in_window` counts only what its limiter admitted, so it can never exceed the
 /// limit: this count can. One action per log: every test scenario polls one action.
+// Used by `tests/rate` only: arrivals on the real clock are counted where nothing runs beside.
+#[allow(dead_code)]
 pub fn max_arrivals_in_window(log: &[RequestRecord]) -> usize {
     let base = tokio::time::Instant::now();
     let mut at: Vec<tokio::time::Instant> = log.iter().map(|r| base + r.at).collect();
