@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cwp_portwatch::events::message_id;
-use cwp_portwatch::simulator::RunningSimulator;
+use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
 use serde_json::{Map, Value};
 
 use crate::support::app::{App, Running};
@@ -206,7 +206,7 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
             "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
              [api]\nendpoint = \"{}\"\n\
              [poll]\ninterval = \"500ms\"\ncollecting_interval = \"500ms\"\noffline_interval = \"500ms\"\n\
-             [log]\nformat = \"journald\"\nlevel = \"info\"\n",
+             [log]\nformat = \"journald\"\nlevel = \"debug\"\n",
             sim.endpoint()
         ),
     );
@@ -244,6 +244,15 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Issue 15: no field of any entry (events or debug lines) carries the secret key.
+    for e in &entries {
+        for (name, value) in e {
+            assert!(
+                !value.to_string().contains(DEFAULT_SECRET_KEY),
+                "the secret key in the journal field {name}: {e:?}"
+            );
+        }
+    }
     let events: Vec<&Entry> = entries.iter().filter(|e| event(e).is_some()).collect();
     let summary: Vec<String> = events
         .iter()
