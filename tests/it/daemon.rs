@@ -454,6 +454,10 @@ async fn a_damaged_or_newer_state_file_is_kept_under_a_new_name_and_a_fresh_one_
             "{name}: {}",
             damaged[0]
         );
+        // A fresh start: every agent's first change is from UNKNOWN.
+        for c in out.named("status_changed") {
+            assert_eq!(c["from_status"], "UNKNOWN", "{name}: {c}");
+        }
         let fresh = app.state().load().unwrap();
         assert_eq!(fresh.len(), 2, "{name}: a new state.json after the stop");
     }
