@@ -250,14 +250,37 @@ fn check_ends_quietly_on_a_closed_stdout() {
 /// until stopped, then exits 0.
 #[test]
 fn simulate_keeps_serving_on_a_closed_stdout() {
+    use std::io::{Read, Write};
     let app = App::new();
+    // The port is chosen here (stdout, where simulate says it, is closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = app
-        .command(&["simulate", "--listen", "127.0.0.1:0"])
+        .command(&["simulate", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(closed_pipe())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let alive = child.try_wait().unwrap().is_none();
+    // Waits for the signal that it serves (an HTTP answer), not for a fixed time: it writes
+    // its first line right after binding, before it can answer anything.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let answered = loop {
+        let exchange = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match exchange {
+            Ok(answer) if answer.starts_with("HTTP/1.1 ") => break true,
+            _ if child.try_wait().unwrap().is_some() => break false,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let alive = answered && child.try_wait().unwrap().is_none();
     if alive {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
