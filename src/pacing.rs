@@ -263,6 +263,59 @@ mod tests {
         assert!(t[1].duration_since(t[0]) >= period(20));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_in_force_is_what_was_set_at_least_one() {
+        let mut p = Pacer::new(20);
+        assert_eq!(p.rate(), 20);
+        assert!(format!("{p:?}").contains("rate: 20"), "{p:?}");
+        p.set_rate(7);
+        assert_eq!(p.rate(), 7);
+        p.set_rate(0);
+        assert_eq!(p.rate(), 1);
+        assert_eq!(Pacer::new(0).rate(), 1);
+        // The spacing follows the rate set: two grants at 7/s are 1/7 s (and the margin)
+        // apart.
+        p.set_rate(7);
+        p.acquire().await;
+        let first = Instant::now();
+        p.acquire().await;
+        // (tokio's timer wheel has 1 ms steps: a sleep ends at the next whole ms.)
+        within_a_tick(Instant::now(), first + period(7));
+        assert!(period(7) > Duration::from_secs(1) / 7);
+        assert!(period(7) < Duration::from_secs(1) / 7 * 101 / 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_until_holds_every_grant_until_then_and_never_moves_back() {
+        let mut p = Pacer::new(20);
+        p.acquire().await;
+        let until = Instant::now() + Duration::from_secs(5);
+        p.pause_until(until);
+        // An earlier pause does not undo the later one.
+        p.pause_until(Instant::now() + Duration::from_secs(1));
+        assert_eq!(p.try_acquire(), Err(until));
+        p.acquire().await;
+        within_a_tick(Instant::now(), until);
+        // And the schedule goes on from there, one period at a time.
+        p.acquire().await;
+        within_a_tick(Instant::now(), until + period(20));
+        // A pause before the first grant ever holds it as well.
+        let mut fresh = Pacer::new(20);
+        let until = Instant::now() + Duration::from_secs(2);
+        fresh.pause_until(until);
+        fresh.acquire().await;
+        within_a_tick(Instant::now(), until);
+    }
+
+    /// `now` is `want` or at most one timer tick (1 ms) after it.
+    fn within_a_tick(now: Instant, want: Instant) {
+        assert!(
+            now >= want && now - want < Duration::from_millis(1),
+            "{:?} after the wanted instant",
+            now.checked_duration_since(want)
+        );
+    }
+
     /// The oracle every window assertion relies on, checked on its own: by hand at the edges
     /// (the window is `[t, t + 1 s)`), then against counting every window by brute force.
     #[test]
