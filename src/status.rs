@@ -330,10 +330,10 @@ mod tests {
                 assert_eq!(s.to_string(), w, "Display");
                 assert!(*s == *w, "PartialEq<str>");
                 assert!(*s == w, "PartialEq<&str>");
-                assert!(*s == w.to_owned(), "PartialEq<String>");
+                assert!(s.eq(&w.to_owned()), "PartialEq<String>");
                 assert!(*s != *"COMPLETE_", "PartialEq<str>");
                 assert!(*s != "xyzzy", "PartialEq<&str>");
-                assert!(*s != String::from("collecting"), "PartialEq<String>");
+                assert!(!s.eq(&String::from("collecting")), "PartialEq<String>");
             }
             assert_eq!(from_str, from_string);
             assert_eq!(from_str, parsed);
