@@ -710,6 +710,10 @@ mod tests {
         let e = s.load_capped(32).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
         assert!(s.load_capped(1 << 20).unwrap().is_empty());
+        // Exactly at the limit is still read; one byte more is not.
+        let len = fs::metadata(s.path()).unwrap().len();
+        assert!(s.load_capped(len).unwrap().is_empty());
+        assert!(s.load_capped(len - 1).is_err());
     }
 
     #[test]
@@ -834,5 +838,10 @@ mod tests {
         let e = s.set_aside().unwrap_err();
         assert_eq!(e.code(), "StateError.SetAside");
         assert!(e.to_string().contains("move it away by hand"), "{e}");
+        // The OS error is what is reported, not a name collision after 100 tries.
+        let StateError::SetAside { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotFound, "{e}");
     }
 }
