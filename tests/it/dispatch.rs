@@ -474,14 +474,8 @@ async fn reloads_while_requests_are_in_flight_never_double_up() {
         peak = peak.max(now);
     }
     assert!(peak <= 8, "{peak} requests in flight with max_in_flight 8");
-    // Reloads never reset the pacer into a burst: <= 20 in every 1-second window.
-    let times: Vec<Instant> = log.sends.iter().map(|(t, _)| *t).collect();
-    assert!(times.len() >= 30, "only {} sends", times.len());
-    assert!(
-        max_in_any_window(&times) <= 20,
-        "{} sends in one second across reloads",
-        max_in_any_window(&times)
-    );
+    // (8 in flight with 3 s answers cannot reach 20/s: the window across reloads is checked
+    // where the rate binds, in `the_rate_holds_in_every_window_under_faults_and_across_reloads`.)
     assert_eq!(engine.agent_count(), 12);
     assert_eq!(report.agents.len(), 12);
 }
