@@ -621,7 +621,8 @@ fn demo_ends_by_itself_with_its_summary() {
             "web-02",
             "1f0e4c2a-3b5d-4e6f-8a9b-0c1d2e3f4a5b",
             "COMPLETE",
-            3,
+            // COMPLETE, COLLECTING at 6 s, COMPLETE at 9 s, COLLECTING at 13 s, COMPLETE at 17 s
+            5,
         ),
         ("db-01", "2a1b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "FAILED", 2),
         (
