@@ -113,11 +113,18 @@ impl Settings {
         };
         let mut check = Check::new(problems, base_dir(path));
 
+        let discovery = check.discovery(raw.discovery.as_ref());
+        let discovering = discovery.as_ref().is_ok_and(|d| d.enabled);
         let watchlist_path = match &raw.watchlist {
-            Some(value) => check.path(value, "watchlist", "\"watchlist.toml\"", true),
+            Some(value) => check
+                .path(value, "watchlist", "\"watchlist.toml\"", true)
+                .map(Some),
+            // With discovery on, the watchlist only adds names and agents to what is found.
+            None if discovering => Ok(None),
             None => Err(check.problems.general(
                 "`watchlist` is missing: add watchlist = \"watchlist.toml\" (the watchlist \
-                 file, relative to this file's folder) near the top, before any [section]",
+                 file, relative to this file's folder) near the top, before any [section], \
+                 or turn on [discovery]",
             )),
         };
         let state_dir = match &raw.state_dir {
@@ -144,6 +151,7 @@ impl Settings {
                 poll: poll?,
                 log: log?,
                 metrics: metrics?,
+                discovery: discovery?,
             })
         })();
         check.finish(settings)
