@@ -47,6 +47,14 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     };
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
+    // Discovered agents are not known until the first discovery: their persisted statuses are
+    // seeded into the engine (kept and saved, not polled) instead of being forgotten by an
+    // engine that starts with the listed ones; the first discovery forgets those it did not find.
+    let (known, held) = if settings.discovery.enabled {
+        hold_unlisted(known, &watchlist.agents)
+    } else {
+        (known, KnownMap::new())
+    };
     let shutdown = Shutdown::new();
     let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let connected = startup::connect(
@@ -89,7 +97,14 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         drop(watchlist);
         Vec::new()
     };
-    let mut discovery = Discovering::start(&settings, discovery_client, sink.clone(), &shutdown);
+    let mut discovery = Discovering::start(
+        &settings,
+        discovery_client,
+        held,
+        &control,
+        sink.clone(),
+        &shutdown,
+    );
     let status = engine.status();
     if let Some((registry, server)) = metrics {
         shutdown.spawn(server.serve(registry, status.clone(), shutdown.token()));
@@ -201,6 +216,16 @@ fn load_state(state_dir: &Path, sink: &dyn EventSink) -> Result<(StateFile, Know
     Ok((state, known))
 }
 
+/// Splits persisted statuses into those of listed agents (for the engine at start) and the
+/// rest (held for discovery).
+fn hold_unlisted(mut known: KnownMap, listed: &[Agent]) -> (KnownMap, KnownMap) {
+    let listed: std::collections::HashSet<&str> = listed.iter().map(|a| a.uuid.as_str()).collect();
+    let held = known
+        .extract_if(|uuid, _| !listed.contains(&**uuid))
+        .collect();
+    (known, held)
+}
+
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never
 /// fatal: a daemon run by hand has no one to tell.
 fn notify(states: &[NotifyState<'_>]) {
@@ -272,6 +297,8 @@ async fn reload(
 /// reload (merged with the listed agents), each change reported once.
 struct Discovering {
     updates: Option<watch::Receiver<Option<Arc<Discovered>>>>,
+    /// Uuids with a persisted status but not listed, until the first result is applied.
+    held: Vec<Arc<str>>,
     /// The last result applied.
     last: Option<Arc<Discovered>>,
 }
@@ -281,9 +308,16 @@ impl Discovering {
     fn start(
         settings: &Settings,
         client: Option<Client>,
+        held: KnownMap,
+        control: &tokio::sync::mpsc::UnboundedSender<Control>,
         sink: Arc<dyn EventSink>,
         shutdown: &Shutdown,
     ) -> Discovering {
+        let held_uuids: Vec<Arc<str>> = held.keys().cloned().collect();
+        if !held.is_empty() {
+            // Queued before the engine runs: it knows them before any result arrives.
+            let _ = control.send(Control::Seed { known: held });
+        }
         let updates = match client {
             Some(client) if settings.discovery.enabled => {
                 let (tx, rx) = watch::channel(None);
@@ -304,6 +338,7 @@ impl Discovering {
         };
         Discovering {
             updates,
+            held: held_uuids,
             last: None,
         }
     }
@@ -337,9 +372,10 @@ impl Discovering {
         {
             return;
         }
+        let agents = discovery::merge(listed, &found.agents);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = control.send(Control::Reload {
-            agents: discovery::merge(listed, &found.agents),
+            agents,
             config: engine_config(current, false),
             reply,
         });
@@ -352,6 +388,12 @@ impl Discovering {
                 skipped: found.skipped,
             });
             self.last = Some(found);
+            if !self.held.is_empty() {
+                // Seeded at start and not found now: forgotten, as a reload forgets.
+                let _ = control.send(Control::Forget {
+                    uuids: std::mem::take(&mut self.held),
+                });
+            }
         }
     }
 }

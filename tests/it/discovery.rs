@@ -285,3 +285,53 @@ fn check_names_bad_discovery_keys_at_line_and_column() {
     assert!(out.stderr.contains("config.toml:3:1"), "{}", out.stderr);
     assert!(out.stderr.contains("regions"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_agents_keep_their_persisted_status_across_a_restart() {
+    let sim = start_scenario(&scenario()).await;
+    let app = app_for(&sim);
+    let mut d = app.daemon(&[]);
+    d.wait_for("discovered agents polled", WAIT, |e| {
+        (1..4).all(|i| {
+            e.iter()
+                .any(|v| v["event"] == "status_changed" && v["uuid"] == uuid(i).as_str())
+        })
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+
+    // A run stopped before any discovery worked must not lose what the state holds.
+    sim.machine_hooks().set_failing(true);
+    let mut d = app.daemon(&[]);
+    d.wait_for("discovery_failed", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "discovery_failed")
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    sim.machine_hooks().set_failing(false);
+
+    // Next run: the same statuses, so nothing to report once they are polled again.
+    let before: Vec<usize> = (0..4).map(|i| polls_of(&sim, i)).collect();
+    let mut d = app.daemon(&[]);
+    d.wait_for("the first discovery", WAIT, |e| {
+        !discovery_loads(e).is_empty()
+    })
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while (0..4).any(|i| polls_of(&sim, i) < before[i] + 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agents not polled again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = d.stop().await;
+    let repeated = out.named("status_changed");
+    assert!(
+        repeated.is_empty(),
+        "reported again after a restart: {repeated:?}"
+    );
+    sim.shutdown().await;
+}
