@@ -247,6 +247,23 @@ async fn discovery_alone_needs_no_watchlist() {
         "{}",
         check.stdout
     );
+    // `once` discovers first, then polls what it found.
+    let once = run_within(app.with_config(&["once", "--format", "json"]), WAIT);
+    assert_eq!(once.code(), Some(0), "{}{}", once.stdout, once.stderr);
+    let lines: Vec<Value> = once
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", once.stdout);
+    assert_eq!(lines[0]["uuid"], uuid(4).as_str());
+    assert_eq!(lines[0]["agent_name"], "m-4");
+    sim.machine_hooks().set_failing(true);
+    let once = run_within(app.with_config(&["once"]), WAIT);
+    assert_eq!(once.code(), Some(1), "{}{}", once.stdout, once.stderr);
+    assert!(once.stderr.contains("InternalError"), "{}", once.stderr);
+    sim.machine_hooks().set_failing(false);
+
     let mut d = app.daemon(&[]);
     d.wait_for("the BM agent polled", WAIT, |e| {
         e.iter()
