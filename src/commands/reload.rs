@@ -139,4 +139,13 @@ mod tests {
         assert_eq!(deferred, ["[metrics]"]);
         assert_eq!(applied.metrics, current.metrics);
     }
+
+    #[test]
+    fn a_changed_discovery_section_waits_for_a_restart() {
+        let current = settings("[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\n");
+        let new = settings("[discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n");
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[discovery]"]);
+        assert_eq!(applied.discovery, current.discovery);
+    }
 }

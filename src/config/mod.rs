@@ -114,7 +114,12 @@ impl Settings {
         let mut check = Check::new(problems, base_dir(path));
 
         let discovery = check.discovery(raw.discovery.as_ref());
-        let discovering = discovery.as_ref().is_ok_and(|d| d.enabled);
+        // As written, so an enabled section with a bad key is not also told to add a watchlist.
+        let discovering = raw
+            .discovery
+            .as_ref()
+            .and_then(|d| d.get_ref().enabled.as_ref())
+            .is_some_and(|enabled| *enabled.get_ref());
         let watchlist_path = match &raw.watchlist {
             Some(value) => check
                 .path(value, "watchlist", "\"watchlist.toml\"", true)

@@ -273,6 +273,13 @@ mod tests {
             assert!(e.contains(says), "{text}: {e}");
             assert!(!e.contains('\u{1b}'), "{text}: {e}");
         }
+        // Enabled but invalid: only its own problem, no demand for a watchlist.
+        let e = load("state_dir = \"/tmp/s\"\n[discovery]\nenabled = true\nregions = [\"\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("not a region name") && !e.contains("`watchlist`"),
+            "{e}"
+        );
         // Every problem at once.
         let e =
             with("machine_types = [\"VM\"]\nagent_status = \"x\"\nrefresh = \"0s\"\n").unwrap_err();
