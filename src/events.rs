@@ -334,7 +334,8 @@ impl Event {
                  stays, next try in {retry_in_seconds} s"
             ),
             Event::WatchlistLoaded { agents: 0, .. } => {
-                "the watchlist is empty: the daemon idles until a reload (SIGHUP) or [discovery] adds agents"
+                "the watchlist is empty: the daemon idles until a reload (SIGHUP) or \
+                 [discovery] adds agents"
                     .to_string()
             }
             Event::WatchlistLoaded {
