@@ -265,6 +265,17 @@ async fn reload(
         }
     };
     let (settings, not_applied) = apply_reload(current, settings);
+    // The file dropped `watchlist` because it turns [discovery] on, which waits for a restart:
+    // applied now, the watchlist would be empty and every agent would stop.
+    if settings.watchlist_path.is_none() && !settings.discovery.enabled {
+        sink.emit(&Event::ConfigRejected {
+            error_message: "`watchlist` may be left out only while [discovery] runs, and turning \
+                            [discovery] on takes a restart: keep `watchlist` until then, or \
+                            restart the daemon"
+                .to_owned(),
+        });
+        return (current.clone(), None);
+    }
     if !not_applied.is_empty() {
         tracing::warn!(
             "reload: {} take effect at the next restart; the watchlist, rate and intervals apply now",

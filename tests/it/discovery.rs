@@ -352,3 +352,37 @@ async fn discovered_agents_keep_their_persisted_status_across_a_restart() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_discovery_on_without_a_watchlist_keeps_the_agents() {
+    let sim = start_scenario(&scenario()).await;
+    let app = App::for_simulator(&sim.endpoint(), &crate::support::app::agents(0..2, "a"));
+    let mut d = app.daemon(&[]);
+    d.wait_for("first answers", WAIT, |e| {
+        e.iter().filter(|v| v["event"] == "status_changed").count() == 2
+    })
+    .await;
+    app.write(
+        "config.toml",
+        daemon_config(&sim.endpoint()).replace("watchlist = \"watchlist.toml\"\n", "")
+            + "[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\n",
+    );
+    d.signal(libc::SIGHUP);
+    d.wait_for("config_rejected", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "config_rejected")
+    })
+    .await;
+    let rejected = d.named("config_rejected");
+    assert!(
+        rejected[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("restart"),
+        "{rejected:?}"
+    );
+    let out = d.stop().await;
+    let loads = out.named("watchlist_loaded");
+    assert_eq!(loads.len(), 1, "only the start's: {loads:?}");
+    assert_eq!(polls_of(&sim, 2), 0, "discovery did not start on a reload");
+    sim.shutdown().await;
+}
