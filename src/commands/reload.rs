@@ -1,7 +1,7 @@
 //! What a SIGHUP may change in a running daemon, decided without I/O.
 //!
 //! The watchlist, the rate and the poll intervals go to the running engine; the client's
-//! endpoint, region and timeout, the credentials, the state folder, logging and `[metrics]`
+//! endpoint, region and timeout, the credentials, the state folder, logging, `[discovery]` and `[metrics]`
 //! were wired in at start and stay as they run until a restart. The async side (re-reading the files,
 //! telling systemd, sending the engine its new work) is in [`super::run`].
 
@@ -38,6 +38,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
     if settings.metrics != current.metrics {
         not_applied.push("[metrics]");
         settings.metrics = current.metrics.clone();
+    }
+    // The refresh loop runs with the settings it started with.
+    if settings.discovery != current.discovery {
+        not_applied.push("[discovery]");
+        settings.discovery = current.discovery.clone();
     }
     (settings, not_applied)
 }
@@ -133,5 +138,14 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, new);
         assert_eq!(deferred, ["[metrics]"]);
         assert_eq!(applied.metrics, current.metrics);
+    }
+
+    #[test]
+    fn a_changed_discovery_section_waits_for_a_restart() {
+        let current = settings("[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\n");
+        let new = settings("[discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n");
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[discovery]"]);
+        assert_eq!(applied.discovery, current.discovery);
     }
 }

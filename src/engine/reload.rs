@@ -42,6 +42,21 @@ impl<P: Poller> Engine<P> {
                 self.heartbeat.refresh_soon();
                 let _ = reply.send((self.agent_count(), added, removed));
             }
+            Control::Seed { known } => {
+                for (uuid, status) in known {
+                    if self.tracker.shared_uuid(&uuid).is_none() {
+                        self.tracker.seed(&uuid, status);
+                    }
+                }
+            }
+            Control::Forget { uuids } => {
+                for uuid in uuids {
+                    if !self.agents.contains(&uuid) {
+                        self.tracker.forget(&uuid);
+                        self.saver.mark_dirty();
+                    }
+                }
+            }
         }
     }
 
