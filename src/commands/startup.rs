@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use crate::api::{Client, ClientOptions};
 use crate::config::{ConfigErrors, CredentialSettings, MetricsSettings, Settings};
+use crate::credentials::assume_role::{
+    AssumeRole, AssumeRoleError, BaseCredentials, StsOptions, run_renewer,
+};
 use crate::credentials::cvm_role::{CvmRole, run_refresher};
 use crate::credentials::{Environment, Resolved, resolve};
 use crate::engine::{Engine, EngineConfig};
@@ -149,6 +152,66 @@ pub async fn connect(
             let updated = client.clone();
             shutdown.spawn(run_refresher(
                 cvm,
+                move |c| updated.set_credentials(c),
+                refresh.clone(),
+                shutdown.token(),
+            ));
+            Ok(Connected {
+                client,
+                source,
+                refresh: Some(refresh),
+            })
+        }
+        Resolved::AssumeRole {
+            base,
+            base_settings,
+            request,
+        } => {
+            let failed = CommandError::AssumeRole;
+            let base_source = match &*base {
+                Resolved::Static(_, source) => source.to_string(),
+                _ => "the CVM instance role".to_owned(),
+            };
+            let base = match (*base, *base_settings) {
+                (
+                    Resolved::CvmRole {
+                        role,
+                        metadata_endpoint,
+                    },
+                    _,
+                ) => BaseCredentials::CvmRole(
+                    CvmRole::new(metadata_endpoint, role)
+                        .map_err(|e| failed(AssumeRoleError::BaseCvmRole(e)))?,
+                ),
+                (_, settings) => BaseCredentials::Reread {
+                    settings,
+                    env: env.clone(),
+                },
+            };
+            let sts = StsOptions {
+                endpoint: settings.api.sts_endpoint.clone(),
+                region: settings.api.region.clone(),
+                timeout: settings.api.timeout,
+            };
+            let role = AssumeRole::new(request, sts, base).map_err(failed)?;
+            // Fetched once here, so that a refused role fails start-up with a clear error.
+            let first = role.fetch().await.map_err(failed)?;
+            let source = format!(
+                "STS AssumeRole of {} on base credentials from {base_source}",
+                role.request().role_arn
+            );
+            tracing::debug!(
+                source = %source,
+                secret_id = %first.credentials.secret_id,
+                expires_at = first.expires_at,
+                "credentials assumed"
+            );
+            let client = Client::new(options, first.credentials)?;
+            let refresh = Arc::new(tokio::sync::Notify::new());
+            let updated = client.clone();
+            shutdown.spawn(run_renewer(
+                role,
+                Some(first.expires_at),
                 move |c| updated.set_credentials(c),
                 refresh.clone(),
                 shutdown.token(),

@@ -369,23 +369,7 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
         Some(_) => return Err(bad("Code is not a string".to_owned())),
         None => return Err(bad("Code is missing".to_owned())),
     }
-    let text = |name: &str| -> Result<String, CvmRoleError> {
-        match object.get(name) {
-            Some(Value::String(s)) if s.is_empty() => Err(bad(format!("{name} is empty"))),
-            Some(Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                Err(bad(format!(
-                    "{name} contains whitespace or control characters"
-                )))
-            }
-            // They go into HTTP headers, which take visible ASCII only.
-            Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(bad(
-                format!("{name} contains characters other than printable ASCII"),
-            )),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(bad(format!("{name} is not a string"))),
-            None => Err(bad(format!("{name} is missing"))),
-        }
-    };
+    let text = |name: &str| credential_field(object, name).map_err(bad);
     let secret_id = text("TmpSecretId")?;
     if secret_id.len() > MAX_SECRET_ID_BYTES {
         return Err(bad(format!(
@@ -406,8 +390,31 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
     })
 }
 
+/// A credential string of an answer (`TmpSecretId`, `TmpSecretKey`, `Token`): present,
+/// non-empty, printable ASCII (it goes into HTTP headers). The error names the field, never
+/// the value. Shared with [`super::assume_role`], whose answers carry the same fields.
+pub(super) fn credential_field(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<String, String> {
+    match object.get(name) {
+        Some(Value::String(s)) if s.is_empty() => Err(format!("{name} is empty")),
+        Some(Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(format!("{name} contains whitespace or control characters"))
+        }
+        // They go into HTTP headers, which take visible ASCII only.
+        Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(format!(
+            "{name} contains characters other than printable ASCII"
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{name} is not a string")),
+        None => Err(format!("{name} is missing")),
+    }
+}
+
 /// `ExpiredTime` (Unix seconds, a number or a string of digits), else `Expiration` (RFC 3339).
-fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
+/// Shared with [`super::assume_role`]: STS answers carry the same two fields.
+pub(super) fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
     match object.get("ExpiredTime") {
         Some(Value::Number(n)) => n
             .as_i64()
@@ -462,7 +469,7 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at
 /// once where that sum does not exist (checked: an `Instant` sum panics on overflow).
-fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
+pub(super) fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
     fetched_at
         .checked_add(FORCED_REFRESH_MIN_GAP)
         .unwrap_or(fetched_at)
