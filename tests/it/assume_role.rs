@@ -157,8 +157,7 @@ async fn short_lived_credentials_are_renewed_before_they_expire() {
     let role = role(&sim, creds(DEFAULT_SECRET_KEY));
     let first = role.fetch().await.unwrap();
     let polling = client(&sim, first.credentials.clone());
-    let (mut renewed, _refresh, shutdown, task) =
-        spawn_renewer(role, first.expires_at, &polling);
+    let (mut renewed, _refresh, shutdown, task) = spawn_renewer(role, first.expires_at, &polling);
 
     // Poll all along, through two renewals: each set must be replaced before it expires.
     let mut ids = vec![first.credentials.secret_id.clone()];
@@ -206,7 +205,10 @@ async fn revoked_credentials_are_renewed_when_asked() {
         .expect("renewed on request")
         .unwrap();
     assert_ne!(id, first.credentials.secret_id);
-    let status = polling.describe_open_port_task_status(&agent).await.unwrap();
+    let status = polling
+        .describe_open_port_task_status(&agent)
+        .await
+        .unwrap();
     assert_eq!(status.status, "COMPLETE");
     shutdown.cancel();
     task.await.unwrap();
@@ -242,7 +244,10 @@ fn assert_no_secret(out: &crate::support::app::Finished, secrets: &[String]) {
     assert!(text.contains("credentials assumed"), "debug lines are on");
     assert!(!text.contains(DEFAULT_SECRET_KEY), "base key in the output");
     for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "a temporary secret in the output");
+        assert!(
+            !text.contains(secret.as_str()),
+            "a temporary secret in the output"
+        );
     }
 }
 
@@ -274,7 +279,10 @@ async fn the_daemon_polls_as_the_role_renews_and_never_prints_a_secret() {
     assert!(
         !out.stderr.contains("AuthFailure"),
         "{:?}",
-        out.events.iter().filter(|e| e.to_string().contains("AuthFailure")).collect::<Vec<_>>()
+        out.events
+            .iter()
+            .filter(|e| e.to_string().contains("AuthFailure"))
+            .collect::<Vec<_>>()
     );
     assert!(out.stderr.contains("AssumeRole credentials renewed"));
     assert_no_secret(&out, &secrets);
@@ -300,7 +308,10 @@ async fn revoked_credentials_wake_a_renewal_in_the_daemon() {
         e.iter().any(|v| v["event"] == "credentials_failed")
     })
     .await;
-    until(&sim, "renewal after the revocation", |sim| assumed(sim) == 2).await;
+    until(&sim, "renewal after the revocation", |sim| {
+        assumed(sim) == 2
+    })
+    .await;
     // The credentials gate probes again within 30 s of the refusal, with the new set.
     let polled = accepted_as_role(&sim, STATUS_ACTION);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -344,6 +355,10 @@ fn check_names_a_bad_role_arn_at_its_line_and_column() {
     let out = run_within(cmd, Duration::from_secs(10));
     assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains(ROLE_ARN), "{}", out.stdout);
-    assert!(out.stdout.contains("not contacted by check"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("not contacted by check"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains(DEFAULT_SECRET_KEY));
 }
