@@ -402,9 +402,45 @@ pub async fn run_renewer(
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    renew_loop(role, in_use_until, on_update, refresh_now, shutdown).await;
+}
+
+/// What the renewal loop needs of an [`AssumeRole`]: a seam so that its schedule is tested
+/// under paused time with a fake, without a network.
+trait Renewable {
+    /// One `AssumeRole` round.
+    fn fetch(&self) -> impl Future<Output = Result<AssumedCredentials, AssumeRoleError>> + Send;
+    /// Now on STS's clock, Unix seconds.
+    fn server_now(&self) -> i64;
+    /// What is asked for.
+    fn request(&self) -> &RoleRequest;
+}
+
+impl Renewable for AssumeRole {
+    fn fetch(&self) -> impl Future<Output = Result<AssumedCredentials, AssumeRoleError>> + Send {
+        AssumeRole::fetch(self)
+    }
+
+    fn server_now(&self) -> i64 {
+        AssumeRole::server_now(self)
+    }
+
+    fn request(&self) -> &RoleRequest {
+        &self.request
+    }
+}
+
+/// [`run_renewer`]'s loop.
+async fn renew_loop(
+    role: impl Renewable,
+    in_use_until: Option<i64>,
+    on_update: impl Fn(Credentials),
+    refresh_now: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut failures: u32 = 0;
     let mut delay = match in_use_until {
-        Some(expires_at) => renew_after(role.server_now(), expires_at, role.request.duration),
+        Some(expires_at) => renew_after(role.server_now(), expires_at, role.request().duration),
         None => Duration::ZERO,
     };
     let mut fetched_at = tokio::time::Instant::now();
@@ -427,10 +463,11 @@ pub async fn run_renewer(
         fetched_at = tokio::time::Instant::now();
         delay = match fetched {
             Ok(fresh) => {
-                let delay = renew_after(role.server_now(), fresh.expires_at, role.request.duration);
+                let delay =
+                    renew_after(role.server_now(), fresh.expires_at, role.request().duration);
                 tracing::debug!(
                     target: TARGET,
-                    role_arn = %role.request.role_arn,
+                    role_arn = %role.request().role_arn,
                     secret_id = %fresh.credentials.secret_id,
                     expires_at = fresh.expires_at,
                     renew_in_secs = delay.as_secs(),
@@ -440,7 +477,7 @@ pub async fn run_renewer(
                 if failures > 0 {
                     tracing::info!(
                         target: TARGET,
-                        role_arn = %role.request.role_arn,
+                        role_arn = %role.request().role_arn,
                         failures,
                         "AssumeRole credentials renewed again after failures"
                     );
@@ -685,5 +722,147 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code(), "AssumeRoleError.Setup");
+    }
+
+    /// A fake STS on paused time: STS's clock is `EPOCH` + the paused time elapsed; each fetch
+    /// is recorded (seconds since start) and answers credentials valid for `lifetime`, or
+    /// fails while `failures_left` is not zero.
+    struct FakeSts {
+        start: tokio::time::Instant,
+        request: RoleRequest,
+        lifetime: i64,
+        failures_left: Arc<std::sync::Mutex<u32>>,
+        fetches: Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    const EPOCH: i64 = 1_800_000_000;
+
+    impl FakeSts {
+        fn new(lifetime: i64, failures: u32) -> Self {
+            FakeSts {
+                start: tokio::time::Instant::now(),
+                request: RoleRequest {
+                    role_arn: "qcs::cam::uin/1:roleName/r".to_owned(),
+                    role_session_name: "s1".to_owned(),
+                    duration: Duration::from_secs(lifetime as u64),
+                },
+                lifetime,
+                failures_left: Arc::new(std::sync::Mutex::new(failures)),
+                fetches: Arc::new(std::sync::Mutex::new(Vec::new())),
+            }
+        }
+    }
+
+    impl Renewable for FakeSts {
+        fn fetch(
+            &self,
+        ) -> impl Future<Output = Result<AssumedCredentials, AssumeRoleError>> + Send {
+            let at = self.start.elapsed().as_secs();
+            self.fetches.lock().unwrap().push(at);
+            let mut failures = self.failures_left.lock().unwrap();
+            let result = if *failures > 0 {
+                *failures -= 1;
+                Err(AssumeRoleError::BadAnswer {
+                    role_arn: self.request.role_arn.clone(),
+                    problem: "scripted failure".to_owned(),
+                })
+            } else {
+                Ok(AssumedCredentials {
+                    credentials: Credentials {
+                        secret_id: format!("AKIDtmp{at}"),
+                        secret_key: SecretString::from("k".to_owned()),
+                        token: Some(SecretString::from("t".to_owned())),
+                    },
+                    expires_at: self.server_now() + self.lifetime,
+                    request_id: "r".to_owned(),
+                })
+            };
+            async move { result }
+        }
+
+        fn server_now(&self) -> i64 {
+            EPOCH + self.start.elapsed().as_secs() as i64
+        }
+
+        fn request(&self) -> &RoleRequest {
+            &self.request
+        }
+    }
+
+    /// Runs the loop on `sts` for `run` of paused time, asking for a renewal at each of
+    /// `pokes` (seconds); the fetch times and the SecretIds handed out.
+    async fn run_for(
+        sts: FakeSts,
+        in_use_until: Option<i64>,
+        run: Duration,
+        pokes: &[u64],
+    ) -> (Vec<u64>, Vec<String>) {
+        let fetches = sts.fetches.clone();
+        let updates = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = updates.clone();
+        let refresh_now = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(renew_loop(
+            sts,
+            in_use_until,
+            move |c: Credentials| seen.lock().unwrap().push(c.secret_id),
+            refresh_now.clone(),
+            shutdown.clone(),
+        ));
+        for poke in pokes {
+            tokio::time::sleep_until(start + Duration::from_secs(*poke)).await;
+            refresh_now.notify_one();
+        }
+        tokio::time::sleep_until(start + run).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        let fetches = fetches.lock().unwrap().clone();
+        let updates = updates.lock().unwrap().clone();
+        (fetches, updates)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_hour_credentials_are_renewed_every_96_minutes() {
+        let sts = FakeSts::new(7_200, 0);
+        let (fetches, updates) = run_for(
+            sts,
+            Some(EPOCH + 7_200),
+            Duration::from_secs(5 * 3_600),
+            &[],
+        )
+        .await;
+        assert_eq!(fetches, [5_760, 11_520, 17_280]);
+        assert_eq!(updates, ["AKIDtmp5760", "AKIDtmp11520", "AKIDtmp17280"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sixty_second_credentials_are_renewed_every_30_s_and_at_once_without_any() {
+        let sts = FakeSts::new(60, 0);
+        let (fetches, _) = run_for(sts, None, Duration::from_secs(100), &[]).await;
+        assert_eq!(fetches, [0, 30, 60, 90]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_and_hand_out_nothing_until_a_success() {
+        let sts = FakeSts::new(7_200, 4);
+        let (fetches, updates) = run_for(sts, None, Duration::from_secs(20), &[]).await;
+        // At once, then after 1, 2, 4 and 8 s.
+        assert_eq!(fetches, [0, 1, 3, 7, 15]);
+        assert_eq!(updates, ["AKIDtmp15"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_renews_at_once_but_never_twice_within_a_second() {
+        let sts = FakeSts::new(7_200, 0);
+        let (fetches, _) = run_for(
+            sts,
+            Some(EPOCH + 7_200),
+            Duration::from_secs(100),
+            &[10, 10, 50],
+        )
+        .await;
+        // The second request at 10 s waits for the 1-s gap after the fetch it caused.
+        assert_eq!(fetches, [10, 11, 50]);
     }
 }
