@@ -14,7 +14,7 @@ use crate::credentials::assume_role::{
     AssumeRole, AssumeRoleError, BaseCredentials, StsOptions, run_renewer,
 };
 use crate::credentials::cvm_role::{CvmRole, run_refresher};
-use crate::credentials::{Environment, Resolved, resolve};
+use crate::credentials::{Credentials, Environment, Resolved, resolve};
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventSink;
 use crate::logging;
@@ -148,19 +148,9 @@ pub async fn connect(
             let first = cvm.fetch().await.map_err(failed)?;
             let source = format!("CVM instance role {}", first.role);
             let client = Client::new(options, first.credentials)?;
-            let refresh = Arc::new(tokio::sync::Notify::new());
-            let updated = client.clone();
-            shutdown.spawn(run_refresher(
-                cvm,
-                move |c| updated.set_credentials(c),
-                refresh.clone(),
-                shutdown.token(),
-            ));
-            Ok(Connected {
-                client,
-                source,
-                refresh: Some(refresh),
-            })
+            Ok(refreshed(client, source, shutdown, |update, refresh| {
+                run_refresher(cvm, update, refresh, shutdown.token())
+            }))
         }
         Resolved::AssumeRole {
             base,
@@ -207,21 +197,43 @@ pub async fn connect(
                 "credentials assumed"
             );
             let client = Client::new(options, first.credentials)?;
-            let refresh = Arc::new(tokio::sync::Notify::new());
-            let updated = client.clone();
-            shutdown.spawn(run_renewer(
-                role,
-                Some(first.expires_at),
-                move |c| updated.set_credentials(c),
-                refresh.clone(),
-                shutdown.token(),
-            ));
-            Ok(Connected {
-                client,
-                source,
-                refresh: Some(refresh),
-            })
+            Ok(refreshed(client, source, shutdown, |update, refresh| {
+                run_renewer(
+                    role,
+                    Some(first.expires_at),
+                    update,
+                    refresh,
+                    shutdown.token(),
+                )
+            }))
         }
+    }
+}
+
+/// Credentials handed to `client` whenever they change.
+type OnUpdate = Box<dyn Fn(Credentials) + Send + Sync>;
+
+/// `client` with temporary credentials that `refresher` (given where to hand new ones and the
+/// wake-up the engine rings on `AuthFailure.TokenFailure`) keeps fresh on `shutdown`'s tracker.
+fn refreshed<F>(
+    client: Client,
+    source: String,
+    shutdown: &Shutdown,
+    refresher: impl FnOnce(OnUpdate, Arc<tokio::sync::Notify>) -> F,
+) -> Connected
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    let updated = client.clone();
+    shutdown.spawn(refresher(
+        Box::new(move |c| updated.set_credentials(c)),
+        refresh.clone(),
+    ));
+    Connected {
+        client,
+        source,
+        refresh: Some(refresh),
     }
 }
 

@@ -667,17 +667,16 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_renewer_stops_with_the_shutdown_even_mid_sleep() {
-        // Nothing listens on port 9: every fetch fails at once; the renewer backs off.
-        let role = AssumeRole::new(
+    /// A role at `endpoint` with fixed base credentials.
+    fn role_at(endpoint: &str) -> Result<AssumeRole, AssumeRoleError> {
+        AssumeRole::new(
             RoleRequest {
                 role_arn: "qcs::cam::uin/1:roleName/r".to_owned(),
                 role_session_name: "s1".to_owned(),
                 duration: TWO_HOURS,
             },
             StsOptions {
-                endpoint: Url::parse("http://127.0.0.1:9/").unwrap(),
+                endpoint: Url::parse(endpoint).unwrap(),
                 region: None,
                 timeout: Duration::from_secs(1),
             },
@@ -687,7 +686,12 @@ mod tests {
                 token: None,
             }),
         )
-        .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_renewer_stops_with_the_shutdown_even_mid_sleep() {
+        // Nothing listens on port 9: every fetch fails at once; the renewer backs off.
+        let role = role_at("http://127.0.0.1:9/").unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_renewer(
             role,
@@ -703,24 +707,7 @@ mod tests {
 
     #[test]
     fn new_refuses_a_plain_http_endpoint_off_loopback() {
-        let error = AssumeRole::new(
-            RoleRequest {
-                role_arn: "qcs::cam::uin/1:roleName/r".to_owned(),
-                role_session_name: "s1".to_owned(),
-                duration: TWO_HOURS,
-            },
-            StsOptions {
-                endpoint: Url::parse("http://sts.example.com/").unwrap(),
-                region: None,
-                timeout: Duration::from_secs(1),
-            },
-            BaseCredentials::Fixed(Credentials {
-                secret_id: "AKIDbase".to_owned(),
-                secret_key: SecretString::from("k".to_owned()),
-                token: None,
-            }),
-        )
-        .unwrap_err();
+        let error = role_at("http://sts.example.com/").unwrap_err();
         assert_eq!(error.code(), "AssumeRoleError.Setup");
     }
 

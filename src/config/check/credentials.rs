@@ -9,7 +9,8 @@ use toml::Spanned;
 use super::Check;
 use crate::config::raw::RawCredentials;
 use crate::credentials::assume_role::{
-    DEFAULT_DURATION, MAX_DURATION, RoleRequest, is_role_arn, is_role_session_name,
+    DEFAULT_DURATION, MAX_DURATION, MAX_ROLE_ARN_BYTES, RoleRequest, is_role_arn,
+    is_role_session_name,
 };
 use crate::credentials::{
     CredentialSettings, DEFAULT_METADATA_ENDPOINT, SourceKind, is_cam_role_name,
@@ -195,7 +196,13 @@ impl Check<'_> {
         let role_arn = match &raw.role_arn {
             Some(value) => {
                 let arn = self
-                    .text(value, "role_arn", ROLE_ARN_EXAMPLE, true, 512)?
+                    .text(
+                        value,
+                        "role_arn",
+                        ROLE_ARN_EXAMPLE,
+                        true,
+                        MAX_ROLE_ARN_BYTES,
+                    )?
                     .trim();
                 if is_role_arn(arn) {
                     Ok(arn.to_owned())
