@@ -31,10 +31,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::cvm_role::{
-    CvmRole, CvmRoleError, MAX_SECRET_ID_BYTES, credential_field, expiry, forced_refresh_at,
-    retry_delay,
-};
+use super::cvm_role::{CvmRole, CvmRoleError, MAX_SECRET_ID_BYTES, credential_field, expiry};
+use super::refresh::{Refresher, refresh_loop};
 use super::{
     CredentialError, CredentialSettings, Credentials, Environment, MAX_SECRET_CHARS,
     MAX_TOKEN_CHARS, Resolved, is_cam_role_name, resolve,
@@ -390,8 +388,8 @@ pub fn renew_after(now_unix: i64, expires_at: i64, requested: Duration) -> Durat
 ///   so that a refused role fails start-up); the first renewal is scheduled from it. `None`:
 ///   fetch at once.
 /// - A failed fetch logs a warning (target `cwp_portwatch::assume_role`, fields `error_code`,
-///   `api_code`) and is retried after [`retry_delay`] (1 s, 2 s, … 60 s); the last good
-///   credentials stay in use.
+///   `api_code`) and is retried after [`super::cvm_role::retry_delay`] (1 s, 2 s, … 60 s); the
+///   last good credentials stay in use.
 /// - `refresh_now.notify_one()` (the engine, on `AuthFailure.TokenFailure` or refused
 ///   credentials) cuts the sleep short, but never sooner than 1 s after the previous fetch.
 /// - `shutdown` stops it at once, also in the middle of a fetch.
@@ -402,11 +400,13 @@ pub async fn run_renewer(
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    renew_loop(role, in_use_until, on_update, refresh_now, shutdown).await;
+    let first_wait = in_use_until
+        .map(|expires_at| renew_after(role.server_now(), expires_at, role.request.duration));
+    refresh_loop(Renewer(role), first_wait, on_update, refresh_now, shutdown).await;
 }
 
-/// What the renewal loop needs of an [`AssumeRole`]: a seam so that its schedule is tested
-/// under paused time with a fake, without a network.
+/// What the renewal needs of an [`AssumeRole`]: a seam so that the schedule is tested under
+/// paused time with a fake, without a network.
 trait Renewable {
     /// One `AssumeRole` round.
     fn fetch(&self) -> impl Future<Output = Result<AssumedCredentials, AssumeRoleError>> + Send;
@@ -430,77 +430,59 @@ impl Renewable for AssumeRole {
     }
 }
 
-/// [`run_renewer`]'s loop.
-async fn renew_loop(
-    role: impl Renewable,
-    in_use_until: Option<i64>,
-    on_update: impl Fn(Credentials),
-    refresh_now: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    let mut delay = match in_use_until {
-        Some(expires_at) => renew_after(role.server_now(), expires_at, role.request().duration),
-        None => Duration::ZERO,
-    };
-    let mut fetched_at = tokio::time::Instant::now();
-    loop {
-        let listen = failures == 0;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-            _ = async {
-                refresh_now.notified().await;
-                tokio::time::sleep_until(forced_refresh_at(fetched_at)).await;
-            }, if listen => {
-                tracing::debug!(target: TARGET, "AssumeRole renewal requested");
-            }
+/// A [`Renewable`] as the shared refresh loop drives it: renewed at [`renew_after`], logged
+/// under this module's target.
+struct Renewer<R>(R);
+
+impl<R: Renewable> Refresher for Renewer<R> {
+    type Fresh = AssumedCredentials;
+    type Error = AssumeRoleError;
+
+    fn fetch(&self) -> impl Future<Output = Result<AssumedCredentials, AssumeRoleError>> + Send {
+        self.0.fetch()
+    }
+
+    fn fetched(&self, fresh: &AssumedCredentials, failures: u32) -> Duration {
+        let request = self.0.request();
+        let delay = renew_after(self.0.server_now(), fresh.expires_at, request.duration);
+        tracing::debug!(
+            target: TARGET,
+            role_arn = %request.role_arn,
+            secret_id = %fresh.credentials.secret_id,
+            expires_at = fresh.expires_at,
+            renew_in_secs = delay.as_secs(),
+            request_id = %fresh.request_id,
+            "AssumeRole credentials renewed"
+        );
+        if failures > 0 {
+            tracing::info!(
+                target: TARGET,
+                role_arn = %request.role_arn,
+                failures,
+                "AssumeRole credentials renewed again after failures"
+            );
         }
-        let fetched = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            fetched = role.fetch() => fetched,
-        };
-        fetched_at = tokio::time::Instant::now();
-        delay = match fetched {
-            Ok(fresh) => {
-                let delay =
-                    renew_after(role.server_now(), fresh.expires_at, role.request().duration);
-                tracing::debug!(
-                    target: TARGET,
-                    role_arn = %role.request().role_arn,
-                    secret_id = %fresh.credentials.secret_id,
-                    expires_at = fresh.expires_at,
-                    renew_in_secs = delay.as_secs(),
-                    request_id = %fresh.request_id,
-                    "AssumeRole credentials renewed"
-                );
-                if failures > 0 {
-                    tracing::info!(
-                        target: TARGET,
-                        role_arn = %role.request().role_arn,
-                        failures,
-                        "AssumeRole credentials renewed again after failures"
-                    );
-                }
-                failures = 0;
-                on_update(fresh.credentials);
-                delay
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let delay = retry_delay(failures);
-                tracing::warn!(
-                    target: TARGET,
-                    error_code = error.code(),
-                    api_code = error.api_code().unwrap_or(""),
-                    error = %error,
-                    failures,
-                    retry_in_secs = delay.as_secs(),
-                    "cannot renew AssumeRole credentials; retrying"
-                );
-                delay
-            }
-        };
+        delay
+    }
+
+    fn into_credentials(fresh: AssumedCredentials) -> Credentials {
+        fresh.credentials
+    }
+
+    fn failed(&self, error: &AssumeRoleError, failures: u32, retry_in: Duration) {
+        tracing::warn!(
+            target: TARGET,
+            error_code = error.code(),
+            api_code = error.api_code().unwrap_or(""),
+            error = %error,
+            failures,
+            retry_in_secs = retry_in.as_secs(),
+            "cannot renew AssumeRole credentials; retrying"
+        );
+    }
+
+    fn requested(&self) {
+        tracing::debug!(target: TARGET, "AssumeRole renewal requested");
     }
 }
 
@@ -790,9 +772,11 @@ mod tests {
         let refresh_now = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let start = tokio::time::Instant::now();
-        let task = tokio::spawn(renew_loop(
-            sts,
-            in_use_until,
+        let first_wait = in_use_until
+            .map(|expires_at| renew_after(sts.server_now(), expires_at, sts.request().duration));
+        let task = tokio::spawn(refresh_loop(
+            Renewer(sts),
+            first_wait,
             move |c: Credentials| seen.lock().unwrap().push(c.secret_id),
             refresh_now.clone(),
             shutdown.clone(),

@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Credentials;
+use super::refresh::{Refresher, refresh_loop};
 use crate::api::body::{BodyError, read_capped};
 use crate::clock::unix_now;
 use crate::endpoint::with_trailing_slash;
@@ -492,64 +493,58 @@ pub async fn run_refresher(
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut failures: u32 = 0;
-    loop {
-        let fetched = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            fetched = role.fetch() => fetched,
-        };
-        let fetched_at = tokio::time::Instant::now();
-        let delay = match fetched {
-            Ok(fresh) => {
-                let delay = refresh_at(unix_now(), fresh.expires_at);
-                if failures > 0 {
-                    tracing::info!(
-                        target: TARGET,
-                        role = %fresh.role,
-                        secret_id = %fresh.credentials.secret_id,
-                        expires_at = fresh.expires_at,
-                        failures,
-                        "CVM role credentials fetched again after failures"
-                    );
-                } else {
-                    tracing::debug!(
-                        target: TARGET,
-                        role = %fresh.role,
-                        secret_id = %fresh.credentials.secret_id,
-                        expires_at = fresh.expires_at,
-                        refresh_in_secs = delay.as_secs(),
-                        "CVM role credentials fetched"
-                    );
-                }
-                failures = 0;
-                on_update(fresh.credentials);
-                delay
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let delay = retry_delay(failures);
-                tracing::warn!(
-                    target: TARGET,
-                    error_code = error.code(),
-                    error = %error,
-                    failures,
-                    retry_in_secs = delay.as_secs(),
-                    "cannot fetch CVM role credentials; retrying"
-                );
-                delay
-            }
-        };
-        let listen = failures == 0;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-            _ = async {
-                refresh_now.notified().await;
-                tokio::time::sleep_until(forced_refresh_at(fetched_at)).await;
-            }, if listen => {
-                tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
-            }
+    refresh_loop(role, None, on_update, refresh_now, shutdown).await;
+}
+
+impl Refresher for CvmRole {
+    type Fresh = RoleCredentials;
+    type Error = CvmRoleError;
+
+    fn fetch(&self) -> impl Future<Output = Result<RoleCredentials, CvmRoleError>> + Send {
+        CvmRole::fetch(self)
+    }
+
+    fn fetched(&self, fresh: &RoleCredentials, failures: u32) -> Duration {
+        let delay = refresh_at(unix_now(), fresh.expires_at);
+        if failures > 0 {
+            tracing::info!(
+                target: TARGET,
+                role = %fresh.role,
+                secret_id = %fresh.credentials.secret_id,
+                expires_at = fresh.expires_at,
+                failures,
+                "CVM role credentials fetched again after failures"
+            );
+        } else {
+            tracing::debug!(
+                target: TARGET,
+                role = %fresh.role,
+                secret_id = %fresh.credentials.secret_id,
+                expires_at = fresh.expires_at,
+                refresh_in_secs = delay.as_secs(),
+                "CVM role credentials fetched"
+            );
         }
+        delay
+    }
+
+    fn into_credentials(fresh: RoleCredentials) -> Credentials {
+        fresh.credentials
+    }
+
+    fn failed(&self, error: &CvmRoleError, failures: u32, retry_in: Duration) {
+        tracing::warn!(
+            target: TARGET,
+            error_code = error.code(),
+            error = %error,
+            failures,
+            retry_in_secs = retry_in.as_secs(),
+            "cannot fetch CVM role credentials; retrying"
+        );
+    }
+
+    fn requested(&self) {
+        tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
     }
 }
 

@@ -36,6 +36,7 @@ pub mod assume_role;
 pub mod cvm_role;
 mod environment;
 mod profile;
+mod refresh;
 #[cfg(test)]
 mod tests;
 
