@@ -1,4 +1,6 @@
-//! The signed CWP API client: one generic [`Client::call`] and the actions built on it.
+//! The signed CWP API client: one generic [`Client::call`] and the actions built on it. The
+//! same client signs STS calls ([`Client::for_service`]: service `sts`) for the assume-role
+//! credentials source.
 //!
 //! I/O lives here and nowhere else on the request path: build the JSON body, sign it
 //! ([`crate::signing`]), send it over a keep-alive connection pool, read the answer
