@@ -358,4 +358,81 @@ mod tests {
         );
         assert_eq!(shutdown.tasks(), 0);
     }
+
+    fn assume_role_settings(sts_endpoint: &str) -> Settings {
+        Settings::from_toml_str(
+            &format!(
+                "watchlist = \"w.toml\"\nstate_dir = \"/tmp/x\"\n[api]\n\
+                 sts_endpoint = \"{sts_endpoint}\"\n[credentials]\nsource = \"assume-role\"\n\
+                 base = \"env\"\nrole_arn = \"qcs::cam::uin/1:roleName/r\"\n\
+                 role_session_name = \"s1\"\n"
+            ),
+            Path::new("/etc/cwp/config.toml"),
+        )
+        .unwrap()
+    }
+
+    fn base_env() -> Environment {
+        Environment::from_pairs([
+            ("HOME", "/nonexistent"),
+            (
+                "TENCENTCLOUD_SECRET_ID",
+                crate::simulator::DEFAULT_SECRET_ID,
+            ),
+            (
+                "TENCENTCLOUD_SECRET_KEY",
+                crate::simulator::DEFAULT_SECRET_KEY,
+            ),
+        ])
+    }
+
+    #[tokio::test]
+    async fn assume_role_fetches_at_start_and_tracks_its_renewer() {
+        let sim = crate::simulator::RunningSimulator::start(
+            crate::simulator::SimulatorOptions::new(
+                crate::simulator::Scenario::from_toml_str("").unwrap(),
+            ),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let connected = connect(
+            &assume_role_settings(&sim.endpoint()),
+            &base_env(),
+            &shutdown,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            connected.source,
+            "STS AssumeRole of qcs::cam::uin/1:roleName/r on base credentials from environment \
+             (TENCENTCLOUD_SECRET_ID)"
+        );
+        assert_ne!(
+            connected.client.secret_id(),
+            crate::simulator::DEFAULT_SECRET_ID
+        );
+        assert!(connected.refresh.is_some());
+        assert_eq!(shutdown.tasks(), 1, "the renewer runs on the tracker");
+        assert!(shutdown.clone().finish(Duration::from_secs(5)).await);
+        assert_eq!(shutdown.tasks(), 0);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_sts_fails_start_up_with_its_code() {
+        let shutdown = Shutdown::new();
+        let error = connect(
+            &assume_role_settings("http://127.0.0.1:9"),
+            &base_env(),
+            &shutdown,
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 9");
+        assert_eq!(error.code(), "AssumeRoleError.Unavailable", "{error}");
+        assert!(error.to_string().contains("qcs::cam::uin/1:roleName/r"));
+        assert_eq!(shutdown.tasks(), 0);
+    }
 }
