@@ -73,7 +73,7 @@ const TYPE_HINTS: TypeHints = TypeHints {
             "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
                 .to_owned(),
         ),
-        "timeout" | "interval" | "collecting_interval" | "offline_interval" => {
+        "timeout" | "interval" | "collecting_interval" | "offline_interval" | "duration" => {
             Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
         }
         _ => None,

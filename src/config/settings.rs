@@ -48,6 +48,9 @@ pub struct ApiSettings {
     pub max_in_flight: usize,
     /// Per-request timeout, > 0, default 10 s.
     pub timeout: Duration,
+    /// STS, for `source = "assume-role"`: same rules as `endpoint`. Default
+    /// [`crate::credentials::assume_role::DEFAULT_STS_ENDPOINT`].
+    pub sts_endpoint: Url,
 }
 
 /// `[poll]`: how often an agent is polled, by what we last saw of it. All > 0.

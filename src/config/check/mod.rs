@@ -24,6 +24,7 @@ use super::{
     ApiSettings, DEFAULT_ENDPOINT, INTERVAL_RANGE, LogFormat, LogSettings, MAX_IN_FLIGHT,
     MAX_REQUESTS_PER_SECOND, PollSettings, Settings, TIMEOUT_RANGE,
 };
+use crate::credentials::assume_role::DEFAULT_STS_ENDPOINT;
 use crate::endpoint::is_loopback;
 use crate::problems::{ConfigErrors, ProblemList, Reported, shown, text_problem};
 
@@ -354,7 +355,12 @@ impl Check<'_> {
             Duration::from_secs(10),
             &TIMEOUT_RANGE,
         );
+        let sts_endpoint = match raw.and_then(|api| api.sts_endpoint.as_ref()) {
+            Some(value) => self.endpoint(value, "sts_endpoint", true, DEFAULT_STS_ENDPOINT),
+            None => Ok(Url::parse(DEFAULT_STS_ENDPOINT).expect("default STS endpoint is a URL")),
+        };
         Ok(ApiSettings {
+            sts_endpoint: sts_endpoint?,
             endpoint: endpoint?,
             region: region?,
             requests_per_second: requests_per_second?,
