@@ -308,9 +308,11 @@ mod tests {
         let mut after_tp = false;
         for line in CONFIG_MAN_PAGE.lines() {
             if let Some(heading) = line.strip_prefix(".SS ") {
+                // `[api]`, and `[[account]]` for an array of tables.
                 table = heading
-                    .strip_prefix('[')
-                    .and_then(|h| h.strip_suffix(']'))
+                    .strip_prefix("[[")
+                    .and_then(|h| h.strip_suffix("]]"))
+                    .or_else(|| heading.strip_prefix('[').and_then(|h| h.strip_suffix(']')))
                     .unwrap_or("")
                     .to_owned();
             } else if after_tp && let Some(key) = line.strip_prefix(".B ") {

@@ -416,14 +416,16 @@ impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
 }
 
 /// Emits at a level chosen at run time (tracing's macros want a constant level).
+/// Every event gets `account` while an [`crate::account_sink::AccountSink`] emits it
+/// (several accounts); a `None` field is not written at all.
 macro_rules! at_level {
     ($level:expr, $($rest:tt)+) => {
         match $level {
-            Level::ERROR => tracing::event!(target: TARGET, Level::ERROR, $($rest)+),
-            Level::WARN => tracing::event!(target: TARGET, Level::WARN, $($rest)+),
-            Level::INFO => tracing::event!(target: TARGET, Level::INFO, $($rest)+),
-            Level::DEBUG => tracing::event!(target: TARGET, Level::DEBUG, $($rest)+),
-            _ => tracing::event!(target: TARGET, Level::TRACE, $($rest)+),
+            Level::ERROR => tracing::event!(target: TARGET, Level::ERROR, account = crate::account_sink::current_account().as_deref(), $($rest)+),
+            Level::WARN => tracing::event!(target: TARGET, Level::WARN, account = crate::account_sink::current_account().as_deref(), $($rest)+),
+            Level::INFO => tracing::event!(target: TARGET, Level::INFO, account = crate::account_sink::current_account().as_deref(), $($rest)+),
+            Level::DEBUG => tracing::event!(target: TARGET, Level::DEBUG, account = crate::account_sink::current_account().as_deref(), $($rest)+),
+            _ => tracing::event!(target: TARGET, Level::TRACE, account = crate::account_sink::current_account().as_deref(), $($rest)+),
         }
     };
 }

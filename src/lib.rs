@@ -45,6 +45,7 @@
 
 #![deny(missing_docs)]
 
+pub mod account_sink;
 pub mod agent_uuid;
 pub mod api;
 pub mod cli;

@@ -251,6 +251,21 @@ impl StateFile {
         }
     }
 
+    /// The state file of `account` in `state_dir`: `state.<account>.json`, except the
+    /// `default` account's, which keeps the single-account name so an upgrade to several
+    /// accounts loses nothing. One file per account (rather than one keyed by account): each
+    /// engine saves its own file with the saver it already has, and a damaged file costs one
+    /// account its history, not all of them. `account` is `[a-z0-9_-]{1,32}` (checked by the
+    /// config), so the name stays inside `state_dir`.
+    pub fn for_account(state_dir: &Path, account: &str) -> Self {
+        if account == crate::config::DEFAULT_ACCOUNT {
+            return StateFile::in_dir(state_dir);
+        }
+        StateFile {
+            path: state_dir.join(format!("state.{account}.json")),
+        }
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -336,10 +351,15 @@ impl StateFile {
             source,
         };
         let stamp = crate::clock::unix_now();
+        // `state.<account>.json` keeps its own name: the copy says whose state it was.
+        let file_name = self
+            .path
+            .file_name()
+            .map_or_else(|| FILE_NAME.into(), |n| n.to_string_lossy());
         for n in 0..MAX_DAMAGED_NAMES {
             let name = match n {
-                0 => format!("{FILE_NAME}.damaged-{stamp}"),
-                n => format!("{FILE_NAME}.damaged-{stamp}.{n}"),
+                0 => format!("{file_name}.damaged-{stamp}"),
+                n => format!("{file_name}.damaged-{stamp}.{n}"),
             };
             let target = self.path.with_file_name(name);
             match rename_no_replace(&self.path, &target) {

@@ -17,15 +17,24 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use tokio::sync::watch;
 
+use std::pin::Pin;
+use std::task::Poll;
+
+use crate::account_sink::AccountSink;
 use crate::api::Client;
 use crate::config::Settings;
+use crate::config::accounts::AccountPlan;
 use crate::discovery::{self, Discovered, Discovery};
 use crate::engine::Control;
+use crate::engine::{Engine, EngineReport, EngineStatus};
 use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
+use crate::logging;
+use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
 use crate::watchlist::Agent;
+use crate::watchlist::Watchlist;
 
 use super::CommandError;
 use super::reload::apply_reload;
@@ -34,9 +43,14 @@ use super::startup::{self, engine_config};
 /// How often `STATUS=` is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until SIGTERM/SIGINT (or the engine's death).
+/// Runs the daemon until SIGTERM/SIGINT (or an engine's death).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
-    let (settings, watchlist) = startup::load_and_log(config)?;
+    let (settings, plans) = startup::load_accounts(config)
+        .map_err(CommandError::from)
+        .and_then(|loaded| {
+            logging::init(loaded.0.log.format, &loaded.0.log.level)?;
+            Ok(loaded)
+        })?;
     // Bound before anything else starts: a taken port fails the start, clearly.
     let metrics = startup::metrics(&settings.metrics).await?;
     // The registry sees the events the log sees, from the same sink: counters agree with
@@ -46,82 +60,60 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         None => Arc::new(TracingSink),
     };
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
-    let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
-    // Discovered agents are not known until the first discovery: their persisted statuses are
-    // seeded into the engine (kept and saved, not polled) instead of being forgotten by an
-    // engine that starts with the listed ones; the first discovery forgets those it did not find.
-    let (known, held) = if settings.discovery.enabled {
-        hold_unlisted(known, &watchlist.agents)
-    } else {
-        (known, KnownMap::new())
-    };
+    state::prepare_dir(&settings.state_dir)?;
+    let several = settings.several_accounts();
     let shutdown = Shutdown::new();
-    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let connected = startup::connect(
-        &settings,
-        &crate::credentials::Environment::from_process(),
-        &shutdown,
-    )
-    .await;
-    // Discovery sends through its own clone of the client (same credentials, its own limiter).
-    let discovery_client = connected.as_ref().ok().map(|c| c.client.clone());
-    let engine = connected.map(|connected| {
-        startup::engine_for(
-            connected,
-            &settings,
-            &watchlist.agents,
-            sink.clone(),
-            known,
-            false,
+    // Every account's discovery results, tagged with the account's index.
+    let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut accounts = Vec::with_capacity(plans.len());
+    for (index, (plan, watchlist)) in plans.into_iter().enumerate() {
+        // With one account, events and metrics stay exactly as they were.
+        let account_sink: Arc<dyn EventSink> = if several {
+            Arc::new(AccountSink::new(sink.clone(), &plan.name))
+        } else {
+            sink.clone()
+        };
+        let started = AccountRun::start(
+            index,
+            plan,
+            watchlist,
+            account_sink,
+            metrics.as_ref().map(|(registry, _)| registry),
+            &shutdown,
+            &found_tx,
         )
-    });
-    let engine = match engine {
-        Ok(engine) => {
-            let engine = engine.with_state(state).with_control(control_rx);
-            match &metrics {
-                Some((registry, _)) => engine.with_metrics(registry.clone()),
-                None => engine,
+        .await;
+        match started {
+            Ok(account) => accounts.push(account),
+            Err(e) => {
+                // Refreshers and discoveries already started must not outlive the failure.
+                shutdown.finish(shutdown::GRACE).await;
+                return Err(e);
             }
         }
-        Err(e) => {
-            // The CVM-role refresher may already run; it must not outlive the failure.
-            shutdown.finish(shutdown::GRACE).await;
-            return Err(e);
-        }
-    };
-    // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice,
-    // unless discovery needs the listed agents to merge each of its results with.
-    let mut listed = if settings.discovery.enabled {
-        watchlist.agents
-    } else {
-        drop(watchlist);
-        Vec::new()
-    };
-    let mut discovery = Discovering::start(
-        &settings,
-        discovery_client,
-        held,
-        &control,
-        sink.clone(),
-        &shutdown,
-    );
-    let status = engine.status();
+    }
     if let Some((registry, server)) = metrics {
-        shutdown.spawn(server.serve(registry, status.clone(), shutdown.token()));
+        // `/healthz` follows the first account's heartbeat; each engine beats on its own
+        // timer, so one stuck loop among several is caught by the watchdog below instead.
+        let status = accounts[0].status.clone();
+        shutdown.spawn(server.serve(registry, status, shutdown.token()));
     }
     let version = env!("CARGO_PKG_VERSION").to_string();
-    let agents = engine.agent_count();
+    let agents: usize = accounts.iter().map(AccountRun::agent_count).sum();
     sink.emit(&Event::DaemonStarted {
         version: version.clone(),
         agents,
     });
-    sink.emit(&Event::WatchlistLoaded {
-        agents,
-        added: agents,
-        removed: 0,
-        source: WatchlistSource::Watchlist,
-        skipped: 0,
-    });
+    for account in &accounts {
+        let agents = account.agent_count();
+        account.sink.emit(&Event::WatchlistLoaded {
+            agents,
+            added: agents,
+            removed: 0,
+            source: WatchlistSource::Watchlist,
+            skipped: 0,
+        });
+    }
     // Signal handlers before READY=1: a SIGHUP or SIGTERM right after start must not kill us.
     let handlers =
         StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?)));
@@ -133,41 +125,44 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         }
     };
     shutdown.cancel_on(stop);
-    let mut engine_task = shutdown.spawn(engine.run(shutdown.token()));
+    for account in &mut accounts {
+        account.spawn(&shutdown);
+    }
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&format!("watching {agents} agents, starting")),
     ]);
 
-    // STATUS every few seconds; WATCHDOG=1 every half of WatchdogSec, and only while the
+    // STATUS every few seconds; WATCHDOG=1 every half of WatchdogSec, and only while every
     // dispatcher's heartbeat advances, so a wedged loop gets restarted by systemd.
     let watchdog = sd_notify::watchdog_enabled();
     let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_beats = 0;
-    let mut current = settings;
+    let mut last_beats: Vec<u64> = vec![0; accounts.len()];
     let engine_result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
-            result = &mut engine_task => break Some(result),
-            found = discovery.next() => {
-                discovery.apply(found, &listed, &current, &control, sink.as_ref()).await;
+            finished = first_finished(&mut accounts) => break Some(finished),
+            Some((index, found)) = found_rx.recv() => {
+                let account: &mut AccountRun = &mut accounts[index];
+                account
+                    .discovery
+                    .apply(found, &account.listed, &account.settings, &account.control, account.sink.as_ref())
+                    .await;
             }
             _ = hup.recv() => {
-                let discovered = discovery.last.clone();
-                let (settings, new_listed) =
-                    reload(&current, &control, sink.as_ref(), discovered.as_deref()).await;
-                current = settings;
-                if let (Some(new_listed), true) = (new_listed, current.discovery.enabled) {
-                    listed = new_listed;
-                }
-                notify(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
+                reload(&settings.config_path, &mut accounts, sink.as_ref()).await;
+                notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&accounts))]);
             }
             _ = ticker.tick() => {
-                let beats = status.beats.load(Ordering::Relaxed);
-                let line = status.line();
-                if watchdog.is_some() && beats != last_beats {
+                let beats: Vec<u64> = accounts
+                    .iter()
+                    .map(|a| a.status.beats.load(Ordering::Relaxed))
+                    .collect();
+                let line = status_line(&accounts);
+                let all_advanced = beats.iter().zip(&last_beats).all(|(now, last)| now != last);
+                if watchdog.is_some() && all_advanced {
                     notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
                 } else {
                     notify(&[NotifyState::Status(&line)]);
@@ -181,30 +176,222 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         NotifyState::Status("stopping: waiting for answers in flight"),
     ]);
     shutdown.cancel();
-    // The engine drains its answers in flight within its own bound; then the rest stops.
-    let result = match engine_result {
-        Some(r) => r,
-        None => engine_task.await,
-    };
-    shutdown.finish(shutdown::GRACE).await;
-    let agents = match result {
-        Ok((engine, _)) => engine.agent_count(),
-        Err(e) => {
-            tracing::error!("the polling engine failed: {e}");
-            return Err(CommandError::Engine(e.to_string()));
+    // Each engine drains its answers in flight within its own bound; then the rest stops.
+    let mut results = Vec::with_capacity(accounts.len());
+    results.extend(engine_result.map(|(_, result)| result));
+    for account in &mut accounts {
+        if let Some(task) = account.task.take() {
+            results.push(task.await);
         }
-    };
+    }
+    shutdown.finish(shutdown::GRACE).await;
+    let mut agents = 0;
+    for result in results {
+        match result {
+            Ok((engine, _)) => agents += engine.agent_count(),
+            Err(e) => {
+                tracing::error!("the polling engine failed: {e}");
+                return Err(CommandError::Engine(e.to_string()));
+            }
+        }
+    }
     sink.emit(&Event::DaemonStopping { version, agents });
     Ok(ExitCode::SUCCESS)
+}
+
+/// What one engine's task yields.
+type EngineOutcome = Result<(Engine<Client>, EngineReport), tokio::task::JoinError>;
+
+/// One account's share of the daemon: its own engine (limiters, rate control, credentials
+/// gate, client), state file, discovery and listed agents. Accounts share only the event
+/// sink, the metrics registry and the shutdown.
+struct AccountRun {
+    /// `default` or the `[[account]]` name.
+    name: String,
+    /// The settings this account runs with (shared ones + its own).
+    settings: Settings,
+    /// The shared sink, marking this account's events when there are several.
+    sink: Arc<dyn EventSink>,
+    /// Reloads, seeds and forgets for its engine.
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
+    discovery: Discovering,
+    /// The listed agents, kept only while discovery needs them to merge with.
+    listed: Vec<Agent>,
+    status: Arc<EngineStatus>,
+    /// Built, not yet running (until the signal handlers are in place).
+    engine: Option<Engine<Client>>,
+    /// Running.
+    task: Option<tokio::task::JoinHandle<(Engine<Client>, EngineReport)>>,
+}
+
+impl AccountRun {
+    /// Loads its state, connects its client (starting its credentials refresher), builds
+    /// its engine and starts its discovery, whose results go to `found` tagged `index`.
+    async fn start(
+        index: usize,
+        plan: AccountPlan,
+        watchlist: Watchlist,
+        sink: Arc<dyn EventSink>,
+        metrics: Option<&Arc<Metrics>>,
+        shutdown: &Shutdown,
+        found: &tokio::sync::mpsc::UnboundedSender<(usize, Arc<Discovered>)>,
+    ) -> Result<AccountRun, CommandError> {
+        let settings = plan.settings;
+        let state_file = StateFile::for_account(&settings.state_dir, &plan.name);
+        let (state, known) = load_state(state_file, sink.as_ref())?;
+        // Discovered agents are not known until the first discovery: their persisted
+        // statuses are seeded into the engine (kept and saved, not polled) instead of being
+        // forgotten by an engine that starts with the listed ones; the first discovery
+        // forgets those it did not find.
+        let (known, held) = if settings.discovery.enabled {
+            hold_unlisted(known, &watchlist.agents)
+        } else {
+            (known, KnownMap::new())
+        };
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+        let connected = startup::connect(
+            &settings,
+            &crate::credentials::Environment::from_process(),
+            shutdown,
+        )
+        .await?;
+        // Discovery sends through its own clone of the client (same credentials, its own
+        // limiter).
+        let discovery_client = connected.client.clone();
+        let engine = startup::engine_for(
+            connected,
+            &settings,
+            &watchlist.agents,
+            sink.clone(),
+            known,
+            false,
+        )
+        .with_state(state)
+        .with_control(control_rx);
+        let engine = match metrics {
+            Some(registry) => engine.with_metrics(registry.clone()),
+            None => engine,
+        };
+        // The engine keeps its own compact copy; 100k agents' worth of strings need not stay
+        // twice, unless discovery needs the listed agents to merge each of its results with.
+        let listed = if settings.discovery.enabled {
+            watchlist.agents
+        } else {
+            drop(watchlist);
+            Vec::new()
+        };
+        let mut discovery = Discovering::start(
+            &settings,
+            Some(discovery_client),
+            held,
+            &control,
+            sink.clone(),
+            shutdown,
+        );
+        discovery.forward(index, found.clone(), shutdown);
+        Ok(AccountRun {
+            name: plan.name,
+            status: engine.status(),
+            settings,
+            sink,
+            control,
+            discovery,
+            listed,
+            engine: Some(engine),
+            task: None,
+        })
+    }
+
+    /// Agents watched now.
+    fn agent_count(&self) -> usize {
+        self.status.agents.load(Ordering::Relaxed) as usize
+    }
+
+    /// Starts the engine on `shutdown`'s tracker.
+    fn spawn(&mut self, shutdown: &Shutdown) {
+        if let Some(engine) = self.engine.take() {
+            self.task = Some(shutdown.spawn(engine.run(shutdown.token())));
+        }
+    }
+
+    /// Applies a reloaded config's view of this account, or keeps what runs and says why.
+    async fn reload(&mut self, new: Settings, new_listed: Vec<Agent>) {
+        let (settings, not_applied) = apply_reload(&self.settings, new);
+        // The file dropped `watchlist` because it turns [discovery] on, which waits for a
+        // restart: applied now, the watchlist would be empty and every agent would stop.
+        if settings.watchlist_path.is_none() && !settings.discovery.enabled {
+            self.sink.emit(&Event::ConfigRejected {
+                error_message: "`watchlist` may be left out only while [discovery] runs, and \
+                                turning [discovery] on takes a restart: keep `watchlist` until \
+                                then, or restart the daemon"
+                    .to_owned(),
+            });
+            return;
+        }
+        if !not_applied.is_empty() {
+            tracing::warn!(
+                account = %self.name,
+                "reload: {} take effect at the next restart; the watchlist, rate and intervals apply now",
+                not_applied.join(", ")
+            );
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        // Discovered agents stay across a reload: the file only changes what is listed.
+        let sent = self.control.send(Control::Reload {
+            agents: discovery::agents_to_watch(&new_listed, self.discovery.last.as_deref()),
+            config: engine_config(&settings, false),
+            reply,
+        });
+        if let (Ok(()), Ok((agents, added, removed))) = (sent, answer.await) {
+            self.sink.emit(&Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+                source: WatchlistSource::Watchlist,
+                skipped: 0,
+            });
+            if settings.discovery.enabled {
+                self.listed = new_listed;
+            }
+            self.settings = settings;
+        }
+    }
+}
+
+/// The first engine task to end, with its account's index (pending while none has).
+async fn first_finished(accounts: &mut [AccountRun]) -> (usize, EngineOutcome) {
+    std::future::poll_fn(|cx| {
+        for (index, account) in accounts.iter_mut().enumerate() {
+            let Some(task) = &mut account.task else {
+                continue;
+            };
+            if let Poll::Ready(result) = Pin::new(task).poll(cx) {
+                account.task = None;
+                return Poll::Ready((index, result));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// `STATUS=`: the one engine's line, or one part per account.
+fn status_line(accounts: &[AccountRun]) -> String {
+    match accounts {
+        [one] => one.status.line(),
+        several => several
+            .iter()
+            .map(|a| format!("{}: {}", a.name, a.status.line()))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    }
 }
 
 /// The state file and the statuses it holds, once `state_dir` proved usable
 /// ([`state::prepare_dir`]). A file that cannot be read is kept under another name, reported
 /// (`state_damaged` with `moved_to`), and the daemon starts fresh rather than refusing to run;
 /// only a `state_dir` that cannot be used, or such a file that cannot be kept, stops it.
-fn load_state(state_dir: &Path, sink: &dyn EventSink) -> Result<(StateFile, KnownMap), StateError> {
-    state::prepare_dir(state_dir)?;
-    let state = StateFile::in_dir(state_dir);
+fn load_state(state: StateFile, sink: &dyn EventSink) -> Result<(StateFile, KnownMap), StateError> {
     let (known, set_aside) = state.load_keeping_damaged()?;
     if let Some(SetAside { error, moved_to }) = set_aside {
         sink.emit(&Event::StateDamaged {
@@ -234,73 +421,52 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// SIGHUP: re-read config and watchlist; apply them, or keep the running ones and say why.
-/// Returns the settings now in force and, when the new watchlist was applied, its agents.
-async fn reload(
-    current: &Settings,
-    control: &tokio::sync::mpsc::UnboundedSender<Control>,
-    sink: &dyn EventSink,
-    discovered: Option<&Discovered>,
-) -> (Settings, Option<Vec<Agent>>) {
+/// SIGHUP: re-read the config and every account's watchlist; apply them per account, or
+/// keep the running ones and say why. Adding or removing an account waits for a restart
+/// (its engine, credentials and state file are set up at start).
+async fn reload(config: &Path, accounts: &mut [AccountRun], sink: &dyn EventSink) {
     // RELOADING=1 and MONOTONIC_USEC in one datagram, as systemd expects.
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     }
-    let path = current.config_path.clone();
-    let loaded = tokio::task::spawn_blocking(move || startup::load(&path)).await;
-    let (settings, watchlist) = match loaded {
-        Ok(Ok(pair)) => pair,
+    let path = config.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || startup::load_accounts(&path)).await;
+    let mut plans = match loaded {
+        Ok(Ok((_, plans))) => plans,
         Ok(Err(problems)) => {
             sink.emit(&Event::ConfigRejected {
                 error_message: problems.to_string(),
             });
-            return (current.clone(), None);
+            return;
         }
         Err(e) => {
             sink.emit(&Event::ConfigRejected {
                 error_message: format!("reload failed: {e}"),
             });
-            return (current.clone(), None);
+            return;
         }
     };
-    let (settings, not_applied) = apply_reload(current, settings);
-    // The file dropped `watchlist` because it turns [discovery] on, which waits for a restart:
-    // applied now, the watchlist would be empty and every agent would stop.
-    if settings.watchlist_path.is_none() && !settings.discovery.enabled {
-        sink.emit(&Event::ConfigRejected {
-            error_message: "`watchlist` may be left out only while [discovery] runs, and turning \
-                            [discovery] on takes a restart: keep `watchlist` until then, or \
-                            restart the daemon"
-                .to_owned(),
-        });
-        return (current.clone(), None);
-    }
-    if !not_applied.is_empty() {
-        tracing::warn!(
-            "reload: {} take effect at the next restart; the watchlist, rate and intervals apply now",
-            not_applied.join(", ")
-        );
-    }
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    // Discovered agents stay across a reload: the file only changes what is listed.
-    let sent = control.send(Control::Reload {
-        agents: discovery::agents_to_watch(&watchlist.agents, discovered),
-        config: engine_config(&settings, false),
-        reply,
-    });
-    match (sent, answer.await) {
-        (Ok(()), Ok((agents, added, removed))) => {
-            sink.emit(&Event::WatchlistLoaded {
-                agents,
-                added,
-                removed,
-                source: WatchlistSource::Watchlist,
-                skipped: 0,
-            });
-            (settings, Some(watchlist.agents))
+    for (plan, _) in &plans {
+        if !accounts.iter().any(|a| a.name == plan.name) {
+            tracing::warn!(
+                account = %plan.name,
+                "reload: a new account starts at the next restart"
+            );
         }
-        _ => (current.clone(), None),
+    }
+    for account in accounts.iter_mut() {
+        match plans.iter().position(|(plan, _)| plan.name == account.name) {
+            Some(at) => {
+                let (plan, watchlist) = plans.swap_remove(at);
+                account.reload(plan.settings, watchlist.agents).await;
+            }
+            None => tracing::warn!(
+                account = %account.name,
+                "reload: the account is no longer configured; it keeps running as it is until \
+                 the next restart"
+            ),
+        }
     }
 }
 
@@ -354,17 +520,36 @@ impl Discovering {
         }
     }
 
-    /// The next complete pass; pending forever when discovery is off or has stopped.
-    async fn next(&mut self) -> Arc<Discovered> {
-        if let Some(rx) = &mut self.updates {
-            while rx.changed().await.is_ok() {
-                if let Some(found) = rx.borrow_and_update().clone() {
-                    return found;
+    /// Sends each complete pass to `to`, tagged `index`, until discovery or the daemon
+    /// stops (one channel for all accounts' discoveries, so the daemon waits on one).
+    fn forward(
+        &mut self,
+        index: usize,
+        to: tokio::sync::mpsc::UnboundedSender<(usize, Arc<Discovered>)>,
+        shutdown: &Shutdown,
+    ) {
+        let Some(mut rx) = self.updates.take() else {
+            return;
+        };
+        let token = shutdown.token();
+        shutdown.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let found = rx.borrow_and_update().clone();
+                        if let Some(found) = found
+                            && to.send((index, found)).is_err()
+                        {
+                            break;
+                        }
+                    }
                 }
             }
-            self.updates = None;
-        }
-        std::future::pending().await
+        });
     }
 
     /// Applies `found` (merged with `listed`) unless it equals the last one applied.

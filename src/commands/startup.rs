@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::api::{Client, ClientOptions};
+use crate::config::accounts::AccountPlan;
 use crate::config::{ConfigErrors, CredentialSettings, MetricsSettings, Settings};
 use crate::credentials::assume_role::{
     AssumeRole, AssumeRoleError, BaseCredentials, StsOptions, run_renewer,
@@ -33,15 +34,46 @@ pub fn load(config: &Path) -> Result<(Settings, Watchlist), ConfigErrors> {
         add_watchlist_problems(config, &mut problems);
         problems
     })?;
-    let watchlist = match &settings.watchlist_path {
-        Some(path) => Watchlist::load(path)?,
+    let watchlist = watchlist_of(&settings)?;
+    Ok((settings, watchlist))
+}
+
+/// The watchlist of one account's settings; empty with discovery alone.
+fn watchlist_of(settings: &Settings) -> Result<Watchlist, ConfigErrors> {
+    match &settings.watchlist_path {
+        Some(path) => Watchlist::load(path),
         // Discovery alone: no file, nothing listed.
-        None => Watchlist {
+        None => Ok(Watchlist {
             path: std::path::PathBuf::new(),
             agents: Vec::new(),
-        },
-    };
-    Ok((settings, watchlist))
+        }),
+    }
+}
+
+/// Loads the config and every account's watchlist ([`Settings::account_plans`]), reporting
+/// the problems of all of them at once.
+pub fn load_accounts(
+    config: &Path,
+) -> Result<(Settings, Vec<(AccountPlan, Watchlist)>), ConfigErrors> {
+    let settings = Settings::load(config).map_err(|mut problems| {
+        add_watchlist_problems(config, &mut problems);
+        problems
+    })?;
+    let mut accounts = Vec::new();
+    let mut problems: Option<ConfigErrors> = None;
+    for plan in settings.account_plans() {
+        match watchlist_of(&plan.settings) {
+            Ok(watchlist) => accounts.push((plan, watchlist)),
+            Err(more) => match &mut problems {
+                Some(problems) => problems.merge(more),
+                None => problems = Some(more),
+            },
+        }
+    }
+    match problems {
+        Some(problems) => Err(problems),
+        None => Ok((settings, accounts)),
+    }
 }
 
 /// [`load`], then logging as the config asks: what a command that logs does first. Before

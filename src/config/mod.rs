@@ -15,6 +15,7 @@
 //! [`crate::credentials`]; this module only reads it (config depends on credentials, never the
 //! reverse).
 
+pub mod accounts;
 mod check;
 mod raw;
 mod settings;
@@ -30,8 +31,9 @@ use self::raw::RawConfig;
 use crate::credentials::Environment;
 use crate::problems::{ProblemList, TypeHints, read_text};
 
+pub use self::check::accounts::{DEFAULT_ACCOUNT, valid_account_name};
 pub use self::settings::{
-    ApiSettings, LogFormat, LogSettings, MetricsSettings, PollSettings, Settings,
+    AccountSettings, ApiSettings, LogFormat, LogSettings, MetricsSettings, PollSettings, Settings,
 };
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
@@ -120,12 +122,15 @@ impl Settings {
             .as_ref()
             .and_then(|d| d.get_ref().enabled.as_ref())
             .is_some_and(|enabled| *enabled.get_ref());
+        let raw_accounts = raw.account.as_deref().unwrap_or_default();
         let watchlist_path = match &raw.watchlist {
             Some(value) => check
                 .path(value, "watchlist", "\"watchlist.toml\"", true)
                 .map(Some),
             // With discovery on, the watchlist only adds names and agents to what is found.
             None if discovering => Ok(None),
+            // Only [[account]] blocks: there is no `default` account.
+            None if !raw_accounts.is_empty() => Ok(None),
             None => Err(check.problems.general(
                 "`watchlist` is missing: add watchlist = \"watchlist.toml\" (the watchlist \
                  file, relative to this file's folder) near the top, before any [section], \
@@ -144,6 +149,7 @@ impl Settings {
         let poll = check.poll(raw.poll.as_ref());
         let log = check.log(raw.log.as_ref());
         let metrics = check.metrics(raw.metrics.as_ref());
+        let accounts = check.accounts(raw_accounts, raw.watchlist.is_some() || discovering);
 
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
@@ -157,6 +163,7 @@ impl Settings {
                 log: log?,
                 metrics: metrics?,
                 discovery: discovery?,
+                accounts: accounts?,
             })
         })();
         check.finish(settings)

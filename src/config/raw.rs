@@ -16,6 +16,18 @@ pub(super) struct RawConfig {
     pub(super) log: Option<RawLog>,
     pub(super) metrics: Option<RawMetrics>,
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
+    pub(super) account: Option<Vec<Spanned<RawAccount>>>,
+}
+
+/// One `[[account]]` block: what differs between accounts (shared settings stay top-level).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [[account]] table")]
+pub(super) struct RawAccount {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) watchlist: Option<Spanned<String>>,
+    pub(super) credentials: Option<Spanned<RawCredentials>>,
+    pub(super) discovery: Option<Spanned<RawDiscovery>>,
 }
 
 #[derive(Deserialize)]

@@ -33,6 +33,24 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `[discovery]` (the `default` account's).
     pub discovery: DiscoverySettings,
+    /// `[[account]]` blocks, in file order (see [`super::accounts`]).
+    pub accounts: Vec<AccountSettings>,
+}
+
+/// One `[[account]]`: its own region, credentials, watchlist and discovery. Everything else
+/// (endpoint, rate, intervals, state_dir, log, metrics) is shared and stays top-level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountSettings {
+    /// `[a-z0-9_-]{1,32}`, unique; used in events, metrics and the state file name.
+    pub name: String,
+    /// `X-TC-Region`; `None` when the block has no `region` (the `[api]` one applies).
+    pub region: Option<String>,
+    /// The account's watchlist; `None` only when its `[account.discovery]` is enabled.
+    pub watchlist_path: Option<PathBuf>,
+    /// `[account.credentials]`, or [`CredentialSettings::Chain`] when absent.
+    pub credentials: CredentialSettings,
+    /// `[account.discovery]`.
+    pub discovery: DiscoverySettings,
 }
 
 /// `[api]`: where requests go and how many at a time.

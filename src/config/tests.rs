@@ -899,3 +899,95 @@ fn assume_role_problems_are_named_at_their_line_and_column() {
         &["sts_endpoint", "loopback"],
     );
 }
+
+#[test]
+fn accounts_get_their_own_region_credentials_watchlist_and_discovery() {
+    let settings = parse(
+        "watchlist = \"w.toml\"\n\
+         [api]\nregion = \"ap-guangzhou\"\nrequests_per_second = 15\n\
+         [[account]]\nname = \"prod\"\nregion = \"ap-shanghai\"\nwatchlist = \"prod.toml\"\n\
+         [account.credentials]\nsource = \"file\"\nsecret_id_file = \"/run/id\"\n\
+         secret_key_file = \"/run/key\"\n\
+         [[account]]\nname = \"staging_2\"\n\
+         [account.discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n",
+    )
+    .unwrap();
+    assert!(settings.several_accounts());
+    let plans = settings.account_plans();
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["default", "prod", "staging_2"]);
+    let [default, prod, staging] = &plans[..] else {
+        unreachable!()
+    };
+    assert_eq!(default.settings.api.region.as_deref(), Some("ap-guangzhou"));
+    assert_eq!(default.settings.credentials, CredentialSettings::Chain);
+    assert_eq!(prod.settings.api.region.as_deref(), Some("ap-shanghai"));
+    assert_eq!(
+        prod.settings.watchlist_path,
+        Some(PathBuf::from("/etc/cwp-portwatch/prod.toml"))
+    );
+    assert!(matches!(
+        prod.settings.credentials,
+        CredentialSettings::File { .. }
+    ));
+    // Shared settings reach every account.
+    assert_eq!(prod.settings.api.requests_per_second, 15);
+    assert_eq!(staging.settings.api.region.as_deref(), Some("ap-guangzhou"));
+    assert_eq!(staging.settings.watchlist_path, None);
+    assert!(staging.settings.discovery.enabled);
+    assert_eq!(staging.settings.discovery.regions, ["ap-beijing"]);
+    assert!(plans.iter().all(|p| p.settings.accounts.is_empty()));
+}
+
+#[test]
+fn only_account_blocks_means_no_default_account() {
+    let settings = parse("[[account]]\nname = \"a\"\nwatchlist = \"a.toml\"\n").unwrap();
+    assert!(!settings.has_default_account());
+    assert!(!settings.several_accounts());
+    let plans = settings.account_plans();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].name, "a");
+    // "default" is free when the top level configures no account.
+    let settings = parse("[[account]]\nname = \"default\"\nwatchlist = \"a.toml\"\n").unwrap();
+    assert_eq!(settings.account_plans()[0].name, "default");
+    // Neither accounts nor a top-level watchlist: the old message stands.
+    assert!(
+        problems("state_dir = \"/x\"\n")[0]
+            .message
+            .contains("`watchlist` is missing")
+    );
+}
+
+#[test]
+fn account_problems_are_named_at_their_line_and_column() {
+    let text = "watchlist = \"w.toml\"\n\
+                [[account]]\nname = \"prod\"\nwatchlist = \"p.toml\"\n\
+                [[account]]\nname = \"prod\"\nwatchlist = \"q.toml\"\n\
+                [[account]]\nname = \"default\"\nwatchlist = \"d.toml\"\n\
+                [[account]]\nname = \"Bad Name\"\nwatchlist = \"b.toml\"\n\
+                [[account]]\nwatchlist = \"n.toml\"\nregion = \"no region!\"\n\
+                [[account]]\nname = \"nowl\"\n\
+                [account.credentials]\nsource = \"nope\"\n";
+    let found = problems(text);
+    assert_problem(&found, 6, &["\"prod\"", "used twice", "first at line 3"]);
+    assert_problem(&found, 9, &["\"default\"", "taken"]);
+    assert_problem(&found, 12, &["\"Bad Name\"", "lower-case"]);
+    // A block without a key to point at is placed at its `[[account]]` header.
+    assert_problem(&found, 14, &["no `name`"]);
+    assert_problem(&found, 16, &["`region`"]);
+    assert_problem(&found, 17, &["no `watchlist`"]);
+    assert_problem(&found, 20, &["source"]);
+    assert_eq!(found.len(), 7, "{found:#?}");
+    let dup = found.iter().find(|p| p.line == Some(6)).unwrap();
+    assert_eq!(dup.column, Some(8), "{dup:?}");
+}
+
+#[test]
+fn account_names_are_checked_by_rule() {
+    for good in ["a", "prod", "team_1-eu", &"x".repeat(32)] {
+        assert!(valid_account_name(good), "{good}");
+    }
+    for bad in ["", "Prod", "a b", "a.b", "ä", "a/b", &"x".repeat(33)] {
+        assert!(!valid_account_name(bad), "{bad}");
+    }
+}

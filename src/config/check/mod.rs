@@ -8,6 +8,7 @@
 //! Every check returns `Result<T, Reported>`: an `Err` carries the proof that a problem was
 //! recorded, so a missing value can never go unexplained.
 
+pub(super) mod accounts;
 mod credentials;
 mod discovery;
 mod metrics;
@@ -307,12 +308,12 @@ impl Check<'_> {
         }
     }
 
-    pub(super) fn api(&mut self, raw: Option<&RawApi>) -> Result<ApiSettings, Reported> {
-        let endpoint = match raw.and_then(|api| api.endpoint.as_ref()) {
-            Some(value) => self.endpoint(value, "endpoint", true, DEFAULT_ENDPOINT),
-            None => Ok(Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL")),
-        };
-        let region = match raw.and_then(|api| api.region.as_ref()) {
+    /// `region`: `None` when absent or `""`, else a region name.
+    pub(super) fn region(
+        &mut self,
+        value: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, Reported> {
+        match value {
             None => Ok(None),
             Some(value) if value.get_ref().is_empty() => Ok(None),
             Some(value) => {
@@ -333,7 +334,15 @@ impl Check<'_> {
                     ))
                 }
             }
+        }
+    }
+
+    pub(super) fn api(&mut self, raw: Option<&RawApi>) -> Result<ApiSettings, Reported> {
+        let endpoint = match raw.and_then(|api| api.endpoint.as_ref()) {
+            Some(value) => self.endpoint(value, "endpoint", true, DEFAULT_ENDPOINT),
+            None => Ok(Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL")),
         };
+        let region = self.region(raw.and_then(|api| api.region.as_ref()));
         let requests_per_second = self.integer_in(
             raw.and_then(|api| api.requests_per_second.as_ref()),
             "requests_per_second",
