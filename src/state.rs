@@ -237,6 +237,25 @@ pub struct SetAside {
     pub moved_to: PathBuf,
 }
 
+/// `version` of a file whose format this build writes as `current`: anything else is
+/// damaged, and says whether a newer build wrote it.
+pub fn check_version(path: &Path, version: u32, current: u32) -> Result<(), StateError> {
+    if version == current {
+        return Ok(());
+    }
+    let by = if version > current {
+        "a newer cwp-portwatch"
+    } else {
+        "an unknown version"
+    };
+    Err(StateError::Damaged {
+        path: path.to_path_buf(),
+        reason: format!(
+            "format version {version} written by {by} (this build reads version {current})"
+        ),
+    })
+}
+
 /// Where the state lives.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -263,6 +282,28 @@ impl StateFile {
 
     /// [`StateFile::load`] with the size limit given (tests use a small one).
     fn load_capped(&self, max_bytes: u64) -> Result<KnownMap, StateError> {
+        let Some(file) = self.read_json::<FileIn>(max_bytes)? else {
+            return Ok(HashMap::new());
+        };
+        check_version(&self.path, file.version, VERSION)?;
+        Ok(file.agents)
+    }
+
+    /// A file of this name in the same folder (the inventory's, beside the state), written
+    /// and read with the same discipline.
+    pub fn sibling(&self, file_name: &str) -> StateFile {
+        StateFile {
+            path: self.path.with_file_name(file_name),
+        }
+    }
+
+    /// Reads and parses the file as JSON; `None` when it is missing. Read only when it is a
+    /// regular file of at most `max_bytes` (checked before and while reading), opened
+    /// non-blocking: a FIFO planted here must not hang the start.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        max_bytes: u64,
+    ) -> Result<Option<T>, StateError> {
         let damaged = |reason: String| StateError::Damaged {
             path: self.path.clone(),
             reason,
@@ -271,14 +312,13 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        // Non-blocking: opening a FIFO planted here must not wait for a writer forever.
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&self.path)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(io(source)),
         };
         let meta = file.metadata().map_err(io)?;
@@ -295,23 +335,11 @@ impl StateFile {
         // the map built from it. Bounded again while reading: the file may grow meanwhile.
         let mut limited = file.take(max_bytes.saturating_add(1));
         let reader = io::BufReader::with_capacity(64 * 1024, &mut limited);
-        let parsed: Result<FileIn, _> = serde_json::from_reader(reader);
+        let parsed: Result<T, _> = serde_json::from_reader(reader);
         if limited.limit() == 0 {
             return Err(too_large());
         }
-        let file = parsed.map_err(|e| damaged(e.to_string()))?;
-        if file.version != VERSION {
-            let by = if file.version > VERSION {
-                "a newer cwp-portwatch"
-            } else {
-                "an unknown version"
-            };
-            return Err(damaged(format!(
-                "format version {} written by {by} (this build reads version {VERSION})",
-                file.version
-            )));
-        }
-        Ok(file.agents)
+        parsed.map(Some).map_err(|e| damaged(e.to_string()))
     }
 
     /// Reads the state for a daemon that starts: a missing file is an empty state, and a
@@ -336,10 +364,15 @@ impl StateFile {
             source,
         };
         let stamp = crate::clock::unix_now();
+        // `state.json` or a sibling's (`inventory.json`) own name.
+        let own = self.path.file_name().map_or_else(
+            || FILE_NAME.to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         for n in 0..MAX_DAMAGED_NAMES {
             let name = match n {
-                0 => format!("{FILE_NAME}.damaged-{stamp}"),
-                n => format!("{FILE_NAME}.damaged-{stamp}.{n}"),
+                0 => format!("{own}.damaged-{stamp}"),
+                n => format!("{own}.damaged-{stamp}.{n}"),
             };
             let target = self.path.with_file_name(name);
             match rename_no_replace(&self.path, &target) {

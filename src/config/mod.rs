@@ -30,7 +30,9 @@ use self::raw::RawConfig;
 use crate::credentials::Environment;
 use crate::problems::{ProblemList, TypeHints, read_text};
 
-pub use self::settings::{ApiSettings, LogFormat, LogSettings, PollSettings, Settings};
+pub use self::settings::{
+    ApiSettings, InventorySettings, LogFormat, LogSettings, PollSettings, Settings,
+};
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
 pub use crate::problems::{ConfigErrors, Problem, ProblemKind};
@@ -55,6 +57,16 @@ pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
 /// agent polled less than once a day is not being watched.
 pub const INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
+/// Allowed values of `inventory.rescan_interval` besides `"0s"` (off): CWP's collection
+/// takes minutes, so more often is pointless; less than once a month is no rescan.
+pub const RESCAN_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(31 * 24 * 60 * 60);
+/// The actions `[api.actions.NAME]` may name: those the daemon calls.
+pub const ACTIONS: [&str; 3] = [
+    "DescribeOpenPortTaskStatus",
+    "CreateOpenPortTask",
+    "DescribeOpenPorts",
+];
 /// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
 /// gives one.
 pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";
@@ -71,7 +83,10 @@ const TYPE_HINTS: TypeHints = TypeHints {
             "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
                 .to_owned(),
         ),
-        "timeout" | "interval" | "collecting_interval" | "offline_interval" => {
+        "enabled" | "create_missing" => Some(format!(
+            "write true or false without quotes, e.g. `{key} = true`"
+        )),
+        "timeout" | "interval" | "collecting_interval" | "offline_interval" | "rescan_interval" => {
             Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
         }
         _ => None,
@@ -129,6 +144,7 @@ impl Settings {
         };
         let poll = check.poll(raw.poll.as_ref());
         let log = check.log(raw.log.as_ref());
+        let inventory = check.inventory(raw.inventory.as_ref());
 
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
@@ -140,6 +156,7 @@ impl Settings {
                 credentials: credentials?,
                 poll: poll?,
                 log: log?,
+                inventory: inventory?,
             })
         })();
         check.finish(settings)

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) credentials: Option<Spanned<RawCredentials>>,
     pub(super) poll: Option<RawPoll>,
     pub(super) log: Option<RawLog>,
+    pub(super) inventory: Option<RawInventory>,
 }
 
 #[derive(Deserialize)]
@@ -24,6 +25,14 @@ pub(super) struct RawApi {
     pub(super) requests_per_second: Option<Spanned<i64>>,
     pub(super) max_in_flight: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
+    pub(super) actions: Option<std::collections::BTreeMap<Spanned<String>, RawAction>>,
+}
+
+/// `[api.actions.NAME]`: what differs for one API action.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [api.actions.NAME] table")]
+pub(super) struct RawAction {
+    pub(super) requests_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +60,15 @@ pub(super) struct RawPoll {
 pub(super) struct RawLog {
     pub(super) format: Option<Spanned<String>>,
     pub(super) level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [inventory] table")]
+pub(super) struct RawInventory {
+    pub(super) enabled: Option<Spanned<bool>>,
+    pub(super) rescan_interval: Option<Spanned<RawDuration>>,
+    pub(super) create_missing: Option<Spanned<bool>>,
+    pub(super) baseline: Option<Spanned<String>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

@@ -27,6 +27,22 @@ pub struct Settings {
     pub poll: PollSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[inventory]`.
+    pub inventory: InventorySettings,
+}
+
+/// `[inventory]`: the open-port inventory (off by default: status-only mode unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InventorySettings {
+    /// Fetch and compare open ports after every `COMPLETE`. Default false.
+    pub enabled: bool,
+    /// Zero: never create tasks; else `CreateOpenPortTask` for each agent whose last
+    /// completed task is older, spread evenly over the interval. Default zero.
+    pub rescan_interval: Duration,
+    /// On `NO_TASK` create a task (at most once per `rescan_interval`, else per hour).
+    pub create_missing: bool,
+    /// How an agent's first snapshot is reported. Default summary.
+    pub baseline: crate::inventory::Baseline,
 }
 
 /// `[api]`: where requests go and how many at a time.
@@ -42,6 +58,19 @@ pub struct ApiSettings {
     pub max_in_flight: usize,
     /// Per-request timeout, > 0, default 10 s.
     pub timeout: Duration,
+    /// `[api.actions.NAME] requests_per_second`: per-action overrides (1..=20) of
+    /// `requests_per_second`, by action name; empty when none.
+    pub action_rates: Vec<(String, u32)>,
+}
+
+impl ApiSettings {
+    /// The rate of `action`: its override, else `requests_per_second`.
+    pub fn rate_of(&self, action: &str) -> u32 {
+        self.action_rates
+            .iter()
+            .find(|(name, _)| name == action)
+            .map_or(self.requests_per_second, |(_, rate)| *rate)
+    }
 }
 
 /// `[poll]`: how often an agent is polled, by what we last saw of it. All > 0.
