@@ -5,6 +5,7 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod ports;
 pub mod response;
 
 pub use client::{Client, ClientOptions, TaskStatus};

@@ -34,6 +34,14 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
         not_applied.push("[log]");
         settings.log = current.log.clone();
     }
+    // The inventory's lanes and snapshots are wired in at start.
+    if settings.inventory != current.inventory
+        || settings.api.action_rates != current.api.action_rates
+    {
+        not_applied.push("[inventory]/[api.actions]");
+        settings.inventory = current.inventory;
+        settings.api.action_rates = current.api.action_rates.clone();
+    }
     (settings, not_applied)
 }
 
@@ -119,5 +127,16 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, settings("[api]\ntimeout = \"1s\"\n"));
         assert_eq!(deferred, ["api.endpoint/region/timeout"]);
         assert_eq!(applied.api.timeout, current.api.timeout);
+    }
+
+    #[test]
+    fn inventory_changes_wait_for_a_restart() {
+        let current = settings("");
+        let new = settings(
+            "[api.actions.DescribeOpenPorts]\nrequests_per_second = 3\n[inventory]\nenabled = true\n",
+        );
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, vec!["[inventory]/[api.actions]"]);
+        assert_eq!(applied, current);
     }
 }

@@ -16,8 +16,9 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Settings;
-use crate::engine::Control;
+use crate::engine::{Control, InventoryOptions};
 use crate::events::{Event, EventSink, TracingSink};
+use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
@@ -47,7 +48,20 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     )
     .await;
     let engine = match engine {
-        Ok(engine) => engine.with_state(state).with_control(control_rx),
+        Ok(engine) => {
+            let engine = engine.with_state(state).with_control(control_rx);
+            match load_inventory(&settings, sink.as_ref()) {
+                Ok((file, stored)) => engine.with_inventory(
+                    InventoryOptions::from_settings(&settings.api, &settings.inventory),
+                    stored,
+                    file,
+                ),
+                Err(e) => {
+                    shutdown.finish(shutdown::GRACE).await;
+                    return Err(e.into());
+                }
+            }
+        }
         Err(e) => {
             // The CVM-role refresher may already run; it must not outlive the failure.
             shutdown.finish(shutdown::GRACE).await;
@@ -151,6 +165,28 @@ fn load_state(state_dir: &Path, sink: &dyn EventSink) -> Result<(StateFile, Know
         });
     }
     Ok((state, known))
+}
+
+/// The inventory file and the snapshots it holds, when `[inventory]` is enabled (else none:
+/// status-only mode reads and writes nothing more). A file that cannot be read is handled
+/// as the state file is: kept under another name, reported, and the inventory starts empty.
+fn load_inventory(
+    settings: &Settings,
+    sink: &dyn EventSink,
+) -> Result<(Option<InventoryFile>, InventoryMap), StateError> {
+    if !settings.inventory.enabled {
+        return Ok((None, InventoryMap::new()));
+    }
+    let file = InventoryFile::in_dir(&settings.state_dir);
+    let (stored, set_aside) = file.load_keeping_damaged()?;
+    if let Some(SetAside { error, moved_to }) = set_aside {
+        sink.emit(&Event::StateDamaged {
+            path: state::shown(file.path()),
+            error_message: error.to_string(),
+            moved_to: state::shown(&moved_to),
+        });
+    }
+    Ok((Some(file), stored))
 }
 
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never

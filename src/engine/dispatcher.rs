@@ -83,6 +83,8 @@ pub struct Engine<P: Poller> {
     pub(super) denied: DeniedStreak,
     /// `once`: when the run gives up on agents still without a status.
     pub(super) once_until: Option<Instant>,
+    /// The open-port inventory, when kept ([`Engine::with_inventory`]).
+    pub(super) inventory: Option<Box<super::inventory::InventoryState>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -114,6 +116,7 @@ impl<P: Poller> Engine<P> {
             abort_once: None,
             denied: DeniedStreak::default(),
             once_until: None,
+            inventory: None,
         };
         engine.add_agents(&agents.iter().collect::<Vec<_>>());
         engine
@@ -174,6 +177,7 @@ impl<P: Poller> Engine<P> {
             }
             let now = Instant::now();
             self.saver.tick(now, self.tracker.known());
+            self.inventory_tick(now);
             self.refresh_heartbeat(now);
             if self.config.once
                 && (self.pending_once == 0
@@ -208,6 +212,7 @@ impl<P: Poller> Engine<P> {
         let abandoned = self.account.in_flight();
         in_flight.abort_all().await;
         self.saver.finish(self.tracker.known()).await;
+        self.inventory_finish().await;
         let report = self.report(abandoned);
         (self, report)
     }
@@ -268,6 +273,11 @@ impl<P: Poller> Engine<P> {
                     async move { Reply::TaskStatus(poller.poll(&uuid).await) },
                 );
             }
+            Job::CreateTask(_) | Job::FetchPorts(_) => {
+                if !self.send_inventory(job, in_flight) {
+                    return;
+                }
+            }
         }
         self.sent += 1;
         self.account.credentials.last_send = Some(now);
@@ -277,6 +287,8 @@ impl<P: Poller> Engine<P> {
         let now = Instant::now();
         match reply {
             Reply::TaskStatus(result) => self.on_task_status(job.agent(), result, now),
+            Reply::TaskCreated(result) => self.on_task_created(job.agent(), result),
+            Reply::Ports(result) => self.on_ports(job.agent(), result),
         }
         self.account.check_skew(self.sink.as_ref());
     }
@@ -314,7 +326,11 @@ impl<P: Poller> Engine<P> {
         );
         record.progress = std::mem::take(&mut decision.progress);
         let uuid = record.uuid.clone();
+        let observed = (decision.observed.as_ref()).map(|o| (o.status.clone(), o.changed));
         self.apply_decision(id, &uuid, action, decision, now);
+        if let Some((status, changed)) = observed {
+            self.inventory_after_status(id, &status, changed);
+        }
     }
 
     /// Carries out a [`Decision`]: tracker, state, credentials gate, events, queue, rate.

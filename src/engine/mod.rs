@@ -47,6 +47,10 @@ mod decide;
 mod dispatcher;
 mod heartbeat;
 mod in_flight;
+mod inventory;
+mod inventory_decide;
+#[cfg(test)]
+mod inventory_tests;
 mod lane;
 mod reload;
 mod saver;
@@ -63,6 +67,7 @@ use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
 pub use heartbeat::EngineStatus;
+pub use inventory::InventoryOptions;
 
 /// While statuses change, the state file is rewritten at most this often.
 pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -114,6 +119,26 @@ pub trait Poller: Send + Sync + 'static {
     fn clock_offset_ms(&self) -> i64 {
         0
     }
+    /// `CreateOpenPortTask`; the answer's RequestId. (Pollers of status-only tests need not
+    /// implement it.)
+    fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let _ = uuid;
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot create tasks".into(),
+            ))
+        }
+    }
+    /// One page of `DescribeOpenPorts`.
+    fn describe_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<crate::inventory::Page, ApiError>> + Send {
+        let _ = (uuid, limit, offset);
+        async { Err(ApiError::Transport("this poller cannot list ports".into())) }
+    }
 }
 
 impl Poller for Client {
@@ -124,6 +149,21 @@ impl Poller for Client {
     }
     fn clock_offset_ms(&self) -> i64 {
         Client::clock_offset_ms(self)
+    }
+    fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.create_open_port_task(&uuid).await }
+    }
+    fn describe_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<crate::inventory::Page, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.describe_open_ports(&uuid, limit, offset).await }
     }
 }
 

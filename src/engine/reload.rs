@@ -35,6 +35,7 @@ impl<P: Poller> Engine<P> {
                 for lane in &mut self.account.lanes {
                     lane.reconfigure(&config);
                 }
+                self.inventory_rates();
                 let (added, removed) = self.replace_watchlist(&agents);
                 if removed > 0 {
                     self.saver.mark_dirty();
@@ -85,6 +86,7 @@ impl<P: Poller> Engine<P> {
             self.account.lanes[lane]
                 .queue
                 .schedule(id, later(now, phase(uuid, window)), cadence);
+            self.inventory_added(id);
             added += 1;
         }
         self.pending_once += added;
@@ -109,6 +111,7 @@ impl<P: Poller> Engine<P> {
                 lane.queue.remove(*id);
             }
             self.tracker.forget(uuid);
+            self.inventory_forget(*id, uuid);
         }
         let mut new = Vec::new();
         for a in agents {

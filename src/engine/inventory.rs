@@ -1,0 +1,490 @@
+//! The inventory's side of the dispatcher: per agent (by [`AgentId`], beside the hot agent
+//! table rather than in it) the fetch in progress and the reason of a queued task; per Uuid
+//! the stored snapshots ([`crate::inventory::store`]); and the two lanes' jobs:
+//! `CreateOpenPortTask` and `DescribeOpenPorts`, each behind its own strict limiter at its own
+//! rate with its own throttling feedback, so inventory traffic never cuts the status polling
+//! rate.
+//!
+//! Follow-ups are decided by [`super::inventory_decide`] (pure); this file carries them out:
+//! queues, the snapshot store, events, and the inventory file, saved off-thread at most once
+//! per [`INVENTORY_SAVE_EVERY`] while snapshots change and once when the run ends.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Poller;
+use super::dispatcher::Engine;
+use super::in_flight::{InFlight, Reply};
+use super::inventory_decide::{self, CREATE_MISSING_EVERY, Facts, FollowUp, Reason};
+use super::lane::{Action, Job};
+use crate::api::{ApiError, ErrorClass};
+use crate::config::{ApiSettings, InventorySettings};
+use crate::events::Event;
+use crate::inventory::store::{InventoryFile, InventoryMap};
+use crate::inventory::{self, Assembly, Baseline, PAGE_LIMIT, Page, Step};
+use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
+use crate::status::Status;
+
+/// While snapshots change, the inventory file is rewritten at most this often (it is larger
+/// than the state file; a crash in between repeats at most this much of port events).
+pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// How the engine keeps the inventory (from `[inventory]` and `[api]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryOptions {
+    /// Fetch and compare ports at all.
+    pub enabled: bool,
+    /// Zero: no rescans.
+    pub rescan_interval: Duration,
+    /// A task on `NO_TASK`.
+    pub create_missing: bool,
+    /// How a first snapshot is reported.
+    pub baseline: Baseline,
+    /// Requests per second per lane, in [`Action::index`] order.
+    pub action_rates: [u32; 3],
+}
+
+impl InventoryOptions {
+    /// From the validated settings.
+    pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
+        InventoryOptions {
+            enabled: inventory.enabled,
+            rescan_interval: inventory.rescan_interval,
+            create_missing: inventory.create_missing,
+            baseline: inventory.baseline,
+            action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
+        }
+    }
+}
+
+/// The inventory file and when it was last written (see `saver` for the state file's twin).
+#[derive(Debug, Default)]
+struct InventorySaver {
+    file: Option<InventoryFile>,
+    dirty: bool,
+    last_save: Option<Instant>,
+    writing: Option<JoinHandle<()>>,
+}
+
+impl InventorySaver {
+    fn tick(&mut self, now: Instant, map: &InventoryMap) {
+        let Some(file) = &self.file else { return };
+        let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
+        let recent = self
+            .last_save
+            .is_some_and(|t| now.duration_since(t) < INVENTORY_SAVE_EVERY);
+        if !self.dirty || busy || recent {
+            return;
+        }
+        self.last_save = Some(now);
+        self.dirty = false;
+        let bytes = file.encode(map);
+        let file = file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.write(&bytes) {
+                tracing::error!(
+                    error_code = e.code(),
+                    "cannot write the inventory file: {e}"
+                );
+            }
+        }));
+    }
+
+    async fn finish(&mut self, map: &InventoryMap) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        if !self.dirty {
+            return;
+        }
+        let bytes = file.encode(map);
+        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(
+                error_code = e.code(),
+                "cannot write the inventory file: {e}"
+            );
+        }
+    }
+}
+
+/// Everything the inventory keeps while the engine runs.
+#[derive(Debug)]
+pub(crate) struct InventoryState {
+    options: InventoryOptions,
+    /// Stored snapshots and task times, by Uuid (watched agents only).
+    map: InventoryMap,
+    /// Fetches in progress.
+    fetches: HashMap<AgentId, Assembly>,
+    /// Why a queued task is wanted (absent: a rescan).
+    reasons: HashMap<AgentId, Reason>,
+    /// Agents whose fetch failed since their last transition (no refetch until the next).
+    gave_up: HashSet<AgentId>,
+    saver: InventorySaver,
+}
+
+impl<P: Poller> Engine<P> {
+    /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
+    /// of an earlier run, saved to `file`; sets each lane's own rate either way. Snapshots of
+    /// agents no longer watched are forgotten.
+    pub fn with_inventory(
+        mut self,
+        options: InventoryOptions,
+        mut stored: InventoryMap,
+        file: Option<InventoryFile>,
+    ) -> Self {
+        for action in Action::ALL {
+            let rate = options.action_rates[action.index()];
+            self.account.lane(action).set_target_rate(rate);
+        }
+        let before = stored.len();
+        stored.retain(|uuid, _| self.agents.contains(uuid));
+        let mut state = InventoryState {
+            options,
+            map: stored,
+            fetches: HashMap::new(),
+            reasons: HashMap::new(),
+            gave_up: HashSet::new(),
+            saver: InventorySaver {
+                file,
+                ..Default::default()
+            },
+        };
+        state.saver.dirty = state.map.len() != before;
+        self.inventory = Some(Box::new(state));
+        let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
+        for id in ids {
+            self.inventory_added(id);
+        }
+        self
+    }
+
+    /// The stored inventory (for tests and the demo).
+    pub fn stored_inventory(&self) -> Option<&InventoryMap> {
+        self.inventory.as_ref().map(|i| &i.map)
+    }
+
+    /// Re-applies the lanes' own rates after a reload reconfigured them all alike.
+    pub(super) fn inventory_rates(&mut self) {
+        if let Some(rates) = self.inventory.as_ref().map(|i| i.options.action_rates) {
+            for action in Action::ALL {
+                self.account
+                    .lane(action)
+                    .set_target_rate(rates[action.index()]);
+            }
+        }
+    }
+
+    /// A newly watched agent: a first fetch when it is `COMPLETE` with nothing stored, and its
+    /// rescan, both phased over a window by its Uuid rather than all at once.
+    pub(super) fn inventory_added(&mut self, id: AgentId) {
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        if !inv.options.enabled {
+            return;
+        }
+        let Some(record) = self.agents.get(id) else {
+            return;
+        };
+        let now = Instant::now();
+        let uuid = record.uuid.clone();
+        let stored = inv.map.get(&*uuid);
+        let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
+        let fetched_at = stored.and_then(|s| s.fetched_at);
+        if *self.tracker.status(&uuid) == Status::Complete && !has_snapshot {
+            let rate = inv.options.action_rates[Action::FetchPorts.index()];
+            let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
+            inv.fetches.insert(id, Assembly::new());
+            self.account.lane(Action::FetchPorts).queue.schedule(
+                id,
+                later(now, phase(&uuid, window)),
+                Cadence::Settled,
+            );
+        }
+        let rescan = inv.options.rescan_interval;
+        if !rescan.is_zero() {
+            let wait = match inventory_decide::rescan_now(rescan, fetched_at, unix_secs()) {
+                // Overdue or never: somewhere in the next interval, by its Uuid.
+                Ok(()) => phase(&uuid, rescan),
+                Err(left) => left,
+            };
+            self.account.lane(Action::CreateTask).queue.schedule(
+                id,
+                later(now, wait),
+                Cadence::Settled,
+            );
+        }
+    }
+
+    /// An agent no longer watched: its inventory is forgotten.
+    pub(super) fn inventory_forget(&mut self, id: AgentId, uuid: &str) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.fetches.remove(&id);
+            inv.reasons.remove(&id);
+            inv.gave_up.remove(&id);
+            if inv.map.remove(uuid).is_some() {
+                inv.saver.dirty = true;
+            }
+        }
+    }
+
+    /// A status answer was recorded for `id`: what the inventory does about it.
+    pub(super) fn inventory_after_status(&mut self, id: AgentId, status: &Status, changed: bool) {
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let Some(record) = self.agents.get(id) else {
+            return;
+        };
+        if changed {
+            inv.gave_up.remove(&id);
+        }
+        let stored = inv.map.get(&*record.uuid);
+        let facts = Facts {
+            changed,
+            has_snapshot: stored.is_some_and(|s| s.snapshot.is_some()),
+            fetching: inv.fetches.contains_key(&id),
+            gave_up: inv.gave_up.contains(&id),
+            requested_at: stored.and_then(|s| s.requested_at),
+            now: unix_secs(),
+        };
+        let now = Instant::now();
+        match inventory_decide::after_status(&inv.options, status, facts) {
+            Some(FollowUp::FetchPorts) => {
+                inv.fetches.insert(id, Assembly::new());
+                self.account
+                    .lane(Action::FetchPorts)
+                    .queue
+                    .schedule(id, now, Cadence::Settled);
+            }
+            Some(FollowUp::CreateTask(reason)) => {
+                inv.reasons.insert(id, reason);
+                self.account
+                    .lane(Action::CreateTask)
+                    .queue
+                    .schedule(id, now, Cadence::Settled);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends an inventory job; false when it needs no request after all (a rescan that is
+    /// not due, an agent gone).
+    pub(super) fn send_inventory(&mut self, job: Job, in_flight: &mut InFlight) -> bool {
+        let now = Instant::now();
+        let id = job.agent();
+        let (Some(inv), Some(record)) = (self.inventory.as_mut(), self.agents.get(id)) else {
+            self.account.lane(job.action()).finish(id, None, now);
+            return false;
+        };
+        let uuid = record.uuid.clone();
+        let poller = self.account.poller.clone();
+        match job {
+            Job::CreateTask(_) => {
+                let unix_now = unix_secs();
+                let entry = inv.map.entry(uuid.to_string()).or_default();
+                if inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan) == Reason::Rescan
+                    && let Err(wait) = inventory_decide::rescan_now(
+                        inv.options.rescan_interval,
+                        entry.fetched_at,
+                        unix_now,
+                    )
+                {
+                    // Its last task completed recently (a fetch after a transition): look
+                    // again when it is due.
+                    let next = Some((later(now, wait), Cadence::Settled));
+                    self.account.lane(Action::CreateTask).finish(id, next, now);
+                    return false;
+                }
+                entry.requested_at = Some(unix_now);
+                inv.saver.dirty = true;
+                in_flight.spawn(job, async move {
+                    Reply::TaskCreated(poller.create_task(&uuid).await)
+                });
+            }
+            Job::FetchPorts(_) => {
+                let offset = inv.fetches.entry(id).or_insert_with(Assembly::new).offset();
+                in_flight.spawn(job, async move {
+                    Reply::Ports(poller.describe_ports(&uuid, PAGE_LIMIT, offset).await)
+                });
+            }
+            Job::PollStatus(_) => return false,
+        }
+        true
+    }
+
+    /// The answer of `CreateOpenPortTask`.
+    pub(super) fn on_task_created(&mut self, id: AgentId, result: Result<String, ApiError>) {
+        let now = Instant::now();
+        let action = Action::CreateTask;
+        if self.agents.release_orphan(id) || self.inventory.is_none() {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        }
+        let Some(record) = self.agents.get(id) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let rescan = inv.options.rescan_interval;
+        let reason = inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan);
+        let mut next = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
+        match result {
+            Ok(request_id) => {
+                inv.reasons.remove(&id);
+                self.sink.emit(&Event::ScanRequested {
+                    uuid: uuid.to_string(),
+                    agent_name: name.to_string(),
+                    reason: reason.as_str().to_owned(),
+                    request_id,
+                });
+                let lane = self.account.lane(action);
+                lane.finish(id, next, now);
+                lane.succeeded(now);
+                // The task is collecting now: poll its status soon, not a settled interval
+                // later.
+                self.account
+                    .lane(Action::PollStatus)
+                    .queue
+                    .schedule(id, now, Cadence::Collecting);
+            }
+            Err(e) if e.class() == ErrorClass::Throttled => {
+                self.throttled(action, e.code(), now);
+                self.account
+                    .lane(action)
+                    .finish(id, Some((now, Cadence::Settled)), now);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    uuid = &*uuid,
+                    error_code = e.code(),
+                    "CreateOpenPortTask failed: {}",
+                    crate::events::printable(&e.to_string())
+                );
+                if reason == Reason::Missing {
+                    // `requested_at` bounds the next try; the next NO_TASK asks again.
+                    inv.reasons.remove(&id);
+                    if rescan.is_zero() {
+                        next = None;
+                    }
+                } else if next.is_none() {
+                    next = Some((later(now, CREATE_MISSING_EVERY), Cadence::Settled));
+                }
+                self.account.lane(action).finish(id, next, now);
+            }
+        }
+    }
+
+    /// One page of `DescribeOpenPorts`.
+    pub(super) fn on_ports(&mut self, id: AgentId, result: Result<Page, ApiError>) {
+        let now = Instant::now();
+        let action = Action::FetchPorts;
+        if self.agents.release_orphan(id) {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        }
+        let (Some(inv), Some(record)) = (self.inventory.as_mut(), self.agents.get(id)) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        let assembly = inv.fetches.entry(id).or_insert_with(Assembly::new);
+        let step = match result {
+            Ok(page) => {
+                self.account.lane(action).succeeded(now);
+                assembly.page(page)
+            }
+            Err(e) if e.class() == ErrorClass::Throttled => {
+                // Not the agent's fault: the same page again as the rate allows.
+                self.throttled(action, e.code(), now);
+                self.account
+                    .lane(action)
+                    .finish(id, Some((now, Cadence::Settled)), now);
+                return;
+            }
+            Err(e) => assembly.failed(e.code(), &e.to_string()),
+        };
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let next = match step {
+            Step::Next(_) => Some((now, Cadence::Settled)),
+            Step::Complete(snapshot, request_id) => {
+                inv.fetches.remove(&id);
+                let entry = inv.map.entry(uuid.to_string()).or_default();
+                let who = inventory::Who {
+                    uuid: &uuid,
+                    name: &name,
+                };
+                let events = inventory::events(
+                    who,
+                    entry.snapshot.as_ref(),
+                    &snapshot,
+                    inv.options.baseline,
+                    &request_id,
+                );
+                entry.snapshot = Some(snapshot);
+                entry.fetched_at = Some(unix_secs());
+                if *entry.name != *name {
+                    entry.name = name.to_string();
+                }
+                inv.saver.dirty = true;
+                for event in &events {
+                    self.sink.emit(event);
+                }
+                None
+            }
+            Step::Failed(e) => {
+                inv.fetches.remove(&id);
+                inv.gave_up.insert(id);
+                self.sink.emit(&Event::InventoryFailed {
+                    uuid: uuid.to_string(),
+                    agent_name: name.to_string(),
+                    error_code: e.code().to_owned(),
+                    error_message: e.to_string(),
+                });
+                None
+            }
+        };
+        self.account.lane(action).finish(id, next, now);
+    }
+
+    /// A throttling answer in `action`'s lane: its rate alone is cut.
+    fn throttled(&mut self, action: Action, code: &str, now: Instant) {
+        if let Some(rate) = self.account.lane(action).throttled(now) {
+            self.sink.emit(&Event::RateLimited {
+                error_code: code.to_owned(),
+                requests_per_second: rate,
+            });
+        }
+    }
+
+    /// Saves the inventory file when due.
+    pub(super) fn inventory_tick(&mut self, now: Instant) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.saver.tick(now, &inv.map);
+        }
+    }
+
+    /// At the end of a run: the last changes saved.
+    pub(super) async fn inventory_finish(&mut self) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.saver.finish(&inv.map).await;
+        }
+    }
+}
+
+/// Unix seconds now; a clock before 1970 counts as 0.
+fn unix_secs() -> u64 {
+    u64::try_from(crate::clock::unix_now()).unwrap_or(0)
+}

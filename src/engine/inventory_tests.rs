@@ -1,0 +1,439 @@
+//! The inventory through the whole engine under paused time, with a scripted fake API:
+//! the exact port events for a timeline, paging through a listing that changes, lying
+//! answers, restarts, and the lanes' separate limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::events::{CollectingSink, Event};
+use crate::inventory::store::InventoryMap;
+use crate::inventory::{Baseline, Page, Port};
+
+type Script = Arc<dyn Fn(Duration, &str, u32) -> Result<Page, ApiError> + Send + Sync>;
+
+/// Statuses and port listings as functions of the time since the start.
+#[derive(Clone)]
+struct Scripted {
+    start: Instant,
+    status: Arc<dyn Fn(Duration) -> &'static str + Send + Sync>,
+    ports: Script,
+    /// (when, action) of every request.
+    log: Arc<Mutex<Vec<(Instant, &'static str)>>>,
+}
+
+impl Scripted {
+    fn new(
+        status: impl Fn(Duration) -> &'static str + Send + Sync + 'static,
+        ports: impl Fn(Duration, &str, u32) -> Result<Page, ApiError> + Send + Sync + 'static,
+    ) -> Self {
+        Scripted {
+            start: Instant::now(),
+            status: Arc::new(status),
+            ports: Arc::new(ports),
+            log: Arc::default(),
+        }
+    }
+
+    fn record(&self, action: &'static str) -> Duration {
+        let now = Instant::now();
+        self.log.lock().unwrap().push((now, action));
+        now - self.start
+    }
+}
+
+impl Poller for Scripted {
+    fn poll(&self, _uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+        let at = self.record("status");
+        let status = (self.status)(at).to_owned();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(TaskStatus {
+                status,
+                request_id: "rs".into(),
+            })
+        }
+    }
+
+    fn create_task(&self, _uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+        self.record("create");
+        async { Ok("rc".to_owned()) }
+    }
+
+    fn describe_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<Page, ApiError>> + Send {
+        let at = self.record("ports");
+        assert_eq!(limit, 100);
+        let answer = (self.ports)(at, uuid, offset);
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer
+        }
+    }
+}
+
+fn port(port: u16, process: &str) -> Port {
+    Port {
+        port,
+        process: process.into(),
+        pid: 7,
+    }
+}
+
+/// The page at `offset` of `all`, claiming `total`.
+fn page(all: &[Port], offset: u32, total: u64) -> Page {
+    let at = (offset as usize).min(all.len());
+    Page {
+        total,
+        rows: all[at..(at + 100).min(all.len())].to_vec(),
+        machine_ip: "10.0.0.9".into(),
+        machine_name: "db".into(),
+        request_id: format!("rp{offset}"),
+    }
+}
+
+fn agents(n: usize) -> Vec<Agent> {
+    let text: String = (0..n)
+        .map(|i| {
+            format!("[[agent]]\nuuid = \"00000000-0000-4000-8000-{i:012x}\"\nname = \"a{i}\"\n")
+        })
+        .collect();
+    crate::watchlist::Watchlist::from_toml_str(&text, std::path::Path::new("w.toml"))
+        .unwrap()
+        .agents
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 32,
+        intervals: Intervals {
+            settled: Duration::from_secs(10),
+            collecting: Duration::from_secs(2),
+            offline: Duration::from_secs(10),
+        },
+        once: false,
+    }
+}
+
+fn options(baseline: Baseline) -> InventoryOptions {
+    InventoryOptions {
+        enabled: true,
+        rescan_interval: Duration::ZERO,
+        create_missing: false,
+        baseline,
+        action_rates: [20, 20, 20],
+    }
+}
+
+/// Runs for `secs` of paused time; the events (status and inventory ones), the stored
+/// inventory and the statuses known at the end.
+async fn run(
+    api: Scripted,
+    n: usize,
+    options: InventoryOptions,
+    known: crate::tracker::KnownMap,
+    stored: InventoryMap,
+    secs: u64,
+) -> (Vec<Event>, InventoryMap, crate::tracker::KnownMap) {
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(api, sink.clone(), config(), &agents(n), known)
+        .with_inventory(options, stored, None);
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stopper.cancel();
+    });
+    let (engine, _) = engine.run(stop).await;
+    let stored = engine.stored_inventory().cloned().unwrap_or_default();
+    let known = engine.tracker.known().clone();
+    (sink.events(), stored, known)
+}
+
+/// Events as short strings, status and inventory ones only.
+fn names(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StatusChanged { to_status, .. } => Some(format!("status {to_status}")),
+            Event::PortOpened {
+                port,
+                process_name,
+                baseline,
+                ..
+            } => Some(format!(
+                "opened {port} {process_name}{}",
+                if *baseline { " baseline" } else { "" }
+            )),
+            Event::PortClosed {
+                port, process_name, ..
+            } => Some(format!("closed {port} {process_name}")),
+            Event::InventoryBaseline { ports, .. } => Some(format!("baseline {ports}")),
+            Event::InventoryFailed { error_code, .. } => Some(format!("failed {error_code}")),
+            Event::ScanRequested { reason, .. } => Some(format!("scan {reason}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// COLLECTING → COMPLETE (22, 80) → COLLECTING → COMPLETE (22, 3306).
+fn timeline() -> Scripted {
+    Scripted::new(
+        |at| match at.as_secs() {
+            0..5 => "COLLECTING",
+            5..30 => "COMPLETE",
+            30..45 => "COLLECTING",
+            _ => "COMPLETE",
+        },
+        |at, _, offset| {
+            let ports = if at < Duration::from_secs(30) {
+                vec![port(22, "sshd"), port(80, "nginx")]
+            } else {
+                vec![port(22, "sshd"), port(3306, "mysqld")]
+            };
+            Ok(page(&ports, offset, ports.len() as u64))
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeline_gives_exactly_its_port_events_and_a_restart_repeats_none() {
+    let (events, stored, known) = run(
+        timeline(),
+        1,
+        options(Baseline::Summary),
+        HashMap::new(),
+        InventoryMap::new(),
+        60,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        [
+            "status COLLECTING",
+            "status COMPLETE",
+            "baseline 2",
+            "status COLLECTING",
+            "status COMPLETE",
+            "closed 80 nginx",
+            "opened 3306 mysqld",
+        ]
+    );
+    let Some(Event::PortOpened {
+        machine_ip,
+        request_id,
+        agent_name,
+        ..
+    }) = events
+        .iter()
+        .find(|e| matches!(e, Event::PortOpened { .. }))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            machine_ip.as_str(),
+            request_id.as_str(),
+            agent_name.as_str()
+        ),
+        ("10.0.0.9", "rp0", "a0")
+    );
+    assert_eq!(stored.len(), 1);
+    // A restart with what was persisted: an unchanged COMPLETE agent with a snapshot is
+    // neither fetched again nor reported again.
+    let api = Scripted::new(
+        |_| "COMPLETE",
+        |_, _, offset| {
+            let ports = vec![port(22, "sshd"), port(3306, "mysqld")];
+            Ok(page(&ports, offset, 2))
+        },
+    );
+    let log = api.log.clone();
+    let (events, _, _) = run(
+        api,
+        1,
+        options(Baseline::Summary),
+        known.clone(),
+        stored.clone(),
+        30,
+    )
+    .await;
+    assert_eq!(names(&events), Vec::<String>::new());
+    assert!(log.lock().unwrap().iter().all(|(_, a)| *a == "status"));
+    // Without the snapshot (say the inventory file was lost), a COMPLETE agent is fetched at
+    // start: a baseline again, never a flood of port_opened.
+    let api = Scripted::new(
+        |_| "COMPLETE",
+        |_, _, offset| Ok(page(&[port(22, "sshd"), port(3306, "mysqld")], offset, 2)),
+    );
+    let (events, _, _) = run(
+        api,
+        1,
+        options(Baseline::Summary),
+        known,
+        InventoryMap::new(),
+        3,
+    )
+    .await;
+    assert_eq!(names(&events), ["baseline 2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn baseline_ports_reports_each_first_port_marked() {
+    let (events, _, _) = run(
+        timeline(),
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        InventoryMap::new(),
+        20,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        [
+            "status COLLECTING",
+            "status COMPLETE",
+            "opened 22 sshd baseline",
+            "opened 80 nginx baseline"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_that_changes_while_paged_is_fetched_again_and_compared_once() {
+    // 250 ports; on the first fetch the listing grows by one between page 1 and 2.
+    let calls = Arc::new(Mutex::new(0u32));
+    let seen = calls.clone();
+    let api = Scripted::new(
+        |_| "COMPLETE",
+        move |_, _, offset| {
+            let mut n = seen.lock().unwrap();
+            *n += 1;
+            let mut all: Vec<Port> = (0..250).map(|p| port(1000 + p, "svc")).collect();
+            if *n >= 2 {
+                all.push(port(9, "late"));
+            }
+            let total = all.len() as u64;
+            Ok(page(&all, offset, total))
+        },
+    );
+    let (events, stored, _) = run(
+        api,
+        1,
+        options(Baseline::Summary),
+        HashMap::new(),
+        InventoryMap::new(),
+        20,
+    )
+    .await;
+    assert_eq!(names(&events), ["status COMPLETE", "baseline 251"]);
+    // First try: pages 0, 100 (total changed) → second try: 0, 100, 200.
+    assert_eq!(*calls.lock().unwrap(), 5);
+    let snapshot = stored.values().next().unwrap().snapshot.as_ref().unwrap();
+    assert_eq!(snapshot.ports.len(), 251);
+}
+
+#[tokio::test(start_paused = true)]
+async fn lying_or_hostile_answers_end_as_inventory_failed_never_as_port_events() {
+    // TotalCount says 150 but the listing ends after 100 rows, every time.
+    let lying = Scripted::new(
+        |_| "COMPLETE",
+        |_, _, offset| {
+            let all: Vec<Port> = (0..100).map(|p| port(p, "x")).collect();
+            Ok(page(&all, offset, 150))
+        },
+    );
+    let (events, stored, _) = run(
+        lying,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        InventoryMap::new(),
+        30,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        ["status COMPLETE", "failed InventoryError.Incomplete"]
+    );
+    assert!(stored.values().all(|a| a.snapshot.is_none()));
+    // A page that cannot be believed (the client's decode error), every time.
+    let hostile = Scripted::new(
+        |_| "COMPLETE",
+        |_, _, _| {
+            Err(ApiError::Decode {
+                reason: "Response.OpenPorts[0].Port is not a port number (0 to 65535)".into(),
+                request_id: Some("rh".into()),
+            })
+        },
+    );
+    let (events, _, _) = run(
+        hostile,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        InventoryMap::new(),
+        30,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        ["status COMPLETE", "failed ClientError.Decode"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_10000_port_inventory_pages_in_its_own_lane_without_slowing_status_polls() {
+    // 1 agent with 10,000 ports (100 pages) and 199 more agents, all COMPLETE from the start:
+    // status polls keep their 20/s while the pages go at their own 20/s.
+    let all: Vec<Port> = (0..10_000).map(|p| port(p, "svc")).collect();
+    let api = Scripted::new(
+        |_| "COMPLETE",
+        move |_, uuid, offset| {
+            if uuid.ends_with("000000000000") {
+                Ok(page(&all, offset, 10_000))
+            } else {
+                Ok(page(&[], 0, 0))
+            }
+        },
+    );
+    let log = api.log.clone();
+    let mut o = options(Baseline::Summary);
+    o.action_rates = [20, 20, 20];
+    let (events, _, _) = run(api, 200, o, HashMap::new(), InventoryMap::new(), 30).await;
+    assert!(names(&events).contains(&"baseline 10000".to_owned()));
+    let log = log.lock().unwrap();
+    for action in ["status", "ports"] {
+        let times: Vec<Instant> = log
+            .iter()
+            .filter(|(_, a)| *a == action)
+            .map(|(t, _)| *t)
+            .collect();
+        let most = times
+            .iter()
+            .map(|t| {
+                times
+                    .iter()
+                    .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(most <= 20, "{action}: {most} in one second");
+    }
+    let count = |action: &str| log.iter().filter(|(_, a)| *a == action).count();
+    // 200 agents every 10 s is the whole status quota of 20/s: 600 in 30 s but for the
+    // phased start, although 299 pages (199 one-page listings, one of 100) went meanwhile.
+    assert!(count("status") >= 540, "{}", count("status"));
+    assert_eq!(count("ports"), 299);
+}
