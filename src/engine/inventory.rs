@@ -127,6 +127,18 @@ pub(crate) struct InventoryState {
     /// Agents whose fetch failed since their last transition (no refetch until the next).
     gave_up: HashSet<AgentId>,
     saver: InventorySaver,
+    /// The wall clock at the engine's start and the monotonic instant then: task times are
+    /// Unix seconds (they outlive the run) counted on the monotonic clock, so a wall clock
+    /// that jumps during the run moves no rescan (and paused test time drives them).
+    epoch: (Instant, u64),
+}
+
+impl InventoryState {
+    /// Unix seconds now, on the monotonic clock since the start.
+    fn unix_now(&self) -> u64 {
+        let (at, unix) = self.epoch;
+        unix.saturating_add(Instant::now().saturating_duration_since(at).as_secs())
+    }
 }
 
 impl<P: Poller> Engine<P> {
@@ -155,6 +167,7 @@ impl<P: Poller> Engine<P> {
                 file,
                 ..Default::default()
             },
+            epoch: (Instant::now(), unix_secs()),
         };
         state.saver.dirty = state.map.len() != before;
         self.inventory = Some(Box::new(state));
@@ -197,7 +210,6 @@ impl<P: Poller> Engine<P> {
         let uuid = record.uuid.clone();
         let stored = inv.map.get(&*uuid);
         let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
-        let fetched_at = stored.and_then(|s| s.fetched_at);
         if *self.tracker.status(&uuid) == Status::Complete && !has_snapshot {
             let rate = inv.options.action_rates[Action::FetchPorts.index()];
             let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
@@ -210,14 +222,10 @@ impl<P: Poller> Engine<P> {
         }
         let rescan = inv.options.rescan_interval;
         if !rescan.is_zero() {
-            let wait = match inventory_decide::rescan_now(rescan, fetched_at, unix_secs()) {
-                // Overdue or never: somewhere in the next interval, by its Uuid.
-                Ok(()) => phase(&uuid, rescan),
-                Err(left) => left,
-            };
+            // Its slot in the interval, by its Uuid: spread evenly, never a burst.
             self.account.lane(Action::CreateTask).queue.schedule(
                 id,
-                later(now, wait),
+                later(now, phase(&uuid, rescan)),
                 Cadence::Settled,
             );
         }
@@ -253,7 +261,7 @@ impl<P: Poller> Engine<P> {
             fetching: inv.fetches.contains_key(&id),
             gave_up: inv.gave_up.contains(&id),
             requested_at: stored.and_then(|s| s.requested_at),
-            now: unix_secs(),
+            now: inv.unix_now(),
         };
         let now = Instant::now();
         match inventory_decide::after_status(&inv.options, status, facts) {
@@ -288,18 +296,14 @@ impl<P: Poller> Engine<P> {
         let poller = self.account.poller.clone();
         match job {
             Job::CreateTask(_) => {
-                let unix_now = unix_secs();
+                let unix_now = inv.unix_now();
                 let entry = inv.map.entry(uuid.to_string()).or_default();
+                let rescan = inv.options.rescan_interval;
                 if inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan) == Reason::Rescan
-                    && let Err(wait) = inventory_decide::rescan_now(
-                        inv.options.rescan_interval,
-                        entry.fetched_at,
-                        unix_now,
-                    )
+                    && !inventory_decide::rescan_now(rescan, entry.fetched_at, unix_now)
                 {
-                    // Its last task completed recently (a fetch after a transition): look
-                    // again when it is due.
-                    let next = Some((later(now, wait), Cadence::Settled));
+                    // Its last task completed recently: look again at its next slot.
+                    let next = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
                     self.account.lane(Action::CreateTask).finish(id, next, now);
                     return false;
                 }
@@ -421,6 +425,7 @@ impl<P: Poller> Engine<P> {
             Step::Next(_) => Some((now, Cadence::Settled)),
             Step::Complete(snapshot, request_id) => {
                 inv.fetches.remove(&id);
+                let unix_now = inv.unix_now();
                 let entry = inv.map.entry(uuid.to_string()).or_default();
                 let who = inventory::Who {
                     uuid: &uuid,
@@ -434,7 +439,7 @@ impl<P: Poller> Engine<P> {
                     &request_id,
                 );
                 entry.snapshot = Some(snapshot);
-                entry.fetched_at = Some(unix_secs());
+                entry.fetched_at = Some(unix_now);
                 if *entry.name != *name {
                     entry.name = name.to_string();
                 }

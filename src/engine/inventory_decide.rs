@@ -3,8 +3,11 @@
 //! - after a status answer: fetch the ports (a transition to `COMPLETE`, or `COMPLETE` with no
 //!   snapshot yet and no fetch given up on since the last transition), or create a task for an
 //!   agent without one (`create_missing`, at most once per `rescan_interval`, else per hour);
-//! - when an agent's rescan comes due: create a task only if its last completed task is older
-//!   than `rescan_interval`, else look again when it will be.
+//! - rescans: each agent has a fixed slot in the interval (by a hash of its Uuid), so tasks
+//!   are spread evenly over it, at start and after a reload as in the steady state; at its
+//!   slot an agent gets a task when its last completed task is older than
+//!   [`RESCAN_AGE_PERCENT`] of the interval (the rest absorbs the collection time, so an
+//!   agent rescanned at its slot is due again at the next one, not every other).
 
 use std::time::Duration;
 
@@ -13,6 +16,10 @@ use crate::status::Status;
 
 /// Without `rescan_interval`, `create_missing` creates a task at most this often per agent.
 pub const CREATE_MISSING_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// At its slot, an agent whose last completed task is older than this share of
+/// `rescan_interval` gets a task.
+pub const RESCAN_AGE_PERCENT: u64 = 90;
 
 /// Why a task is created (`scan_requested`'s `reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,21 +94,15 @@ pub(crate) fn after_status(
     }
 }
 
-/// An agent's rescan came due: `Ok(())` to create a task now, or `Err(wait)` when its last
-/// completed task (`fetched_at`, Unix seconds) is still younger than `rescan_interval`.
-pub(crate) fn rescan_now(
-    rescan_interval: Duration,
-    fetched_at: Option<u64>,
-    now: u64,
-) -> Result<(), Duration> {
+/// An agent's rescan slot came: create a task now? Yes when it never completed one
+/// (`fetched_at`, Unix seconds) or the last is older than [`RESCAN_AGE_PERCENT`] of
+/// `rescan_interval`.
+pub(crate) fn rescan_now(rescan_interval: Duration, fetched_at: Option<u64>, now: u64) -> bool {
     let Some(at) = fetched_at else {
-        return Ok(());
+        return true;
     };
     let age = now.saturating_sub(at);
-    match rescan_interval.as_secs().checked_sub(age) {
-        Some(left) if left > 0 => Err(Duration::from_secs(left)),
-        _ => Ok(()),
-    }
+    age.saturating_mul(100) >= rescan_interval.as_secs().saturating_mul(RESCAN_AGE_PERCENT)
 }
 
 #[cfg(test)]
@@ -267,12 +268,16 @@ mod tests {
     #[test]
     fn rescans_wait_for_the_last_completed_task_to_age() {
         let twelve_h = Duration::from_secs(12 * 3600);
-        assert_eq!(rescan_now(twelve_h, None, 100), Ok(()));
-        assert_eq!(rescan_now(twelve_h, Some(100), 100 + 43_200), Ok(()));
-        assert_eq!(
-            rescan_now(twelve_h, Some(100), 100 + 43_000),
-            Err(Duration::from_secs(200))
+        assert!(rescan_now(twelve_h, None, 100));
+        assert!(rescan_now(twelve_h, Some(100), 100 + 43_200));
+        assert!(rescan_now(twelve_h, Some(100), 100 + 38_880), "90 %");
+        assert!(!rescan_now(twelve_h, Some(100), 100 + 38_879));
+        assert!(
+            !rescan_now(twelve_h, Some(u64::MAX), 0),
+            "a clock that went back"
         );
-        assert_eq!(rescan_now(twelve_h, Some(u64::MAX), 0), Err(twelve_h));
+        // Saturating, not overflowing, at the extremes.
+        assert!(!rescan_now(Duration::from_secs(u64::MAX), Some(0), 1_000));
+        assert!(rescan_now(Duration::from_secs(100), Some(0), u64::MAX));
     }
 }

@@ -20,15 +20,18 @@ type Script = Arc<dyn Fn(Duration, &str, u32) -> Result<Page, ApiError> + Send +
 #[derive(Clone)]
 struct Scripted {
     start: Instant,
-    status: Arc<dyn Fn(Duration) -> &'static str + Send + Sync>,
+    /// Given the time since the start and since the last task was created.
+    status: Arc<dyn Fn(Duration, Option<Duration>) -> &'static str + Send + Sync>,
     ports: Script,
     /// (when, action) of every request.
     log: Arc<Mutex<Vec<(Instant, &'static str)>>>,
+    /// When each agent's last task was created.
+    created: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Scripted {
     fn new(
-        status: impl Fn(Duration) -> &'static str + Send + Sync + 'static,
+        status: impl Fn(Duration, Option<Duration>) -> &'static str + Send + Sync + 'static,
         ports: impl Fn(Duration, &str, u32) -> Result<Page, ApiError> + Send + Sync + 'static,
     ) -> Self {
         Scripted {
@@ -36,6 +39,7 @@ impl Scripted {
             status: Arc::new(status),
             ports: Arc::new(ports),
             log: Arc::default(),
+            created: Arc::default(),
         }
     }
 
@@ -47,9 +51,15 @@ impl Scripted {
 }
 
 impl Poller for Scripted {
-    fn poll(&self, _uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+    fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
         let at = self.record("status");
-        let status = (self.status)(at).to_owned();
+        let created = self
+            .created
+            .lock()
+            .unwrap()
+            .get(uuid)
+            .map(|t| Instant::now() - *t);
+        let status = (self.status)(at, created).to_owned();
         async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Ok(TaskStatus {
@@ -59,8 +69,12 @@ impl Poller for Scripted {
         }
     }
 
-    fn create_task(&self, _uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+    fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
         self.record("create");
+        self.created
+            .lock()
+            .unwrap()
+            .insert(uuid.to_owned(), Instant::now());
         async { Ok("rc".to_owned()) }
     }
 
@@ -188,7 +202,7 @@ fn names(events: &[Event]) -> Vec<String> {
 /// COLLECTING → COMPLETE (22, 80) → COLLECTING → COMPLETE (22, 3306).
 fn timeline() -> Scripted {
     Scripted::new(
-        |at| match at.as_secs() {
+        |at, _| match at.as_secs() {
             0..5 => "COLLECTING",
             5..30 => "COMPLETE",
             30..45 => "COLLECTING",
@@ -251,7 +265,7 @@ async fn a_timeline_gives_exactly_its_port_events_and_a_restart_repeats_none() {
     // A restart with what was persisted: an unchanged COMPLETE agent with a snapshot is
     // neither fetched again nor reported again.
     let api = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         |_, _, offset| {
             let ports = vec![port(22, "sshd"), port(3306, "mysqld")];
             Ok(page(&ports, offset, 2))
@@ -272,7 +286,7 @@ async fn a_timeline_gives_exactly_its_port_events_and_a_restart_repeats_none() {
     // Without the snapshot (say the inventory file was lost), a COMPLETE agent is fetched at
     // start: a baseline again, never a flood of port_opened.
     let api = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         |_, _, offset| Ok(page(&[port(22, "sshd"), port(3306, "mysqld")], offset, 2)),
     );
     let (events, _, _) = run(
@@ -315,7 +329,7 @@ async fn a_listing_that_changes_while_paged_is_fetched_again_and_compared_once()
     let calls = Arc::new(Mutex::new(0u32));
     let seen = calls.clone();
     let api = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         move |_, _, offset| {
             let mut n = seen.lock().unwrap();
             *n += 1;
@@ -347,7 +361,7 @@ async fn a_listing_that_changes_while_paged_is_fetched_again_and_compared_once()
 async fn lying_or_hostile_answers_end_as_inventory_failed_never_as_port_events() {
     // TotalCount says 150 but the listing ends after 100 rows, every time.
     let lying = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         |_, _, offset| {
             let all: Vec<Port> = (0..100).map(|p| port(p, "x")).collect();
             Ok(page(&all, offset, 150))
@@ -369,7 +383,7 @@ async fn lying_or_hostile_answers_end_as_inventory_failed_never_as_port_events()
     assert!(stored.values().all(|a| a.snapshot.is_none()));
     // A page that cannot be believed (the client's decode error), every time.
     let hostile = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         |_, _, _| {
             Err(ApiError::Decode {
                 reason: "Response.OpenPorts[0].Port is not a port number (0 to 65535)".into(),
@@ -398,7 +412,7 @@ async fn a_10000_port_inventory_pages_in_its_own_lane_without_slowing_status_pol
     // status polls keep their 20/s while the pages go at their own 20/s.
     let all: Vec<Port> = (0..10_000).map(|p| port(p, "svc")).collect();
     let api = Scripted::new(
-        |_| "COMPLETE",
+        |_, _| "COMPLETE",
         move |_, uuid, offset| {
             if uuid.ends_with("000000000000") {
                 Ok(page(&all, offset, 10_000))
@@ -436,4 +450,106 @@ async fn a_10000_port_inventory_pages_in_its_own_lane_without_slowing_status_pol
     // phased start, although 299 pages (199 one-page listings, one of 100) went meanwhile.
     assert!(count("status") >= 540, "{}", count("status"));
     assert_eq!(count("ports"), 299);
+}
+
+/// NO_TASK until a task is created; then COLLECTING for 5 s, then COMPLETE.
+fn task_driven(before: &'static str) -> Scripted {
+    Scripted::new(
+        move |_, created| match created {
+            None => before,
+            Some(since) if since < Duration::from_secs(5) => "COLLECTING",
+            Some(_) => "COMPLETE",
+        },
+        |_, _, offset| Ok(page(&[port(22, "sshd"), port(443, "nginx")], offset, 2)),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_missing_asks_for_a_task_once_and_the_inventory_follows() {
+    let api = task_driven("NO_TASK");
+    let log = api.log.clone();
+    let mut o = options(Baseline::Summary);
+    o.create_missing = true;
+    let (events, stored, _) = run(api, 1, o, HashMap::new(), InventoryMap::new(), 100).await;
+    assert_eq!(
+        names(&events),
+        [
+            "status NO_TASK",
+            "scan missing",
+            "status COLLECTING",
+            "status COMPLETE",
+            "baseline 2"
+        ]
+    );
+    let creates = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, a)| *a == "create")
+        .count();
+    assert_eq!(creates, 1);
+    assert!(stored.values().next().unwrap().requested_at.is_some());
+    // Without create_missing, NO_TASK stays NO_TASK and nothing is created.
+    let api = task_driven("NO_TASK");
+    let log = api.log.clone();
+    let (events, _, _) = run(
+        api,
+        1,
+        options(Baseline::Summary),
+        HashMap::new(),
+        InventoryMap::new(),
+        100,
+    )
+    .await;
+    assert_eq!(names(&events), ["status NO_TASK"]);
+    assert!(log.lock().unwrap().iter().all(|(_, a)| *a == "status"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rescans_come_once_per_interval_per_agent_spread_not_in_a_burst() {
+    // 20 COMPLETE agents, rescan every 120 s, for 400 s: each fetched at start, then a task
+    // at its slot in each interval once its last one is old enough, the slots spread over
+    // the interval rather than all at once.
+    let api = task_driven("COMPLETE");
+    let log = api.log.clone();
+    let mut o = options(Baseline::Summary);
+    o.rescan_interval = Duration::from_secs(120);
+    let (events, _, _) = run(api, 20, o, HashMap::new(), InventoryMap::new(), 400).await;
+    let names = names(&events);
+    let scans = names.iter().filter(|n| *n == "scan rescan").count();
+    // Slots at p, p+120, p+240, p+360 (p in 0..120): the first is too soon after the
+    // start's fetch unless p ≥ 108; then one per slot within 400 s: 2 to 4 per agent.
+    assert!((50..=80).contains(&scans), "{scans}: {names:?}");
+    let collecting = names.iter().filter(|n| *n == "status COLLECTING").count();
+    assert_eq!(collecting, scans, "each task seen collecting once");
+    let baselines = names.iter().filter(|n| n.starts_with("baseline")).count();
+    assert_eq!(baselines, 20);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("opened") || n.starts_with("closed"))
+    );
+    let log = log.lock().unwrap();
+    let t0 = log[0].0;
+    let creates: Vec<Duration> = log
+        .iter()
+        .filter(|(_, a)| *a == "create")
+        .map(|(t, _)| *t - t0)
+        .collect();
+    // Spread: no 10-second window holds more than a quarter of them.
+    let most = creates
+        .iter()
+        .map(|t| {
+            creates
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(10))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= creates.len() / 4,
+        "{most} of {} in 10 s: {creates:?}",
+        creates.len()
+    );
 }
