@@ -6,7 +6,8 @@
 # - builds the debug binary and starts `cwp-portwatch simulate --listen 127.0.0.1:0
 #   --scenario config/scenario-example.toml`;
 # - reads the endpoint from the simulator's first stdout line (`listening on http://HOST:PORT`);
-# - runs tests/sdk_crosscheck.py against it; the simulator is stopped on exit in every case.
+# - runs tests/sdk_crosscheck.py against it (with `python -O`: no check may be an `assert`);
+#   the simulator is stopped on exit in every case.
 #
 # Exit status: that of the Python checks (0 all passed), 1 on set-up failures.
 set -euo pipefail
@@ -60,5 +61,6 @@ fi
 echo "simulator at $endpoint (pid $sim_pid)"
 
 status=0
-"$venv/bin/python" tests/sdk_crosscheck.py "$endpoint" || status=$?
+# -O: the checks must not rely on `assert` (gone under optimisation).
+"$venv/bin/python" -O tests/sdk_crosscheck.py "$endpoint" || status=$?
 exit "$status"

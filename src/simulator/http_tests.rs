@@ -305,7 +305,19 @@ async fn at_most_the_rate_is_accepted_per_second_and_throttled_calls_say_so() {
     let stats = sim.stats();
     assert_eq!(stats.throttled, 6);
     assert_eq!(stats.max_in_window, 20);
-    assert!(stats.max_in_flight_per_uuid >= 1);
+    // Every one of the 26 arrived within the second; the limiter let exactly 20 through.
+    assert_eq!(
+        stats.per_action[DESCRIBE_ACTION],
+        ActionStats {
+            arrived: 26,
+            accepted: 20,
+            throttled: 6,
+            max_arrivals_in_window: 26,
+            max_accepted_in_window: 20,
+        }
+    );
+    assert_eq!(stats.by_code["RequestLimitExceeded"], 6);
+    assert_eq!(stats.ok, 20);
     sim.shutdown().await;
 }
 
@@ -462,5 +474,474 @@ async fn latency_delays_every_answer_and_in_flight_is_tracked() {
     assert!(answers.iter().all(|a| a == "COLLECTING"), "{answers:?}");
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(sim.stats().max_in_flight_per_uuid, 3);
+    sim.shutdown().await;
+}
+
+// --- The open-port inventory: CreateOpenPortTask, DescribeOpenPorts, per-action windows. ---
+
+/// No task yet; a created task collects for an hour.
+const SLOW_AGENT: &str = "10000000-0000-4000-8000-000000000001";
+/// No task yet; a created task completes at once.
+const QUICK_AGENT: &str = "10000000-0000-4000-8000-000000000002";
+/// `COMPLETE` from the start, 25 ports (ports 1000..1025, `svc-N`).
+const BIG_AGENT: &str = "10000000-0000-4000-8000-000000000003";
+/// Offline from the start.
+const DOWN_AGENT: &str = "10000000-0000-4000-8000-000000000004";
+/// `COMPLETE` from the start, but its only `ports` entry is in an hour.
+const LATE_AGENT: &str = "10000000-0000-4000-8000-000000000005";
+
+fn inventory_scenario() -> Scenario {
+    let big: Vec<String> = (0..25)
+        .map(|i| {
+            format!(
+                "{{ port = {}, process = \"svc-{i}\", pid = {} }}",
+                1000 + i,
+                5000 + i
+            )
+        })
+        .collect();
+    Scenario::from_toml_str(&format!(
+        r#"
+[[agent]]
+uuid = "{SLOW_AGENT}"
+collect_time = "1h"
+timeline = []
+ports = [{{ at = "0s", open = [{{ port = 22, process = "sshd", pid = 812 }}] }}]
+[[agent]]
+uuid = "{QUICK_AGENT}"
+collect_time = "0s"
+machine_name = "db-01"
+machine_ip = "192.0.2.7"
+timeline = []
+ports = [{{ at = "0s", open = [{{ port = 22, process = "sshd", pid = 812 }}, {{ port = 3306, process = "mysqld", pid = 1400 }}] }}]
+[[agent]]
+uuid = "{BIG_AGENT}"
+timeline = [{{ at = "0s", status = "COMPLETE" }}]
+ports = [{{ at = "0s", open = [{}] }}]
+[[agent]]
+uuid = "{DOWN_AGENT}"
+timeline = [{{ at = "0s", error = "FailedOperation.AgentOffline" }}]
+[[agent]]
+uuid = "{LATE_AGENT}"
+timeline = [{{ at = "0s", status = "COMPLETE" }}]
+ports = [{{ at = "1h", open = [{{ port = 22, process = "sshd", pid = 812 }}] }}]
+"#,
+        big.join(", ")
+    ))
+    .unwrap()
+}
+
+impl Call<'_> {
+    fn action(action: &'static str, body: impl Into<String>) -> Call<'static> {
+        Call {
+            action,
+            body: body.into(),
+            ..Call::describe(AGENT)
+        }
+    }
+
+    fn create(uuid: &str) -> Call<'static> {
+        Call::action(CREATE_TASK_ACTION, format!(r#"{{"Uuid":"{uuid}"}}"#))
+    }
+
+    fn ports(body: serde_json::Value) -> Call<'static> {
+        Call::action(DESCRIBE_PORTS_ACTION, body.to_string())
+    }
+
+    /// `(TotalCount, OpenPorts)` of a `DescribeOpenPorts` answer, failing on an error.
+    async fn page(&self, sim: &RunningSimulator) -> (i64, Vec<serde_json::Value>) {
+        let resp = self.send(sim).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let r = &v["Response"];
+        assert!(r.get("Error").is_none(), "{r}");
+        assert!(r["RequestId"].as_str().is_some_and(is_agent_uuid), "{r}");
+        (
+            r["TotalCount"].as_i64().unwrap(),
+            r["OpenPorts"].as_array().unwrap().clone(),
+        )
+    }
+}
+
+fn ports_of(rows: &[serde_json::Value]) -> Vec<i64> {
+    rows.iter().map(|r| r["Port"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_created_task_collects_then_completes_and_serves_its_ports() {
+    let sim = start(SimulatorOptions::new(inventory_scenario())).await;
+    let by_uuid = |u: &str| Call::ports(serde_json::json!({ "Uuid": u }));
+
+    // No task yet: no status, no ports.
+    assert_eq!(
+        Call::describe(SLOW_AGENT).answer(&sim).await.0,
+        BEFORE_TIMELINE_ERROR
+    );
+    assert_eq!(by_uuid(SLOW_AGENT).page(&sim).await, (0, vec![]));
+
+    // The answer of CreateOpenPortTask is only its RequestId.
+    let (_, r) = Call::create(SLOW_AGENT).answer_any(&sim).await;
+    let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["RequestId"], "{r}");
+    assert_eq!(
+        Call::describe(SLOW_AGENT).answer(&sim).await.0,
+        "COLLECTING"
+    );
+    // A running task refuses another; the ports are still those of no completed task.
+    let (code, _) = Call::create(SLOW_AGENT).answer_any(&sim).await;
+    assert_eq!(code, "FailedOperation.CreateOpenPortTask");
+    assert_eq!(by_uuid(SLOW_AGENT).page(&sim).await, (0, vec![]));
+
+    // collect_time = 0s: complete at once, with the rows in the API's shape.
+    assert_eq!(Call::create(QUICK_AGENT).answer_any(&sim).await.0, "ok");
+    assert_eq!(Call::describe(QUICK_AGENT).answer(&sim).await.0, "COMPLETE");
+    let (total, rows) = by_uuid(QUICK_AGENT).page(&sim).await;
+    assert_eq!(total, 2);
+    let row = rows[1].as_object().unwrap();
+    let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "Id",
+            "Uuid",
+            "Port",
+            "MachineIp",
+            "MachineName",
+            "ProcessName",
+            "Pid",
+            "CreateTime",
+            "ModifyTime"
+        ]
+    );
+    assert_eq!(row["Uuid"], QUICK_AGENT);
+    assert_eq!(row["Port"], 3306);
+    assert_eq!(row["ProcessName"], "mysqld");
+    assert_eq!(row["Pid"], 1400);
+    assert_eq!(row["MachineName"], "db-01");
+    assert_eq!(row["MachineIp"], "192.0.2.7");
+    assert_ne!(rows[0]["Id"], rows[1]["Id"]);
+    let time = row["ModifyTime"].as_str().unwrap();
+    assert!(
+        time::PrimitiveDateTime::parse(
+            time,
+            time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")
+        )
+        .is_ok(),
+        "{time}"
+    );
+
+    // Refusals.
+    let cases = [
+        (
+            Call::create(DOWN_AGENT),
+            "FailedOperation.CreateOpenPortTask",
+        ),
+        (
+            Call::create("11111111-2222-4333-8444-555555555555"),
+            "ResourceNotFound",
+        ),
+        (Call::create("web-01"), "InvalidParameter.InvalidFormat"),
+        (Call::action(CREATE_TASK_ACTION, "{}"), "MissingParameter"),
+        (
+            Call::action(
+                CREATE_TASK_ACTION,
+                format!(r#"{{"Uuid":"{QUICK_AGENT}","Port":1}}"#),
+            ),
+            "UnknownParameter",
+        ),
+    ];
+    for (call, expected) in cases {
+        assert_eq!(call.answer_any(&sim).await.0, expected, "{}", call.body);
+    }
+    // The offline agent stays offline: the refused create changed nothing.
+    assert_eq!(
+        Call::describe(DOWN_AGENT).answer(&sim).await.0,
+        "FailedOperation.AgentOffline"
+    );
+    let stats = sim.stats();
+    let log: Vec<(&str, &str)> = sim_log_actions(&stats);
+    assert!(log.contains(&(CREATE_TASK_ACTION, "ok")), "{log:?}");
+    assert!(log.contains(&(DESCRIBE_PORTS_ACTION, "ok")), "{log:?}");
+    sim.shutdown().await;
+}
+
+fn sim_log_actions(stats: &SimStats) -> Vec<(&str, &str)> {
+    stats
+        .log
+        .iter()
+        .map(|r| (r.action.as_str(), r.answer.as_str()))
+        .collect()
+}
+
+impl Call<'_> {
+    /// `(Status, Error.Code, or "ok", whole Response)`: for actions whose success has no
+    /// `Status`.
+    async fn answer_any(&self, sim: &RunningSimulator) -> (String, serde_json::Value) {
+        let resp = self.send(sim).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let r = v["Response"].clone();
+        assert!(r["RequestId"].as_str().is_some_and(is_agent_uuid), "{r}");
+        let label = r["Status"]
+            .as_str()
+            .or(r["Error"]["Code"].as_str())
+            .unwrap_or("ok")
+            .to_owned();
+        (label, r)
+    }
+}
+
+#[tokio::test]
+async fn the_ports_in_force_at_the_latest_completion_are_served() {
+    let sim = start(SimulatorOptions::new(inventory_scenario())).await;
+    // COMPLETE at 0 s, the ports entry only from 1 h: nothing was open when it completed.
+    let late = Call::ports(serde_json::json!({ "Uuid": LATE_AGENT }));
+    assert_eq!(late.page(&sim).await, (0, vec![]));
+    let (total, rows) = Call::ports(serde_json::json!({ "Uuid": BIG_AGENT }))
+        .page(&sim)
+        .await;
+    assert_eq!(total, 25);
+    assert_eq!(ports_of(&rows), (1000..1010).collect::<Vec<_>>());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn describe_open_ports_pages_filters_and_refuses_bad_parameters() {
+    use serde_json::json;
+    // More than 20 calls in a second: a roomy limit, this test is not about it.
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 1000 },
+        ..SimulatorOptions::new(inventory_scenario())
+    })
+    .await;
+    // Paging to the end gives every row once, in order.
+    let mut all = Vec::new();
+    for offset in [0, 7, 14, 21] {
+        let (total, rows) = Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 7, "Offset": offset }))
+            .page(&sim)
+            .await;
+        assert_eq!(total, 25);
+        all.extend(ports_of(&rows));
+    }
+    assert_eq!(all, (1000..1025).collect::<Vec<_>>());
+    let (total, rows) = Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 100, "Offset": 20 }))
+        .page(&sim)
+        .await;
+    assert_eq!((total, ports_of(&rows)), (25, (1020..1025).collect()));
+    let (total, rows) = Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 100, "Offset": 25 }))
+        .page(&sim)
+        .await;
+    assert_eq!((total, rows.len()), (25, 0));
+    let (total, rows) = Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 0 }))
+        .page(&sim)
+        .await;
+    assert_eq!((total, rows.len()), (25, 0));
+
+    // Port alone: every agent with that port open at its latest completion.
+    assert_eq!(Call::create(QUICK_AGENT).answer_any(&sim).await.0, "ok");
+    let (total, rows) = Call::ports(json!({ "Port": 22 })).page(&sim).await;
+    assert_eq!(total, 1);
+    assert_eq!(rows[0]["Uuid"], QUICK_AGENT);
+    let (total, _) = Call::ports(json!({ "Port": 1003, "Uuid": BIG_AGENT }))
+        .page(&sim)
+        .await;
+    assert_eq!(total, 1);
+    // Filters: ANDed, values ORed.
+    let filtered = json!({ "Uuid": BIG_AGENT, "Filters": [
+        { "Name": "ProcessName", "Values": ["svc-3", "svc-4", "svc-9"] },
+        { "Name": "Port", "Values": ["1003", "1009"] },
+    ]});
+    let (total, rows) = Call::ports(filtered).page(&sim).await;
+    assert_eq!((total, ports_of(&rows)), (2, vec![1003, 1009]));
+
+    let cases = [
+        (
+            json!({ "Uuid": BIG_AGENT, "Limit": 101 }),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Limit": -1 }),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Offset": -1 }),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Limit": "10" }),
+            "InvalidParameterValue",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Limit": 1.5 }),
+            "InvalidParameterValue",
+        ),
+        (json!({}), "MissingParameter"),
+        (json!({ "Limit": 10, "Offset": 0 }), "MissingParameter"),
+        (json!({ "Port": 65536 }), "InvalidParameter.InvalidFormat"),
+        (
+            json!({ "Uuid": "web-01" }),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            json!({ "Uuid": "11111111-2222-4333-8444-555555555555" }),
+            "ResourceNotFound",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Protocol": "tcp" }),
+            "UnknownParameter",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Filters": [{ "Name": "Pid", "Values": ["1"] }] }),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            json!({ "Uuid": BIG_AGENT, "Filters": [{ "Name": "Port", "Values": [1003] }] }),
+            "InvalidParameter.InvalidFormat",
+        ),
+    ];
+    for (body, expected) in cases {
+        let call = Call::ports(body);
+        assert_eq!(call.answer_any(&sim).await.0, expected, "{}", call.body);
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_port_answers_can_be_switched_on_per_agent() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions::new(inventory_scenario())).await;
+    let page = |uuid: &str| Call::ports(json!({ "Uuid": uuid, "Limit": 5 }));
+    assert_eq!(Call::create(QUICK_AGENT).answer_any(&sim).await.0, "ok");
+
+    sim.set_port_faults(PortFaults {
+        uuid: Some(BIG_AGENT.into()),
+        total_count_offset: 3,
+        ..PortFaults::default()
+    });
+    assert_eq!(page(BIG_AGENT).page(&sim).await.0, 28);
+    // Only the named agent lies.
+    assert_eq!(page(QUICK_AGENT).page(&sim).await.0, 2);
+
+    for bad in [-1, 70_000] {
+        sim.set_port_faults(PortFaults {
+            first_port: Some(bad),
+            ..PortFaults::default()
+        });
+        let (total, rows) = page(BIG_AGENT).page(&sim).await;
+        assert_eq!(total, 25);
+        assert_eq!(ports_of(&rows), [bad, 1001, 1002, 1003, 1004]);
+    }
+
+    sim.set_port_faults(PortFaults {
+        missing_field: Some("ProcessName".into()),
+        ..PortFaults::default()
+    });
+    let (_, rows) = page(QUICK_AGENT).page(&sim).await;
+    assert!(rows[0].get("ProcessName").is_none(), "{}", rows[0]);
+    assert_eq!(rows[1]["ProcessName"], "mysqld");
+
+    sim.set_port_faults(PortFaults::default());
+    let (total, rows) = page(BIG_AGENT).page(&sim).await;
+    assert_eq!(
+        (total, ports_of(&rows)),
+        (25, vec![1000, 1001, 1002, 1003, 1004])
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_port_list_can_change_while_it_is_paged() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions::new(inventory_scenario())).await;
+    let page =
+        |offset: i64| Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 10, "Offset": offset }));
+    let grown: Vec<OpenPortSpec> = (0..30)
+        .map(|i| OpenPortSpec {
+            port: 2000 + i,
+            process: format!("new-{i}"),
+            pid: 1,
+        })
+        .collect();
+    assert!(sim.set_ports_after_next_page(BIG_AGENT, grown.clone()));
+    let (first_total, first) = page(0).page(&sim).await;
+    let (second_total, second) = page(10).page(&sim).await;
+    assert_eq!((first_total, second_total), (25, 30));
+    assert_eq!(ports_of(&first)[0], 1000);
+    assert_eq!(ports_of(&second), (2010..2020).collect::<Vec<_>>());
+    // The change stays.
+    assert_eq!(page(0).page(&sim).await.0, 30);
+
+    // set_ports: at once; clear_ports: back to the scenario.
+    assert!(sim.set_ports(BIG_AGENT, grown[..3].to_vec()));
+    assert_eq!(page(0).page(&sim).await, {
+        let (_, rows) = page(0).page(&sim).await;
+        (3, rows)
+    });
+    sim.clear_ports(BIG_AGENT);
+    assert_eq!(page(0).page(&sim).await.0, 25);
+    assert!(!sim.set_ports("11111111-2222-4333-8444-555555555555", grown));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_action_has_its_own_strict_window_and_arrivals_are_counted() {
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 3 },
+        ..SimulatorOptions::new(inventory_scenario())
+    })
+    .await;
+    let calls = (0..5)
+        .map(|_| Call::describe(BIG_AGENT))
+        .chain((0..5).map(|_| Call::ports(serde_json::json!({ "Uuid": BIG_AGENT }))))
+        .chain((0..5).map(|_| Call::create(BIG_AGENT)))
+        // Arrives, but fails its signature before the limiter.
+        .chain(std::iter::once(Call {
+            secret_key: "not-the-key",
+            ..Call::describe(BIG_AGENT)
+        }))
+        .collect::<Vec<_>>();
+    let answers =
+        futures_join_all(calls.iter().map(|c| async { c.answer_any(&sim).await.0 })).await;
+    let throttled = |range: std::ops::Range<usize>| {
+        answers[range]
+            .iter()
+            .filter(|a| *a == "RequestLimitExceeded")
+            .count()
+    };
+    // Each action got its own 3, whatever the others did.
+    assert_eq!(
+        (throttled(0..5), throttled(5..10), throttled(10..15)),
+        (2, 2, 2),
+        "{answers:?}"
+    );
+    assert_eq!(answers[15], "AuthFailure.SignatureFailure");
+    let stats = sim.stats();
+    let per = |action: &str| stats.per_action[action].clone();
+    assert_eq!(
+        per(DESCRIBE_ACTION),
+        ActionStats {
+            arrived: 6,
+            accepted: 3,
+            throttled: 2,
+            max_arrivals_in_window: 6,
+            max_accepted_in_window: 3,
+        }
+    );
+    for action in [DESCRIBE_PORTS_ACTION, CREATE_TASK_ACTION] {
+        assert_eq!(
+            per(action),
+            ActionStats {
+                arrived: 5,
+                accepted: 3,
+                throttled: 2,
+                max_arrivals_in_window: 5,
+                max_accepted_in_window: 3,
+            },
+            "{action}"
+        );
+    }
+    assert_eq!(stats.per_action.len(), 3, "{:?}", stats.per_action);
+    assert_eq!(stats.max_in_window, 3);
+    assert_eq!(stats.throttled, 6);
     sim.shutdown().await;
 }

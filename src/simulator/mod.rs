@@ -1,37 +1,57 @@
 //! A faithful stand-in for the Tencent Cloud CWP API on loopback, for the demo, the tests and
 //! users' own integration tests: a real HTTP/1.1 server that checks TC3 signatures and clock
-//! skew, rate-limits per action, answers `DescribeOpenPortTaskStatus` from a scripted timeline
-//! per agent, answers bad input with the API's real error codes, and can inject latency, clock
+//! skew, rate-limits per action (one strict window each), answers `DescribeOpenPortTaskStatus`
+//! from a scripted timeline per agent, `CreateOpenPortTask` and `DescribeOpenPorts` from a
+//! scripted port timeline, answers bad input with the API's real error codes, and can inject latency, clock
 //! offset and faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
 //!
 //! Files:
-//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines) and timeline lookup.
+//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines, `ports` and
+//!   `collect_time`) and timeline lookup.
 //! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
 //! - `limiter.rs`: the per-action rate limit (sliding window or token bucket), pure.
 //! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
-//! - `server.rs`: the accept loop, the per-request pipeline (its docs list the order of checks),
-//!   faults, statistics and the request log.
+//! - `server.rs`: options, the [`RunningSimulator`] handle, shared state, accept and connection
+//!   loops.
+//! - `handle.rs`: one request from arrival to answer (body, decision, faults, latency, record).
+//! - `routes.rs`: the checks in the real API's order (its docs list them), the per-action rate
+//!   limit, dispatch to the action handlers.
+//! - `actions.rs`: the handlers of the implemented actions (`DescribeOpenPortTaskStatus`,
+//!   `CreateOpenPortTask`, `DescribeOpenPorts`).
+//! - `inventory.rs`: created tasks, completions and the port set served, pure.
+//! - `faults.rs`: injected faults and their draw.
+//! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
 //! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
 
+mod actions;
 mod auth;
 pub mod cli;
 mod error;
+mod faults;
+mod handle;
+mod inventory;
 mod limiter;
+mod routes;
 mod scenario;
 mod server;
+mod stats;
 mod wire;
 
+pub use actions::MAX_LIMIT;
 pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
-pub use limiter::LimiterKind;
+pub use faults::{Faults, PortFaults};
+pub use limiter::{ActionStats, LimiterKind};
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, Scenario, ScenarioAgent, ScriptedAnswer, TimelineEntry, is_agent_uuid,
+    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, OpenPortSpec, PortsEntry, Scenario, ScenarioAgent,
+    ScriptedAnswer, TimelineEntry, is_agent_uuid,
 };
 pub use server::{
-    API_VERSION, DESCRIBE_ACTION, Faults, MAX_SKEW_SECS, RequestRecord, RunningSimulator, SimStats,
-    SimulatorOptions,
+    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
+    RunningSimulator, SimulatorOptions,
 };
+pub use stats::{RequestRecord, SimStats};
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";

@@ -1,6 +1,7 @@
 //! Scenario files: which agents the simulator knows, with which credentials, and what each agent
-//! answers over time. Raw serde structs (with spans) are parsed first, then validated into
-//! [`Scenario`], so that every error can point at a line and column (placed by
+//! answers over time: the status timeline, the `ports` timeline and `collect_time` of the
+//! open-port inventory, and the machine's name and address. Raw serde structs (with spans) are
+//! parsed first, then validated into [`Scenario`], so that every error can point at a line and column (placed by
 //! [`crate::problems::LineIndex`]) and say what to write. Agent Uuids follow the watchlist's rule
 //! ([`crate::agent_uuid::is_valid`]).
 
@@ -76,6 +77,66 @@ pub struct ScenarioAgent {
     pub uuid: String,
     /// Entries sorted by `at`; the last one at or before "now" holds.
     pub timeline: Vec<TimelineEntry>,
+    /// How long a task created with `CreateOpenPortTask` stays `COLLECTING`
+    /// ([`DEFAULT_COLLECT_TIME`] unless the scenario says).
+    pub collect_time: Duration,
+    /// The agent's open ports over time, sorted by `at`; `DescribeOpenPorts` serves the entry in
+    /// force when the agent's latest task completed (see `inventory.rs`).
+    pub ports: Vec<PortsEntry>,
+    /// `MachineName` in `DescribeOpenPorts` rows; `None`: `sim-` and the Uuid's first 8 digits.
+    pub machine_name: Option<String>,
+    /// `MachineIp` in `DescribeOpenPorts` rows; `None`: an address in 10.0.0.0/8 made from the
+    /// agent's position in the scenario.
+    pub machine_ip: Option<String>,
+}
+
+impl ScenarioAgent {
+    /// An agent with this status timeline, the default `collect_time`, no ports and default
+    /// machine name and address.
+    pub fn new(uuid: impl Into<String>, timeline: Vec<TimelineEntry>) -> ScenarioAgent {
+        ScenarioAgent {
+            uuid: uuid.into(),
+            timeline,
+            collect_time: DEFAULT_COLLECT_TIME,
+            ports: Vec::new(),
+            machine_name: None,
+            machine_ip: None,
+        }
+    }
+}
+
+/// How long a created task collects when the scenario does not say: the spec's default.
+pub const DEFAULT_COLLECT_TIME: Duration = Duration::from_secs(5);
+/// The longest `collect_time` a scenario may set: longer is surely a typo, and keeps every
+/// `created + collect_time` far from overflowing.
+pub const MAX_COLLECT_TIME: Duration = Duration::from_secs(24 * 3600);
+/// The most entries of one agent's `ports` timeline.
+pub const MAX_PORTS_ENTRIES: usize = 10_000;
+/// The most open ports in one `ports` entry: far above any real host (the daemon's tests page a
+/// 10,000-port inventory), and a bound on what one entry costs.
+pub const MAX_OPEN_PORTS: usize = 20_000;
+/// The longest process name, in characters (Linux's is 15; a full path may be given).
+pub const MAX_PROCESS_CHARS: usize = 256;
+
+/// From `at` on (counted from the simulator's start), the agent has these ports open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortsEntry {
+    /// When this set starts to be the open one.
+    pub at: Duration,
+    /// The open ports, in the order `DescribeOpenPorts` pages them. The same (`port`,
+    /// `process`) may appear twice (a process listening on IPv4 and IPv6).
+    pub open: Vec<OpenPortSpec>,
+}
+
+/// One open port as a scenario writes it; a `DescribeOpenPorts` row is made from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OpenPortSpec {
+    /// `Port`.
+    pub port: u16,
+    /// `ProcessName`.
+    pub process: String,
+    /// `Pid`.
+    pub pid: u32,
 }
 
 /// From `at` (counted from the simulator's start) on, the agent answers `answer`.
@@ -208,6 +269,25 @@ struct RawScenario {
 struct RawAgent {
     uuid: Spanned<String>,
     timeline: Spanned<Vec<Spanned<RawEntry>>>,
+    collect_time: Option<Spanned<String>>,
+    ports: Option<Spanned<Vec<Spanned<RawPortsEntry>>>>,
+    machine_name: Option<Spanned<String>>,
+    machine_ip: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortsEntry {
+    at: Spanned<String>,
+    open: Spanned<Vec<Spanned<RawOpenPort>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpenPort {
+    port: Spanned<i64>,
+    process: Spanned<String>,
+    pid: Spanned<i64>,
 }
 
 #[derive(Deserialize)]
@@ -358,10 +438,31 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
             timeline.push((entry_span, TimelineEntry { at, answer }));
         }
         timeline.sort_by_key(|(_, e)| e.at);
-        agents.push(ScenarioAgent {
-            uuid,
-            timeline: timeline.into_iter().map(|(_, e)| e).collect(),
-        });
+        let mut agent = ScenarioAgent::new(uuid, timeline.into_iter().map(|(_, e)| e).collect());
+        if let Some(collect_time) = raw_agent.collect_time {
+            agent.collect_time =
+                parse_collect_time(&collect_time).map_err(|m| invalid(collect_time.span(), m))?;
+        }
+        if let Some(ports) = raw_agent.ports {
+            agent.ports = parse_ports(ports, &lines, &invalid)?;
+        }
+        if let Some(name) = raw_agent.machine_name {
+            check_text("machine_name", &name, 128).map_err(|m| invalid(name.span(), m))?;
+            agent.machine_name = Some(name.into_inner());
+        }
+        if let Some(ip) = raw_agent.machine_ip {
+            if ip.get_ref().parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    ip.span(),
+                    format!(
+                        "machine_ip = {} is not an IP address: write e.g. machine_ip = \"10.0.0.12\"",
+                        crate::problems::shown(ip.get_ref())
+                    ),
+                ));
+            }
+            agent.machine_ip = Some(ip.into_inner());
+        }
+        agents.push(agent);
     }
 
     Ok(Scenario {
@@ -370,6 +471,120 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         agents,
         index: AgentIndex::default(),
     })
+}
+
+/// A duration value of the scenario: `humantime`, with a message saying what to write.
+fn parse_duration(key: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        format!(
+            "{key} = {} is not a duration ({e}): write e.g. \"0s\", \"20s\", \"1m30s\"",
+            crate::problems::shown(value)
+        )
+    })
+}
+
+fn parse_collect_time(value: &Spanned<String>) -> Result<Duration, String> {
+    let d = parse_duration("collect_time", value.get_ref())?;
+    if d > MAX_COLLECT_TIME {
+        return Err(format!(
+            "collect_time = {} is longer than a day: write e.g. collect_time = \"5s\"",
+            crate::problems::shown(value.get_ref())
+        ));
+    }
+    Ok(d)
+}
+
+/// A free-text value: non-empty, bounded, none of the characters that garble output.
+fn check_text(key: &str, value: &Spanned<String>, max_chars: usize) -> Result<(), String> {
+    if value.get_ref().trim().is_empty() {
+        return Err(format!("{key} must not be empty"));
+    }
+    match crate::problems::text_problem(key, value.get_ref(), max_chars) {
+        Some(problem) => Err(problem),
+        None => Ok(()),
+    }
+}
+
+/// An agent's `ports` timeline: bounded, ports in 0..=65535, process names checked like every
+/// free text, `pid` a `u32`, one entry per `at`; sorted by `at`.
+fn parse_ports(
+    raw: Spanned<Vec<Spanned<RawPortsEntry>>>,
+    lines: &LineIndex<'_>,
+    invalid: &dyn Fn(Range<usize>, String) -> ScenarioError,
+) -> Result<Vec<PortsEntry>, ScenarioError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.len() > MAX_PORTS_ENTRIES {
+        return Err(invalid(
+            span,
+            format!(
+                "ports has {} entries; write at most {MAX_PORTS_ENTRIES}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut entries: Vec<(Range<usize>, PortsEntry)> = Vec::with_capacity(raw.len());
+    for raw_entry in raw {
+        let entry_span = raw_entry.span();
+        let raw_entry = raw_entry.into_inner();
+        let at = parse_duration("at", raw_entry.at.get_ref())
+            .map_err(|m| invalid(raw_entry.at.span(), m))?;
+        if let Some((first_span, _)) = entries.iter().find(|(_, e)| e.at == at) {
+            let (first_line, _) = lines.line_col(first_span.start);
+            return Err(invalid(
+                entry_span,
+                format!(
+                    "two ports entries at {} (the other on line {first_line}): \
+                     give each entry of a ports timeline its own `at`",
+                    humantime::format_duration(at)
+                ),
+            ));
+        }
+        let open_span = raw_entry.open.span();
+        let raw_open = raw_entry.open.into_inner();
+        if raw_open.len() > MAX_OPEN_PORTS {
+            return Err(invalid(
+                open_span,
+                format!(
+                    "open lists {} ports; write at most {MAX_OPEN_PORTS}",
+                    raw_open.len()
+                ),
+            ));
+        }
+        let mut open = Vec::with_capacity(raw_open.len());
+        for raw_port in raw_open {
+            let raw_port = raw_port.into_inner();
+            let port = u16::try_from(*raw_port.port.get_ref()).map_err(|_| {
+                invalid(
+                    raw_port.port.span(),
+                    format!(
+                        "port = {} is not a TCP/UDP port: write a number from 0 to 65535",
+                        raw_port.port.get_ref()
+                    ),
+                )
+            })?;
+            let pid = u32::try_from(*raw_port.pid.get_ref()).map_err(|_| {
+                invalid(
+                    raw_port.pid.span(),
+                    format!(
+                        "pid = {} is not a process id: write a number from 0 to {}",
+                        raw_port.pid.get_ref(),
+                        u32::MAX
+                    ),
+                )
+            })?;
+            check_text("process", &raw_port.process, MAX_PROCESS_CHARS)
+                .map_err(|m| invalid(raw_port.process.span(), m))?;
+            open.push(OpenPortSpec {
+                port,
+                process: raw_port.process.into_inner(),
+                pid,
+            });
+        }
+        entries.push((entry_span, PortsEntry { at, open }));
+    }
+    entries.sort_by_key(|(_, e)| e.at);
+    Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
 #[cfg(test)]
@@ -471,10 +686,7 @@ timeline = [{ at = "5s", status = "FAILED" }]
             answer: ScriptedAnswer::Status(s.into()),
         };
         let s = Scenario {
-            agents: vec![ScenarioAgent {
-                uuid: "u".into(),
-                timeline: vec![entry(10, "B"), entry(0, "A")],
-            }],
+            agents: vec![ScenarioAgent::new("u", vec![entry(10, "B"), entry(0, "A")])],
             ..Scenario::default()
         };
         assert_eq!(
@@ -493,13 +705,13 @@ timeline = [{ at = "5s", status = "FAILED" }]
         let u = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
         let other = "00000000-0000-4000-8000-000000000002";
         assert!(s.answer_at(u, secs(0)).is_some()); // builds the index
-        let added = ScenarioAgent {
-            uuid: "00000000-0000-4000-8000-000000000003".into(),
-            timeline: vec![TimelineEntry {
+        let added = ScenarioAgent::new(
+            "00000000-0000-4000-8000-000000000003",
+            vec![TimelineEntry {
                 at: secs(0),
                 answer: ScriptedAnswer::Status("NEW".into()),
             }],
-        };
+        );
         s.agents.insert(0, added.clone()); // every index shifts; the length differs
         assert_eq!(
             s.answer_at(&added.uuid, secs(0)),
@@ -517,8 +729,30 @@ timeline = [{ at = "5s", status = "FAILED" }]
             s.answer_at("00000000-0000-4000-8000-000000000004", secs(0))
                 .is_some()
         );
-        // Clones and comparisons ignore the index.
-        assert_eq!(s.clone(), s);
+        // Comparisons ignore the index but not the agents: a scenario whose index is built
+        // equals a fresh copy of its agents, and differs once one answer differs.
+        let mut fresh = Scenario {
+            agents: s.agents.clone(),
+            ..Scenario::default()
+        };
+        fresh.secret_id.clone_from(&s.secret_id);
+        fresh.secret_key.clone_from(&s.secret_key);
+        assert!(fresh.index.0.get().is_none() && s.index.0.get().is_some());
+        assert_eq!(fresh, s);
+        fresh.agents[0].timeline[0].answer = ScriptedAnswer::Status("OTHER".into());
+        assert_ne!(fresh, s);
+        fresh.agents[0].timeline[0].answer = s.agents[0].timeline[0].answer.clone();
+        fresh.secret_key.push('x');
+        assert_ne!(fresh, s);
+        // A clone carries its own index: changing the original does not stale the clone's.
+        let copy = s.clone();
+        s.agents.clear();
+        s.reindex();
+        assert_eq!(s.answer_at(u, secs(0)), None);
+        assert!(
+            copy.answer_at("00000000-0000-4000-8000-000000000004", secs(0))
+                .is_some()
+        );
 
         // Hand-built duplicates: the first wins, as with a scan.
         let entry = |s: &str| TimelineEntry {
@@ -527,14 +761,8 @@ timeline = [{ at = "5s", status = "FAILED" }]
         };
         let s = Scenario {
             agents: vec![
-                ScenarioAgent {
-                    uuid: "u".into(),
-                    timeline: vec![entry("first")],
-                },
-                ScenarioAgent {
-                    uuid: "u".into(),
-                    timeline: vec![entry("second")],
-                },
+                ScenarioAgent::new("u", vec![entry("first")]),
+                ScenarioAgent::new("u", vec![entry("second")]),
             ],
             ..Scenario::default()
         };
@@ -545,7 +773,7 @@ timeline = [{ at = "5s", status = "FAILED" }]
     }
 
     #[test]
-    fn many_agents_load_and_duplicates_are_found_quickly() {
+    fn twenty_thousand_agents_load_and_a_late_duplicate_names_the_first() {
         use std::fmt::Write;
         let count = 20_000;
         let mut text = String::with_capacity(count * 100);
@@ -556,12 +784,14 @@ timeline = [{ at = "5s", status = "FAILED" }]
                  timeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n\n"
             );
         }
-        let started = std::time::Instant::now();
         let s = Scenario::from_toml_str(&text).unwrap();
-        println!("{count} agents loaded in {:?}", started.elapsed());
         assert_eq!(s.agents.len(), count);
         let last = format!("{:08x}-0000-4000-8000-{:012x}", count - 1, count - 1);
-        assert!(s.answer_at(&last, secs(1)).is_some());
+        assert_eq!(
+            s.answer_at(&last, secs(1)),
+            Some(&ScriptedAnswer::Status("COMPLETE".into()))
+        );
+        assert_eq!(s.agents[count - 1].uuid, last);
         let _ = write!(
             text,
             "[[agent]]\nuuid = \"{:08x}-0000-4000-8000-{:012x}\"\ntimeline = []\n",
@@ -660,5 +890,138 @@ timeline = [{ at = "5s", status = "FAILED" }]
             let err = Scenario::load(path).unwrap_err();
             assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
         }
+    }
+
+    const PORTS: &str = r#"
+[[agent]]
+uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
+collect_time = "2s"
+machine_name = "db-01"
+machine_ip = "192.0.2.7"
+timeline = []
+ports = [
+  { at = "60s", open = [ { port = 22, process = "sshd", pid = 812 }, { port = 3306, process = "mysqld", pid = 1400 } ] },
+  { at = "0s",  open = [ { port = 22, process = "sshd", pid = 812 } ] },
+]
+[[agent]]
+uuid = "00000000-0000-4000-8000-000000000002"
+timeline = []
+"#;
+
+    #[test]
+    fn ports_collect_time_and_machine_parse_and_sort() {
+        let s = Scenario::from_toml_str(PORTS).unwrap();
+        let a = &s.agents[0];
+        assert_eq!(a.collect_time, secs(2));
+        assert_eq!(a.machine_name.as_deref(), Some("db-01"));
+        assert_eq!(a.machine_ip.as_deref(), Some("192.0.2.7"));
+        let ats: Vec<_> = a.ports.iter().map(|e| e.at).collect();
+        assert_eq!(ats, vec![secs(0), secs(60)]);
+        assert_eq!(
+            a.ports[1].open[1],
+            OpenPortSpec {
+                port: 3306,
+                process: "mysqld".into(),
+                pid: 1400
+            }
+        );
+        // Defaults.
+        let b = &s.agents[1];
+        assert_eq!(b.collect_time, DEFAULT_COLLECT_TIME);
+        assert_eq!(b.collect_time, secs(5));
+        assert!(b.ports.is_empty());
+        assert_eq!(
+            (b.machine_name.as_ref(), b.machine_ip.as_ref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn bad_ports_say_where_and_what_to_write() {
+        let head = "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\n";
+        let case = |ports: &str| invalid_at(&format!("{head}{ports}\n"));
+        let (line, col, msg) =
+            case("ports = [{ at = \"0s\", open = [{ port = 65536, process = \"x\", pid = 1 }] }]");
+        assert_eq!((line, col), (4, 40));
+        assert!(msg.contains("0 to 65535"), "{msg}");
+        let (_, _, msg) =
+            case("ports = [{ at = \"0s\", open = [{ port = -1, process = \"x\", pid = 1 }] }]");
+        assert!(msg.contains("port = -1"), "{msg}");
+        let (line, col, msg) =
+            case("ports = [{ at = \"0s\", open = [{ port = 1, process = \"x\", pid = -5 }] }]");
+        assert_eq!((line, col), (4, 64));
+        assert!(msg.contains("pid = -5"), "{msg}");
+        let (_, col, msg) = case(
+            "ports = [{ at = \"0s\", open = [{ port = 1, process = \"a\\u001b[31mb\", pid = 1 }] }]",
+        );
+        assert_eq!(col, 53);
+        assert!(msg.contains("U+001B"), "{msg}");
+        assert!(!msg.contains('\u{1b}'), "{msg}");
+        let (_, _, msg) =
+            case("ports = [{ at = \"0s\", open = [{ port = 1, process = \" \", pid = 1 }] }]");
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let long = "p".repeat(MAX_PROCESS_CHARS + 1);
+        let (_, _, msg) = case(&format!(
+            "ports = [{{ at = \"0s\", open = [{{ port = 1, process = \"{long}\", pid = 1 }}] }}]"
+        ));
+        assert!(msg.contains("at most 256"), "{msg}");
+        let (line, _, msg) =
+            case("ports = [{ at = \"0s\", open = [] },\n { at = \"0s\", open = [] }]");
+        assert_eq!(line, 5);
+        assert!(msg.contains("line 4"), "{msg}");
+        let (_, _, msg) = case("ports = [{ at = \"later\", open = [] }]");
+        assert!(msg.contains("\"20s\""), "{msg}");
+        let (_, _, msg) = case("ports = [{ at = \"0s\", open = [{ port = 1, pid = 1 }] }]");
+        assert!(msg.contains("process"), "{msg}");
+        let (_, _, msg) = case(
+            "ports = [{ at = \"0s\", open = [{ port = 1, process = \"x\", pid = 1, proto = \"tcp\" }] }]",
+        );
+        assert!(msg.contains("proto"), "{msg}");
+        let (line, col, msg) = case("collect_time = \"2d\"");
+        assert_eq!((line, col), (4, 16));
+        assert!(msg.contains("longer than a day"), "{msg}");
+        let (_, _, msg) = case("machine_ip = \"10.0.0.300\"");
+        assert!(msg.contains("not an IP address"), "{msg}");
+        let (_, _, msg) = case("machine_name = \"a\\u202eb\"");
+        assert!(msg.contains("bidirectional"), "{msg}");
+    }
+
+    #[test]
+    fn port_lists_are_bounded() {
+        use std::fmt::Write;
+        let mut open = String::new();
+        for i in 0..=MAX_OPEN_PORTS {
+            let _ = write!(open, "{{port={},process=\"p\",pid=1}},", i % 65_536);
+        }
+        let text = format!(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\nports = [{{ at = \"0s\", open = [{open}] }}]\n"
+        );
+        let (line, _, msg) = invalid_at(&text);
+        assert_eq!(line, 4);
+        assert!(msg.contains(&format!("at most {MAX_OPEN_PORTS}")), "{msg}");
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse_with_their_port_timelines() {
+        let example =
+            Scenario::from_toml_str(include_str!("../../config/scenario-example.toml")).unwrap();
+        let inv = example
+            .agents
+            .iter()
+            .find(|a| a.machine_name.as_deref() == Some("inv-01"))
+            .unwrap();
+        assert_eq!(inv.collect_time, secs(2));
+        let sizes: Vec<usize> = inv.ports.iter().map(|e| e.open.len()).collect();
+        assert_eq!(sizes, [5, 6]);
+        let demo =
+            Scenario::from_toml_str(include_str!("../../config/demo-scenario.toml")).unwrap();
+        let web02 = &demo.agents[1];
+        let has_8080: Vec<bool> = web02
+            .ports
+            .iter()
+            .map(|e| e.open.iter().any(|p| p.port == 8080))
+            .collect();
+        // The demo's port opens, then closes.
+        assert_eq!(has_8080, [false, true, false]);
     }
 }

@@ -9,6 +9,9 @@ use serde_json::json;
 pub enum Answer {
     /// `{"Response":{"Status":...,"RequestId":...}}`.
     Status(String),
+    /// A success answer with these fields, in this order, then `RequestId` (e.g. `TotalCount`
+    /// and `OpenPorts`; none for `CreateOpenPortTask`).
+    Fields(serde_json::Map<String, serde_json::Value>),
     /// `{"Response":{"Error":{"Code":...,"Message":...},"RequestId":...}}`.
     Error {
         /// API error code.
@@ -27,10 +30,11 @@ impl Answer {
         }
     }
 
-    /// The status or the error code, as logged and recorded.
+    /// The status, `ok` for other success answers, or the error code, as logged and recorded.
     pub fn label(&self) -> &str {
         match self {
             Answer::Status(s) => s,
+            Answer::Fields(_) => "ok",
             Answer::Error { code, .. } => code,
         }
     }
@@ -41,6 +45,11 @@ impl Answer {
             Answer::Status(status) => json!({
                 "Response": { "Status": status, "RequestId": request_id }
             }),
+            Answer::Fields(fields) => {
+                let mut response = fields.clone();
+                response.insert("RequestId".to_owned(), json!(request_id));
+                json!({ "Response": response })
+            }
             Answer::Error { code, message } => json!({
                 "Response": {
                     "Error": { "Code": code, "Message": message },
@@ -63,6 +72,7 @@ pub fn scripted_error_message(code: &str) -> String {
         }
         "InternalError" | "InternalError.MainDBFail" => "An internal error occurred.".to_owned(),
         "ResourceNotFound" => "The resource does not exist.".to_owned(),
+        "FailedOperation.CreateOpenPortTask" => "The collection task cannot be created.".to_owned(),
         _ => format!("Scripted error {code}."),
     }
 }
@@ -109,6 +119,12 @@ mod tests {
         assert_eq!(err["Response"]["Error"]["Message"], "gone");
         assert_eq!(err["Response"]["RequestId"], "r-2");
         assert!(err["Response"].get("Status").is_none());
+        let mut fields = serde_json::Map::new();
+        fields.insert("TotalCount".into(), json!(2));
+        let text = String::from_utf8(Answer::Fields(fields).body("r-3")).unwrap();
+        assert_eq!(text, r#"{"Response":{"TotalCount":2,"RequestId":"r-3"}}"#);
+        let empty = String::from_utf8(Answer::Fields(Default::default()).body("r-4")).unwrap();
+        assert_eq!(empty, r#"{"Response":{"RequestId":"r-4"}}"#);
     }
 
     #[test]

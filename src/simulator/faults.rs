@@ -1,0 +1,109 @@
+//! Injected faults: the probabilities a test or `simulate --fault-*` sets, and the draw that
+//! decides which fault (if any) hits one request. The pipeline applies the draw in
+//! `handle.rs`.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::server::{Shared, lock};
+
+/// `stall`, `reset`, `http_503`, `internal_error`, `truncated_json`. A stall delays and then
+/// lets the request go on (it can combine with one other fault); of the other four the first
+/// that fires wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Answer the API error `InternalError` instead.
+    pub internal_error: f64,
+    /// Answer HTTP 503 with a gateway's HTML body.
+    pub http_503: f64,
+    /// Close the connection without an answer.
+    pub reset: f64,
+    /// HTTP 200 with the first half of the JSON body (consistent `Content-Length`).
+    pub truncated_json: f64,
+    /// Wait `stall_for` before answering.
+    pub stall: f64,
+    /// How long a stall lasts.
+    pub stall_for: Duration,
+}
+
+impl Default for Faults {
+    /// No faults; a stall, once enabled, lasts 30 s.
+    fn default() -> Self {
+        Faults {
+            internal_error: 0.0,
+            http_503: 0.0,
+            reset: 0.0,
+            truncated_json: 0.0,
+            stall: 0.0,
+            stall_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The faults drawn for one request.
+pub(super) struct FaultDraw {
+    /// Hold the answer back this long first.
+    pub(super) stall: Option<Duration>,
+    /// What replaces (or spoils) the answer.
+    pub(super) kind: FaultKind,
+}
+
+/// The answer-replacing faults; at most one per request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum FaultKind {
+    None,
+    Reset,
+    Http503,
+    InternalError,
+    Truncated,
+}
+
+impl Shared {
+    /// Step 9: which fault, if any, hits this request.
+    pub(super) fn draw_fault(&self) -> FaultDraw {
+        let faults = *lock(&self.faults);
+        let mut rng = lock(&self.rng);
+        // `random::<f64>() < p` instead of `random_bool(p)`: no panic on p outside 0..=1.
+        let mut hit = |p: f64| rng.random::<f64>() < p;
+        let stall = hit(faults.stall).then_some(faults.stall_for);
+        let kind = if hit(faults.reset) {
+            FaultKind::Reset
+        } else if hit(faults.http_503) {
+            FaultKind::Http503
+        } else if hit(faults.internal_error) {
+            FaultKind::InternalError
+        } else if hit(faults.truncated_json) {
+            FaultKind::Truncated
+        } else {
+            FaultKind::None
+        };
+        FaultDraw { stall, kind }
+    }
+}
+
+/// Hostile `DescribeOpenPorts` answers, applied to every answer while set (not drawn: a client
+/// must see the same lie on every retry to give up), for tests of a client's checks. Set with
+/// [`RunningSimulator::set_port_faults`](super::RunningSimulator::set_port_faults); the default
+/// is honest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortFaults {
+    /// Only answers for this agent Uuid lie; `None`: every answer (also `Port`-only queries).
+    pub uuid: Option<String>,
+    /// Added to `TotalCount` (saturating): the rows then never add up to it.
+    pub total_count_offset: i64,
+    /// Replaces `Port` in the first row of every page, e.g. `-1` or `70000`.
+    pub first_port: Option<i64>,
+    /// Removed from the first row of every page, e.g. `"ProcessName"` or `"Port"`.
+    pub missing_field: Option<String>,
+}
+
+impl PortFaults {
+    /// Whether an answer for `uuid` (`None`: a `Port`-only query) lies.
+    pub(super) fn applies_to(&self, uuid: Option<&str>) -> bool {
+        match &self.uuid {
+            None => true,
+            Some(only) => uuid == Some(only.as_str()),
+        }
+    }
+}

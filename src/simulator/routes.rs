@@ -1,0 +1,210 @@
+//! What a request is and who answers it: the checks every request passes, in the real API's
+//! order, the per-action rate limit, and the dispatch to the action's handler (`actions.rs`).
+//! The pipeline around it (body, faults, answer, statistics) is `handle.rs`.
+//!
+//! Order of checks, first failure answers:
+//! 1. method and path: only `POST /` (`InvalidRequest` otherwise);
+//! 2. `X-TC-Action`, `X-TC-Version`, `X-TC-Timestamp` present (`MissingParameter`), timestamp an
+//!    integer (`InvalidParameterValue`);
+//! 3. `Authorization` present and well-formed (`AuthFailure.InvalidAuthorization`);
+//! 4. timestamp within 300 s of the simulator clock (`AuthFailure.SignatureExpire`);
+//! 5. SecretId known (`AuthFailure.SecretIdNotFound`); from here on a request of a known action
+//!    counts as an arrival of that action (`SimStats::per_action`), whatever follows;
+//! 6. credential scope and signature (`AuthFailure.SignatureFailure`);
+//! 7. version `2018-02-28` (`NoSuchVersion`), action known (`InvalidAction`; other real CWP
+//!    actions the simulator does not implement: `UnsupportedOperation`);
+//! 8. rate limit per action, one strict window each, as Tencent counts each action separately
+//!    (`RequestLimitExceeded`) — so only authenticated calls of a real action count, and refused
+//!    ones do not;
+//! 9. injected faults (drawn only for requests the limiter accepted, i.e. those the real API
+//!    would hand to its backend; they consume quota like a backend failure would);
+//! 10. body and parameters (`InvalidParameter`, `UnknownParameter`, `MissingParameter`,
+//!     `InvalidParameterValue`, `InvalidParameter.InvalidFormat`, `ResourceNotFound`), then the
+//!     action's answer (`actions.rs`).
+
+use hyper::Method;
+use tokio::time::Instant;
+
+use super::auth::{self, ReceivedRequest};
+use super::limiter::ActionWindow;
+use super::server::{
+    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS, Shared,
+    lock,
+};
+use super::wire::Answer;
+
+/// The actions the simulator answers (`actions.rs`).
+const IMPLEMENTED: &[&str] = &[DESCRIBE_ACTION, CREATE_TASK_ACTION, DESCRIBE_PORTS_ACTION];
+
+/// Real CWP actions the simulator knows by name but does not implement.
+const OTHER_CWP_ACTIONS: &[&str] = &[
+    "DescribeOpenPortStatistics",
+    "DescribeMachines",
+    "DescribeMachineInfo",
+];
+
+impl Shared {
+    /// Steps 1–8 of the module docs, then (for accepted requests) step 10. Returns the answer
+    /// and whether the limiter accepted the request (only those can be faulted).
+    pub(super) fn decide(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: &[u8],
+        now: Instant,
+    ) -> Decision {
+        let refused = |answer| Decision {
+            answer,
+            accepted: false,
+        };
+        if parts.method != Method::POST || parts.uri.path() != "/" {
+            return refused(Answer::error(
+                "InvalidRequest",
+                format!(
+                    "The simulator serves only `POST /` with a JSON body, not `{} {}`.",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ));
+        }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let (Some(action), Some(version), Some(timestamp)) = (
+            header("x-tc-action"),
+            header("x-tc-version"),
+            header("x-tc-timestamp"),
+        ) else {
+            let missing = [
+                ("x-tc-action", "Action"),
+                ("x-tc-version", "Version"),
+                ("x-tc-timestamp", "Timestamp"),
+            ]
+            .into_iter()
+            .find(|(h, _)| header(h).is_none())
+            .map_or("Action", |(_, p)| p);
+            return refused(Answer::error(
+                "MissingParameter",
+                format!("The request is missing a required parameter `{missing}`."),
+            ));
+        };
+        let Ok(timestamp) = timestamp.parse::<i64>() else {
+            return refused(Answer::error(
+                "InvalidParameterValue",
+                format!("The value `{timestamp}` of `Timestamp` is not Unix seconds."),
+            ));
+        };
+        let Some(authorization) = header("authorization") else {
+            return refused(Answer::error(
+                "AuthFailure.InvalidAuthorization",
+                "The request has no Authorization header.",
+            ));
+        };
+        let auth = match auth::parse_authorization(authorization) {
+            Ok(a) => a,
+            Err(p) => return refused(Answer::error(p.code(), p.message())),
+        };
+        let server_time = self.now_unix();
+        if timestamp.abs_diff(server_time) > MAX_SKEW_SECS as u64 {
+            return refused(Answer::error(
+                "AuthFailure.SignatureExpire",
+                format!(
+                    "Signature expired. Timestamp: {timestamp}, server time: {server_time}; \
+                     they must be within {MAX_SKEW_SECS} seconds of each other."
+                ),
+            ));
+        }
+        if auth.secret_id != self.scenario.secret_id {
+            return refused(Answer::error(
+                "AuthFailure.SecretIdNotFound",
+                "The SecretId is not found, please ensure that your SecretId is correct.",
+            ));
+        }
+        if IMPLEMENTED.contains(&action) || OTHER_CWP_ACTIONS.contains(&action) {
+            self.arrive(action, now);
+        }
+        let query = parts.uri.query().unwrap_or("");
+        let received = ReceivedRequest {
+            method: parts.method.as_str(),
+            uri: parts.uri.path(),
+            query,
+            headers: &parts.headers,
+            payload: body,
+            timestamp,
+        };
+        if let Err(p) = auth::verify(&auth, &self.scenario.secret_key, &received) {
+            return refused(Answer::error(p.code(), p.message()));
+        }
+        if version != API_VERSION {
+            return refused(Answer::error(
+                "NoSuchVersion",
+                format!("The API version `{version}` does not exist; CWP is `{API_VERSION}`."),
+            ));
+        }
+        if !IMPLEMENTED.contains(&action) {
+            return refused(if OTHER_CWP_ACTIONS.contains(&action) {
+                Answer::error(
+                    "UnsupportedOperation",
+                    format!("The simulator does not implement `{action}`."),
+                )
+            } else {
+                Answer::error(
+                    "InvalidAction",
+                    format!("The action `{action}` does not exist."),
+                )
+            });
+        }
+        if !self.admit(action, now) {
+            return refused(Answer::error(
+                "RequestLimitExceeded",
+                "Your current request times equals to `20` in a second, which exceeds the \
+                 frequency limit `20` for a second. Please reduce the frequency of calls.",
+            ));
+        }
+        let answer = match action {
+            CREATE_TASK_ACTION => self.create_task(body, now),
+            DESCRIBE_PORTS_ACTION => self.describe_ports(body, now),
+            _ => self.describe_status(body, now),
+        };
+        Decision {
+            answer,
+            accepted: true,
+        }
+    }
+
+    /// Counts an arrival of a known action (see the module docs, step 5).
+    fn arrive(&self, action: &str, now: Instant) {
+        lock(&self.limiters)
+            .entry(action.to_owned())
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now))
+            .arrive(now);
+    }
+
+    /// Step 8: the action's own limiter.
+    fn admit(&self, action: &str, now: Instant) -> bool {
+        let mut limiters = lock(&self.limiters);
+        let window = limiters
+            .entry(action.to_owned())
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now));
+        if !window.try_acquire(now) {
+            return false;
+        }
+        let max = window.stats().max_accepted_in_window;
+        drop(limiters);
+        let mut st = lock(&self.stats);
+        st.max_in_window = st.max_in_window.max(max);
+        true
+    }
+}
+
+/// The answer to a request before any fault, and whether the limiter accepted it.
+pub(super) struct Decision {
+    /// What the API answers.
+    pub(super) answer: Answer,
+    /// The limiter counted the request (only those can be faulted).
+    pub(super) accepted: bool,
+}
