@@ -14,6 +14,7 @@ mod cvm_role;
 mod daemon;
 mod dispatch;
 mod hostile;
+mod inventory;
 mod journald;
 mod packaging;
 mod reliability;
