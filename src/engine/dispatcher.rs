@@ -295,9 +295,8 @@ impl<P: Poller> Engine<P> {
 
     fn on_task_status(&mut self, id: AgentId, result: Result<TaskStatus, ApiError>, now: Instant) {
         let action = Action::PollStatus;
-        if self.agents.release_orphan(id) {
+        if self.drop_orphan_answer(id, action) {
             // Removed from the watchlist while this answer was on its way: forgotten.
-            self.account.lane(action).finish(id, None, now);
             return;
         }
         let Some(record) = self.agents.get_mut(id) else {

@@ -314,7 +314,11 @@ impl<P: Poller> Engine<P> {
                 });
             }
             Job::FetchPorts(_) => {
-                let offset = inv.fetches.entry(id).or_insert_with(Assembly::new).offset();
+                let Some(offset) = inv.fetches.get(&id).map(Assembly::offset) else {
+                    // Forgotten since it was queued.
+                    self.account.lane(job.action()).finish(id, None, now);
+                    return false;
+                };
                 in_flight.spawn(job, async move {
                     Reply::Ports(poller.describe_ports(&uuid, PAGE_LIMIT, offset).await)
                 });
@@ -324,11 +328,30 @@ impl<P: Poller> Engine<P> {
         true
     }
 
+    /// An answer in `action`'s lane for an agent removed meanwhile: its job is finished and
+    /// the answer dropped; the id is freed only when no other lane still has a request in
+    /// flight for it (with two lanes in flight, freeing it at the first answer would let a
+    /// new agent take the id and receive the other answer). Returns whether it was one.
+    pub(super) fn drop_orphan_answer(&mut self, id: AgentId, action: Action) -> bool {
+        if !self.agents.is_orphan(id) {
+            return false;
+        }
+        let now = Instant::now();
+        self.account.lane(action).finish(id, None, now);
+        if !self.account.lanes.iter().any(|l| l.queue.is_in_flight(id)) {
+            self.agents.release_orphan(id);
+        }
+        true
+    }
+
     /// The answer of `CreateOpenPortTask`.
     pub(super) fn on_task_created(&mut self, id: AgentId, result: Result<String, ApiError>) {
         let now = Instant::now();
         let action = Action::CreateTask;
-        if self.agents.release_orphan(id) || self.inventory.is_none() {
+        if self.drop_orphan_answer(id, action) {
+            return;
+        }
+        if self.inventory.is_none() {
             self.account.lane(action).finish(id, None, now);
             return;
         }
@@ -393,8 +416,7 @@ impl<P: Poller> Engine<P> {
     pub(super) fn on_ports(&mut self, id: AgentId, result: Result<Page, ApiError>) {
         let now = Instant::now();
         let action = Action::FetchPorts;
-        if self.agents.release_orphan(id) {
-            self.account.lane(action).finish(id, None, now);
+        if self.drop_orphan_answer(id, action) {
             return;
         }
         let (Some(inv), Some(record)) = (self.inventory.as_mut(), self.agents.get(id)) else {
@@ -402,7 +424,13 @@ impl<P: Poller> Engine<P> {
             return;
         };
         let (uuid, name) = (record.uuid.clone(), record.name.clone());
-        let assembly = inv.fetches.entry(id).or_insert_with(Assembly::new);
+        // No fetch in progress: the agent was forgotten (and maybe watched again) while this
+        // page was on its way. Its offset belongs to a fetch that no longer exists: dropped,
+        // never appended to another.
+        let Some(assembly) = inv.fetches.get_mut(&id) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
         let step = match result {
             Ok(page) => {
                 self.account.lane(action).succeeded(now);

@@ -450,3 +450,69 @@ async fn a_removed_agent_forgets_its_inventory() {
     assert_eq!(on_disk.keys().collect::<Vec<_>>(), [&uuid(0)]);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_daemon_reports_ports_and_the_ports_command_prints_what_it_stored() {
+    use crate::support::app::{App, agents, daemon_config, run_within};
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    sim.set_ports(
+        &uuid(0),
+        vec![spec(22, "sshd", 812), spec(3306, "mysqld", 1400)],
+    );
+    sim.set_ports(&uuid(1), vec![spec(22, "sshd\u{1b}[31m", 9)]);
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..2, "db"));
+    app.write(
+        "config.toml",
+        format!(
+            "{}[inventory]\nenabled = true\nbaseline = \"ports\"\n",
+            daemon_config(&sim.endpoint())
+        ),
+    );
+    let mut daemon = app.daemon(&[]);
+    daemon
+        .wait_for("three port_opened", Duration::from_secs(20), |events| {
+            events
+                .iter()
+                .filter(|e| e["event"] == "port_opened")
+                .count()
+                == 3
+        })
+        .await;
+    let finished = daemon.stop().await;
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    let opened = finished.named("port_opened");
+    let mysql = opened.iter().find(|e| e["port"] == 3306).expect("3306");
+    assert_eq!(mysql["process_name"], "mysqld");
+    assert_eq!(mysql["pid"], 1400);
+    assert_eq!(mysql["baseline"], true);
+    assert_eq!(mysql["uuid"], uuid(0));
+    sim.shutdown().await;
+
+    // `ports` reads the file the daemon left, with no API (the simulator is gone).
+    let out = run_within(
+        app.with_config(&["ports", "--format", "json", "--port", "22"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines.iter().all(|l| l["port"] == 22));
+    let text = run_within(
+        app.with_config(&["ports", "--agent", &uuid(1)]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(text.code(), Some(0), "{}", text.stderr);
+    assert_eq!(text.stdout.lines().count(), 1, "{}", text.stdout);
+    assert!(text.stdout.contains("sshd\\u{1b}[31m"), "{}", text.stdout);
+    assert!(!text.stdout.contains('\u{1b}'));
+    let none = run_within(
+        app.with_config(&["ports", "--agent", "no-such-host"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(none.code(), Some(1));
+    assert!(none.stderr.contains("no watched agent"), "{}", none.stderr);
+}
