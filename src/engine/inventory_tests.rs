@@ -27,6 +27,8 @@ struct Scripted {
     log: Arc<Mutex<Vec<(Instant, &'static str)>>>,
     /// When each agent's last task was created.
     created: Arc<Mutex<HashMap<String, Instant>>>,
+    /// How long a status answer and a page take.
+    latency: (Duration, Duration),
 }
 
 impl Scripted {
@@ -40,6 +42,7 @@ impl Scripted {
             ports: Arc::new(ports),
             log: Arc::default(),
             created: Arc::default(),
+            latency: (Duration::from_millis(50), Duration::from_millis(50)),
         }
     }
 
@@ -60,8 +63,9 @@ impl Poller for Scripted {
             .get(uuid)
             .map(|t| Instant::now() - *t);
         let status = (self.status)(at, created).to_owned();
+        let latency = self.latency.0;
         async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(latency).await;
             Ok(TaskStatus {
                 status,
                 request_id: "rs".into(),
@@ -87,8 +91,9 @@ impl Poller for Scripted {
         let at = self.record("ports");
         assert_eq!(limit, 100);
         let answer = (self.ports)(at, uuid, offset);
+        let latency = self.latency.1;
         async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(latency).await;
             answer
         }
     }
@@ -552,4 +557,78 @@ async fn rescans_come_once_per_interval_per_agent_spread_not_in_a_burst() {
         "{most} of {} in 10 s: {creates:?}",
         creates.len()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_id() {
+    // Agent 0's status poll (1 s) and first page (3 s) are both in flight when a reload
+    // removes it; its status answer comes first; then a reload adds agent 1, whose own fetch
+    // begins before agent 0's page arrives. Agent 0's ports must never become agent 1's.
+    let mut api = Scripted::new(
+        |_, _| "COMPLETE",
+        |_, uuid, offset| {
+            let ports = if uuid.ends_with("000000000000") {
+                vec![port(1111, "zero")]
+            } else {
+                vec![port(2222, "one")]
+            };
+            Ok(page(&ports, offset, 1))
+        },
+    );
+    api.latency = (Duration::from_secs(1), Duration::from_secs(3));
+    let all = agents(2);
+    let sink = Arc::new(CollectingSink::default());
+    let (control, rx) = tokio::sync::mpsc::unbounded_channel();
+    // Agent 0 persisted as COMPLETE without a snapshot: its fetch starts at once.
+    let known: crate::tracker::KnownMap = [(
+        Arc::from(all[0].uuid.as_str()),
+        crate::tracker::Known {
+            status: Status::Complete,
+            request_id: "r0".into(),
+            seen_at: 0,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let engine = Engine::new(api, sink.clone(), config(), &all[..1], known)
+        .with_control(rx)
+        .with_inventory(options(Baseline::Ports), InventoryMap::new(), None);
+    let stop = CancellationToken::new();
+    let driver = {
+        let stop = stop.clone();
+        let all = all.clone();
+        tokio::spawn(async move {
+            let reload = |agents: Vec<Agent>| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                control
+                    .send(Control::Reload {
+                        agents,
+                        config: config(),
+                        reply,
+                    })
+                    .unwrap();
+                answer
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(reload(vec![]).await.unwrap(), (0, 0, 1));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert_eq!(reload(all[1..].to_vec()).await.unwrap(), (1, 1, 0));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        })
+    };
+    let (engine, _) = engine.run(stop).await;
+    driver.await.unwrap();
+    assert_eq!(
+        names(&sink.events()),
+        ["status COMPLETE", "opened 2222 one baseline"]
+    );
+    let stored = engine.stored_inventory().unwrap();
+    assert_eq!(stored.len(), 1);
+    let ports = &stored[&*all[1].uuid.as_str()]
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .ports;
+    assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), [2222]);
 }
