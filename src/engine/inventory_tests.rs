@@ -625,7 +625,7 @@ async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_i
     );
     let stored = engine.stored_inventory().unwrap();
     assert_eq!(stored.len(), 1);
-    let ports = &stored[&*all[1].uuid.as_str()]
+    let ports = &stored[all[1].uuid.as_str()]
         .snapshot
         .as_ref()
         .unwrap()
