@@ -632,3 +632,56 @@ async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_i
         .ports;
     assert_eq!(ports.iter().map(|p| p.port).collect::<Vec<_>>(), [2222]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn throttled_pages_slow_the_ports_lane_alone_and_are_retried() {
+    // The first 5 pages are throttled: rate_limited comes from the ports lane, whose rate
+    // drops; the status lane keeps its 20/s; the listing is complete in the end.
+    let throttled = Arc::new(Mutex::new(5u32));
+    let left = throttled.clone();
+    let api = Scripted::new(
+        |_, _| "COMPLETE",
+        move |_, _, offset| {
+            let mut left = left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(ApiError::Api {
+                    code: "RequestLimitExceeded".into(),
+                    message: "slow down".into(),
+                    request_id: Some("rt".into()),
+                });
+            }
+            Ok(page(&[port(22, "sshd")], offset, 1))
+        },
+    );
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(api, sink.clone(), config(), &agents(3), HashMap::new())
+        .with_inventory(options(Baseline::Summary), InventoryMap::new(), None);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        s.cancel();
+    });
+    let (engine, _) = engine.run(stop).await;
+    let events = sink.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RateLimited { requests_per_second, .. } if *requests_per_second < 20)),
+        "{events:?}"
+    );
+    assert_eq!(
+        names(&events)
+            .iter()
+            .filter(|n| n.starts_with("baseline"))
+            .count(),
+        3,
+        "throttling is no failure: {:?}",
+        names(&events)
+    );
+    assert!(!names(&events).iter().any(|n| n.starts_with("failed")));
+    let lanes = &engine.account.lanes;
+    assert_eq!(lanes[lane::Action::PollStatus.index()].pacer.rate(), 20);
+    assert!(lanes[lane::Action::FetchPorts.index()].pacer.rate() < 20);
+}
