@@ -822,6 +822,39 @@ mod tests {
                 error_message: hostile.into(),
                 moved_to: hostile.into(),
             },
+            Event::PortOpened {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                port: 22,
+                process_name: hostile.into(),
+                pid: 1,
+                machine_ip: hostile.into(),
+                machine_name: hostile.into(),
+                request_id: "r".into(),
+                baseline: false,
+            },
+            Event::PortClosed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                port: 22,
+                process_name: hostile.into(),
+                pid: 1,
+                machine_ip: hostile.into(),
+                machine_name: hostile.into(),
+                request_id: "r".into(),
+            },
+            Event::InventoryFailed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+            },
+            Event::ScanRequested {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                reason: hostile.into(),
+                request_id: "r".into(),
+            },
         ];
         for event in &events {
             let message = event.message();
@@ -858,5 +891,29 @@ mod tests {
             ids.iter()
                 .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         );
+    }
+
+    #[test]
+    fn port_events_read_as_users_asked() {
+        let e = Event::PortOpened {
+            uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            agent_name: "db-01".into(),
+            port: 3306,
+            process_name: "mysqld".into(),
+            pid: 1400,
+            machine_ip: "10.0.0.5".into(),
+            machine_name: "db".into(),
+            request_id: "r".into(),
+            baseline: false,
+        };
+        assert_eq!(e.message(), "db-01 (6b6cd843…): port 3306 opened by mysqld");
+        assert_eq!((e.name(), e.level()), ("port_opened", Level::INFO));
+        let failed = Event::InventoryFailed {
+            uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            agent_name: String::new(),
+            error_code: "InventoryError.Incomplete".into(),
+            error_message: "m".into(),
+        };
+        assert_eq!(failed.level(), Level::WARN);
     }
 }

@@ -245,7 +245,8 @@ impl<P: Poller> Engine<P> {
 
     /// A status answer was recorded for `id`: what the inventory does about it.
     pub(super) fn inventory_after_status(&mut self, id: AgentId, status: &Status, changed: bool) {
-        let Some(inv) = self.inventory.as_mut() else {
+        // Status-only mode (the default) pays nothing more per answer.
+        let Some(inv) = self.inventory.as_mut().filter(|i| i.options.enabled) else {
             return;
         };
         let Some(record) = self.agents.get(id) else {

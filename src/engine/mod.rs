@@ -22,6 +22,10 @@
 //! - `reload`: watchlist changes (start-up phasing, reloads, orphans).
 //! - `saver`: the state file, saved off-thread while statuses change and once at the end.
 //! - `heartbeat`: [`EngineStatus`], the numbers the daemon shows `systemd`.
+//! - `inventory` and `inventory_decide`: the open-port inventory's two lanes
+//!   (`CreateOpenPortTask`, `DescribeOpenPorts`), its per-agent state beside the agent table,
+//!   and the pure rules for its follow-up jobs (fetch after `COMPLETE`, `create_missing`,
+//!   rescans at each agent's slot).
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
 //! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
