@@ -516,3 +516,54 @@ async fn the_daemon_reports_ports_and_the_ports_command_prints_what_it_stored() 
     assert_eq!(none.code(), Some(1));
     assert!(none.stderr.contains("no watched agent"), "{}", none.stderr);
 }
+
+#[tokio::test]
+async fn a_damaged_inventory_file_is_kept_reported_and_the_daemon_starts_with_baselines() {
+    use crate::support::app::{App, agents, daemon_config};
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    sim.set_ports(&uuid(0), vec![spec(22, "sshd", 1)]);
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..1, "db"));
+    app.write(
+        "config.toml",
+        format!(
+            "{}[inventory]\nenabled = true\n",
+            daemon_config(&sim.endpoint())
+        ),
+    );
+    std::fs::create_dir_all(app.path().join("state")).unwrap();
+    std::fs::set_permissions(
+        app.path().join("state"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let garbage = "{\"version\":1,\"agents\":{\"x\":";
+    app.write("state/inventory.json", garbage);
+    let mut daemon = app.daemon(&[]);
+    daemon
+        .wait_for("inventory_baseline", Duration::from_secs(20), |events| {
+            events.iter().any(|e| e["event"] == "inventory_baseline")
+        })
+        .await;
+    let finished = daemon.stop().await;
+    let damaged = finished.named("state_damaged");
+    assert_eq!(damaged.len(), 1, "{}", finished.stderr);
+    let moved = damaged[0]["moved_to"].as_str().unwrap();
+    assert!(
+        damaged[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("inventory.json")
+    );
+    assert_eq!(
+        std::fs::read_to_string(moved).unwrap(),
+        garbage,
+        "kept as it was"
+    );
+    assert!(finished.named("port_opened").is_empty());
+    // The new file holds the fresh snapshot.
+    let stored = InventoryFile::in_dir(&app.path().join("state"))
+        .load()
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    sim.shutdown().await;
+}
