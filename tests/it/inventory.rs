@@ -567,3 +567,42 @@ async fn a_damaged_inventory_file_is_kept_reported_and_the_daemon_starts_with_ba
     assert_eq!(stored.len(), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn create_missing_asks_the_simulator_for_a_task_and_the_inventory_follows() {
+    let sim = start_scenario(&format!(
+        r#"[[agent]]
+uuid = "{}"
+collect_time = "500ms"
+timeline = [ {{ at = "0s", error = "FailedOperation.OpenPortTaskNotFound" }} ]
+ports = [ {{ at = "0s", open = [ {{ port = 8080, process = "python3", pid = 4242 }} ] }} ]
+"#,
+        uuid(0)
+    ))
+    .await;
+    let mut o = options(Baseline::Summary);
+    o.create_missing = true;
+    let r = run(&sim, &watch(1), o, None, |e| !port_events(e).is_empty()).await;
+    let seen: Vec<String> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StatusChanged { to_status, .. } => Some(format!("status {to_status}")),
+            Event::ScanRequested { reason, .. } => Some(format!("scan {reason}")),
+            Event::InventoryBaseline { ports, .. } => Some(format!("baseline {ports}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "status NO_TASK",
+            "scan missing",
+            "status COLLECTING",
+            "status COMPLETE",
+            "baseline 1"
+        ]
+    );
+    assert_eq!(sim.stats().per_action["CreateOpenPortTask"].accepted, 1);
+    sim.shutdown().await;
+}
