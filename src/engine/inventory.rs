@@ -301,9 +301,15 @@ impl<P: Poller> Engine<P> {
                 let entry = inv.map.entry(uuid.to_string()).or_default();
                 let rescan = inv.options.rescan_interval;
                 if inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan) == Reason::Rescan
-                    && !inventory_decide::rescan_now(rescan, entry.fetched_at, unix_now)
+                    && !inventory_decide::rescan_now(
+                        rescan,
+                        self.tracker.status(&uuid),
+                        entry.fetched_at,
+                        unix_now,
+                    )
                 {
-                    // Its last task completed recently: look again at its next slot.
+                    // A task runs, the agent is offline, or its last task completed recently:
+                    // look again at its next slot.
                     let next = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
                     self.account.lane(Action::CreateTask).finish(id, next, now);
                     return false;

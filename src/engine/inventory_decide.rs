@@ -94,10 +94,19 @@ pub(crate) fn after_status(
     }
 }
 
-/// An agent's rescan slot came: create a task now? Yes when it never completed one
+/// An agent's rescan slot came: create a task now? Not while a task runs (`COLLECTING`) or
+/// the agent is offline (the API refuses both); else yes when it never completed one
 /// (`fetched_at`, Unix seconds) or the last is older than [`RESCAN_AGE_PERCENT`] of
 /// `rescan_interval`.
-pub(crate) fn rescan_now(rescan_interval: Duration, fetched_at: Option<u64>, now: u64) -> bool {
+pub(crate) fn rescan_now(
+    rescan_interval: Duration,
+    status: &Status,
+    fetched_at: Option<u64>,
+    now: u64,
+) -> bool {
+    if matches!(status, Status::Collecting | Status::AgentOffline) {
+        return false;
+    }
     let Some(at) = fetched_at else {
         return true;
     };
@@ -268,16 +277,28 @@ mod tests {
     #[test]
     fn rescans_wait_for_the_last_completed_task_to_age() {
         let twelve_h = Duration::from_secs(12 * 3600);
-        assert!(rescan_now(twelve_h, None, 100));
-        assert!(rescan_now(twelve_h, Some(100), 100 + 43_200));
-        assert!(rescan_now(twelve_h, Some(100), 100 + 38_880), "90 %");
-        assert!(!rescan_now(twelve_h, Some(100), 100 + 38_879));
+        let c = &Status::Complete;
+        assert!(rescan_now(twelve_h, c, None, 100));
+        assert!(rescan_now(twelve_h, &Status::NoTask, None, 100));
         assert!(
-            !rescan_now(twelve_h, Some(u64::MAX), 0),
+            !rescan_now(twelve_h, &Status::Collecting, None, 100),
+            "a task runs"
+        );
+        assert!(!rescan_now(twelve_h, &Status::AgentOffline, None, 100));
+        assert!(rescan_now(twelve_h, c, Some(100), 100 + 43_200));
+        assert!(rescan_now(twelve_h, c, Some(100), 100 + 38_880), "90 %");
+        assert!(!rescan_now(twelve_h, c, Some(100), 100 + 38_879));
+        assert!(
+            !rescan_now(twelve_h, c, Some(u64::MAX), 0),
             "a clock that went back"
         );
         // Saturating, not overflowing, at the extremes.
-        assert!(!rescan_now(Duration::from_secs(u64::MAX), Some(0), 1_000));
-        assert!(rescan_now(Duration::from_secs(100), Some(0), u64::MAX));
+        assert!(!rescan_now(
+            Duration::from_secs(u64::MAX),
+            c,
+            Some(0),
+            1_000
+        ));
+        assert!(rescan_now(Duration::from_secs(100), c, Some(0), u64::MAX));
     }
 }
