@@ -55,6 +55,7 @@ pub mod escape;
 pub mod events;
 pub mod inventory;
 pub mod logging;
+pub mod metrics;
 pub mod pacing;
 pub mod problems;
 pub mod rate_control;

@@ -264,6 +264,104 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_rate_in_force_is_what_was_set_at_least_one() {
+        let mut p = Pacer::new(20);
+        assert_eq!(p.rate(), 20);
+        assert!(format!("{p:?}").contains("rate: 20"), "{p:?}");
+        p.set_rate(7);
+        assert_eq!(p.rate(), 7);
+        p.set_rate(0);
+        assert_eq!(p.rate(), 1);
+        assert_eq!(Pacer::new(0).rate(), 1);
+        // The spacing follows the rate set: two grants at 7/s are 1/7 s (and the margin)
+        // apart.
+        p.set_rate(7);
+        p.acquire().await;
+        let first = Instant::now();
+        p.acquire().await;
+        // (tokio's timer wheel has 1 ms steps: a sleep ends at the next whole ms.)
+        within_a_tick(Instant::now(), first + period(7));
+        assert!(period(7) > Duration::from_secs(1) / 7);
+        assert!(period(7) < Duration::from_secs(1) / 7 * 101 / 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_until_holds_every_grant_until_then_and_never_moves_back() {
+        let mut p = Pacer::new(20);
+        p.acquire().await;
+        let until = Instant::now() + Duration::from_secs(5);
+        p.pause_until(until);
+        // An earlier pause does not undo the later one.
+        p.pause_until(Instant::now() + Duration::from_secs(1));
+        assert_eq!(p.try_acquire(), Err(until));
+        p.acquire().await;
+        within_a_tick(Instant::now(), until);
+        // And the schedule goes on from there, one period at a time.
+        p.acquire().await;
+        within_a_tick(Instant::now(), until + period(20));
+        // A pause before the first grant ever holds it as well.
+        let mut fresh = Pacer::new(20);
+        let until = Instant::now() + Duration::from_secs(2);
+        fresh.pause_until(until);
+        fresh.acquire().await;
+        within_a_tick(Instant::now(), until);
+    }
+
+    /// `now` is `want` or at most one timer tick (1 ms) after it.
+    fn within_a_tick(now: Instant, want: Instant) {
+        assert!(
+            now >= want && now - want < Duration::from_millis(1),
+            "{:?} after the wanted instant",
+            now.checked_duration_since(want)
+        );
+    }
+
+    /// The oracle every window assertion relies on, checked on its own: by hand at the edges
+    /// (the window is `[t, t + 1 s)`), then against counting every window by brute force.
+    #[test]
+    fn max_in_any_window_counts_half_open_one_second_windows() {
+        let t0 = Instant::now();
+        let at = |ms: &[u64]| -> Vec<Instant> {
+            ms.iter().map(|m| t0 + Duration::from_millis(*m)).collect()
+        };
+        assert_eq!(max_in_any_window(&[]), 0);
+        assert_eq!(max_in_any_window(&at(&[5])), 1);
+        assert_eq!(max_in_any_window(&at(&[0, 999])), 2);
+        assert_eq!(
+            max_in_any_window(&at(&[0, 1000])),
+            1,
+            "1 s apart: two windows"
+        );
+        assert_eq!(max_in_any_window(&at(&[0, 0, 0])), 3, "same instant");
+        assert_eq!(max_in_any_window(&at(&[0, 500, 999, 1000, 1499])), 4);
+        assert_eq!(max_in_any_window(&at(&[0, 400, 1300, 1400, 1500, 2299])), 4);
+        assert_eq!(max_in_any_window(&at(&[0, 1000, 2000, 3000])), 1);
+        // Brute force over pseudo-random sorted instants (a fixed LCG: reproducible).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 1..60 {
+            let mut ms: Vec<u64> = (0..n)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (x >> 33) % 4000
+                })
+                .collect();
+            ms.sort_unstable();
+            let brute = ms
+                .iter()
+                .map(|start| {
+                    ms.iter()
+                        .filter(|m| **m >= *start && **m < start + 1000)
+                        .count()
+                })
+                .max()
+                .unwrap();
+            assert_eq!(max_in_any_window(&at(&ms)), brute, "{ms:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn rate_changes_never_grant_a_burst() {
         let mut p = Pacer::new(20);
         let _ = grants(&mut p, 2).await;

@@ -123,6 +123,36 @@ mod tests {
     }
 
     #[test]
+    fn an_episode_ends_exactly_one_second_after_the_cut() {
+        let t0 = Instant::now();
+        let mut r = RateControl::new(21);
+        assert_eq!(r.rate(), 21);
+        assert_eq!(r.on_throttled(t0), Some(10), "21 / 2, rounded down");
+        assert_eq!(r.on_throttled(at(t0, 999)), None);
+        assert_eq!(r.on_throttled(at(t0, 1000)), Some(5));
+        assert_eq!(r.rate(), 5);
+        // After a cut, the first climb comes exactly one CLIMB_EVERY later.
+        assert_eq!(r.on_success(at(t0, 1999)), None);
+        assert_eq!(r.on_success(at(t0, 2000)), Some(6));
+        assert_eq!(r.rate(), 6);
+    }
+
+    #[test]
+    fn a_new_target_without_throttling_is_taken_at_once_and_a_throttled_rate_stays() {
+        let t0 = Instant::now();
+        let mut r = RateControl::new(10);
+        r.set_target(30);
+        assert_eq!(r.rate(), 30, "never throttled: the new rate at once");
+        r.set_target(0);
+        assert_eq!(r.rate(), 1, "at least 1");
+        let mut r = RateControl::new(20);
+        r.on_throttled(t0);
+        r.set_target(30);
+        assert_eq!(r.rate(), 10, "throttled: climbs from where it is");
+        assert_eq!(r.on_success(at(t0, 1000)), Some(11));
+    }
+
+    #[test]
     fn climbs_to_the_ceiling_then_probes_slowly() {
         let t0 = Instant::now();
         let mut r = RateControl::new(20);

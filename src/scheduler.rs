@@ -473,6 +473,32 @@ mod tests {
     }
 
     #[test]
+    fn far_future_is_about_thirty_years_and_nearer_instants_are_exact() {
+        let year = Duration::from_secs(86_400 * 365);
+        assert!(
+            FAR_FUTURE >= year * 29 && FAR_FUTURE <= year * 31,
+            "{FAR_FUTURE:?}"
+        );
+        let t0 = Instant::now();
+        assert_eq!(later(t0, year), t0 + year, "a year is not clamped");
+    }
+
+    /// The published FNV-1a 64-bit test vectors: the phase of an agent must not change
+    /// between versions (or hosts), or every restart would reshuffle the schedule.
+    #[test]
+    fn the_phase_hash_is_fnv1a() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
+        // Case-insensitive, as Uuids are.
+        assert_eq!(fnv1a("FOOBAR"), fnv1a("foobar"));
+        assert_eq!(
+            phase("a", Duration::from_nanos(1_000_000_007)),
+            Duration::from_nanos(0xaf63_dc4c_8601_ec8c % 1_000_000_007)
+        );
+    }
+
+    #[test]
     fn phase_window_is_one_pass_or_the_interval() {
         let i = Duration::from_secs(60);
         assert_eq!(phase_window(100, 20, i), Duration::from_secs(5));

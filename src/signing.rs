@@ -223,6 +223,27 @@ mod tests {
         assert_eq!(utc_date(1_798_761_600), "2027-01-01");
     }
 
+    /// Every day from 1600 to 2600 (four 400-year leap cycles, both sides of 1970) against
+    /// the `time` crate's calendar, an independent implementation.
+    #[test]
+    fn utc_date_agrees_with_the_time_crate_on_every_day_of_a_thousand_years() {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let first = time::macros::datetime!(1600-01-01 00:00 UTC).unix_timestamp();
+        let last = time::macros::datetime!(2600-12-31 00:00 UTC).unix_timestamp();
+        let mut day = first;
+        while day <= last {
+            // Both ends of the day.
+            for ts in [day, day + 86_399] {
+                let want = time::OffsetDateTime::from_unix_timestamp(ts)
+                    .unwrap()
+                    .format(&format)
+                    .unwrap();
+                assert_eq!(utc_date(ts), want, "timestamp {ts}");
+            }
+            day += 86_400;
+        }
+    }
+
     #[test]
     fn another_key_gives_another_signature() {
         let a = sign("AKID", "key-a", &vector());

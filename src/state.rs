@@ -413,6 +413,17 @@ impl StateFile {
 
     /// Writes encoded state atomically: temp file, fsync, rename, fsync of the folder.
     pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_hooked(bytes, &mut |_| Ok(()))
+    }
+
+    /// [`StateFile::write`] calling `hook` at each [`Step`]: an error from it is that step
+    /// failing, a panic in it a crash at that moment. Tests use it to prove that the file is
+    /// the old or the new content at every step (a real crash cannot be placed that exactly).
+    fn write_hooked(
+        &self,
+        bytes: &[u8],
+        hook: &mut dyn FnMut(Step) -> io::Result<()>,
+    ) -> Result<(), StateError> {
         let io = |source| StateError::Io {
             path: self.path.clone(),
             source,
@@ -432,10 +443,18 @@ impl StateFile {
             // removed, never followed; `create_new` + `O_NOFOLLOW` refuse anything that
             // appears meanwhile.
             remove_leftover(&tmp);
+            hook(Step::Create)?;
             let mut f = create_new_private(&tmp)?;
-            f.write_all(bytes)?;
+            // In two parts so that a test can stop between them: a torn temp file.
+            let (head, tail) = bytes.split_at(bytes.len() / 2);
+            f.write_all(head)?;
+            hook(Step::Write)?;
+            f.write_all(tail)?;
+            hook(Step::Sync)?;
             f.sync_all()?;
+            hook(Step::Rename)?;
             fs::rename(&tmp, &self.path)?;
+            hook(Step::SyncDir)?;
             // The rename itself is durable only once the folder is synced.
             sync_dir(dir)
         })();
@@ -449,6 +468,17 @@ impl StateFile {
     pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
         self.write(&self.encode(known))
     }
+}
+
+/// Where [`StateFile::write_hooked`] calls its hook: before creating the temp file, halfway
+/// through writing it, before its fsync, before the rename, before the folder's fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Create,
+    Write,
+    Sync,
+    Rename,
+    SyncDir,
 }
 
 /// Makes a rename in `dir` durable.
@@ -517,19 +547,109 @@ mod tests {
         assert_eq!(e.code(), "StateError.Damaged");
         fs::write(s.path(), [0xff, 0xfe, 0x00]).unwrap();
         assert_eq!(s.load().unwrap_err().code(), "StateError.Damaged");
-        // A crash mid-write leaves a temp file beside the state: the state still loads.
-        s.save(&known).unwrap();
-        fs::write(
-            dir.path().join("state.json.tmp.999"),
-            b"{\"version\":1,\"ag",
-        )
-        .unwrap();
-        assert_eq!(s.load().unwrap(), known);
-        fs::remove_file(dir.path().join("state.json.tmp.999")).unwrap();
         // No temp files are left behind.
         s.save(&known).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// One agent's state, told apart by `seen_at`.
+    fn one_agent(seen_at: i64) -> KnownMap {
+        HashMap::from([(
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            Known {
+                status: crate::status::Status::Collecting,
+                request_id: format!("request-{seen_at}"),
+                seen_at,
+            },
+        )])
+    }
+
+    const STEPS: [Step; 5] = [
+        Step::Create,
+        Step::Write,
+        Step::Sync,
+        Step::Rename,
+        Step::SyncDir,
+    ];
+
+    /// The state file holds exactly `old` or exactly `new`, never anything else.
+    fn old_or_new(s: &StateFile, old: &KnownMap, new: &KnownMap, at: &str) -> bool {
+        let got = s
+            .load()
+            .unwrap_or_else(|e| panic!("{at}: the state file does not load: {e}"));
+        assert!(
+            got == *old || got == *new,
+            "{at}: neither old nor new: {got:?}"
+        );
+        got == *new
+    }
+
+    /// Atomicity, deterministically: a write that fails at each step, or crashes there (a
+    /// panic: nothing after it runs, not even the clean-up), leaves the old file before the
+    /// rename and the new one after it, and the hook sees old-or-new at every step.
+    #[test]
+    fn a_write_failing_or_crashing_at_any_step_leaves_the_old_or_the_new_file() {
+        let (old, new) = (one_agent(1), one_agent(2));
+        // Big enough that half of it is not valid JSON of either.
+        let mut big_new = new.clone();
+        for i in 0..500 {
+            big_new.insert(
+                format!("{i:08x}-0000-4000-8000-000000000000").into(),
+                old["6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"].clone(),
+            );
+        }
+        for new in [new, big_new] {
+            for fail_at in STEPS {
+                for crash in [false, true] {
+                    let at = format!("{fail_at:?} (crash: {crash})");
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = StateFile::in_dir(dir.path());
+                    s.save(&old).unwrap();
+                    let bytes = s.encode(&new);
+                    let mut seen = Vec::new();
+                    let mut hook = |step: Step| {
+                        old_or_new(&s, &old, &new, &format!("{at}, at {step:?}"));
+                        seen.push(step);
+                        if step != fail_at {
+                            Ok(())
+                        } else if crash {
+                            panic!("crash at {step:?}")
+                        } else {
+                            Err(io::Error::other(format!("fails at {step:?}")))
+                        }
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.write_hooked(&bytes, &mut hook)
+                    }));
+                    // Every step up to the failing one was reached, in order.
+                    let upto = STEPS.iter().position(|s| *s == fail_at).unwrap();
+                    assert_eq!(seen, STEPS[..=upto], "{at}");
+                    match result {
+                        Err(_) => assert!(crash, "{at}: only the crash panics"),
+                        Ok(r) => assert_eq!(r.unwrap_err().code(), "StateError.Io", "{at}"),
+                    }
+                    let is_new = old_or_new(&s, &old, &new, &at);
+                    assert_eq!(
+                        is_new,
+                        fail_at == Step::SyncDir,
+                        "{at}: which file is there"
+                    );
+                    let left: Vec<_> = fs::read_dir(dir.path())
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name())
+                        .collect();
+                    if !crash {
+                        // A failed write removes its temp file.
+                        assert_eq!(left.len(), 1, "{at}: {left:?}");
+                    }
+                    // The next write after a crash (same pid: the same temp name) works.
+                    s.save(&one_agent(3)).unwrap();
+                    assert_eq!(s.load().unwrap(), one_agent(3), "{at}");
+                    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{at}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -623,6 +743,10 @@ mod tests {
         let e = s.load_capped(32).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
         assert!(s.load_capped(1 << 20).unwrap().is_empty());
+        // Exactly at the limit is still read; one byte more is not.
+        let len = fs::metadata(s.path()).unwrap().len();
+        assert!(s.load_capped(len).unwrap().is_empty());
+        assert!(s.load_capped(len - 1).is_err());
     }
 
     #[test]
@@ -747,5 +871,10 @@ mod tests {
         let e = s.set_aside().unwrap_err();
         assert_eq!(e.code(), "StateError.SetAside");
         assert!(e.to_string().contains("move it away by hand"), "{e}");
+        // The OS error is what is reported, not a name collision after 100 tries.
+        let StateError::SetAside { source, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::NotFound, "{e}");
     }
 }

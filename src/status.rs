@@ -304,6 +304,55 @@ mod tests {
         assert_eq!(format!("[{:<10}]", Status::Complete), "[COMPLETE  ]");
     }
 
+    /// Every way to turn a string into a status and back gives the wire string, for known
+    /// statuses and others alike; equality with strings is string equality.
+    #[test]
+    fn every_conversion_and_comparison_is_the_wire_string() {
+        let wire = [
+            "COLLECTING",
+            "COMPLETE",
+            "AGENT_OFFLINE",
+            "FAILED",
+            "NO_TASK",
+            "NOT_FOUND",
+            "INVALID",
+            "UNKNOWN",
+            "BRAND_NEW",
+        ];
+        for w in wire {
+            let from_str: Status = w.into();
+            let from_string: Status = w.to_owned().into();
+            let parsed: Status = w.parse().unwrap();
+            for s in [&from_str, &from_string, &parsed] {
+                assert_eq!(s.as_str(), w);
+                assert_eq!(&**s, w, "Deref");
+                assert_eq!(AsRef::<str>::as_ref(s), w);
+                assert_eq!(s.to_string(), w, "Display");
+                assert!(*s == *w, "PartialEq<str>");
+                assert!(*s == w, "PartialEq<&str>");
+                assert!(s.eq(&w.to_owned()), "PartialEq<String>");
+                assert!(*s != *"COMPLETE_", "PartialEq<str>");
+                assert!(*s != "xyzzy", "PartialEq<&str>");
+                assert!(!s.eq(&String::from("collecting")), "PartialEq<String>");
+            }
+            assert_eq!(from_str, from_string);
+            assert_eq!(from_str, parsed);
+            assert_eq!(
+                serde_json::from_str::<Status>(&format!("\"{w}\"")).unwrap(),
+                from_str
+            );
+        }
+        let Status::Other(other) = Status::new("BRAND_NEW") else {
+            panic!("not Other")
+        };
+        assert_eq!(other.as_str(), "BRAND_NEW");
+        // A JSON value of the wrong type is an error that says what was expected.
+        let e = serde_json::from_str::<Status>("42")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("status"), "{e}");
+    }
+
     #[test]
     fn a_status_is_two_words_at_most() {
         // Known.status used to be a Cow<'static, str> (three words).

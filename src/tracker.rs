@@ -170,6 +170,46 @@ mod tests {
     }
 
     #[test]
+    fn from_known_keeps_only_the_watched_and_shares_their_uuids() {
+        let known = |status: Status| Known {
+            status,
+            request_id: "old".into(),
+            seen_at: 5,
+        };
+        let map: KnownMap = [
+            (Arc::from("a"), known(Status::Complete)),
+            (Arc::from("b"), known(Status::Failed)),
+        ]
+        .into_iter()
+        .collect();
+        let mut t = TransitionTracker::from_known(map, |u| u == "a");
+        assert_eq!(t.known().len(), 1);
+        assert_eq!(t.current("a"), Some(&Status::Complete));
+        assert_eq!(t.current("b"), None);
+        assert_eq!(t.status("b"), "UNKNOWN");
+        let shared = t.shared_uuid("a").expect("a is known");
+        assert_eq!(&*shared, "a");
+        assert!(Arc::ptr_eq(
+            &shared,
+            t.known().get_key_value("a").unwrap().0
+        ));
+        assert_eq!(t.shared_uuid("b"), None);
+        // Recording keeps what the answer said, change or not.
+        t.record(&shared, Status::Complete, "r9".into(), 9);
+        assert_eq!(
+            t.known()["a"],
+            Known {
+                status: Status::Complete,
+                request_id: "r9".into(),
+                seen_at: 9
+            }
+        );
+        t.record(&Arc::from("c"), Status::Collecting, "r10".into(), 10);
+        assert_eq!(t.current("c"), Some(&Status::Collecting));
+        assert_eq!(t.known()["c"].seen_at, 10);
+    }
+
+    #[test]
     fn state_entries_read_and_write_as_before() {
         // The state file's agent entries: the same JSON as when statuses were strings.
         let json = r#"{"status":"COLLECTING","request_id":"r","seen_at":7}"#;

@@ -16,6 +16,8 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import (
 )
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.sts.v20180813 import models as sts_models
+from tencentcloud.sts.v20180813 import sts_client
 from tencentcloud.yunjing.v20180228 import models, yunjing_client
 
 SECRET_ID = "AKIDcwpportwatchSIMULATOR000000000000"
@@ -43,16 +45,62 @@ def check(condition, message):
         raise CheckFailed(message)
 
 
-def client(endpoint, secret_id=SECRET_ID, secret_key=SECRET_KEY, unsigned=False, **profile_opts):
+def profile(endpoint, unsigned=False, **profile_opts):
     http = HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=10)
     # Older SDKs read `scheme`, newer ones `protocol`: set both.
     http.scheme = "http"
-    profile = ClientProfile(httpProfile=http, **profile_opts)
+    p = ClientProfile(httpProfile=http, **profile_opts)
     # Not a constructor argument: the SDK reads the attribute when signing.
-    profile.unsignedPayload = unsigned
+    p.unsignedPayload = unsigned
+    return p
+
+
+def client(endpoint, secret_id=SECRET_ID, secret_key=SECRET_KEY, token=None, unsigned=False,
+           **profile_opts):
     return yunjing_client.YunjingClient(
-        credential.Credential(secret_id, secret_key), "", profile
+        credential.Credential(secret_id, secret_key, token), "",
+        profile(endpoint, unsigned, **profile_opts),
     )
+
+
+def expect_assumed_role_works(endpoint):
+    """STS AssumeRole through the official sts client, then CWP with the temporary credentials."""
+    sts = sts_client.StsClient(
+        credential.Credential(SECRET_ID, SECRET_KEY), "ap-guangzhou", profile(endpoint)
+    )
+    req = sts_models.AssumeRoleRequest()
+    req.RoleArn = "qcs::cam::uin/100000000001:roleName/cwp-reader"
+    req.RoleSessionName = "cwp-portwatch-crosscheck"
+    req.DurationSeconds = 900
+    resp = sts.AssumeRole(req)
+    creds = resp.Credentials
+    check(creds and creds.TmpSecretId and creds.TmpSecretKey and creds.Token, "no credentials")
+    check(isinstance(resp.ExpiredTime, int), f"ExpiredTime {resp.ExpiredTime!r}")
+    check(resp.Expiration, "no Expiration")
+    temp = client(endpoint, creds.TmpSecretId, creds.TmpSecretKey, creds.Token)
+    status = expect_status(temp, SETTLED_AGENT, "COMPLETE")
+    refused = expect_error(
+        client(endpoint, creds.TmpSecretId, creds.TmpSecretKey), SETTLED_AGENT,
+        "AuthFailure.TokenFailure",
+    )
+    return f"ExpiredTime={resp.ExpiredTime}; with token: {status}; without: {refused}"
+
+
+def expect_machine_found(c, keyword, uuid):
+    req = models.DescribeMachinesRequest()
+    req.MachineType = "CVM"
+    req.MachineRegion = "ap-guangzhou"
+    req.Limit = 100
+    f = models.Filter()
+    f.Name = "Keywords"
+    f.Values = [keyword]
+    req.Filters = [f]
+    resp = c.DescribeMachines(req)
+    check(resp.RequestId, "no RequestId")
+    found = [(m.MachineName, m.Uuid, m.MachineStatus) for m in resp.Machines or []]
+    check(resp.TotalCount == 1 and len(found) == 1, f"TotalCount {resp.TotalCount}, machines {found}")
+    check(found[0][1] == uuid and found[0][2] == "ONLINE", f"machine {found[0]}, expected Uuid {uuid}")
+    return f"{found[0]}"
 
 
 def describe(c, uuid):
@@ -199,6 +247,14 @@ def main():
         (
             "CreateOpenPortTask for an unknown Uuid: ResourceNotFound",
             lambda: expect_error(ok, UNKNOWN_AGENT, "ResourceNotFound", call=create_task),
+        ),
+        (
+            "STS AssumeRole, then CWP with the temporary credentials and their token",
+            lambda: expect_assumed_role_works(endpoint),
+        ),
+        (
+            "DescribeMachines with a Keywords filter",
+            lambda: expect_machine_found(ok, "inv-01", INVENTORY_AGENT),
         ),
         (
             "language header",

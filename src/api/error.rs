@@ -281,6 +281,96 @@ mod tests {
     }
 
     #[test]
+    fn class_names_are_stable_and_distinct() {
+        use ErrorClass::*;
+        let names: Vec<&str> = [
+            Throttled,
+            Transient,
+            Clock,
+            CredentialsRefresh,
+            Fatal,
+            Denied,
+            AgentStatus("NO_TASK"),
+            Request,
+        ]
+        .iter()
+        .map(ErrorClass::name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "throttled",
+                "transient",
+                "clock",
+                "credentials",
+                "fatal",
+                "denied",
+                "agent_status",
+                "request"
+            ]
+        );
+    }
+
+    /// Code, RequestId, message and text of every kind of error: what events and reports
+    /// show.
+    #[test]
+    fn every_error_kind_has_its_code_request_id_and_message() {
+        let api = ApiError::Api {
+            code: "InternalError".into(),
+            message: "try later".into(),
+            request_id: Some("r-api".into()),
+        };
+        let http = ApiError::HttpStatus {
+            status: 502,
+            excerpt: "bad gateway".into(),
+            request_id: None,
+        };
+        let decode = ApiError::Decode {
+            reason: "not JSON".into(),
+            request_id: None,
+        };
+        let timeout = ApiError::Timeout(Duration::from_secs(2));
+        let transport = ApiError::Transport("reset".into());
+        let cases = [
+            (&api, "InternalError", Some("r-api"), "try later"),
+            (
+                &http,
+                "ClientError.HttpStatus",
+                None,
+                "HTTP 502: bad gateway",
+            ),
+            (&decode, "ClientError.Decode", None, "not JSON"),
+            (&timeout, "ClientError.Timeout", None, "no answer within 2s"),
+            (
+                &transport,
+                "ClientError.Transport",
+                None,
+                "transport error: reset",
+            ),
+        ];
+        for (e, code, request_id, message) in cases {
+            assert_eq!(e.code(), code);
+            assert_eq!(e.request_id(), request_id, "{code}");
+            assert_eq!(e.message(), message, "{code}");
+        }
+        assert_eq!(
+            api.to_string(),
+            "InternalError: try later (RequestId r-api)"
+        );
+        assert_eq!(http.to_string(), "HTTP 502 from the endpoint: bad gateway");
+        assert_eq!(api.class(), ErrorClass::Transient);
+        assert_eq!(
+            ApiError::HttpStatus {
+                status: 502,
+                excerpt: String::new(),
+                request_id: Some("r-http".into()),
+            }
+            .request_id(),
+            Some("r-http")
+        );
+    }
+
+    #[test]
     fn client_side_errors_have_stable_codes_and_request_ids() {
         let e = ApiError::Decode {
             reason: "missing Response.Status".into(),

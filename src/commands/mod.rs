@@ -69,6 +69,9 @@ pub enum CommandError {
     /// Stdout failed for another reason than its reader going away (a full disk, say).
     #[error("cannot write to stdout")]
     Output(#[source] std::io::Error),
+    /// The `[metrics]` listener could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The engine task died.
     #[error("the polling engine failed: {0}")]
     Engine(String),
@@ -84,6 +87,7 @@ impl CommandError {
             CommandError::Client(e) => e.code(),
             CommandError::Logging(e) => e.code(),
             CommandError::State(e) => e.code(),
+            CommandError::Metrics(e) => e.code(),
             CommandError::Signals(_) => "CommandError.Signals",
             CommandError::Output(_) => "CommandError.Output",
             CommandError::Engine(_) => "CommandError.Engine",

@@ -1,8 +1,8 @@
 //! What a SIGHUP may change in a running daemon, decided without I/O.
 //!
 //! The watchlist, the rate and the poll intervals go to the running engine; the client's
-//! endpoint, region and timeout, the credentials, the state folder and logging were wired in
-//! at start and stay as they run until a restart. The async side (re-reading the files,
+//! endpoint, region and timeout, the credentials, the state folder, logging and `[metrics]`
+//! were wired in at start and stay as they run until a restart. The async side (re-reading the files,
 //! telling systemd, sending the engine its new work) is in [`super::run`].
 
 use crate::config::Settings;
@@ -33,6 +33,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
     if settings.log != current.log {
         not_applied.push("[log]");
         settings.log = current.log.clone();
+    }
+    // The listener is bound and the registry built at start.
+    if settings.metrics != current.metrics {
+        not_applied.push("[metrics]");
+        settings.metrics = current.metrics.clone();
     }
     // The inventory's lanes and snapshots are wired in at start.
     if settings.inventory != current.inventory
@@ -127,6 +132,15 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, settings("[api]\ntimeout = \"1s\"\n"));
         assert_eq!(deferred, ["api.endpoint/region/timeout"]);
         assert_eq!(applied.api.timeout, current.api.timeout);
+    }
+
+    #[test]
+    fn a_changed_metrics_section_waits_for_a_restart() {
+        let current = settings("[metrics]\nlisten = \"127.0.0.1:9187\"\n");
+        let new = settings("[metrics]\nlisten = \"127.0.0.1:9188\"\nper_agent = true\n");
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[metrics]"]);
+        assert_eq!(applied.metrics, current.metrics);
     }
 
     #[test]

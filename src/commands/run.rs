@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Settings;
 use crate::engine::{Control, InventoryOptions};
-use crate::events::{Event, EventSink, TracingSink};
+use crate::events::{Event, EventSink, Tee, TracingSink};
 use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state::{self, SetAside, StateError, StateFile};
@@ -33,7 +33,14 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Runs the daemon until SIGTERM/SIGINT (or the engine's death).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (settings, watchlist) = startup::load_and_log(config)?;
-    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
+    // Bound before anything else starts: a taken port fails the start, clearly.
+    let metrics = startup::metrics(&settings.metrics).await?;
+    // The registry sees the events the log sees, from the same sink: counters agree with
+    // the log by construction.
+    let sink: Arc<dyn EventSink> = match &metrics {
+        Some((registry, _)) => Arc::new(Tee(TracingSink, registry.clone())),
+        None => Arc::new(TracingSink),
+    };
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
     let shutdown = Shutdown::new();
@@ -50,6 +57,10 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let engine = match engine {
         Ok(engine) => {
             let engine = engine.with_state(state).with_control(control_rx);
+            let engine = match &metrics {
+                Some((registry, _)) => engine.with_metrics(registry.clone()),
+                None => engine,
+            };
             match load_inventory(&settings, sink.as_ref()) {
                 Ok((file, stored)) => engine.with_inventory(
                     InventoryOptions::from_settings(&settings.api, &settings.inventory),
@@ -71,6 +82,9 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice.
     drop(watchlist);
     let status = engine.status();
+    if let Some((registry, server)) = metrics {
+        shutdown.spawn(server.serve(registry, status.clone(), shutdown.token()));
+    }
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents = engine.agent_count();
     sink.emit(&Event::DaemonStarted {

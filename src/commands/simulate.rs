@@ -44,6 +44,14 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
         .iter()
         .map(|a| a.uuid.clone())
         .collect();
+    // Only the SecretIds of further accounts: their keys are the scenario author's, not the
+    // documented test key printed above.
+    let further_ids: Vec<String> = opts
+        .scenario
+        .extra_credentials
+        .iter()
+        .map(|c| c.secret_id.clone())
+        .collect();
     let limiter = opts.limiter;
     let shutdown = Shutdown::new();
     shutdown.cancel_on_stop_signals();
@@ -57,7 +65,14 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
         writeln!(out, "listening on {}", sim.endpoint())?;
         writeln!(out, "SecretId:  {secret_id}")?;
         writeln!(out, "SecretKey: {secret_key}")?;
-        writeln!(out, "rate limit: {limiter:?} per action")?;
+        for id in &further_ids {
+            writeln!(
+                out,
+                "SecretId:  {} (its key is in the scenario)",
+                crate::escape::escape(id)
+            )?;
+        }
+        writeln!(out, "rate limit: {limiter:?} per action and SecretId")?;
         writeln!(out, "agents ({}):", agents.len())?;
         for uuid in &agents {
             writeln!(out, "  {uuid}")?;
@@ -73,8 +88,19 @@ pub async fn run(args: SimulateArgs) -> Result<ExitCode, SimulateError> {
     output::stdout(|out| {
         writeln!(
             out,
-            "stopped after {} requests ({} ok, {} throttled, max_in_window={})",
-            stats.requests, stats.ok, stats.throttled, stats.max_in_window
+            "stopped after {} requests ({} ok, {} throttled, max_in_window={}, \
+             max_arrivals_in_window={})",
+            stats.requests,
+            stats.ok,
+            stats.throttled,
+            stats.max_in_window,
+            // What the clients sent, before any limiter: the measure of their own pacing.
+            stats
+                .per_action
+                .values()
+                .map(|a| a.max_arrivals_in_window)
+                .max()
+                .unwrap_or(0)
         )
     })
     .map_err(SimulateError::Output)?;

@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::api::{Client, ClientOptions};
-use crate::config::{ConfigErrors, CredentialSettings, Settings};
+use crate::config::{ConfigErrors, CredentialSettings, MetricsSettings, Settings};
 use crate::credentials::cvm_role::{CvmRole, run_refresher};
 use crate::credentials::{Environment, Resolved, resolve};
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventSink;
 use crate::logging;
+use crate::metrics::{Metrics, MetricsServer};
 use crate::problems::read_text;
 use crate::scheduler::Intervals;
 use crate::shutdown::Shutdown;
@@ -75,6 +76,21 @@ pub fn engine_config(settings: &Settings, once: bool) -> EngineConfig {
         },
         once,
     }
+}
+
+/// The registry and its bound listener when `[metrics] listen` is set.
+pub async fn metrics(
+    settings: &MetricsSettings,
+) -> Result<Option<(Arc<Metrics>, MetricsServer)>, CommandError> {
+    let Some(addr) = settings.listen else {
+        return Ok(None);
+    };
+    let server = MetricsServer::bind(addr).await?;
+    tracing::info!(
+        "serving metrics on http://{}/metrics",
+        server.local_addr().unwrap_or(addr)
+    );
+    Ok(Some((Arc::new(Metrics::new(settings.per_agent)), server)))
 }
 
 /// A signed client and where its credentials come from.

@@ -31,7 +31,7 @@ use crate::credentials::Environment;
 use crate::problems::{ProblemList, TypeHints, read_text};
 
 pub use self::settings::{
-    ApiSettings, InventorySettings, LogFormat, LogSettings, PollSettings, Settings,
+    ApiSettings, InventorySettings, LogFormat, LogSettings, MetricsSettings, PollSettings, Settings,
 };
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
@@ -144,6 +144,7 @@ impl Settings {
         };
         let poll = check.poll(raw.poll.as_ref());
         let log = check.log(raw.log.as_ref());
+        let metrics = check.metrics(raw.metrics.as_ref());
         let inventory = check.inventory(raw.inventory.as_ref());
 
         // Every check ran above, so all problems are recorded before the first `?` below.
@@ -156,6 +157,7 @@ impl Settings {
                 credentials: credentials?,
                 poll: poll?,
                 log: log?,
+                metrics: metrics?,
                 inventory: inventory?,
             })
         })();

@@ -14,6 +14,7 @@ pub(super) struct RawConfig {
     pub(super) credentials: Option<Spanned<RawCredentials>>,
     pub(super) poll: Option<RawPoll>,
     pub(super) log: Option<RawLog>,
+    pub(super) metrics: Option<RawMetrics>,
     pub(super) inventory: Option<RawInventory>,
 }
 
@@ -60,6 +61,13 @@ pub(super) struct RawPoll {
 pub(super) struct RawLog {
     pub(super) format: Option<Spanned<String>>,
     pub(super) level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [metrics] table")]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) per_agent: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]

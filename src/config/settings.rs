@@ -27,6 +27,8 @@ pub struct Settings {
     pub poll: PollSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// `[inventory]`.
     pub inventory: InventorySettings,
 }
@@ -105,4 +107,14 @@ pub struct LogSettings {
     /// One of `trace`, `debug`, `info`, `warn`, `error` (lower case; the file may use any case).
     /// Default `info`.
     pub level: String,
+}
+
+/// `[metrics]`: the Prometheus endpoint (`docs/metrics.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` and `GET /healthz` are served; `None` (`listen = ""`, the
+    /// default): no listener, and no metrics kept.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Also export `agent_status`, one series per agent. Default false.
+    pub per_agent: bool,
 }

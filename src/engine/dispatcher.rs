@@ -83,6 +83,8 @@ pub struct Engine<P: Poller> {
     pub(super) denied: DeniedStreak,
     /// `once`: when the run gives up on agents still without a status.
     pub(super) once_until: Option<Instant>,
+    /// `[metrics]`, when configured (see `observe`).
+    pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The open-port inventory, when kept ([`Engine::with_inventory`]).
     pub(super) inventory: Option<Box<super::inventory::InventoryState>>,
 }
@@ -116,6 +118,7 @@ impl<P: Poller> Engine<P> {
             abort_once: None,
             denied: DeniedStreak::default(),
             once_until: None,
+            metrics: None,
             inventory: None,
         };
         engine.add_agents(&agents.iter().collect::<Vec<_>>());
@@ -268,10 +271,13 @@ impl<P: Poller> Engine<P> {
                 };
                 let uuid = record.uuid.clone();
                 let poller = self.account.poller.clone();
-                in_flight.spawn(
-                    job,
-                    async move { Reply::TaskStatus(poller.poll(&uuid).await) },
-                );
+                let metrics = self.metrics.clone();
+                in_flight.spawn(job, async move {
+                    let sent = Instant::now();
+                    let result = poller.poll(&uuid).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::TaskStatus(result)
+                });
             }
             Job::CreateTask(_) | Job::FetchPorts(_) => {
                 if !self.send_inventory(job, in_flight) {
@@ -434,7 +440,9 @@ impl<P: Poller> Engine<P> {
             rate: self.account.lanes[Action::PollStatus.index()].pacer.rate(),
             sent: self.sent,
         };
-        self.heartbeat.refresh(now, self.tracker.known(), figures);
+        if self.heartbeat.refresh(now, self.tracker.known(), figures) {
+            self.refresh_metrics(now);
+        }
     }
 
     fn report(&self, abandoned: usize) -> EngineReport {

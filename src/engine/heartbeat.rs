@@ -70,13 +70,13 @@ pub(crate) struct Heartbeat {
 
 impl Heartbeat {
     /// Refreshes the shared status, at most once per second (counting agents per status is
-    /// O(agents)).
-    pub fn refresh(&mut self, now: Instant, known: &KnownMap, figures: Figures) {
+    /// O(agents)); true when it did (the metrics refresh on the same beat).
+    pub fn refresh(&mut self, now: Instant, known: &KnownMap, figures: Figures) -> bool {
         if self
             .last_refresh
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
         {
-            return;
+            return false;
         }
         self.last_refresh = Some(now);
         let (collecting, offline) = status_counts(known);
@@ -87,6 +87,7 @@ impl Heartbeat {
         s.rate.store(u64::from(figures.rate), Ordering::Relaxed);
         s.sent.store(figures.sent, Ordering::Relaxed);
         s.beats.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The next turn refreshes whatever the time (after a reload).

@@ -316,8 +316,12 @@ impl<P: Poller> Engine<P> {
                 }
                 entry.requested_at = Some(unix_now);
                 inv.saver.dirty = true;
+                let metrics = self.metrics.clone();
                 in_flight.spawn(job, async move {
-                    Reply::TaskCreated(poller.create_task(&uuid).await)
+                    let sent = Instant::now();
+                    let result = poller.create_task(&uuid).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::TaskCreated(result)
                 });
             }
             Job::FetchPorts(_) => {
@@ -326,8 +330,12 @@ impl<P: Poller> Engine<P> {
                     self.account.lane(job.action()).finish(id, None, now);
                     return false;
                 };
+                let metrics = self.metrics.clone();
                 in_flight.spawn(job, async move {
-                    Reply::Ports(poller.describe_ports(&uuid, PAGE_LIMIT, offset).await)
+                    let sent = Instant::now();
+                    let result = poller.describe_ports(&uuid, PAGE_LIMIT, offset).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::Ports(result)
                 });
             }
             Job::PollStatus(_) => return false,

@@ -37,7 +37,7 @@ impl Action {
         }
     }
 
-    /// The API's name for it (`[api.actions.NAME]`).
+    /// The API's name for it (`[api.actions.NAME]`, and the `action` label of the metrics).
     pub fn api_name(self) -> &'static str {
         match self {
             Action::PollStatus => "DescribeOpenPortTaskStatus",

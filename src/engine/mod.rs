@@ -26,6 +26,7 @@
 //!   (`CreateOpenPortTask`, `DescribeOpenPorts`), its per-agent state beside the agent table,
 //!   and the pure rules for its follow-up jobs (fetch after `COMPLETE`, `create_missing`,
 //!   rescans at each agent's slot).
+//! - `observe`: the engine's side of [`crate::metrics`] (per-answer hook, gauge refresh).
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
 //! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
@@ -56,6 +57,7 @@ mod inventory_decide;
 #[cfg(test)]
 mod inventory_tests;
 mod lane;
+mod observe;
 mod reload;
 mod saver;
 #[cfg(test)]

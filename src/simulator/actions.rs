@@ -29,10 +29,10 @@ const DEFAULT_LIMIT: i64 = 10;
 /// The most `Filters`, and the most values of one filter (as the real API documents).
 const MAX_FILTERS: usize = 5;
 
-type Params = Map<String, Value>;
+pub(super) type Params = Map<String, Value>;
 
 /// A JSON object body with no parameter outside `allowed`.
-fn params(body: &[u8], allowed: &[&str]) -> Result<Params, Answer> {
+pub(super) fn params(body: &[u8], allowed: &[&str]) -> Result<Params, Answer> {
     let params = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
         _ => {
@@ -69,7 +69,7 @@ fn uuid_param(params: &Params) -> Result<Option<&str>, Answer> {
 
 /// An integer parameter, if present, within `range` (`InvalidParameter.InvalidFormat`
 /// outside it).
-fn int_param(
+pub(super) fn int_param(
     params: &Params,
     name: &str,
     range: std::ops::RangeInclusive<i64>,
@@ -230,7 +230,7 @@ impl Shared {
             Some(uuid) => vec![self.agent_index(uuid)?],
             None => (0..self.scenario.agents.len()).collect(),
         };
-        // (agent, position, port, set): cheap references; rows are built for the page only.
+        // (agent, position, its set): cheap references; rows are built for the page only.
         let mut matching: Vec<(usize, usize, Arc<Served<'_>>)> = Vec::new();
         for index in indices {
             let Some(served) = self.served_ports(index, t) else {
@@ -332,7 +332,7 @@ impl Shared {
     }
 
     /// `MachineIp`: the scenario's, else one in 10.0.0.0/8 from the agent's position.
-    fn machine_ip(&self, index: usize) -> String {
+    pub(super) fn machine_ip(&self, index: usize) -> String {
         let agent: &ScenarioAgent = &self.scenario.agents[index];
         agent.machine_ip.clone().unwrap_or_else(|| {
             let n = index as u32 + 1;

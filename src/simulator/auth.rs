@@ -132,6 +132,8 @@ pub struct ReceivedRequest<'a> {
     pub payload: &'a [u8],
     /// `X-TC-Timestamp`.
     pub timestamp: i64,
+    /// The signing service the endpoint is (`yunjing`, or `sts` for `AssumeRole`).
+    pub service: &'a str,
 }
 
 /// Checks the credential scope and recomputes the signature over the headers the client listed.
@@ -145,10 +147,10 @@ pub fn verify(
     secret_key: &str,
     req: &ReceivedRequest<'_>,
 ) -> Result<(), AuthProblem> {
-    if auth.service != SERVICE {
+    if auth.service != req.service {
         return Err(AuthProblem::Invalid(format!(
-            "The credential scope names service `{}`, this endpoint is `{SERVICE}`.",
-            auth.service
+            "The credential scope names service `{}`, this endpoint is `{}`.",
+            auth.service, req.service
         )));
     }
     for required in ["content-type", "host"] {
@@ -200,9 +202,9 @@ pub fn verify(
         &auth.signed_headers.join(";"),
         payload,
     );
-    let scope = credential_scope(req.timestamp, SERVICE);
+    let scope = credential_scope(req.timestamp, req.service);
     let to_sign = string_to_sign(req.timestamp, &scope, &hash);
-    let expected = signature(secret_key, &expected_date, SERVICE, &to_sign);
+    let expected = signature(secret_key, &expected_date, req.service, &to_sign);
     if constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
         Ok(())
     } else {
@@ -265,6 +267,7 @@ mod tests {
                 headers,
                 payload,
                 timestamp: TS,
+                service: SERVICE,
             },
         )
     }

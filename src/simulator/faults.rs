@@ -1,6 +1,6 @@
 //! Injected faults: the probabilities a test or `simulate --fault-*` sets, and the draw that
-//! decides which fault (if any) hits one request. The pipeline applies the draw in
-//! `handle.rs`.
+//! decides which fault (if any) hits one request (applied in `handle.rs`); and the hostile
+//! `DescribeOpenPorts` answers a test switches on ([`PortFaults`], applied in `actions.rs`).
 
 use std::time::Duration;
 

@@ -47,6 +47,10 @@ struct Call<'a> {
     version: &'a str,
     body: String,
     timestamp: i64,
+    /// The signing service (`yunjing`; `sts` for `AssumeRole`).
+    service: &'a str,
+    /// `X-TC-Token`, for temporary credentials.
+    token: Option<&'a str>,
 }
 
 impl Call<'_> {
@@ -58,6 +62,8 @@ impl Call<'_> {
             version: API_VERSION,
             body: format!(r#"{{"Uuid":"{uuid}"}}"#),
             timestamp: now(),
+            service: "yunjing",
+            token: None,
         }
     }
 
@@ -71,12 +77,15 @@ impl Call<'_> {
                 host: &host,
                 content_type: "application/json",
                 payload: self.body.as_bytes(),
-                service: "yunjing",
+                service: self.service,
                 timestamp: self.timestamp,
             },
         );
-        reqwest::Client::new()
-            .post(sim.endpoint())
+        let mut request = reqwest::Client::new().post(sim.endpoint());
+        if let Some(token) = self.token {
+            request = request.header("X-TC-Token", token);
+        }
+        request
             .header("Content-Type", "application/json")
             .header("X-TC-Action", self.action)
             .header("X-TC-Version", self.version)
@@ -943,5 +952,467 @@ async fn each_action_has_its_own_strict_window_and_arrivals_are_counted() {
     assert_eq!(stats.per_action.len(), 3, "{:?}", stats.per_action);
     assert_eq!(stats.max_in_window, 3);
     assert_eq!(stats.throttled, 6);
+    sim.shutdown().await;
+}
+
+// --- Several accounts: SecretIds, AssumeRole, DescribeMachines. ---
+
+const SECOND_ID: &str = "AKIDsecondaccount0000000000000000000";
+const SECOND_KEY: &str = "second-account-key";
+const ROLE: &str = "qcs::cam::uin/100000000001:roleName/cwp-reader";
+
+fn accounts_scenario() -> Scenario {
+    Scenario::from_toml_str(&format!(
+        r#"
+[[credential]]
+secret_id = "{SECOND_ID}"
+secret_key = "{SECOND_KEY}"
+[[agent]]
+uuid = "{AGENT}"
+machine_name = "web-01"
+machine_ip = "10.1.0.1"
+timeline = [{{ at = "0s", status = "COMPLETE" }}]
+[[agent]]
+uuid = "{OFFLINE_AGENT}"
+machine_name = "web-02"
+online = false
+timeline = [{{ at = "0s", error = "FailedOperation.AgentOffline" }}]
+[[agent]]
+uuid = "20000000-0000-4000-8000-000000000003"
+machine_name = "db-01"
+machine_type = "BM"
+timeline = []
+[[agent]]
+uuid = "20000000-0000-4000-8000-000000000004"
+machine_name = "sh-01"
+region = "ap-shanghai"
+timeline = []
+[[machine]]
+machine_name = "legacy-web"
+machine_ip = "10.1.0.9"
+"#
+    ))
+    .unwrap()
+}
+
+impl Call<'_> {
+    fn assume_role(body: serde_json::Value) -> Call<'static> {
+        Call {
+            service: STS_SERVICE,
+            version: STS_VERSION,
+            ..Call::action(ASSUME_ROLE_ACTION, body.to_string())
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_secret_id_has_its_own_windows() {
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 3 },
+        ..SimulatorOptions::new(accounts_scenario())
+    })
+    .await;
+    let second = || Call {
+        secret_id: SECOND_ID,
+        secret_key: SECOND_KEY,
+        ..Call::describe(AGENT)
+    };
+    let calls: Vec<Call<'_>> = (0..5)
+        .map(|_| Call::describe(AGENT))
+        .chain((0..4).map(|_| second()))
+        .collect();
+    let answers = futures_join_all(calls.iter().map(|c| async { c.answer(&sim).await.0 })).await;
+    let ok =
+        |range: std::ops::Range<usize>| answers[range].iter().filter(|a| *a == "COMPLETE").count();
+    // Each account got its own 3, whatever the other did.
+    assert_eq!((ok(0..5), ok(5..9)), (3, 3), "{answers:?}");
+    let stats = sim.stats();
+    let of = |account: &str| stats.per_account[account][DESCRIBE_ACTION].clone();
+    assert_eq!(
+        (
+            of(DEFAULT_SECRET_ID).arrived,
+            of(DEFAULT_SECRET_ID).max_accepted_in_window
+        ),
+        (5, 3)
+    );
+    assert_eq!(
+        of(SECOND_ID),
+        ActionStats {
+            arrived: 4,
+            accepted: 3,
+            throttled: 1,
+            max_arrivals_in_window: 4,
+            max_accepted_in_window: 3,
+        }
+    );
+    // Summed over accounts; the densest windows are the busiest account's.
+    let all = &stats.per_action[DESCRIBE_ACTION];
+    assert_eq!(
+        (
+            all.arrived,
+            all.accepted,
+            all.throttled,
+            all.max_arrivals_in_window,
+            all.max_accepted_in_window
+        ),
+        (9, 6, 3, 5, 3)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn assume_role_issues_credentials_that_sign_with_their_token_until_they_expire() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions::new(accounts_scenario())).await;
+    let (code, r) = Call::assume_role(json!({
+        "RoleArn": ROLE, "RoleSessionName": "cwp-portwatch", "DurationSeconds": 900
+    }))
+    .answer_any(&sim)
+    .await;
+    assert_eq!(code, "ok", "{r}");
+    let creds = &r["Credentials"];
+    let (id, key, token) = (
+        creds["TmpSecretId"].as_str().unwrap().to_owned(),
+        creds["TmpSecretKey"].as_str().unwrap().to_owned(),
+        creds["Token"].as_str().unwrap().to_owned(),
+    );
+    let expires = r["ExpiredTime"].as_i64().unwrap();
+    assert!((expires - now() - 900).abs() <= 2, "{r}");
+    let expiration = time::OffsetDateTime::parse(
+        r["Expiration"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expiration.unix_timestamp(), expires);
+
+    let temp = |token: Option<&'static str>| Call {
+        secret_id: Box::leak(id.clone().into_boxed_str()),
+        secret_key: Box::leak(key.clone().into_boxed_str()),
+        token,
+        ..Call::describe(AGENT)
+    };
+    let token: &'static str = Box::leak(token.into_boxed_str());
+    assert_eq!(temp(Some(token)).answer(&sim).await.0, "COMPLETE");
+    assert_eq!(temp(None).answer(&sim).await.0, "AuthFailure.TokenFailure");
+    assert_eq!(
+        temp(Some("not-the-token")).answer(&sim).await.0,
+        "AuthFailure.TokenFailure"
+    );
+    // Temporary credentials count against their role, not against a SecretId.
+    let stats = sim.stats();
+    assert_eq!(
+        stats.per_account[&format!("role:{ROLE}")][DESCRIBE_ACTION].accepted,
+        1
+    );
+    assert_eq!(
+        stats.per_account[DEFAULT_SECRET_ID][ASSUME_ROLE_ACTION].accepted,
+        1
+    );
+
+    // Granted less than asked: expired at once.
+    sim.cap_assume_role_duration(Some(Duration::ZERO));
+    let (_, r) = Call::assume_role(json!({ "RoleArn": ROLE, "RoleSessionName": "s" }))
+        .answer_any(&sim)
+        .await;
+    assert!(r["ExpiredTime"].as_i64().unwrap() <= now(), "{r}");
+    let short = Call {
+        secret_id: Box::leak(
+            r["Credentials"]["TmpSecretId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .into_boxed_str(),
+        ),
+        secret_key: Box::leak(
+            r["Credentials"]["TmpSecretKey"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .into_boxed_str(),
+        ),
+        token: Some(Box::leak(
+            r["Credentials"]["Token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                .into_boxed_str(),
+        )),
+        ..Call::describe(AGENT)
+    };
+    let (code, r) = short.answer(&sim).await;
+    assert_eq!(code, "AuthFailure.TokenFailure");
+    assert!(
+        r["Error"]["Message"].as_str().unwrap().contains("expired"),
+        "{r}"
+    );
+
+    // Revoked: unknown from then on.
+    sim.revoke_temporary_credentials();
+    assert_eq!(
+        temp(Some(token)).answer(&sim).await.0,
+        "AuthFailure.SecretIdNotFound"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn assume_role_checks_service_version_and_parameters() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions::new(accounts_scenario())).await;
+    let good = json!({ "RoleArn": ROLE, "RoleSessionName": "s" });
+    let cases = [
+        (
+            Call {
+                service: "yunjing",
+                ..Call::assume_role(good.clone())
+            },
+            "AuthFailure.InvalidAuthorization",
+        ),
+        (
+            Call {
+                version: API_VERSION,
+                ..Call::assume_role(good.clone())
+            },
+            "NoSuchVersion",
+        ),
+        (
+            Call {
+                version: STS_VERSION,
+                ..Call::describe(AGENT)
+            },
+            "NoSuchVersion",
+        ),
+        (
+            Call::assume_role(json!({ "RoleSessionName": "s" })),
+            "MissingParameter",
+        ),
+        (
+            Call::assume_role(json!({ "RoleArn": ROLE })),
+            "MissingParameter",
+        ),
+        (
+            Call::assume_role(
+                json!({ "RoleArn": ROLE, "RoleSessionName": "s", "DurationSeconds": 43_201 }),
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            Call::assume_role(json!({ "RoleArn": "a\u{1b}[31m", "RoleSessionName": "s" })),
+            "InvalidParameterValue",
+        ),
+        (
+            Call::assume_role(json!({ "RoleArn": ROLE, "RoleSessionName": "s", "Uuid": AGENT })),
+            "UnknownParameter",
+        ),
+    ];
+    for (call, expected) in cases {
+        assert_eq!(call.answer_any(&sim).await.0, expected, "{}", call.body);
+    }
+    // The default duration is the real API's 7200 s.
+    let (_, r) = Call::assume_role(good).answer_any(&sim).await;
+    assert!(
+        (r["ExpiredTime"].as_i64().unwrap() - now() - 7200).abs() <= 2,
+        "{r}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn describe_machines_lists_the_scenario_by_type_region_and_filters() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 1000 },
+        ..SimulatorOptions::new(accounts_scenario())
+    })
+    .await;
+    let machines =
+        |body: serde_json::Value| Call::action(DESCRIBE_MACHINES_ACTION, body.to_string());
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["Machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["MachineName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let gz = json!({ "MachineType": "CVM", "MachineRegion": "ap-guangzhou" });
+    let (code, r) = machines(gz.clone()).answer_any(&sim).await;
+    assert_eq!(code, "ok", "{r}");
+    assert_eq!(r["TotalCount"], 3);
+    assert_eq!(names(&r), ["web-01", "web-02", "legacy-web"]);
+    let m = &r["Machines"];
+    assert_eq!(
+        (
+            m[0]["Uuid"].as_str(),
+            m[0]["MachineStatus"].as_str(),
+            m[0]["MachineIp"].as_str()
+        ),
+        (Some(AGENT), Some("ONLINE"), Some("10.1.0.1"))
+    );
+    assert_eq!(m[1]["MachineStatus"], "OFFLINE");
+    // A machine long offline has an empty Uuid.
+    assert_eq!(
+        (m[2]["Uuid"].as_str(), m[2]["MachineStatus"].as_str()),
+        (Some(""), Some("OFFLINE"))
+    );
+    assert_eq!(m[0]["RegionInfo"]["Region"], "ap-guangzhou");
+    assert_ne!(m[0]["Quuid"], m[1]["Quuid"]);
+
+    let with = |extra: serde_json::Value| {
+        let mut body = gz.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let page = machines(with(json!({ "Limit": 2, "Offset": 1 })))
+        .answer_any(&sim)
+        .await
+        .1;
+    assert_eq!(
+        (page["TotalCount"].as_i64(), names(&page)),
+        (Some(3), vec!["web-02".to_owned(), "legacy-web".to_owned()])
+    );
+    let filter =
+        |name: &str, value: &str| with(json!({ "Filters": [{ "Name": name, "Values": [value] }] }));
+    assert_eq!(
+        names(
+            &machines(filter("Status", "ONLINE"))
+                .answer_any(&sim)
+                .await
+                .1
+        ),
+        ["web-01"]
+    );
+    assert_eq!(
+        names(
+            &machines(filter("Status", "OFFLINE"))
+                .answer_any(&sim)
+                .await
+                .1
+        ),
+        ["web-02", "legacy-web"]
+    );
+    assert_eq!(
+        names(
+            &machines(filter("Keywords", "WEB-0"))
+                .answer_any(&sim)
+                .await
+                .1
+        ),
+        ["web-01", "web-02"]
+    );
+    assert_eq!(
+        names(
+            &machines(filter("Keywords", "10.1.0.9"))
+                .answer_any(&sim)
+                .await
+                .1
+        ),
+        ["legacy-web"]
+    );
+    assert_eq!(
+        machines(filter("Version", "PRO_VERSION"))
+            .answer_any(&sim)
+            .await
+            .1["TotalCount"],
+        0
+    );
+    let bm = machines(json!({ "MachineType": "BM", "MachineRegion": "ap-guangzhou" }))
+        .answer_any(&sim)
+        .await
+        .1;
+    assert_eq!(names(&bm), ["db-01"]);
+    let sh = machines(json!({ "MachineType": "CVM", "MachineRegion": "ap-shanghai" }))
+        .answer_any(&sim)
+        .await
+        .1;
+    assert_eq!(names(&sh), ["sh-01"]);
+
+    let cases = [
+        (
+            json!({ "MachineRegion": "ap-guangzhou" }),
+            "MissingParameter",
+        ),
+        (json!({ "MachineType": "CVM" }), "MissingParameter"),
+        (
+            json!({ "MachineType": "VM", "MachineRegion": "ap-guangzhou" }),
+            "InvalidParameterValue",
+        ),
+        (
+            with(json!({ "Limit": 101 })),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            with(json!({ "Filters": [{ "Name": "Status", "Values": ["ONLINE", "OFFLINE"] }] })),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (
+            with(json!({ "Filters": [{ "Name": "Status", "Values": ["SLEEPING"] }] })),
+            "InvalidParameterValue",
+        ),
+        (
+            with(json!({ "Filters": [{ "Name": "Tag", "Values": ["x"] }] })),
+            "InvalidParameter.InvalidFormat",
+        ),
+        (with(json!({ "Uuid": AGENT })), "UnknownParameter"),
+    ];
+    for (body, expected) in cases {
+        let call = machines(body);
+        assert_eq!(call.answer_any(&sim).await.0, expected, "{}", call.body);
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ten_thousand_port_inventory_pages_completely_and_in_order() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 1000 },
+        ..SimulatorOptions::new(inventory_scenario())
+    })
+    .await;
+    // Every port twice (IPv4 and IPv6 listeners of one process): 10,000 rows, pairs alike.
+    let ports: Vec<OpenPortSpec> = (0..10_000u32)
+        .map(|i| OpenPortSpec {
+            port: 10_000 + (i / 2) as u16,
+            process: format!("svc-{}", i / 2),
+            pid: 20_000 + i / 2,
+        })
+        .collect();
+    assert!(sim.set_ports(BIG_AGENT, ports.clone()));
+    let mut rows = Vec::with_capacity(ports.len());
+    let mut offset = 0;
+    loop {
+        let (total, page) =
+            Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 100, "Offset": offset }))
+                .page(&sim)
+                .await;
+        assert_eq!(total, 10_000);
+        assert_eq!(page.len(), 100.min(10_000 - offset as usize));
+        rows.extend(page);
+        offset += 100;
+        if offset >= total {
+            break;
+        }
+    }
+    let got: Vec<(u16, String, u32)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["Port"].as_u64().unwrap() as u16,
+                r["ProcessName"].as_str().unwrap().to_owned(),
+                r["Pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    let want: Vec<(u16, String, u32)> = ports
+        .into_iter()
+        .map(|p| (p.port, p.process, p.pid))
+        .collect();
+    assert_eq!(got, want);
+    let ids: std::collections::HashSet<&serde_json::Value> =
+        rows.iter().map(|r| &r["Id"]).collect();
+    assert_eq!(ids.len(), 10_000, "row Ids are unique");
     sim.shutdown().await;
 }

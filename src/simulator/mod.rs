@@ -1,25 +1,30 @@
 //! A faithful stand-in for the Tencent Cloud CWP API on loopback, for the demo, the tests and
 //! users' own integration tests: a real HTTP/1.1 server that checks TC3 signatures and clock
-//! skew, rate-limits per action (one strict window each), answers `DescribeOpenPortTaskStatus`
-//! from a scripted timeline per agent, `CreateOpenPortTask` and `DescribeOpenPorts` from a
-//! scripted port timeline, answers bad input with the API's real error codes, and can inject latency, clock
-//! offset and faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
+//! skew, rate-limits per account and action (one strict window each), answers
+//! `DescribeOpenPortTaskStatus` from a scripted timeline per agent, `CreateOpenPortTask` and
+//! `DescribeOpenPorts` from a scripted port timeline, `DescribeMachines` and STS `AssumeRole`,
+//! answers bad input with the API's real error codes, and can inject latency, clock offset and
+//! faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
 //!
 //! Files:
 //! - `scenario.rs`: the scenario TOML (credentials, agents, timelines, `ports` and
-//!   `collect_time`) and timeline lookup.
+//!   `collect_time`, machines) and timeline lookup.
 //! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
-//! - `limiter.rs`: the per-action rate limit (sliding window or token bucket), pure.
+//! - `limiter.rs`: the rate limit of one account's action (sliding window or token bucket)
+//!   and its meters of arrivals and acceptances, pure.
 //! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
 //! - `server.rs`: options, the [`RunningSimulator`] handle, shared state, accept and connection
 //!   loops.
 //! - `handle.rs`: one request from arrival to answer (body, decision, faults, latency, record).
-//! - `routes.rs`: the checks in the real API's order (its docs list them), the per-action rate
-//!   limit, dispatch to the action handlers.
+//! - `routes.rs`: the checks in the real API's order (its docs list them), the rate limit per
+//!   account and action, dispatch to the action handlers.
 //! - `actions.rs`: the handlers of the implemented actions (`DescribeOpenPortTaskStatus`,
 //!   `CreateOpenPortTask`, `DescribeOpenPorts`).
 //! - `inventory.rs`: created tasks, completions and the port set served, pure.
-//! - `faults.rs`: injected faults and their draw.
+//! - `machines.rs`: `DescribeMachines`, for agent discovery.
+//! - `sts.rs`: STS `AssumeRole`, temporary credentials, and which rate window a signer counts
+//!   against.
+//! - `faults.rs`: injected faults and their draw; hostile `DescribeOpenPorts` answers.
 //! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
 //! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
@@ -32,10 +37,12 @@ mod faults;
 mod handle;
 mod inventory;
 mod limiter;
+mod machines;
 mod routes;
 mod scenario;
 mod server;
 mod stats;
+mod sts;
 mod wire;
 
 pub use actions::MAX_LIMIT;
@@ -43,15 +50,18 @@ pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
 pub use faults::{Faults, PortFaults};
 pub use limiter::{ActionStats, LimiterKind};
+pub use machines::DESCRIBE_MACHINES_ACTION;
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, OpenPortSpec, PortsEntry, Scenario, ScenarioAgent,
-    ScriptedAnswer, TimelineEntry, is_agent_uuid,
+    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, OpenPortSpec, Placement,
+    PortsEntry, Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer,
+    TimelineEntry, is_agent_uuid,
 };
 pub use server::{
     API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
     RunningSimulator, SimulatorOptions,
 };
 pub use stats::{RequestRecord, SimStats};
+pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";

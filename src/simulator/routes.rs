@@ -8,12 +8,16 @@
 //!    integer (`InvalidParameterValue`);
 //! 3. `Authorization` present and well-formed (`AuthFailure.InvalidAuthorization`);
 //! 4. timestamp within 300 s of the simulator clock (`AuthFailure.SignatureExpire`);
-//! 5. SecretId known (`AuthFailure.SecretIdNotFound`); from here on a request of a known action
+//! 5. SecretId known: the scenario's, a `[[credential]]`'s, or one `AssumeRole` issued
+//!    (`AuthFailure.SecretIdNotFound`); from here on a request of a known action
 //!    counts as an arrival of that action (`SimStats::per_action`), whatever follows;
-//! 6. credential scope and signature (`AuthFailure.SignatureFailure`);
-//! 7. version `2018-02-28` (`NoSuchVersion`), action known (`InvalidAction`; other real CWP
+//! 6. credential scope (`yunjing`, or `sts` for `AssumeRole`) and signature
+//!    (`AuthFailure.SignatureFailure`); for temporary credentials, their token in `X-TC-Token`
+//!    and their expiry (`AuthFailure.TokenFailure`);
+//! 7. version `2018-02-28` (`2018-08-13` for `AssumeRole`) (`NoSuchVersion`), action known (`InvalidAction`; other real CWP
 //!    actions the simulator does not implement: `UnsupportedOperation`);
-//! 8. rate limit per action, one strict window each, as Tencent counts each action separately
+//! 8. rate limit per account (SecretId, or the role of temporary credentials) and action, one
+//!    strict window each, as Tencent counts each action of each sub-account separately
 //!    (`RequestLimitExceeded`) — so only authenticated calls of a real action count, and refused
 //!    ones do not;
 //! 9. injected faults (drawn only for requests the limiter accepted, i.e. those the real API
@@ -25,23 +29,28 @@
 use hyper::Method;
 use tokio::time::Instant;
 
+use super::auth::SERVICE;
 use super::auth::{self, ReceivedRequest};
-use super::limiter::ActionWindow;
+use super::limiter::{ActionWindow, LimiterKind};
+use super::machines::DESCRIBE_MACHINES_ACTION;
 use super::server::{
     API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS, Shared,
     lock,
 };
+use super::sts::{ASSUME_ROLE_ACTION, STS_PER_SECOND, STS_SERVICE, STS_VERSION};
 use super::wire::Answer;
 
 /// The actions the simulator answers (`actions.rs`).
-const IMPLEMENTED: &[&str] = &[DESCRIBE_ACTION, CREATE_TASK_ACTION, DESCRIBE_PORTS_ACTION];
+const IMPLEMENTED: &[&str] = &[
+    DESCRIBE_ACTION,
+    CREATE_TASK_ACTION,
+    DESCRIBE_PORTS_ACTION,
+    DESCRIBE_MACHINES_ACTION,
+    ASSUME_ROLE_ACTION,
+];
 
 /// Real CWP actions the simulator knows by name but does not implement.
-const OTHER_CWP_ACTIONS: &[&str] = &[
-    "DescribeOpenPortStatistics",
-    "DescribeMachines",
-    "DescribeMachineInfo",
-];
+const OTHER_CWP_ACTIONS: &[&str] = &["DescribeOpenPortStatistics", "DescribeMachineInfo"];
 
 impl Shared {
     /// Steps 1–8 of the module docs, then (for accepted requests) step 10. Returns the answer
@@ -118,15 +127,21 @@ impl Shared {
                 ),
             ));
         }
-        if auth.secret_id != self.scenario.secret_id {
+        let Some(signer) = self.signer(auth.secret_id) else {
             return refused(Answer::error(
                 "AuthFailure.SecretIdNotFound",
                 "The SecretId is not found, please ensure that your SecretId is correct.",
             ));
-        }
+        };
+        let window = signer.window.as_str();
         if IMPLEMENTED.contains(&action) || OTHER_CWP_ACTIONS.contains(&action) {
-            self.arrive(action, now);
+            self.arrive(window, action, now);
         }
+        let (service, api_version) = if action == ASSUME_ROLE_ACTION {
+            (STS_SERVICE, STS_VERSION)
+        } else {
+            (SERVICE, API_VERSION)
+        };
         let query = parts.uri.query().unwrap_or("");
         let received = ReceivedRequest {
             method: parts.method.as_str(),
@@ -135,14 +150,34 @@ impl Shared {
             headers: &parts.headers,
             payload: body,
             timestamp,
+            service,
         };
-        if let Err(p) = auth::verify(&auth, &self.scenario.secret_key, &received) {
+        if let Err(p) = auth::verify(&auth, &signer.secret_key, &received) {
             return refused(Answer::error(p.code(), p.message()));
         }
-        if version != API_VERSION {
+        if let Some((token, expires)) = &signer.token {
+            // Temporary credentials: the token must come along, and they expire.
+            if header("x-tc-token") != Some(token.as_str()) {
+                return refused(Answer::error(
+                    "AuthFailure.TokenFailure",
+                    "Temporary credentials need their token in X-TC-Token.",
+                ));
+            }
+            if server_time >= *expires {
+                return refused(Answer::error(
+                    "AuthFailure.TokenFailure",
+                    format!(
+                        "The temporary credentials expired at {expires}; assume the role again."
+                    ),
+                ));
+            }
+        }
+        if version != api_version {
             return refused(Answer::error(
                 "NoSuchVersion",
-                format!("The API version `{version}` does not exist; CWP is `{API_VERSION}`."),
+                format!(
+                    "The API version `{version}` does not exist for `{action}`; it is `{api_version}`."
+                ),
             ));
         }
         if !IMPLEMENTED.contains(&action) {
@@ -158,7 +193,7 @@ impl Shared {
                 )
             });
         }
-        if !self.admit(action, now) {
+        if !self.admit(window, action, now) {
             return refused(Answer::error(
                 "RequestLimitExceeded",
                 "Your current request times equals to `20` in a second, which exceeds the \
@@ -166,6 +201,8 @@ impl Shared {
             ));
         }
         let answer = match action {
+            ASSUME_ROLE_ACTION => self.assume_role(body),
+            DESCRIBE_MACHINES_ACTION => self.describe_machines(body),
             CREATE_TASK_ACTION => self.create_task(body, now),
             DESCRIBE_PORTS_ACTION => self.describe_ports(body, now),
             _ => self.describe_status(body, now),
@@ -177,19 +214,30 @@ impl Shared {
     }
 
     /// Counts an arrival of a known action (see the module docs, step 5).
-    fn arrive(&self, action: &str, now: Instant) {
+    fn arrive(&self, window: &str, action: &str, now: Instant) {
         lock(&self.limiters)
-            .entry(action.to_owned())
-            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now))
+            .entry((window.to_owned(), action.to_owned()))
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind_of(action), now))
             .arrive(now);
     }
 
+    /// CWP's 20/s (or what the options say) for every action, STS's own limit for `AssumeRole`.
+    fn limiter_kind_of(&self, action: &str) -> LimiterKind {
+        if action == ASSUME_ROLE_ACTION {
+            LimiterKind::SlidingWindow {
+                per_second: STS_PER_SECOND,
+            }
+        } else {
+            self.limiter_kind
+        }
+    }
+
     /// Step 8: the action's own limiter.
-    fn admit(&self, action: &str, now: Instant) -> bool {
+    fn admit(&self, window: &str, action: &str, now: Instant) -> bool {
         let mut limiters = lock(&self.limiters);
         let window = limiters
-            .entry(action.to_owned())
-            .or_insert_with(|| ActionWindow::new(self.limiter_kind, now));
+            .entry((window.to_owned(), action.to_owned()))
+            .or_insert_with(|| ActionWindow::new(self.limiter_kind_of(action), now));
         if !window.try_acquire(now) {
             return false;
         }

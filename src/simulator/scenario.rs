@@ -37,6 +37,12 @@ pub struct Scenario {
     pub secret_key: String,
     /// Known agents; any other well-formed Uuid answers `ResourceNotFound`.
     pub agents: Vec<ScenarioAgent>,
+    /// Further SecretIds the simulator accepts (`[[credential]]`), each a sub-account with its
+    /// own rate windows; every one sees every agent.
+    pub extra_credentials: Vec<ScenarioCredential>,
+    /// Machines without a CWP agent (`[[machine]]`): `DescribeMachines` lists them with an
+    /// empty `Uuid`, as the real API does for agents long offline.
+    pub machines: Vec<ScenarioMachine>,
     /// Uuid → index in `agents`, for [`Scenario::answer_at`]; built on its first call.
     index: AgentIndex,
 }
@@ -47,6 +53,8 @@ impl PartialEq for Scenario {
         self.secret_id == other.secret_id
             && self.secret_key == other.secret_key
             && self.agents == other.agents
+            && self.extra_credentials == other.extra_credentials
+            && self.machines == other.machines
     }
 }
 
@@ -66,6 +74,8 @@ impl std::fmt::Debug for Scenario {
             .field("secret_id", &self.secret_id)
             .field("secret_key", &"<redacted>")
             .field("agents", &self.agents)
+            .field("extra_credentials", &self.extra_credentials)
+            .field("machines", &self.machines)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +98,10 @@ pub struct ScenarioAgent {
     /// `MachineIp` in `DescribeOpenPorts` rows; `None`: an address in 10.0.0.0/8 made from the
     /// agent's position in the scenario.
     pub machine_ip: Option<String>,
+    /// `MachineType` and `MachineRegion` for `DescribeMachines`.
+    pub placement: Placement,
+    /// `MachineStatus` `ONLINE` (default) or `OFFLINE` in `DescribeMachines`.
+    pub online: bool,
 }
 
 impl ScenarioAgent {
@@ -101,6 +115,8 @@ impl ScenarioAgent {
             ports: Vec::new(),
             machine_name: None,
             machine_ip: None,
+            placement: Placement::default(),
+            online: true,
         }
     }
 }
@@ -164,9 +180,65 @@ impl Default for Scenario {
             secret_id: DEFAULT_SECRET_ID.to_owned(),
             secret_key: DEFAULT_SECRET_KEY.to_owned(),
             agents: Vec::new(),
+            extra_credentials: Vec::new(),
+            machines: Vec::new(),
             index: AgentIndex::default(),
         }
     }
+}
+
+/// A further SecretId/SecretKey pair of a scenario.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScenarioCredential {
+    /// The SecretId.
+    pub secret_id: String,
+    /// The SecretKey.
+    pub secret_key: String,
+}
+
+// By hand: the key never reaches a log.
+impl std::fmt::Debug for ScenarioCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScenarioCredential")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where a machine runs, for `DescribeMachines` (`MachineType`, `MachineRegion`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `CVM` or `BM`.
+    pub machine_type: String,
+    /// E.g. `ap-guangzhou`.
+    pub region: String,
+}
+
+impl Default for Placement {
+    /// A CVM in `ap-guangzhou`.
+    fn default() -> Self {
+        Placement {
+            machine_type: "CVM".to_owned(),
+            region: DEFAULT_REGION.to_owned(),
+        }
+    }
+}
+
+/// The region of a machine whose scenario entry names none.
+pub const DEFAULT_REGION: &str = "ap-guangzhou";
+/// The most `[[machine]]` and `[[credential]]` entries each.
+pub const MAX_MACHINES: usize = 100_000;
+
+/// A machine without a CWP agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioMachine {
+    /// `MachineName`.
+    pub machine_name: String,
+    /// `MachineIp` (empty when not given).
+    pub machine_ip: String,
+    /// Type and region.
+    pub placement: Placement,
 }
 
 impl Scenario {
@@ -262,6 +334,26 @@ struct RawScenario {
     secret_key: Option<Spanned<String>>,
     #[serde(default)]
     agent: Vec<Spanned<RawAgent>>,
+    #[serde(default)]
+    credential: Vec<Spanned<RawCredential>>,
+    #[serde(default)]
+    machine: Vec<Spanned<RawMachine>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    secret_id: Spanned<String>,
+    secret_key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMachine {
+    machine_name: Spanned<String>,
+    machine_ip: Option<Spanned<String>>,
+    machine_type: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +365,9 @@ struct RawAgent {
     ports: Option<Spanned<Vec<Spanned<RawPortsEntry>>>>,
     machine_name: Option<Spanned<String>>,
     machine_ip: Option<Spanned<String>>,
+    machine_type: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    online: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -315,14 +410,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
     let (secret_id, secret_key) = match (raw.secret_id, raw.secret_key) {
         (None, None) => (DEFAULT_SECRET_ID.to_owned(), DEFAULT_SECRET_KEY.to_owned()),
         (Some(id), Some(key)) => {
-            if id.get_ref().trim().is_empty() || id.get_ref().contains(['/', ',', ' ']) {
-                return Err(invalid(
-                    id.span(),
-                    "secret_id must be a non-empty SecretId without `/`, `,` or spaces, \
-                     e.g. secret_id = \"AKIDexample\""
-                        .to_owned(),
-                ));
-            }
+            check_secret_id(&id).map_err(|m| invalid(id.span(), m))?;
             if key.get_ref().is_empty() {
                 return Err(invalid(
                     key.span(),
@@ -451,26 +539,155 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
             agent.machine_name = Some(name.into_inner());
         }
         if let Some(ip) = raw_agent.machine_ip {
-            if ip.get_ref().parse::<std::net::IpAddr>().is_err() {
+            check_ip(&ip).map_err(|m| invalid(ip.span(), m))?;
+            agent.machine_ip = Some(ip.into_inner());
+        }
+        agent.placement = parse_placement(raw_agent.machine_type, raw_agent.region, &invalid)?;
+        agent.online = raw_agent.online.unwrap_or(true);
+        agents.push(agent);
+    }
+
+    let raw_credentials = raw.credential;
+    let raw_machines = raw.machine;
+    for (what, len, beyond) in [
+        (
+            "credential",
+            raw_credentials.len(),
+            raw_credentials.get(MAX_MACHINES).map(Spanned::span),
+        ),
+        (
+            "machine",
+            raw_machines.len(),
+            raw_machines.get(MAX_MACHINES).map(Spanned::span),
+        ),
+    ] {
+        if let Some(span) = beyond {
+            return Err(invalid(
+                span,
+                format!("{len} [[{what}]] tables; write at most {MAX_MACHINES}"),
+            ));
+        }
+    }
+    let mut extra_credentials: Vec<ScenarioCredential> = Vec::with_capacity(raw_credentials.len());
+    let mut ids: HashMap<String, usize> = HashMap::from([(secret_id.clone(), 0)]);
+    for raw_credential in raw_credentials {
+        let raw_credential = raw_credential.into_inner();
+        let (id, key) = (raw_credential.secret_id, raw_credential.secret_key);
+        check_secret_id(&id).map_err(|m| invalid(id.span(), m))?;
+        if key.get_ref().is_empty() {
+            return Err(invalid(
+                key.span(),
+                "secret_key must not be empty".to_owned(),
+            ));
+        }
+        match ids.entry(id.get_ref().clone()) {
+            Entry::Occupied(_) => {
                 return Err(invalid(
-                    ip.span(),
+                    id.span(),
                     format!(
-                        "machine_ip = {} is not an IP address: write e.g. machine_ip = \"10.0.0.12\"",
-                        crate::problems::shown(ip.get_ref())
+                        "secret_id {} is already used: give each SecretId one key",
+                        crate::problems::shown(id.get_ref())
                     ),
                 ));
             }
-            agent.machine_ip = Some(ip.into_inner());
+            Entry::Vacant(slot) => {
+                slot.insert(id.span().start);
+            }
         }
-        agents.push(agent);
+        extra_credentials.push(ScenarioCredential {
+            secret_id: id.into_inner(),
+            secret_key: key.into_inner(),
+        });
+    }
+    let mut machines = Vec::with_capacity(raw_machines.len());
+    for raw_machine in raw_machines {
+        let raw_machine = raw_machine.into_inner();
+        let name = raw_machine.machine_name;
+        check_text("machine_name", &name, 128).map_err(|m| invalid(name.span(), m))?;
+        let machine_ip = match raw_machine.machine_ip {
+            Some(ip) => {
+                check_ip(&ip).map_err(|m| invalid(ip.span(), m))?;
+                ip.into_inner()
+            }
+            None => String::new(),
+        };
+        machines.push(ScenarioMachine {
+            machine_name: name.into_inner(),
+            machine_ip,
+            placement: parse_placement(raw_machine.machine_type, raw_machine.region, &invalid)?,
+        });
     }
 
     Ok(Scenario {
         secret_id,
         secret_key,
         agents,
+        extra_credentials,
+        machines,
         index: AgentIndex::default(),
     })
+}
+
+/// A SecretId as the `Authorization` header can carry it.
+fn check_secret_id(id: &Spanned<String>) -> Result<(), String> {
+    if id.get_ref().trim().is_empty() || id.get_ref().contains(['/', ',', ' ']) {
+        return Err(
+            "secret_id must be a non-empty SecretId without `/`, `,` or spaces, \
+                    e.g. secret_id = \"AKIDexample\""
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn check_ip(ip: &Spanned<String>) -> Result<(), String> {
+    match ip.get_ref().parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "machine_ip = {} is not an IP address: write e.g. machine_ip = \"10.0.0.12\"",
+            crate::problems::shown(ip.get_ref())
+        )),
+    }
+}
+
+/// `machine_type` (`CVM` or `BM`, default `CVM`) and `region` (lower-case letters, digits and
+/// `-`, default `ap-guangzhou`).
+fn parse_placement(
+    machine_type: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    invalid: &dyn Fn(Range<usize>, String) -> ScenarioError,
+) -> Result<Placement, ScenarioError> {
+    let mut placement = Placement::default();
+    if let Some(t) = machine_type {
+        if !matches!(t.get_ref().as_str(), "CVM" | "BM") {
+            return Err(invalid(
+                t.span(),
+                format!(
+                    "machine_type = {} is not a machine type: write \"CVM\" or \"BM\"",
+                    crate::problems::shown(t.get_ref())
+                ),
+            ));
+        }
+        placement.machine_type = t.into_inner();
+    }
+    if let Some(r) = region {
+        let ok = !r.get_ref().is_empty()
+            && r.get_ref().len() <= 64
+            && r.get_ref()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(invalid(
+                r.span(),
+                format!(
+                    "region = {} is not a region: write e.g. region = \"ap-shanghai\"",
+                    crate::problems::shown(r.get_ref())
+                ),
+            ));
+        }
+        placement.region = r.into_inner();
+    }
+    Ok(placement)
 }
 
 /// A duration value of the scenario: `humantime`, with a message saying what to write.
@@ -1023,5 +1240,96 @@ timeline = []
             .collect();
         // The demo's port opens, then closes.
         assert_eq!(has_8080, [false, true, false]);
+    }
+
+    #[test]
+    fn accounts_and_machines_parse_with_defaults() {
+        let s = Scenario::from_toml_str(
+            r#"
+[[credential]]
+secret_id = "AKIDsecond"
+secret_key = "second-key"
+[[agent]]
+uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
+timeline = []
+machine_type = "BM"
+region = "ap-shanghai"
+online = false
+[[agent]]
+uuid = "00000000-0000-4000-8000-000000000002"
+timeline = []
+[[machine]]
+machine_name = "legacy-01"
+machine_ip = "10.9.9.9"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.extra_credentials,
+            [ScenarioCredential {
+                secret_id: "AKIDsecond".into(),
+                secret_key: "second-key".into()
+            }]
+        );
+        assert!(!format!("{s:?}").contains("second-key"));
+        let a = &s.agents[0];
+        assert_eq!(
+            (
+                a.placement.machine_type.as_str(),
+                a.placement.region.as_str(),
+                a.online
+            ),
+            ("BM", "ap-shanghai", false)
+        );
+        assert_eq!(s.agents[1].placement, Placement::default());
+        assert!(s.agents[1].online);
+        assert_eq!(
+            s.machines,
+            [ScenarioMachine {
+                machine_name: "legacy-01".into(),
+                machine_ip: "10.9.9.9".into(),
+                placement: Placement {
+                    machine_type: "CVM".into(),
+                    region: DEFAULT_REGION.into()
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_accounts_and_machines_say_where() {
+        let (line, col, msg) = invalid_at(
+            "[[credential]]\nsecret_id = \"AKIDcwpportwatchSIMULATOR000000000000\"\nsecret_key = \"k\"\n",
+        );
+        assert_eq!((line, col), (2, 13));
+        assert!(msg.contains("already used"), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[credential]]\nsecret_id = \"a b\"\nsecret_key = \"k\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("without"), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[credential]]\nsecret_id = \"AKIDx\"\nsecret_key = \"\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let (line, _, msg) = invalid_at("[[credential]]\nsecret_id = \"AKIDx\"\n");
+        assert_eq!(line, 1);
+        assert!(msg.contains("secret_key"), "{msg}");
+        let (line, col, msg) =
+            invalid_at("[[machine]]\nmachine_name = \"m\"\nmachine_type = \"VM\"\n");
+        assert_eq!((line, col), (3, 16));
+        assert!(msg.contains("\"CVM\" or \"BM\""), "{msg}");
+        let (line, _, msg) =
+            invalid_at("[[machine]]\nmachine_name = \"m\"\nregion = \"Ap Guangzhou\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("ap-shanghai"), "{msg}");
+        let (_, _, msg) = invalid_at("[[machine]]\nmachine_name = \"\"\n");
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let (line, _, msg) = invalid_at("[[machine]]\nmachine_name = \"m\"\nmachine_ip = \"x\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("not an IP address"), "{msg}");
+        let (_, _, msg) = invalid_at(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\nonline = \"yes\"\n",
+        );
+        assert!(msg.contains("bool"), "{msg}");
     }
 }

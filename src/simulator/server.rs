@@ -26,6 +26,7 @@ use super::limiter::{ActionWindow, LimiterKind};
 use super::scenario::OpenPortSpec;
 use super::scenario::Scenario;
 use super::stats::{SimStats, StatsState};
+use super::sts::{DurationCap, TemporaryCredentials};
 use crate::clock::unix_now;
 
 /// The only API version of CWP.
@@ -119,10 +120,22 @@ impl RunningSimulator {
     /// A snapshot of the statistics and the request log.
     pub fn stats(&self) -> SimStats {
         let mut stats = lock(&self.shared.stats).snapshot();
-        stats.per_action = lock(&self.shared.limiters)
-            .iter()
-            .map(|(action, window)| (action.clone(), window.stats().clone()))
-            .collect();
+        for ((window, action), meter) in lock(&self.shared.limiters).iter() {
+            let meter = meter.stats();
+            stats
+                .per_account
+                .entry(window.clone())
+                .or_default()
+                .insert(action.clone(), meter.clone());
+            let all = stats.per_action.entry(action.clone()).or_default();
+            all.arrived += meter.arrived;
+            all.accepted += meter.accepted;
+            all.throttled += meter.throttled;
+            all.max_arrivals_in_window =
+                all.max_arrivals_in_window.max(meter.max_arrivals_in_window);
+            all.max_accepted_in_window =
+                all.max_accepted_in_window.max(meter.max_accepted_in_window);
+        }
         stats
     }
 
@@ -170,6 +183,18 @@ impl RunningSimulator {
         true
     }
 
+    /// Grants `AssumeRole` at most `cap` (whatever `DurationSeconds` asks), so tests see
+    /// temporary credentials expire and renew within seconds; `None`: as asked.
+    pub fn cap_assume_role_duration(&self, cap: Option<Duration>) {
+        *lock(&self.shared.assume_role_cap) = cap;
+    }
+
+    /// Forgets every credential `AssumeRole` issued: requests signed with one answer
+    /// `AuthFailure.SecretIdNotFound` until the client assumes the role again.
+    pub fn revoke_temporary_credentials(&self) {
+        self.shared.revoke_temporary();
+    }
+
     /// Stops accepting, lets connections finish what they are answering (up to 1 s, longer
     /// stalls are cut), and waits for every task.
     pub async fn shutdown(self) {
@@ -191,7 +216,15 @@ pub(super) struct Shared {
     pub(super) faults: Mutex<Faults>,
     pub(super) rng: Mutex<StdRng>,
     /// Per action: the limiter and the meter of accepted requests.
-    pub(super) limiters: Mutex<HashMap<String, ActionWindow>>,
+    /// Per (rate window, action): the limiter and its meters. The window is the SecretId, or
+    /// `role:RoleArn` for temporary credentials (see `sts.rs`).
+    pub(super) limiters: Mutex<HashMap<(String, String), ActionWindow>>,
+    /// Permanent SecretId → SecretKey: the scenario's main pair and its `[[credential]]`s.
+    pub(super) keys: HashMap<String, String>,
+    /// Credentials issued by `AssumeRole`.
+    pub(super) temporary: Mutex<TemporaryCredentials>,
+    /// Grant at most this long to `AssumeRole` (a test hook).
+    pub(super) assume_role_cap: Mutex<DurationCap>,
     /// The simulator's clock at `start`, in Unix seconds, for `CreateTime`/`ModifyTime`.
     pub(super) start_unix: i64,
     /// Agent index → the latest task created through `CreateOpenPortTask`.
@@ -231,7 +264,20 @@ impl Shared {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let mut keys: HashMap<String, String> = opts
+            .scenario
+            .extra_credentials
+            .iter()
+            .map(|c| (c.secret_id.clone(), c.secret_key.clone()))
+            .collect();
+        keys.insert(
+            opts.scenario.secret_id.clone(),
+            opts.scenario.secret_key.clone(),
+        );
         Shared {
+            keys,
+            temporary: Mutex::new(TemporaryCredentials::default()),
+            assume_role_cap: Mutex::new(None),
             scenario: opts.scenario,
             agents,
             limiter_kind: opts.limiter,

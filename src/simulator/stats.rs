@@ -33,8 +33,13 @@ pub struct SimStats {
     /// action.
     pub max_in_window: u32,
     /// Per action: arrivals, acceptances, throttling and the densest 1-second windows (of
-    /// arrivals and of acceptances). Only the actions that were asked for are present.
+    /// arrivals and of acceptances). Only the actions that were asked for are present. With
+    /// several accounts (SecretIds, roles) the counts are summed and the densest windows are
+    /// those of the busiest account: each account has its own windows, see `per_account`.
     pub per_action: BTreeMap<String, ActionStats>,
+    /// Per account (rate window: the SecretId, or `role:RoleArn` for credentials from
+    /// `AssumeRole`), per action: as `per_action`, for that account alone.
+    pub per_account: BTreeMap<String, BTreeMap<String, ActionStats>>,
     /// One record per request, oldest first (the newest 100 000).
     pub log: Vec<RequestRecord>,
 }
@@ -81,6 +86,7 @@ impl StatsState {
             max_in_flight_per_uuid: self.max_in_flight_per_uuid,
             max_in_window: self.max_in_window,
             per_action: BTreeMap::new(),
+            per_account: BTreeMap::new(),
             log: self.log.iter().cloned().collect(),
         }
     }

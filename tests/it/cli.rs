@@ -250,14 +250,37 @@ fn check_ends_quietly_on_a_closed_stdout() {
 /// until stopped, then exits 0.
 #[test]
 fn simulate_keeps_serving_on_a_closed_stdout() {
+    use std::io::{Read, Write};
     let app = App::new();
+    // The port is chosen here (stdout, where simulate says it, is closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = app
-        .command(&["simulate", "--listen", "127.0.0.1:0"])
+        .command(&["simulate", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(closed_pipe())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    let alive = child.try_wait().unwrap().is_none();
+    // Waits for the signal that it serves (an HTTP answer), not for a fixed time: it writes
+    // its first line right after binding, before it can answer anything.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let answered = loop {
+        let exchange = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        match exchange {
+            Ok(answer) if answer.starts_with("HTTP/1.1 ") => break true,
+            _ if child.try_wait().unwrap().is_some() => break false,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    let alive = answered && child.try_wait().unwrap().is_none();
     if alive {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -570,4 +593,91 @@ fn error_reports_escape_control_characters() {
             out.stderr
         );
     }
+}
+
+/// Issue 15: `demo` ends by itself (no signal, within its 26 s and a margin) with exit 0 and
+/// its summary: one row per bundled agent with the final status its scenario ends at (the
+/// table below is read off `config/demo-scenario.toml`, not computed by the crate) and every
+/// transition counted, then the totals.
+#[test]
+fn demo_ends_by_itself_with_its_summary() {
+    let app = App::new();
+    let out = run_within(app.command(&["demo"]), Duration::from_secs(90));
+    assert!(
+        out.status.is_some(),
+        "demo had to be killed:\n{}",
+        out.stdout
+    );
+    assert_eq!(out.code(), Some(0), "{}\n{}", out.stdout, out.stderr);
+    // (name, Uuid, final status, transitions from UNKNOWN on)
+    let expected = [
+        (
+            "web-01",
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1",
+            "COMPLETE",
+            2,
+        ),
+        (
+            "web-02",
+            "1f0e4c2a-3b5d-4e6f-8a9b-0c1d2e3f4a5b",
+            "COMPLETE",
+            // COMPLETE, COLLECTING at 6 s, COMPLETE at 9 s, COLLECTING at 13 s, COMPLETE at 17 s
+            5,
+        ),
+        ("db-01", "2a1b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "FAILED", 2),
+        (
+            "db-02",
+            "3b2c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            "COMPLETE",
+            4,
+        ),
+        (
+            "cache-01",
+            "4c3d5e6f-7a8b-4c9d-8e1f-2a3b4c5d6e7f",
+            "COMPLETE",
+            3,
+        ),
+        (
+            "batch-01",
+            "5d4e6f7a-8b9c-4d0e-9f2a-3b4c5d6e7f8a",
+            "COMPLETE",
+            3,
+        ),
+        (
+            "gone-01",
+            "6e5f7a8b-9c0d-4e1f-8a3b-4c5d6e7f8a9b",
+            "NOT_FOUND",
+            2,
+        ),
+        (
+            "edge-01",
+            "7f6a8b9c-0d1e-4f2a-9b4c-5d6e7f8a9b0c",
+            "COMPLETE",
+            3,
+        ),
+    ];
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("agent") && l.ends_with("transitions"))
+        .unwrap_or_else(|| panic!("no summary table:\n{}", out.stdout));
+    for (i, (name, uuid, status, transitions)) in expected.iter().enumerate() {
+        let row: Vec<&str> = lines[header + 1 + i].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [*name, *uuid, *status, &transitions.to_string()],
+            "{}",
+            out.stdout
+        );
+    }
+    let total: u32 = expected.iter().map(|e| e.3).sum();
+    let last = lines.last().unwrap();
+    assert!(
+        // web-02's port 8080 opens (seen at 9 s) and closes (seen at 17 s).
+        last.ends_with(&format!(
+            "{total} status changes and 2 ports opened or closed reported."
+        )),
+        "{last}"
+    );
+    assert!(last.contains("(0 throttled)"), "{last}");
 }

@@ -454,8 +454,114 @@ async fn a_damaged_or_newer_state_file_is_kept_under_a_new_name_and_a_fresh_one_
             "{name}: {}",
             damaged[0]
         );
+        // A fresh start: every agent's first change is from UNKNOWN.
+        for c in out.named("status_changed") {
+            assert_eq!(c["from_status"], "UNKNOWN", "{name}: {c}");
+        }
         let fresh = app.state().load().unwrap();
         assert_eq!(fresh.len(), 2, "{name}: a new state.json after the stop");
     }
+    sim.shutdown().await;
+}
+
+/// Issue 15: the watchdog goes silent when the dispatcher wedges, and only then. The wedge
+/// is a real one: stderr is a pipe nobody reads, so once its buffer is full the dispatcher
+/// blocks writing its next log line. The notifier, a separate task, keeps sending STATUS=
+/// but withholds WATCHDOG=1 (systemd would restart us); once stderr is drained, the pings
+/// come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_goes_silent_while_the_dispatcher_is_wedged() {
+    use std::io::Read;
+    // Statuses flipping every second keep the log busy, at trace on top.
+    let mut text = String::new();
+    for i in 0..20 {
+        text.push_str(&format!("[[agent]]\nuuid = \"{}\"\ntimeline = [", uuid(i)));
+        for s in 0..600 {
+            let st = if (s + i) % 2 == 0 {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            };
+            text.push_str(&format!("{{ at = \"{s}s\", status = \"{st}\" }},"));
+        }
+        text.push_str("]\n");
+    }
+    let sim = start_scenario(&text).await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..20, "w"));
+    app.write(
+        "config.toml",
+        app::daemon_config(&sim.endpoint()).replace("level = \"info\"", "level = \"trace\""),
+    );
+    let mut notify = NotifySocket::bind(app.path());
+    let mut cmd = app.with_config(&["run"]);
+    cmd.env("NOTIFY_SOCKET", notify.path())
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    // Not read (yet): the pipe fills up.
+    let mut stderr = child.stderr.take().unwrap();
+
+    let is_ping = |m: &String| has_line(m, "WATCHDOG=1");
+    let is_status_only = |m: &String| m.contains("STATUS=") && !has_line(m, "WATCHDOG=1");
+    // Healthy: READY=1 and pings.
+    let pinged = notify
+        .wait_for(WAIT, |r| {
+            r.iter().any(|m| has_line(m, "READY=1")) && r.iter().any(is_ping)
+        })
+        .await;
+    assert!(pinged, "no READY=1 and WATCHDOG=1: {:?}", notify.received());
+    // Wedged: four status updates in a row (4 s at WatchdogSec=2s) without a ping, while
+    // the notifier itself is alive. A healthy loop beats every second, so at most one tick
+    // in a row can miss a beat.
+    const SILENT: usize = 4;
+    let silent_run = |r: &[String]| {
+        let mut run = 0;
+        for m in r {
+            if is_ping(m) {
+                run = 0;
+            } else if is_status_only(m) {
+                run += 1;
+                if run >= SILENT {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let went_silent = notify.wait_for(Duration::from_secs(60), silent_run).await;
+    assert!(
+        went_silent,
+        "the watchdog kept pinging with stderr blocked: {:?}",
+        notify.received()
+    );
+    // Drained: the dispatcher runs again and the pings resume.
+    let mark = notify.received().len();
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stderr.read_to_end(&mut sink);
+        sink.len()
+    });
+    let resumed = notify
+        .wait_for(WAIT, |r| r[mark..].iter().any(is_ping))
+        .await;
+    assert!(
+        resumed,
+        "no WATCHDOG=1 after stderr was drained: {:?}",
+        &notify.received()[mark..]
+    );
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let drained = drain.join().unwrap();
+    // A full pipe buffer (64 KiB; the last line may have gone in part) and the rest.
+    assert!(
+        drained > 60 * 1024,
+        "stderr never filled a pipe: {drained} bytes; {:?}",
+        notify.received()
+    );
+    assert_eq!(status.code(), Some(0), "{status}");
     sim.shutdown().await;
 }

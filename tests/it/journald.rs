@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cwp_portwatch::events::message_id;
-use cwp_portwatch::simulator::RunningSimulator;
+use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
 use serde_json::{Map, Value};
 
 use crate::support::app::{App, Running};
@@ -206,7 +206,7 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
             "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
              [api]\nendpoint = \"{}\"\n\
              [poll]\ninterval = \"500ms\"\ncollecting_interval = \"500ms\"\noffline_interval = \"500ms\"\n\
-             [log]\nformat = \"journald\"\nlevel = \"info\"\n",
+             [log]\nformat = \"journald\"\nlevel = \"debug\"\n",
             sim.endpoint()
         ),
     );
@@ -244,6 +244,15 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Issue 15: no field of any entry (events or debug lines) carries the secret key.
+    for e in &entries {
+        for (name, value) in e {
+            assert!(
+                !value.to_string().contains(DEFAULT_SECRET_KEY),
+                "the secret key in the journal field {name}: {e:?}"
+            );
+        }
+    }
     let events: Vec<&Entry> = entries.iter().filter(|e| event(e).is_some()).collect();
     let summary: Vec<String> = events
         .iter()
@@ -362,4 +371,125 @@ timeline = [ {{ at = "0s", status = "FAILED" }} ]
             "{e:?}"
         );
     }
+}
+
+/// What `once` at `debug` with `log.format = "auto"` wrote to stderr, given as `stderr`, with
+/// `JOURNAL_STREAM` set to `journal_stream` when given; and its pid.
+fn auto_once(
+    app: &App,
+    stderr: Stdio,
+    journal_stream: Option<String>,
+) -> (std::process::Output, u32) {
+    let mut cmd = app.with_config(&["once"]);
+    cmd.stderr(stderr);
+    if let Some(value) = journal_stream {
+        cmd.env("JOURNAL_STREAM", value);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    (child.wait_with_output().unwrap(), pid)
+}
+
+/// `dev:ino` of an open file, as systemd puts it in `$JOURNAL_STREAM`.
+fn dev_ino(file: &std::fs::File) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().unwrap();
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Issue 15: `log.format = "auto"` is the journal when stderr is the stream systemd names in
+/// `$JOURNAL_STREAM`, text on a terminal, JSON otherwise (a pipe, a file, or a
+/// `$JOURNAL_STREAM` naming some other stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_auto_picks_the_journal_a_terminal_or_json() {
+    ensure_journald();
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    let app = App::for_simulator(&sim.endpoint(), &crate::support::app::agents(0..2, "auto"));
+    app.write(
+        "config.toml",
+        crate::support::app::daemon_config(&sim.endpoint())
+            .replace("format = \"json\"", "format = \"auto\"")
+            .replace("level = \"info\"", "level = \"debug\""),
+    );
+    let is_json = |line: &str| serde_json::from_str::<Map<String, Value>>(line).is_ok();
+
+    // A pipe, with and without a $JOURNAL_STREAM that names another stream: JSON.
+    let other = std::fs::File::create(app.path().join("other")).unwrap();
+    for stream in [None, Some(dev_ino(&other))] {
+        let what = format!("a pipe, JOURNAL_STREAM {stream:?}");
+        let app = &app;
+        let (out, _) = tokio::task::block_in_place(|| auto_once(app, Stdio::piped(), stream));
+        assert!(out.status.success(), "{what}: {:?}", out.status);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("credentials found"), "{what}: {stderr}");
+        assert!(
+            stderr.lines().all(is_json),
+            "{what}: not JSON lines: {stderr}"
+        );
+    }
+
+    // A terminal: text.
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty(3) fills two descriptors we then own; no name, default settings.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are open and owned by nobody else.
+    let (master, slave) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    };
+    let (out, _) = tokio::task::block_in_place(|| auto_once(&app, Stdio::from(slave), None));
+    assert!(out.status.success(), "a terminal: {:?}", out.status);
+    let mut text = Vec::new();
+    // The slave is closed (the child exited and our copy moved into it): the master reads
+    // what was written, then fails with EIO.
+    let mut master = master;
+    let _ = std::io::Read::read_to_end(&mut master, &mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("credentials found"), "a terminal: {text}");
+    assert!(
+        !text.lines().any(|l| is_json(l.trim_end_matches('\r'))),
+        "a terminal got JSON: {text}"
+    );
+
+    // stderr is the stream $JOURNAL_STREAM names: the journal, nothing on stderr.
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let file = std::fs::File::create(app.path().join("stream")).unwrap();
+    let stream = dev_ino(&file);
+    let (out, pid) =
+        tokio::task::block_in_place(|| auto_once(&app, Stdio::from(file), Some(stream)));
+    assert!(out.status.success(), "the journal: {:?}", out.status);
+    let written = std::fs::read_to_string(app.path().join("stream")).unwrap();
+    assert!(written.is_empty(), "the journal: stderr got {written}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let entries = journal(since, pid);
+        if entries
+            .iter()
+            .any(|e| field(e, "MESSAGE") == Some("credentials found"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no \"credentials found\" of pid {pid} in the journal: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.shutdown().await;
 }

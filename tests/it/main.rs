@@ -16,6 +16,7 @@ mod dispatch;
 mod hostile;
 mod inventory;
 mod journald;
+mod metrics;
 mod packaging;
 mod reliability;
 mod systemd;

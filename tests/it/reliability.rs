@@ -220,3 +220,91 @@ async fn once_requeues_throttled_agents_until_each_has_a_status() {
     // Never twice after a success.
     assert_eq!(stats.ok, 20, "{:?}", stats.by_code);
 }
+
+/// Issue 15: the secret key and the session token never reach what `check`, `once` and
+/// `status` print (stdout and stderr, text and JSON, at `trace`), whether they pass or fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_output_of_check_once_or_status() {
+    const KEY: &str = "CommandSecretKey-5f4dcc3b5aa765d61d83";
+    const TOKEN: &str = "CommandSessionToken-e99a18c428cb38d5";
+    let text = format!(
+        "secret_id = \"AKIDcommands\"\nsecret_key = \"{KEY}\"\n{}",
+        steady(3, "COMPLETE")
+    );
+    let sim = start_scenario(&text).await;
+    let endpoint = sim.endpoint();
+    let app = App::for_simulator(&endpoint, &agents(0..3, "s"));
+    app.write(
+        "config.toml",
+        daemon_config(&endpoint).replace("level = \"info\"", "level = \"trace\""),
+    );
+    // The same folder with a config that `check` refuses, and one with a wrong key.
+    app.write(
+        "bad.toml",
+        daemon_config(&endpoint).replace("[poll]", "[poll]\nmax_in_flight = 0\nbogus = 1"),
+    );
+    // A state for `status` to show.
+    std::fs::create_dir(app.path().join("state")).unwrap();
+    let known = (0..3)
+        .map(|i| {
+            let known = cwp_portwatch::tracker::Known {
+                status: cwp_portwatch::status::Status::Complete,
+                request_id: format!("request-{i}"),
+                seen_at: 1_700_000_000,
+            };
+            (uuid(i).into(), known)
+        })
+        .collect();
+    app.state().save(&known).unwrap();
+    let runs: Vec<(&str, Vec<&str>, &str, bool)> = vec![
+        // (what, arguments, secret key, should it succeed)
+        ("check", vec!["check"], KEY, true),
+        (
+            "check, refused",
+            vec!["check", "--config", "bad.toml"],
+            KEY,
+            false,
+        ),
+        ("once, text", vec!["once"], KEY, true),
+        ("once, json", vec!["once", "--format", "json"], KEY, true),
+        ("status, text", vec!["status"], KEY, true),
+        (
+            "status, json",
+            vec!["status", "--format", "json"],
+            KEY,
+            true,
+        ),
+        (
+            "once, wrong key",
+            vec!["once"],
+            "Wrong-CommandSecretKey-5f4dc",
+            false,
+        ),
+    ];
+    for (what, args, key, ok) in runs {
+        let mut cmd = if args.contains(&"--config") {
+            app.command(&args)
+        } else {
+            app.with_config(&args)
+        };
+        cmd.current_dir(app.path())
+            .env("TENCENTCLOUD_SECRET_ID", "AKIDcommands")
+            .env("TENCENTCLOUD_SECRET_KEY", key)
+            .env("TENCENTCLOUD_SESSION_TOKEN", TOKEN);
+        let out = tokio::task::spawn_blocking(move || {
+            crate::support::app::run_within(cmd, Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code() == Some(0), ok, "{what}: {:?}\n{all}", out.status);
+        assert!(!all.is_empty(), "{what}: printed nothing");
+        for secret in [KEY, TOKEN, "Wrong-CommandSecretKey"] {
+            assert!(
+                !all.contains(secret),
+                "{what}: {secret} in the output:\n{all}"
+            );
+        }
+    }
+    sim.shutdown().await;
+}

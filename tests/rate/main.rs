@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use cwp_portwatch::api::ErrorClass;
 use cwp_portwatch::events::Event;
-use cwp_portwatch::simulator::{LimiterKind, SimulatorOptions};
+use cwp_portwatch::simulator::{Faults, LimiterKind, SimulatorOptions};
 
 use support::engine::{
-    changes_answered, changes_reported, every_second, forty_agents, named, run_engine,
-    status_of_answer,
+    changes_answered, changes_reported, every_second, forty_agents, max_arrivals_in_window, named,
+    run_engine, status_of_answer,
 };
 use support::*;
 
@@ -46,6 +46,8 @@ async fn twenty_five_requests_in_one_second_get_throttled() {
         }
     }
     assert_eq!((ok, throttled), (20, 5));
+    // The arrival count the other tests rely on sees all 25, throttled ones included.
+    assert_eq!(max_arrivals_in_window(&sim.stats().log), 25);
     sim.shutdown().await;
 }
 
@@ -85,10 +87,12 @@ async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
         "the simulator throttled us: {:?}",
         stats.by_code
     );
+    // Counted from arrivals, not from the simulator's `max_in_window`, which counts only
+    // what its limiter admitted and so can never exceed 20.
+    let arrived = max_arrivals_in_window(&stats.log);
     assert!(
-        stats.max_in_window <= 20,
-        "max in a window {}",
-        stats.max_in_window
+        arrived <= 20,
+        "{arrived} requests arrived in one 1-second window"
     );
     assert_eq!(
         stats.max_in_flight_per_uuid, 1,
@@ -132,6 +136,47 @@ async fn forty_agents_every_change_exactly_once_in_order_never_throttled() {
             assert_ne!(from_status, to_status);
         }
     }
+}
+
+/// Issue 15: the window holds under faults too (errors, 503s, resets, truncated answers and
+/// stalls that time out, each retried with backoff), counted from what arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_faults_never_more_than_twenty_arrive_in_any_second() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut opts = SimulatorOptions::new(scenario(&forty_agents()));
+    opts.faults = Faults {
+        internal_error: 0.05,
+        http_503: 0.05,
+        reset: 0.03,
+        truncated_json: 0.03,
+        stall: 0.02,
+        stall_for: Duration::from_secs(3),
+    };
+    opts.seed = Some(15);
+    let sim = start(opts).await;
+    let client = client_for(
+        &sim,
+        cwp_portwatch::simulator::DEFAULT_SECRET_KEY,
+        Duration::from_secs(1),
+    );
+    let (events, stats) =
+        run_engine(&sim, client, 40, every_second(), Duration::from_secs(20)).await;
+    sim.shutdown().await;
+    assert!(
+        !named(&events, "poll_failed").is_empty(),
+        "no fault reached the engine"
+    );
+    assert!(
+        stats.requests >= 20 * 15,
+        "only {} requests",
+        stats.requests
+    );
+    let arrived = max_arrivals_in_window(&stats.log);
+    assert!(
+        arrived <= 20,
+        "{arrived} requests arrived in one 1-second window"
+    );
+    assert_eq!(stats.throttled, 0, "{:?}", stats.by_code);
 }
 
 /// The scripted changes of [`forty_agents`] as (seconds, status), merged where consecutive

@@ -9,6 +9,7 @@
 //! recorded, so a missing value can never go unexplained.
 
 mod credentials;
+mod metrics;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;

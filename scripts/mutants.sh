@@ -1,0 +1,18 @@
+#!/bin/sh
+# Mutation testing of the pure core with cargo-mutants (https://mutants.rs), as recorded in
+# docs/testing.md. Not run in CI: one mutant is one incremental build plus the unit tests,
+# about 10-30 s each, 320-odd mutants.
+#
+# Usage: scripts/mutants.sh [extra cargo-mutants options, e.g. --iterate, --jobs 2]
+# Needs: cargo install cargo-mutants --locked
+#
+# The unit tests only (`--lib`), filtered to the modules that exercise the core (the others
+# neither call it nor would catch more): the whole library test run is ten times slower.
+# Results land in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
+set -eu
+cd "$(dirname "$0")/.."
+exec cargo mutants \
+    -f src/tracker.rs -f src/pacing.rs -f src/scheduler.rs -f src/status.rs \
+    -f src/rate_control.rs -f src/signing.rs -f src/state.rs -f src/api/error.rs \
+    -C --lib "$@" \
+    -- -- pacing:: rate_control:: scheduler:: status:: signing:: state:: tracker:: api:: engine::

@@ -1,0 +1,496 @@
+//! Metrics and health: the `[metrics]` registry, what feeds it, and (in `server`) the
+//! `GET /metrics` and `GET /healthz` listener.
+//!
+//! Owns every series the daemon exports (names in `docs/metrics.md`, prefix
+//! `cwp_portwatch_`, plus the standard unprefixed `process_*`). Exposition is
+//! `prometheus-client`'s: text 0.0.4 by default, OpenMetrics when asked; nothing here writes
+//! the format by hand.
+//!
+//! Where the numbers come from, so that they cannot disagree with the log:
+//! - counters of events (`status_changes_total`, `port_events_total`) are counted by
+//!   [`Metrics`] as an [`EventSink`], teed with the log sink: the same stream, not a second
+//!   code path;
+//! - per request (`api_requests_total`, `api_request_duration_seconds`): one call,
+//!   [`Metrics::api_answer`], where the engine receives an answer;
+//! - gauges (`agents`, `rate_limit_per_second`, `poll_lag_seconds`, `clock_skew_seconds`):
+//!   [`Metrics::refresh`], from the dispatcher's once-per-second heartbeat refresh;
+//! - `process_*`: read from `/proc/self` at scrape time (`process`).
+//!
+//! The engine holds `Option<Arc<Metrics>>`: without `[metrics] listen` none of this exists.
+
+mod process;
+mod server;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::events::{Event, EventSink};
+use crate::status::Status;
+use crate::tracker::KnownMap;
+
+pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
+
+/// The prefix of every series but the `process_*` ones.
+pub const PREFIX: &str = "cwp_portwatch";
+
+/// Distinct values a label fed by the API (an error code, an unknown status) may take; later
+/// ones are counted as `other`. The API's answers are hostile input: without a cap, a server
+/// inventing codes would grow the registry (and every scrape) without end.
+pub const MAX_LABEL_VALUES: usize = 64;
+/// Characters kept of a label value from outside (error codes, statuses, agent names).
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// What one refresh of the gauges sees (built by the dispatcher once per second).
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    /// Agents watched.
+    pub agents: usize,
+    /// Last known status per agent (watched agents only).
+    pub known: &'a KnownMap,
+    /// Per API action, the send rate in force.
+    pub rates: &'a [(&'static str, u32)],
+    /// How overdue the most overdue job is (zero when nothing is late).
+    pub poll_lag: Duration,
+    /// Server minus local clock, milliseconds.
+    pub clock_skew_ms: i64,
+}
+
+/// Labels `{status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+/// Labels `{from_status,to_status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    from_status: String,
+    to_status: String,
+}
+
+/// Labels `{action,outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    action: &'static str,
+    outcome: String,
+}
+
+/// Labels `{action}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+/// Labels `{event}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+/// Labels `{version}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// The statuses this build knows, always exported (a zero is a value an alert can compare).
+const KNOWN_STATUSES: [Status; 8] = Status::KNOWN;
+
+/// The port events counted by `port_events_total` (emitted by the open-port inventory).
+pub const PORT_EVENTS: [&str; 2] = ["port_opened", "port_closed"];
+
+/// Label values from outside, bounded in length, alphabet and number.
+#[derive(Debug, Default)]
+struct Bounded {
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Bounded {
+    /// `value` as a label: at most [`MAX_LABEL_CHARS`] characters from `[A-Za-z0-9._-]` (an
+    /// error code or a status never needs more; anything else becomes `_`), and `other` once
+    /// [`MAX_LABEL_VALUES`] distinct values were seen.
+    fn label(&self, value: &str) -> String {
+        let clean: String = value
+            .chars()
+            .take(MAX_LABEL_CHARS)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(&clean) {
+            return clean;
+        }
+        if seen.len() >= MAX_LABEL_VALUES {
+            return "other".to_owned();
+        }
+        seen.insert(clean.clone());
+        clean
+    }
+}
+
+/// The registry and every handle the daemon updates.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    agents: Family<StatusLabel, Gauge>,
+    status_changes: Family<ChangeLabels, Counter>,
+    api_requests: Family<RequestLabels, Counter>,
+    api_duration: Family<ActionLabel, Histogram>,
+    rate_limit: Family<ActionLabel, Gauge>,
+    poll_lag: Gauge<f64, AtomicU64>,
+    clock_skew: Gauge<f64, AtomicU64>,
+    port_events: Family<EventLabel, Counter>,
+    open_ports: Gauge,
+    per_agent: Option<Arc<PerAgent>>,
+    /// Error codes seen as `outcome`.
+    outcomes: Bounded,
+    /// Statuses this build does not know, seen as labels.
+    statuses: Bounded,
+    /// Unknown statuses exported in `agents` at the last refresh (removed when gone).
+    other_statuses: Mutex<Vec<String>>,
+}
+
+/// `api_request_duration_seconds` buckets: 5 ms to about 10 s, doubling. The API answers in
+/// tens of milliseconds; the top buckets show timeouts (default 10 s) coming.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+impl Metrics {
+    /// A registry with every series; `per_agent` adds `agent_status`.
+    pub fn new(per_agent: bool) -> Metrics {
+        let mut root = Registry::default();
+        let per_agent = per_agent.then(|| Arc::new(PerAgent::default()));
+        let agents = Family::<StatusLabel, Gauge>::default();
+        let status_changes = Family::<ChangeLabels, Counter>::default();
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        let api_duration =
+            Family::<ActionLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
+        let rate_limit = Family::<ActionLabel, Gauge>::default();
+        let poll_lag = Gauge::<f64, AtomicU64>::default();
+        let clock_skew = Gauge::<f64, AtomicU64>::default();
+        let port_events = Family::<EventLabel, Counter>::default();
+        let open_ports = Gauge::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        for event in PORT_EVENTS {
+            // Exported from the start: `increase()` over a series that appears late misses
+            // its first count.
+            let _ = port_events.get_or_create(&EventLabel { event });
+        }
+        for status in &KNOWN_STATUSES {
+            let _ = agents.get_or_create(&StatusLabel {
+                status: status.as_str().to_owned(),
+            });
+        }
+        {
+            let r = root.sub_registry_with_prefix(PREFIX);
+            r.register(
+                "agents",
+                "Agents watched, by last known status",
+                agents.clone(),
+            );
+            if let Some(p) = &per_agent {
+                r.register_collector(Box::new(p.clone()));
+            }
+            r.register(
+                "status_changes",
+                "Agent status changes, as logged (status_changed events)",
+                status_changes.clone(),
+            );
+            r.register(
+                "api_requests",
+                "API requests answered, by action and outcome (ok or the error code)",
+                api_requests.clone(),
+            );
+            r.register_with_unit(
+                "api_request_duration",
+                "Time from sending an API request to its answer",
+                Unit::Seconds,
+                api_duration.clone(),
+            );
+            r.register(
+                "rate_limit_per_second",
+                "Requests per second in force, by action (lowered after throttling)",
+                rate_limit.clone(),
+            );
+            r.register_with_unit(
+                "poll_lag",
+                "How overdue the most overdue agent is",
+                Unit::Seconds,
+                poll_lag.clone(),
+            );
+            r.register_with_unit(
+                "clock_skew",
+                "The API's clock minus ours, as learned from answers",
+                Unit::Seconds,
+                clock_skew.clone(),
+            );
+            r.register(
+                "port_events",
+                "Open-port events, as logged (port_opened, port_closed)",
+                port_events.clone(),
+            );
+            r.register(
+                "open_ports",
+                "Open ports known, in total",
+                open_ports.clone(),
+            );
+            r.register("build_info", "The running version (always 1)", build_info);
+        }
+        root.register_collector(Box::new(process::ProcessCollector::new()));
+        Metrics {
+            registry: root,
+            agents,
+            status_changes,
+            api_requests,
+            api_duration,
+            rate_limit,
+            poll_lag,
+            clock_skew,
+            port_events,
+            open_ports,
+            per_agent,
+            outcomes: Bounded::default(),
+            statuses: Bounded::default(),
+            other_statuses: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The registry, for encoding.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The scrape in the Prometheus text format (0.0.4), or OpenMetrics with `openmetrics`.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        let encoded = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        // Writing to a String cannot fail; a collector's error would leave a partial scrape,
+        // which Prometheus rejects as a whole rather than misreading.
+        if let Err(e) = encoded {
+            tracing::warn!("metrics encoding failed: {e}");
+        }
+        out
+    }
+
+    /// An answer to one request of `action` (its API name): `outcome` is `Ok` or the error
+    /// code, `elapsed` the time since it was sent.
+    pub fn api_answer(&self, action: &'static str, outcome: Result<(), &str>, elapsed: Duration) {
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(code) => self.outcomes.label(code),
+        };
+        self.api_requests
+            .get_or_create(&RequestLabels { action, outcome })
+            .inc();
+        self.api_duration
+            .get_or_create(&ActionLabel { action })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the gauges from the dispatcher's view (once per second: counting agents per
+    /// status is one pass over them).
+    pub fn refresh(&self, s: &Snapshot<'_>) {
+        let mut counts = [0i64; KNOWN_STATUSES.len()];
+        let mut others: HashMap<String, i64> = HashMap::new();
+        for known in s.known.values() {
+            match KNOWN_STATUSES.iter().position(|k| *k == known.status) {
+                Some(i) => counts[i] += 1,
+                None => {
+                    *others
+                        .entry(self.statuses.label(known.status.as_str()))
+                        .or_default() += 1
+                }
+            }
+        }
+        // Agents without an answer yet (and nothing persisted) are UNKNOWN: the series sum to
+        // the watchlist's size.
+        let unanswered = s.agents.saturating_sub(s.known.len());
+        let unknown = KNOWN_STATUSES
+            .iter()
+            .position(|s| *s == Status::Unknown)
+            .unwrap_or(0);
+        counts[unknown] =
+            counts[unknown].saturating_add(i64::try_from(unanswered).unwrap_or(i64::MAX));
+        for (status, n) in KNOWN_STATUSES.iter().zip(counts) {
+            self.agents
+                .get_or_create(&StatusLabel {
+                    status: status.as_str().to_owned(),
+                })
+                .set(n);
+        }
+        let mut previous = self
+            .other_statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for gone in previous.iter().filter(|p| !others.contains_key(*p)) {
+            self.agents.remove(&StatusLabel {
+                status: gone.clone(),
+            });
+        }
+        previous.clear();
+        for (status, n) in others {
+            self.agents
+                .get_or_create(&StatusLabel {
+                    status: status.clone(),
+                })
+                .set(n);
+            previous.push(status);
+        }
+        drop(previous);
+        for (action, rate) in s.rates {
+            self.rate_limit
+                .get_or_create(&ActionLabel { action })
+                .set(i64::from(*rate));
+        }
+        self.poll_lag.set(s.poll_lag.as_secs_f64());
+        // i64 milliseconds → f64 seconds: exact for any skew a clock can have.
+        self.clock_skew.set(s.clock_skew_ms as f64 / 1000.0);
+        if let Some(p) = &self.per_agent {
+            p.forget_unwatched(s.known);
+        }
+    }
+
+    /// Open ports known in total (the open-port inventory sets it).
+    pub fn set_open_ports(&self, n: u64) {
+        self.open_ports.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// An agent's status known at start (from the state file), for `agent_status`: it will
+    /// see a `status_changed` only when the status changes again.
+    pub fn agent_known(&self, uuid: &Arc<str>, name: &Arc<str>, status: &Status) {
+        if let Some(p) = &self.per_agent {
+            p.set(uuid.clone(), name.clone(), status.clone());
+        }
+    }
+}
+
+impl EventSink for Metrics {
+    fn emit(&self, event: &Event) {
+        match event {
+            Event::StatusChanged {
+                uuid,
+                agent_name,
+                from_status,
+                to_status,
+                ..
+            } => {
+                self.status_changes
+                    .get_or_create(&ChangeLabels {
+                        from_status: self.status_label(from_status),
+                        to_status: self.status_label(to_status),
+                    })
+                    .inc();
+                if let Some(p) = &self.per_agent {
+                    p.set(
+                        Arc::from(uuid.as_str()),
+                        Arc::from(agent_name.as_str()),
+                        to_status.clone(),
+                    );
+                }
+            }
+            other => {
+                // By name, so the inventory's events are counted as soon as they exist.
+                let name = other.name();
+                if let Some(event) = PORT_EVENTS.iter().copied().find(|e| *e == name) {
+                    self.port_events.get_or_create(&EventLabel { event }).inc();
+                }
+            }
+        }
+    }
+}
+
+impl Metrics {
+    fn status_label(&self, status: &Status) -> String {
+        match status {
+            Status::Other(_) => self.statuses.label(status.as_str()),
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+/// `agent_status{uuid,agent_name,status} 1`, one series per agent (`per_agent = true`).
+/// Kept from the events (and the statuses known at start), encoded at scrape time from a
+/// copy, so a scrape of 100,000 agents never holds the lock the log's events wait for.
+#[derive(Debug, Default)]
+struct PerAgent {
+    agents: Mutex<HashMap<Arc<str>, AgentRow>>,
+}
+
+/// An agent's name and last known status.
+type AgentRow = (Arc<str>, Status);
+
+impl PerAgent {
+    fn set(&self, uuid: Arc<str>, name: Arc<str>, status: Status) {
+        self.agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uuid, (name, status));
+    }
+
+    /// Drops agents no longer watched (the tracker forgets them on a reload). Every agent
+    /// here has a status, so has an entry in `known`: more here means some were removed.
+    fn forget_unwatched(&self, known: &KnownMap) {
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        if agents.len() > known.len() {
+            agents.retain(|uuid, _| known.contains_key(uuid));
+        }
+    }
+}
+
+impl Collector for PerAgent {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows: Vec<(Arc<str>, Arc<str>, Status)> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(u, (n, s))| (u.clone(), n.clone(), s.clone()))
+            .collect();
+        let mut metric = encoder.encode_descriptor(
+            "agent_status",
+            "1 per agent, labelled with its last known status (per_agent = true)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (uuid, name, status) in &rows {
+            let name: String = name.chars().take(MAX_LABEL_CHARS).collect();
+            let status: String = status.as_str().chars().take(MAX_LABEL_CHARS).collect();
+            let labels = [
+                ("uuid", uuid.as_ref()),
+                ("agent_name", name.as_str()),
+                ("status", status.as_str()),
+            ];
+            ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! The registry alone: what events, answers and refreshes turn into, read back from the
+//! exposition text as Prometheus would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::tracker::Known;
+
+fn changed(uuid: &str, from: &str, to: &str) -> Event {
+    Event::StatusChanged {
+        uuid: uuid.into(),
+        agent_name: "web-01".into(),
+        from_status: Status::new(from),
+        to_status: Status::new(to),
+        request_id: "r".into(),
+        error_code: None,
+    }
+}
+
+/// The value of the series `line_start` (name and labels exactly as encoded).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+fn known(entries: &[(&str, &str)]) -> KnownMap {
+    entries
+        .iter()
+        .map(|(u, s)| {
+            (
+                Arc::from(*u),
+                Known {
+                    status: Status::new(s),
+                    request_id: "r".into(),
+                    seen_at: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_changes_count_exactly_the_events() {
+    let m = Metrics::new(false);
+    for _ in 0..3 {
+        m.emit(&changed("a", "COLLECTING", "COMPLETE"));
+    }
+    m.emit(&changed("b", "UNKNOWN", "COLLECTING"));
+    // Other events are no status changes.
+    m.emit(&Event::ClockSkew { skew_seconds: 40 });
+    let text = m.encode(false);
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_status_changes_total{from_status=\"COLLECTING\",to_status=\"COMPLETE\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_status_changes_total{from_status=\"UNKNOWN\",to_status=\"COLLECTING\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_port_events_total{event=\"port_opened\"}"
+        ),
+        Some(0.0),
+        "exported before the first event"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "cwp_portwatch_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn api_answers_count_outcomes_and_bound_hostile_codes() {
+    let m = Metrics::new(false);
+    let action = "DescribeOpenPortTaskStatus";
+    m.api_answer(action, Ok(()), Duration::from_millis(20));
+    m.api_answer(action, Ok(()), Duration::from_millis(40));
+    m.api_answer(
+        action,
+        Err("RequestLimitExceeded"),
+        Duration::from_millis(3),
+    );
+    m.api_answer(
+        action,
+        Err("Evil\"}\n# TYPE x counter\nx 1"),
+        Duration::ZERO,
+    );
+    for i in 0..(MAX_LABEL_VALUES * 2) {
+        m.api_answer(action, Err(&format!("Invented.{i}")), Duration::ZERO);
+    }
+    let text = m.encode(false);
+    let series = |outcome: &str| {
+        format!("cwp_portwatch_api_requests_total{{action=\"{action}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(value(&text, &series("ok")), Some(2.0), "{text}");
+    assert_eq!(value(&text, &series("RequestLimitExceeded")), Some(1.0));
+    assert_eq!(
+        value(&text, &series("Evil_____TYPE_x_counter_x_1")),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains("\nx 1"), "a code cannot forge a series");
+    let outcomes = text
+        .lines()
+        .filter(|l| l.starts_with("cwp_portwatch_api_requests_total{"))
+        .count();
+    assert_eq!(
+        outcomes,
+        MAX_LABEL_VALUES + 2,
+        "bounded: the rest is `other`"
+    );
+    assert!(value(&text, &series("other")).unwrap() > 0.0);
+    assert_eq!(
+        value(
+            &text,
+            &format!("cwp_portwatch_api_request_duration_seconds_count{{action=\"{action}\"}}")
+        ),
+        Some((4 + MAX_LABEL_VALUES * 2) as f64)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!(
+                "cwp_portwatch_api_request_duration_seconds_bucket{{action=\"{action}\",le=\"0.02\"}}"
+            )
+        ),
+        Some((3 + MAX_LABEL_VALUES * 2) as f64),
+        "{text}"
+    );
+}
+
+#[test]
+fn agents_per_status_sum_to_the_watchlist() {
+    let m = Metrics::new(false);
+    let k = known(&[
+        ("a", "COLLECTING"),
+        ("b", "COLLECTING"),
+        ("c", "SOMETHING_NEW"),
+    ]);
+    m.refresh(&Snapshot {
+        agents: 5,
+        known: &k,
+        rates: &[("DescribeOpenPortTaskStatus", 17)],
+        poll_lag: Duration::from_millis(1500),
+        clock_skew_ms: -2500,
+    });
+    let text = m.encode(false);
+    let agents = |s: &str| value(&text, &format!("cwp_portwatch_agents{{status=\"{s}\"}}"));
+    assert_eq!(agents("COLLECTING"), Some(2.0), "{text}");
+    assert_eq!(agents("SOMETHING_NEW"), Some(1.0));
+    assert_eq!(agents("UNKNOWN"), Some(2.0), "never answered");
+    assert_eq!(agents("COMPLETE"), Some(0.0));
+    let sum: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("cwp_portwatch_agents{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(sum, 5.0);
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_rate_limit_per_second{action=\"DescribeOpenPortTaskStatus\"}"
+        ),
+        Some(17.0)
+    );
+    assert_eq!(value(&text, "cwp_portwatch_poll_lag_seconds"), Some(1.5));
+    assert_eq!(value(&text, "cwp_portwatch_clock_skew_seconds"), Some(-2.5));
+    // A status that is gone is no longer exported.
+    let k = known(&[("a", "COMPLETE")]);
+    m.refresh(&Snapshot {
+        agents: 1,
+        known: &k,
+        rates: &[],
+        poll_lag: Duration::ZERO,
+        clock_skew_ms: 0,
+    });
+    let text = m.encode(false);
+    assert_eq!(
+        value(&text, "cwp_portwatch_agents{status=\"SOMETHING_NEW\"}"),
+        None
+    );
+    assert_eq!(
+        value(&text, "cwp_portwatch_agents{status=\"COLLECTING\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn per_agent_series_follow_events_and_forget_removed_agents() {
+    let none = Metrics::new(false);
+    none.emit(&changed("a", "UNKNOWN", "COMPLETE"));
+    assert!(!none.encode(false).contains("agent_status"));
+
+    let m = Metrics::new(true);
+    m.agent_known(&Arc::from("c"), &Arc::from("db\"1\n"), &Status::Failed);
+    m.emit(&changed("a", "UNKNOWN", "COLLECTING"));
+    m.emit(&changed("a", "COLLECTING", "COMPLETE"));
+    m.emit(&changed("b", "UNKNOWN", "AGENT_OFFLINE"));
+    let text = m.encode(false);
+    let series = |u: &str, n: &str, s: &str| {
+        format!("cwp_portwatch_agent_status{{uuid=\"{u}\",agent_name=\"{n}\",status=\"{s}\"}}")
+    };
+    assert_eq!(
+        value(&text, &series("a", "web-01", "COMPLETE")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("a", "web-01", "COLLECTING")), None);
+    assert_eq!(
+        value(&text, &series("b", "web-01", "AGENT_OFFLINE")),
+        Some(1.0)
+    );
+    // The crate escapes the name's quote and line break.
+    assert_eq!(
+        value(&text, &series("c", "db\\\"1\\n", "FAILED")),
+        Some(1.0),
+        "{text}"
+    );
+    // `b` removed by a reload: the tracker forgot it.
+    let k = known(&[("a", "COMPLETE"), ("c", "FAILED")]);
+    m.refresh(&Snapshot {
+        agents: 2,
+        known: &k,
+        rates: &[],
+        poll_lag: Duration::ZERO,
+        clock_skew_ms: 0,
+    });
+    let text = m.encode(false);
+    assert_eq!(value(&text, &series("b", "web-01", "AGENT_OFFLINE")), None);
+    assert_eq!(value(&text, &series("a", "web-01", "COMPLETE")), Some(1.0));
+}
+
+#[test]
+fn openmetrics_when_asked_and_process_series_in_both() {
+    let m = Metrics::new(false);
+    let om = m.encode(true);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains("# TYPE cwp_portwatch_port_events counter"),
+        "{om}"
+    );
+    let text = m.encode(false);
+    assert!(!text.contains("# EOF"));
+    for out in [&om, &text] {
+        assert!(value(out, "process_cpu_seconds_total").is_some(), "{out}");
+        assert!(
+            value(out, "process_resident_memory_bytes").unwrap() > 1e6,
+            "{out}"
+        );
+        let start = value(out, "process_start_time_seconds").unwrap();
+        let now = crate::clock::unix_now() as f64;
+        assert!(
+            start > now - 86_400.0 * 365.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
+    }
+}
