@@ -183,6 +183,19 @@ impl<P: Poller> Engine<P> {
         self.inventory.as_ref().map(|i| &i.map)
     }
 
+    /// Open ports in the stored inventory, over every watched agent (`None` without one),
+    /// for the `open_ports` gauge: a sum over the agents once per heartbeat.
+    pub(super) fn open_ports_total(&self) -> Option<u64> {
+        let inv = self.inventory.as_ref().filter(|i| i.options.enabled)?;
+        Some(
+            inv.map
+                .values()
+                .filter_map(|a| a.snapshot.as_ref())
+                .map(|s| s.ports.len() as u64)
+                .sum(),
+        )
+    }
+
     /// Re-applies the lanes' own rates after a reload reconfigured them all alike.
     pub(super) fn inventory_rates(&mut self) {
         if let Some(rates) = self.inventory.as_ref().map(|i| i.options.action_rates) {

@@ -685,3 +685,53 @@ async fn throttled_pages_slow_the_ports_lane_alone_and_are_retried() {
     assert_eq!(lanes[lane::Action::PollStatus.index()].pacer.rate(), 20);
     assert!(lanes[lane::Action::FetchPorts.index()].pacer.rate() < 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_metrics_count_inventory_answers_port_events_and_open_ports() {
+    use crate::events::{EventSink, Tee};
+    use crate::metrics::Metrics;
+    let metrics = Arc::new(Metrics::new(false));
+    let log = Arc::new(CollectingSink::default());
+    let sink: Arc<dyn EventSink> = Arc::new(Tee(log.clone(), metrics.clone()));
+    let engine = Engine::new(timeline(), sink, config(), &agents(1), HashMap::new())
+        .with_inventory(options(Baseline::Summary), InventoryMap::new(), None)
+        .with_metrics(metrics.clone());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        s.cancel();
+    });
+    let _ = engine.run(stop).await;
+    assert_eq!(
+        names(&log.events())[2..],
+        [
+            "baseline 2",
+            "status COLLECTING",
+            "status COMPLETE",
+            "closed 80 nginx",
+            "opened 3306 mysqld"
+        ]
+    );
+    let text = metrics.encode(false);
+    let line = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(line("cwp_portwatch_open_ports"), "2");
+    assert_eq!(
+        line("cwp_portwatch_port_events_total{event=\"port_opened\"}"),
+        "1"
+    );
+    assert_eq!(
+        line("cwp_portwatch_port_events_total{event=\"port_closed\"}"),
+        "1"
+    );
+    // Two listings of one page each.
+    assert_eq!(
+        line("cwp_portwatch_api_requests_total{action=\"DescribeOpenPorts\",outcome=\"ok\"}"),
+        "2"
+    );
+}
