@@ -252,6 +252,11 @@ async fn reload(
         config: engine_config(&settings, false),
         reply,
     });
+    // After the watchlist: agents added by it get their rescan slot in the new interval too.
+    let _ = control.send(Control::Inventory(InventoryOptions::from_settings(
+        &settings.api,
+        &settings.inventory,
+    )));
     match (sent, answer.await) {
         (Ok(()), Ok((agents, added, removed))) => {
             sink.emit(&Event::WatchlistLoaded {

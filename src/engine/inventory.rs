@@ -10,6 +10,7 @@
 //! per [`INVENTORY_SAVE_EVERY`] while snapshots change and once when the run ends.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -194,6 +195,46 @@ impl<P: Poller> Engine<P> {
                 .map(|s| s.ports.len() as u64)
                 .sum(),
         )
+    }
+
+    /// New settings from a reload: the lanes' own rates, `create_missing` and `baseline` at
+    /// once; a changed `rescan_interval` puts every agent at its slot in the new interval (by
+    /// its Uuid, as at start: spread, never a burst), or stops rescans at "0s". `enabled`
+    /// stays as started (the inventory file is opened, or not, at start).
+    pub(super) fn reconfigure_inventory(&mut self, options: InventoryOptions) {
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let old = inv.options;
+        inv.options = InventoryOptions {
+            enabled: old.enabled,
+            ..options
+        };
+        self.inventory_rates();
+        if !old.enabled || old.rescan_interval == options.rescan_interval {
+            return;
+        }
+        let now = Instant::now();
+        let rescan = options.rescan_interval;
+        let watched: Vec<(Arc<str>, AgentId)> = self
+            .agents
+            .watched()
+            .map(|(u, id)| (u.clone(), id))
+            .collect();
+        let inv = self.inventory.as_mut().expect("checked above");
+        let lane = &mut self.account.lanes[Action::CreateTask.index()];
+        for (uuid, id) in watched {
+            // A task wanted for `create_missing` keeps its turn.
+            if inv.reasons.get(&id) == Some(&Reason::Missing) {
+                continue;
+            }
+            if rescan.is_zero() {
+                lane.queue.remove(id);
+            } else {
+                lane.queue
+                    .schedule(id, later(now, phase(&uuid, rescan)), Cadence::Settled);
+            }
+        }
     }
 
     /// Re-applies the lanes' own rates after a reload reconfigured them all alike.

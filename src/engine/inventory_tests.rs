@@ -735,3 +735,95 @@ async fn the_metrics_count_inventory_answers_port_events_and_open_ports() {
         "2"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_changes_rescans_and_rates_without_a_burst() {
+    // 20 COMPLETE agents without rescans; at 10 s a reload sets rescan_interval 120 s and
+    // the ports lane to 5/s; at 400 s another turns rescans off again.
+    let api = task_driven("COMPLETE");
+    let log = api.log.clone();
+    let (control, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(
+        api,
+        Arc::new(CollectingSink::default()),
+        config(),
+        &agents(20),
+        HashMap::new(),
+    )
+    .with_control(rx)
+    .with_inventory(options(Baseline::Summary), InventoryMap::new(), None);
+    let stop = CancellationToken::new();
+    let driver = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let mut o = options(Baseline::Summary);
+            o.rescan_interval = Duration::from_secs(120);
+            o.action_rates = [20, 20, 5];
+            control.send(Control::Inventory(o)).unwrap();
+            tokio::time::sleep(Duration::from_secs(390)).await;
+            control
+                .send(Control::Inventory(options(Baseline::Summary)))
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            stop.cancel();
+        })
+    };
+    let (engine, _) = engine.run(stop).await;
+    driver.await.unwrap();
+    let log = log.lock().unwrap();
+    let t0 = log[0].0;
+    let creates: Vec<Duration> = log
+        .iter()
+        .filter(|(_, a)| *a == "create")
+        .map(|(t, _)| *t - t0)
+        .collect();
+    assert!(
+        creates
+            .iter()
+            .all(|t| *t >= Duration::from_secs(10) && *t < Duration::from_secs(400)),
+        "{creates:?}"
+    );
+    assert!(creates.len() >= 40, "rescans began: {}", creates.len());
+    let most = creates
+        .iter()
+        .map(|t| {
+            creates
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(10))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most <= creates.len() / 4,
+        "spread after the reload: {most} in 10 s"
+    );
+    let pages: Vec<Duration> = log
+        .iter()
+        .filter(|(_, a)| *a == "ports")
+        .map(|(t, _)| *t - t0)
+        .filter(|t| *t >= Duration::from_secs(11) && *t < Duration::from_secs(400))
+        .collect();
+    let most_pages = pages
+        .iter()
+        .map(|t| {
+            pages
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        !pages.is_empty() && most_pages <= 5,
+        "{most_pages} pages in 1 s at 5/s"
+    );
+    assert_eq!(
+        engine.account.lanes[lane::Action::FetchPorts.index()]
+            .pacer
+            .rate(),
+        20,
+        "the second reload's rate"
+    );
+}

@@ -114,6 +114,9 @@ pub enum Control {
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
     },
+    /// New `[inventory]` settings and per-action rates (sent after a `Reload`). Whether the
+    /// inventory is kept at all (`enabled`) is decided at start and stays.
+    Inventory(InventoryOptions),
 }
 
 /// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid: the API client, or a fake in

@@ -43,6 +43,7 @@ impl<P: Poller> Engine<P> {
                 self.heartbeat.refresh_soon();
                 let _ = reply.send((self.agent_count(), added, removed));
             }
+            Control::Inventory(options) => self.reconfigure_inventory(options),
         }
     }
 
