@@ -606,3 +606,52 @@ ports = [ {{ at = "0s", open = [ {{ port = 8080, process = "python3", pid = 4242
     assert_eq!(sim.stats().per_action["CreateOpenPortTask"].accepted, 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sighup_applies_create_missing_to_the_running_daemon() {
+    use crate::support::app::{App, agents, daemon_config};
+    let sim = start_scenario(&format!(
+        r#"[[agent]]
+uuid = "{}"
+collect_time = "500ms"
+timeline = [ {{ at = "0s", error = "FailedOperation.OpenPortTaskNotFound" }} ]
+ports = [ {{ at = "0s", open = [ {{ port = 8080, process = "python3", pid = 4242 }} ] }} ]
+"#,
+        uuid(0)
+    ))
+    .await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..1, "web"));
+    let config = |extra: &str| {
+        format!(
+            "{}[inventory]\nenabled = true\n{extra}",
+            daemon_config(&sim.endpoint())
+        )
+    };
+    app.write("config.toml", config(""));
+    let mut daemon = app.daemon(&[]);
+    daemon
+        .wait_for("NO_TASK", Duration::from_secs(20), |events| {
+            events.iter().any(|e| e["to_status"] == "NO_TASK")
+        })
+        .await;
+    assert!(daemon.named("scan_requested").is_empty());
+    app.write("config.toml", config("create_missing = true\n"));
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_for(
+            "a baseline after the task",
+            Duration::from_secs(20),
+            |events| events.iter().any(|e| e["event"] == "inventory_baseline"),
+        )
+        .await;
+    let finished = daemon.stop().await;
+    let scans = finished.named("scan_requested");
+    assert_eq!(scans.len(), 1, "{}", finished.stderr);
+    assert_eq!(scans[0]["reason"], "missing");
+    assert!(
+        !finished.stderr.contains("inventory.enabled"),
+        "nothing deferred: {}",
+        finished.stderr
+    );
+    sim.shutdown().await;
+}
