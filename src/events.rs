@@ -49,8 +49,10 @@ pub mod message_id {
     pub const INVENTORY_FAILED: &str = "a8e150bc9175427caeee3e1182cfb15e";
     /// `scan_requested`
     pub const SCAN_REQUESTED: &str = "96cd3215c62c42c7b0d7562f3d57830f";
+    /// `discovery_failed`
+    pub const DISCOVERY_FAILED: &str = "72f52829f5be44069c00fcb8feec068a";
     /// Every id, for the catalog test.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         STATUS_CHANGED,
         POLL_FAILED,
         POLL_RECOVERED,
@@ -67,7 +69,27 @@ pub mod message_id {
         INVENTORY_BASELINE,
         INVENTORY_FAILED,
         SCAN_REQUESTED,
+        DISCOVERY_FAILED,
     ];
+}
+
+/// What changed the watched list (`watchlist_loaded`'s `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchlistSource {
+    /// The watchlist file, at start or on SIGHUP.
+    Watchlist,
+    /// Agent discovery (`DescribeMachines`).
+    Discovery,
+}
+
+impl WatchlistSource {
+    /// The field value: `watchlist` or `discovery`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchlistSource::Watchlist => "watchlist",
+            WatchlistSource::Discovery => "discovery",
+        }
+    }
 }
 
 /// One event.
@@ -141,6 +163,19 @@ pub enum Event {
         added: usize,
         /// Agents dropped by this load.
         removed: usize,
+        /// What changed the list: the watchlist file, or discovery.
+        source: WatchlistSource,
+        /// Machines discovery skipped because the API gave them no `Uuid` (0 for the file).
+        skipped: usize,
+    },
+    /// Discovering agents (`DescribeMachines`) failed; the last good list stays.
+    DiscoveryFailed {
+        /// Stable error code (the API's, `ClientError.*` or `Discovery.*`).
+        error_code: String,
+        /// What happened.
+        error_message: String,
+        /// Seconds until the next try.
+        retry_in_seconds: u64,
     },
     /// A reload was refused; the running config stays.
     ConfigRejected {
@@ -276,6 +311,7 @@ impl Event {
             Event::ClockSkew { .. } => "clock_skew",
             Event::CredentialsFailed { .. } => "credentials_failed",
             Event::WatchlistLoaded { .. } => "watchlist_loaded",
+            Event::DiscoveryFailed { .. } => "discovery_failed",
             Event::ConfigRejected { .. } => "config_rejected",
             Event::StateDamaged { .. } => "state_damaged",
             Event::DaemonStarted { .. } => "daemon_started",
@@ -299,6 +335,7 @@ impl Event {
             Event::ClockSkew { .. } => CLOCK_SKEW,
             Event::CredentialsFailed { .. } => CREDENTIALS_FAILED,
             Event::WatchlistLoaded { .. } => WATCHLIST_LOADED,
+            Event::DiscoveryFailed { .. } => DISCOVERY_FAILED,
             Event::ConfigRejected { .. } => CONFIG_REJECTED,
             Event::StateDamaged { .. } => STATE_DAMAGED,
             Event::DaemonStarted { .. } => DAEMON_STARTED,
@@ -322,7 +359,8 @@ impl Event {
             | Event::RateLimited { .. }
             | Event::ClockSkew { .. }
             | Event::StateDamaged { .. }
-            | Event::InventoryFailed { .. } => Level::WARN,
+            | Event::InventoryFailed { .. }
+            | Event::DiscoveryFailed { .. } => Level::WARN,
             Event::CredentialsFailed { .. } | Event::ConfigRejected { .. } => Level::ERROR,
             _ => Level::INFO,
         }
@@ -378,14 +416,34 @@ impl Event {
             Event::CredentialsFailed {
                 error_code, source, ..
             } => format!("the API refused the credentials from {source} ({error_code})"),
+            Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+                source: WatchlistSource::Discovery,
+                skipped,
+            } => format!(
+                "discovery: watching {agents} agents ({added} added, {removed} removed, \
+                 {skipped} machines without a Uuid skipped)"
+            ),
+            Event::DiscoveryFailed {
+                error_code,
+                error_message,
+                retry_in_seconds,
+            } => format!(
+                "discovering agents failed ({error_code}: {error_message}); the last list \
+                 stays, next try in {retry_in_seconds} s"
+            ),
             Event::WatchlistLoaded { agents: 0, .. } => {
-                "the watchlist is empty: the daemon idles until a reload (SIGHUP) adds agents"
+                "the watchlist is empty: the daemon idles until a reload (SIGHUP) or \
+                 [discovery] adds agents"
                     .to_string()
             }
             Event::WatchlistLoaded {
                 agents,
                 added,
                 removed,
+                ..
             } => format!("watching {agents} agents ({added} added, {removed} removed)"),
             Event::ConfigRejected { error_message } => {
                 let problems: Vec<&str> = error_message.lines().collect();
@@ -618,12 +676,29 @@ impl EventSink for TracingSink {
                 agents,
                 added,
                 removed,
+                source,
+                skipped,
             } => at_level!(
                 level,
                 event = name,
                 agents = *agents as u64,
                 added = *added as u64,
                 removed = *removed as u64,
+                source = source.as_str(),
+                skipped = *skipped as u64,
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::DiscoveryFailed {
+                error_code,
+                error_message,
+                retry_in_seconds,
+            } => at_level!(
+                level,
+                event = name,
+                error_code = error_code.as_str(),
+                error_message = error_message.as_str(),
+                retry_in_seconds = *retry_in_seconds,
                 message_id = mid,
                 "{msg}"
             ),

@@ -8,6 +8,8 @@
 //!   task runs on, waited for within a bound at the stop.
 //! - [`config`] and [`watchlist`]: TOML files → validated settings (raw serde structs, then checks);
 //!   [`problems`] places and reports what is wrong in them; [`agent_uuid`] is the validated Uuid.
+//! - [`discovery`]: agents found with `DescribeMachines` (`[discovery]`), merged with the
+//!   watchlist and applied like a reload.
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
 //!   the CVM instance role and its refresher).
 //! - [`endpoint`] (which hosts may use plain http, base-URL normalisation) and [`clock`] (Unix
@@ -49,6 +51,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod credentials;
+pub mod discovery;
 pub mod endpoint;
 pub mod engine;
 pub mod escape;

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod client;
 pub mod error;
+pub mod machines;
 pub mod ports;
 pub mod response;
 

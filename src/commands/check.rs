@@ -64,12 +64,13 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         Problems(lines(&e))
     })?;
     let mut problems = Vec::new();
-    let watchlist = match Watchlist::load(&settings.watchlist_path) {
-        Ok(w) => Some(w),
-        Err(e) => {
+    let watchlist = match settings.watchlist_path.as_deref().map(Watchlist::load) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
             problems.extend(lines(&e));
             None
         }
+        None => None,
     };
     let credentials = match resolve(&settings.credentials, env) {
         Ok(Resolved::Static(_, source)) => source.to_string(),
@@ -93,15 +94,33 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     }
     let agents = watchlist.map_or(0, |w| w.agents.len());
     let inventory = inventory_line(&settings);
+    let discovery = &settings.discovery;
+    let watchlist = match &settings.watchlist_path {
+        Some(path) => format!(
+            "{} ({agents} agents{})",
+            state::shown(path),
+            if agents == 0 && !discovery.enabled {
+                "; the daemon will idle"
+            } else {
+                ""
+            }
+        ),
+        None => "none (discovery only)".to_owned(),
+    };
+    let discovery = if discovery.enabled {
+        let types: Vec<&str> = discovery.machine_types.iter().map(|t| t.as_str()).collect();
+        format!(
+            "{} in {}, every {} (DescribeMachines is not called by check)",
+            types.join("+"),
+            discovery.regions.join(", "),
+            humantime::format_duration(discovery.refresh)
+        )
+    } else {
+        "off".to_owned()
+    };
     Ok(format!(
-        "config      {}\nwatchlist   {} ({agents} agents{})\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\nOK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\nOK",
         state::shown(&settings.config_path),
-        state::shown(&settings.watchlist_path),
-        if agents == 0 {
-            "; the daemon will idle"
-        } else {
-            ""
-        },
         settings.api.endpoint,
         settings.api.requests_per_second,
         settings.api.max_in_flight,

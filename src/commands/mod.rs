@@ -75,6 +75,9 @@ pub enum CommandError {
     /// The engine task died.
     #[error("the polling engine failed: {0}")]
     Engine(String),
+    /// `once` could not discover the agents (`[discovery]`).
+    #[error("cannot discover agents: {0}")]
+    Discovery(#[from] crate::discovery::DiscoveryError),
 }
 
 impl CommandError {
@@ -91,6 +94,7 @@ impl CommandError {
             CommandError::Signals(_) => "CommandError.Signals",
             CommandError::Output(_) => "CommandError.Output",
             CommandError::Engine(_) => "CommandError.Engine",
+            CommandError::Discovery(_) => "CommandError.Discovery",
         }
     }
 }

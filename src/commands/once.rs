@@ -1,5 +1,6 @@
 //! `cwp-portwatch once`: every watched agent polled once through the same limiter as the
-//! daemon, one line per agent on stdout; exit 1 when any poll failed.
+//! daemon, one line per agent on stdout; exit 1 when any poll failed. With `[discovery]`,
+//! one discovery pass first (its failure is the command's: exit 1).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::Format;
+use crate::discovery::{self, Discovery};
 use crate::engine::EngineReport;
 use crate::escape::{self, Escaped};
 use crate::events::{Event, EventSink, TracingSink};
@@ -16,19 +18,36 @@ use super::{CommandError, output, startup};
 
 /// Polls, prints, and says by the exit code whether every poll answered.
 pub async fn run(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
-    let (settings, watchlist) = startup::load_and_log(config)?;
+    let (settings, mut watchlist) = startup::load_and_log(config)?;
     let shutdown = Shutdown::new();
     // `once` prints each agent's status on stdout; a `status_changed` from UNKNOWN for every
     // agent on every run would only mislead journal alerting. Failures are still logged.
     let sink: Arc<dyn EventSink> = Arc::new(WithoutStatusChanges(TracingSink));
-    let engine = startup::engine(
-        &settings,
-        &watchlist.agents,
-        sink,
-        Default::default(),
-        true,
-        &shutdown,
-    )
+    let engine = async {
+        let env = crate::credentials::Environment::from_process();
+        let connected = startup::connect(&settings, &env, &shutdown).await?;
+        // With [discovery], one pass first: `once` polls what `run` would watch.
+        let agents = if settings.discovery.enabled {
+            let mut discovery = Discovery::new(
+                connected.client.clone(),
+                settings.discovery.clone(),
+                settings.api.requests_per_second,
+            );
+            let found = discovery.discover().await?;
+            discovery::merge(&watchlist.agents, &found.agents)
+        } else {
+            std::mem::take(&mut watchlist.agents)
+        };
+        let engine = startup::engine_for(
+            connected,
+            &settings,
+            &agents,
+            sink,
+            Default::default(),
+            true,
+        );
+        Ok::<_, CommandError>(engine)
+    }
     .await;
     let engine = match engine {
         // The per-action rate of `[api.actions.DescribeOpenPortTaskStatus]` holds here too;

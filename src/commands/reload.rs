@@ -2,10 +2,10 @@
 //!
 //! The watchlist, the rate and the poll intervals go to the running engine, and so do the
 //! `[inventory]` settings and per-action rates (but whether the inventory is kept); the
-//! client's endpoint, region and timeout, the credentials, the state folder, logging and
-//! `[metrics]` were wired in at start and stay as they run until a restart. The async side
-//! (re-reading the files, telling systemd, sending the engine its new work) is in
-//! [`super::run`].
+//! client's endpoint, region and timeout, the credentials, the state folder, logging,
+//! `[discovery]` and `[metrics]` were wired in at start and stay as they run until a restart.
+//! The async side (re-reading the files, telling systemd, sending the engine its new work) is
+//! in [`super::run`].
 
 use crate::config::Settings;
 
@@ -40,6 +40,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
     if settings.metrics != current.metrics {
         not_applied.push("[metrics]");
         settings.metrics = current.metrics.clone();
+    }
+    // The refresh loop runs with the settings it started with.
+    if settings.discovery != current.discovery {
+        not_applied.push("[discovery]");
+        settings.discovery = current.discovery.clone();
     }
     // Whether the inventory is kept (its file read and written) is decided at start; its
     // other settings and the per-action rates apply now.
@@ -161,5 +166,14 @@ mod tests {
         // Running with it on, the same file applies with nothing deferred.
         let (_, deferred) = apply_reload(&new, new.clone());
         assert!(deferred.is_empty());
+    }
+
+    #[test]
+    fn a_changed_discovery_section_waits_for_a_restart() {
+        let current = settings("[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\n");
+        let new = settings("[discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n");
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[discovery]"]);
+        assert_eq!(applied.discovery, current.discovery);
     }
 }

@@ -15,13 +15,18 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
+use tokio::sync::watch;
+
+use crate::api::Client;
 use crate::config::Settings;
+use crate::discovery::{self, Discovered, Discovery};
 use crate::engine::{Control, InventoryOptions};
-use crate::events::{Event, EventSink, Tee, TracingSink};
+use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
 use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
+use crate::watchlist::Agent;
 
 use super::CommandError;
 use super::reload::apply_reload;
@@ -43,17 +48,34 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     };
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     let (state, known) = load_state(&settings.state_dir, sink.as_ref())?;
+    // Discovered agents are not known until the first discovery: their persisted statuses are
+    // seeded into the engine (kept and saved, not polled) instead of being forgotten by an
+    // engine that starts with the listed ones; the first discovery forgets those it did not find.
+    let (known, held) = if settings.discovery.enabled {
+        hold_unlisted(known, &watchlist.agents)
+    } else {
+        (known, KnownMap::new())
+    };
     let shutdown = Shutdown::new();
     let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
-    let engine = startup::engine(
+    let connected = startup::connect(
         &settings,
-        &watchlist.agents,
-        sink.clone(),
-        known,
-        false,
+        &crate::credentials::Environment::from_process(),
         &shutdown,
     )
     .await;
+    // Discovery sends through its own clone of the client (same credentials, its own limiter).
+    let discovery_client = connected.as_ref().ok().map(|c| c.client.clone());
+    let engine = connected.map(|connected| {
+        startup::engine_for(
+            connected,
+            &settings,
+            &watchlist.agents,
+            sink.clone(),
+            known,
+            false,
+        )
+    });
     let engine = match engine {
         Ok(engine) => {
             let engine = engine.with_state(state).with_control(control_rx);
@@ -79,8 +101,22 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             return Err(e);
         }
     };
-    // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice.
-    drop(watchlist);
+    // The engine keeps its own compact copy; 100k agents' worth of strings need not stay twice,
+    // unless discovery needs the listed agents to merge each of its results with.
+    let mut listed = if settings.discovery.enabled {
+        watchlist.agents
+    } else {
+        drop(watchlist);
+        Vec::new()
+    };
+    let mut discovery = Discovering::start(
+        &settings,
+        discovery_client,
+        held,
+        &control,
+        sink.clone(),
+        &shutdown,
+    );
     let status = engine.status();
     if let Some((registry, server)) = metrics {
         shutdown.spawn(server.serve(registry, status.clone(), shutdown.token()));
@@ -95,6 +131,8 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         agents,
         added: agents,
         removed: 0,
+        source: WatchlistSource::Watchlist,
+        skipped: 0,
     });
     // Signal handlers before READY=1: a SIGHUP or SIGTERM right after start must not kill us.
     let handlers =
@@ -125,8 +163,17 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
             result = &mut engine_task => break Some(result),
+            found = discovery.next() => {
+                discovery.apply(found, &listed, &current, &control, sink.as_ref()).await;
+            }
             _ = hup.recv() => {
-                current = reload(&current, &control, sink.as_ref()).await;
+                let discovered = discovery.last.clone();
+                let (settings, new_listed) =
+                    reload(&current, &control, sink.as_ref(), discovered.as_deref()).await;
+                current = settings;
+                if let (Some(new_listed), true) = (new_listed, current.discovery.enabled) {
+                    listed = new_listed;
+                }
                 notify(&[NotifyState::Ready, NotifyState::Status(&status.line())]);
             }
             _ = ticker.tick() => {
@@ -203,6 +250,16 @@ fn load_inventory(
     Ok((Some(file), stored))
 }
 
+/// Splits persisted statuses into those of listed agents (for the engine at start) and the
+/// rest (held for discovery).
+fn hold_unlisted(mut known: KnownMap, listed: &[Agent]) -> (KnownMap, KnownMap) {
+    let listed: std::collections::HashSet<&str> = listed.iter().map(|a| a.uuid.as_str()).collect();
+    let held = known
+        .extract_if(|uuid, _| !listed.contains(&**uuid))
+        .collect();
+    (known, held)
+}
+
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never
 /// fatal: a daemon run by hand has no one to tell.
 fn notify(states: &[NotifyState<'_>]) {
@@ -212,11 +269,13 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// SIGHUP: re-read config and watchlist; apply them, or keep the running ones and say why.
+/// Returns the settings now in force and, when the new watchlist was applied, its agents.
 async fn reload(
     current: &Settings,
     control: &tokio::sync::mpsc::UnboundedSender<Control>,
     sink: &dyn EventSink,
-) -> Settings {
+    discovered: Option<&Discovered>,
+) -> (Settings, Option<Vec<Agent>>) {
     // RELOADING=1 and MONOTONIC_USEC in one datagram, as systemd expects.
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
@@ -230,16 +289,27 @@ async fn reload(
             sink.emit(&Event::ConfigRejected {
                 error_message: problems.to_string(),
             });
-            return current.clone();
+            return (current.clone(), None);
         }
         Err(e) => {
             sink.emit(&Event::ConfigRejected {
                 error_message: format!("reload failed: {e}"),
             });
-            return current.clone();
+            return (current.clone(), None);
         }
     };
     let (settings, not_applied) = apply_reload(current, settings);
+    // The file dropped `watchlist` because it turns [discovery] on, which waits for a restart:
+    // applied now, the watchlist would be empty and every agent would stop.
+    if settings.watchlist_path.is_none() && !settings.discovery.enabled {
+        sink.emit(&Event::ConfigRejected {
+            error_message: "`watchlist` may be left out only while [discovery] runs, and turning \
+                            [discovery] on takes a restart: keep `watchlist` until then, or \
+                            restart the daemon"
+                .to_owned(),
+        });
+        return (current.clone(), None);
+    }
     if !not_applied.is_empty() {
         tracing::warn!(
             "reload: {} take effect at the next restart; the watchlist, rate and intervals apply now",
@@ -247,8 +317,9 @@ async fn reload(
         );
     }
     let (reply, answer) = tokio::sync::oneshot::channel();
+    // Discovered agents stay across a reload: the file only changes what is listed.
     let sent = control.send(Control::Reload {
-        agents: watchlist.agents,
+        agents: discovery::agents_to_watch(&watchlist.agents, discovered),
         config: engine_config(&settings, false),
         reply,
     });
@@ -263,9 +334,116 @@ async fn reload(
                 agents,
                 added,
                 removed,
+                source: WatchlistSource::Watchlist,
+                skipped: 0,
             });
-            settings
+            (settings, Some(watchlist.agents))
         }
-        _ => current.clone(),
+        _ => (current.clone(), None),
+    }
+}
+
+/// The daemon's side of discovery: the refresh loop's results, applied to the engine like a
+/// reload (merged with the listed agents), each change reported once.
+struct Discovering {
+    updates: Option<watch::Receiver<Option<Arc<Discovered>>>>,
+    /// Uuids with a persisted status but not listed, until the first result is applied.
+    held: Vec<Arc<str>>,
+    /// The last result applied.
+    last: Option<Arc<Discovered>>,
+}
+
+impl Discovering {
+    /// Starts the refresh loop on `shutdown`'s tracker when `[discovery]` is on.
+    fn start(
+        settings: &Settings,
+        client: Option<Client>,
+        held: KnownMap,
+        control: &tokio::sync::mpsc::UnboundedSender<Control>,
+        sink: Arc<dyn EventSink>,
+        shutdown: &Shutdown,
+    ) -> Discovering {
+        let held_uuids: Vec<Arc<str>> = held.keys().cloned().collect();
+        if !held.is_empty() {
+            // Queued before the engine runs: it knows them before any result arrives.
+            let _ = control.send(Control::Seed { known: held });
+        }
+        let updates = match client {
+            Some(client) if settings.discovery.enabled => {
+                let (tx, rx) = watch::channel(None);
+                let discovery = Discovery::new(
+                    client,
+                    settings.discovery.clone(),
+                    settings.api.requests_per_second,
+                );
+                shutdown.spawn(discovery::refresh::run(
+                    discovery,
+                    tx,
+                    sink,
+                    shutdown.token(),
+                ));
+                Some(rx)
+            }
+            _ => None,
+        };
+        Discovering {
+            updates,
+            held: held_uuids,
+            last: None,
+        }
+    }
+
+    /// The next complete pass; pending forever when discovery is off or has stopped.
+    async fn next(&mut self) -> Arc<Discovered> {
+        if let Some(rx) = &mut self.updates {
+            while rx.changed().await.is_ok() {
+                if let Some(found) = rx.borrow_and_update().clone() {
+                    return found;
+                }
+            }
+            self.updates = None;
+        }
+        std::future::pending().await
+    }
+
+    /// Applies `found` (merged with `listed`) unless it equals the last one applied.
+    async fn apply(
+        &mut self,
+        found: Arc<Discovered>,
+        listed: &[Agent],
+        current: &Settings,
+        control: &tokio::sync::mpsc::UnboundedSender<Control>,
+        sink: &dyn EventSink,
+    ) {
+        if self
+            .last
+            .as_deref()
+            .is_some_and(|last| discovery::same_list(last, &found))
+        {
+            return;
+        }
+        let agents = discovery::merge(listed, &found.agents);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = control.send(Control::Reload {
+            agents,
+            config: engine_config(current, false),
+            reply,
+        });
+        if let (Ok(()), Ok((agents, added, removed))) = (sent, answer.await) {
+            sink.emit(&Event::WatchlistLoaded {
+                agents,
+                added,
+                removed,
+                source: WatchlistSource::Discovery,
+                skipped: found.skipped,
+            });
+            self.last = Some(found);
+            if !self.held.is_empty() {
+                // Seeded at start and not found now: forgotten, as a reload forgets.
+                let _ = control.send(Control::Forget {
+                    uuids: std::mem::take(&mut self.held),
+                });
+            }
+        }
     }
 }

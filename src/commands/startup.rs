@@ -30,7 +30,14 @@ pub fn load(config: &Path) -> Result<(Settings, Watchlist), ConfigErrors> {
         add_watchlist_problems(config, &mut problems);
         problems
     })?;
-    let watchlist = Watchlist::load(&settings.watchlist_path)?;
+    let watchlist = match &settings.watchlist_path {
+        Some(path) => Watchlist::load(path)?,
+        // Discovery alone: no file, nothing listed.
+        None => Watchlist {
+            path: std::path::PathBuf::new(),
+            agents: Vec::new(),
+        },
+    };
     Ok((settings, watchlist))
 }
 
@@ -173,6 +180,19 @@ pub async fn engine(
     shutdown: &Shutdown,
 ) -> Result<Engine<Client>, CommandError> {
     let connected = connect(settings, &Environment::from_process(), shutdown).await?;
+    Ok(engine_for(connected, settings, agents, sink, known, once))
+}
+
+/// [`engine`] with a client already [`connect`]ed (when the caller needs the client too:
+/// discovery sends through its own clone).
+pub fn engine_for(
+    connected: Connected,
+    settings: &Settings,
+    agents: &[Agent],
+    sink: Arc<dyn EventSink>,
+    known: KnownMap,
+    once: bool,
+) -> Engine<Client> {
     let mut engine = Engine::new(
         connected.client,
         sink,
@@ -184,7 +204,7 @@ pub async fn engine(
     if let Some(refresh) = connected.refresh {
         engine = engine.with_credentials_refresh(refresh);
     }
-    Ok(engine)
+    engine
 }
 
 #[cfg(test)]

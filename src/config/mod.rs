@@ -126,11 +126,23 @@ impl Settings {
         };
         let mut check = Check::new(problems, base_dir(path));
 
+        let discovery = check.discovery(raw.discovery.as_ref());
+        // As written, so an enabled section with a bad key is not also told to add a watchlist.
+        let discovering = raw
+            .discovery
+            .as_ref()
+            .and_then(|d| d.get_ref().enabled.as_ref())
+            .is_some_and(|enabled| *enabled.get_ref());
         let watchlist_path = match &raw.watchlist {
-            Some(value) => check.path(value, "watchlist", "\"watchlist.toml\"", true),
+            Some(value) => check
+                .path(value, "watchlist", "\"watchlist.toml\"", true)
+                .map(Some),
+            // With discovery on, the watchlist only adds names and agents to what is found.
+            None if discovering => Ok(None),
             None => Err(check.problems.general(
                 "`watchlist` is missing: add watchlist = \"watchlist.toml\" (the watchlist \
-                 file, relative to this file's folder) near the top, before any [section]",
+                 file, relative to this file's folder) near the top, before any [section], \
+                 or turn on [discovery]",
             )),
         };
         let state_dir = match &raw.state_dir {
@@ -158,6 +170,7 @@ impl Settings {
                 poll: poll?,
                 log: log?,
                 metrics: metrics?,
+                discovery: discovery?,
                 inventory: inventory?,
             })
         })();

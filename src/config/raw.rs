@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) poll: Option<RawPoll>,
     pub(super) log: Option<RawLog>,
     pub(super) metrics: Option<RawMetrics>,
+    pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) inventory: Option<RawInventory>,
 }
 
@@ -68,6 +69,17 @@ pub(super) struct RawLog {
 pub(super) struct RawMetrics {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) per_agent: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [discovery] table")]
+pub(super) struct RawDiscovery {
+    pub(super) enabled: Option<Spanned<bool>>,
+    pub(super) machine_types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) regions: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) agent_status: Option<Spanned<String>>,
+    pub(super) keywords: Option<Spanned<String>>,
+    pub(super) refresh: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::credentials::CredentialSettings;
+use crate::discovery::DiscoverySettings;
 
 /// The validated configuration: every value checked, every default filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +15,8 @@ pub struct Settings {
     /// The config file these settings were read from (as given, for messages and SIGHUP reloads).
     pub config_path: PathBuf,
     /// The watchlist file; a relative `watchlist` is resolved against the config file's folder.
-    pub watchlist_path: PathBuf,
+    /// `None` only when `[discovery]` is enabled and the file names no watchlist.
+    pub watchlist_path: Option<PathBuf>,
     /// Where the state file lives. Default: `$STATE_DIRECTORY` (its first entry when
     /// colon-separated), else `$XDG_STATE_HOME/cwp-portwatch` or `~/.local/state/cwp-portwatch`,
     /// else [`super::FALLBACK_STATE_DIR`].
@@ -29,6 +31,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[metrics]`.
     pub metrics: MetricsSettings,
+    /// `[discovery]` (the `default` account's).
+    pub discovery: DiscoverySettings,
     /// `[inventory]`.
     pub inventory: InventorySettings,
 }

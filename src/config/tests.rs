@@ -49,7 +49,7 @@ fn valid_config_with_every_key() {
             .unwrap();
     let folder = path.parent().unwrap();
     assert_eq!(settings.config_path, path);
-    assert_eq!(settings.watchlist_path, folder.join("agents.toml"));
+    assert_eq!(settings.watchlist_path, Some(folder.join("agents.toml")));
     assert_eq!(settings.state_dir, PathBuf::from("/srv/portwatch/state"));
     assert_eq!(settings.api.endpoint.as_str(), "http://127.0.0.1:8080/");
     assert_eq!(settings.api.region.as_deref(), Some("ap-guangzhou"));
@@ -92,7 +92,7 @@ fn defaults() {
     let settings = Settings::load(&fixture("good-minimal.toml")).unwrap();
     assert_eq!(
         settings.watchlist_path,
-        PathBuf::from("/etc/cwp-portwatch/watchlist.toml")
+        Some(PathBuf::from("/etc/cwp-portwatch/watchlist.toml"))
     );
     assert_eq!(
         settings.api,
@@ -133,14 +133,14 @@ fn relative_paths_resolve_against_the_config_folder() {
     let settings = parse("watchlist = \"w.toml\"\nstate_dir = \"../state\"").unwrap();
     assert_eq!(
         settings.watchlist_path,
-        PathBuf::from("/etc/cwp-portwatch/w.toml")
+        Some(PathBuf::from("/etc/cwp-portwatch/w.toml"))
     );
     assert_eq!(
         settings.state_dir,
         PathBuf::from("/etc/cwp-portwatch/../state")
     );
     let settings = parse("watchlist = \"/abs/w.toml\"").unwrap();
-    assert_eq!(settings.watchlist_path, PathBuf::from("/abs/w.toml"));
+    assert_eq!(settings.watchlist_path, Some(PathBuf::from("/abs/w.toml")));
 }
 
 #[test]

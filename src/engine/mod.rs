@@ -117,6 +117,20 @@ pub enum Control {
     /// New `[inventory]` settings and per-action rates (sent after a `Reload`). Whether the
     /// inventory is kept at all (`enabled`) is decided at start and stays.
     Inventory(InventoryOptions),
+    /// Statuses persisted by an earlier run for agents a later `Reload` may add (discovery's
+    /// agents are not known at start): kept (and saved) though not watched, they count as
+    /// known when the agent is added, as for agents listed at start. A Uuid the engine
+    /// already knows keeps what it knows.
+    Seed {
+        /// Uuid → status from the state file.
+        known: crate::tracker::KnownMap,
+    },
+    /// Forgets what is known of these Uuids unless they are watched (seeded ones that the
+    /// first discovery did not find).
+    Forget {
+        /// The Uuids.
+        uuids: Vec<std::sync::Arc<str>>,
+    },
 }
 
 /// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid: the API client, or a fake in

@@ -44,6 +44,21 @@ impl<P: Poller> Engine<P> {
                 let _ = reply.send((self.agent_count(), added, removed));
             }
             Control::Inventory(options) => self.reconfigure_inventory(options),
+            Control::Seed { known } => {
+                for (uuid, status) in known {
+                    if self.tracker.shared_uuid(&uuid).is_none() {
+                        self.tracker.seed(&uuid, status);
+                    }
+                }
+            }
+            Control::Forget { uuids } => {
+                for uuid in uuids {
+                    if !self.agents.contains(&uuid) {
+                        self.tracker.forget(&uuid);
+                        self.saver.mark_dirty();
+                    }
+                }
+            }
         }
     }
 

@@ -228,3 +228,58 @@ async fn a_reload_forgets_removed_agents_and_keeps_known_statuses() {
         "{after:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotten() {
+    let fake = Fake::new(Duration::from_millis(10), |_| Ok("COMPLETE".into()));
+    let sink = Arc::new(CollectingSink::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let all = agents(4);
+    let known = |range: std::ops::Range<usize>| -> crate::tracker::KnownMap {
+        all[range]
+            .iter()
+            .map(|a| {
+                let known = crate::tracker::Known {
+                    status: "COMPLETE".into(),
+                    request_id: "earlier".into(),
+                    seen_at: 0,
+                };
+                (a.uuid.to_arc(), known)
+            })
+            .collect()
+    };
+    // Started with agent 0 only (the listed one); 1..4 were persisted by discovery.
+    let engine =
+        Engine::new(fake, sink.clone(), config(false, 4), &all[..1], known(0..1)).with_control(rx);
+    tx.send(Control::Seed { known: known(1..4) }).unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first discovery finds 1 and 2, not 3.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(Control::Reload {
+        agents: all[..3].to_vec(),
+        config: config(false, 4),
+        reply,
+    })
+    .unwrap();
+    assert_eq!(answer.await.unwrap(), (3, 2, 0));
+    let uuids = all[..4].iter().map(|a| a.uuid.to_arc()).collect();
+    tx.send(Control::Forget { uuids }).unwrap();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    stop.cancel();
+    let (engine, _) = run.await.unwrap();
+    let changes: Vec<Event> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e.name() == "status_changed")
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "known statuses reported again: {changes:?}"
+    );
+    let mut kept: Vec<&str> = engine.tracker.known().keys().map(|k| &**k).collect();
+    kept.sort_unstable();
+    let watched: Vec<&str> = all[..3].iter().map(|a| a.uuid.as_str()).collect();
+    assert_eq!(kept, watched, "the seeded agent not found is forgotten");
+}

@@ -9,6 +9,14 @@
 //! address, case-insensitive), `Status` (`ONLINE` | `OFFLINE` | `UNINSTALLED`) and `Version`
 //! (`PRO_VERSION` | `BASIC_VERSION`), one value each (`InvalidParameter.InvalidFormat`
 //! otherwise).
+//!
+//! Test hooks ([`MachineHooks`], from `RunningSimulator::machine_hooks`): hide an agent's
+//! machine (it is not listed until shown again: discovery sees it go and come back), and make
+//! every `DescribeMachines` answer `InternalError` (a failing discovery).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -21,6 +29,30 @@ use super::wire::Answer;
 pub const DESCRIBE_MACHINES_ACTION: &str = "DescribeMachines";
 const DEFAULT_LIMIT: i64 = 10;
 const MAX_FILTERS: usize = 5;
+
+/// Run-time changes to what `DescribeMachines` answers, for tests.
+#[derive(Debug, Default)]
+pub struct MachineHooks {
+    hidden: Mutex<HashSet<String>>,
+    failing: AtomicBool,
+}
+
+impl MachineHooks {
+    /// Stops listing the machine of agent `uuid` (as if it were deleted).
+    pub fn hide(&self, uuid: &str) {
+        super::server::lock(&self.hidden).insert(uuid.to_owned());
+    }
+
+    /// Lists the machine of agent `uuid` again.
+    pub fn show(&self, uuid: &str) {
+        super::server::lock(&self.hidden).remove(uuid);
+    }
+
+    /// `true`: every `DescribeMachines` answers `InternalError` until set back to `false`.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+}
 
 /// One machine as listed, before paging.
 struct Listed<'a> {
@@ -102,6 +134,13 @@ impl Shared {
             body,
             &["MachineType", "MachineRegion", "Limit", "Offset", "Filters"],
         )?;
+        if self.machine_hooks.failing.load(Ordering::Relaxed) {
+            return Err(Answer::error(
+                "InternalError",
+                "An internal error occurred (injected by a test).",
+            ));
+        }
+        let hidden = super::server::lock(&self.machine_hooks.hidden).clone();
         let required = |name: &str| match params.get(name) {
             None => Err(Answer::error(
                 "MissingParameter",
@@ -130,6 +169,7 @@ impl Shared {
             .agents
             .iter()
             .enumerate()
+            .filter(|(_, a)| !hidden.contains(&a.uuid))
             .map(|(i, a)| Listed {
                 name: a
                     .machine_name

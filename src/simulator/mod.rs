@@ -50,7 +50,7 @@ pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
 pub use faults::{Faults, PortFaults};
 pub use limiter::{ActionStats, LimiterKind};
-pub use machines::DESCRIBE_MACHINES_ACTION;
+pub use machines::{DESCRIBE_MACHINES_ACTION, MachineHooks};
 pub use scenario::{
     BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, OpenPortSpec, Placement,
     PortsEntry, Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer,

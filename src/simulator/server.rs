@@ -23,6 +23,7 @@ use super::faults::{Faults, PortFaults};
 use super::handle::handle;
 use super::inventory::CreatedTask;
 use super::limiter::{ActionWindow, LimiterKind};
+use super::machines::MachineHooks;
 use super::scenario::OpenPortSpec;
 use super::scenario::Scenario;
 use super::stats::{SimStats, StatsState};
@@ -183,6 +184,11 @@ impl RunningSimulator {
         true
     }
 
+    /// Changes what `DescribeMachines` lists from now on (see [`MachineHooks`]).
+    pub fn machine_hooks(&self) -> &MachineHooks {
+        &self.shared.machine_hooks
+    }
+
     /// Grants `AssumeRole` at most `cap` (whatever `DurationSeconds` asks), so tests see
     /// temporary credentials expire and renew within seconds; `None`: as asked.
     pub fn cap_assume_role_duration(&self, cap: Option<Duration>) {
@@ -233,6 +239,8 @@ pub(super) struct Shared {
     pub(super) port_overrides: Mutex<HashMap<usize, PortOverride>>,
     /// Hostile `DescribeOpenPorts` answers.
     pub(super) port_faults: Mutex<PortFaults>,
+    /// `DescribeMachines` test hooks.
+    pub(super) machine_hooks: MachineHooks,
     pub(super) stats: Mutex<StatsState>,
 }
 
@@ -287,6 +295,7 @@ impl Shared {
             faults: Mutex::new(opts.faults),
             rng: Mutex::new(rng),
             limiters: Mutex::new(HashMap::new()),
+            machine_hooks: MachineHooks::default(),
             start_unix: unix_now().saturating_add(opts.clock_offset_secs),
             tasks: Mutex::new(HashMap::new()),
             port_overrides: Mutex::new(HashMap::new()),

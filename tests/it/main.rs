@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod cvm_role;
 mod daemon;
+mod discovery;
 mod dispatch;
 mod hostile;
 mod inventory;

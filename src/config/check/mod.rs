@@ -9,6 +9,7 @@
 //! recorded, so a missing value can never go unexplained.
 
 mod credentials;
+mod discovery;
 mod metrics;
 
 use std::ops::RangeInclusive;

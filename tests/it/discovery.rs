@@ -1,0 +1,388 @@
+//! `[discovery]` against the real simulator's `DescribeMachines`, through the binary: agents
+//! found are polled and agents gone stop, each change reported once as `watchlist_loaded`
+//! with `source = "discovery"`; machines without a Uuid are skipped and counted; a failing
+//! `DescribeMachines` keeps the last list; a listed name wins; `check` places bad keys.
+
+use std::time::Duration;
+
+use cwp_portwatch::simulator::{
+    CREATE_TASK_ACTION, DEFAULT_SECRET_KEY, DESCRIBE_ACTION, DESCRIBE_MACHINES_ACTION,
+    RunningSimulator,
+};
+use serde_json::Value;
+
+use crate::support::app::{self, App, daemon_config, run_within};
+use crate::support::{client_for, start_scenario, uuid};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Agents 0..4: CVM machines in ap-guangzhou named `m-i`; agent 4 a BM machine and agent 5
+/// in ap-beijing (neither asked for); two machines whose agents have no Uuid any more.
+fn scenario() -> String {
+    let mut s = String::new();
+    for i in 0..6 {
+        let placement = match i {
+            4 => "machine_type = \"BM\"\n",
+            5 => "region = \"ap-beijing\"\n",
+            _ => "",
+        };
+        s.push_str(&format!(
+            "[[agent]]\nuuid = \"{}\"\nmachine_name = \"m-{i}\"\n{placement}\
+             timeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n",
+            uuid(i)
+        ));
+    }
+    for i in 0..2 {
+        s.push_str(&format!(
+            "[[machine]]\nmachine_name = \"legacy-{i}\"\nmachine_ip = \"10.0.0.{i}\"\n"
+        ));
+    }
+    s
+}
+
+/// The simulator's config for a daemon with discovery on (refresh every second) and a
+/// watchlist listing agent 0 as `listed-0`.
+fn app_for(sim: &RunningSimulator) -> App {
+    let app = App::for_simulator(&sim.endpoint(), &[(uuid(0), "listed-0".to_owned())]);
+    app.write(
+        "config.toml",
+        format!(
+            "{}[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\nrefresh = \"1s\"\n",
+            daemon_config(&sim.endpoint())
+        ),
+    );
+    app
+}
+
+fn discovery_loads(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|v| v["event"] == "watchlist_loaded" && v["source"] == "discovery")
+        .cloned()
+        .collect()
+}
+
+/// Status polls the simulator received for agent `i`.
+fn polls_of(sim: &RunningSimulator, i: usize) -> usize {
+    let uuid = uuid(i);
+    sim.stats()
+        .log
+        .iter()
+        .filter(|r| r.action == DESCRIBE_ACTION && r.uuid.as_deref() == Some(uuid.as_str()))
+        .count()
+}
+
+fn machine_requests(sim: &RunningSimulator) -> u64 {
+    sim.stats()
+        .per_action
+        .get(DESCRIBE_MACHINES_ACTION)
+        .map_or(0, |a| a.arrived)
+}
+
+/// Waits until `passes` more `DescribeMachines` requests reached the simulator.
+async fn wait_for_passes(sim: &RunningSimulator, passes: u64) {
+    let from = machine_requests(sim);
+    let deadline = std::time::Instant::now() + WAIT;
+    while machine_requests(sim) < from + passes {
+        assert!(std::time::Instant::now() < deadline, "no discovery passes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_adds_and_removes_agents_exactly_once() {
+    let sim = start_scenario(&scenario()).await;
+    let app = app_for(&sim);
+    let mut d = app.daemon(&[]);
+    d.wait_for("the first discovery", WAIT, |e| {
+        !discovery_loads(e).is_empty()
+    })
+    .await;
+    let first = d.named("watchlist_loaded");
+    // At start the file (agent 0), then discovery: agents 1..4 added, 0 kept, the two
+    // machines without a Uuid skipped and counted, BM and ap-beijing not asked for.
+    assert_eq!(first[0]["source"], "watchlist", "{first:?}");
+    assert_eq!(first[0]["agents"], 1);
+    let loaded = discovery_loads(&d.named("watchlist_loaded"));
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(
+        (
+            &loaded[0]["agents"],
+            &loaded[0]["added"],
+            &loaded[0]["removed"]
+        ),
+        (&Value::from(4), &Value::from(3), &Value::from(0))
+    );
+    assert_eq!(loaded[0]["skipped"], 2);
+    d.wait_for("discovered agents polled", WAIT, |e| {
+        (1..4).all(|i| {
+            e.iter()
+                .any(|v| v["event"] == "status_changed" && v["uuid"] == uuid(i).as_str())
+        })
+    })
+    .await;
+
+    // Names as applied by discovery show in the next events: a task started through the
+    // API turns agents 0 (listed) and 2 (discovered) COLLECTING.
+    let client = client_for(&sim, DEFAULT_SECRET_KEY, Duration::from_secs(5));
+    for i in [0, 2] {
+        client
+            .call(CREATE_TASK_ACTION, &serde_json::json!({ "Uuid": uuid(i) }))
+            .await
+            .unwrap();
+    }
+    d.wait_for("COLLECTING after the tasks", WAIT, |e| {
+        [0, 2].iter().all(|&i| {
+            e.iter().any(|v| {
+                v["event"] == "status_changed"
+                    && v["uuid"] == uuid(i).as_str()
+                    && v["to_status"] == "COLLECTING"
+            })
+        })
+    })
+    .await;
+    let collecting: Vec<Value> = d
+        .named("status_changed")
+        .into_iter()
+        .filter(|v| v["to_status"] == "COLLECTING")
+        .collect();
+    for v in &collecting {
+        let want = if v["uuid"] == uuid(0).as_str() {
+            "listed-0"
+        } else {
+            "m-2"
+        };
+        assert_eq!(v["agent_name"], want, "a listed name wins: {v}");
+    }
+
+    // Agent 1's machine goes; agent 0's too, but it is listed, so it stays.
+    sim.machine_hooks().hide(&uuid(1));
+    sim.machine_hooks().hide(&uuid(0));
+    d.wait_for("agent 1 removed", WAIT, |e| discovery_loads(e).len() == 2)
+        .await;
+    let removed = discovery_loads(&d.named("watchlist_loaded"))[1].clone();
+    assert_eq!(
+        (&removed["agents"], &removed["added"], &removed["removed"]),
+        (&Value::from(3), &Value::from(0), &Value::from(1)),
+        "{removed}"
+    );
+    // It comes back.
+    sim.machine_hooks().show(&uuid(1));
+    d.wait_for("agent 1 back", WAIT, |e| discovery_loads(e).len() == 3)
+        .await;
+    let back = discovery_loads(&d.named("watchlist_loaded"))[2].clone();
+    assert_eq!(
+        (&back["agents"], &back["added"], &back["removed"]),
+        (&Value::from(4), &Value::from(1), &Value::from(0)),
+        "{back}"
+    );
+    // Unchanged passes report nothing: still three after several more.
+    wait_for_passes(&sim, 3).await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(discovery_loads(&out.events).len(), 3);
+    // The listed name in every event of agent 0, before discovery and after.
+    for v in out.events.iter().filter(|v| v["event"] == "status_changed") {
+        if v["uuid"] == uuid(0).as_str() {
+            assert_eq!(v["agent_name"], "listed-0", "{v}");
+        }
+    }
+    assert_eq!(polls_of(&sim, 4), 0, "a BM machine was not asked for");
+    assert_eq!(polls_of(&sim, 5), 0, "ap-beijing was not asked for");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_describe_machines_keeps_the_last_list() {
+    let sim = start_scenario(&scenario()).await;
+    let app = app_for(&sim);
+    let mut d = app.daemon(&[]);
+    d.wait_for("the first discovery", WAIT, |e| {
+        !discovery_loads(e).is_empty()
+    })
+    .await;
+    sim.machine_hooks().set_failing(true);
+    // A machine goes while discovery fails: nothing may change.
+    sim.machine_hooks().hide(&uuid(2));
+    d.wait_for("discovery_failed", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "discovery_failed")
+    })
+    .await;
+    let failed = d.named("discovery_failed");
+    assert_eq!(failed[0]["error_code"], "InternalError", "{failed:?}");
+    assert_eq!(failed[0]["level"], "warn");
+    // Agent 2 is still polled after the failure.
+    let polls = polls_of(&sim, 2);
+    let deadline = std::time::Instant::now() + WAIT;
+    while polls_of(&sim, 2) <= polls + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent 2 no longer polled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(discovery_loads(&d.named("watchlist_loaded")).len(), 1);
+    // Discovery works again: the change is applied, once.
+    sim.machine_hooks().set_failing(false);
+    d.wait_for("agent 2 removed", WAIT, |e| discovery_loads(e).len() == 2)
+        .await;
+    let out = d.stop().await;
+    let loads = discovery_loads(&out.events);
+    assert_eq!(loads.len(), 2);
+    assert_eq!(loads[1]["removed"], 1, "{:?}", loads[1]);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_alone_needs_no_watchlist() {
+    let sim = start_scenario(&scenario()).await;
+    let app = App::new();
+    let config = daemon_config(&sim.endpoint()).replace("watchlist = \"watchlist.toml\"\n", "")
+        + "[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\nmachine_types = [\"BM\"]\n";
+    app.write("config.toml", config);
+    let check = run_within(app.with_config(&["check"]), app::STOP_LIMIT);
+    assert_eq!(check.code(), Some(0), "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stdout.contains("none (discovery only)"),
+        "{}",
+        check.stdout
+    );
+    // `once` discovers first, then polls what it found.
+    let once = run_within(app.with_config(&["once", "--format", "json"]), WAIT);
+    assert_eq!(once.code(), Some(0), "{}{}", once.stdout, once.stderr);
+    let lines: Vec<Value> = once
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", once.stdout);
+    assert_eq!(lines[0]["uuid"], uuid(4).as_str());
+    assert_eq!(lines[0]["agent_name"], "m-4");
+    sim.machine_hooks().set_failing(true);
+    let once = run_within(app.with_config(&["once"]), WAIT);
+    assert_eq!(once.code(), Some(1), "{}{}", once.stdout, once.stderr);
+    assert!(once.stderr.contains("InternalError"), "{}", once.stderr);
+    sim.machine_hooks().set_failing(false);
+
+    let mut d = app.daemon(&[]);
+    d.wait_for("the BM agent polled", WAIT, |e| {
+        e.iter()
+            .any(|v| v["event"] == "status_changed" && v["uuid"] == uuid(4).as_str())
+    })
+    .await;
+    let out = d.stop().await;
+    let loads = discovery_loads(&out.events);
+    assert_eq!(loads[0]["agents"], 1, "{loads:?}");
+    assert_eq!(loads[0]["skipped"], 0, "the Uuid-less machines are CVM");
+    sim.shutdown().await;
+}
+
+#[test]
+fn check_names_bad_discovery_keys_at_line_and_column() {
+    let app = App::new();
+    app.write("watchlist.toml", "");
+    app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\n[discovery]\nenabled = true\n\
+         machine_types = [\"CVM\", \"VM\"]\nregions = [\"ap-guangzhou\"]\n\
+         agent_status = \"SLEEPING\"\nrefresh = \"90d\"\n",
+    );
+    let out = run_within(app.with_config(&["check"]), app::STOP_LIMIT);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    for place in ["config.toml:4:25", "config.toml:6:16", "config.toml:7:11"] {
+        assert!(out.stderr.contains(place), "{place}: {}", out.stderr);
+    }
+    // An unknown key is placed too, and the allowed keys are named.
+    app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\n[discovery]\nregion = \"ap-guangzhou\"\n",
+    );
+    let out = run_within(app.with_config(&["check"]), app::STOP_LIMIT);
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("config.toml:3:1"), "{}", out.stderr);
+    assert!(out.stderr.contains("regions"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_agents_keep_their_persisted_status_across_a_restart() {
+    let sim = start_scenario(&scenario()).await;
+    let app = app_for(&sim);
+    let mut d = app.daemon(&[]);
+    d.wait_for("discovered agents polled", WAIT, |e| {
+        (1..4).all(|i| {
+            e.iter()
+                .any(|v| v["event"] == "status_changed" && v["uuid"] == uuid(i).as_str())
+        })
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+
+    // A run stopped before any discovery worked must not lose what the state holds.
+    sim.machine_hooks().set_failing(true);
+    let mut d = app.daemon(&[]);
+    d.wait_for("discovery_failed", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "discovery_failed")
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    sim.machine_hooks().set_failing(false);
+
+    // Next run: the same statuses, so nothing to report once they are polled again.
+    let before: Vec<usize> = (0..4).map(|i| polls_of(&sim, i)).collect();
+    let mut d = app.daemon(&[]);
+    d.wait_for("the first discovery", WAIT, |e| {
+        !discovery_loads(e).is_empty()
+    })
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while (0..4).any(|i| polls_of(&sim, i) < before[i] + 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agents not polled again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = d.stop().await;
+    let repeated = out.named("status_changed");
+    assert!(
+        repeated.is_empty(),
+        "reported again after a restart: {repeated:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_discovery_on_without_a_watchlist_keeps_the_agents() {
+    let sim = start_scenario(&scenario()).await;
+    let app = App::for_simulator(&sim.endpoint(), &crate::support::app::agents(0..2, "a"));
+    let mut d = app.daemon(&[]);
+    d.wait_for("first answers", WAIT, |e| {
+        e.iter().filter(|v| v["event"] == "status_changed").count() == 2
+    })
+    .await;
+    app.write(
+        "config.toml",
+        daemon_config(&sim.endpoint()).replace("watchlist = \"watchlist.toml\"\n", "")
+            + "[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\n",
+    );
+    d.signal(libc::SIGHUP);
+    d.wait_for("config_rejected", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "config_rejected")
+    })
+    .await;
+    let rejected = d.named("config_rejected");
+    assert!(
+        rejected[0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("restart"),
+        "{rejected:?}"
+    );
+    let out = d.stop().await;
+    let loads = out.named("watchlist_loaded");
+    assert_eq!(loads.len(), 1, "only the start's: {loads:?}");
+    assert_eq!(polls_of(&sim, 2), 0, "discovery did not start on a reload");
+    sim.shutdown().await;
+}
