@@ -84,11 +84,20 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
                 None => engine,
             };
             match load_inventory(&settings, sink.as_ref()) {
-                Ok((file, stored)) => engine.with_inventory(
-                    InventoryOptions::from_settings(&settings.api, &settings.inventory),
-                    stored,
-                    file,
-                ),
+                Ok((file, mut stored)) => {
+                    // As for statuses: only discovery may bring back an agent not listed now,
+                    // so without it an unlisted agent's inventory is forgotten at once.
+                    if !settings.discovery.enabled {
+                        let listed: std::collections::HashSet<&str> =
+                            watchlist.agents.iter().map(|a| a.uuid.as_str()).collect();
+                        stored.retain(|uuid, _| listed.contains(uuid.as_str()));
+                    }
+                    engine.with_inventory(
+                        InventoryOptions::from_settings(&settings.api, &settings.inventory),
+                        stored,
+                        file,
+                    )
+                }
                 Err(e) => {
                     shutdown.finish(shutdown::GRACE).await;
                     return Err(e.into());

@@ -121,6 +121,10 @@ pub(crate) struct InventoryState {
     options: InventoryOptions,
     /// Stored snapshots and task times, by Uuid (watched agents only).
     map: InventoryMap,
+    /// Stored entries of agents not watched at start: agents that discovery may add back
+    /// (their snapshot then counts, as their persisted status does), dropped from the file at
+    /// the next save and for good by a `Control::Forget`.
+    held: InventoryMap,
     /// Fetches in progress.
     fetches: HashMap<AgentId, Assembly>,
     /// Why a queued task is wanted (absent: a rescan).
@@ -156,11 +160,13 @@ impl<P: Poller> Engine<P> {
             let rate = options.action_rates[action.index()];
             self.account.lane(action).set_target_rate(rate);
         }
-        let before = stored.len();
-        stored.retain(|uuid, _| self.agents.contains(uuid));
+        let held: InventoryMap = stored
+            .extract_if(|uuid, _| !self.agents.contains(uuid))
+            .collect();
         let mut state = InventoryState {
             options,
             map: stored,
+            held,
             fetches: HashMap::new(),
             reasons: HashMap::new(),
             gave_up: HashSet::new(),
@@ -170,7 +176,7 @@ impl<P: Poller> Engine<P> {
             },
             epoch: (Instant::now(), unix_secs()),
         };
-        state.saver.dirty = state.map.len() != before;
+        state.saver.dirty = !state.held.is_empty();
         self.inventory = Some(Box::new(state));
         let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
         for id in ids {
@@ -254,12 +260,17 @@ impl<P: Poller> Engine<P> {
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
-        if !inv.options.enabled {
-            return;
-        }
         let Some(record) = self.agents.get(id) else {
             return;
         };
+        // Back (discovered again, or listed again): what was stored of it still counts.
+        if let Some(entry) = inv.held.remove(&*record.uuid) {
+            inv.map.insert(record.uuid.to_string(), entry);
+            inv.saver.dirty = true;
+        }
+        if !inv.options.enabled {
+            return;
+        }
         let now = Instant::now();
         let uuid = record.uuid.clone();
         let stored = inv.map.get(&*uuid);
@@ -282,6 +293,15 @@ impl<P: Poller> Engine<P> {
                 later(now, phase(&uuid, rescan)),
                 Cadence::Settled,
             );
+        }
+    }
+
+    /// Agents the first discovery did not find: what was stored of them is forgotten.
+    pub(super) fn inventory_forget_held(&mut self, uuids: &[Arc<str>]) {
+        if let Some(inv) = self.inventory.as_mut() {
+            for uuid in uuids {
+                inv.held.remove(&**uuid);
+            }
         }
     }
 

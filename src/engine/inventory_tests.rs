@@ -827,3 +827,82 @@ async fn a_reload_changes_rescans_and_rates_without_a_burst() {
         "the second reload's rate"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_added_after_the_start_keeps_its_stored_inventory_until_forgotten() {
+    // What discovery does after a restart: agent 1 is stored but not watched at start; a
+    // reload adds it; its snapshot from before counts, so an unchanged listing is no event
+    // (with baseline = "ports" a lost snapshot would repeat every port_opened). Agent 2, held
+    // too, is forgotten by Control::Forget and comes back with a baseline.
+    let ports = |uuid: &str| {
+        if uuid.ends_with('1') {
+            vec![port(22, "sshd")]
+        } else {
+            vec![port(80, "nginx")]
+        }
+    };
+    let api = Scripted::new(
+        |_, _| "COMPLETE",
+        move |_, uuid, offset| {
+            let p = ports(uuid);
+            Ok(page(&p, offset, p.len() as u64))
+        },
+    );
+    let all = agents(3);
+    let snapshot = |p: Vec<Port>| crate::inventory::store::StoredAgent {
+        snapshot: Some(crate::inventory::Snapshot::from_rows(
+            p,
+            String::new(),
+            String::new(),
+        )),
+        fetched_at: Some(1),
+        ..Default::default()
+    };
+    let mut stored = InventoryMap::new();
+    stored.insert(all[1].uuid.to_string(), snapshot(vec![port(22, "sshd")]));
+    stored.insert(all[2].uuid.to_string(), snapshot(vec![port(80, "nginx")]));
+    let sink = Arc::new(CollectingSink::default());
+    let (control, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(api, sink.clone(), config(), &all[..1], HashMap::new())
+        .with_control(rx)
+        .with_inventory(options(Baseline::Ports), stored, None);
+    assert_eq!(
+        engine.stored_inventory().unwrap().len(),
+        0,
+        "not watched yet"
+    );
+    let stop = CancellationToken::new();
+    let driver = {
+        let (stop, all) = (stop.clone(), all.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            control
+                .send(Control::Forget {
+                    uuids: vec![Arc::from(all[2].uuid.as_str())],
+                })
+                .unwrap();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            control
+                .send(Control::Reload {
+                    agents: all.clone(),
+                    config: config(),
+                    reply,
+                })
+                .unwrap();
+            assert_eq!(answer.await.unwrap(), (3, 2, 0));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        })
+    };
+    let _ = engine.run(stop).await;
+    driver.await.unwrap();
+    let mut events = names(&sink.events());
+    events.retain(|e| !e.starts_with("status"));
+    events.sort();
+    // Agent 0: nothing stored, a baseline; agent 1: unchanged, nothing; agent 2: forgotten,
+    // a baseline again.
+    assert_eq!(
+        events,
+        ["opened 80 nginx baseline", "opened 80 nginx baseline"]
+    );
+}

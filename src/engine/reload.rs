@@ -52,6 +52,7 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Control::Forget { uuids } => {
+                self.inventory_forget_held(&uuids);
                 for uuid in uuids {
                     if !self.agents.contains(&uuid) {
                         self.tracker.forget(&uuid);
