@@ -668,6 +668,18 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
+    /// Only a missing file is an empty state: a state file that cannot be opened for any
+    /// other reason (here a link loop) is an error, never a fresh start that the next save
+    /// would write over it.
+    #[test]
+    fn a_state_file_that_cannot_be_opened_is_an_error_not_an_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        std::os::unix::fs::symlink(s.path(), s.path()).unwrap();
+        let e = s.load().unwrap_err();
+        assert_eq!(e.code(), "StateError.Io", "{e}");
+    }
+
     #[test]
     fn a_state_file_over_the_size_limit_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -765,6 +777,12 @@ mod tests {
             assert!(text.contains(path.to_str().unwrap()), "{text}");
             assert!(text.contains(needle), "{}: {text}", path.display());
         }
+        // A folder that cannot even be looked at (a link loop) is reported as such, not
+        // taken for a missing one.
+        let looped = dir.path().join("looped");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let text = prepare_dir(&looped).unwrap_err().to_string();
+        assert!(text.contains("cannot be read"), "{text}");
         assert!(
             prepare_dir(&dir.path().join("dangling"))
                 .unwrap_err()
