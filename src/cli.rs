@@ -130,7 +130,7 @@ pub enum GenerateError {
     /// The output folder could not be created.
     #[error("cannot create {path}: {source}; choose a writable folder")]
     Folder {
-        /// The folder, control characters escaped ([`shown`]).
+        /// The folder, control characters escaped (`shown`).
         path: String,
         /// Why.
         source: std::io::Error,
@@ -138,7 +138,7 @@ pub enum GenerateError {
     /// A file could not be written (it exists already, or the folder is not writable).
     #[error("cannot write {path}: {source}; generate into a new, empty folder")]
     Write {
-        /// The file, control characters escaped ([`shown`]).
+        /// The file, control characters escaped (`shown`).
         path: String,
         /// Why.
         source: std::io::Error,

@@ -11,7 +11,8 @@
 //! - [`discovery`]: agents found with `DescribeMachines` (`[discovery]`), merged with the
 //!   watchlist and applied like a reload.
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
-//!   the CVM instance role and its refresher).
+//!   the CVM instance role, STS `AssumeRole`, and the refresh loop that keeps temporary ones
+//!   fresh).
 //! - [`endpoint`] (which hosts may use plain http, base-URL normalisation) and [`clock`] (Unix
 //!   seconds): small rules that several modules share, kept in one place each.
 //! - [`signing`]: TC3-HMAC-SHA256, pure.

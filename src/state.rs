@@ -512,12 +512,18 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::EINVAL | libc::ENOSYS) => match fs::symlink_metadata(to) {
-            Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-            Err(m) if m.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
-            Err(m) => Err(m),
-        },
+        Some(libc::EINVAL | libc::ENOSYS) => rename_if_free(from, to),
         _ => Err(e),
+    }
+}
+
+/// The fallback of [`rename_no_replace`] where `renameat2` is missing: a check, then a
+/// rename (its own function so that tests reach it on file systems that have `renameat2`).
+fn rename_if_free(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Err(m) if m.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
+        Err(m) => Err(m),
     }
 }
 
@@ -701,6 +707,18 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
+    /// Only a missing file is an empty state: a state file that cannot be opened for any
+    /// other reason (here a link loop) is an error, never a fresh start that the next save
+    /// would write over it.
+    #[test]
+    fn a_state_file_that_cannot_be_opened_is_an_error_not_an_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        std::os::unix::fs::symlink(s.path(), s.path()).unwrap();
+        let e = s.load().unwrap_err();
+        assert_eq!(e.code(), "StateError.Io", "{e}");
+    }
+
     #[test]
     fn a_state_file_over_the_size_limit_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -798,6 +816,12 @@ mod tests {
             assert!(text.contains(path.to_str().unwrap()), "{text}");
             assert!(text.contains(needle), "{}: {text}", path.display());
         }
+        // A folder that cannot even be looked at (a link loop) is reported as such, not
+        // taken for a missing one.
+        let looped = dir.path().join("looped");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let text = prepare_dir(&looped).unwrap_err().to_string();
+        assert!(text.contains("cannot be read"), "{text}");
         assert!(
             prepare_dir(&dir.path().join("dangling"))
                 .unwrap_err()
@@ -859,6 +883,45 @@ mod tests {
         s.save(&HashMap::new()).unwrap();
         assert!(s.load_keeping_damaged().unwrap().1.is_none());
         assert!(s.path().exists());
+    }
+
+    /// The fallback rename never replaces anything, not even a dangling link, and renames
+    /// to a free name.
+    #[test]
+    fn the_fallback_rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, taken, link, free) = (
+            dir.path().join("from"),
+            dir.path().join("taken"),
+            dir.path().join("link"),
+            dir.path().join("free"),
+        );
+        fs::write(&from, b"new").unwrap();
+        fs::write(&taken, b"precious").unwrap();
+        std::os::unix::fs::symlink("nowhere", &link).unwrap();
+        for to in [&taken, &link] {
+            let e = rename_if_free(&from, to).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{}", to.display());
+        }
+        assert_eq!(fs::read(&taken).unwrap(), b"precious");
+        rename_if_free(&from, &free).unwrap();
+        assert_eq!(fs::read(&free).unwrap(), b"new");
+        assert!(!from.exists());
+        // A name that cannot even be checked is an error, and nothing moves.
+        let e = rename_if_free(&free, &taken.join("under-a-file")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        assert!(free.exists());
+    }
+
+    /// The folder synced after a rename: the state file's own, or `.` for a bare name.
+    #[test]
+    fn the_folder_of_the_state_file() {
+        let s = StateFile::in_dir(Path::new("/var/lib/cwp-portwatch"));
+        assert_eq!(s.dir(), Path::new("/var/lib/cwp-portwatch"));
+        let bare = StateFile {
+            path: PathBuf::from(FILE_NAME),
+        };
+        assert_eq!(bare.dir(), Path::new("."));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The signed CWP API client: one generic [`Client::call`] and the actions built on it.
+//! The signed CWP API client: one generic [`Client::call`] and the actions built on it. The
+//! same client signs STS calls ([`Client::for_service`]: service `sts`) for the assume-role
+//! credentials source.
 //!
 //! I/O lives here and nowhere else on the request path: build the JSON body, sign it
 //! ([`crate::signing`]), send it over a keep-alive connection pool, read the answer
@@ -93,6 +95,9 @@ pub struct Client {
     host: String,
     region: Option<String>,
     timeout: Duration,
+    /// Signing service and API version: CWP's, or STS's for the assume-role source.
+    service: &'static str,
+    version: &'static str,
     credentials: Arc<RwLock<Credentials>>,
     /// Server time minus local time, in milliseconds.
     clock_offset_ms: Arc<AtomicI64>,
@@ -109,6 +114,17 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Builds a client; the endpoint must be https, or http on a loopback host.
     pub fn new(options: ClientOptions, credentials: Credentials) -> Result<Self, ClientBuildError> {
+        Self::for_service(options, credentials, SERVICE, API_VERSION)
+    }
+
+    /// As [`Client::new`], for another API than CWP's: `service` is the signing service
+    /// (`sts`), `version` the `X-TC-Version` (`2018-08-13`). Same rules for the endpoint.
+    pub fn for_service(
+        options: ClientOptions,
+        credentials: Credentials,
+        service: &'static str,
+        version: &'static str,
+    ) -> Result<Self, ClientBuildError> {
         let endpoint = options.endpoint;
         let bad = |reason: &str| ClientBuildError::Endpoint {
             endpoint: endpoint.to_string(),
@@ -150,6 +166,8 @@ impl Client {
             host,
             region: options.region.filter(|r| !r.is_empty()),
             timeout: options.timeout,
+            service,
+            version,
             credentials: Arc::new(RwLock::new(credentials)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
         })
@@ -204,7 +222,7 @@ impl Client {
                     host: &self.host,
                     content_type: CONTENT_TYPE,
                     payload: &body,
-                    service: SERVICE,
+                    service: self.service,
                     timestamp,
                 },
             );
@@ -217,7 +235,7 @@ impl Client {
             .header("Host", &self.host)
             .header("Content-Type", CONTENT_TYPE)
             .header("X-TC-Action", action)
-            .header("X-TC-Version", API_VERSION)
+            .header("X-TC-Version", self.version)
             .header("X-TC-Timestamp", timestamp.to_string())
             .header(
                 "X-TC-RequestClient",

@@ -79,6 +79,20 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         }) => {
             format!("CVM instance role via {metadata_endpoint} (not contacted by check)")
         }
+        Ok(Resolved::AssumeRole { base, request, .. }) => {
+            let base = match *base {
+                Resolved::Static(_, source) => source.to_string(),
+                _ => "the CVM instance role".to_owned(),
+            };
+            format!(
+                "STS AssumeRole of {} as {} for {} via {} (not contacted by check), base \
+                 credentials from {base}",
+                request.role_arn,
+                request.role_session_name,
+                humantime::format_duration(request.duration),
+                settings.api.sts_endpoint,
+            )
+        }
         Err(e) => {
             problems.push(format!("credentials: {e}"));
             String::new()

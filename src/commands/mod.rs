@@ -28,6 +28,7 @@ pub mod status;
 use crate::api::client::ClientBuildError;
 use crate::config::ConfigErrors;
 use crate::credentials::CredentialError;
+use crate::credentials::assume_role::AssumeRoleError;
 use crate::credentials::cvm_role::CvmRoleError;
 use crate::logging::LoggingError;
 use crate::state::StateError;
@@ -54,6 +55,9 @@ pub enum CommandError {
          [credentials] in the config when this is not a CVM"
     )]
     CvmRoleFallback(#[source] CvmRoleError),
+    /// `source = "assume-role"`: STS (or the base source) gave no credentials at start-up.
+    #[error(transparent)]
+    AssumeRole(AssumeRoleError),
     /// The client could not be built.
     #[error(transparent)]
     Client(#[from] ClientBuildError),
@@ -87,6 +91,7 @@ impl CommandError {
             CommandError::Config(e) => e.code(),
             CommandError::Credentials(e) => e.code(),
             CommandError::CvmRole(e) | CommandError::CvmRoleFallback(e) => e.code(),
+            CommandError::AssumeRole(e) => e.code(),
             CommandError::Client(e) => e.code(),
             CommandError::Logging(e) => e.code(),
             CommandError::State(e) => e.code(),

@@ -2,8 +2,9 @@
 //!
 //! The watchlist, the rate and the poll intervals go to the running engine, and so do the
 //! `[inventory]` settings and per-action rates (but whether the inventory is kept); the
-//! client's endpoint, region and timeout, the credentials, the state folder, logging,
-//! `[discovery]` and `[metrics]` were wired in at start and stay as they run until a restart.
+//! client's endpoint, region and timeout, the STS endpoint, the credentials, the state folder,
+//! logging, `[discovery]` and `[metrics]` were wired in at start and stay as they run until a
+//! restart.
 //! The async side (re-reading the files, telling systemd, sending the engine its new work) is
 //! in [`super::run`].
 
@@ -23,6 +24,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
         settings.api.endpoint = current.api.endpoint.clone();
         settings.api.region = current.api.region.clone();
         settings.api.timeout = current.api.timeout;
+    }
+    // The assume-role renewer was built with it at start.
+    if settings.api.sts_endpoint != current.api.sts_endpoint {
+        not_applied.push("api.sts_endpoint");
+        settings.api.sts_endpoint = current.api.sts_endpoint.clone();
     }
     if settings.credentials != current.credentials {
         not_applied.push("[credentials]");
@@ -175,5 +181,16 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, new);
         assert_eq!(deferred, ["[discovery]"]);
         assert_eq!(applied.discovery, current.discovery);
+    }
+
+    #[test]
+    fn the_sts_endpoint_waits_for_a_restart() {
+        let current = settings("");
+        let (applied, deferred) = apply_reload(
+            &current,
+            settings("[api]\nsts_endpoint = \"http://127.0.0.1:9\"\n"),
+        );
+        assert_eq!(deferred, ["api.sts_endpoint"]);
+        assert_eq!(applied.api.sts_endpoint, current.api.sts_endpoint);
     }
 }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use crate::api::{Client, ClientOptions};
 use crate::config::{ConfigErrors, CredentialSettings, MetricsSettings, Settings};
+use crate::credentials::assume_role::{
+    AssumeRole, AssumeRoleError, BaseCredentials, StsOptions, run_renewer,
+};
 use crate::credentials::cvm_role::{CvmRole, run_refresher};
-use crate::credentials::{Environment, Resolved, resolve};
+use crate::credentials::{Credentials, Environment, Resolved, resolve};
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventSink;
 use crate::logging;
@@ -152,20 +155,92 @@ pub async fn connect(
             let first = cvm.fetch().await.map_err(failed)?;
             let source = format!("CVM instance role {}", first.role);
             let client = Client::new(options, first.credentials)?;
-            let refresh = Arc::new(tokio::sync::Notify::new());
-            let updated = client.clone();
-            shutdown.spawn(run_refresher(
-                cvm,
-                move |c| updated.set_credentials(c),
-                refresh.clone(),
-                shutdown.token(),
-            ));
-            Ok(Connected {
-                client,
-                source,
-                refresh: Some(refresh),
-            })
+            Ok(refreshed(client, source, shutdown, |update, refresh| {
+                run_refresher(cvm, update, refresh, shutdown.token())
+            }))
         }
+        Resolved::AssumeRole {
+            base,
+            base_settings,
+            request,
+        } => {
+            let failed = CommandError::AssumeRole;
+            let base_source = match &*base {
+                Resolved::Static(_, source) => source.to_string(),
+                _ => "the CVM instance role".to_owned(),
+            };
+            let base = match (*base, *base_settings) {
+                (
+                    Resolved::CvmRole {
+                        role,
+                        metadata_endpoint,
+                    },
+                    _,
+                ) => BaseCredentials::CvmRole(
+                    CvmRole::new(metadata_endpoint, role)
+                        .map_err(|e| failed(AssumeRoleError::BaseCvmRole(e)))?,
+                ),
+                (_, settings) => BaseCredentials::Reread {
+                    settings,
+                    env: env.clone(),
+                },
+            };
+            let sts = StsOptions {
+                endpoint: settings.api.sts_endpoint.clone(),
+                region: settings.api.region.clone(),
+                timeout: settings.api.timeout,
+            };
+            let role = AssumeRole::new(request, sts, base).map_err(failed)?;
+            // Fetched once here, so that a refused role fails start-up with a clear error.
+            let first = role.fetch().await.map_err(failed)?;
+            let source = format!(
+                "STS AssumeRole of {} on base credentials from {base_source}",
+                role.request().role_arn
+            );
+            tracing::debug!(
+                source = %source,
+                secret_id = %first.credentials.secret_id,
+                expires_at = first.expires_at,
+                "credentials assumed"
+            );
+            let client = Client::new(options, first.credentials)?;
+            Ok(refreshed(client, source, shutdown, |update, refresh| {
+                run_renewer(
+                    role,
+                    Some(first.expires_at),
+                    update,
+                    refresh,
+                    shutdown.token(),
+                )
+            }))
+        }
+    }
+}
+
+/// Credentials handed to `client` whenever they change.
+type OnUpdate = Box<dyn Fn(Credentials) + Send + Sync>;
+
+/// `client` with temporary credentials that `refresher` (given where to hand new ones and the
+/// wake-up the engine rings on `AuthFailure.TokenFailure`) keeps fresh on `shutdown`'s tracker.
+fn refreshed<F>(
+    client: Client,
+    source: String,
+    shutdown: &Shutdown,
+    refresher: impl FnOnce(OnUpdate, Arc<tokio::sync::Notify>) -> F,
+) -> Connected
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    let updated = client.clone();
+    shutdown.spawn(refresher(
+        Box::new(move |c| updated.set_credentials(c)),
+        refresh.clone(),
+    ));
+    Connected {
+        client,
+        source,
+        refresh: Some(refresh),
     }
 }
 
@@ -301,6 +376,83 @@ mod tests {
                 .to_string()
                 .contains("so the CVM instance role was tried")
         );
+        assert_eq!(shutdown.tasks(), 0);
+    }
+
+    fn assume_role_settings(sts_endpoint: &str) -> Settings {
+        Settings::from_toml_str(
+            &format!(
+                "watchlist = \"w.toml\"\nstate_dir = \"/tmp/x\"\n[api]\n\
+                 sts_endpoint = \"{sts_endpoint}\"\n[credentials]\nsource = \"assume-role\"\n\
+                 base = \"env\"\nrole_arn = \"qcs::cam::uin/1:roleName/r\"\n\
+                 role_session_name = \"s1\"\n"
+            ),
+            Path::new("/etc/cwp/config.toml"),
+        )
+        .unwrap()
+    }
+
+    fn base_env() -> Environment {
+        Environment::from_pairs([
+            ("HOME", "/nonexistent"),
+            (
+                "TENCENTCLOUD_SECRET_ID",
+                crate::simulator::DEFAULT_SECRET_ID,
+            ),
+            (
+                "TENCENTCLOUD_SECRET_KEY",
+                crate::simulator::DEFAULT_SECRET_KEY,
+            ),
+        ])
+    }
+
+    #[tokio::test]
+    async fn assume_role_fetches_at_start_and_tracks_its_renewer() {
+        let sim = crate::simulator::RunningSimulator::start(
+            crate::simulator::SimulatorOptions::new(
+                crate::simulator::Scenario::from_toml_str("").unwrap(),
+            ),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let connected = connect(
+            &assume_role_settings(&sim.endpoint()),
+            &base_env(),
+            &shutdown,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            connected.source,
+            "STS AssumeRole of qcs::cam::uin/1:roleName/r on base credentials from environment \
+             (TENCENTCLOUD_SECRET_ID)"
+        );
+        assert_ne!(
+            connected.client.secret_id(),
+            crate::simulator::DEFAULT_SECRET_ID
+        );
+        assert!(connected.refresh.is_some());
+        assert_eq!(shutdown.tasks(), 1, "the renewer runs on the tracker");
+        assert!(shutdown.clone().finish(Duration::from_secs(5)).await);
+        assert_eq!(shutdown.tasks(), 0);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_sts_fails_start_up_with_its_code() {
+        let shutdown = Shutdown::new();
+        let error = connect(
+            &assume_role_settings("http://127.0.0.1:9"),
+            &base_env(),
+            &shutdown,
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 9");
+        assert_eq!(error.code(), "AssumeRoleError.Unavailable", "{error}");
+        assert!(error.to_string().contains("qcs::cam::uin/1:roleName/r"));
         assert_eq!(shutdown.tasks(), 0);
     }
 }

@@ -86,9 +86,12 @@ const TYPE_HINTS: TypeHints = TypeHints {
         "enabled" | "create_missing" => Some(format!(
             "write true or false without quotes, e.g. `{key} = true`"
         )),
-        "timeout" | "interval" | "collecting_interval" | "offline_interval" | "rescan_interval" => {
-            Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
-        }
+        "timeout"
+        | "interval"
+        | "collecting_interval"
+        | "offline_interval"
+        | "rescan_interval"
+        | "duration" => Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`")),
         _ => None,
     },
 };

@@ -27,6 +27,7 @@ pub(super) struct RawApi {
     pub(super) requests_per_second: Option<Spanned<i64>>,
     pub(super) max_in_flight: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
+    pub(super) sts_endpoint: Option<Spanned<String>>,
     pub(super) actions: Option<std::collections::BTreeMap<Spanned<String>, RawAction>>,
 }
 
@@ -47,6 +48,10 @@ pub(super) struct RawCredentials {
     pub(super) profile: Option<Spanned<String>>,
     pub(super) role: Option<Spanned<String>>,
     pub(super) metadata_endpoint: Option<Spanned<String>>,
+    pub(super) base: Option<Spanned<String>>,
+    pub(super) role_arn: Option<Spanned<String>>,
+    pub(super) role_session_name: Option<Spanned<String>>,
+    pub(super) duration: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]

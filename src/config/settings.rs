@@ -64,6 +64,9 @@ pub struct ApiSettings {
     pub max_in_flight: usize,
     /// Per-request timeout, > 0, default 10 s.
     pub timeout: Duration,
+    /// STS, for `source = "assume-role"`: same rules as `endpoint`. Default
+    /// [`crate::credentials::assume_role::DEFAULT_STS_ENDPOINT`].
+    pub sts_endpoint: Url,
     /// `[api.actions.NAME] requests_per_second`: per-action overrides (1..=20) of
     /// `requests_per_second`, by action name; empty when none.
     pub action_rates: Vec<(String, u32)>,

@@ -103,6 +103,7 @@ fn defaults() {
             max_in_flight: 32,
             timeout: Duration::from_secs(10),
             action_rates: vec![],
+            sts_endpoint: Url::parse("https://sts.tencentcloudapi.com").unwrap(),
         }
     );
     assert_eq!(
@@ -777,4 +778,162 @@ fn inventory_section_and_per_action_rates() {
     assert_problem(&p, 3, &["true or false"]);
     let p = problems("watchlist = \"w.toml\"\n[inventory]\nrescan = \"1h\"\n");
     assert_problem(&p, 3, &["rescan_interval"]);
+}
+
+#[test]
+fn assume_role_takes_its_keys_and_its_base_sources_keys() {
+    use crate::credentials::assume_role::RoleRequest;
+    let settings = parse(
+        "watchlist = \"w\"\n[api]\nsts_endpoint = \"http://127.0.0.1:9\"\n[credentials]\n\
+         source = \"assume-role\"\nbase = \"file\"\nsecret_id_file = \"id\"\n\
+         secret_key_file = \"/k\"\nrole_arn = \"qcs::cam::uin/100000000001:roleName/cwp-reader\"\n\
+         role_session_name = \"cwp-portwatch\"\nduration = \"1h\"\n",
+    )
+    .unwrap();
+    assert_eq!(settings.api.sts_endpoint.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(
+        settings.credentials,
+        CredentialSettings::AssumeRole {
+            base: Box::new(CredentialSettings::File {
+                secret_id_file: PathBuf::from("/etc/cwp-portwatch/id"),
+                secret_key_file: PathBuf::from("/k"),
+            }),
+            request: RoleRequest {
+                role_arn: "qcs::cam::uin/100000000001:roleName/cwp-reader".to_owned(),
+                role_session_name: "cwp-portwatch".to_owned(),
+                duration: Duration::from_secs(3_600),
+            },
+        }
+    );
+    // The default duration is STS's own, 2 h.
+    let settings = parse(
+        "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\nbase = \"cvm-role\"\n\
+         role = \"Base\"\nrole_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"s1\"\n",
+    )
+    .unwrap();
+    match settings.credentials {
+        CredentialSettings::AssumeRole { base, request } => {
+            assert!(
+                matches!(*base, CredentialSettings::CvmRole { role: Some(ref r), .. } if r == "Base")
+            );
+            assert_eq!(request.duration, Duration::from_secs(7_200));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn assume_role_problems_are_named_at_their_line_and_column() {
+    let at = |text: &str, line: usize, column: usize, hints: &[&str]| {
+        let problems = problems(text);
+        let problem = problems
+            .iter()
+            .find(|p| p.line == Some(line))
+            .unwrap_or_else(|| panic!("no problem on line {line}: {problems:#?}"));
+        assert_eq!(problem.column, Some(column), "{problem:?}");
+        for hint in hints {
+            assert!(
+                problem.message.contains(hint),
+                "{:?} lacks {hint:?}",
+                problem.message
+            );
+        }
+    };
+    let head = "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\nbase = \"env\"\n";
+    at(
+        &format!("{head}role_arn = \"arn:qcs:cam::1:role/x\"\nrole_session_name = \"s1\"\n"),
+        5,
+        12,
+        &["not a CAM role ARN", "qcs::cam::uin/"],
+    );
+    at(
+        &format!("{head}role_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"a b\"\n"),
+        6,
+        21,
+        &["not a session name", "2 to 128"],
+    );
+    at(
+        &format!(
+            "{head}role_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"s1\"\n\
+             duration = \"13h\"\n"
+        ),
+        7,
+        12,
+        &["out of range", "12h"],
+    );
+    at(
+        &format!(
+            "{head}role_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"s1\"\n\
+             duration = 3600\n"
+        ),
+        7,
+        12,
+        &["has no unit"],
+    );
+    // Missing keys are reported at `source`.
+    let problems = problems(head);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_problem(&problems, 3, &["needs `role_arn`"]);
+    assert!(problems[1].message.contains("needs `role_session_name`"));
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\n",
+        3,
+        10,
+        &["needs `base`"],
+    );
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\nbase = \"assume-role\"\n",
+        4,
+        8,
+        &["cannot sign with credentials of another AssumeRole"],
+    );
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\nbase = \"vault\"\n",
+        4,
+        8,
+        &["not a credential source", "\"file\""],
+    );
+    // Keys of another source than the base, and assume-role keys without assume-role.
+    at(
+        &format!(
+            "{head}role_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"s1\"\n\
+             profile = \"p\"\n"
+        ),
+        7,
+        11,
+        &[
+            "applies only to source = \"profile\"",
+            "with base = \"env\"",
+            "change `base`",
+        ],
+    );
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"env\"\nrole_arn = \"qcs::cam::uin/1:roleName/r\"\n",
+        4,
+        12,
+        &[
+            "applies only to source = \"assume-role\"",
+            "but source = \"env\"",
+        ],
+    );
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"env\"\nduration = \"1h\"\n",
+        4,
+        12,
+        &["applies only to source = \"assume-role\""],
+    );
+    // The base source's own checks still apply.
+    at(
+        "watchlist = \"w\"\n[credentials]\nsource = \"assume-role\"\nbase = \"file\"\n\
+         role_arn = \"qcs::cam::uin/1:roleName/r\"\nrole_session_name = \"s1\"\n",
+        3,
+        10,
+        &["needs `secret_id_file`"],
+    );
+    at(
+        "watchlist = \"w\"\n[api]\nsts_endpoint = \"http://sts.example.com\"\n",
+        3,
+        16,
+        &["sts_endpoint", "loopback"],
+    );
 }

@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Credentials;
+use super::refresh::{Refresher, refresh_loop};
 use crate::api::body::{BodyError, read_capped};
 use crate::clock::unix_now;
 use crate::endpoint::with_trailing_slash;
@@ -369,23 +370,7 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
         Some(_) => return Err(bad("Code is not a string".to_owned())),
         None => return Err(bad("Code is missing".to_owned())),
     }
-    let text = |name: &str| -> Result<String, CvmRoleError> {
-        match object.get(name) {
-            Some(Value::String(s)) if s.is_empty() => Err(bad(format!("{name} is empty"))),
-            Some(Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                Err(bad(format!(
-                    "{name} contains whitespace or control characters"
-                )))
-            }
-            // They go into HTTP headers, which take visible ASCII only.
-            Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(bad(
-                format!("{name} contains characters other than printable ASCII"),
-            )),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(bad(format!("{name} is not a string"))),
-            None => Err(bad(format!("{name} is missing"))),
-        }
-    };
+    let text = |name: &str| credential_field(object, name).map_err(bad);
     let secret_id = text("TmpSecretId")?;
     if secret_id.len() > MAX_SECRET_ID_BYTES {
         return Err(bad(format!(
@@ -406,8 +391,31 @@ fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleE
     })
 }
 
+/// A credential string of an answer (`TmpSecretId`, `TmpSecretKey`, `Token`): present,
+/// non-empty, printable ASCII (it goes into HTTP headers). The error names the field, never
+/// the value. Shared with [`super::assume_role`], whose answers carry the same fields.
+pub(super) fn credential_field(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<String, String> {
+    match object.get(name) {
+        Some(Value::String(s)) if s.is_empty() => Err(format!("{name} is empty")),
+        Some(Value::String(s)) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(format!("{name} contains whitespace or control characters"))
+        }
+        // They go into HTTP headers, which take visible ASCII only.
+        Some(Value::String(s)) if !s.bytes().all(|b| b.is_ascii_graphic()) => Err(format!(
+            "{name} contains characters other than printable ASCII"
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{name} is not a string")),
+        None => Err(format!("{name} is missing")),
+    }
+}
+
 /// `ExpiredTime` (Unix seconds, a number or a string of digits), else `Expiration` (RFC 3339).
-fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
+/// Shared with [`super::assume_role`]: STS answers carry the same two fields.
+pub(super) fn expiry(object: &serde_json::Map<String, Value>) -> Result<i64, String> {
     match object.get("ExpiredTime") {
         Some(Value::Number(n)) => n
             .as_i64()
@@ -462,7 +470,7 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at
 /// once where that sum does not exist (checked: an `Instant` sum panics on overflow).
-fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
+pub(super) fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
     fetched_at
         .checked_add(FORCED_REFRESH_MIN_GAP)
         .unwrap_or(fetched_at)
@@ -485,64 +493,58 @@ pub async fn run_refresher(
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut failures: u32 = 0;
-    loop {
-        let fetched = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            fetched = role.fetch() => fetched,
-        };
-        let fetched_at = tokio::time::Instant::now();
-        let delay = match fetched {
-            Ok(fresh) => {
-                let delay = refresh_at(unix_now(), fresh.expires_at);
-                if failures > 0 {
-                    tracing::info!(
-                        target: TARGET,
-                        role = %fresh.role,
-                        secret_id = %fresh.credentials.secret_id,
-                        expires_at = fresh.expires_at,
-                        failures,
-                        "CVM role credentials fetched again after failures"
-                    );
-                } else {
-                    tracing::debug!(
-                        target: TARGET,
-                        role = %fresh.role,
-                        secret_id = %fresh.credentials.secret_id,
-                        expires_at = fresh.expires_at,
-                        refresh_in_secs = delay.as_secs(),
-                        "CVM role credentials fetched"
-                    );
-                }
-                failures = 0;
-                on_update(fresh.credentials);
-                delay
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let delay = retry_delay(failures);
-                tracing::warn!(
-                    target: TARGET,
-                    error_code = error.code(),
-                    error = %error,
-                    failures,
-                    retry_in_secs = delay.as_secs(),
-                    "cannot fetch CVM role credentials; retrying"
-                );
-                delay
-            }
-        };
-        let listen = failures == 0;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-            _ = async {
-                refresh_now.notified().await;
-                tokio::time::sleep_until(forced_refresh_at(fetched_at)).await;
-            }, if listen => {
-                tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
-            }
+    refresh_loop(role, None, on_update, refresh_now, shutdown).await;
+}
+
+impl Refresher for CvmRole {
+    type Fresh = RoleCredentials;
+    type Error = CvmRoleError;
+
+    fn fetch(&self) -> impl Future<Output = Result<RoleCredentials, CvmRoleError>> + Send {
+        CvmRole::fetch(self)
+    }
+
+    fn fetched(&self, fresh: &RoleCredentials, failures: u32) -> Duration {
+        let delay = refresh_at(unix_now(), fresh.expires_at);
+        if failures > 0 {
+            tracing::info!(
+                target: TARGET,
+                role = %fresh.role,
+                secret_id = %fresh.credentials.secret_id,
+                expires_at = fresh.expires_at,
+                failures,
+                "CVM role credentials fetched again after failures"
+            );
+        } else {
+            tracing::debug!(
+                target: TARGET,
+                role = %fresh.role,
+                secret_id = %fresh.credentials.secret_id,
+                expires_at = fresh.expires_at,
+                refresh_in_secs = delay.as_secs(),
+                "CVM role credentials fetched"
+            );
         }
+        delay
+    }
+
+    fn into_credentials(fresh: RoleCredentials) -> Credentials {
+        fresh.credentials
+    }
+
+    fn failed(&self, error: &CvmRoleError, failures: u32, retry_in: Duration) {
+        tracing::warn!(
+            target: TARGET,
+            error_code = error.code(),
+            error = %error,
+            failures,
+            retry_in_secs = retry_in.as_secs(),
+            "cannot fetch CVM role credentials; retrying"
+        );
+    }
+
+    fn requested(&self) {
+        tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
     }
 }
 

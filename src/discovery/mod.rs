@@ -1,7 +1,7 @@
 //! Agent discovery: the account's machines from `DescribeMachines` instead of (or on top of)
 //! a watchlist file. This module owns what `[discovery]` means ([`settings`]), the paging of
 //! `DescribeMachines` with its completeness rules ([`paging`]), how the result merges with the
-//! listed agents and when it changed ([`merge`]), and the refresh loop ([`refresh`]).
+//! listed agents and when it changed ([`mod@merge`]), and the refresh loop ([`refresh`]).
 //!
 //! One [`Discovery`] serves one account: it holds its own source of pages and its own strict
 //! limiter (`DescribeMachines` has a quota of its own, so discovery never takes slots of the
@@ -185,7 +185,7 @@ impl<S: MachineSource> Discovery<S> {
     }
 }
 
-/// The agents to watch: the listed ones, plus what discovery found (see [`merge`]).
+/// The agents to watch: the listed ones, plus what discovery found (see [`merge()`]).
 pub fn agents_to_watch(listed: &[Agent], discovered: Option<&Discovered>) -> Vec<Agent> {
     match discovered {
         Some(d) => merge(listed, &d.agents),

@@ -223,6 +223,9 @@ pub(crate) fn decide(
                         events.push(credentials_failed(&error, ctx));
                     }
                     signals.credentials = Some(Credentials::Refused { reported });
+                    // Temporary credentials refused (revoked, or their base key was): fresh
+                    // ones may be accepted, so the refresher is woken too (it spaces fetches).
+                    signals.refresh_credentials = ctx.can_refresh_credentials;
                     fail(&mut progress, &mut events);
                     // The gate spaces probes; the agent itself is due right away so that the
                     // first probe after the fix finds work.
@@ -755,5 +758,33 @@ mod tests {
             p = d.progress;
         }
         assert_eq!(delays, [1, 2, 4, 5, 5, 5, 5, 5].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn refused_temporary_credentials_wake_the_refresher_too() {
+        let t0 = Instant::now();
+        let mut c = ctx(t0);
+        c.can_refresh_credentials = true;
+        let d = decide(
+            who(),
+            Progress::default(),
+            None,
+            failed("AuthFailure.SecretIdNotFound"),
+            &c,
+        );
+        assert!(d.signals.refresh_credentials);
+        assert!(matches!(
+            d.signals.credentials,
+            Some(Credentials::Refused { .. })
+        ));
+        // Without a refresher there is nothing to wake.
+        let d = decide(
+            who(),
+            Progress::default(),
+            None,
+            failed("AuthFailure.SecretIdNotFound"),
+            &ctx(t0),
+        );
+        assert!(!d.signals.refresh_credentials);
     }
 }

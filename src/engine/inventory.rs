@@ -44,7 +44,8 @@ pub struct InventoryOptions {
     pub create_missing: bool,
     /// How a first snapshot is reported.
     pub baseline: Baseline,
-    /// Requests per second per lane, in [`Action::index`] order.
+    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
+    /// `DescribeOpenPorts`.
     pub action_rates: [u32; 3],
 }
 

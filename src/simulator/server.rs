@@ -195,6 +195,12 @@ impl RunningSimulator {
         *lock(&self.shared.assume_role_cap) = cap;
     }
 
+    /// The `TmpSecretKey` and `Token` of every temporary credential held now (not revoked),
+    /// so a test can check that none of them ever reached a client's output.
+    pub fn temporary_secrets(&self) -> Vec<String> {
+        self.shared.temporary_secrets()
+    }
+
     /// Forgets every credential `AssumeRole` issued: requests signed with one answer
     /// `AuthFailure.SecretIdNotFound` until the client assumes the role again.
     pub fn revoke_temporary_credentials(&self) {

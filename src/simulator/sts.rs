@@ -88,6 +88,15 @@ impl Shared {
         })
     }
 
+    /// The secret parts (`TmpSecretKey`, `Token`) of the temporary credentials held now.
+    pub(super) fn temporary_secrets(&self) -> Vec<String> {
+        lock(&self.temporary)
+            .by_id
+            .values()
+            .flat_map(|t| [t.secret_key.clone(), t.token.clone()])
+            .collect()
+    }
+
     /// Forgets every temporary credential: requests signed with one answer
     /// `AuthFailure.SecretIdNotFound` from now on.
     pub(super) fn revoke_temporary(&self) {

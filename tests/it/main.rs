@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod assume_role;
 mod cli;
 mod client;
 mod cvm_role;

@@ -25,6 +25,7 @@ use super::{
     LogSettings, MAX_IN_FLIGHT, MAX_REQUESTS_PER_SECOND, PollSettings, RESCAN_RANGE, Settings,
     TIMEOUT_RANGE,
 };
+use crate::credentials::assume_role::DEFAULT_STS_ENDPOINT;
 use crate::endpoint::is_loopback;
 use crate::problems::{ConfigErrors, ProblemList, Reported, shown, text_problem};
 
@@ -356,7 +357,12 @@ impl Check<'_> {
             &TIMEOUT_RANGE,
         );
         let action_rates = self.action_rates(raw);
+        let sts_endpoint = match raw.and_then(|api| api.sts_endpoint.as_ref()) {
+            Some(value) => self.endpoint(value, "sts_endpoint", true, DEFAULT_STS_ENDPOINT),
+            None => Ok(Url::parse(DEFAULT_STS_ENDPOINT).expect("default STS endpoint is a URL")),
+        };
         Ok(ApiSettings {
+            sts_endpoint: sts_endpoint?,
             endpoint: endpoint?,
             region: region?,
             requests_per_second: requests_per_second?,

@@ -1,0 +1,96 @@
+//! The loop every refreshing credentials source shares (the CVM instance role, STS
+//! `AssumeRole`): fetch, hand the credentials on, wait, fetch again; back off after failures;
+//! fetch early when asked (the engine, on `AuthFailure.TokenFailure` or refused credentials),
+//! but never twice within [`super::cvm_role::FORCED_REFRESH_MIN_GAP`]; stop at once on shutdown.
+//!
+//! What differs between sources (what a fetch is, when the next one is due, what is logged
+//! under which target) is the [`Refresher`] trait; the timing rules live here once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Credentials;
+use super::cvm_role::{forced_refresh_at, retry_delay};
+
+/// One refreshing source, as [`refresh_loop`] drives it.
+pub(super) trait Refresher {
+    /// What a successful fetch gives.
+    type Fresh;
+    /// Why a fetch failed.
+    type Error;
+
+    /// One fetch.
+    fn fetch(&self) -> impl Future<Output = Result<Self::Fresh, Self::Error>> + Send;
+
+    /// Logs a success (`failures`: the failures in a row before it) and says how long to wait
+    /// before the next fetch.
+    fn fetched(&self, fresh: &Self::Fresh, failures: u32) -> Duration;
+
+    /// The credentials to hand on.
+    fn into_credentials(fresh: Self::Fresh) -> Credentials;
+
+    /// Logs a failure; the next attempt is in `retry_in`.
+    fn failed(&self, error: &Self::Error, failures: u32, retry_in: Duration);
+
+    /// Logs that a fetch was asked for ahead of time.
+    fn requested(&self);
+}
+
+/// Keeps `source`'s credentials fresh until `shutdown`, handing each new set to `on_update`.
+///
+/// - `first_wait`: `None` fetches at once; `Some(d)` waits `d` first (credentials already in
+///   use), listening to `refresh_now` meanwhile.
+/// - After a success, waits what [`Refresher::fetched`] says; after the `n`-th failure in a
+///   row, [`retry_delay`]`(n)` (1 s, 2 s, … 60 s), and `on_update` is not called, so the last
+///   good credentials stay in use.
+/// - `refresh_now.notify_one()` cuts a wait short; the fetch then happens at once, but never
+///   sooner than [`super::cvm_role::FORCED_REFRESH_MIN_GAP`] after the previous one. While retrying after
+///   failures it is not listened to (the retries are already under way); a request made then
+///   is served after the next success.
+/// - `shutdown` stops it at once, also in the middle of a fetch.
+pub(super) async fn refresh_loop<R: Refresher>(
+    source: R,
+    first_wait: Option<Duration>,
+    on_update: impl Fn(Credentials),
+    refresh_now: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    let mut wait = first_wait;
+    let mut fetched_at = tokio::time::Instant::now();
+    loop {
+        if let Some(delay) = wait {
+            let listen = failures == 0;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+                _ = async {
+                    refresh_now.notified().await;
+                    tokio::time::sleep_until(forced_refresh_at(fetched_at)).await;
+                }, if listen => source.requested(),
+            }
+        }
+        let fetched = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            fetched = source.fetch() => fetched,
+        };
+        fetched_at = tokio::time::Instant::now();
+        wait = Some(match fetched {
+            Ok(fresh) => {
+                let delay = source.fetched(&fresh, failures);
+                failures = 0;
+                on_update(R::into_credentials(fresh));
+                delay
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = retry_delay(failures);
+                source.failed(&error, failures, delay);
+                delay
+            }
+        });
+    }
+}
