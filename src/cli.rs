@@ -81,6 +81,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Print the stored open-port inventory, without calling the API.
+    Ports {
+        /// Config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this agent (its Uuid or watchlist name).
+        #[arg(long, value_name = "UUID|NAME")]
+        agent: Option<String>,
+        /// Only this port.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Serve the built-in CWP API simulator until stopped.
     Simulate(SimulateArgs),
     /// Run the daemon against the bundled simulator scenario for half a minute.

@@ -39,10 +39,20 @@ pub mod message_id {
     pub const DAEMON_STOPPING: &str = "0168270a5f6d4faabcfa0fbf890012f9";
     /// `state_damaged`
     pub const STATE_DAMAGED: &str = "77ea5f58a2204885b827350524d19e4b";
+    /// `port_opened`
+    pub const PORT_OPENED: &str = "52d5b12fdafb46bca6c34d819ee7029d";
+    /// `port_closed`
+    pub const PORT_CLOSED: &str = "32817450a9724ac2820056b64974769c";
+    /// `inventory_baseline`
+    pub const INVENTORY_BASELINE: &str = "433725c5cec84f6b99cfeaba5a650de6";
+    /// `inventory_failed`
+    pub const INVENTORY_FAILED: &str = "a8e150bc9175427caeee3e1182cfb15e";
+    /// `scan_requested`
+    pub const SCAN_REQUESTED: &str = "96cd3215c62c42c7b0d7562f3d57830f";
     /// `discovery_failed`
     pub const DISCOVERY_FAILED: &str = "72f52829f5be44069c00fcb8feec068a";
     /// Every id, for the catalog test.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 17] = [
         STATUS_CHANGED,
         POLL_FAILED,
         POLL_RECOVERED,
@@ -54,6 +64,11 @@ pub mod message_id {
         DAEMON_STARTED,
         DAEMON_STOPPING,
         STATE_DAMAGED,
+        PORT_OPENED,
+        PORT_CLOSED,
+        INVENTORY_BASELINE,
+        INVENTORY_FAILED,
+        SCAN_REQUESTED,
         DISCOVERY_FAILED,
     ];
 }
@@ -192,6 +207,81 @@ pub enum Event {
         /// Agents watched.
         agents: usize,
     },
+    /// A port is open that the agent's last snapshot did not have (or, with
+    /// `baseline = "ports"`, one of its first snapshot's ports).
+    PortOpened {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// The port.
+        port: u16,
+        /// `ProcessName` as the API sent it.
+        process_name: String,
+        /// `Pid`.
+        pid: u32,
+        /// `MachineIp`.
+        machine_ip: String,
+        /// `MachineName`.
+        machine_name: String,
+        /// RequestId of the page that completed the snapshot.
+        request_id: String,
+        /// Part of the agent's first snapshot (`baseline = "ports"`), not a change.
+        baseline: bool,
+    },
+    /// A port of the agent's last snapshot is no longer open.
+    PortClosed {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// The port.
+        port: u16,
+        /// `ProcessName` as the API sent it.
+        process_name: String,
+        /// `Pid` as last seen.
+        pid: u32,
+        /// `MachineIp`.
+        machine_ip: String,
+        /// `MachineName`.
+        machine_name: String,
+        /// RequestId of the page that completed the snapshot.
+        request_id: String,
+    },
+    /// An agent's first complete snapshot (`baseline = "summary"`).
+    InventoryBaseline {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// How many ports are open.
+        ports: usize,
+        /// RequestId of the page that completed the snapshot.
+        request_id: String,
+    },
+    /// No complete snapshot could be fetched; nothing was compared.
+    InventoryFailed {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// Stable error code.
+        error_code: String,
+        /// What happened.
+        error_message: String,
+    },
+    /// `CreateOpenPortTask` was sent and accepted for an agent.
+    ScanRequested {
+        /// Agent Uuid.
+        uuid: String,
+        /// Name from the watchlist.
+        agent_name: String,
+        /// `rescan` (the last completed task was older than `rescan_interval`) or `missing`
+        /// (the agent had no task: `create_missing`).
+        reason: String,
+        /// RequestId of the answer.
+        request_id: String,
+    },
 }
 
 /// `text` with every unsafe character escaped ([`crate::escape::escape`]): what any text from
@@ -226,6 +316,11 @@ impl Event {
             Event::StateDamaged { .. } => "state_damaged",
             Event::DaemonStarted { .. } => "daemon_started",
             Event::DaemonStopping { .. } => "daemon_stopping",
+            Event::PortOpened { .. } => "port_opened",
+            Event::PortClosed { .. } => "port_closed",
+            Event::InventoryBaseline { .. } => "inventory_baseline",
+            Event::InventoryFailed { .. } => "inventory_failed",
+            Event::ScanRequested { .. } => "scan_requested",
         }
     }
 
@@ -245,6 +340,11 @@ impl Event {
             Event::StateDamaged { .. } => STATE_DAMAGED,
             Event::DaemonStarted { .. } => DAEMON_STARTED,
             Event::DaemonStopping { .. } => DAEMON_STOPPING,
+            Event::PortOpened { .. } => PORT_OPENED,
+            Event::PortClosed { .. } => PORT_CLOSED,
+            Event::InventoryBaseline { .. } => INVENTORY_BASELINE,
+            Event::InventoryFailed { .. } => INVENTORY_FAILED,
+            Event::ScanRequested { .. } => SCAN_REQUESTED,
         }
     }
 
@@ -259,6 +359,7 @@ impl Event {
             | Event::RateLimited { .. }
             | Event::ClockSkew { .. }
             | Event::StateDamaged { .. }
+            | Event::InventoryFailed { .. }
             | Event::DiscoveryFailed { .. } => Level::WARN,
             Event::CredentialsFailed { .. } | Event::ConfigRejected { .. } => Level::ERROR,
             _ => Level::INFO,
@@ -364,6 +465,56 @@ impl Event {
             Event::DaemonStopping { version, agents } => {
                 format!("cwp-portwatch {version} stopping ({agents} agents)")
             }
+            Event::PortOpened {
+                uuid,
+                agent_name,
+                port,
+                process_name,
+                baseline,
+                ..
+            } => format!(
+                "{}: port {port} {} by {process_name}",
+                who(agent_name, uuid),
+                if *baseline {
+                    "open (baseline)"
+                } else {
+                    "opened"
+                }
+            ),
+            Event::PortClosed {
+                uuid,
+                agent_name,
+                port,
+                process_name,
+                ..
+            } => format!(
+                "{}: port {port} closed (was {process_name})",
+                who(agent_name, uuid)
+            ),
+            Event::InventoryBaseline {
+                uuid,
+                agent_name,
+                ports,
+                ..
+            } => format!(
+                "{}: first port inventory, {ports} ports open",
+                who(agent_name, uuid)
+            ),
+            Event::InventoryFailed {
+                uuid,
+                agent_name,
+                error_code,
+                error_message,
+            } => format!(
+                "{}: no complete port inventory ({error_code}: {error_message}); nothing compared",
+                who(agent_name, uuid)
+            ),
+            Event::ScanRequested {
+                uuid,
+                agent_name,
+                reason,
+                ..
+            } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
         }
     }
 }
@@ -584,6 +735,99 @@ impl EventSink for TracingSink {
                     "{msg}"
                 )
             }
+            Event::PortOpened {
+                uuid,
+                agent_name,
+                port,
+                process_name,
+                pid,
+                machine_ip,
+                machine_name,
+                request_id,
+                baseline,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                port = u64::from(*port),
+                process_name = process_name.as_str(),
+                pid = u64::from(*pid),
+                machine_ip = machine_ip.as_str(),
+                machine_name = machine_name.as_str(),
+                request_id = request_id.as_str(),
+                baseline = baseline.then_some(true),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::PortClosed {
+                uuid,
+                agent_name,
+                port,
+                process_name,
+                pid,
+                machine_ip,
+                machine_name,
+                request_id,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                port = u64::from(*port),
+                process_name = process_name.as_str(),
+                pid = u64::from(*pid),
+                machine_ip = machine_ip.as_str(),
+                machine_name = machine_name.as_str(),
+                request_id = request_id.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::InventoryBaseline {
+                uuid,
+                agent_name,
+                ports,
+                request_id,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                ports = *ports as u64,
+                request_id = request_id.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::InventoryFailed {
+                uuid,
+                agent_name,
+                error_code,
+                error_message,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                error_code = error_code.as_str(),
+                error_message = error_message.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::ScanRequested {
+                uuid,
+                agent_name,
+                reason,
+                request_id,
+            } => at_level!(
+                level,
+                event = name,
+                uuid = uuid.as_str(),
+                agent_name = agent_name.as_str(),
+                reason = reason.as_str(),
+                request_id = request_id.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
         }
     }
 }
@@ -655,6 +899,39 @@ mod tests {
                 error_message: hostile.into(),
                 moved_to: hostile.into(),
             },
+            Event::PortOpened {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                port: 22,
+                process_name: hostile.into(),
+                pid: 1,
+                machine_ip: hostile.into(),
+                machine_name: hostile.into(),
+                request_id: "r".into(),
+                baseline: false,
+            },
+            Event::PortClosed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                port: 22,
+                process_name: hostile.into(),
+                pid: 1,
+                machine_ip: hostile.into(),
+                machine_name: hostile.into(),
+                request_id: "r".into(),
+            },
+            Event::InventoryFailed {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                error_code: hostile.into(),
+                error_message: hostile.into(),
+            },
+            Event::ScanRequested {
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: hostile.into(),
+                reason: hostile.into(),
+                request_id: "r".into(),
+            },
         ];
         for event in &events {
             let message = event.message();
@@ -691,5 +968,29 @@ mod tests {
             ids.iter()
                 .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         );
+    }
+
+    #[test]
+    fn port_events_read_as_users_asked() {
+        let e = Event::PortOpened {
+            uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            agent_name: "db-01".into(),
+            port: 3306,
+            process_name: "mysqld".into(),
+            pid: 1400,
+            machine_ip: "10.0.0.5".into(),
+            machine_name: "db".into(),
+            request_id: "r".into(),
+            baseline: false,
+        };
+        assert_eq!(e.message(), "db-01 (6b6cd843…): port 3306 opened by mysqld");
+        assert_eq!((e.name(), e.level()), ("port_opened", Level::INFO));
+        let failed = Event::InventoryFailed {
+            uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            agent_name: String::new(),
+            error_code: "InventoryError.Incomplete".into(),
+            error_message: "m".into(),
+        };
+        assert_eq!(failed.level(), Level::WARN);
     }
 }

@@ -58,6 +58,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod escape;
 pub mod events;
+pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod pacing;

@@ -26,6 +26,16 @@ fn main() -> ExitCode {
             Command::Run(c) => commands::run::run(&c.config).await?,
             Command::Once { config, format } => commands::once::run(&config.config, format).await?,
             Command::Status { config, format } => commands::status::run(&config.config, format)?,
+            Command::Ports {
+                config,
+                agent,
+                port,
+                format,
+            } => commands::ports::run(
+                &config.config,
+                &commands::ports::Filter { agent, port },
+                format,
+            )?,
             Command::Check(c) => commands::check::run(&c.config)?,
             Command::Simulate(args) => commands::simulate::run(args).await?,
             Command::Demo => commands::demo::run().await?,

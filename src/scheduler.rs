@@ -391,6 +391,11 @@ mod tests {
         q.schedule(2, t0, Cadence::Settled);
         q.schedule(3, t0 + Duration::from_secs(61), Cadence::Collecting);
         assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(2));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(3));
+        // Exactly `boost` (60 s) more overdue is not longer: collecting still first.
+        q.schedule(4, t0, Cadence::Settled);
+        q.schedule(5, t0 + Duration::from_secs(60), Cadence::Collecting);
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(5));
     }
 
     #[test]
@@ -398,6 +403,8 @@ mod tests {
         let t0 = Instant::now();
         let mut q = q();
         q.schedule(7, t0, Cadence::Settled);
+        assert!(!q.is_in_flight(7), "queued, not in flight");
+        assert!(!q.is_in_flight(8), "never seen");
         assert_eq!(q.pop_due(t0), Some(7));
         assert!(q.is_in_flight(7));
         // Rescheduling while in flight (e.g. a reload) must not create a second entry.
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(q.in_flight(), 1);
         assert!(q.finish(7, t0 + Duration::from_secs(5), Cadence::Collecting));
         assert_eq!(q.in_flight(), 0);
+        assert!(!q.is_in_flight(7), "answered");
         assert_eq!(q.pop_due(t0 + Duration::from_secs(4)), None);
         assert_eq!(q.pop_due(t0 + Duration::from_secs(5)), Some(7));
     }

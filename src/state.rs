@@ -237,6 +237,25 @@ pub struct SetAside {
     pub moved_to: PathBuf,
 }
 
+/// `version` of a file whose format this build writes as `current`: anything else is
+/// damaged, and says whether a newer build wrote it.
+pub fn check_version(path: &Path, version: u32, current: u32) -> Result<(), StateError> {
+    if version == current {
+        return Ok(());
+    }
+    let by = if version > current {
+        "a newer cwp-portwatch"
+    } else {
+        "an unknown version"
+    };
+    Err(StateError::Damaged {
+        path: path.to_path_buf(),
+        reason: format!(
+            "format version {version} written by {by} (this build reads version {current})"
+        ),
+    })
+}
+
 /// Where the state lives.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -278,6 +297,28 @@ impl StateFile {
 
     /// [`StateFile::load`] with the size limit given (tests use a small one).
     fn load_capped(&self, max_bytes: u64) -> Result<KnownMap, StateError> {
+        let Some(file) = self.read_json::<FileIn>(max_bytes)? else {
+            return Ok(HashMap::new());
+        };
+        check_version(&self.path, file.version, VERSION)?;
+        Ok(file.agents)
+    }
+
+    /// A file of this name in the same folder (the inventory's, beside the state), written
+    /// and read with the same discipline.
+    pub fn sibling(&self, file_name: &str) -> StateFile {
+        StateFile {
+            path: self.path.with_file_name(file_name),
+        }
+    }
+
+    /// Reads and parses the file as JSON; `None` when it is missing. Read only when it is a
+    /// regular file of at most `max_bytes` (checked before and while reading), opened
+    /// non-blocking: a FIFO planted here must not hang the start.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        max_bytes: u64,
+    ) -> Result<Option<T>, StateError> {
         let damaged = |reason: String| StateError::Damaged {
             path: self.path.clone(),
             reason,
@@ -286,14 +327,13 @@ impl StateFile {
             path: self.path.clone(),
             source,
         };
-        // Non-blocking: opening a FIFO planted here must not wait for a writer forever.
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&self.path)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(io(source)),
         };
         let meta = file.metadata().map_err(io)?;
@@ -310,23 +350,11 @@ impl StateFile {
         // the map built from it. Bounded again while reading: the file may grow meanwhile.
         let mut limited = file.take(max_bytes.saturating_add(1));
         let reader = io::BufReader::with_capacity(64 * 1024, &mut limited);
-        let parsed: Result<FileIn, _> = serde_json::from_reader(reader);
+        let parsed: Result<T, _> = serde_json::from_reader(reader);
         if limited.limit() == 0 {
             return Err(too_large());
         }
-        let file = parsed.map_err(|e| damaged(e.to_string()))?;
-        if file.version != VERSION {
-            let by = if file.version > VERSION {
-                "a newer cwp-portwatch"
-            } else {
-                "an unknown version"
-            };
-            return Err(damaged(format!(
-                "format version {} written by {by} (this build reads version {VERSION})",
-                file.version
-            )));
-        }
-        Ok(file.agents)
+        parsed.map(Some).map_err(|e| damaged(e.to_string()))
     }
 
     /// Reads the state for a daemon that starts: a missing file is an empty state, and a
@@ -351,15 +379,15 @@ impl StateFile {
             source,
         };
         let stamp = crate::clock::unix_now();
-        // `state.<account>.json` keeps its own name: the copy says whose state it was.
-        let file_name = self
-            .path
-            .file_name()
-            .map_or_else(|| FILE_NAME.into(), |n| n.to_string_lossy());
+        // `state.json` or a sibling's (`inventory.json`) own name.
+        let own = self.path.file_name().map_or_else(
+            || FILE_NAME.to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         for n in 0..MAX_DAMAGED_NAMES {
             let name = match n {
-                0 => format!("{file_name}.damaged-{stamp}"),
-                n => format!("{file_name}.damaged-{stamp}.{n}"),
+                0 => format!("{own}.damaged-{stamp}"),
+                n => format!("{own}.damaged-{stamp}.{n}"),
             };
             let target = self.path.with_file_name(name);
             match rename_no_replace(&self.path, &target) {
@@ -499,12 +527,18 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::EINVAL | libc::ENOSYS) => match fs::symlink_metadata(to) {
-            Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
-            Err(m) if m.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
-            Err(m) => Err(m),
-        },
+        Some(libc::EINVAL | libc::ENOSYS) => rename_if_free(from, to),
         _ => Err(e),
+    }
+}
+
+/// The fallback of [`rename_no_replace`] where `renameat2` is missing: a check, then a
+/// rename (its own function so that tests reach it on file systems that have `renameat2`).
+fn rename_if_free(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Err(m) if m.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
+        Err(m) => Err(m),
     }
 }
 
@@ -688,6 +722,18 @@ mod tests {
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
+    /// Only a missing file is an empty state: a state file that cannot be opened for any
+    /// other reason (here a link loop) is an error, never a fresh start that the next save
+    /// would write over it.
+    #[test]
+    fn a_state_file_that_cannot_be_opened_is_an_error_not_an_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateFile::in_dir(dir.path());
+        std::os::unix::fs::symlink(s.path(), s.path()).unwrap();
+        let e = s.load().unwrap_err();
+        assert_eq!(e.code(), "StateError.Io", "{e}");
+    }
+
     #[test]
     fn a_state_file_over_the_size_limit_is_refused_before_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -785,6 +831,12 @@ mod tests {
             assert!(text.contains(path.to_str().unwrap()), "{text}");
             assert!(text.contains(needle), "{}: {text}", path.display());
         }
+        // A folder that cannot even be looked at (a link loop) is reported as such, not
+        // taken for a missing one.
+        let looped = dir.path().join("looped");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let text = prepare_dir(&looped).unwrap_err().to_string();
+        assert!(text.contains("cannot be read"), "{text}");
         assert!(
             prepare_dir(&dir.path().join("dangling"))
                 .unwrap_err()
@@ -846,6 +898,45 @@ mod tests {
         s.save(&HashMap::new()).unwrap();
         assert!(s.load_keeping_damaged().unwrap().1.is_none());
         assert!(s.path().exists());
+    }
+
+    /// The fallback rename never replaces anything, not even a dangling link, and renames
+    /// to a free name.
+    #[test]
+    fn the_fallback_rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, taken, link, free) = (
+            dir.path().join("from"),
+            dir.path().join("taken"),
+            dir.path().join("link"),
+            dir.path().join("free"),
+        );
+        fs::write(&from, b"new").unwrap();
+        fs::write(&taken, b"precious").unwrap();
+        std::os::unix::fs::symlink("nowhere", &link).unwrap();
+        for to in [&taken, &link] {
+            let e = rename_if_free(&from, to).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{}", to.display());
+        }
+        assert_eq!(fs::read(&taken).unwrap(), b"precious");
+        rename_if_free(&from, &free).unwrap();
+        assert_eq!(fs::read(&free).unwrap(), b"new");
+        assert!(!from.exists());
+        // A name that cannot even be checked is an error, and nothing moves.
+        let e = rename_if_free(&free, &taken.join("under-a-file")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        assert!(free.exists());
+    }
+
+    /// The folder synced after a rename: the state file's own, or `.` for a bare name.
+    #[test]
+    fn the_folder_of_the_state_file() {
+        let s = StateFile::in_dir(Path::new("/var/lib/cwp-portwatch"));
+        assert_eq!(s.dir(), Path::new("/var/lib/cwp-portwatch"));
+        let bare = StateFile {
+            path: PathBuf::from(FILE_NAME),
+        };
+        assert_eq!(bare.dir(), Path::new("."));
     }
 
     #[test]

@@ -328,6 +328,34 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `CreateOpenPortTask`: starts collecting the agent's open ports; the answer's
+    /// `RequestId`.
+    pub async fn create_open_port_task(&self, uuid: &str) -> Result<String, ApiError> {
+        let answer = self
+            .call("CreateOpenPortTask", &serde_json::json!({ "Uuid": uuid }))
+            .await?;
+        Ok(answer.request_id)
+    }
+
+    /// `DescribeOpenPorts`: one page of the agent's open ports, every row checked
+    /// ([`super::ports::parse_page`]).
+    pub async fn describe_open_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<crate::inventory::Page, ApiError> {
+        let answer = self
+            .call(
+                "DescribeOpenPorts",
+                &serde_json::json!({ "Uuid": uuid, "Limit": limit, "Offset": offset }),
+            )
+            .await?;
+        super::ports::parse_page(answer, uuid, limit)
+    }
+}
+
 /// `t` as Unix milliseconds, saturating at the ends of `i64` (negative before 1970).
 fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {

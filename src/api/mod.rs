@@ -6,6 +6,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod machines;
+pub mod ports;
 pub mod response;
 
 pub use client::{Client, ClientOptions, TaskStatus};

@@ -107,6 +107,7 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         return Err(Problems(problems));
     }
     let agents = watchlist.map_or(0, |w| w.agents.len());
+    let inventory = inventory_line(&settings);
     let discovery = &settings.discovery;
     let watchlist = match &settings.watchlist_path {
         Some(path) => format!(
@@ -132,7 +133,7 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         "off".to_owned()
     };
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\nstate       {}\ncredentials {credentials}\nOK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\nOK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
         settings.api.requests_per_second,
@@ -143,4 +144,33 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         humantime::format_duration(settings.poll.offline_interval),
         state::shown(&settings.state_dir),
     ))
+}
+
+/// `[inventory]` and the per-action rates, for the summary.
+fn inventory_line(settings: &crate::config::Settings) -> String {
+    let i = &settings.inventory;
+    let mut line = if !i.enabled {
+        "off (status only)".to_owned()
+    } else {
+        let rescan = if i.rescan_interval.is_zero() {
+            "no rescans".to_owned()
+        } else {
+            format!(
+                "rescan every {}",
+                humantime::format_duration(i.rescan_interval)
+            )
+        };
+        format!(
+            "on: {rescan}, create_missing {}, baseline {}",
+            i.create_missing,
+            match i.baseline {
+                crate::inventory::Baseline::Summary => "summary",
+                crate::inventory::Baseline::Ports => "ports",
+            }
+        )
+    };
+    for (action, rate) in &settings.api.action_rates {
+        line.push_str(&format!("; {action} {rate} requests/s"));
+    }
+    line
 }

@@ -107,7 +107,19 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         },
         once: false,
     };
-    let engine = Engine::new(client, sink, config, &agents, Default::default());
+    // The inventory on, so the demo shows ports opening and closing (nothing is saved).
+    let inventory = crate::engine::InventoryOptions {
+        enabled: true,
+        rescan_interval: Duration::ZERO,
+        create_missing: false,
+        baseline: crate::inventory::Baseline::Summary,
+        action_rates: [20; 3],
+    };
+    let engine = Engine::new(client, sink, config, &agents, Default::default()).with_inventory(
+        inventory,
+        Default::default(),
+        None,
+    );
     let shutdown = Shutdown::new();
     shutdown.cancel_on_stop_signals();
     let token = shutdown.token();
@@ -121,12 +133,16 @@ pub async fn run() -> Result<ExitCode, DemoError> {
     shutdown.finish(shutdown::GRACE).await;
     let stats = sim.stats();
     sim.shutdown().await;
-    let changes = collected
-        .events()
+    let events = collected.events();
+    let changes = events
         .iter()
         .filter(|e| matches!(e, Event::StatusChanged { .. }))
         .count();
-    output::stdout(|out| print_summary(out, &report, &stats, changes))
+    let port_changes = events
+        .iter()
+        .filter(|e| matches!(e, Event::PortOpened { .. } | Event::PortClosed { .. }))
+        .count();
+    output::stdout(|out| print_summary(out, &report, &stats, (changes, port_changes)))
         .map_err(DemoError::Output)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -135,7 +151,7 @@ fn print_summary(
     out: &mut dyn Write,
     report: &EngineReport,
     stats: &SimStats,
-    changes: usize,
+    (changes, port_changes): (usize, usize),
 ) -> io::Result<()> {
     writeln!(
         out,
@@ -154,7 +170,8 @@ fn print_summary(
     }
     writeln!(
         out,
-        "\n{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes reported.",
+        "\n{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes \
+         and {port_changes} ports opened or closed reported.",
         report.sent, stats.requests, stats.throttled
     )
 }

@@ -3,6 +3,7 @@
 //! - [`run`]: the daemon (sd_notify, SIGHUP reload, graceful stop).
 //! - [`once`]: every agent polled once, one line each.
 //! - [`status`]: the persisted statuses, no API call.
+//! - [`ports`]: the stored open-port inventory, no API call.
 //! - [`check`]: config, watchlist and credential sources validated, no API call.
 //! - [`simulate`]: the CWP API simulator served until stopped.
 //! - [`demo`]: the simulator and the real engine together, for a newcomer.
@@ -17,6 +18,7 @@ pub mod check;
 pub mod demo;
 pub mod once;
 pub mod output;
+pub mod ports;
 pub mod reload;
 pub mod run;
 pub mod simulate;

@@ -50,7 +50,14 @@ pub async fn run(config: &Path, format: Format) -> Result<ExitCode, CommandError
     }
     .await;
     let engine = match engine {
-        Ok(engine) => engine,
+        // The per-action rate of `[api.actions.DescribeOpenPortTaskStatus]` holds here too;
+        // `once` keeps no inventory (it would report every port as new).
+        Ok(engine) => {
+            let mut options =
+                crate::engine::InventoryOptions::from_settings(&settings.api, &settings.inventory);
+            options.enabled = false;
+            engine.with_inventory(options, Default::default(), None)
+        }
         Err(e) => {
             shutdown.finish(shutdown::GRACE).await;
             return Err(e);

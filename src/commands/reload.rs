@@ -1,8 +1,10 @@
 //! What a SIGHUP may change in a running daemon, decided without I/O.
 //!
-//! The watchlist, the rate and the poll intervals go to the running engine; the client's
-//! endpoint, region and timeout, the STS endpoint, the credentials, the state folder, logging,
-//! `[discovery]` and `[metrics]` were wired in at start and stay as they run until a restart.
+//! The watchlist, the rate and the poll intervals go to the running engine, and so do the
+//! `[inventory]` settings and per-action rates (but whether the inventory is kept); the
+//! client's endpoint, region and timeout, the STS endpoint, the credentials, the state folder,
+//! logging, `[discovery]` and `[metrics]` were wired in at start and stay as they run until a
+//! restart.
 //! The async side (re-reading the files, telling systemd, sending the engine its new work) is
 //! in [`super::run`].
 
@@ -49,6 +51,12 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
     if settings.discovery != current.discovery {
         not_applied.push("[discovery]");
         settings.discovery = current.discovery.clone();
+    }
+    // Whether the inventory is kept (its file read and written) is decided at start; its
+    // other settings and the per-action rates apply now.
+    if settings.inventory.enabled != current.inventory.enabled {
+        not_applied.push("inventory.enabled");
+        settings.inventory.enabled = current.inventory.enabled;
     }
     (settings, not_applied)
 }
@@ -144,6 +152,26 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, new);
         assert_eq!(deferred, ["[metrics]"]);
         assert_eq!(applied.metrics, current.metrics);
+    }
+
+    #[test]
+    fn inventory_settings_apply_now_but_enabling_waits_for_a_restart() {
+        let current = settings("");
+        let new = settings(
+            "[api.actions.DescribeOpenPorts]\nrequests_per_second = 3\n[inventory]\nenabled = true\n\
+             rescan_interval = \"12h\"\n",
+        );
+        let (applied, deferred) = apply_reload(&current, new.clone());
+        assert_eq!(deferred, vec!["inventory.enabled"]);
+        assert!(!applied.inventory.enabled);
+        assert_eq!(
+            applied.inventory.rescan_interval,
+            Duration::from_secs(12 * 3600)
+        );
+        assert_eq!(applied.api.rate_of("DescribeOpenPorts"), 3);
+        // Running with it on, the same file applies with nothing deferred.
+        let (_, deferred) = apply_reload(&new, new.clone());
+        assert!(deferred.is_empty());
     }
 
     #[test]

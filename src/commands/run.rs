@@ -25,9 +25,9 @@ use crate::api::Client;
 use crate::config::Settings;
 use crate::config::accounts::AccountPlan;
 use crate::discovery::{self, Discovered, Discovery};
-use crate::engine::Control;
-use crate::engine::{Engine, EngineReport, EngineStatus};
+use crate::engine::{Control, Engine, EngineReport, EngineStatus, InventoryOptions};
 use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
+use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, StopSignals};
@@ -272,6 +272,19 @@ impl AccountRun {
             Some(registry) => engine.with_metrics(registry.clone()),
             None => engine,
         };
+        let (file, mut stored) = load_inventory(&settings, &plan.name, sink.as_ref())?;
+        // As for statuses: only discovery may bring back an agent not listed now, so without
+        // it an unlisted agent's inventory is forgotten at once.
+        if !settings.discovery.enabled {
+            let listed: std::collections::HashSet<&str> =
+                watchlist.agents.iter().map(|a| a.uuid.as_str()).collect();
+            stored.retain(|uuid, _| listed.contains(uuid.as_str()));
+        }
+        let engine = engine.with_inventory(
+            InventoryOptions::from_settings(&settings.api, &settings.inventory),
+            stored,
+            file,
+        );
         // The engine keeps its own compact copy; 100k agents' worth of strings need not stay
         // twice, unless discovery needs the listed agents to merge each of its results with.
         let listed = if settings.discovery.enabled {
@@ -342,6 +355,13 @@ impl AccountRun {
             config: engine_config(&settings, false),
             reply,
         });
+        // After the watchlist: agents added by it get their rescan slot in the new interval too.
+        let _ = self
+            .control
+            .send(Control::Inventory(InventoryOptions::from_settings(
+                &settings.api,
+                &settings.inventory,
+            )));
         if let (Ok(()), Ok((agents, added, removed))) = (sent, answer.await) {
             self.sink.emit(&Event::WatchlistLoaded {
                 agents,
@@ -401,6 +421,29 @@ fn load_state(state: StateFile, sink: &dyn EventSink) -> Result<(StateFile, Know
         });
     }
     Ok((state, known))
+}
+
+/// The inventory file and the snapshots it holds, when `[inventory]` is enabled (else none:
+/// status-only mode reads and writes nothing more). A file that cannot be read is handled
+/// as the state file is: kept under another name, reported, and the inventory starts empty.
+fn load_inventory(
+    settings: &Settings,
+    account: &str,
+    sink: &dyn EventSink,
+) -> Result<(Option<InventoryFile>, InventoryMap), StateError> {
+    if !settings.inventory.enabled {
+        return Ok((None, InventoryMap::new()));
+    }
+    let file = InventoryFile::for_account(&settings.state_dir, account);
+    let (stored, set_aside) = file.load_keeping_damaged()?;
+    if let Some(SetAside { error, moved_to }) = set_aside {
+        sink.emit(&Event::StateDamaged {
+            path: state::shown(file.path()),
+            error_message: error.to_string(),
+            moved_to: state::shown(&moved_to),
+        });
+    }
+    Ok((Some(file), stored))
 }
 
 /// Splits persisted statuses into those of listed agents (for the engine at start) and the

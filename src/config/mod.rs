@@ -33,7 +33,8 @@ use crate::problems::{ProblemList, TypeHints, read_text};
 
 pub use self::check::accounts::{DEFAULT_ACCOUNT, valid_account_name};
 pub use self::settings::{
-    AccountSettings, ApiSettings, LogFormat, LogSettings, MetricsSettings, PollSettings, Settings,
+    AccountSettings, ApiSettings, InventorySettings, LogFormat, LogSettings, MetricsSettings,
+    PollSettings, Settings,
 };
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
@@ -59,6 +60,16 @@ pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
 /// agent polled less than once a day is not being watched.
 pub const INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
+/// Allowed values of `inventory.rescan_interval` besides `"0s"` (off): CWP's collection
+/// takes minutes, so more often is pointless; less than once a month is no rescan.
+pub const RESCAN_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(31 * 24 * 60 * 60);
+/// The actions `[api.actions.NAME]` may name: those the daemon calls.
+pub const ACTIONS: [&str; 3] = [
+    "DescribeOpenPortTaskStatus",
+    "CreateOpenPortTask",
+    "DescribeOpenPorts",
+];
 /// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
 /// gives one.
 pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";
@@ -75,9 +86,15 @@ const TYPE_HINTS: TypeHints = TypeHints {
             "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
                 .to_owned(),
         ),
-        "timeout" | "interval" | "collecting_interval" | "offline_interval" | "duration" => {
-            Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`"))
-        }
+        "enabled" | "create_missing" => Some(format!(
+            "write true or false without quotes, e.g. `{key} = true`"
+        )),
+        "timeout"
+        | "interval"
+        | "collecting_interval"
+        | "offline_interval"
+        | "rescan_interval"
+        | "duration" => Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`")),
         _ => None,
     },
 };
@@ -150,6 +167,7 @@ impl Settings {
         let log = check.log(raw.log.as_ref());
         let metrics = check.metrics(raw.metrics.as_ref());
         let accounts = check.accounts(raw_accounts, raw.watchlist.is_some() || discovering);
+        let inventory = check.inventory(raw.inventory.as_ref());
 
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
@@ -164,6 +182,7 @@ impl Settings {
                 metrics: metrics?,
                 discovery: discovery?,
                 accounts: accounts?,
+                inventory: inventory?,
             })
         })();
         check.finish(settings)

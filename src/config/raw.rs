@@ -17,6 +17,7 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<RawMetrics>,
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) account: Option<Vec<Spanned<RawAccount>>>,
+    pub(super) inventory: Option<RawInventory>,
 }
 
 /// One `[[account]]` block: what differs between accounts (shared settings stay top-level).
@@ -39,6 +40,14 @@ pub(super) struct RawApi {
     pub(super) max_in_flight: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
     pub(super) sts_endpoint: Option<Spanned<String>>,
+    pub(super) actions: Option<std::collections::BTreeMap<Spanned<String>, RawAction>>,
+}
+
+/// `[api.actions.NAME]`: what differs for one API action.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [api.actions.NAME] table")]
+pub(super) struct RawAction {
+    pub(super) requests_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +97,15 @@ pub(super) struct RawDiscovery {
     pub(super) agent_status: Option<Spanned<String>>,
     pub(super) keywords: Option<Spanned<String>>,
     pub(super) refresh: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [inventory] table")]
+pub(super) struct RawInventory {
+    pub(super) enabled: Option<Spanned<bool>>,
+    pub(super) rescan_interval: Option<Spanned<RawDuration>>,
+    pub(super) create_missing: Option<Spanned<bool>>,
+    pub(super) baseline: Option<Spanned<String>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

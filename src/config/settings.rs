@@ -35,6 +35,8 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// `[[account]]` blocks, in file order (see [`super::accounts`]).
     pub accounts: Vec<AccountSettings>,
+    /// `[inventory]`.
+    pub inventory: InventorySettings,
 }
 
 /// One `[[account]]`: its own region, credentials, watchlist and discovery. Everything else
@@ -53,6 +55,20 @@ pub struct AccountSettings {
     pub discovery: DiscoverySettings,
 }
 
+/// `[inventory]`: the open-port inventory (off by default: status-only mode unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InventorySettings {
+    /// Fetch and compare open ports after every `COMPLETE`. Default false.
+    pub enabled: bool,
+    /// Zero: never create tasks; else `CreateOpenPortTask` for each agent whose last
+    /// completed task is older, spread evenly over the interval. Default zero.
+    pub rescan_interval: Duration,
+    /// On `NO_TASK` create a task (at most once per `rescan_interval`, else per hour).
+    pub create_missing: bool,
+    /// How an agent's first snapshot is reported. Default summary.
+    pub baseline: crate::inventory::Baseline,
+}
+
 /// `[api]`: where requests go and how many at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
@@ -69,6 +85,19 @@ pub struct ApiSettings {
     /// STS, for `source = "assume-role"`: same rules as `endpoint`. Default
     /// [`crate::credentials::assume_role::DEFAULT_STS_ENDPOINT`].
     pub sts_endpoint: Url,
+    /// `[api.actions.NAME] requests_per_second`: per-action overrides (1..=20) of
+    /// `requests_per_second`, by action name; empty when none.
+    pub action_rates: Vec<(String, u32)>,
+}
+
+impl ApiSettings {
+    /// The rate of `action`: its override, else `requests_per_second`.
+    pub fn rate_of(&self, action: &str) -> u32 {
+        self.action_rates
+            .iter()
+            .find(|(name, _)| name == action)
+            .map_or(self.requests_per_second, |(_, rate)| *rate)
+    }
 }
 
 /// `[poll]`: how often an agent is polled, by what we last saw of it. All > 0.

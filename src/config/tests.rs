@@ -102,9 +102,15 @@ fn defaults() {
             requests_per_second: 20,
             max_in_flight: 32,
             timeout: Duration::from_secs(10),
+            action_rates: vec![],
             sts_endpoint: Url::parse("https://sts.tencentcloudapi.com").unwrap(),
         }
     );
+    assert_eq!(
+        settings.inventory,
+        crate::config::InventorySettings::default()
+    );
+    assert!(!settings.inventory.enabled);
     assert_eq!(settings.credentials, CredentialSettings::Chain);
     assert_eq!(
         settings.poll,
@@ -740,6 +746,38 @@ fn parser_messages_quote_the_file_escaped_and_cut_short() {
     assert!(message.len() < 400, "{} bytes", message.len());
     assert!(message.contains("unknown field `kkkk"), "{message}");
     assert!(message.contains("expected one of `watchlist`"), "{message}");
+}
+
+#[test]
+fn inventory_section_and_per_action_rates() {
+    let s = parse(
+        "watchlist = \"w.toml\"\n[api]\nrequests_per_second = 15\n\
+         [api.actions.DescribeOpenPorts]\nrequests_per_second = 5\n\
+         [inventory]\nenabled = true\nrescan_interval = \"12h\"\ncreate_missing = true\n\
+         baseline = \"ports\"\n",
+    )
+    .unwrap();
+    assert!(s.inventory.enabled && s.inventory.create_missing);
+    assert_eq!(s.inventory.rescan_interval, Duration::from_secs(12 * 3600));
+    assert_eq!(s.inventory.baseline, crate::inventory::Baseline::Ports);
+    assert_eq!(s.api.rate_of("DescribeOpenPorts"), 5);
+    assert_eq!(s.api.rate_of("CreateOpenPortTask"), 15);
+    let s = parse("watchlist = \"w.toml\"\n[inventory]\nrescan_interval = \"0s\"\n").unwrap();
+    assert_eq!(s.inventory.rescan_interval, Duration::ZERO);
+    // Every problem, at its line.
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api.actions.DescribeOpenPort]\nrequests_per_second = 5\n\
+         [api.actions.CreateOpenPortTask]\nrequests_per_second = 21\n\
+         [inventory]\nrescan_interval = \"5s\"\nbaseline = \"all\"\n",
+    );
+    assert_problem(&p, 2, &["not an action", "DescribeOpenPorts"]);
+    assert_problem(&p, 5, &["requests_per_second", "1 to 20"]);
+    assert_problem(&p, 7, &["rescan_interval", "out of range"]);
+    assert_problem(&p, 8, &["baseline", "\"summary\""]);
+    let p = problems("watchlist = \"w.toml\"\n[inventory]\nenabled = \"yes\"\n");
+    assert_problem(&p, 3, &["true or false"]);
+    let p = problems("watchlist = \"w.toml\"\n[inventory]\nrescan = \"1h\"\n");
+    assert_problem(&p, 3, &["rescan_interval"]);
 }
 
 #[test]

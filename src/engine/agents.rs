@@ -152,6 +152,12 @@ impl AgentTable {
         Some(id)
     }
 
+    /// Is `id` an agent removed from the watchlist whose request is still in flight?
+    pub fn is_orphan(&self, id: AgentId) -> bool {
+        self.get(id)
+            .is_some_and(|r| self.orphans.get(&r.uuid) == Some(&id))
+    }
+
     /// The answer for `id` arrived: when it is an orphan's, the agent is forgotten now and
     /// its id freed. Returns whether it was.
     pub fn release_orphan(&mut self, id: AgentId) -> bool {

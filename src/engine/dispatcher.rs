@@ -85,6 +85,8 @@ pub struct Engine<P: Poller> {
     pub(super) once_until: Option<Instant>,
     /// `[metrics]`, when configured (see `observe`).
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The open-port inventory, when kept ([`Engine::with_inventory`]).
+    pub(super) inventory: Option<Box<super::inventory::InventoryState>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -117,6 +119,7 @@ impl<P: Poller> Engine<P> {
             denied: DeniedStreak::default(),
             once_until: None,
             metrics: None,
+            inventory: None,
         };
         engine.add_agents(&agents.iter().collect::<Vec<_>>());
         engine
@@ -177,6 +180,7 @@ impl<P: Poller> Engine<P> {
             }
             let now = Instant::now();
             self.saver.tick(now, self.tracker.known());
+            self.inventory_tick(now);
             self.refresh_heartbeat(now);
             if self.config.once
                 && (self.pending_once == 0
@@ -211,6 +215,7 @@ impl<P: Poller> Engine<P> {
         let abandoned = self.account.in_flight();
         in_flight.abort_all().await;
         self.saver.finish(self.tracker.known()).await;
+        self.inventory_finish().await;
         let report = self.report(abandoned);
         (self, report)
     }
@@ -274,6 +279,11 @@ impl<P: Poller> Engine<P> {
                     Reply::TaskStatus(result)
                 });
             }
+            Job::CreateTask(_) | Job::FetchPorts(_) => {
+                if !self.send_inventory(job, in_flight) {
+                    return;
+                }
+            }
         }
         self.sent += 1;
         self.account.credentials.last_send = Some(now);
@@ -283,15 +293,16 @@ impl<P: Poller> Engine<P> {
         let now = Instant::now();
         match reply {
             Reply::TaskStatus(result) => self.on_task_status(job.agent(), result, now),
+            Reply::TaskCreated(result) => self.on_task_created(job.agent(), result),
+            Reply::Ports(result) => self.on_ports(job.agent(), result),
         }
         self.account.check_skew(self.sink.as_ref());
     }
 
     fn on_task_status(&mut self, id: AgentId, result: Result<TaskStatus, ApiError>, now: Instant) {
         let action = Action::PollStatus;
-        if self.agents.release_orphan(id) {
+        if self.drop_orphan_answer(id, action) {
             // Removed from the watchlist while this answer was on its way: forgotten.
-            self.account.lane(action).finish(id, None, now);
             return;
         }
         let Some(record) = self.agents.get_mut(id) else {
@@ -320,7 +331,11 @@ impl<P: Poller> Engine<P> {
         );
         record.progress = std::mem::take(&mut decision.progress);
         let uuid = record.uuid.clone();
+        let observed = (decision.observed.as_ref()).map(|o| (o.status.clone(), o.changed));
         self.apply_decision(id, &uuid, action, decision, now);
+        if let Some((status, changed)) = observed {
+            self.inventory_after_status(id, &status, changed);
+        }
     }
 
     /// Carries out a [`Decision`]: tracker, state, credentials gate, events, queue, rate.

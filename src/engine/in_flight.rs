@@ -16,6 +16,10 @@ use crate::api::{ApiError, TaskStatus};
 pub(crate) enum Reply {
     /// `DescribeOpenPortTaskStatus`.
     TaskStatus(Result<TaskStatus, ApiError>),
+    /// `CreateOpenPortTask`: the RequestId.
+    TaskCreated(Result<String, ApiError>),
+    /// `DescribeOpenPorts`: one page.
+    Ports(Result<crate::inventory::Page, ApiError>),
 }
 
 impl Reply {
@@ -24,6 +28,8 @@ impl Reply {
         let error = ApiError::Transport(format!("the request task failed: {why}"));
         match job {
             Job::PollStatus(_) => Reply::TaskStatus(Err(error)),
+            Job::CreateTask(_) => Reply::TaskCreated(Err(error)),
+            Job::FetchPorts(_) => Reply::Ports(Err(error)),
         }
     }
 }

@@ -18,23 +18,31 @@ use crate::scheduler::{AgentId, Cadence, DueQueue, later};
 pub(crate) enum Action {
     /// `DescribeOpenPortTaskStatus`.
     PollStatus,
+    /// `CreateOpenPortTask`.
+    CreateTask,
+    /// `DescribeOpenPorts`.
+    FetchPorts,
 }
 
 impl Action {
     /// Every action, in lane order.
-    pub const ALL: [Action; 1] = [Action::PollStatus];
+    pub const ALL: [Action; 3] = [Action::PollStatus, Action::CreateTask, Action::FetchPorts];
 
     /// Its lane's index in [`super::account::Account::lanes`].
     pub fn index(self) -> usize {
         match self {
             Action::PollStatus => 0,
+            Action::CreateTask => 1,
+            Action::FetchPorts => 2,
         }
     }
 
-    /// The API's name for it (the `action` label of the metrics).
+    /// The API's name for it (`[api.actions.NAME]`, and the `action` label of the metrics).
     pub fn api_name(self) -> &'static str {
         match self {
             Action::PollStatus => "DescribeOpenPortTaskStatus",
+            Action::CreateTask => "CreateOpenPortTask",
+            Action::FetchPorts => "DescribeOpenPorts",
         }
     }
 }
@@ -44,6 +52,11 @@ impl Action {
 pub(crate) enum Job {
     /// Ask `DescribeOpenPortTaskStatus` for this agent.
     PollStatus(AgentId),
+    /// `CreateOpenPortTask` for this agent (the reason is kept by the inventory).
+    CreateTask(AgentId),
+    /// The next page of `DescribeOpenPorts` for this agent (the offset is kept by the
+    /// inventory's fetch in progress).
+    FetchPorts(AgentId),
 }
 
 impl Job {
@@ -51,13 +64,15 @@ impl Job {
     pub fn action(self) -> Action {
         match self {
             Job::PollStatus(_) => Action::PollStatus,
+            Job::CreateTask(_) => Action::CreateTask,
+            Job::FetchPorts(_) => Action::FetchPorts,
         }
     }
 
     /// The agent it is about.
     pub fn agent(self) -> AgentId {
         match self {
-            Job::PollStatus(id) => id,
+            Job::PollStatus(id) | Job::CreateTask(id) | Job::FetchPorts(id) => id,
         }
     }
 }
@@ -95,6 +110,13 @@ impl Lane {
         self.pacer.set_rate(self.rate.rate());
     }
 
+    /// This lane's own rate (`[api.actions.NAME] requests_per_second`): the target the rate
+    /// control climbs back to, never above what throttling allows now.
+    pub fn set_target_rate(&mut self, requests_per_second: u32) {
+        self.rate.set_target(requests_per_second);
+        self.pacer.set_rate(self.rate.rate());
+    }
+
     /// Takes the most urgent due job if the limiter has a slot now; otherwise says when to
     /// look again (`None`: nothing queued).
     pub fn take(&mut self, now: Instant) -> Result<Job, Option<Instant>> {
@@ -114,6 +136,8 @@ impl Lane {
     fn job(&self, id: AgentId) -> Job {
         match self.action {
             Action::PollStatus => Job::PollStatus(id),
+            Action::CreateTask => Job::CreateTask(id),
+            Action::FetchPorts => Job::FetchPorts(id),
         }
     }
 

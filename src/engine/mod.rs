@@ -22,6 +22,10 @@
 //! - `reload`: watchlist changes (start-up phasing, reloads, orphans).
 //! - `saver`: the state file, saved off-thread while statuses change and once at the end.
 //! - `heartbeat`: [`EngineStatus`], the numbers the daemon shows `systemd`.
+//! - `inventory` and `inventory_decide`: the open-port inventory's two lanes
+//!   (`CreateOpenPortTask`, `DescribeOpenPorts`), its per-agent state beside the agent table,
+//!   and the pure rules for its follow-up jobs (fetch after `COMPLETE`, `create_missing`,
+//!   rescans at each agent's slot).
 //! - `observe`: the engine's side of [`crate::metrics`] (per-answer hook, gauge refresh).
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
@@ -48,6 +52,10 @@ mod decide;
 mod dispatcher;
 mod heartbeat;
 mod in_flight;
+mod inventory;
+mod inventory_decide;
+#[cfg(test)]
+mod inventory_tests;
 mod lane;
 mod observe;
 mod reload;
@@ -65,6 +73,7 @@ use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
 pub use heartbeat::EngineStatus;
+pub use inventory::InventoryOptions;
 
 /// While statuses change, the state file is rewritten at most this often.
 pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -105,6 +114,9 @@ pub enum Control {
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
     },
+    /// New `[inventory]` settings and per-action rates (sent after a `Reload`). Whether the
+    /// inventory is kept at all (`enabled`) is decided at start and stays.
+    Inventory(InventoryOptions),
     /// Statuses persisted by an earlier run for agents a later `Reload` may add (discovery's
     /// agents are not known at start): kept (and saved) though not watched, they count as
     /// known when the agent is added, as for agents listed at start. A Uuid the engine
@@ -130,6 +142,26 @@ pub trait Poller: Send + Sync + 'static {
     fn clock_offset_ms(&self) -> i64 {
         0
     }
+    /// `CreateOpenPortTask`; the answer's RequestId. (Pollers of status-only tests need not
+    /// implement it.)
+    fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let _ = uuid;
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot create tasks".into(),
+            ))
+        }
+    }
+    /// One page of `DescribeOpenPorts`.
+    fn describe_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<crate::inventory::Page, ApiError>> + Send {
+        let _ = (uuid, limit, offset);
+        async { Err(ApiError::Transport("this poller cannot list ports".into())) }
+    }
 }
 
 impl Poller for Client {
@@ -140,6 +172,21 @@ impl Poller for Client {
     }
     fn clock_offset_ms(&self) -> i64 {
         Client::clock_offset_ms(self)
+    }
+    fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.create_open_port_task(&uuid).await }
+    }
+    fn describe_ports(
+        &self,
+        uuid: &str,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<crate::inventory::Page, ApiError>> + Send {
+        let client = self.clone();
+        let uuid = uuid.to_string();
+        async move { client.describe_open_ports(&uuid, limit, offset).await }
     }
 }
 

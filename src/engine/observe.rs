@@ -53,6 +53,9 @@ impl<P: Poller> Engine<P> {
                 poll_lag = poll_lag.max(now.saturating_duration_since(due));
             }
         }
+        if let Some(open) = self.open_ports_total() {
+            metrics.set_open_ports(open);
+        }
         metrics.refresh(&Snapshot {
             agents: self.agents.len(),
             known: self.tracker.known(),

@@ -35,6 +35,7 @@ impl<P: Poller> Engine<P> {
                 for lane in &mut self.account.lanes {
                     lane.reconfigure(&config);
                 }
+                self.inventory_rates();
                 let (added, removed) = self.replace_watchlist(&agents);
                 if removed > 0 {
                     self.saver.mark_dirty();
@@ -42,6 +43,7 @@ impl<P: Poller> Engine<P> {
                 self.heartbeat.refresh_soon();
                 let _ = reply.send((self.agent_count(), added, removed));
             }
+            Control::Inventory(options) => self.reconfigure_inventory(options),
             Control::Seed { known } => {
                 for (uuid, status) in known {
                     if self.tracker.shared_uuid(&uuid).is_none() {
@@ -50,6 +52,7 @@ impl<P: Poller> Engine<P> {
                 }
             }
             Control::Forget { uuids } => {
+                self.inventory_forget_held(&uuids);
                 for uuid in uuids {
                     if !self.agents.contains(&uuid) {
                         self.tracker.forget(&uuid);
@@ -100,6 +103,7 @@ impl<P: Poller> Engine<P> {
             self.account.lanes[lane]
                 .queue
                 .schedule(id, later(now, phase(uuid, window)), cadence);
+            self.inventory_added(id);
             added += 1;
         }
         self.pending_once += added;
@@ -124,6 +128,7 @@ impl<P: Poller> Engine<P> {
                 lane.queue.remove(*id);
             }
             self.tracker.forget(uuid);
+            self.inventory_forget(*id, uuid);
         }
         let mut new = Vec::new();
         for a in agents {

@@ -17,6 +17,7 @@ mod daemon;
 mod discovery;
 mod dispatch;
 mod hostile;
+mod inventory;
 mod journald;
 mod metrics;
 mod packaging;

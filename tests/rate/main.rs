@@ -202,3 +202,80 @@ fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
         })
         .collect()
 }
+
+/// Issue 10: one strict limiter per action. 40 agents all due every second keep the status
+/// lane at its 20/s while a 3,000-port inventory (30 pages) and 39 one-page inventories go
+/// through the ports lane at its own 20/s: neither action ever exceeds 20 in any 1-second
+/// window, nothing is throttled, and status polling keeps its rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
+    use cwp_portwatch::engine::{Engine, InventoryOptions};
+    use cwp_portwatch::events::CollectingSink;
+    use cwp_portwatch::simulator::OpenPortSpec;
+    use std::sync::Arc;
+
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sim = start_scenario(&steady(40, "COMPLETE")).await;
+    let big: Vec<OpenPortSpec> = (0..3000)
+        .map(|i| OpenPortSpec {
+            port: 10_000 + i,
+            process: "svc".into(),
+            pid: 1,
+        })
+        .collect();
+    assert!(sim.set_ports(&uuid(0), big));
+    let agents: Vec<cwp_portwatch::watchlist::Agent> = (0..40)
+        .map(|i| cwp_portwatch::watchlist::Agent {
+            uuid: uuid(i).parse().unwrap(),
+            name: None,
+        })
+        .collect();
+    let sink = Arc::new(CollectingSink::default());
+    let options = InventoryOptions {
+        enabled: true,
+        rescan_interval: Duration::ZERO,
+        create_missing: false,
+        baseline: cwp_portwatch::inventory::Baseline::Summary,
+        action_rates: [20; 3],
+    };
+    let engine = Engine::new(
+        good_client(&sim),
+        sink.clone(),
+        every_second(),
+        &agents,
+        HashMap::new(),
+    )
+    .with_inventory(options, Default::default(), None);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let run_for = Duration::from_secs(8);
+    tokio::spawn(async move {
+        tokio::time::sleep(run_for).await;
+        s.cancel();
+    });
+    let _ = engine.run(stop).await;
+    let stats = sim.stats();
+    sim.shutdown().await;
+
+    let events = sink.events();
+    let baselines = named(&events, "inventory_baseline");
+    assert_eq!(
+        baselines.len(),
+        40,
+        "every inventory fetched within the run"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::InventoryBaseline { ports: 3000, .. }))
+    );
+    assert_eq!(stats.throttled, 0, "throttled: {:?}", stats.by_code);
+    let status = &stats.per_action["DescribeOpenPortTaskStatus"];
+    let pages = &stats.per_action["DescribeOpenPorts"];
+    assert!(status.max_arrivals_in_window <= 20, "{status:?}");
+    assert!(pages.max_arrivals_in_window <= 20, "{pages:?}");
+    assert_eq!(pages.accepted, 30 + 39, "{pages:?}");
+    // The pages took no status quota: 40 agents due every second keep it at the limit.
+    let rate = status.accepted as f64 / run_for.as_secs_f64();
+    assert!(rate >= 18.5, "status polls at only {rate:.2} req/s");
+}

@@ -20,10 +20,11 @@ use std::time::Duration;
 use reqwest::Url;
 use toml::Spanned;
 
-use super::raw::{RawApi, RawDuration, RawLog, RawPoll};
+use super::raw::{RawApi, RawDuration, RawInventory, RawLog, RawPoll};
 use super::{
-    ApiSettings, DEFAULT_ENDPOINT, INTERVAL_RANGE, LogFormat, LogSettings, MAX_IN_FLIGHT,
-    MAX_REQUESTS_PER_SECOND, PollSettings, Settings, TIMEOUT_RANGE,
+    ACTIONS, ApiSettings, DEFAULT_ENDPOINT, INTERVAL_RANGE, InventorySettings, LogFormat,
+    LogSettings, MAX_IN_FLIGHT, MAX_REQUESTS_PER_SECOND, PollSettings, RESCAN_RANGE, Settings,
+    TIMEOUT_RANGE,
 };
 use crate::credentials::assume_role::DEFAULT_STS_ENDPOINT;
 use crate::endpoint::is_loopback;
@@ -364,6 +365,7 @@ impl Check<'_> {
             Duration::from_secs(10),
             &TIMEOUT_RANGE,
         );
+        let action_rates = self.action_rates(raw);
         let sts_endpoint = match raw.and_then(|api| api.sts_endpoint.as_ref()) {
             Some(value) => self.endpoint(value, "sts_endpoint", true, DEFAULT_STS_ENDPOINT),
             None => Ok(Url::parse(DEFAULT_STS_ENDPOINT).expect("default STS endpoint is a URL")),
@@ -375,6 +377,94 @@ impl Check<'_> {
             requests_per_second: requests_per_second?,
             max_in_flight: max_in_flight?,
             timeout: timeout?,
+            action_rates: action_rates?,
+        })
+    }
+
+    /// `[api.actions.NAME] requests_per_second`: NAME one of [`ACTIONS`], the rate 1..=20.
+    fn action_rates(&mut self, raw: Option<&RawApi>) -> Result<Vec<(String, u32)>, Reported> {
+        let mut rates = Vec::new();
+        let mut failed = None;
+        for (name, action) in raw
+            .and_then(|api| api.actions.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if !ACTIONS.contains(&name.get_ref().as_str()) {
+                failed = Some(self.problems.at(
+                    name.span(),
+                    format!(
+                        "[api.actions.{}] is not an action the daemon calls; write one of {}",
+                        shown(name.get_ref()),
+                        ACTIONS.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            let Some(value) = action.requests_per_second.as_ref() else {
+                continue;
+            };
+            match self.integer_in(
+                Some(value),
+                "requests_per_second",
+                1..=i64::from(MAX_REQUESTS_PER_SECOND),
+                MAX_REQUESTS_PER_SECOND,
+                ": Tencent allows 20 requests per second per action",
+            ) {
+                Ok(rate) => rates.push((name.get_ref().clone(), rate)),
+                Err(reported) => failed = Some(reported),
+            }
+        }
+        match failed {
+            Some(reported) => Err(reported),
+            None => Ok(rates),
+        }
+    }
+
+    pub(super) fn inventory(
+        &mut self,
+        raw: Option<&RawInventory>,
+    ) -> Result<InventorySettings, Reported> {
+        let rescan_interval = match raw.and_then(|i| i.rescan_interval.as_ref()) {
+            None => Ok(Duration::ZERO),
+            // "0s" (any zero) turns rescans off; `duration` refuses zero elsewhere.
+            Some(value)
+                if matches!(value.get_ref(), RawDuration::Text(t)
+                    if humantime::parse_duration(t.trim()).is_ok_and(|d| d.is_zero())) =>
+            {
+                Ok(Duration::ZERO)
+            }
+            Some(value) => self.duration(
+                Some(value),
+                "rescan_interval",
+                Duration::from_secs(12 * 60 * 60),
+                &RESCAN_RANGE,
+            ),
+        };
+        let baseline = match raw.and_then(|i| i.baseline.as_ref()) {
+            None => Ok(crate::inventory::Baseline::Summary),
+            Some(value) => match value.get_ref().trim() {
+                "summary" => Ok(crate::inventory::Baseline::Summary),
+                "ports" => Ok(crate::inventory::Baseline::Ports),
+                _ => Err(self.problems.at(
+                    value.span(),
+                    format!(
+                        "`baseline` = {} is not a baseline mode; write \"summary\" (one \
+                         inventory_baseline event) or \"ports\" (one port_opened per port)",
+                        shown(value.get_ref())
+                    ),
+                )),
+            },
+        };
+        Ok(InventorySettings {
+            enabled: raw
+                .and_then(|i| i.enabled.as_ref())
+                .is_some_and(|v| *v.get_ref()),
+            rescan_interval: rescan_interval?,
+            create_missing: raw
+                .and_then(|i| i.create_missing.as_ref())
+                .is_some_and(|v| *v.get_ref()),
+            baseline: baseline?,
         })
     }
 

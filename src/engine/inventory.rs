@@ -1,0 +1,613 @@
+//! The inventory's side of the dispatcher: per agent (by [`AgentId`], beside the hot agent
+//! table rather than in it) the fetch in progress and the reason of a queued task; per Uuid
+//! the stored snapshots ([`crate::inventory::store`]); and the two lanes' jobs:
+//! `CreateOpenPortTask` and `DescribeOpenPorts`, each behind its own strict limiter at its own
+//! rate with its own throttling feedback, so inventory traffic never cuts the status polling
+//! rate.
+//!
+//! Follow-ups are decided by [`super::inventory_decide`] (pure); this file carries them out:
+//! queues, the snapshot store, events, and the inventory file, saved off-thread at most once
+//! per [`INVENTORY_SAVE_EVERY`] while snapshots change and once when the run ends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Poller;
+use super::dispatcher::Engine;
+use super::in_flight::{InFlight, Reply};
+use super::inventory_decide::{self, CREATE_MISSING_EVERY, Facts, FollowUp, Reason};
+use super::lane::{Action, Job};
+use crate::api::{ApiError, ErrorClass};
+use crate::config::{ApiSettings, InventorySettings};
+use crate::events::Event;
+use crate::inventory::store::{InventoryFile, InventoryMap};
+use crate::inventory::{self, Assembly, Baseline, PAGE_LIMIT, Page, Step};
+use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
+use crate::status::Status;
+
+/// While snapshots change, the inventory file is rewritten at most this often (it is larger
+/// than the state file; a crash in between repeats at most this much of port events).
+pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// How the engine keeps the inventory (from `[inventory]` and `[api]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryOptions {
+    /// Fetch and compare ports at all.
+    pub enabled: bool,
+    /// Zero: no rescans.
+    pub rescan_interval: Duration,
+    /// A task on `NO_TASK`.
+    pub create_missing: bool,
+    /// How a first snapshot is reported.
+    pub baseline: Baseline,
+    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
+    /// `DescribeOpenPorts`.
+    pub action_rates: [u32; 3],
+}
+
+impl InventoryOptions {
+    /// From the validated settings.
+    pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
+        InventoryOptions {
+            enabled: inventory.enabled,
+            rescan_interval: inventory.rescan_interval,
+            create_missing: inventory.create_missing,
+            baseline: inventory.baseline,
+            action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
+        }
+    }
+}
+
+/// The inventory file and when it was last written (see `saver` for the state file's twin).
+#[derive(Debug, Default)]
+struct InventorySaver {
+    file: Option<InventoryFile>,
+    dirty: bool,
+    last_save: Option<Instant>,
+    writing: Option<JoinHandle<()>>,
+}
+
+impl InventorySaver {
+    fn tick(&mut self, now: Instant, map: &InventoryMap) {
+        let Some(file) = &self.file else { return };
+        let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
+        let recent = self
+            .last_save
+            .is_some_and(|t| now.duration_since(t) < INVENTORY_SAVE_EVERY);
+        if !self.dirty || busy || recent {
+            return;
+        }
+        self.last_save = Some(now);
+        self.dirty = false;
+        let bytes = file.encode(map);
+        let file = file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.write(&bytes) {
+                tracing::error!(
+                    error_code = e.code(),
+                    "cannot write the inventory file: {e}"
+                );
+            }
+        }));
+    }
+
+    async fn finish(&mut self, map: &InventoryMap) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        if !self.dirty {
+            return;
+        }
+        let bytes = file.encode(map);
+        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(
+                error_code = e.code(),
+                "cannot write the inventory file: {e}"
+            );
+        }
+    }
+}
+
+/// Everything the inventory keeps while the engine runs.
+#[derive(Debug)]
+pub(crate) struct InventoryState {
+    options: InventoryOptions,
+    /// Stored snapshots and task times, by Uuid (watched agents only).
+    map: InventoryMap,
+    /// Stored entries of agents not watched at start: agents that discovery may add back
+    /// (their snapshot then counts, as their persisted status does), dropped from the file at
+    /// the next save and for good by a `Control::Forget`.
+    held: InventoryMap,
+    /// Fetches in progress.
+    fetches: HashMap<AgentId, Assembly>,
+    /// Why a queued task is wanted (absent: a rescan).
+    reasons: HashMap<AgentId, Reason>,
+    /// Agents whose fetch failed since their last transition (no refetch until the next).
+    gave_up: HashSet<AgentId>,
+    saver: InventorySaver,
+    /// The wall clock at the engine's start and the monotonic instant then: task times are
+    /// Unix seconds (they outlive the run) counted on the monotonic clock, so a wall clock
+    /// that jumps during the run moves no rescan (and paused test time drives them).
+    epoch: (Instant, u64),
+}
+
+impl InventoryState {
+    /// Unix seconds now, on the monotonic clock since the start.
+    fn unix_now(&self) -> u64 {
+        let (at, unix) = self.epoch;
+        unix.saturating_add(Instant::now().saturating_duration_since(at).as_secs())
+    }
+}
+
+impl<P: Poller> Engine<P> {
+    /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
+    /// of an earlier run, saved to `file`; sets each lane's own rate either way. Snapshots of
+    /// agents no longer watched are forgotten.
+    pub fn with_inventory(
+        mut self,
+        options: InventoryOptions,
+        mut stored: InventoryMap,
+        file: Option<InventoryFile>,
+    ) -> Self {
+        for action in Action::ALL {
+            let rate = options.action_rates[action.index()];
+            self.account.lane(action).set_target_rate(rate);
+        }
+        let held: InventoryMap = stored
+            .extract_if(|uuid, _| !self.agents.contains(uuid))
+            .collect();
+        let mut state = InventoryState {
+            options,
+            map: stored,
+            held,
+            fetches: HashMap::new(),
+            reasons: HashMap::new(),
+            gave_up: HashSet::new(),
+            saver: InventorySaver {
+                file,
+                ..Default::default()
+            },
+            epoch: (Instant::now(), unix_secs()),
+        };
+        state.saver.dirty = !state.held.is_empty();
+        self.inventory = Some(Box::new(state));
+        let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
+        for id in ids {
+            self.inventory_added(id);
+        }
+        self
+    }
+
+    /// The stored inventory (for tests and the demo).
+    pub fn stored_inventory(&self) -> Option<&InventoryMap> {
+        self.inventory.as_ref().map(|i| &i.map)
+    }
+
+    /// Open ports in the stored inventory, over every watched agent (`None` without one),
+    /// for the `open_ports` gauge: a sum over the agents once per heartbeat.
+    pub(super) fn open_ports_total(&self) -> Option<u64> {
+        let inv = self.inventory.as_ref().filter(|i| i.options.enabled)?;
+        Some(
+            inv.map
+                .values()
+                .filter_map(|a| a.snapshot.as_ref())
+                .map(|s| s.ports.len() as u64)
+                .sum(),
+        )
+    }
+
+    /// New settings from a reload: the lanes' own rates, `create_missing` and `baseline` at
+    /// once; a changed `rescan_interval` puts every agent at its slot in the new interval (by
+    /// its Uuid, as at start: spread, never a burst), or stops rescans at "0s". `enabled`
+    /// stays as started (the inventory file is opened, or not, at start).
+    pub(super) fn reconfigure_inventory(&mut self, options: InventoryOptions) {
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let old = inv.options;
+        inv.options = InventoryOptions {
+            enabled: old.enabled,
+            ..options
+        };
+        self.inventory_rates();
+        if !old.enabled || old.rescan_interval == options.rescan_interval {
+            return;
+        }
+        let now = Instant::now();
+        let rescan = options.rescan_interval;
+        let watched: Vec<(Arc<str>, AgentId)> = self
+            .agents
+            .watched()
+            .map(|(u, id)| (u.clone(), id))
+            .collect();
+        let inv = self.inventory.as_mut().expect("checked above");
+        let lane = &mut self.account.lanes[Action::CreateTask.index()];
+        for (uuid, id) in watched {
+            // A task wanted for `create_missing` keeps its turn.
+            if inv.reasons.get(&id) == Some(&Reason::Missing) {
+                continue;
+            }
+            if rescan.is_zero() {
+                lane.queue.remove(id);
+            } else {
+                lane.queue
+                    .schedule(id, later(now, phase(&uuid, rescan)), Cadence::Settled);
+            }
+        }
+    }
+
+    /// Re-applies the lanes' own rates after a reload reconfigured them all alike.
+    pub(super) fn inventory_rates(&mut self) {
+        if let Some(rates) = self.inventory.as_ref().map(|i| i.options.action_rates) {
+            for action in Action::ALL {
+                self.account
+                    .lane(action)
+                    .set_target_rate(rates[action.index()]);
+            }
+        }
+    }
+
+    /// A newly watched agent: a first fetch when it is `COMPLETE` with nothing stored, and its
+    /// rescan, both phased over a window by its Uuid rather than all at once.
+    pub(super) fn inventory_added(&mut self, id: AgentId) {
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let Some(record) = self.agents.get(id) else {
+            return;
+        };
+        // Back (discovered again, or listed again): what was stored of it still counts.
+        if let Some(entry) = inv.held.remove(&*record.uuid) {
+            inv.map.insert(record.uuid.to_string(), entry);
+            inv.saver.dirty = true;
+        }
+        if !inv.options.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let uuid = record.uuid.clone();
+        let stored = inv.map.get(&*uuid);
+        let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
+        if *self.tracker.status(&uuid) == Status::Complete && !has_snapshot {
+            let rate = inv.options.action_rates[Action::FetchPorts.index()];
+            let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
+            inv.fetches.insert(id, Assembly::new());
+            self.account.lane(Action::FetchPorts).queue.schedule(
+                id,
+                later(now, phase(&uuid, window)),
+                Cadence::Settled,
+            );
+        }
+        let rescan = inv.options.rescan_interval;
+        if !rescan.is_zero() {
+            // Its slot in the interval, by its Uuid: spread evenly, never a burst.
+            self.account.lane(Action::CreateTask).queue.schedule(
+                id,
+                later(now, phase(&uuid, rescan)),
+                Cadence::Settled,
+            );
+        }
+    }
+
+    /// Agents the first discovery did not find: what was stored of them is forgotten.
+    pub(super) fn inventory_forget_held(&mut self, uuids: &[Arc<str>]) {
+        if let Some(inv) = self.inventory.as_mut() {
+            for uuid in uuids {
+                inv.held.remove(&**uuid);
+            }
+        }
+    }
+
+    /// An agent no longer watched: its inventory is forgotten.
+    pub(super) fn inventory_forget(&mut self, id: AgentId, uuid: &str) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.fetches.remove(&id);
+            inv.reasons.remove(&id);
+            inv.gave_up.remove(&id);
+            if inv.map.remove(uuid).is_some() {
+                inv.saver.dirty = true;
+            }
+        }
+    }
+
+    /// A status answer was recorded for `id`: what the inventory does about it.
+    pub(super) fn inventory_after_status(&mut self, id: AgentId, status: &Status, changed: bool) {
+        // Status-only mode (the default) pays nothing more per answer.
+        let Some(inv) = self.inventory.as_mut().filter(|i| i.options.enabled) else {
+            return;
+        };
+        let Some(record) = self.agents.get(id) else {
+            return;
+        };
+        if changed {
+            inv.gave_up.remove(&id);
+        }
+        let stored = inv.map.get(&*record.uuid);
+        let facts = Facts {
+            changed,
+            has_snapshot: stored.is_some_and(|s| s.snapshot.is_some()),
+            fetching: inv.fetches.contains_key(&id),
+            gave_up: inv.gave_up.contains(&id),
+            requested_at: stored.and_then(|s| s.requested_at),
+            now: inv.unix_now(),
+        };
+        let now = Instant::now();
+        match inventory_decide::after_status(&inv.options, status, facts) {
+            Some(FollowUp::FetchPorts) => {
+                inv.fetches.insert(id, Assembly::new());
+                self.account
+                    .lane(Action::FetchPorts)
+                    .queue
+                    .schedule(id, now, Cadence::Settled);
+            }
+            Some(FollowUp::CreateTask(reason)) => {
+                inv.reasons.insert(id, reason);
+                self.account
+                    .lane(Action::CreateTask)
+                    .queue
+                    .schedule(id, now, Cadence::Settled);
+            }
+            None => {}
+        }
+    }
+
+    /// Sends an inventory job; false when it needs no request after all (a rescan that is
+    /// not due, an agent gone).
+    pub(super) fn send_inventory(&mut self, job: Job, in_flight: &mut InFlight) -> bool {
+        let now = Instant::now();
+        let id = job.agent();
+        let (Some(inv), Some(record)) = (self.inventory.as_mut(), self.agents.get(id)) else {
+            self.account.lane(job.action()).finish(id, None, now);
+            return false;
+        };
+        let uuid = record.uuid.clone();
+        let poller = self.account.poller.clone();
+        match job {
+            Job::CreateTask(_) => {
+                let unix_now = inv.unix_now();
+                let entry = inv.map.entry(uuid.to_string()).or_default();
+                let rescan = inv.options.rescan_interval;
+                if inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan) == Reason::Rescan
+                    && !inventory_decide::rescan_now(
+                        rescan,
+                        self.tracker.status(&uuid),
+                        entry.fetched_at,
+                        unix_now,
+                    )
+                {
+                    // A task runs, the agent is offline, or its last task completed recently:
+                    // look again at its next slot.
+                    let next = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
+                    self.account.lane(Action::CreateTask).finish(id, next, now);
+                    return false;
+                }
+                entry.requested_at = Some(unix_now);
+                inv.saver.dirty = true;
+                let metrics = self.metrics.clone();
+                in_flight.spawn(job, async move {
+                    let sent = Instant::now();
+                    let result = poller.create_task(&uuid).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::TaskCreated(result)
+                });
+            }
+            Job::FetchPorts(_) => {
+                let Some(offset) = inv.fetches.get(&id).map(Assembly::offset) else {
+                    // Forgotten since it was queued.
+                    self.account.lane(job.action()).finish(id, None, now);
+                    return false;
+                };
+                let metrics = self.metrics.clone();
+                in_flight.spawn(job, async move {
+                    let sent = Instant::now();
+                    let result = poller.describe_ports(&uuid, PAGE_LIMIT, offset).await;
+                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    Reply::Ports(result)
+                });
+            }
+            Job::PollStatus(_) => return false,
+        }
+        true
+    }
+
+    /// An answer in `action`'s lane for an agent removed meanwhile: its job is finished and
+    /// the answer dropped; the id is freed only when no other lane still has a request in
+    /// flight for it (with two lanes in flight, freeing it at the first answer would let a
+    /// new agent take the id and receive the other answer). Returns whether it was one.
+    pub(super) fn drop_orphan_answer(&mut self, id: AgentId, action: Action) -> bool {
+        if !self.agents.is_orphan(id) {
+            return false;
+        }
+        let now = Instant::now();
+        self.account.lane(action).finish(id, None, now);
+        if !self.account.lanes.iter().any(|l| l.queue.is_in_flight(id)) {
+            self.agents.release_orphan(id);
+        }
+        true
+    }
+
+    /// The answer of `CreateOpenPortTask`.
+    pub(super) fn on_task_created(&mut self, id: AgentId, result: Result<String, ApiError>) {
+        let now = Instant::now();
+        let action = Action::CreateTask;
+        if self.drop_orphan_answer(id, action) {
+            return;
+        }
+        if self.inventory.is_none() {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        }
+        let Some(record) = self.agents.get(id) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let rescan = inv.options.rescan_interval;
+        let reason = inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan);
+        let mut next = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
+        match result {
+            Ok(request_id) => {
+                inv.reasons.remove(&id);
+                self.sink.emit(&Event::ScanRequested {
+                    uuid: uuid.to_string(),
+                    agent_name: name.to_string(),
+                    reason: reason.as_str().to_owned(),
+                    request_id,
+                });
+                let lane = self.account.lane(action);
+                lane.finish(id, next, now);
+                lane.succeeded(now);
+                // The task is collecting now: poll its status soon, not a settled interval
+                // later.
+                self.account
+                    .lane(Action::PollStatus)
+                    .queue
+                    .schedule(id, now, Cadence::Collecting);
+            }
+            Err(e) if e.class() == ErrorClass::Throttled => {
+                self.throttled(action, e.code(), now);
+                self.account
+                    .lane(action)
+                    .finish(id, Some((now, Cadence::Settled)), now);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    uuid = &*uuid,
+                    error_code = e.code(),
+                    "CreateOpenPortTask failed: {}",
+                    crate::events::printable(&e.to_string())
+                );
+                if reason == Reason::Missing {
+                    // `requested_at` bounds the next try; the next NO_TASK asks again.
+                    inv.reasons.remove(&id);
+                    if rescan.is_zero() {
+                        next = None;
+                    }
+                } else if next.is_none() {
+                    next = Some((later(now, CREATE_MISSING_EVERY), Cadence::Settled));
+                }
+                self.account.lane(action).finish(id, next, now);
+            }
+        }
+    }
+
+    /// One page of `DescribeOpenPorts`.
+    pub(super) fn on_ports(&mut self, id: AgentId, result: Result<Page, ApiError>) {
+        let now = Instant::now();
+        let action = Action::FetchPorts;
+        if self.drop_orphan_answer(id, action) {
+            return;
+        }
+        let (Some(inv), Some(record)) = (self.inventory.as_mut(), self.agents.get(id)) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        // No fetch in progress: the agent was forgotten (and maybe watched again) while this
+        // page was on its way. Its offset belongs to a fetch that no longer exists: dropped,
+        // never appended to another.
+        let Some(assembly) = inv.fetches.get_mut(&id) else {
+            self.account.lane(action).finish(id, None, now);
+            return;
+        };
+        let step = match result {
+            Ok(page) => {
+                self.account.lane(action).succeeded(now);
+                assembly.page(page)
+            }
+            Err(e) if e.class() == ErrorClass::Throttled => {
+                // Not the agent's fault: the same page again as the rate allows.
+                self.throttled(action, e.code(), now);
+                self.account
+                    .lane(action)
+                    .finish(id, Some((now, Cadence::Settled)), now);
+                return;
+            }
+            Err(e) => assembly.failed(e.code(), &e.to_string()),
+        };
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let next = match step {
+            Step::Next(_) => Some((now, Cadence::Settled)),
+            Step::Complete(snapshot, request_id) => {
+                inv.fetches.remove(&id);
+                let unix_now = inv.unix_now();
+                let entry = inv.map.entry(uuid.to_string()).or_default();
+                let who = inventory::Who {
+                    uuid: &uuid,
+                    name: &name,
+                };
+                let events = inventory::events(
+                    who,
+                    entry.snapshot.as_ref(),
+                    &snapshot,
+                    inv.options.baseline,
+                    &request_id,
+                );
+                entry.snapshot = Some(snapshot);
+                entry.fetched_at = Some(unix_now);
+                if *entry.name != *name {
+                    entry.name = name.to_string();
+                }
+                inv.saver.dirty = true;
+                for event in &events {
+                    self.sink.emit(event);
+                }
+                None
+            }
+            Step::Failed(e) => {
+                inv.fetches.remove(&id);
+                inv.gave_up.insert(id);
+                self.sink.emit(&Event::InventoryFailed {
+                    uuid: uuid.to_string(),
+                    agent_name: name.to_string(),
+                    error_code: e.code().to_owned(),
+                    error_message: e.to_string(),
+                });
+                None
+            }
+        };
+        self.account.lane(action).finish(id, next, now);
+    }
+
+    /// A throttling answer in `action`'s lane: its rate alone is cut.
+    fn throttled(&mut self, action: Action, code: &str, now: Instant) {
+        if let Some(rate) = self.account.lane(action).throttled(now) {
+            self.sink.emit(&Event::RateLimited {
+                error_code: code.to_owned(),
+                requests_per_second: rate,
+            });
+        }
+    }
+
+    /// Saves the inventory file when due.
+    pub(super) fn inventory_tick(&mut self, now: Instant) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.saver.tick(now, &inv.map);
+        }
+    }
+
+    /// At the end of a run: the last changes saved.
+    pub(super) async fn inventory_finish(&mut self) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.saver.finish(&inv.map).await;
+        }
+    }
+}
+
+/// Unix seconds now; a clock before 1970 counts as 0.
+fn unix_secs() -> u64 {
+    u64::try_from(crate::clock::unix_now()).unwrap_or(0)
+}

@@ -1,0 +1,244 @@
+//! The inventory file: each watched agent's last complete snapshot and when its tasks were
+//! fetched and requested, in `state_dir/inventory.json`, beside the state file.
+//!
+//! Why a file of its own: the state file is rewritten whenever a status changes and stays
+//! small; snapshots are larger and change less often. Both share one write discipline
+//! ([`crate::state::StateFile`]: temp file created new, `O_NOFOLLOW`, mode 0600, fsync,
+//! rename, fsync of the folder) and one read discipline (regular file only, bounded size,
+//! non-blocking open). A file that cannot be read is set aside as
+//! `inventory.json.damaged-<unix time>` and the inventory starts empty: every agent's next
+//! snapshot is a baseline again, never a flood of `port_opened`.
+//!
+//! Bounds: at most [`super::MAX_PORTS_PER_AGENT`] rows per agent and
+//! [`MAX_INVENTORY_BYTES`] per file; a process name over [`super::MAX_PROCESS_BYTES`] is
+//! damage. The engine drops the entries of agents no longer watched, so a removed agent's
+//! inventory is forgotten at the next save.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_MACHINE_BYTES, MAX_PORTS_PER_AGENT, MAX_PROCESS_BYTES, Snapshot};
+use crate::state::{StateError, StateFile, check_version};
+
+/// File name inside `state_dir`.
+pub const FILE_NAME: &str = "inventory.json";
+/// Format version written into the file.
+const VERSION: u32 = 1;
+/// The largest inventory file read: 10,000 agents with 30 ports each take about 20 MiB.
+pub const MAX_INVENTORY_BYTES: u64 = 512 << 20;
+
+/// What is kept of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredAgent {
+    /// Its name when last stored (for `cwp-portwatch ports`).
+    #[serde(default)]
+    pub name: String,
+    /// Unix seconds of its last complete snapshot: when its last completed task was seen.
+    #[serde(default)]
+    pub fetched_at: Option<u64>,
+    /// Unix seconds of the last `CreateOpenPortTask` sent for it.
+    #[serde(default)]
+    pub requested_at: Option<u64>,
+    /// Its last complete snapshot; `None` before the first.
+    #[serde(default)]
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Every agent's inventory, by Uuid.
+pub type InventoryMap = HashMap<String, StoredAgent>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIn {
+    version: u32,
+    agents: InventoryMap,
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    version: u32,
+    agents: &'a InventoryMap,
+}
+
+/// The inventory file.
+#[derive(Debug, Clone)]
+pub struct InventoryFile {
+    file: StateFile,
+}
+
+impl InventoryFile {
+    /// `inventory.json` in `state_dir`.
+    pub fn in_dir(state_dir: &Path) -> Self {
+        InventoryFile {
+            file: StateFile::in_dir(state_dir).sibling(FILE_NAME),
+        }
+    }
+
+    /// `account`'s inventory in `state_dir`: `inventory.<account>.json`, the `default`
+    /// account's `inventory.json` (as [`StateFile::for_account`] names the state files).
+    pub fn for_account(state_dir: &Path, account: &str) -> Self {
+        if account == crate::config::DEFAULT_ACCOUNT {
+            return InventoryFile::in_dir(state_dir);
+        }
+        InventoryFile {
+            file: StateFile::in_dir(state_dir).sibling(&format!("inventory.{account}.json")),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Reads it; a missing file is an empty inventory.
+    pub fn load(&self) -> Result<InventoryMap, StateError> {
+        self.load_capped(MAX_INVENTORY_BYTES)
+    }
+
+    fn load_capped(&self, max_bytes: u64) -> Result<InventoryMap, StateError> {
+        let Some(file) = self.file.read_json::<FileIn>(max_bytes)? else {
+            return Ok(HashMap::new());
+        };
+        check_version(self.path(), file.version, VERSION)?;
+        for (uuid, agent) in &file.agents {
+            if let Some(problem) = out_of_bounds(agent) {
+                return Err(StateError::Damaged {
+                    path: self.path().to_path_buf(),
+                    reason: format!("agent {uuid}: {problem}"),
+                });
+            }
+        }
+        Ok(file.agents)
+    }
+
+    /// Reads it for a daemon that starts: an unreadable file is renamed (never overwritten)
+    /// and the inventory starts empty; the error and the new name are returned for
+    /// `state_damaged`.
+    pub fn load_keeping_damaged(
+        &self,
+    ) -> Result<(InventoryMap, Option<crate::state::SetAside>), StateError> {
+        match self.load() {
+            Ok(map) => Ok((map, None)),
+            Err(error) => {
+                let moved_to = self.file.set_aside()?;
+                Ok((
+                    HashMap::new(),
+                    Some(crate::state::SetAside { error, moved_to }),
+                ))
+            }
+        }
+    }
+
+    /// The file's bytes for `map`.
+    pub fn encode(&self, map: &InventoryMap) -> Vec<u8> {
+        let out = FileOut {
+            version: VERSION,
+            agents: map,
+        };
+        // Strings and integers only: serialising to memory cannot fail.
+        let mut bytes = serde_json::to_vec(&out).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Writes encoded bytes atomically.
+    pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        self.file.write(bytes)
+    }
+}
+
+/// What exceeds the bounds in a stored agent, if anything.
+fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
+    let snapshot = agent.snapshot.as_ref()?;
+    if snapshot.ports.len() as u64 > MAX_PORTS_PER_AGENT {
+        return Some(format!(
+            "{} ports (at most {MAX_PORTS_PER_AGENT})",
+            snapshot.ports.len()
+        ));
+    }
+    if snapshot.machine_ip.len() > MAX_MACHINE_BYTES
+        || snapshot.machine_name.len() > MAX_MACHINE_BYTES
+        || agent.name.len() > MAX_MACHINE_BYTES
+    {
+        return Some(format!("a name over {MAX_MACHINE_BYTES} bytes"));
+    }
+    if snapshot
+        .ports
+        .iter()
+        .any(|p| p.process.len() > MAX_PROCESS_BYTES)
+    {
+        return Some(format!("a process name over {MAX_PROCESS_BYTES} bytes"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::inventory::Port;
+
+    fn agent(ports: &[(u16, &str)]) -> StoredAgent {
+        StoredAgent {
+            name: "db-01".into(),
+            fetched_at: Some(5),
+            requested_at: None,
+            snapshot: Some(Snapshot::from_rows(
+                ports
+                    .iter()
+                    .map(|(p, n)| Port {
+                        port: *p,
+                        process: (*n).into(),
+                        pid: 1,
+                    })
+                    .collect(),
+                "10.0.0.1".into(),
+                "db".into(),
+            )),
+        }
+    }
+
+    #[test]
+    fn round_trip_private_file_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        assert!(f.load().unwrap().is_empty());
+        let mut map = InventoryMap::new();
+        map.insert("u1".into(), agent(&[(22, "sshd"), (3306, "my\u{1b}sqld")]));
+        f.write(&f.encode(&map)).unwrap();
+        assert_eq!(f.load().unwrap(), map);
+        let mode = std::fs::metadata(f.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(f.path().file_name().unwrap(), FILE_NAME);
+    }
+
+    #[test]
+    fn damaged_newer_or_oversized_files_are_set_aside_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        for bad in [
+            "{\"version\":1,\"agents\":".to_owned(),
+            "{\"version\":2,\"agents\":{}}".to_owned(),
+            format!(
+                "{{\"version\":1,\"agents\":{{\"u\":{{\"snapshot\":{{\"ports\":[{{\"port\":1,\"process\":\"{}\",\"pid\":1}}]}}}}}}}}",
+                "x".repeat(MAX_PROCESS_BYTES + 1)
+            ),
+            "{\"version\":1,\"agents\":{\"u\":{\"snapshot\":{\"ports\":[{\"port\":70000,\"process\":\"a\",\"pid\":1}]}}}}".to_owned(),
+        ] {
+            std::fs::write(f.path(), &bad).unwrap();
+            let (map, set_aside) = f.load_keeping_damaged().unwrap();
+            assert!(map.is_empty());
+            let moved = set_aside.expect("damaged").moved_to;
+            assert!(moved.to_string_lossy().contains("inventory.json.damaged-"));
+            assert_eq!(std::fs::read_to_string(&moved).unwrap(), bad);
+            assert!(!f.path().exists());
+        }
+        std::fs::write(f.path(), "{\"version\":1,\"agents\":{}}   ").unwrap();
+        let e = f.load_capped(8).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
+}
