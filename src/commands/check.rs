@@ -57,22 +57,14 @@ fn lines(e: &ConfigErrors) -> Vec<String> {
     e.to_string().lines().map(str::to_string).collect()
 }
 
-/// Checks everything; returns the summary text or every problem.
-pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
-    let settings = Settings::load(config).map_err(|mut e| {
-        startup::add_watchlist_problems(config, &mut e);
-        Problems(lines(&e))
-    })?;
-    let mut problems = Vec::new();
-    let watchlist = match settings.watchlist_path.as_deref().map(Watchlist::load) {
-        Some(Ok(w)) => Some(w),
-        Some(Err(e)) => {
-            problems.extend(lines(&e));
-            None
-        }
-        None => None,
-    };
-    let credentials = match resolve(&settings.credentials, env) {
+/// Where `credentials` come from, as the summary says it; the problem when they cannot be
+/// resolved. Nothing is contacted and no secret is shown.
+fn describe_credentials(
+    credentials: &crate::config::CredentialSettings,
+    env: &Environment,
+    sts_endpoint: &reqwest::Url,
+) -> Result<String, String> {
+    let described = match resolve(credentials, env) {
         Ok(Resolved::Static(_, source)) => source.to_string(),
         Ok(Resolved::CvmRole {
             metadata_endpoint, ..
@@ -90,14 +82,64 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
                 request.role_arn,
                 request.role_session_name,
                 humantime::format_duration(request.duration),
-                settings.api.sts_endpoint,
+                sts_endpoint,
             )
         }
-        Err(e) => {
-            problems.push(format!("credentials: {e}"));
-            String::new()
-        }
+        Err(e) => return Err(format!("credentials: {e}")),
     };
+    Ok(described)
+}
+
+/// Checks everything; returns the summary text or every problem.
+pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
+    let settings = Settings::load(config).map_err(|mut e| {
+        startup::add_watchlist_problems(config, &mut e);
+        Problems(lines(&e))
+    })?;
+    let mut problems = Vec::new();
+    let watchlist = match settings.watchlist_path.as_deref().map(Watchlist::load) {
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => {
+            problems.extend(lines(&e));
+            None
+        }
+        None => None,
+    };
+    let credentials = describe_credentials(&settings.credentials, env, &settings.api.sts_endpoint)
+        .unwrap_or_else(|e| {
+            problems.push(e);
+            String::new()
+        });
+    // Each `[[account]]`: its watchlist and credentials, checked as the top-level ones are.
+    let mut account_lines = Vec::new();
+    for account in &settings.accounts {
+        let agents = match account.watchlist_path.as_deref().map(Watchlist::load) {
+            Some(Ok(w)) => w.agents.len(),
+            Some(Err(e)) => {
+                problems.extend(lines(&e));
+                0
+            }
+            None => 0,
+        };
+        match describe_credentials(&account.credentials, env, &settings.api.sts_endpoint) {
+            Ok(credentials) => account_lines.push(format!(
+                "account     {}: {}, discovery {}, region {}, credentials {credentials}",
+                account.name,
+                watchlist_summary(
+                    account.watchlist_path.as_deref(),
+                    agents,
+                    &account.discovery
+                ),
+                discovery_summary(&account.discovery),
+                account
+                    .region
+                    .as_deref()
+                    .or(settings.api.region.as_deref())
+                    .unwrap_or("none"),
+            )),
+            Err(e) => problems.push(format!("account {}: {e}", account.name)),
+        }
+    }
     // What `run` refuses at start: a `state_dir` it could not persist to, or that other users
     // could write. Probing it creates it (mode 0700) when missing, as `run` would.
     if let Err(e) = state::prepare_dir(&settings.state_dir) {
@@ -108,32 +150,31 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     }
     let agents = watchlist.map_or(0, |w| w.agents.len());
     let inventory = inventory_line(&settings);
-    let discovery = &settings.discovery;
-    let watchlist = match &settings.watchlist_path {
-        Some(path) => format!(
-            "{} ({agents} agents{})",
-            state::shown(path),
-            if agents == 0 && !discovery.enabled {
-                "; the daemon will idle"
-            } else {
-                ""
-            }
-        ),
-        None => "none (discovery only)".to_owned(),
-    };
-    let discovery = if discovery.enabled {
-        let types: Vec<&str> = discovery.machine_types.iter().map(|t| t.as_str()).collect();
-        format!(
-            "{} in {}, every {} (DescribeMachines is not called by check)",
-            types.join("+"),
-            discovery.regions.join(", "),
-            humantime::format_duration(discovery.refresh)
+    let watchlist = if settings.has_default_account() {
+        watchlist_summary(
+            settings.watchlist_path.as_deref(),
+            agents,
+            &settings.discovery,
         )
     } else {
-        "off".to_owned()
+        "none: no default account, only [[account]] blocks".to_owned()
     };
+    let discovery = discovery_summary(&settings.discovery);
+    // One line per account when there are several (the default one's from the top level).
+    if settings.several_accounts() && settings.has_default_account() {
+        account_lines.insert(
+            0,
+            format!(
+                "account     {}: {watchlist}, discovery {discovery}, region {}, credentials \
+                 {credentials}",
+                crate::config::DEFAULT_ACCOUNT,
+                settings.api.region.as_deref().unwrap_or("none"),
+            ),
+        );
+    }
+    let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\nOK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
         settings.api.requests_per_second,
@@ -144,6 +185,41 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         humantime::format_duration(settings.poll.offline_interval),
         state::shown(&settings.state_dir),
     ))
+}
+
+/// A watchlist for the summary: its path and size, or that discovery alone finds the agents.
+fn watchlist_summary(
+    path: Option<&Path>,
+    agents: usize,
+    discovery: &crate::discovery::DiscoverySettings,
+) -> String {
+    match path {
+        Some(path) => format!(
+            "{} ({agents} agents{})",
+            state::shown(path),
+            if agents == 0 && !discovery.enabled {
+                "; the daemon will idle"
+            } else {
+                ""
+            }
+        ),
+        None => "none (discovery only)".to_owned(),
+    }
+}
+
+/// `[discovery]` for the summary.
+fn discovery_summary(discovery: &crate::discovery::DiscoverySettings) -> String {
+    if discovery.enabled {
+        let types: Vec<&str> = discovery.machine_types.iter().map(|t| t.as_str()).collect();
+        format!(
+            "{} in {}, every {} (DescribeMachines is not called by check)",
+            types.join("+"),
+            discovery.regions.join(", "),
+            humantime::format_duration(discovery.refresh)
+        )
+    } else {
+        "off".to_owned()
+    }
 }
 
 /// `[inventory]` and the per-action rates, for the summary.

@@ -315,9 +315,12 @@ impl AccountRun {
         })
     }
 
-    /// Agents watched now.
+    /// Agents watched now (the engine's own count until it runs, then its heartbeat's).
     fn agent_count(&self) -> usize {
-        self.status.agents.load(Ordering::Relaxed) as usize
+        match &self.engine {
+            Some(engine) => engine.agent_count(),
+            None => self.status.agents.load(Ordering::Relaxed) as usize,
+        }
     }
 
     /// Starts the engine on `shutdown`'s tracker.
