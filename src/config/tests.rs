@@ -1029,3 +1029,14 @@ fn account_names_are_checked_by_rule() {
         assert!(!valid_account_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn metrics_are_refused_with_several_accounts_until_they_carry_the_label() {
+    let text = "watchlist = \"w.toml\"\n[metrics]\nlisten = \"127.0.0.1:9187\"\n\
+                [[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n";
+    let found = problems(text);
+    assert_problem(&found, 3, &["several accounts", "listen = \"\""]);
+    // One account (here only an [[account]]): metrics as before.
+    parse("[metrics]\nlisten = \"127.0.0.1:9187\"\n[[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n")
+        .unwrap();
+}

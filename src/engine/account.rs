@@ -2,8 +2,8 @@
 //! gate, and the clock skew learned from its answers.
 //!
 //! Why a unit of its own: Tencent's quota is per action *per account*, and refused
-//! credentials stop one account, not the others. Today the engine has one account; several
-//! would be a `Vec<Account>` iterated by the same loop.
+//! credentials stop one account, not the others. An engine has one account; several
+//! accounts run one engine each (see "Adding accounts" in [`super`]).
 
 use std::sync::Arc;
 

@@ -41,10 +41,16 @@
 //! has a free slot.
 //!
 //! ## Adding accounts
-//! An `account::Account` holds everything per set of credentials (poller, lanes, gate).
-//! Several accounts: `Engine::account` becomes a `Vec`, each agent record gets an account
-//! index, and the loop iterates accounts × lanes exactly as it iterates lanes now. Quota is
-//! per account and per action at Tencent, and so are the lanes.
+//! One engine per account (decided; `[[account]]`, issue 12). Each account gets its own
+//! [`Engine`]: its own dispatcher loop, lanes with strict limiters per action, rate control,
+//! credentials gate and client (its region, its credentials and their refresher), all in the
+//! same process and runtime, sharing only the event sink, the metrics registry and the
+//! shutdown token (`commands::run` builds them, one `AccountRun` each). Tencent's quota is per
+//! action *per account*, so per-account limiters are exactly the quota; and isolation (one
+//! account's throttling, refused credentials or outage never slows another) holds by
+//! construction, as nothing on the hot path is shared. The engine itself does not know its
+//! account: the sink it is given marks its events ([`crate::account_sink`]), and each keeps
+//! its own state file (`state.<account>.json`).
 
 mod account;
 mod agents;
