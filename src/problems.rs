@@ -224,6 +224,11 @@ impl<'a> ProblemList<'a> {
         }
     }
 
+    /// 1-based line and column (in characters) of the start of `span`.
+    pub(crate) fn line_col_of(&self, span: &Range<usize>) -> (usize, usize) {
+        self.lines.line_col(span.start)
+    }
+
     pub(crate) fn line_of(&self, span: &Range<usize>) -> usize {
         self.lines.line_col(span.start).0
     }

@@ -64,6 +64,23 @@ pub struct Watchlist {
     pub path: PathBuf,
     /// Every agent once, in file order; may be empty.
     pub agents: Vec<Agent>,
+    /// Agents whose table says `account = "…"` (several accounts: the agent belongs to that
+    /// account instead of the one whose watchlist lists it). Checked against the configured
+    /// accounts by `commands::startup::load_accounts`.
+    pub assigned: Vec<Assigned>,
+}
+
+/// An `account = "…"` in an `[[agent]]` table, and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// Index into [`Watchlist::agents`].
+    pub index: usize,
+    /// The account named (a valid account name; whether it is configured is checked later).
+    pub account: String,
+    /// 1-based line of the value.
+    pub line: usize,
+    /// 1-based column of the value.
+    pub column: usize,
 }
 
 #[derive(Deserialize)]
@@ -76,11 +93,12 @@ struct RawWatchlist {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an [[agent]] table with uuid and optional name"
+    expecting = "an [[agent]] table with uuid and optional name and account"
 )]
 struct RawAgent {
     uuid: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
 }
 
 impl Watchlist {
@@ -224,6 +242,7 @@ struct Checker<'a> {
     /// Uuid (as a number, so case does not matter) → byte offset of its first occurrence.
     seen: HashMap<u128, usize>,
     agents: Vec<Agent>,
+    assigned: Vec<Assigned>,
 }
 
 impl<'a> Checker<'a> {
@@ -232,6 +251,7 @@ impl<'a> Checker<'a> {
             problems: ProblemList::new(path, text),
             seen: HashMap::with_capacity(tables),
             agents: Vec::with_capacity(tables),
+            assigned: Vec::new(),
         }
     }
 
@@ -240,7 +260,30 @@ impl<'a> Checker<'a> {
         let shift = |span: Range<usize>| span.start + offset..span.end + offset;
         let problems = &mut self.problems;
         let entry_span = shift(entry.span());
-        let RawAgent { uuid, name } = entry.into_inner();
+        let RawAgent {
+            uuid,
+            name,
+            account,
+        } = entry.into_inner();
+        let account = match account {
+            None => None,
+            Some(account) if crate::config::valid_account_name(account.get_ref()) => {
+                let (line, column) = problems.line_col_of(&shift(account.span()));
+                Some((account.into_inner(), line, column))
+            }
+            Some(account) => {
+                problems.at(
+                    shift(account.span()),
+                    format!(
+                        "`account` = {} is not an account name: write the `name` of an \
+                         [[account]] in the config (lower-case letters, digits, `_` and `-`), \
+                         or remove the line for the account this watchlist belongs to",
+                        shown(account.get_ref())
+                    ),
+                );
+                None
+            }
+        };
         let name = match name {
             None => None,
             Some(name) => {
@@ -296,6 +339,14 @@ impl<'a> Checker<'a> {
             return;
         }
         self.seen.insert(value, span.start);
+        if let Some((account, line, column)) = account {
+            self.assigned.push(Assigned {
+                index: self.agents.len(),
+                account,
+                line,
+                column,
+            });
+        }
         self.agents.push(Agent { uuid: parsed, name });
     }
 
@@ -304,6 +355,7 @@ impl<'a> Checker<'a> {
             problems,
             seen,
             mut agents,
+            assigned,
         } = self;
         drop(seen);
         problems.finish()?;
@@ -311,6 +363,7 @@ impl<'a> Checker<'a> {
         Ok(Watchlist {
             path: path.to_path_buf(),
             agents,
+            assigned,
         })
     }
 }

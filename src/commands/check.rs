@@ -145,6 +145,13 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     if let Err(e) = state::prepare_dir(&settings.state_dir) {
         problems.push(e.to_string());
     }
+    // `account = "…"` in watchlists, checked against the configured accounts (only when each
+    // file is fine on its own, so no problem is listed twice).
+    if problems.is_empty()
+        && let Err(e) = startup::load_accounts(config)
+    {
+        problems.extend(lines(&e));
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }

@@ -46,6 +46,7 @@ fn watchlist_of(settings: &Settings) -> Result<Watchlist, ConfigErrors> {
         None => Ok(Watchlist {
             path: std::path::PathBuf::new(),
             agents: Vec::new(),
+            assigned: Vec::new(),
         }),
     }
 }
@@ -70,9 +71,81 @@ pub fn load_accounts(
             },
         }
     }
+    if problems.is_none()
+        && let Err(more) = assign_accounts(&mut accounts)
+    {
+        problems = Some(more);
+    }
     match problems {
         Some(problems) => Err(problems),
         None => Ok((settings, accounts)),
+    }
+}
+
+/// Moves each agent whose table says `account = "…"` to that account's list; an account
+/// that is not configured, or an agent the account already lists, is a problem at the
+/// value's line:column.
+fn assign_accounts(accounts: &mut [(AccountPlan, Watchlist)]) -> Result<(), ConfigErrors> {
+    let names: Vec<String> = accounts.iter().map(|(p, _)| p.name.clone()).collect();
+    let mut problems = Vec::new();
+    let mut moves: Vec<(usize, crate::watchlist::Agent)> = Vec::new();
+    for (plan, watchlist) in accounts.iter_mut() {
+        let assigned = std::mem::take(&mut watchlist.assigned);
+        let mut leaving = std::collections::HashSet::new();
+        for a in &assigned {
+            if a.account == plan.name {
+                continue;
+            }
+            let problem = |message: String| crate::problems::Problem {
+                file: watchlist.path.clone(),
+                line: Some(a.line),
+                column: Some(a.column),
+                message,
+                kind: crate::problems::ProblemKind::Invalid,
+            };
+            match names.iter().position(|n| *n == a.account) {
+                Some(to) => {
+                    moves.push((to, watchlist.agents[a.index].clone()));
+                    leaving.insert(a.index);
+                }
+                None => problems.push(problem(format!(
+                    "`account` = \"{}\" is not a configured account (configured: {}): add an \
+                     [[account]] with that name to the config, or correct the name",
+                    a.account,
+                    names.join(", ")
+                ))),
+            }
+        }
+        if !leaving.is_empty() {
+            let mut index = 0;
+            watchlist.agents.retain(|_| {
+                index += 1;
+                !leaving.contains(&(index - 1))
+            });
+        }
+    }
+    for (to, agent) in moves {
+        let (plan, watchlist) = &mut accounts[to];
+        if watchlist.agents.iter().any(|a| a.uuid == agent.uuid) {
+            problems.push(crate::problems::Problem {
+                file: watchlist.path.clone(),
+                line: None,
+                column: None,
+                message: format!(
+                    "agent {} is given to account {} by `account =` in another watchlist, and \
+                     this watchlist of that account lists it too: keep one of the two",
+                    agent.uuid, plan.name
+                ),
+                kind: crate::problems::ProblemKind::Invalid,
+            });
+        } else {
+            watchlist.agents.push(agent);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors { problems })
     }
 }
 

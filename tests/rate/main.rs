@@ -279,3 +279,33 @@ async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
     let rate = status.accepted as f64 / run_for.as_secs_f64();
     assert!(rate >= 18.5, "status polls at only {rate:.2} req/s");
 }
+
+/// Three accounts in one daemon (`[[account]]`), each saturating its own quota: per account
+/// never more than 20 arrivals in any 1-second window and nothing throttled, while together
+/// they go well past one account's 20 (separate windows, separate limiters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_accounts_each_keep_to_their_own_strict_window() {
+    use cwp_portwatch::simulator::DEFAULT_SECRET_ID;
+    use support::accounts::*;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let sim = simulator().await;
+    let app = support::app::App::new();
+    three_accounts(&app, &sim, BETA_KEY);
+    let d = app.daemon(&[]);
+    let ids = [DEFAULT_SECRET_ID, ALPHA_ID, BETA_ID];
+    until(&sim, "each account past 3 s of polling", |sim| {
+        ids.iter().all(|id| polls_of(sim, id).accepted > 60)
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let mut together = 0;
+    for id in ids {
+        let polls = polls_of(&sim, id);
+        assert!(polls.max_arrivals_in_window <= 20, "{id}: {polls:?}");
+        assert_eq!(polls.throttled, 0, "{id}: {polls:?}");
+        together += polls.max_accepted_in_window;
+    }
+    assert!(together > 40, "{together}");
+    sim.shutdown().await;
+}

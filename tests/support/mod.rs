@@ -8,6 +8,7 @@
 //! - [`engine`]: the polling engine against the simulator, and what its events and the
 //!   simulator's log say changed.
 
+pub mod accounts;
 pub mod app;
 pub mod engine;
 
