@@ -256,3 +256,45 @@ async fn check_names_an_unknown_account_in_a_watchlist_at_line_and_column() {
     );
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
 }
+
+/// stdout's JSON lines.
+fn json_lines(out: &Finished) -> Vec<Value> {
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn once_and_status_cover_every_account() {
+    let sim = simulator().await;
+    let app = App::new();
+    three_accounts(&app, &sim, BETA_KEY);
+    let once = tokio::task::spawn_blocking({
+        let cmd = app.with_config(&["once", "--format", "json"]);
+        move || run_within(cmd, WAIT)
+    })
+    .await
+    .unwrap();
+    assert_eq!(once.code(), Some(0), "{}", once.stderr);
+    let lines = json_lines(&once);
+    assert_eq!(lines.len(), 3 * PER_ACCOUNT, "{}", once.stdout);
+    for account in ["default", "alpha", "beta"] {
+        let of: Vec<&Value> = lines.iter().filter(|l| l["account"] == account).collect();
+        assert_eq!(of.len(), PER_ACCOUNT, "{account}");
+        assert!(of.iter().all(|l| l["status"] == "COMPLETE"), "{account}");
+    }
+    // Each account polled as itself.
+    for id in [DEFAULT_SECRET_ID, ALPHA_ID, BETA_ID] {
+        assert!(polls_of(&sim, id).accepted >= PER_ACCOUNT as u64, "{id}");
+    }
+    let status = run_within(app.with_config(&["status", "--format", "json"]), WAIT);
+    assert_eq!(status.code(), Some(0), "{}", status.stderr);
+    let lines = json_lines(&status);
+    assert_eq!(lines.len(), 3 * PER_ACCOUNT);
+    assert_eq!(
+        lines.iter().filter(|l| l["account"] == "beta").count(),
+        PER_ACCOUNT
+    );
+    sim.shutdown().await;
+}
