@@ -223,19 +223,9 @@ async fn run(opts: &Options) -> Result<()> {
     let pid = daemon.0.id();
     tokio::time::sleep(WARM_UP).await;
     let sim_now = || sim.stats().log.last().map_or(Duration::ZERO, |r| r.at);
-    let (t0, cpu0, polls0, at0) = (
-        Instant::now(),
-        cpu_seconds(pid)?,
-        accepted(&sim),
-        sim_now(),
-    );
+    let (t0, cpu0, polls0, at0) = (Instant::now(), cpu_seconds(pid)?, accepted(&sim), sim_now());
     tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
-    let (t1, cpu1, polls1, at1) = (
-        Instant::now(),
-        cpu_seconds(pid)?,
-        accepted(&sim),
-        sim_now(),
-    );
+    let (t1, cpu1, polls1, at1) = (Instant::now(), cpu_seconds(pid)?, accepted(&sim), sim_now());
     drop(daemon);
     let times = accepted_times(&sim, n, at0, at1);
     let stats = sim.stats();
