@@ -339,6 +339,7 @@ impl<P: Poller> Engine<P> {
         if let Some(o) = observed {
             if o.changed {
                 self.saver.mark_dirty();
+                self.heartbeat.statuses_changed();
             }
             self.tracker
                 .record(uuid, o.status, o.request_id, crate::clock::unix_now());
