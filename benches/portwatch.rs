@@ -78,7 +78,7 @@ fn main() {
             eprintln!("error: {e}");
             eprintln!(
                 "usage: cargo bench --bench portwatch -- [rate|latency|cpu|rss|ratio|detect|all]... \
-                 [--seconds N] [--agents N]"
+                 [--seconds N] [--agents N] [--rounds N] [--pair]"
             );
             std::process::exit(2);
         }
@@ -101,6 +101,11 @@ struct Options {
     detect: bool,
     /// `--agents N` for `ratio` (default 2,000).
     agents: Option<usize>,
+    /// `--rounds N` for `ratio` (default 3).
+    rounds: Option<usize>,
+    /// `--pair`: `ratio` runs only the daemon and the floor client (no first pass, no
+    /// Python), for quick comparisons while optimising.
+    pair: bool,
     /// `--seconds N`: length of every run (default 30 s; 20 s for `rss`).
     seconds: Option<u64>,
 }
@@ -127,6 +132,11 @@ impl Options {
                 "rss" => (o.rss, any) = (true, true),
                 "ratio" => (o.ratio, any) = (true, true),
                 "detect" => (o.detect, any) = (true, true),
+                "--pair" => o.pair = true,
+                "--rounds" => {
+                    let v = args.next().ok_or("--rounds needs a value")?;
+                    o.rounds = Some(v.parse().map_err(|_| format!("--rounds {v:?}: a number"))?);
+                }
                 "--agents" => {
                     let v = args.next().ok_or("--agents needs a value")?;
                     o.agents = Some(v.parse().map_err(|_| format!("--agents {v:?}: a number"))?);
@@ -1435,25 +1445,28 @@ fn ratio(
             runner: Runner::Floor,
             seeded: false,
         },
-        Phase::DAEMON,
     ];
+    if !opts.pair {
+        round.push(Phase::DAEMON);
+    }
     if std::env::var_os("PORTWATCH_BENCH_BEFORE").is_some() {
         round.push(Phase {
             runner: Runner::DaemonBefore,
             seeded: true,
         });
     }
-    if python.is_some() {
+    if python.is_some() && !opts.pair {
         round.push(Phase {
             runner: Runner::Python,
             seeded: false,
         });
     }
+    let rounds = opts.rounds.unwrap_or(ROUNDS).max(1);
     let phases: Vec<Phase> = round
         .iter()
         .copied()
         .cycle()
-        .take(round.len() * ROUNDS)
+        .take(round.len() * rounds)
         .collect();
     let agents = opts.agents.unwrap_or(2_000);
     let runs = scenario(
@@ -1469,7 +1482,7 @@ fn ratio(
         &phases,
     )?;
     let per_poll_us = |o: &Outcome| o.cpu_per_1000(true).map_or(f64::NAN, |s| s * 1000.0);
-    println!("\n== ratio: {agents} agents, {ROUNDS} rounds, CPU per poll after warm-up ==");
+    println!("\n== ratio: {agents} agents, {rounds} rounds, CPU per poll after warm-up ==");
     let mut by: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     let mut ratios = Vec::new();
     let label = |o: &Outcome| match (o.runner, o.seeded) {
@@ -1505,7 +1518,7 @@ fn ratio(
     ] {
         if let Some(m) = by.get(name).cloned().and_then(median) {
             summary.push(row(
-                &format!("CPU per poll, {name}, {agents} agents (median of {ROUNDS})"),
+                &format!("CPU per poll, {name}, {agents} agents (median of {rounds})"),
                 format!("{m:.0} µs"),
                 "-".into(),
                 true,
@@ -1514,7 +1527,7 @@ fn ratio(
     }
     let r = median(ratios).unwrap_or(f64::NAN);
     summary.push(row(
-        &format!("daemon / floor CPU per poll, {agents} agents (median of {ROUNDS} rounds)"),
+        &format!("daemon / floor CPU per poll, {agents} agents (median of {rounds} rounds)"),
         format!("{r:.2}"),
         format!("<= {TARGET_RATIO}"),
         r <= TARGET_RATIO,
