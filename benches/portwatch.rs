@@ -458,8 +458,8 @@ struct Outcome {
     daemon_after_start: Option<ProcSample>,
     daemon_exit: String,
     rate_limited_events: usize,
-    /// The daemon's (or client's) stderr.
-    log_path: PathBuf,
+    /// The daemon's (or client's) stderr, read before the temporary folder goes.
+    log_text: String,
     poll_failed_events: usize,
     log_lines: usize,
 }
@@ -861,9 +861,9 @@ fn daemon_phase(
         daemon_after_start: after_start,
         daemon_exit,
         rate_limited_events: count("rate_limited"),
-        log_path: daemon_log.clone(),
         poll_failed_events: count("poll_failed"),
         log_lines: text.lines().count(),
+        log_text: text,
     })
 }
 
@@ -1570,7 +1570,7 @@ fn detect(
     };
     let o = scenario(rt, bin, &setup, &[Phase::SEEDED])?.remove(0);
     o.print();
-    let text = std::fs::read_to_string(&o.log_path)?;
+    let text = &o.log_text;
     let mut seen: std::collections::HashMap<String, std::time::SystemTime> = Default::default();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -1607,10 +1607,11 @@ fn detect(
         latencies[i]
     };
     println!(
-        "detect: {} of {} changes seen; change → event: min {:.2} s, median {:.2} s, \
+        "detect: {} of {} changes seen ({} status_changed events); change → event: min {:.2} s, median {:.2} s, \
          p95 {:.2} s, max {:.2} s; sweep at {:.2} req/s",
         latencies.len(),
         changes.len(),
+        seen.len(),
         pick(0.0),
         pick(0.5),
         pick(0.95),
