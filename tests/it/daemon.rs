@@ -501,9 +501,9 @@ async fn the_watchdog_goes_silent_while_the_dispatcher_is_wedged() {
     cmd.env("NOTIFY_SOCKET", notify.path())
         .env("WATCHDOG_USEC", "2000000")
         .stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
     // Not read (yet): the pipe fills up.
-    let mut stderr = child.stderr.take().unwrap();
+    let mut stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
 
     let is_ping = |m: &String| has_line(m, "WATCHDOG=1");
     // Healthy: READY=1 and pings.
@@ -540,6 +540,7 @@ async fn the_watchdog_goes_silent_while_the_dispatcher_is_wedged() {
         "no WATCHDOG=1 after stderr was drained: {:?}",
         &notify.received()[mark..]
     );
+    let mut child = child.0.take().unwrap();
     // SAFETY: kill(2) on our own child, not reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait())
@@ -555,4 +556,16 @@ async fn the_watchdog_goes_silent_while_the_dispatcher_is_wedged() {
     );
     assert_eq!(status.code(), Some(0), "{status}");
     sim.shutdown().await;
+}
+
+/// A daemon that a failed assertion must not leave running (blocked on its full stderr).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
