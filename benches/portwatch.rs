@@ -62,12 +62,23 @@ const TARGET_RSS_KB: u64 = 64 * 1024;
 const WARMUP: Duration = Duration::from_secs(3);
 
 fn main() {
+    // The floor client re-runs this executable in its own process (its CPU is read from
+    // /proc like the daemon's).
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(FLOOR_ARG) {
+        if let Err(e) = floor_client(args) {
+            eprintln!("floor client: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let opts = match Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             eprintln!(
-                "usage: cargo bench --bench portwatch -- [rate|latency|cpu|rss|all]... [--seconds N]"
+                "usage: cargo bench --bench portwatch -- [rate|latency|cpu|rss|ratio|detect|all]... \
+                 [--seconds N] [--agents N] [--rounds N] [--pair]"
             );
             std::process::exit(2);
         }
@@ -84,6 +95,17 @@ struct Options {
     latency: bool,
     cpu: bool,
     rss: bool,
+    /// Issue 13: daemon vs floor client vs Python SDK, side by side, CPU per poll.
+    ratio: bool,
+    /// Issue 13: detection latency at 10,000 agents.
+    detect: bool,
+    /// `--agents N` for `ratio` (default 2,000).
+    agents: Option<usize>,
+    /// `--rounds N` for `ratio` (default 3).
+    rounds: Option<usize>,
+    /// `--pair`: `ratio` runs only the daemon and the floor client (no first pass, no
+    /// Python), for quick comparisons while optimising.
+    pair: bool,
     /// `--seconds N`: length of every run (default 30 s; 20 s for `rss`).
     seconds: Option<u64>,
 }
@@ -108,8 +130,20 @@ impl Options {
                 "latency" => (o.latency, any) = (true, true),
                 "cpu" => (o.cpu, any) = (true, true),
                 "rss" => (o.rss, any) = (true, true),
+                "ratio" => (o.ratio, any) = (true, true),
+                "detect" => (o.detect, any) = (true, true),
+                "--pair" => o.pair = true,
+                "--rounds" => {
+                    let v = args.next().ok_or("--rounds needs a value")?;
+                    o.rounds = Some(v.parse().map_err(|_| format!("--rounds {v:?}: a number"))?);
+                }
+                "--agents" => {
+                    let v = args.next().ok_or("--agents needs a value")?;
+                    o.agents = Some(v.parse().map_err(|_| format!("--agents {v:?}: a number"))?);
+                }
                 "all" => {
                     (o.rate, o.latency, o.cpu, o.rss) = (true, true, true, true);
+                    (o.ratio, o.detect) = (true, true);
                     any = true;
                 }
                 other => return Err(format!("unknown argument {other:?}").into()),
@@ -117,6 +151,7 @@ impl Options {
         }
         if !any {
             (o.rate, o.latency, o.cpu, o.rss) = (true, true, true, true);
+            (o.ratio, o.detect) = (true, true);
         }
         Ok(o)
     }
@@ -154,8 +189,9 @@ fn run(opts: &Options) -> Result<()> {
                 agents: 2_000,
                 latency: Duration::ZERO,
                 duration: secs(30),
+                changes: Vec::new(),
             },
-            &[false],
+            &[Phase::DAEMON],
         )?
         .remove(0);
         r.print();
@@ -207,8 +243,9 @@ fn run(opts: &Options) -> Result<()> {
                 agents: 2_000,
                 latency: Duration::from_secs(1),
                 duration: secs(30),
+                changes: Vec::new(),
             },
-            &[false],
+            &[Phase::DAEMON],
         )?
         .remove(0);
         r.print();
@@ -229,8 +266,9 @@ fn run(opts: &Options) -> Result<()> {
                 agents: 100_000,
                 latency: Duration::ZERO,
                 duration: secs(20),
+                changes: Vec::new(),
             },
-            &[false, true],
+            &[Phase::DAEMON, Phase::SEEDED],
         )?;
         for r in &runs {
             r.print();
@@ -245,6 +283,12 @@ fn run(opts: &Options) -> Result<()> {
                 r.daemon_end.hwm_kb <= TARGET_RSS_KB,
             ));
         }
+    }
+    if opts.ratio {
+        ratio(&runtime, &bin, opts, &mut summary)?;
+    }
+    if opts.detect {
+        detect(&runtime, &bin, secs(150), &mut summary)?;
     }
 
     println!();
@@ -267,9 +311,13 @@ fn row(what: &str, value: String, target: String, met: bool) -> String {
     format!("| {what} | {value} | {target} | {met} |")
 }
 
-/// The release binary: the one cargo built for this bench, else next to this bench's
+/// The release binary: `PORTWATCH_BENCH_BIN` when set, else the one cargo built for this bench, else next to this bench's
 /// executable, else under `CARGO_MANIFEST_DIR/target/release` (built when missing).
 fn binary() -> Result<PathBuf> {
+    // Another build (e.g. the one before a change, for a before/after in one session).
+    if let Some(p) = std::env::var_os("PORTWATCH_BENCH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
     let mut candidates = Vec::new();
     if let Some(p) = option_env!("CARGO_BIN_EXE_cwp-portwatch") {
         candidates.push(PathBuf::from(p));
@@ -314,12 +362,61 @@ struct Setup {
     agents: usize,
     latency: Duration,
     duration: Duration,
+    /// `detect`: agent index → when (after the simulator starts) it goes from `COLLECTING`
+    /// to `COMPLETE`; the daemon runs with `collecting_interval = "5s"` and default intervals
+    /// otherwise. Empty: every agent is `COMPLETE` from 0 s, every interval 1 s.
+    changes: Vec<(usize, Duration)>,
+}
+
+/// What one phase runs against the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// `cwp-portwatch run`.
+    Daemon,
+    /// `cwp-portwatch run` of another build (`PORTWATCH_BENCH_BEFORE`): before/after side by
+    /// side in one run.
+    DaemonBefore,
+    /// [`floor_client`]: sign + reqwest POST + parse on a current-thread runtime.
+    Floor,
+    /// The official Python SDK in a paced loop ([`PYTHON_LOOP`]).
+    Python,
+}
+
+impl Runner {
+    fn name(self) -> &'static str {
+        match self {
+            Runner::Daemon => "daemon",
+            Runner::DaemonBefore => "daemon (before)",
+            Runner::Floor => "floor client",
+            Runner::Python => "Python SDK loop",
+        }
+    }
+}
+
+/// One daemon (or client) run in a scenario.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    runner: Runner,
+    /// The state file is pre-seeded with every agent.
+    seeded: bool,
+}
+
+impl Phase {
+    const DAEMON: Phase = Phase {
+        runner: Runner::Daemon,
+        seeded: false,
+    };
+    const SEEDED: Phase = Phase {
+        runner: Runner::Daemon,
+        seeded: true,
+    };
 }
 
 /// `/proc` readings of the daemon at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 struct ProcSample {
-    /// utime + stime, seconds.
+    /// CPU time, seconds: the sum of the threads' `sum_exec_runtime` (nanoseconds, from
+    /// `/proc/PID/task/*/schedstat`), or utime + stime (10 ms ticks) where that is missing.
     cpu_s: f64,
     hwm_kb: u64,
     rss_kb: u64,
@@ -345,6 +442,11 @@ struct Outcome {
     phases: usize,
     /// The state file was pre-seeded with every agent.
     seeded: bool,
+    /// What ran.
+    runner: Runner,
+    /// When the simulator's clock started (its `listening on` line was seen; at most 5 ms
+    /// late, so change times are at most that much late and latencies that much short).
+    sim_epoch: std::time::SystemTime,
     /// Request times seen by the proxy, relative to `t0` (daemon spawn).
     times: Vec<Duration>,
     /// Requests the proxy could not frame (should be 0).
@@ -356,6 +458,8 @@ struct Outcome {
     daemon_after_start: Option<ProcSample>,
     daemon_exit: String,
     rate_limited_events: usize,
+    /// The daemon's (or client's) stderr, read before the temporary folder goes.
+    log_text: String,
     poll_failed_events: usize,
     log_lines: usize,
 }
@@ -525,7 +629,7 @@ fn scenario(
     rt: &tokio::runtime::Runtime,
     bin: &Path,
     setup: &Setup,
-    phases: &[bool],
+    phases: &[Phase],
 ) -> Result<Vec<Outcome>> {
     eprintln!(
         "[{}] {} agents, latency {:?}, {} s ...",
@@ -538,7 +642,7 @@ fn scenario(
         .prefix("portwatch-bench-")
         .tempdir()?;
     let d = dir.path();
-    write_files(d, setup.agents)?;
+    write_files(d, setup.agents, &setup.changes)?;
 
     // Simulator.
     let sim_out = d.join("simulator.out");
@@ -557,6 +661,7 @@ fn scenario(
         .stderr(File::create(&sim_err)?);
     let mut sim = Guard::spawn("simulator", cmd)?;
     let sim_addr = wait_for_listening(&mut sim, &sim_out, &sim_err, Duration::from_secs(300))?;
+    let sim_epoch = std::time::SystemTime::now();
     let sim_ready = started.elapsed();
     eprintln!(
         "[{}] simulator ready after {:.1} s",
@@ -571,17 +676,31 @@ fn scenario(
     let accept = AbortOnDrop(rt.spawn(proxy_accept(listener, sim_addr, log.clone())));
 
     let mut outcomes = Vec::new();
-    for (i, &seeded) in phases.iter().enumerate() {
+    for (i, phase) in phases.iter().enumerate() {
         let phase_dir = d.join(format!("phase{i}"));
         std::fs::create_dir_all(phase_dir.join("state"))?;
-        if seeded {
-            seed_state(&phase_dir.join("state"), setup.agents)?;
+        if phase.seeded {
+            seed_state(&phase_dir.join("state"), setup.agents, &setup.changes)?;
         }
+        if i > 0 {
+            // The simulator's 1-second window forgets the previous phase's requests.
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+        eprintln!("[{}] phase {i}: {}", setup.name, phase.runner.name());
         let mut o = daemon_phase(
-            bin, setup, &phase_dir, d, proxy_addr, &log, &mut sim, &sim_err,
+            bin,
+            setup,
+            phase.runner,
+            &phase_dir,
+            d,
+            proxy_addr,
+            &log,
+            &mut sim,
+            &sim_err,
         )?;
-        o.seeded = seeded;
+        o.seeded = phase.seeded;
         o.sim_ready = sim_ready;
+        o.sim_epoch = sim_epoch;
         outcomes.push(o);
     }
 
@@ -609,6 +728,7 @@ fn scenario(
 fn daemon_phase(
     bin: &Path,
     setup: &Setup,
+    runner: Runner,
     phase_dir: &Path,
     files: &Path,
     proxy_addr: SocketAddr,
@@ -619,19 +739,50 @@ fn daemon_phase(
     let config = phase_dir.join("config.toml");
     std::fs::write(
         &config,
-        config_text(files, &phase_dir.join("state"), proxy_addr),
+        config_text(
+            files,
+            &phase_dir.join("state"),
+            proxy_addr,
+            !setup.changes.is_empty(),
+        ),
     )?;
     let daemon_log = phase_dir.join("daemon.log");
-    let mut cmd = Command::new(bin);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
-        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("CWP_PORTWATCH_CONFIG")
-        .stdin(Stdio::null())
+    let mut cmd = match runner {
+        Runner::Daemon | Runner::DaemonBefore => {
+            let mut cmd = match runner {
+                Runner::DaemonBefore => {
+                    Command::new(std::env::var_os("PORTWATCH_BENCH_BEFORE").ok_or("no before")?)
+                }
+                _ => Command::new(bin),
+            };
+            cmd.arg("run")
+                .arg("--config")
+                .arg(&config)
+                .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+                .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY)
+                .env_remove("CREDENTIALS_DIRECTORY")
+                .env_remove("JOURNAL_STREAM")
+                .env_remove("CWP_PORTWATCH_CONFIG");
+            cmd
+        }
+        Runner::Floor => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.arg(FLOOR_ARG)
+                .arg(proxy_addr.to_string())
+                .arg(setup.agents.to_string());
+            cmd
+        }
+        Runner::Python => {
+            let script = phase_dir.join("sdk_loop.py");
+            std::fs::write(&script, PYTHON_LOOP)?;
+            let mut cmd = Command::new(python_venv().ok_or("no SDK venv")?);
+            cmd.arg(&script)
+                .arg(proxy_addr.to_string())
+                .arg(setup.agents.to_string());
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&daemon_log)?);
     let t0 = Instant::now();
@@ -640,7 +791,7 @@ fn daemon_phase(
         *l = ProxyLog::default();
         l.t0 = Some(t0);
     }
-    let mut daemon = Guard::spawn("daemon", cmd)?;
+    let mut daemon = Guard::spawn(runner.name(), cmd)?;
     let pid = daemon.pid();
 
     // Wait for the first request, then `duration`; sample /proc along the way.
@@ -699,6 +850,8 @@ fn daemon_phase(
         sim: SimStats::default(),
         phases: 1,
         seeded: false,
+        runner,
+        sim_epoch: std::time::UNIX_EPOCH,
         times,
         unframed,
         sim_ready: Duration::ZERO,
@@ -710,11 +863,13 @@ fn daemon_phase(
         rate_limited_events: count("rate_limited"),
         poll_failed_events: count("poll_failed"),
         log_lines: text.lines().count(),
+        log_text: text,
     })
 }
 
 /// A state file as a long-running daemon leaves it: every agent known as `COMPLETE`.
-fn seed_state(state_dir: &Path, agents: usize) -> Result<()> {
+fn seed_state(state_dir: &Path, agents: usize, collecting: &[(usize, Duration)]) -> Result<()> {
+    let collecting: std::collections::HashSet<usize> = collecting.iter().map(|c| c.0).collect();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -726,8 +881,13 @@ fn seed_state(state_dir: &Path, agents: usize) -> Result<()> {
         }
         let _ = write!(
             s,
-            "\"{}\":{{\"status\":\"COMPLETE\",\"seen_at\":{now},\"request_id\":\"{}\"}}",
+            "\"{}\":{{\"status\":\"{}\",\"seen_at\":{now},\"request_id\":\"{}\"}}",
             uuid(i),
+            if collecting.contains(&i) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            },
             uuid(agents + i)
         );
     }
@@ -756,7 +916,8 @@ fn uuid(i: usize) -> String {
     )
 }
 
-fn write_files(dir: &Path, agents: usize) -> Result<()> {
+fn write_files(dir: &Path, agents: usize, changes: &[(usize, Duration)]) -> Result<()> {
+    let changes: std::collections::HashMap<usize, Duration> = changes.iter().copied().collect();
     let mut watchlist = String::with_capacity(agents * 80);
     let mut scenario = String::with_capacity(agents * 100);
     for i in 0..agents {
@@ -765,17 +926,36 @@ fn write_files(dir: &Path, agents: usize) -> Result<()> {
             watchlist,
             "[[agent]]\nuuid = \"{u}\"\nname = \"bench-{i:06}\"\n\n"
         );
-        let _ = write!(
-            scenario,
-            "[[agent]]\nuuid = \"{u}\"\ntimeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n\n"
-        );
+        match changes.get(&i) {
+            Some(at) => {
+                let _ = write!(
+                    scenario,
+                    "[[agent]]\nuuid = \"{u}\"\ntimeline = [{{ at = \"0s\", status = \"COLLECTING\" }}, \
+                     {{ at = \"{}ms\", status = \"COMPLETE\" }}]\n\n",
+                    at.as_millis()
+                );
+            }
+            None => {
+                let _ = write!(
+                    scenario,
+                    "[[agent]]\nuuid = \"{u}\"\ntimeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n\n"
+                );
+            }
+        }
     }
     std::fs::write(dir.join("watchlist.toml"), watchlist)?;
     std::fs::write(dir.join("scenario.toml"), scenario)?;
     Ok(())
 }
 
-fn config_text(dir: &Path, state: &Path, proxy: SocketAddr) -> String {
+fn config_text(dir: &Path, state: &Path, proxy: SocketAddr, detect: bool) -> String {
+    // `detect`: the default intervals (60 s settled: far more due than the quota, so the
+    // sweep never stops) and a 5 s collecting interval.
+    let poll = if detect {
+        "[poll]\ncollecting_interval = \"5s\"\n"
+    } else {
+        "[poll]\ninterval = \"1s\"\ncollecting_interval = \"1s\"\noffline_interval = \"1s\"\n"
+    };
     format!(
         "watchlist = {watchlist:?}\n\
          state_dir = {state:?}\n\
@@ -789,10 +969,7 @@ fn config_text(dir: &Path, state: &Path, proxy: SocketAddr) -> String {
          [credentials]\n\
          source = \"env\"\n\
          \n\
-         [poll]\n\
-         interval = \"1s\"\n\
-         collecting_interval = \"1s\"\n\
-         offline_interval = \"1s\"\n\
+         {poll}\
          \n\
          [log]\n\
          format = \"json\"\n\
@@ -831,7 +1008,7 @@ fn wait_for_listening(
             )
             .into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -883,8 +1060,23 @@ fn proc_sample(pid: i32) -> Result<ProcSample> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
+    // Nanoseconds on CPU per living thread: far finer than the 10 ms ticks of utime and
+    // stime (one tick is 25 µs per poll in a 20 s run). A thread that exited between two
+    // samples is missing from the second; the steady-state figures come from a daemon whose
+    // threads all live (one, plus blocking-pool threads that idle out after 10 s without work).
+    let sched_ns: Option<u64> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        });
     Ok(ProcSample {
-        cpu_s: (utime + stime) as f64 / ticks,
+        cpu_s: sched_ns
+            .filter(|&ns| ns > 0)
+            .map_or((utime + stime) as f64 / ticks, |ns| ns as f64 / 1e9),
         hwm_kb: kb("VmHWM:"),
         rss_kb: kb("VmRSS:"),
     })
@@ -1075,4 +1267,367 @@ impl Framer {
         }
         heads
     }
+}
+
+/// The argument that makes this executable the floor client.
+const FLOOR_ARG: &str = "__floor-client";
+/// Issue 13 targets.
+const TARGET_RATIO: f64 = 1.2;
+const TARGET_DETECT_P95: Duration = Duration::from_secs(6);
+/// `ratio`: rounds of (daemon, floor, Python); each figure is the median over the rounds.
+const ROUNDS: usize = 3;
+/// Both clients pace like the daemon: one request per 1/20 s + 0.75 % (src/pacing.rs).
+const PERIOD: Duration = Duration::from_nanos(50_375_000);
+
+/// The floor of our HTTP stack at this pacing: per request, the JSON body, the TC3 signature,
+/// one reqwest POST on a current-thread runtime, and the answer parsed; nothing else (no
+/// limiter, no queue, no log, no state). Uuids are formatted once, before the loop. Runs until
+/// killed. Arguments: `ADDR AGENTS`.
+fn floor_client(mut args: impl Iterator<Item = String>) -> Result<()> {
+    let addr: SocketAddr = args.next().ok_or("no address")?.parse()?;
+    let agents: usize = args.next().ok_or("no agent count")?.parse()?;
+    let uuids: Vec<String> = (0..agents.max(1)).map(uuid).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .build()?;
+        let host = addr.to_string();
+        let url = reqwest::Url::parse(&format!("http://{addr}/"))?;
+        let mut next = tokio::time::Instant::now();
+        let mut failures = 0u64;
+        for i in 0.. {
+            tokio::time::sleep_until(next).await;
+            // Like the daemon's pacer: more than 3 ms late starts a new schedule.
+            let now = tokio::time::Instant::now();
+            if now.duration_since(next) > Duration::from_millis(3) {
+                next = now;
+            }
+            next += PERIOD;
+            let body = serde_json::to_vec(&serde_json::json!({ "Uuid": uuids[i % uuids.len()] }))?;
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let signed = cwp_portwatch::signing::sign(
+                SECRET_ID,
+                SECRET_KEY,
+                &cwp_portwatch::signing::RequestParts {
+                    method: "POST",
+                    host: &host,
+                    content_type: "application/json",
+                    payload: &body,
+                    service: "yunjing",
+                    timestamp,
+                },
+            );
+            let sent = http
+                .post(url.clone())
+                .header("Host", &host)
+                .header("Content-Type", "application/json")
+                .header("X-TC-Action", "DescribeOpenPortTaskStatus")
+                .header("X-TC-Version", "2018-02-28")
+                .header("X-TC-Timestamp", timestamp.to_string())
+                .header("Authorization", signed.authorization)
+                .body(body)
+                .send()
+                .await;
+            let answer = match sent {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            let status = answer.map_err(BoxError::from).and_then(|a| {
+                let v: serde_json::Value = serde_json::from_slice(&a)?;
+                match v["Response"]["Status"].as_str() {
+                    Some(_) => Ok(()),
+                    None => Err(format!("no Status in {v}").into()),
+                }
+            });
+            if let Err(e) = status {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("floor client: {e}");
+                }
+            }
+        }
+        Ok::<(), BoxError>(())
+    })
+}
+
+/// The official SDK (`tencentcloud-sdk-python-yunjing`) in the loop a Python user would
+/// write, paced like the daemon. Arguments: `HOST:PORT AGENTS`.
+const PYTHON_LOOP: &str = r#"
+import sys, time
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.yunjing.v20180228 import models, yunjing_client
+
+endpoint, agents = sys.argv[1], int(sys.argv[2])
+http = HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=10)
+http.scheme = "http"
+c = yunjing_client.YunjingClient(
+    credential.Credential("AKIDcwpportwatchSIMULATOR000000000000", "cwpportwatchSimulatorSecretKey00"),
+    "", ClientProfile(httpProfile=http))
+uuids = ["%08x-%04x-4%03x-8%03x-%012x" % (i, i % 0xffff, i % 0xfff, (i * 7) % 0xfff, i)
+         for i in range(agents)]
+period = 0.050375
+next_t = time.monotonic()
+i = 0
+failures = 0
+while True:
+    wait = next_t - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    # Like the daemon's pacer: more than 3 ms late starts a new schedule (no catch-up burst).
+    now = time.monotonic()
+    if now - next_t > 0.003:
+        next_t = now
+    next_t += period
+    req = models.DescribeOpenPortTaskStatusRequest()
+    req.Uuid = uuids[i % agents]
+    i += 1
+    try:
+        c.DescribeOpenPortTaskStatus(req)
+    except TencentCloudSDKException as e:
+        failures += 1
+        if failures <= 3:
+            print(e, file=sys.stderr, flush=True)
+"#;
+
+/// The venv `tests/sdk_crosscheck.sh` makes, when it exists.
+fn python_venv() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let python = target.join("sdk-crosscheck-venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import tencentcloud.yunjing"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(python)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+/// Issue 13: CPU per poll of the daemon, the floor client and the Python SDK loop, in
+/// [`ROUNDS`] rounds of one run each against one simulator (same pacing, same proxy, same
+/// agents); medians over the rounds, and the daemon/floor ratio of each round.
+fn ratio(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    opts: &Options,
+    summary: &mut Vec<String>,
+) -> Result<()> {
+    let python = python_venv();
+    if python.is_none() {
+        println!(
+            "ratio: no SDK venv (run tests/sdk_crosscheck.sh once to create it); \
+             the Python SDK loop is left out"
+        );
+    }
+    // The daemon in a steady state: a state file that knows every agent, as after its first
+    // pass, so no answer is a change (no event, no state write); then its first pass (every
+    // answer a `status_changed` event and a state save per second), for comparison.
+    let mut round = vec![
+        Phase::SEEDED,
+        Phase {
+            runner: Runner::Floor,
+            seeded: false,
+        },
+    ];
+    if !opts.pair {
+        round.push(Phase::DAEMON);
+    }
+    if std::env::var_os("PORTWATCH_BENCH_BEFORE").is_some() {
+        round.push(Phase {
+            runner: Runner::DaemonBefore,
+            seeded: true,
+        });
+    }
+    if python.is_some() && !opts.pair {
+        round.push(Phase {
+            runner: Runner::Python,
+            seeded: false,
+        });
+    }
+    let rounds = opts.rounds.unwrap_or(ROUNDS).max(1);
+    let phases: Vec<Phase> = round
+        .iter()
+        .copied()
+        .cycle()
+        .take(round.len() * rounds)
+        .collect();
+    let agents = opts.agents.unwrap_or(2_000);
+    let runs = scenario(
+        rt,
+        bin,
+        &Setup {
+            name: "ratio",
+            agents,
+            latency: Duration::ZERO,
+            duration: Duration::from_secs(opts.seconds.unwrap_or(20)),
+            changes: Vec::new(),
+        },
+        &phases,
+    )?;
+    let per_poll_us = |o: &Outcome| o.cpu_per_1000(true).map_or(f64::NAN, |s| s * 1000.0);
+    println!("\n== ratio: {agents} agents, {rounds} rounds, CPU per poll after warm-up ==");
+    let mut by: std::collections::HashMap<&str, Vec<f64>> = Default::default();
+    let mut ratios = Vec::new();
+    let label = |o: &Outcome| match (o.runner, o.seeded) {
+        (Runner::Daemon, false) => "daemon, first pass",
+        (Runner::Daemon, true) => "daemon",
+        (r, _) => r.name(),
+    };
+    for (i, chunk) in runs.chunks(round.len()).enumerate() {
+        let mut line = format!("round {}:", i + 1);
+        for o in chunk {
+            let us = per_poll_us(o);
+            let _ = write!(
+                line,
+                " {} {us:.0} µs ({:.2} req/s, {} polls);",
+                label(o),
+                rate_of(o.steady_times()).unwrap_or(0.0),
+                o.times.len()
+            );
+            by.entry(label(o)).or_default().push(us);
+        }
+        let r = per_poll_us(&chunk[0]) / per_poll_us(&chunk[1]);
+        let _ = write!(line, " daemon/floor {r:.2}");
+        ratios.push(r);
+        println!("{line}");
+    }
+    println!("simulator: {}", runs[0].sim.line);
+    for name in [
+        "daemon",
+        "floor client",
+        "daemon, first pass",
+        "daemon (before)",
+        "Python SDK loop",
+    ] {
+        if let Some(m) = by.get(name).cloned().and_then(median) {
+            summary.push(row(
+                &format!("CPU per poll, {name}, {agents} agents (median of {rounds})"),
+                format!("{m:.0} µs"),
+                "-".into(),
+                true,
+            ));
+        }
+    }
+    let r = median(ratios).unwrap_or(f64::NAN);
+    summary.push(row(
+        &format!("daemon / floor CPU per poll, {agents} agents (median of {rounds} rounds)"),
+        format!("{r:.2}"),
+        format!("<= {TARGET_RATIO}"),
+        r <= TARGET_RATIO,
+    ));
+    Ok(())
+}
+
+/// Issue 13: detection latency. 10,000 agents known from a state file; 50 of them are
+/// `COLLECTING` and turn `COMPLETE` at random times between 75 s (every agent has had its
+/// first poll: start-up phases first polls over the 60 s settled interval) and 15 s before
+/// the end of the run; the daemon has `collecting_interval = "5s"` and must sweep the other 9,950 at
+/// the same time. Latency: the change's time on the simulator's clock to the `timestamp` of
+/// the daemon's `status_changed` event.
+fn detect(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    duration: Duration,
+    summary: &mut Vec<String>,
+) -> Result<()> {
+    let agents = 10_000;
+    let first = Duration::from_secs(75);
+    let spread = duration
+        .saturating_sub(first + Duration::from_secs(15))
+        .max(Duration::from_secs(10));
+    let changes: Vec<(usize, Duration)> = (0..50)
+        .map(|k| {
+            // Spread over the agents' range and the time window, from a fixed pseudo-random
+            // sequence so runs are comparable.
+            let x = (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let at = first + spread.mul_f64((x >> 11) as f64 / (1u64 << 53) as f64);
+            ((x % agents as u64) as usize, at)
+        })
+        .collect();
+    let setup = Setup {
+        name: "detect",
+        agents,
+        latency: Duration::ZERO,
+        duration: duration.max(first + spread + Duration::from_secs(15)),
+        changes: changes.clone(),
+    };
+    let o = scenario(rt, bin, &setup, &[Phase::SEEDED])?.remove(0);
+    o.print();
+    let text = &o.log_text;
+    let mut seen: std::collections::HashMap<String, std::time::SystemTime> = Default::default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] == "status_changed" && v["to_status"] == "COMPLETE" {
+            let ts = v["timestamp"].as_str().unwrap_or_default();
+            let at =
+                time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)?;
+            let at = std::time::UNIX_EPOCH
+                + Duration::from_nanos(u64::try_from(at.unix_timestamp_nanos()).unwrap_or(0));
+            seen.insert(v["uuid"].as_str().unwrap_or_default().to_owned(), at);
+        }
+    }
+    let mut latencies = Vec::new();
+    let mut missed = 0;
+    for (i, at) in &changes {
+        let changed = o.sim_epoch + *at;
+        match seen.get(&uuid(*i)) {
+            Some(event) => latencies.push(
+                event
+                    .duration_since(changed)
+                    .map_or_else(|e| -e.duration().as_secs_f64(), |d| d.as_secs_f64()),
+            ),
+            None => missed += 1,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i]
+    };
+    println!(
+        "detect: {} of {} changes seen ({} status_changed events); change → event: min {:.2} s, median {:.2} s, \
+         p95 {:.2} s, max {:.2} s; sweep at {:.2} req/s",
+        latencies.len(),
+        changes.len(),
+        seen.len(),
+        pick(0.0),
+        pick(0.5),
+        pick(0.95),
+        pick(1.0),
+        o.rate().unwrap_or(0.0),
+    );
+    let p95 = if missed > 0 {
+        f64::INFINITY
+    } else {
+        pick(0.95)
+    };
+    summary.push(row(
+        "detection p95, 10,000 agents, 50 COLLECTING → COMPLETE, collecting_interval 5s",
+        format!("{p95:.2} s ({missed} missed)"),
+        format!("<= {} s", TARGET_DETECT_P95.as_secs()),
+        p95 <= TARGET_DETECT_P95.as_secs_f64(),
+    ));
+    Ok(())
 }

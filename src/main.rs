@@ -10,11 +10,18 @@ use cwp_portwatch::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `run` and `once` are one dispatcher loop that polls its own requests: one thread
+    // (blocking work such as state writes goes to tokio's blocking pool) means no cross-thread
+    // wake-ups per poll (issue 13). `simulate` and `demo` serve many connections: two workers.
+    let single = matches!(cli.command, Command::Run(_) | Command::Once { .. });
+    let mut builder = if single {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             report(&anyhow::Error::new(e).context("cannot start the async runtime"));

@@ -218,6 +218,9 @@ mod tests {
         while Instant::now() < end {
             p.acquire().await;
             out.push(Instant::now());
+            // A pacer that stopped waiting would loop here for ever (paused time does not
+            // move): fail instead of hanging.
+            assert!(out.len() <= 1000 * secs as usize, "grants without waiting");
         }
         out
     }
@@ -247,6 +250,7 @@ mod tests {
                 tokio::time::sleep_until(at + Duration::from_micros(1400)).await;
             }
             t.push(Instant::now());
+            assert!(t.len() <= 20_000, "grants without waiting");
         }
         assert!(max_in_any_window(&t) <= 20);
         let rate = (t.len() - 1) as f64 / t.last().unwrap().duration_since(t[0]).as_secs_f64();

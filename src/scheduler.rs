@@ -6,7 +6,9 @@
 //!   for one agent);
 //! - among due agents, `COLLECTING` ones are served first (that is the transition users wait
 //!   for), then the most overdue; a settled agent that has waited `boost` longer than the best
-//!   collecting one goes first, so nobody starves when collecting agents alone exceed the quota;
+//!   collecting one goes first when collecting agents are themselves more than `boost` behind
+//!   (they alone exceed the quota), and gets one grant in three while they keep up, so nobody
+//!   starves, yet a sweep minutes behind does not delay collecting polls (issue 13);
 //! - the next poll is scheduled from when the answer arrived, never from the missed deadline,
 //!   so a backlog never turns into a burst of catch-up polls;
 //! - first polls are phased by a stable hash of the Uuid (see [`phase`]), so start-up and
@@ -148,7 +150,13 @@ pub struct DueQueue {
     seq: u64,
     boost: Duration,
     in_flight: usize,
+    /// Grants in a row to collecting agents while a settled one had waited `boost` longer.
+    run: u32,
 }
+
+/// While collecting agents keep up with their interval, at most this many grants in a row go
+/// to them ahead of a settled agent that waited `boost` longer.
+const COLLECTING_RUN: u32 = 2;
 
 impl DueQueue {
     /// A settled agent overdue by more than `boost` beyond the best collecting agent is
@@ -161,6 +169,7 @@ impl DueQueue {
             seq: 0,
             boost,
             in_flight: 0,
+            run: 0,
         }
     }
 
@@ -258,9 +267,21 @@ impl DueQueue {
             (Some(c), Some(o)) => {
                 // `checked`: a boost of `Duration::MAX` (a collecting interval nobody
                 // validated) means collecting agents always go first, not a panic.
-                if o.checked_add(self.boost).is_some_and(|o| o < c) {
+                let settled_waited = o.checked_add(self.boost).is_some_and(|o| o < c);
+                // Collecting agents within `boost` of their due time are keeping up: they go
+                // first, except one grant in `COLLECTING_RUN + 1` for a settled agent that
+                // waited `boost` longer, so they cannot take the whole quota by staying just
+                // on time. Behind by more (they alone exceed the quota), the longer wait wins.
+                // Before issue 13 the longer wait always won: a sweep minutes behind (10,000
+                // agents at 20/s) then delayed every collecting poll by as much.
+                let collecting_behind = now.saturating_duration_since(c) > self.boost;
+                if settled_waited && (collecting_behind || self.run >= COLLECTING_RUN) {
+                    self.run = 0;
                     &mut self.others
                 } else {
+                    if settled_waited {
+                        self.run = self.run.saturating_add(1);
+                    }
                     &mut self.collecting
                 }
             }
@@ -387,15 +408,44 @@ mod tests {
         let now = t0 + Duration::from_secs(20);
         assert_eq!(q.pop_due(now), Some(1), "collecting first");
         assert_eq!(q.pop_due(now), Some(0));
-        // A settled agent 61 s more overdue than the collecting one goes first.
+        // Collecting agents more than `boost` behind (they alone exceed the quota): a settled
+        // agent 61 s more overdue than the collecting one goes first.
         q.schedule(2, t0, Cadence::Settled);
         q.schedule(3, t0 + Duration::from_secs(61), Cadence::Collecting);
-        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(2));
-        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(3));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(130)), Some(2));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(130)), Some(3));
         // Exactly `boost` (60 s) more overdue is not longer: collecting still first.
         q.schedule(4, t0, Cadence::Settled);
         q.schedule(5, t0 + Duration::from_secs(60), Cadence::Collecting);
-        assert_eq!(q.pop_due(t0 + Duration::from_secs(100)), Some(5));
+        assert_eq!(q.pop_due(t0 + Duration::from_secs(130)), Some(5));
+    }
+
+    /// Issue 13: a sweep far behind must not delay collecting agents that keep up with their
+    /// interval, beyond one grant in `COLLECTING_RUN + 1` (detection latency at 10,000
+    /// agents); the sweep still gets that share.
+    #[test]
+    fn collecting_agents_that_keep_up_go_first_however_far_behind_the_sweep_is() {
+        let t0 = Instant::now();
+        let mut q = q();
+        for id in 0..100 {
+            q.schedule(id, t0, Cadence::Settled);
+        }
+        let now = t0 + Duration::from_secs(600);
+        let mut order = Vec::new();
+        for id in 100..106 {
+            q.schedule(id, now - Duration::from_secs(1), Cadence::Collecting);
+        }
+        for _ in 0..9 {
+            order.push(q.pop_due(now).unwrap() >= 100);
+        }
+        // Two collecting, one settled, and again; then the rest of the sweep.
+        assert_eq!(
+            order,
+            [true, true, false, true, true, false, true, true, false]
+        );
+        // Collecting agents more than `boost` behind: the longer wait wins.
+        q.schedule(200, now - Duration::from_secs(61), Cadence::Collecting);
+        assert_ne!(q.pop_due(now), Some(200));
     }
 
     #[test]

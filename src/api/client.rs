@@ -27,8 +27,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Url;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE as CONTENT_TYPE_HEADER, HOST, HeaderName, HeaderValue,
+};
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde::Serialize;
 
 use super::body::{BodyError, MAX_API_BODY_BYTES, read_capped};
 use super::error::ApiError;
@@ -45,6 +48,19 @@ pub const SERVICE: &str = "yunjing";
 const CONTENT_TYPE: &str = "application/json";
 /// Date headers have 1-second resolution: smaller differences are noise, not skew.
 const SKEW_NOISE_MS: i64 = 2_000;
+/// `X-TC-RequestClient`: who we are.
+const REQUEST_CLIENT: &str = concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION"));
+
+// Header names as constants: no parsing or allocation per request (issue 13).
+const X_TC_ACTION: HeaderName = HeaderName::from_static("x-tc-action");
+const X_TC_VERSION: HeaderName = HeaderName::from_static("x-tc-version");
+const X_TC_TIMESTAMP: HeaderName = HeaderName::from_static("x-tc-timestamp");
+const X_TC_REQUEST_CLIENT: HeaderName = HeaderName::from_static("x-tc-requestclient");
+const X_TC_REGION: HeaderName = HeaderName::from_static("x-tc-region");
+const X_TC_TOKEN: HeaderName = HeaderName::from_static("x-tc-token");
+// Constant values too, checked when compiling.
+const CONTENT_TYPE_VALUE: HeaderValue = HeaderValue::from_static(CONTENT_TYPE);
+const REQUEST_CLIENT_VALUE: HeaderValue = HeaderValue::from_static(REQUEST_CLIENT);
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +109,10 @@ pub struct Client {
     endpoint: Url,
     /// The `Host` header exactly as sent and signed.
     host: String,
-    region: Option<String>,
+    /// `host` as a header value, built once (cloning it shares the bytes).
+    host_header: HeaderValue,
+    /// `X-TC-Region`, built once.
+    region_header: Option<HeaderValue>,
     timeout: Duration,
     /// Signing service and API version: CWP's, or STS's for the assume-role source.
     service: &'static str,
@@ -152,19 +171,33 @@ impl Client {
             // Never through a proxy: see the module docs.
             builder = builder.no_proxy();
         }
+        let host_header = HeaderValue::from_str(&host)
+            .map_err(|_| bad("a host name that cannot be a Host header"))?;
+        let region_header = match options.region.filter(|r| !r.is_empty()) {
+            Some(region) => Some(HeaderValue::from_str(&region).map_err(|_| {
+                ClientBuildError::Endpoint {
+                    endpoint: endpoint.to_string(),
+                    reason: "the region has characters a header cannot carry; write a region \
+                             name such as ap-guangzhou"
+                        .to_string(),
+                }
+            })?),
+            None => None,
+        };
         let http = builder
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(options.max_idle_connections.max(1))
             .pool_idle_timeout(Duration::from_secs(50))
             .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION")))
+            .user_agent(REQUEST_CLIENT)
             .build()?;
         Ok(Client {
             http,
             endpoint,
             host,
-            region: options.region.filter(|r| !r.is_empty()),
+            host_header,
+            region_header,
             timeout: options.timeout,
             service,
             version,
@@ -204,8 +237,13 @@ impl Client {
         unix_ms(SystemTime::now())
     }
 
-    /// Calls one action with JSON parameters and returns the `Response` object.
-    pub async fn call(&self, action: &str, params: &Value) -> Result<Answer, ApiError> {
+    /// Calls one action with JSON parameters (a `serde_json::Value`, or a typed struct that
+    /// serializes without building one) and returns the `Response` object.
+    pub async fn call<P: Serialize + ?Sized>(
+        &self,
+        action: &str,
+        params: &P,
+    ) -> Result<Answer, ApiError> {
         let body = serde_json::to_vec(params).map_err(|e| ApiError::Decode {
             reason: format!("cannot encode the request: {e}"),
             request_id: None,
@@ -226,29 +264,46 @@ impl Client {
                     timestamp,
                 },
             );
-            let token = creds.token.as_ref().map(|t| t.expose_secret().to_string());
+            let token = creds
+                .token
+                .as_ref()
+                .map(|t| HeaderValue::from_str(t.expose_secret()));
             (signed, token)
         };
-        let mut request = self
-            .http
-            .post(self.endpoint.clone())
-            .header("Host", &self.host)
-            .header("Content-Type", CONTENT_TYPE)
-            .header("X-TC-Action", action)
-            .header("X-TC-Version", self.version)
-            .header("X-TC-Timestamp", timestamp.to_string())
-            .header(
-                "X-TC-RequestClient",
-                concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("Authorization", signed.authorization)
-            .body(body);
-        if let Some(region) = &self.region {
-            request = request.header("X-TC-Region", region);
+        let mut headers = reqwest::header::HeaderMap::with_capacity(9);
+        headers.insert(HOST, self.host_header.clone());
+        headers.insert(CONTENT_TYPE_HEADER, CONTENT_TYPE_VALUE);
+        let action = HeaderValue::from_str(action).map_err(|_| ApiError::Decode {
+            reason: "the action name cannot be a header value".into(),
+            request_id: None,
+        })?;
+        headers.insert(X_TC_ACTION, action);
+        headers.insert(X_TC_VERSION, HeaderValue::from_static(self.version));
+        headers.insert(X_TC_TIMESTAMP, HeaderValue::from(timestamp));
+        headers.insert(X_TC_REQUEST_CLIENT, REQUEST_CLIENT_VALUE);
+        let mut authorization = HeaderValue::try_from(signed.authorization).map_err(|_| {
+            ApiError::Transport("the signed Authorization header is not a valid header".into())
+        })?;
+        // Kept out of any debug output of the request (and out of HTTP/2 header tables).
+        authorization.set_sensitive(true);
+        headers.insert(AUTHORIZATION, authorization);
+        if let Some(region) = &self.region_header {
+            headers.insert(X_TC_REGION, region.clone());
         }
         if let Some(token) = secret_id_token {
-            request = request.header("X-TC-Token", token);
+            let mut token = token.map_err(|_| {
+                ApiError::Transport(
+                    "the credentials' token has characters a header cannot carry".into(),
+                )
+            })?;
+            token.set_sensitive(true);
+            headers.insert(X_TC_TOKEN, token);
         }
+        let request = self
+            .http
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(body);
         let started = Instant::now();
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
@@ -314,11 +369,14 @@ impl Client {
 
     /// `DescribeOpenPortTaskStatus`: the agent's open-port collection task status.
     pub async fn describe_open_port_task_status(&self, uuid: &str) -> Result<TaskStatus, ApiError> {
+        /// `{"Uuid": …}` serialized straight to bytes, without a `Value` tree.
+        #[derive(Serialize)]
+        struct Params<'a> {
+            #[serde(rename = "Uuid")]
+            uuid: &'a str,
+        }
         let answer = self
-            .call(
-                "DescribeOpenPortTaskStatus",
-                &serde_json::json!({ "Uuid": uuid }),
-            )
+            .call("DescribeOpenPortTaskStatus", &Params { uuid })
             .await?;
         let status = answer.status_field("Status")?.to_string();
         Ok(TaskStatus {
@@ -441,7 +499,7 @@ mod tests {
                 token: None,
             };
             let c = Client::new(options.clone(), credentials).unwrap();
-            let e = c.call("X", &Value::Null).await.unwrap_err();
+            let e = c.call("X", &serde_json::Value::Null).await.unwrap_err();
             assert!(e.code().starts_with("ClientError."), "{timeout:?}: {e}");
         }
     }

@@ -92,6 +92,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             }
         }
     }
+    release_freed_memory();
     if let Some((registry, server)) = metrics {
         // `/healthz` follows the first account's heartbeat; each engine beats on its own
         // timer, so one stuck loop among several is caught by the watchdog below instead.
@@ -637,5 +638,17 @@ impl Discovering {
                 });
             }
         }
+    }
+}
+
+/// Hands the heap's free pages back to the system once start-up is over. The watchlist's text
+/// and parse, the state file's and the watchlist itself are freed by now, but glibc keeps
+/// freed memory below the heap's top mapped: at 100,000 agents that is RSS for nothing for the
+/// daemon's whole life (issue 13). The peak (`VmHWM`) is not changed by this.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

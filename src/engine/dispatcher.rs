@@ -174,6 +174,13 @@ impl<P: Poller> Engine<P> {
             let budget = super::once_deadline(self.agents.len(), self.config.requests_per_second);
             self.once_until = Some(later(Instant::now(), budget));
         }
+        // One stop future and one timer for the whole loop, the timer moved with `reset`:
+        // a new `sleep_until` and `cancelled()` per turn register and deregister a timer
+        // entry and a waiter two or three times per poll (issue 13).
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
         loop {
             while let Some((job, reply)) = in_flight.try_next() {
                 self.on_answer(job, reply);
@@ -196,12 +203,15 @@ impl<P: Poller> Engine<P> {
                 }
                 Err(wake_at) => self.once_until.map_or(wake_at, |until| wake_at.min(until)),
             };
+            if sleep.deadline() != wake_at {
+                sleep.as_mut().reset(wake_at);
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = &mut cancelled => break,
                 Some((job, reply)) = in_flight.next() => self.on_answer(job, reply),
                 Some(c) = async { match control.as_mut() { Some(c) => c.recv().await, None => None } } => self.apply(c),
-                _ = sleep_until(wake_at) => {}
+                _ = &mut sleep => {}
             }
         }
         // Stop sending; let answers in flight land within the drain bound, abort the rest.
@@ -360,6 +370,7 @@ impl<P: Poller> Engine<P> {
         if let Some(o) = observed {
             if o.changed {
                 self.saver.mark_dirty();
+                self.heartbeat.statuses_changed();
             }
             self.tracker
                 .record(uuid, o.status, o.request_id, crate::clock::unix_now());

@@ -61,11 +61,25 @@ pub(crate) struct Figures {
 }
 
 /// The dispatcher's side of [`EngineStatus`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Heartbeat {
     /// Shared with the daemon.
     pub status: Arc<EngineStatus>,
     last_refresh: Option<Instant>,
+    /// Statuses changed since the agents were last counted. Counting is O(agents): at
+    /// 100,000 agents, once a second, it cost more CPU than a poll (issue 13), and in a
+    /// steady state nothing changes.
+    counts_stale: bool,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            status: Arc::default(),
+            last_refresh: None,
+            counts_stale: true,
+        }
+    }
 }
 
 impl Heartbeat {
@@ -79,20 +93,28 @@ impl Heartbeat {
             return false;
         }
         self.last_refresh = Some(now);
-        let (collecting, offline) = status_counts(known);
         let s = &self.status;
+        if std::mem::take(&mut self.counts_stale) {
+            let (collecting, offline) = status_counts(known);
+            s.collecting.store(collecting as u64, Ordering::Relaxed);
+            s.offline.store(offline as u64, Ordering::Relaxed);
+        }
         s.agents.store(figures.agents as u64, Ordering::Relaxed);
-        s.collecting.store(collecting as u64, Ordering::Relaxed);
-        s.offline.store(offline as u64, Ordering::Relaxed);
         s.rate.store(u64::from(figures.rate), Ordering::Relaxed);
         s.sent.store(figures.sent, Ordering::Relaxed);
         s.beats.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// The next turn refreshes whatever the time (after a reload).
+    /// The next turn refreshes whatever the time, counts included (after a reload).
     pub fn refresh_soon(&mut self) {
         self.last_refresh = None;
+        self.counts_stale = true;
+    }
+
+    /// An agent's status changed: count again at the next refresh.
+    pub fn statuses_changed(&mut self) {
+        self.counts_stale = true;
     }
 
     /// Mirrors the credentials gate for the status line.

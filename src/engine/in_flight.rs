@@ -1,12 +1,20 @@
-//! The requests in flight: one spawned task per request, all owned by the dispatcher in a
-//! [`JoinSet`], so a stop can wait for them within the drain bound and abort the rest, and a
-//! task that dies still gives its job back (as a failed request) instead of leaving the agent
-//! in flight for ever.
+//! The requests in flight: futures owned by the dispatcher in one [`FuturesUnordered`] and
+//! polled by its loop, so a stop can wait for them within the drain bound and drop (abort) the
+//! rest, and a request that panics still gives its job back (as a failed request) instead of
+//! leaving the agent in flight for ever.
+//!
+//! Why not a task per request (a `JoinSet`, as before issue 13): a spawned task is woken and
+//! run by the scheduler, then wakes the dispatcher with its result; on the daemon's one thread
+//! that is an allocation, a scheduler round trip and a `JoinSet` lock per poll for nothing. As
+//! futures of the dispatcher, an answer is handled in the same poll that completes it.
 
-use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 
-use tokio::task::{Id, JoinSet};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::lane::Job;
 use crate::api::{ApiError, TaskStatus};
@@ -23,7 +31,7 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    /// The reply of a job whose task died (panicked or was aborted).
+    /// The reply of a job whose request died (panicked).
     fn lost(job: Job, why: String) -> Reply {
         let error = ApiError::Transport(format!("the request task failed: {why}"));
         match job {
@@ -34,70 +42,66 @@ impl Reply {
     }
 }
 
-/// The spawned requests.
-#[derive(Debug, Default)]
+/// One request and its job.
+type Request = Pin<Box<dyn Future<Output = (Job, Reply)> + Send>>;
+
+/// The requests in flight.
+#[derive(Default)]
 pub(crate) struct InFlight {
-    tasks: JoinSet<(Job, Reply)>,
-    /// Which job each task runs, to give it back if the task dies.
-    jobs: HashMap<Id, Job>,
+    requests: FuturesUnordered<Request>,
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InFlight")
+            .field("requests", &self.requests.len())
+            .finish()
+    }
 }
 
 impl InFlight {
-    /// Spawns one request.
+    /// Starts one request (it runs while the dispatcher waits for [`InFlight::next`]).
     pub fn spawn<F>(&mut self, job: Job, request: F)
     where
         F: Future<Output = Reply> + Send + 'static,
     {
-        let handle = self.tasks.spawn(async move { (job, request.await) });
-        self.jobs.insert(handle.id(), job);
+        self.requests.push(Box::pin(async move {
+            // A panic in a request must not take the dispatcher down with it.
+            match AssertUnwindSafe(request).catch_unwind().await {
+                Ok(reply) => (job, reply),
+                Err(panic) => (job, Reply::lost(job, panic_text(panic.as_ref()))),
+            }
+        }));
     }
 
     /// An answer that is ready now, if any.
     pub fn try_next(&mut self) -> Option<(Job, Reply)> {
-        loop {
-            let done = self.tasks.try_join_next_with_id()?;
-            if let Some(answer) = self.settle(done) {
-                return Some(answer);
-            }
-        }
+        // Polling here with a no-op waker loses nothing: every request keeps its own waker
+        // in the set, and the loop's next `next()` registers the dispatcher's again.
+        self.requests.next().now_or_never().flatten()
     }
 
     /// The next answer; `None` at once when nothing is in flight (a `select!` branch with a
     /// `Some(..)` pattern is then disabled for that turn).
     pub async fn next(&mut self) -> Option<(Job, Reply)> {
-        loop {
-            let done = self.tasks.join_next_with_id().await?;
-            if let Some(answer) = self.settle(done) {
-                return Some(answer);
-            }
-        }
+        self.requests.next().await
     }
 
-    fn settle(
-        &mut self,
-        done: Result<(Id, (Job, Reply)), tokio::task::JoinError>,
-    ) -> Option<(Job, Reply)> {
-        match done {
-            Ok((id, answer)) => {
-                self.jobs.remove(&id);
-                Some(answer)
-            }
-            // Every spawned task's job is recorded; `None` only if that were broken.
-            Err(e) => {
-                let job = self.jobs.remove(&e.id())?;
-                Some((job, Reply::lost(job, e.to_string())))
-            }
-        }
-    }
-
-    /// Aborts whatever is still running and waits until it is gone. Returns how many were
-    /// abandoned.
+    /// Drops (cancels) whatever is still in flight. Returns how many were abandoned.
     pub async fn abort_all(&mut self) -> usize {
-        let abandoned = self.tasks.len();
-        self.tasks.shutdown().await;
-        self.jobs.clear();
+        let abandoned = self.requests.len();
+        self.requests.clear();
         abandoned
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "it panicked".to_owned())
 }
 
 #[cfg(test)]

@@ -172,9 +172,9 @@ pub trait Poller: Send + Sync + 'static {
 
 impl Poller for Client {
     fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
-        let client = self.clone();
-        let uuid = uuid.to_string();
-        async move { client.describe_open_port_task_status(&uuid).await }
+        // Borrows: the dispatcher's request future owns the poller and the Uuid (two `Arc`s),
+        // so no per-poll copy of the client (URL, host, region) or of the Uuid is needed.
+        self.describe_open_port_task_status(uuid)
     }
     fn clock_offset_ms(&self) -> i64 {
         Client::clock_offset_ms(self)

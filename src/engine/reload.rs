@@ -93,11 +93,11 @@ impl<P: Poller> Engine<P> {
                 added += 1;
                 continue;
             }
-            // Share the tracker's copy of the Uuid instead of allocating one more.
+            // Share the tracker's copy of the Uuid, else the watchlist's: never one more.
             let shared = self
                 .tracker
                 .shared_uuid(uuid)
-                .unwrap_or_else(|| Arc::from(uuid));
+                .unwrap_or_else(|| agent.uuid.to_arc());
             let id = self.agents.insert(shared, name);
             let cadence = Cadence::of(self.tracker.status(uuid));
             self.account.lanes[lane]

@@ -283,3 +283,41 @@ async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotte
     let watched: Vec<&str> = all[..3].iter().map(|a| a.uuid.as_str()).collect();
     assert_eq!(kept, watched, "the seeded agent not found is forgotten");
 }
+
+/// The heartbeat counts agents per status only when a status changed (issue 13: counting is
+/// O(agents) and a steady state changes nothing); the counts must still follow every change.
+#[tokio::test(start_paused = true)]
+async fn heartbeat_counts_follow_status_changes_without_recounting_every_second() {
+    let collecting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = collecting.clone();
+    let fake = Fake::new(Duration::from_millis(10), move |_| {
+        Ok(if c.load(Ordering::Relaxed) {
+            "COLLECTING".into()
+        } else {
+            "COMPLETE".into()
+        })
+    });
+    let mut config = config(false, 4);
+    config.intervals.settled = Duration::from_secs(1);
+    config.intervals.collecting = Duration::from_secs(1);
+    let engine = Engine::new(
+        fake,
+        Arc::new(CollectingSink::default()),
+        config,
+        &agents(3),
+        HashMap::new(),
+    );
+    let status = engine.status();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status.collecting.load(Ordering::Relaxed), 0);
+    collecting.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status.collecting.load(Ordering::Relaxed), 3);
+    collecting.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(status.collecting.load(Ordering::Relaxed), 0);
+    stop.cancel();
+    run.await.unwrap();
+}

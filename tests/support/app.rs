@@ -433,6 +433,37 @@ impl NotifySocket {
         }
         true
     }
+
+    /// Receives until no datagram that `is` arrives for `gap` (true), or `within` passes
+    /// first (false). For silences: a wedged daemon may send nothing at all, so "no ping for a
+    /// while" cannot be read off the datagrams alone.
+    pub async fn quiet_for(
+        &mut self,
+        within: Duration,
+        gap: Duration,
+        is: impl Fn(&String) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = vec![0u8; 4096];
+        let mut last = tokio::time::Instant::now();
+        loop {
+            let quiet_at = last + gap;
+            if quiet_at > deadline {
+                return false;
+            }
+            match tokio::time::timeout_at(quiet_at, self.socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => {
+                    let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if is(&datagram) {
+                        last = tokio::time::Instant::now();
+                    }
+                    self.received.push(datagram);
+                }
+                Ok(Err(e)) => panic!("notify socket: {e}"),
+                Err(_) => return true,
+            }
+        }
+    }
 }
 
 /// Does a datagram carry `line` (e.g. `READY=1`) as one of its lines?
