@@ -10,6 +10,9 @@
 //!   [`problems`] places and reports what is wrong in them; [`agent_uuid`] is the validated Uuid.
 //! - [`discovery`]: agents found with `DescribeMachines` (`[discovery]`), merged with the
 //!   watchlist and applied like a reload.
+//! - Several accounts (`[[account]]`): [`config::accounts`] turns the config into one plan per
+//!   account, `commands::run` runs one engine per account, and [`account_sink`] marks each
+//!   account's events with its name.
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
 //!   the CVM instance role, STS `AssumeRole`, and the refresh loop that keeps temporary ones
 //!   fresh).
