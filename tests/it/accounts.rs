@@ -298,3 +298,40 @@ async fn once_and_status_cover_every_account() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_account_may_assume_a_role_beside_one_with_static_keys() {
+    const ROLE: &str = "qcs::cam::uin/100000000002:roleName/cwp-prod";
+    let sim = simulator().await;
+    let app = App::new();
+    app.write_watchlist(&agents(0..3, "default-agent"));
+    app.write("prod.toml", watchlist(&agents(3..6, "prod-agent")));
+    let mut config = crate::support::app::daemon_config(&sim.endpoint());
+    config = config.replace(
+        "[api]\n",
+        &format!("[api]\nsts_endpoint = \"{}\"\n", sim.endpoint()),
+    );
+    config.push_str(&format!(
+        "[[account]]\nname = \"prod\"\nwatchlist = \"prod.toml\"\n\
+         [account.credentials]\nsource = \"assume-role\"\nbase = \"env\"\n\
+         role_arn = \"{ROLE}\"\nrole_session_name = \"cwp-prod\"\n"
+    ));
+    app.write("config.toml", config);
+    let mut d = app.daemon(&[]);
+    d.wait_for("both accounts' agents answered", WAIT, |e| {
+        changes_of(e, "default").len() == 3 && changes_of(e, "prod").len() == 3
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    // Prod polled as the role (the simulator keys temporary credentials by role), the
+    // default account with its own key.
+    assert!(polls_of(&sim, &format!("role:{ROLE}")).accepted >= 3);
+    assert!(polls_of(&sim, DEFAULT_SECRET_ID).accepted >= 3);
+    assert!(
+        changes_of(&out.events, "prod")
+            .iter()
+            .all(|e| e["agent_name"] == "prod-agent")
+    );
+    sim.shutdown().await;
+}
