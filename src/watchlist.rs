@@ -745,4 +745,30 @@ mod tests {
             errors.problems[0]
         );
     }
+
+    #[test]
+    fn an_account_key_is_kept_with_its_place_and_checked_by_rule() {
+        let w = parse(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n\
+             [[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd2\"\naccount = \"prod\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            w.assigned,
+            [Assigned {
+                index: 1,
+                account: "prod".into(),
+                line: 5,
+                column: 11
+            }]
+        );
+        let problems = parse(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\naccount = \"Prod X\"\n",
+        )
+        .unwrap_err()
+        .problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!((problems[0].line, problems[0].column), (Some(3), Some(11)));
+        assert!(problems[0].message.contains("not an account name"));
+    }
 }
