@@ -105,11 +105,18 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         }
         None => None,
     };
-    let credentials = describe_credentials(&settings.credentials, env, &settings.api.sts_endpoint)
-        .unwrap_or_else(|e| {
-            problems.push(e);
-            String::new()
-        });
+    // Without a default account (only [[account]] blocks) the top-level chain is never used:
+    // an empty environment is then no problem.
+    let credentials = if settings.has_default_account() {
+        describe_credentials(&settings.credentials, env, &settings.api.sts_endpoint).unwrap_or_else(
+            |e| {
+                problems.push(e);
+                String::new()
+            },
+        )
+    } else {
+        "none at the top level (each [[account]] has its own)".to_owned()
+    };
     // Each `[[account]]`: its watchlist and credentials, checked as the top-level ones are.
     let mut account_lines = Vec::new();
     for account in &settings.accounts {

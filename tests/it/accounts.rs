@@ -335,3 +335,31 @@ async fn an_account_may_assume_a_role_beside_one_with_static_keys() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_a_default_account_check_needs_no_top_level_credentials() {
+    let app = App::new();
+    app.write_watchlist(&agents(0..2, "a"));
+    for (name, value) in [("p.id", ALPHA_ID), ("p.key", ALPHA_KEY)] {
+        let path = app.write(name, value);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let dir = app.path().display();
+    app.write(
+        "config.toml",
+        format!(
+            "state_dir = \"state\"\n[[account]]\nname = \"prod\"\nwatchlist = \"watchlist.toml\"\n\
+             [account.credentials]\nsource = \"file\"\nsecret_id_file = \"{dir}/p.id\"\n\
+             secret_key_file = \"{dir}/p.key\"\n"
+        ),
+    );
+    // A half-set environment: the top-level chain would fail on it ("…_SECRET_KEY is
+    // missing"), but no account uses that chain.
+    let mut cmd = app.with_config(&["check"]);
+    cmd.env_remove("TENCENTCLOUD_SECRET_KEY");
+    let out = run_within(cmd, WAIT);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("account     prod: "), "{}", out.stdout);
+    assert!(out.stdout.contains("(2 agents"), "{}", out.stdout);
+}
