@@ -51,14 +51,15 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             logging::init(loaded.0.log.format, &loaded.0.log.level)?;
             Ok(loaded)
         })?;
-    // Bound before anything else starts: a taken port fails the start, clearly.
-    let metrics = startup::metrics(&settings.metrics).await?;
-    // The registry sees the events the log sees, from the same sink: counters agree with
-    // the log by construction.
-    let sink: Arc<dyn EventSink> = match &metrics {
-        Some((registry, _)) => Arc::new(Tee(TracingSink, registry.clone())),
-        None => Arc::new(TracingSink),
+    // Bound before anything else starts: a taken port fails the start, clearly. One handle
+    // per account, all in one registry; with several accounts their series carry `account`.
+    let names: Vec<&str> = if settings.several_accounts() {
+        plans.iter().map(|(plan, _)| plan.name.as_str()).collect()
+    } else {
+        Vec::new()
     };
+    let metrics = startup::metrics(&settings.metrics, &names).await?;
+    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     state::prepare_dir(&settings.state_dir)?;
     let several = settings.several_accounts();
@@ -68,17 +69,24 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let mut accounts = Vec::with_capacity(plans.len());
     for (index, (plan, watchlist)) in plans.into_iter().enumerate() {
         // With one account, events and metrics stay exactly as they were.
-        let account_sink: Arc<dyn EventSink> = if several {
+        let log_sink: Arc<dyn EventSink> = if several {
             Arc::new(AccountSink::new(sink.clone(), &plan.name))
         } else {
             sink.clone()
+        };
+        // The account's registry handle sees the events its log sees, from the same sink:
+        // counters agree with the log by construction.
+        let handle = metrics.as_ref().map(|(handles, _)| handles[index].clone());
+        let account_sink: Arc<dyn EventSink> = match &handle {
+            Some(handle) => Arc::new(Tee(log_sink, handle.clone())),
+            None => log_sink,
         };
         let started = AccountRun::start(
             index,
             plan,
             watchlist,
             account_sink,
-            metrics.as_ref().map(|(registry, _)| registry),
+            handle.as_ref(),
             &shutdown,
             &found_tx,
         )
@@ -93,7 +101,9 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         }
     }
     release_freed_memory();
-    if let Some((registry, server)) = metrics {
+    if let Some((handles, server)) = metrics {
+        // Any handle encodes the whole registry (every account's series).
+        let registry = handles[0].clone();
         // `/healthz` follows the first account's heartbeat; each engine beats on its own
         // timer, so one stuck loop among several is caught by the watchdog below instead.
         let status = accounts[0].status.clone();

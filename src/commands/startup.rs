@@ -193,10 +193,12 @@ pub fn engine_config(settings: &Settings, once: bool) -> EngineConfig {
     }
 }
 
-/// The registry and its bound listener when `[metrics] listen` is set.
+/// The metrics listener and one registry handle per account in `accounts` (their series
+/// labelled `account`), or a single unlabelled handle when `accounts` is empty.
 pub async fn metrics(
     settings: &MetricsSettings,
-) -> Result<Option<(Arc<Metrics>, MetricsServer)>, CommandError> {
+    accounts: &[&str],
+) -> Result<Option<(Vec<Arc<Metrics>>, MetricsServer)>, CommandError> {
     let Some(addr) = settings.listen else {
         return Ok(None);
     };
@@ -205,7 +207,11 @@ pub async fn metrics(
         "serving metrics on http://{}/metrics",
         server.local_addr().unwrap_or(addr)
     );
-    Ok(Some((Arc::new(Metrics::new(settings.per_agent)), server)))
+    let handles = Metrics::for_accounts(settings.per_agent, accounts)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    Ok(Some((handles, server)))
 }
 
 /// A signed client and where its credentials come from.

@@ -167,21 +167,6 @@ impl Settings {
         let log = check.log(raw.log.as_ref());
         let metrics = check.metrics(raw.metrics.as_ref());
         let accounts = check.accounts(raw_accounts, raw.watchlist.is_some() || discovering);
-        // The registry's series have no `account` label yet: with several accounts its
-        // gauges would show whichever engine refreshed last. Refused rather than wrong.
-        let several = raw_accounts.len() + usize::from(raw.watchlist.is_some() || discovering) > 1;
-        let metrics = match (
-            &metrics,
-            raw.metrics.as_ref().and_then(|m| m.listen.as_ref()),
-        ) {
-            (Ok(m), Some(listen)) if several && m.listen.is_some() => Err(check.problems.at(
-                listen.span(),
-                "[metrics] is not available with several accounts yet (its series carry no \
-                 `account` label): write listen = \"\", or run one daemon per account to \
-                 scrape each",
-            )),
-            _ => metrics,
-        };
         let inventory = check.inventory(raw.inventory.as_ref());
 
         // Every check ran above, so all problems are recorded before the first `?` below.

@@ -1031,12 +1031,12 @@ fn account_names_are_checked_by_rule() {
 }
 
 #[test]
-fn metrics_are_refused_with_several_accounts_until_they_carry_the_label() {
-    let text = "watchlist = \"w.toml\"\n[metrics]\nlisten = \"127.0.0.1:9187\"\n\
-                [[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n";
-    let found = problems(text);
-    assert_problem(&found, 3, &["several accounts", "listen = \"\""]);
-    // One account (here only an [[account]]): metrics as before.
+fn metrics_are_accepted_with_one_account_and_with_several() {
+    let several = "watchlist = \"w.toml\"\n[metrics]\nlisten = \"127.0.0.1:9187\"\n\
+                   [[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n";
+    let settings = parse(several).unwrap();
+    assert!(settings.metrics.listen.is_some());
+    // One account (here only an [[account]]).
     parse("[metrics]\nlisten = \"127.0.0.1:9187\"\n[[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n")
         .unwrap();
 }

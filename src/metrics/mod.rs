@@ -17,6 +17,9 @@
 //! - `process_*`: read from `/proc/self` at scrape time (`process`).
 //!
 //! The engine holds `Option<Arc<Metrics>>`: without `[metrics] listen` none of this exists.
+//! A [`Metrics`] is one account's handle on the one registry ([`Metrics::for_accounts`]): with
+//! several accounts each handle labels its series `account`, so one engine's refresh never
+//! overwrites another's gauges; with one account there is no such label.
 
 mod process;
 mod server;
@@ -27,7 +30,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,6 +109,23 @@ struct VersionLabel {
     version: &'static str,
 }
 
+/// Label `{account}` with several accounts; no label at all with one, so a single-account
+/// daemon's series read exactly as they did before accounts existed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct AccountLabel(Option<Arc<str>>);
+
+impl EncodeLabelSet for AccountLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match &self.0 {
+            Some(name) => ("account", name.as_ref()).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A family's labels, preceded by the account's.
+type With<L> = (AccountLabel, L);
+
 /// The statuses this build knows, always exported (a zero is a value an alert can compare).
 const KNOWN_STATUSES: [Status; 8] = Status::KNOWN;
 
@@ -144,24 +166,32 @@ impl Bounded {
     }
 }
 
-/// The registry and every handle the daemon updates.
+/// The registry and every family, shared by the accounts' handles.
 #[derive(Debug)]
-pub struct Metrics {
+struct Families {
     registry: Registry,
-    agents: Family<StatusLabel, Gauge>,
-    status_changes: Family<ChangeLabels, Counter>,
-    api_requests: Family<RequestLabels, Counter>,
-    api_duration: Family<ActionLabel, Histogram>,
-    rate_limit: Family<ActionLabel, Gauge>,
-    poll_lag: Gauge<f64, AtomicU64>,
-    clock_skew: Gauge<f64, AtomicU64>,
-    port_events: Family<EventLabel, Counter>,
-    open_ports: Gauge,
+    agents: Family<With<StatusLabel>, Gauge>,
+    status_changes: Family<With<ChangeLabels>, Counter>,
+    api_requests: Family<With<RequestLabels>, Counter>,
+    api_duration: Family<With<ActionLabel>, Histogram>,
+    rate_limit: Family<With<ActionLabel>, Gauge>,
+    poll_lag: Family<AccountLabel, Gauge<f64, AtomicU64>>,
+    clock_skew: Family<AccountLabel, Gauge<f64, AtomicU64>>,
+    port_events: Family<With<EventLabel>, Counter>,
+    open_ports: Family<AccountLabel, Gauge>,
     per_agent: Option<Arc<PerAgent>>,
     /// Error codes seen as `outcome`.
     outcomes: Bounded,
     /// Statuses this build does not know, seen as labels.
     statuses: Bounded,
+}
+
+/// One account's handle on the registry: what its engine and its events update. With one
+/// account its series carry no `account` label; with several, each handle's carry its name.
+#[derive(Debug)]
+pub struct Metrics {
+    shared: Arc<Families>,
+    account: AccountLabel,
     /// Unknown statuses exported in `agents` at the last refresh (removed when gone).
     other_statuses: Mutex<Vec<String>>,
 }
@@ -173,35 +203,58 @@ fn duration_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// A registry with every series; `per_agent` adds `agent_status`.
+    /// A registry with every series, for one account (no `account` label); `per_agent` adds
+    /// `agent_status`.
     pub fn new(per_agent: bool) -> Metrics {
+        let mut handles = Metrics::for_accounts(per_agent, &[]);
+        handles.remove(0)
+    }
+
+    /// One registry, and a handle per account in `names` (in that order) whose series carry
+    /// `account`; with `names` empty, one handle without the label (as [`Metrics::new`]).
+    pub fn for_accounts(per_agent: bool, names: &[&str]) -> Vec<Metrics> {
         let mut root = Registry::default();
         let per_agent = per_agent.then(|| Arc::new(PerAgent::default()));
-        let agents = Family::<StatusLabel, Gauge>::default();
-        let status_changes = Family::<ChangeLabels, Counter>::default();
-        let api_requests = Family::<RequestLabels, Counter>::default();
-        let api_duration =
-            Family::<ActionLabel, Histogram>::new_with_constructor(duration_histogram as fn() -> _);
-        let rate_limit = Family::<ActionLabel, Gauge>::default();
-        let poll_lag = Gauge::<f64, AtomicU64>::default();
-        let clock_skew = Gauge::<f64, AtomicU64>::default();
-        let port_events = Family::<EventLabel, Counter>::default();
-        let open_ports = Gauge::default();
+        let agents = Family::<With<StatusLabel>, Gauge>::default();
+        let status_changes = Family::<With<ChangeLabels>, Counter>::default();
+        let api_requests = Family::<With<RequestLabels>, Counter>::default();
+        let api_duration = Family::<With<ActionLabel>, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> _,
+        );
+        let rate_limit = Family::<With<ActionLabel>, Gauge>::default();
+        let poll_lag = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+        let clock_skew = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+        let port_events = Family::<With<EventLabel>, Counter>::default();
+        let open_ports = Family::<AccountLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        for event in PORT_EVENTS {
-            // Exported from the start: `increase()` over a series that appears late misses
-            // its first count.
-            let _ = port_events.get_or_create(&EventLabel { event });
-        }
-        for status in &KNOWN_STATUSES {
-            let _ = agents.get_or_create(&StatusLabel {
-                status: status.as_str().to_owned(),
-            });
+        let accounts: Vec<AccountLabel> = if names.is_empty() {
+            vec![AccountLabel(None)]
+        } else {
+            names
+                .iter()
+                .map(|n| AccountLabel(Some(Arc::from(*n))))
+                .collect()
+        };
+        for account in &accounts {
+            for event in PORT_EVENTS {
+                // Exported from the start: `increase()` over a series that appears late
+                // misses its first count.
+                let _ = port_events.get_or_create(&(account.clone(), EventLabel { event }));
+            }
+            for status in &KNOWN_STATUSES {
+                let status = StatusLabel {
+                    status: status.as_str().to_owned(),
+                };
+                let _ = agents.get_or_create(&(account.clone(), status));
+            }
+            let _ = poll_lag.get_or_create(account);
+            let _ = clock_skew.get_or_create(account);
+            let _ = open_ports.get_or_create(account);
         }
         {
             let r = root.sub_registry_with_prefix(PREFIX);
@@ -259,7 +312,7 @@ impl Metrics {
             r.register("build_info", "The running version (always 1)", build_info);
         }
         root.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics {
+        let shared = Arc::new(Families {
             registry: root,
             agents,
             status_changes,
@@ -273,22 +326,29 @@ impl Metrics {
             per_agent,
             outcomes: Bounded::default(),
             statuses: Bounded::default(),
-            other_statuses: Mutex::new(Vec::new()),
-        }
+        });
+        accounts
+            .into_iter()
+            .map(|account| Metrics {
+                shared: shared.clone(),
+                account,
+                other_statuses: Mutex::new(Vec::new()),
+            })
+            .collect()
     }
 
     /// The registry, for encoding.
     pub fn registry(&self) -> &Registry {
-        &self.registry
+        &self.shared.registry
     }
 
     /// The scrape in the Prometheus text format (0.0.4), or OpenMetrics with `openmetrics`.
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         let encoded = if openmetrics {
-            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            prometheus_client::encoding::text::encode(&mut out, &self.shared.registry)
         } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.shared.registry)
         };
         // Writing to a String cannot fail; a collector's error would leave a partial scrape,
         // which Prometheus rejects as a whole rather than misreading.
@@ -303,13 +363,15 @@ impl Metrics {
     pub fn api_answer(&self, action: &'static str, outcome: Result<(), &str>, elapsed: Duration) {
         let outcome = match outcome {
             Ok(()) => "ok".to_owned(),
-            Err(code) => self.outcomes.label(code),
+            Err(code) => self.shared.outcomes.label(code),
         };
-        self.api_requests
-            .get_or_create(&RequestLabels { action, outcome })
+        self.shared
+            .api_requests
+            .get_or_create(&(self.account.clone(), RequestLabels { action, outcome }))
             .inc();
-        self.api_duration
-            .get_or_create(&ActionLabel { action })
+        self.shared
+            .api_duration
+            .get_or_create(&(self.account.clone(), ActionLabel { action }))
             .observe(elapsed.as_secs_f64());
     }
 
@@ -323,7 +385,7 @@ impl Metrics {
                 Some(i) => counts[i] += 1,
                 None => {
                     *others
-                        .entry(self.statuses.label(known.status.as_str()))
+                        .entry(self.shared.statuses.label(known.status.as_str()))
                         .or_default() += 1
                 }
             }
@@ -338,10 +400,12 @@ impl Metrics {
         counts[unknown] =
             counts[unknown].saturating_add(i64::try_from(unanswered).unwrap_or(i64::MAX));
         for (status, n) in KNOWN_STATUSES.iter().zip(counts) {
-            self.agents
-                .get_or_create(&StatusLabel {
-                    status: status.as_str().to_owned(),
-                })
+            let status = StatusLabel {
+                status: status.as_str().to_owned(),
+            };
+            self.shared
+                .agents
+                .get_or_create(&(self.account.clone(), status))
                 .set(n);
         }
         let mut previous = self
@@ -349,43 +413,56 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for gone in previous.iter().filter(|p| !others.contains_key(*p)) {
-            self.agents.remove(&StatusLabel {
+            let status = StatusLabel {
                 status: gone.clone(),
-            });
+            };
+            self.shared.agents.remove(&(self.account.clone(), status));
         }
         previous.clear();
         for (status, n) in others {
-            self.agents
-                .get_or_create(&StatusLabel {
-                    status: status.clone(),
-                })
+            let label = StatusLabel {
+                status: status.clone(),
+            };
+            self.shared
+                .agents
+                .get_or_create(&(self.account.clone(), label))
                 .set(n);
             previous.push(status);
         }
         drop(previous);
         for (action, rate) in s.rates {
-            self.rate_limit
-                .get_or_create(&ActionLabel { action })
+            self.shared
+                .rate_limit
+                .get_or_create(&(self.account.clone(), ActionLabel { action }))
                 .set(i64::from(*rate));
         }
-        self.poll_lag.set(s.poll_lag.as_secs_f64());
+        self.shared
+            .poll_lag
+            .get_or_create(&self.account)
+            .set(s.poll_lag.as_secs_f64());
         // i64 milliseconds → f64 seconds: exact for any skew a clock can have.
-        self.clock_skew.set(s.clock_skew_ms as f64 / 1000.0);
-        if let Some(p) = &self.per_agent {
-            p.forget_unwatched(s.known);
+        self.shared
+            .clock_skew
+            .get_or_create(&self.account)
+            .set(s.clock_skew_ms as f64 / 1000.0);
+        if let Some(p) = &self.shared.per_agent {
+            p.forget_unwatched(&self.account, s.known);
         }
     }
 
     /// Open ports known in total (the open-port inventory sets it).
     pub fn set_open_ports(&self, n: u64) {
-        self.open_ports.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.shared
+            .open_ports
+            .get_or_create(&self.account)
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// An agent's status known at start (from the state file), for `agent_status`: it will
     /// see a `status_changed` only when the status changes again.
     pub fn agent_known(&self, uuid: &Arc<str>, name: &Arc<str>, status: &Status) {
-        if let Some(p) = &self.per_agent {
-            p.set(uuid.clone(), name.clone(), status.clone());
+        if let Some(p) = &self.shared.per_agent {
+            p.set(&self.account, uuid.clone(), name.clone(), status.clone());
         }
     }
 }
@@ -400,14 +477,17 @@ impl EventSink for Metrics {
                 to_status,
                 ..
             } => {
-                self.status_changes
-                    .get_or_create(&ChangeLabels {
-                        from_status: self.status_label(from_status),
-                        to_status: self.status_label(to_status),
-                    })
+                let change = ChangeLabels {
+                    from_status: self.status_label(from_status),
+                    to_status: self.status_label(to_status),
+                };
+                self.shared
+                    .status_changes
+                    .get_or_create(&(self.account.clone(), change))
                     .inc();
-                if let Some(p) = &self.per_agent {
+                if let Some(p) = &self.shared.per_agent {
                     p.set(
+                        &self.account,
                         Arc::from(uuid.as_str()),
                         Arc::from(agent_name.as_str()),
                         to_status.clone(),
@@ -418,7 +498,10 @@ impl EventSink for Metrics {
                 // By name, so the inventory's events are counted as soon as they exist.
                 let name = other.name();
                 if let Some(event) = PORT_EVENTS.iter().copied().find(|e| *e == name) {
-                    self.port_events.get_or_create(&EventLabel { event }).inc();
+                    self.shared
+                        .port_events
+                        .get_or_create(&(self.account.clone(), EventLabel { event }))
+                        .inc();
                 }
             }
         }
@@ -428,7 +511,7 @@ impl EventSink for Metrics {
 impl Metrics {
     fn status_label(&self, status: &Status) -> String {
         match status {
-            Status::Other(_) => self.statuses.label(status.as_str()),
+            Status::Other(_) => self.shared.statuses.label(status.as_str()),
             known => known.as_str().to_owned(),
         }
     }
@@ -439,38 +522,39 @@ impl Metrics {
 /// copy, so a scrape of 100,000 agents never holds the lock the log's events wait for.
 #[derive(Debug, Default)]
 struct PerAgent {
-    agents: Mutex<HashMap<Arc<str>, AgentRow>>,
+    agents: Mutex<HashMap<(AccountLabel, Arc<str>), AgentRow>>,
 }
 
 /// An agent's name and last known status.
 type AgentRow = (Arc<str>, Status);
 
 impl PerAgent {
-    fn set(&self, uuid: Arc<str>, name: Arc<str>, status: Status) {
+    fn set(&self, account: &AccountLabel, uuid: Arc<str>, name: Arc<str>, status: Status) {
         self.agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(uuid, (name, status));
+            .insert((account.clone(), uuid), (name, status));
     }
 
     /// Drops agents no longer watched (the tracker forgets them on a reload). Every agent
     /// here has a status, so has an entry in `known`: more here means some were removed.
-    fn forget_unwatched(&self, known: &KnownMap) {
+    fn forget_unwatched(&self, account: &AccountLabel, known: &KnownMap) {
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
-        if agents.len() > known.len() {
-            agents.retain(|uuid, _| known.contains_key(uuid));
+        let mine = agents.keys().filter(|(a, _)| a == account).count();
+        if mine > known.len() {
+            agents.retain(|(a, uuid), _| a != account || known.contains_key(uuid));
         }
     }
 }
 
 impl Collector for PerAgent {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows: Vec<(Arc<str>, Arc<str>, Status)> = self
+        let rows: Vec<(AccountLabel, Arc<str>, Arc<str>, Status)> = self
             .agents
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(u, (n, s))| (u.clone(), n.clone(), s.clone()))
+            .map(|((a, u), (n, s))| (a.clone(), u.clone(), n.clone(), s.clone()))
             .collect();
         let mut metric = encoder.encode_descriptor(
             "agent_status",
@@ -478,14 +562,17 @@ impl Collector for PerAgent {
             None,
             MetricType::Gauge,
         )?;
-        for (uuid, name, status) in &rows {
+        for (account, uuid, name, status) in &rows {
             let name: String = name.chars().take(MAX_LABEL_CHARS).collect();
             let status: String = status.as_str().chars().take(MAX_LABEL_CHARS).collect();
-            let labels = [
-                ("uuid", uuid.as_ref()),
-                ("agent_name", name.as_str()),
-                ("status", status.as_str()),
-            ];
+            let labels = (
+                account.clone(),
+                [
+                    ("uuid", uuid.as_ref()),
+                    ("agent_name", name.as_str()),
+                    ("status", status.as_str()),
+                ],
+            );
             ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
         }
         Ok(())

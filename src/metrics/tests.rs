@@ -272,3 +272,94 @@ fn openmetrics_when_asked_and_process_series_in_both() {
         );
     }
 }
+
+/// Several accounts: one registry, each handle's series labelled with its account and kept
+/// apart (a gauge refreshed by one account never overwrites another's); every family is
+/// described once, as the exposition format requires.
+#[test]
+fn several_accounts_share_one_registry_with_their_own_series() {
+    let handles = Metrics::for_accounts(false, &["alpha", "beta"]);
+    let (alpha, beta) = (&handles[0], &handles[1]);
+    alpha.emit(&changed("a", "UNKNOWN", "COMPLETE"));
+    alpha.emit(&changed("a", "COMPLETE", "COLLECTING"));
+    beta.emit(&changed("b", "UNKNOWN", "COMPLETE"));
+    alpha.api_answer(
+        "DescribeOpenPortTaskStatus",
+        Ok(()),
+        Duration::from_millis(20),
+    );
+    beta.api_answer(
+        "DescribeOpenPortTaskStatus",
+        Err("RequestLimitExceeded"),
+        Duration::from_millis(20),
+    );
+    let refresh = |m: &Metrics, known: &KnownMap, lag: u64| {
+        m.refresh(&Snapshot {
+            agents: known.len(),
+            known,
+            rates: &[("DescribeOpenPortTaskStatus", 20)],
+            poll_lag: Duration::from_secs(lag),
+            clock_skew_ms: 0,
+        })
+    };
+    refresh(alpha, &known(&[("a", "COLLECTING")]), 3);
+    refresh(beta, &known(&[("b", "COMPLETE"), ("c", "COMPLETE")]), 7);
+    // Any handle encodes the whole registry (the process_* lines move between two scrapes).
+    let text = alpha.encode(false);
+    let ours = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("cwp_portwatch_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(ours(&text), ours(&beta.encode(false)));
+    for (series, want) in [
+        (
+            "cwp_portwatch_status_changes_total{account=\"alpha\",from_status=\"COMPLETE\",to_status=\"COLLECTING\"}",
+            1.0,
+        ),
+        (
+            "cwp_portwatch_status_changes_total{account=\"beta\",from_status=\"UNKNOWN\",to_status=\"COMPLETE\"}",
+            1.0,
+        ),
+        (
+            "cwp_portwatch_agents{account=\"alpha\",status=\"COLLECTING\"}",
+            1.0,
+        ),
+        (
+            "cwp_portwatch_agents{account=\"alpha\",status=\"COMPLETE\"}",
+            0.0,
+        ),
+        (
+            "cwp_portwatch_agents{account=\"beta\",status=\"COMPLETE\"}",
+            2.0,
+        ),
+        ("cwp_portwatch_poll_lag_seconds{account=\"alpha\"}", 3.0),
+        ("cwp_portwatch_poll_lag_seconds{account=\"beta\"}", 7.0),
+        (
+            "cwp_portwatch_api_requests_total{account=\"alpha\",action=\"DescribeOpenPortTaskStatus\",outcome=\"ok\"}",
+            1.0,
+        ),
+        (
+            "cwp_portwatch_api_requests_total{account=\"beta\",action=\"DescribeOpenPortTaskStatus\",outcome=\"RequestLimitExceeded\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+    }
+    assert_eq!(
+        text.matches("# TYPE cwp_portwatch_agents ").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("cwp_portwatch_poll_lag_seconds ")),
+        "no unlabelled series beside the accounts' own:\n{text}"
+    );
+    // One account: no `account` label anywhere.
+    let one = Metrics::new(false);
+    one.emit(&changed("a", "UNKNOWN", "COMPLETE"));
+    assert!(!one.encode(false).contains("account="));
+}

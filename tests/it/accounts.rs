@@ -363,3 +363,67 @@ async fn without_a_default_account_check_needs_no_top_level_credentials() {
     assert!(out.stdout.contains("account     prod: "), "{}", out.stdout);
     assert!(out.stdout.contains("(2 agents"), "{}", out.stdout);
 }
+
+/// `[metrics]` with several accounts: one listener, every account's series labelled with its
+/// name, each counting only its own events (counted from the same event stream as its log).
+#[tokio::test]
+async fn metrics_carry_the_account_and_count_each_accounts_own_events() {
+    let sim = simulator().await;
+    let app = App::new();
+    three_accounts(&app, &sim, BETA_KEY);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = std::fs::read_to_string(app.path().join("config.toml")).unwrap();
+    app.write(
+        "config.toml",
+        format!("{config}[metrics]\nlisten = \"{addr}\"\n"),
+    );
+    let mut d = app.daemon(&[]);
+    d.wait_for("every agent of every account answered", WAIT, |e| {
+        ["default", "alpha", "beta"]
+            .iter()
+            .all(|a| every_agent_changed(e, a))
+    })
+    .await;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for account in ["default", "alpha", "beta"] {
+        let changes = sum(&format!(
+            "cwp_portwatch_status_changes_total{{account=\"{account}\","
+        ));
+        assert_eq!(
+            changes,
+            changes_of(&out.events, account).len() as f64,
+            "{account}:\n{text}"
+        );
+        let agents = sum(&format!("cwp_portwatch_agents{{account=\"{account}\","));
+        assert_eq!(agents, PER_ACCOUNT as f64, "{account}:\n{text}");
+        assert!(
+            sum(&format!(
+                "cwp_portwatch_api_requests_total{{account=\"{account}\","
+            )) > 0.0,
+            "{account}:\n{text}"
+        );
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("cwp_portwatch_agents{status=")),
+        "no series without an account beside the accounts' own:\n{text}"
+    );
+    sim.shutdown().await;
+}
