@@ -567,16 +567,16 @@ impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
 }
 
 /// Emits at a level chosen at run time (tracing's macros want a constant level).
-/// Every event gets `account` while an [`crate::account_sink::AccountSink`] emits it
+/// Every event gets `account` while an [`crate::account::AccountSink`] emits it
 /// (several accounts); a `None` field is not written at all.
 macro_rules! at_level {
     ($level:expr, $($rest:tt)+) => {
         match $level {
-            Level::ERROR => tracing::event!(target: TARGET, Level::ERROR, account = crate::account_sink::current_account().as_deref(), $($rest)+),
-            Level::WARN => tracing::event!(target: TARGET, Level::WARN, account = crate::account_sink::current_account().as_deref(), $($rest)+),
-            Level::INFO => tracing::event!(target: TARGET, Level::INFO, account = crate::account_sink::current_account().as_deref(), $($rest)+),
-            Level::DEBUG => tracing::event!(target: TARGET, Level::DEBUG, account = crate::account_sink::current_account().as_deref(), $($rest)+),
-            _ => tracing::event!(target: TARGET, Level::TRACE, account = crate::account_sink::current_account().as_deref(), $($rest)+),
+            Level::ERROR => tracing::event!(target: TARGET, Level::ERROR, account = crate::events::current_account().as_deref(), $($rest)+),
+            Level::WARN => tracing::event!(target: TARGET, Level::WARN, account = crate::events::current_account().as_deref(), $($rest)+),
+            Level::INFO => tracing::event!(target: TARGET, Level::INFO, account = crate::events::current_account().as_deref(), $($rest)+),
+            Level::DEBUG => tracing::event!(target: TARGET, Level::DEBUG, account = crate::events::current_account().as_deref(), $($rest)+),
+            _ => tracing::event!(target: TARGET, Level::TRACE, account = crate::events::current_account().as_deref(), $($rest)+),
         }
     };
 }
@@ -830,6 +830,33 @@ impl EventSink for TracingSink {
             ),
         }
     }
+}
+
+thread_local! {
+    /// The account of the event being emitted on this thread, if any.
+    static CURRENT_ACCOUNT: std::cell::RefCell<Option<std::sync::Arc<str>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The account of the event now being emitted on this thread (`None` with one account).
+pub fn current_account() -> Option<std::sync::Arc<str>> {
+    CURRENT_ACCOUNT.with(|c| c.borrow().clone())
+}
+
+/// Runs `emit` with `account` marked as the account of the events it emits (a thread-local:
+/// `emit` is synchronous), restoring the previous mark afterwards, even if `emit` panics.
+pub fn emitted_as(account: &std::sync::Arc<str>, emit: impl FnOnce()) {
+    /// Puts the previous mark back on drop.
+    struct Restore(Option<std::sync::Arc<str>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT_ACCOUNT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let previous = CURRENT_ACCOUNT.with(|c| c.borrow_mut().replace(account.clone()));
+    let _restore = Restore(previous);
+    emit();
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! - [`discovery`]: agents found with `DescribeMachines` (`[discovery]`), merged with the
 //!   watchlist and applied like a reload.
 //! - Several accounts (`[[account]]`): [`config::accounts`] turns the config into one plan per
-//!   account, `commands::run` runs one engine per account, and [`account_sink`] marks each
+//!   account, `commands::run` runs one engine per account, and [`account`] marks each
 //!   account's events with its name.
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
 //!   the CVM instance role, STS `AssumeRole`, and the refresh loop that keeps temporary ones
@@ -48,7 +48,7 @@
 
 #![deny(missing_docs)]
 
-pub mod account_sink;
+pub mod account;
 pub mod agent_uuid;
 pub mod api;
 pub mod cli;

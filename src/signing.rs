@@ -143,6 +143,27 @@ pub fn sign(secret_id: &str, secret_key: &str, parts: &RequestParts<'_>) -> Sign
     }
 }
 
+/// One set of API credentials. `Debug` never shows the secret key or token.
+#[derive(Clone)]
+pub struct Credentials {
+    /// SecretId (AKID…): not secret by itself, shown in `Authorization` headers.
+    pub secret_id: String,
+    /// SecretKey: never logged.
+    pub secret_key: secrecy::SecretString,
+    /// Session token of temporary credentials, sent as `X-TC-Token`.
+    pub token: Option<secrecy::SecretString>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"[redacted]")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,9 +36,9 @@ use serde::Serialize;
 use super::body::{BodyError, MAX_API_BODY_BYTES, read_capped};
 use super::error::ApiError;
 use super::response::{self, Answer};
-use crate::credentials::Credentials;
 use crate::endpoint::is_loopback;
 use crate::signing;
+use crate::signing::Credentials;
 
 /// CWP's API version.
 pub const API_VERSION: &str = "2018-02-28";

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::account_sink::AccountSink;
+use crate::account::AccountSink;
 use crate::api::Client;
 use crate::cli::Format;
 use crate::config::Settings;

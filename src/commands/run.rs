@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use std::pin::Pin;
 use std::task::Poll;
 
-use crate::account_sink::AccountSink;
+use crate::account::AccountSink;
 use crate::api::Client;
 use crate::config::Settings;
 use crate::config::accounts::AccountPlan;

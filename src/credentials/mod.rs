@@ -145,26 +145,9 @@ impl SourceKind {
     }
 }
 
-/// One set of API credentials. `Debug` never shows the secret key or token.
-#[derive(Clone)]
-pub struct Credentials {
-    /// SecretId (AKID…): not secret by itself, shown in `Authorization` headers.
-    pub secret_id: String,
-    /// SecretKey: never logged.
-    pub secret_key: SecretString,
-    /// Session token of temporary credentials, sent as `X-TC-Token`.
-    pub token: Option<SecretString>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("secret_id", &self.secret_id)
-            .field("secret_key", &"[redacted]")
-            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
-            .finish()
-    }
-}
+/// One set of API credentials: the keys a request is signed with (they live beside the
+/// signing code, so the API client needs nothing from this module).
+pub use crate::signing::Credentials;
 
 /// Where static credentials were found; `Display` is meant for `check` and start-up logs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,7 +49,7 @@
 //! action *per account*, so per-account limiters are exactly the quota; and isolation (one
 //! account's throttling, refused credentials or outage never slows another) holds by
 //! construction, as nothing on the hot path is shared. The engine itself does not know its
-//! account: the sink it is given marks its events ([`crate::account_sink`]), and each keeps
+//! account: the sink it is given marks its events ([`crate::account`]), and each keeps
 //! its own state file (`state.<account>.json`).
 
 mod account;

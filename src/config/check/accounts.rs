@@ -14,19 +14,10 @@ use crate::problems::{Reported, shown};
 /// The name of the account that the top-level `watchlist`, `[credentials]` and `[discovery]`
 /// configure.
 pub const DEFAULT_ACCOUNT: &str = "default";
-/// The longest account name: it is a metrics label, a log field and part of a file name.
-pub const MAX_ACCOUNT_NAME: usize = 32;
+pub use crate::account::{MAX_ACCOUNT_NAME, valid_account_name};
 /// The most `[[account]]` blocks: each runs its own engine (Tencent's quota is per account);
 /// more than this in one process is a configuration mistake, not a deployment.
 pub const MAX_ACCOUNTS: usize = 64;
-
-/// `[a-z0-9_-]{1,32}`: safe in a file name, a label value and a journal field.
-pub fn valid_account_name(name: &str) -> bool {
-    (1..=MAX_ACCOUNT_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
 
 impl Check<'_> {
     /// Every `[[account]]` block; `default_configured` says whether the top-level account

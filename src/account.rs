@@ -1,27 +1,28 @@
-//! Which account an event belongs to, when the daemon runs several (`[[account]]`).
+//! What an account is beyond its config (`[[account]]`): the rule for its name, and which
+//! account an event belongs to when the daemon runs several.
 //!
 //! Each account's engine, discovery and renewer emit through an [`AccountSink`] wrapping the
-//! shared sink. It marks the account for the duration of one `emit` (a thread-local, set and
-//! restored around the inner call), and the shared sinks read it with [`current_account`]:
-//! [`crate::events::TracingSink`] adds the `account` field (journald `ACCOUNT`), and the
-//! metrics registry the `account` label. Why not a field on every [`Event`] variant: the
+//! shared sink. It marks the account for the duration of one `emit`
+//! ([`crate::events::emitted_as`]), and [`crate::events::TracingSink`] reads the mark to add
+//! the `account` field (journald `ACCOUNT`). The metrics registry labels by account through
+//! its per-account handles instead (`crate::metrics::Metrics::for_accounts`). Why not a field on every [`Event`] variant: the
 //! engine emits dozens of them and does not know which account it serves; the one place
 //! that knows is the sink it was given, so the engine stays unchanged. With one account no
 //! `AccountSink` is used, and the output stays exactly as before.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::events::{Event, EventSink};
 
-thread_local! {
-    /// The account of the event being emitted on this thread, if any.
-    static CURRENT: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
-}
+/// The longest account name: it is a metrics label, a log field and part of a file name.
+pub const MAX_ACCOUNT_NAME: usize = 32;
 
-/// The account of the event now being emitted on this thread (`None` with one account).
-pub fn current_account() -> Option<Arc<str>> {
-    CURRENT.with(|c| c.borrow().clone())
+/// `[a-z0-9_-]{1,32}`: safe in a file name, a label value and a journal field.
+pub fn valid_account_name(name: &str) -> bool {
+    (1..=MAX_ACCOUNT_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Emits into `inner` with the account marked.
@@ -40,21 +41,9 @@ impl AccountSink {
     }
 }
 
-/// Restores the previous mark even if the inner sink panics.
-struct Restore(Option<Arc<str>>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let previous = self.0.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
-    }
-}
-
 impl EventSink for AccountSink {
     fn emit(&self, event: &Event) {
-        let previous = CURRENT.with(|c| c.borrow_mut().replace(self.account.clone()));
-        let _restore = Restore(previous);
-        self.inner.emit(event);
+        crate::events::emitted_as(&self.account, || self.inner.emit(event));
     }
 }
 
@@ -68,7 +57,10 @@ mod tests {
 
     impl EventSink for Marks {
         fn emit(&self, _event: &Event) {
-            self.0.lock().unwrap().push(current_account());
+            self.0
+                .lock()
+                .unwrap()
+                .push(crate::events::current_account());
         }
     }
 
@@ -95,6 +87,6 @@ mod tests {
             [Some("prod".into()), None, Some("inner".into())],
             "the innermost account wins, and nothing leaks past an emit"
         );
-        assert_eq!(current_account(), None);
+        assert_eq!(crate::events::current_account(), None);
     }
 }
