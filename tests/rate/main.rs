@@ -171,12 +171,17 @@ async fn under_faults_never_more_than_twenty_arrive_in_any_second() {
         "only {} requests",
         stats.requests
     );
+    // The promise, counted where Tencent counts it: at arrival. Not `throttled == 0`: the
+    // simulator's limiter admits a request after reading its body, and with stalls, resets
+    // and truncated answers in flight on a loaded machine, admission times can bunch 21 into
+    // one window that held at most 20 arrivals (seen once in CI: arrivals ≤ 20, throttled 1).
+    // The fault-free tests above keep `throttled == 0`.
     let arrived = max_arrivals_in_window(&stats.log);
     assert!(
         arrived <= 20,
-        "{arrived} requests arrived in one 1-second window"
+        "{arrived} requests arrived in one 1-second window ({:?})",
+        stats.by_code
     );
-    assert_eq!(stats.throttled, 0, "{:?}", stats.by_code);
 }
 
 /// The scripted changes of [`forty_agents`] as (seconds, status), merged where consecutive
