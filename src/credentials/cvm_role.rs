@@ -35,6 +35,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Credentials;
+// The refresh loop's timing is shared with the assume-role renewer and lives with the loop.
+pub use super::refresh::{FORCED_REFRESH_MIN_GAP, MAX_RETRY_DELAY, retry_delay};
 use super::refresh::{Refresher, refresh_loop};
 use crate::api::body::{BodyError, read_capped};
 use crate::clock::unix_now;
@@ -53,11 +55,6 @@ pub const SHORT_LIVED_MIN_DELAY_SECS: i64 = 5;
 /// Longest wait between two fetches, whatever the expiry says: bounds the harm of a wrong
 /// local clock or a nonsense `ExpiredTime`.
 pub const MAX_REFRESH_DELAY_SECS: i64 = 3_600;
-/// Longest wait between two attempts after failures.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
-/// A refresh asked for through `refresh_now` waits at least this long after the previous fetch,
-/// so a burst of `AuthFailure.TokenFailure` answers cannot turn into a burst of fetches.
-pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 /// Answers larger than this are not metadata answers (real ones are under 4 KiB: a role name,
 /// or a JSON object whose `Token` is the largest part).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -462,20 +459,6 @@ pub fn refresh_at(now_unix: i64, expires_at: i64) -> Duration {
     Duration::from_secs(secs.clamp(1, MAX_REFRESH_DELAY_SECS) as u64)
 }
 
-/// Wait after the `failures`-th failure in a row (1 s, 2 s, 4 s, … up to [`MAX_RETRY_DELAY`]).
-pub fn retry_delay(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
-}
-
-/// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at
-/// once where that sum does not exist (checked: an `Instant` sum panics on overflow).
-pub(super) fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
-    fetched_at
-        .checked_add(FORCED_REFRESH_MIN_GAP)
-        .unwrap_or(fetched_at)
-}
-
 /// Keeps CVM role credentials fresh until `shutdown`: fetch, hand the credentials to
 /// `on_update`, sleep until [`refresh_at`], repeat. The first fetch happens at once.
 ///
@@ -551,6 +534,7 @@ impl Refresher for CvmRole {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::refresh::forced_refresh_at;
 
     const NOW: i64 = 1_700_000_000;
 

@@ -1,7 +1,7 @@
 //! The loop every refreshing credentials source shares (the CVM instance role, STS
 //! `AssumeRole`): fetch, hand the credentials on, wait, fetch again; back off after failures;
 //! fetch early when asked (the engine, on `AuthFailure.TokenFailure` or refused credentials),
-//! but never twice within [`super::cvm_role::FORCED_REFRESH_MIN_GAP`]; stop at once on shutdown.
+//! but never twice within [`FORCED_REFRESH_MIN_GAP`]; stop at once on shutdown.
 //!
 //! What differs between sources (what a fetch is, when the next one is due, what is logged
 //! under which target) is the [`Refresher`] trait; the timing rules live here once.
@@ -13,7 +13,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::Credentials;
-use super::cvm_role::{forced_refresh_at, retry_delay};
 
 /// One refreshing source, as [`refresh_loop`] drives it.
 pub(super) trait Refresher {
@@ -47,7 +46,7 @@ pub(super) trait Refresher {
 ///   row, [`retry_delay`]`(n)` (1 s, 2 s, … 60 s), and `on_update` is not called, so the last
 ///   good credentials stay in use.
 /// - `refresh_now.notify_one()` cuts a wait short; the fetch then happens at once, but never
-///   sooner than [`super::cvm_role::FORCED_REFRESH_MIN_GAP`] after the previous one. While retrying after
+///   sooner than [`FORCED_REFRESH_MIN_GAP`] after the previous one. While retrying after
 ///   failures it is not listened to (the retries are already under way); a request made then
 ///   is served after the next success.
 /// - `shutdown` stops it at once, also in the middle of a fetch.
@@ -93,4 +92,24 @@ pub(super) async fn refresh_loop<R: Refresher>(
             }
         });
     }
+}
+
+/// Longest wait between two attempts after failures.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// A refresh asked for through `refresh_now` waits at least this long after the previous fetch,
+/// so a burst of `AuthFailure.TokenFailure` answers cannot turn into a burst of fetches.
+pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Wait after the `failures`-th failure in a row (1 s, 2 s, 4 s, … up to [`MAX_RETRY_DELAY`]).
+pub fn retry_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
+}
+
+/// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at
+/// once where that sum does not exist (checked: an `Instant` sum panics on overflow).
+pub(super) fn forced_refresh_at(fetched_at: tokio::time::Instant) -> tokio::time::Instant {
+    fetched_at
+        .checked_add(FORCED_REFRESH_MIN_GAP)
+        .unwrap_or(fetched_at)
 }
