@@ -5,23 +5,21 @@
 //! The rule ([`is_valid`]) is the one place that says what an agent Uuid looks like; the
 //! watchlist and the simulator's scenario both use it.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
-use std::sync::Arc;
 
-/// A CWP agent Uuid: 8-4-4-4-12 hex digits, lower case.
+/// A CWP agent Uuid: 8-4-4-4-12 hex digits, shown in lower case.
 ///
 /// Lower case because the console shows Uuids in either case while the API answers in lower
 /// case: normalising once makes both name the same agent everywhere (maps, logs, state file).
 ///
-/// Wraps an `Arc<str>`: cloning is a reference-count increment, and [`AgentUuid::to_arc`]
-/// lets tables keyed by `Arc<str>` share the watchlist's allocation instead of copying 100,000
-/// strings. It derefs to `str` and hashes like one (`Borrow<str>`), so maps keyed by it can be
-/// queried with a `&str`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AgentUuid(Arc<str>);
+/// Kept as its 128-bit value (16 bytes, `Copy`, no allocation): at 100,000 agents a string per
+/// Uuid (and one per table that keys on it) was a large part of the daemon's memory. The text
+/// is made on demand with [`AgentUuid::text`], a stack value that derefs to `str`. Ordering is
+/// the value's, which is also the lower-case text's order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentUuid([u8; 16]);
 
 /// The text is not an agent Uuid. Shows at most 60 characters of it, so a huge value cannot
 /// flood a log line.
@@ -45,33 +43,76 @@ pub fn is_valid(text: &str) -> bool {
 }
 
 impl AgentUuid {
-    /// Checks `text` with [`is_valid`] and lower-cases it.
+    /// Checks `text` with [`is_valid`]; the value is the same for any mix of cases.
     pub fn parse(text: &str) -> Result<AgentUuid, InvalidAgentUuid> {
         if !is_valid(text) {
             return Err(InvalidAgentUuid {
                 shown: crate::problems::shown(text),
             });
         }
-        Ok(AgentUuid(Arc::from(text.to_ascii_lowercase())))
-    }
-
-    /// The Uuid, lower case.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The 128-bit value: equal for two spellings of the same Uuid, and a compact key for
-    /// duplicate detection over a large watchlist.
-    pub fn value(&self) -> u128 {
-        self.0
+        let value = text
             .bytes()
             .filter(|&b| b != b'-')
-            .fold(0u128, |acc, b| acc << 4 | u128::from(hex_digit(b)))
+            .fold(0u128, |acc, b| acc << 4 | u128::from(hex_digit(b)));
+        Ok(AgentUuid(value.to_be_bytes()))
     }
 
-    /// The shared string, for tables keyed by `Arc<str>` (no copy).
-    pub fn to_arc(&self) -> Arc<str> {
-        Arc::clone(&self.0)
+    /// The Uuid from its 128-bit value.
+    pub fn from_value(value: u128) -> AgentUuid {
+        AgentUuid(value.to_be_bytes())
+    }
+
+    /// The 128-bit value: equal for two spellings of the same Uuid.
+    pub fn value(&self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    /// The lower-case text, on the stack.
+    pub fn text(&self) -> UuidText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        UuidText(out)
+    }
+}
+
+/// An agent Uuid's lower-case text (36 bytes, no allocation); derefs to `str`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UuidText([u8; 36]);
+
+impl UuidText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only `AgentUuid::text` builds one, from ASCII hex digits and dashes.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Deref for UuidText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for UuidText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl fmt::Debug for UuidText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -109,73 +150,48 @@ impl TryFrom<String> for AgentUuid {
     }
 }
 
-impl Deref for AgentUuid {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for AgentUuid {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for AgentUuid {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<AgentUuid> for Arc<str> {
-    fn from(uuid: AgentUuid) -> Arc<str> {
-        uuid.0
-    }
-}
-
 impl From<AgentUuid> for String {
     fn from(uuid: AgentUuid) -> String {
-        uuid.0.to_string()
+        uuid.text().to_string()
     }
 }
 
 impl fmt::Display for AgentUuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text())
     }
 }
 
 /// As the string's `Debug` (quoted), the way the `String` it replaces printed.
 impl fmt::Debug for AgentUuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text(), f)
     }
 }
 
+/// Text equal to the Uuid's lower-case form.
 impl PartialEq<str> for AgentUuid {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        *self.text() == *other
     }
 }
 
 impl PartialEq<&str> for AgentUuid {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        *self.text() == **other
     }
 }
 
 impl PartialEq<String> for AgentUuid {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        *self.text() == **other
     }
 }
 
 /// A plain string, as before it was typed (JSON events, state file).
 impl serde::Serialize for AgentUuid {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.text())
     }
 }
 
@@ -221,10 +237,16 @@ mod tests {
         let upper = AgentUuid::parse("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1").unwrap();
         let lower: AgentUuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap();
         assert_eq!(upper, lower);
-        assert_eq!(upper.as_str(), "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
+        assert_eq!(&*upper.text(), "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
         assert_eq!(upper.value(), 0x6b6cd8436bc14011a74cdc3fd26a7dd1);
-        assert_eq!(format!("{upper}"), upper.as_str());
-        assert_eq!(format!("{upper:?}"), format!("{:?}", upper.as_str()));
+        assert_eq!(format!("{upper}"), &*upper.text());
+        assert_eq!(format!("{upper:?}"), format!("{:?}", &*upper.text()));
+        assert_eq!(AgentUuid::from_value(upper.value()), upper);
+        assert_eq!(
+            std::mem::size_of::<AgentUuid>(),
+            16,
+            "no allocation, no padding"
+        );
         assert_eq!(
             serde_json::to_string(&upper).unwrap(),
             "\"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\""
@@ -236,12 +258,19 @@ mod tests {
     }
 
     #[test]
-    fn works_as_a_str_key() {
+    fn works_as_a_key_and_compares_with_text() {
         let uuid = AgentUuid::parse("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1").unwrap();
-        let map: HashMap<AgentUuid, u32> = [(uuid.clone(), 7)].into();
-        assert_eq!(map.get("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"), Some(&7));
-        assert!(uuid.starts_with("6b6c"));
-        assert!(Arc::ptr_eq(&uuid.to_arc(), &Arc::<str>::from(uuid.clone())));
+        let map: HashMap<AgentUuid, u32> = [(uuid, 7)].into();
+        let other = AgentUuid::parse("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1").unwrap();
+        assert_eq!(map.get(&other), Some(&7));
+        assert!(uuid.text().starts_with("6b6c"));
+        assert_eq!(uuid, "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
+        assert_ne!(uuid, "6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1");
+        assert_eq!(String::from(uuid), "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
+        // Value order is text order.
+        let low = AgentUuid::parse("00000000-0000-4000-8000-00000000000f").unwrap();
+        let high = AgentUuid::parse("00000000-0000-4000-8000-0000000000a0").unwrap();
+        assert!(low < high && *low.text() < *high.text());
     }
 
     #[test]
@@ -257,10 +286,10 @@ mod tests {
         #[test]
         fn well_formed_uuids_parse(text in "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}") {
             let uuid = AgentUuid::parse(&text).unwrap();
-            prop_assert_eq!(uuid.as_str(), text.to_ascii_lowercase());
+            prop_assert_eq!(&*uuid.text(), text.to_ascii_lowercase());
             let hex = format!("{:032x}", uuid.value());
             let printed = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
-            prop_assert_eq!(printed, uuid.as_str());
+            prop_assert_eq!(printed, &*uuid.text());
         }
 
         /// Any other text: never panics, and whatever is accepted round-trips through its value

@@ -27,8 +27,9 @@
 //! - [`pacing`] and [`rate_control`]: the strict per-second limiter and the throttling
 //!   feedback that sets its rate, pure but for tokio's clock.
 //! - [`engine`]: the dispatcher that owns a lane (due queue, limiter, rate control) per API
-//!   action, sends requests, and feeds answers to a pure `decide`; the [`tracker`] keeps
-//!   transitions exactly-once, [`events`] is what comes out, [`state`] what is persisted.
+//!   action, sends requests, and feeds answers to a pure `decide`; [`tracker`] is the
+//!   exactly-once rule (each agent's last known status lives in the engine's agent table),
+//!   [`events`] is what comes out, [`state`] what is persisted.
 //! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
 //!   control characters out of every human-readable output.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
@@ -43,7 +44,8 @@
 //! - classified: [`api`] parses the answer into typed errors and their class (status of the
 //!   agent, throttling, transient, auth); [`status`] turns an answer into the agent's status
 //!   (the spec's Statuses table), pure.
-//! - turned into an event: the [`tracker`] sees each transition exactly once and the engine
+//! - turned into an event: `engine::decide` compares the answer with the agent's last known
+//!   status by the [`tracker`] rule, so each transition is seen exactly once, and the engine
 //!   emits it as one of the [`events`]; [`state`] persists what was seen.
 
 #![deny(missing_docs)]

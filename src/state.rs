@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent_uuid::AgentUuid;
 use crate::events::printable;
-use crate::tracker::KnownMap;
+use crate::tracker::{Known, KnownMap};
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "state.json";
@@ -212,20 +213,125 @@ fn create_new_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// What is read: entries go straight into the map the tracker keeps (no second copy of
-/// 100k agents while loading).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileIn {
-    version: u32,
-    agents: KnownMap,
+/// What is read, as a [`serde::de::DeserializeSeed`]: each agent's entry goes to `each` as
+/// soon as it is parsed (straight into the engine's table: no map of 100k agents while
+/// loading). The file's `version`; keys that are not agent Uuids are skipped (no build wrote
+/// them; an agent not watched is forgotten anyway).
+struct FileIn<'f> {
+    each: &'f mut dyn FnMut(AgentUuid, Known),
 }
 
-/// What is written: borrowed, so saving copies nothing.
-#[derive(Debug, Serialize)]
-struct FileOut<'a> {
+const FIELDS: &[&str] = &["version", "agents"];
+
+impl<'de> serde::de::DeserializeSeed<'de> for FileIn<'_> {
+    type Value = u32;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        d.deserialize_struct("StateFile", FIELDS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FileIn<'_> {
+    type Value = u32;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a state file: an object with version and agents")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u32, A::Error> {
+        use serde::de::Error;
+        let each = self.each;
+        let (mut version, mut agents) = (None, false);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "version" if version.is_none() => version = Some(map.next_value::<u32>()?),
+                "agents" if !agents => {
+                    agents = true;
+                    map.next_value_seed(Agents { each: &mut *each })?;
+                }
+                "version" | "agents" => {
+                    return Err(A::Error::custom(format!("duplicate field `{key}`")));
+                }
+                other => return Err(A::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        if !agents {
+            return Err(A::Error::missing_field("agents"));
+        }
+        version.ok_or_else(|| A::Error::missing_field("version"))
+    }
+}
+
+/// The `agents` object of [`FileIn`].
+struct Agents<'f> {
+    each: &'f mut dyn FnMut(AgentUuid, Known),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Agents<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Agents<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of agent Uuid → status")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(MaybeUuid(uuid)) = map.next_key()? {
+            let known: Known = map.next_value()?;
+            if let Some(uuid) = uuid {
+                (self.each)(uuid, known);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key that may be an agent Uuid: parsed from the parser's buffer, no string allocated.
+struct MaybeUuid(Option<AgentUuid>);
+
+impl<'de> Deserialize<'de> for MaybeUuid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = MaybeUuid;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an agent Uuid")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MaybeUuid, E> {
+                Ok(MaybeUuid(AgentUuid::parse(text).ok()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// What is written: borrowed entries, serialized as they are iterated (saving copies
+/// nothing).
+#[derive(Serialize)]
+#[serde(bound(serialize = "Entries<'a, I>: Serialize"))]
+struct FileOut<'a, I> {
     version: u32,
-    agents: &'a KnownMap,
+    agents: Entries<'a, I>,
+}
+
+/// The entries of [`FileOut`], taken once by `serialize`.
+struct Entries<'a, I>(
+    std::cell::RefCell<Option<I>>,
+    std::marker::PhantomData<&'a Known>,
+);
+
+impl<'a, I: Iterator<Item = (AgentUuid, &'a Known)>> Serialize for Entries<'a, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let entries = self.0.borrow_mut().take();
+        s.collect_map(entries.into_iter().flatten())
+    }
 }
 
 /// A state file that could not be read, kept under another name.
@@ -297,11 +403,28 @@ impl StateFile {
 
     /// [`StateFile::load`] with the size limit given (tests use a small one).
     fn load_capped(&self, max_bytes: u64) -> Result<KnownMap, StateError> {
-        let Some(file) = self.read_json::<FileIn>(max_bytes)? else {
-            return Ok(HashMap::new());
-        };
-        check_version(&self.path, file.version, VERSION)?;
-        Ok(file.agents)
+        let mut known = HashMap::new();
+        self.load_each_capped(max_bytes, &mut |uuid, k| {
+            known.insert(uuid, k);
+        })?;
+        Ok(known)
+    }
+
+    /// Reads the state, giving each agent's entry to `each` as it is parsed (a missing file
+    /// gives none). On an error, entries already given must be dropped: the file is damaged.
+    pub fn load_each(&self, each: &mut dyn FnMut(AgentUuid, Known)) -> Result<(), StateError> {
+        self.load_each_capped(MAX_FILE_BYTES, each)
+    }
+
+    fn load_each_capped(
+        &self,
+        max_bytes: u64,
+        each: &mut dyn FnMut(AgentUuid, Known),
+    ) -> Result<(), StateError> {
+        if let Some(version) = self.read_json_seed(max_bytes, FileIn { each })? {
+            check_version(&self.path, version, VERSION)?;
+        }
+        Ok(())
     }
 
     /// A file of this name in the same folder (the inventory's, beside the state), written
@@ -319,6 +442,16 @@ impl StateFile {
         &self,
         max_bytes: u64,
     ) -> Result<Option<T>, StateError> {
+        self.read_json_seed(max_bytes, std::marker::PhantomData::<T>)
+    }
+
+    /// [`StateFile::read_json`] with a [`serde::de::DeserializeSeed`] (entries streamed to a
+    /// callback).
+    fn read_json_seed<S: for<'de> serde::de::DeserializeSeed<'de>>(
+        &self,
+        max_bytes: u64,
+        seed: S,
+    ) -> Result<Option<<S as serde::de::DeserializeSeed<'static>>::Value>, StateError> {
         let damaged = |reason: String| StateError::Damaged {
             path: self.path.clone(),
             reason,
@@ -350,7 +483,8 @@ impl StateFile {
         // the map built from it. Bounded again while reading: the file may grow meanwhile.
         let mut limited = file.take(max_bytes.saturating_add(1));
         let reader = io::BufReader::with_capacity(64 * 1024, &mut limited);
-        let parsed: Result<T, _> = serde_json::from_reader(reader);
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
         if limited.limit() == 0 {
             return Err(too_large());
         }
@@ -415,10 +549,13 @@ impl StateFile {
 
     /// The file's bytes for `known` (cheap enough for the dispatcher; the slow part, the
     /// write with its fsyncs, is [`StateFile::write`]).
-    pub fn encode(&self, known: &KnownMap) -> Vec<u8> {
+    pub fn encode<'a>(&self, known: impl Iterator<Item = (AgentUuid, &'a Known)>) -> Vec<u8> {
         let file = FileOut {
             version: VERSION,
-            agents: known,
+            agents: Entries(
+                std::cell::RefCell::new(Some(known)),
+                std::marker::PhantomData,
+            ),
         };
         // Strings and integers only: serialising to memory cannot fail.
         let mut bytes = serde_json::to_vec(&file).unwrap_or_default();
@@ -481,7 +618,7 @@ impl StateFile {
 
     /// Encodes and writes the state atomically.
     pub fn save(&self, known: &KnownMap) -> Result<(), StateError> {
-        self.write(&self.encode(known))
+        self.write(&self.encode(known.iter().map(|(u, k)| (*u, k))))
     }
 }
 
@@ -554,7 +691,7 @@ mod tests {
         assert!(s.load().unwrap().is_empty());
         let mut known = HashMap::new();
         known.insert(
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap(),
             Known {
                 status: crate::status::Status::Complete,
                 request_id: "r1".into(),
@@ -577,10 +714,10 @@ mod tests {
     /// One agent's state, told apart by `seen_at`.
     fn one_agent(seen_at: i64) -> KnownMap {
         HashMap::from([(
-            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap(),
             Known {
                 status: crate::status::Status::Collecting,
-                request_id: format!("request-{seen_at}"),
+                request_id: format!("request-{seen_at}").into(),
                 seen_at,
             },
         )])
@@ -616,8 +753,10 @@ mod tests {
         let mut big_new = new.clone();
         for i in 0..500 {
             big_new.insert(
-                format!("{i:08x}-0000-4000-8000-000000000000").into(),
-                old["6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"].clone(),
+                format!("{i:08x}-0000-4000-8000-000000000000")
+                    .parse()
+                    .unwrap(),
+                old[&"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap()].clone(),
             );
         }
         for new in [new, big_new] {
@@ -627,7 +766,7 @@ mod tests {
                     let dir = tempfile::tempdir().unwrap();
                     let s = StateFile::in_dir(dir.path());
                     s.save(&old).unwrap();
-                    let bytes = s.encode(&new);
+                    let bytes = s.encode(new.iter().map(|(u, k)| (*u, k)));
                     let mut seen = Vec::new();
                     let mut hook = |step: Step| {
                         old_or_new(&s, &old, &new, &format!("{at}, at {step:?}"));

@@ -192,7 +192,7 @@ mod tests {
         .unwrap();
         assert_eq!(page.total, 3);
         assert_eq!(
-            page.rows[0].uuid.as_ref().unwrap().as_str(),
+            &*page.rows[0].uuid.as_ref().unwrap().text(),
             "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
         );
         assert_eq!(page.rows[0].name.as_deref(), Some("web-01"));

@@ -51,7 +51,7 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
 }
 
 fn matches(agent: &crate::watchlist::Agent, wanted: &str) -> bool {
-    agent.uuid.as_str().eq_ignore_ascii_case(wanted) || agent.name.as_deref() == Some(wanted)
+    agent.uuid.text().eq_ignore_ascii_case(wanted) || agent.name.as_deref() == Some(wanted)
 }
 
 /// One line per stored port of each watched agent that passes `filter`, in watchlist order
@@ -67,7 +67,7 @@ pub fn print_ports(
         if filter.agent.as_deref().is_some_and(|w| !matches(agent, w)) {
             continue;
         }
-        let Some(entry) = stored.get(agent.uuid.as_str()) else {
+        let Some(entry) = stored.get(&*agent.uuid.text()) else {
             continue;
         };
         let Some(snapshot) = &entry.snapshot else {

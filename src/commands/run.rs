@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use crate::account::AccountSink;
+use crate::agent_uuid::AgentUuid;
 use crate::api::Client;
 use crate::config::Settings;
 use crate::config::accounts::AccountPlan;
@@ -249,16 +250,6 @@ impl AccountRun {
     ) -> Result<AccountRun, CommandError> {
         let settings = plan.settings;
         let state_file = StateFile::for_account(&settings.state_dir, &plan.name);
-        let (state, known) = load_state(state_file, sink.as_ref())?;
-        // Discovered agents are not known until the first discovery: their persisted
-        // statuses are seeded into the engine (kept and saved, not polled) instead of being
-        // forgotten by an engine that starts with the listed ones; the first discovery
-        // forgets those it did not find.
-        let (known, held) = if settings.discovery.enabled {
-            hold_unlisted(known, &watchlist.agents)
-        } else {
-            (known, KnownMap::new())
-        };
         let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let connected = startup::connect(
             &settings,
@@ -269,16 +260,35 @@ impl AccountRun {
         // Discovery sends through its own clone of the client (same credentials, its own
         // limiter).
         let discovery_client = connected.client.clone();
-        let engine = startup::engine_for(
+        // The state file is streamed into the engine's table (issue 13: no map of 100k
+        // statuses beside it). Discovered agents are not known until the first discovery:
+        // their persisted statuses are held and seeded into the engine (kept and saved, not
+        // polled) instead of being forgotten by an engine that starts with the listed ones;
+        // the first discovery forgets those it did not find.
+        let discovering = settings.discovery.enabled;
+        let mut held = KnownMap::new();
+        let (engine, loaded) = startup::engine_loading(
             connected,
             &settings,
             &watchlist.agents,
             sink.clone(),
-            known,
+            |seed| {
+                state_file.load_each(&mut |uuid, known| {
+                    if let Some(known) = seed(uuid, known)
+                        && discovering
+                    {
+                        held.insert(uuid, known);
+                    }
+                })
+            },
             false,
-        )
-        .with_state(state)
-        .with_control(control_rx);
+        );
+        if let Err(error) = loaded {
+            // Nothing of it was kept (the engine forgot what it had read): fresh start.
+            held.clear();
+            keep_damaged(&state_file, error, sink.as_ref())?;
+        }
+        let engine = engine.with_state(state_file).with_control(control_rx);
         let engine = match metrics {
             Some(registry) => engine.with_metrics(registry.clone()),
             None => engine,
@@ -287,9 +297,9 @@ impl AccountRun {
         // As for statuses: only discovery may bring back an agent not listed now, so without
         // it an unlisted agent's inventory is forgotten at once.
         if !settings.discovery.enabled {
-            let listed: std::collections::HashSet<&str> =
-                watchlist.agents.iter().map(|a| a.uuid.as_str()).collect();
-            stored.retain(|uuid, _| listed.contains(uuid.as_str()));
+            let listed: std::collections::HashSet<AgentUuid> =
+                watchlist.agents.iter().map(|a| a.uuid).collect();
+            stored.retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| listed.contains(&u)));
         }
         let engine = engine.with_inventory(
             InventoryOptions::from_settings(&settings.api, &settings.inventory),
@@ -421,20 +431,22 @@ fn status_line(accounts: &[AccountRun]) -> String {
     }
 }
 
-/// The state file and the statuses it holds, once `state_dir` proved usable
-/// ([`state::prepare_dir`]). A file that cannot be read is kept under another name, reported
-/// (`state_damaged` with `moved_to`), and the daemon starts fresh rather than refusing to run;
-/// only a `state_dir` that cannot be used, or such a file that cannot be kept, stops it.
-fn load_state(state: StateFile, sink: &dyn EventSink) -> Result<(StateFile, KnownMap), StateError> {
-    let (known, set_aside) = state.load_keeping_damaged()?;
-    if let Some(SetAside { error, moved_to }) = set_aside {
-        sink.emit(&Event::StateDamaged {
-            path: state::shown(state.path()),
-            error_message: error.to_string(),
-            moved_to: state::shown(&moved_to),
-        });
-    }
-    Ok((state, known))
+/// A state file that could not be read (once `state_dir` proved usable,
+/// [`state::prepare_dir`]) is kept under another name, reported (`state_damaged` with
+/// `moved_to`), and the daemon starts fresh rather than refusing to run; only a `state_dir`
+/// that cannot be used, or such a file that cannot be kept, stops it.
+fn keep_damaged(
+    state: &StateFile,
+    error: StateError,
+    sink: &dyn EventSink,
+) -> Result<(), StateError> {
+    let moved_to = state.set_aside()?;
+    sink.emit(&Event::StateDamaged {
+        path: state::shown(state.path()),
+        error_message: error.to_string(),
+        moved_to: state::shown(&moved_to),
+    });
+    Ok(())
 }
 
 /// The inventory file and the snapshots it holds, when `[inventory]` is enabled (else none:
@@ -458,16 +470,6 @@ fn load_inventory(
         });
     }
     Ok((Some(file), stored))
-}
-
-/// Splits persisted statuses into those of listed agents (for the engine at start) and the
-/// rest (held for discovery).
-fn hold_unlisted(mut known: KnownMap, listed: &[Agent]) -> (KnownMap, KnownMap) {
-    let listed: std::collections::HashSet<&str> = listed.iter().map(|a| a.uuid.as_str()).collect();
-    let held = known
-        .extract_if(|uuid, _| !listed.contains(&**uuid))
-        .collect();
-    (known, held)
 }
 
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never
@@ -532,7 +534,7 @@ async fn reload(config: &Path, accounts: &mut [AccountRun], sink: &dyn EventSink
 struct Discovering {
     updates: Option<watch::Receiver<Option<Arc<Discovered>>>>,
     /// Uuids with a persisted status but not listed, until the first result is applied.
-    held: Vec<Arc<str>>,
+    held: Vec<AgentUuid>,
     /// The last result applied.
     last: Option<Arc<Discovered>>,
 }
@@ -547,7 +549,7 @@ impl Discovering {
         sink: Arc<dyn EventSink>,
         shutdown: &Shutdown,
     ) -> Discovering {
-        let held_uuids: Vec<Arc<str>> = held.keys().cloned().collect();
+        let held_uuids: Vec<AgentUuid> = held.keys().copied().collect();
         if !held.is_empty() {
             // Queued before the engine runs: it knows them before any result arrives.
             let _ = control.send(Control::Seed { known: held });

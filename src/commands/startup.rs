@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::agent_uuid::AgentUuid;
 use crate::api::{Client, ClientOptions};
 use crate::config::accounts::AccountPlan;
 use crate::config::{ConfigErrors, CredentialSettings, MetricsSettings, Settings};
@@ -23,7 +24,7 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::problems::read_text;
 use crate::scheduler::Intervals;
 use crate::shutdown::Shutdown;
-use crate::tracker::KnownMap;
+use crate::tracker::{Known, KnownMap};
 use crate::watchlist::{Agent, Watchlist};
 
 use super::CommandError;
@@ -379,18 +380,40 @@ pub fn engine_for(
     known: KnownMap,
     once: bool,
 ) -> Engine<Client> {
-    let mut engine = Engine::new(
+    let load = |seed: &mut dyn FnMut(AgentUuid, Known) -> Option<Known>| {
+        for (uuid, k) in known {
+            // Agents not watched are forgotten.
+            let _not_watched = seed(uuid, k);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    };
+    match engine_loading(connected, settings, agents, sink, load, once) {
+        (engine, Ok(())) => engine,
+    }
+}
+
+/// [`engine_for`] with the persisted statuses streamed in by `load` (see
+/// [`Engine::loading`]): its error, if any, comes back beside the engine.
+pub fn engine_loading<E>(
+    connected: Connected,
+    settings: &Settings,
+    agents: &[Agent],
+    sink: Arc<dyn EventSink>,
+    load: impl FnOnce(&mut dyn FnMut(AgentUuid, Known) -> Option<Known>) -> Result<(), E>,
+    once: bool,
+) -> (Engine<Client>, Result<(), E>) {
+    let (engine, loaded) = Engine::loading(
         connected.client,
         sink,
         engine_config(settings, once),
         agents,
-        known,
-    )
-    .with_credential_source(connected.source);
+        load,
+    );
+    let mut engine = engine.with_credential_source(connected.source);
     if let Some(refresh) = connected.refresh {
         engine = engine.with_credentials_refresh(refresh);
     }
-    engine
+    (engine, loaded)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn print_statuses(
     account: Option<&str>,
 ) -> io::Result<()> {
     for agent in &watchlist.agents {
-        let k = known.get(agent.uuid.as_str());
+        let k = known.get(&agent.uuid);
         let status = k.map_or(crate::status::UNKNOWN, |k| &*k.status);
         let name = agent.name.as_deref().unwrap_or("");
         if let (Format::Text, Some(account)) = (format, account) {
@@ -66,10 +66,10 @@ fn print_statuses(
             Format::Text => writeln!(
                 out,
                 "{:<36}  {:<16}  {:<14}  {}",
-                Escaped(&agent.uuid),
+                Escaped(&*agent.uuid.text()),
                 Escaped(name),
                 Escaped(status),
-                Escaped(k.map(|k| k.request_id.as_str()).unwrap_or(""))
+                Escaped(&*k.map(|k| k.request_id.as_text()).unwrap_or_default())
             )?,
         }
     }

@@ -45,7 +45,7 @@ pub fn merge(listed: &[Agent], discovered: &[Agent]) -> Vec<Agent> {
     let mut merged: Vec<Agent> = listed
         .iter()
         .map(|a| Agent {
-            uuid: a.uuid.clone(),
+            uuid: a.uuid,
             name: a
                 .name
                 .clone()

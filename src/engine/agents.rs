@@ -1,18 +1,25 @@
-//! The agent table: every watched agent under a dense id, what this run has seen of its polls,
-//! and the bookkeeping reloads need (free ids to reuse, orphans whose request is in flight).
+//! The agent table: every watched agent under a dense id, its last known status (the one
+//! place it is kept: exactly-once transitions and the state file's content), what this run has
+//! seen of its polls, and the bookkeeping reloads need (free ids to reuse, orphans whose
+//! request is in flight, statuses of agents not watched yet).
 //!
-//! Why dense ids: the due queues, the in-flight tasks and the jobs hold a `usize`, not a
-//! string, so 100k agents cost one Uuid allocation each (shared with the tracker's map).
+//! Why one compact table: the due queues, the in-flight tasks and the jobs hold a `usize`, not
+//! a string, and a record is about 100 bytes with no allocation but the name (Uuids are their
+//! 16-byte value, RequestIds too, the rarely used parts of [`Progress`] are boxed): 100,000
+//! agents fit in a few MB (issue 13).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::agent_uuid::AgentUuid;
 use crate::scheduler::AgentId;
+use crate::status::Status;
+use crate::tracker::{Known, KnownMap};
 
 /// What this run has seen of one agent's polls: the part of its record that
-/// [`super::decide::decide`] reads and rewrites.
+/// [`super::decide::decide`] reads and rewrites (stored as [`StoredProgress`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Progress {
     /// Failed polls in a row.
@@ -24,7 +31,7 @@ pub(crate) struct Progress {
     /// The error of the last poll, when it failed (for the report).
     pub last_error: Option<String>,
     /// RequestId of the last answer (kept in `once` mode only: the daemon finds it in the
-    /// tracker).
+    /// agent's known status).
     pub request_id: Option<String>,
     /// Answered at least once in this run (`once` mode counts them).
     pub polled_once: bool,
@@ -32,28 +39,126 @@ pub(crate) struct Progress {
     pub done_once: bool,
 }
 
+/// [`Progress`] as the table keeps it: 16 bytes while the agent's polls succeed; the fields
+/// only failing agents (and `once`) use live in a box.
+#[derive(Debug, Default)]
+pub(crate) struct StoredProgress {
+    failures: u32,
+    transitions: u32,
+    polled_once: bool,
+    done_once: bool,
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Debug)]
+struct Rare {
+    last_failed_event: Option<Instant>,
+    last_error: Option<String>,
+    request_id: Option<String>,
+}
+
+impl From<Progress> for StoredProgress {
+    fn from(p: Progress) -> Self {
+        let rare =
+            (p.last_failed_event.is_some() || p.last_error.is_some() || p.request_id.is_some())
+                .then(|| {
+                    Box::new(Rare {
+                        last_failed_event: p.last_failed_event,
+                        last_error: p.last_error,
+                        request_id: p.request_id,
+                    })
+                });
+        StoredProgress {
+            failures: p.failures,
+            transitions: p.transitions,
+            polled_once: p.polled_once,
+            done_once: p.done_once,
+            rare,
+        }
+    }
+}
+
+impl From<StoredProgress> for Progress {
+    fn from(s: StoredProgress) -> Self {
+        let (last_failed_event, last_error, request_id) = match s.rare {
+            Some(r) => (r.last_failed_event, r.last_error, r.request_id),
+            None => (None, None, None),
+        };
+        Progress {
+            failures: s.failures,
+            last_failed_event,
+            transitions: s.transitions,
+            last_error,
+            request_id,
+            polled_once: s.polled_once,
+            done_once: s.done_once,
+        }
+    }
+}
+
+impl StoredProgress {
+    /// Status changes seen in this run.
+    pub fn transitions(&self) -> u32 {
+        self.transitions
+    }
+
+    /// Answered at least once in this run.
+    pub fn polled_once(&self) -> bool {
+        self.polled_once
+    }
+
+    /// `once`: no more polls for this agent.
+    pub fn done_once(&self) -> bool {
+        self.done_once
+    }
+
+    /// The error of the last poll, when it failed.
+    pub fn last_error(&self) -> Option<&str> {
+        self.rare.as_ref()?.last_error.as_deref()
+    }
+
+    /// `once`: RequestId of the last answer.
+    pub fn request_id(&self) -> Option<&str> {
+        self.rare.as_ref()?.request_id.as_deref()
+    }
+}
+
 /// One watched agent.
 #[derive(Debug)]
 pub(crate) struct AgentRecord {
-    /// Its Uuid, the same allocation as the tracker's key.
-    pub uuid: Arc<str>,
+    /// Its Uuid.
+    pub uuid: AgentUuid,
     /// Its name from the watchlist, empty when none.
     pub name: Arc<str>,
+    /// Its last known status (from an answer, or persisted by an earlier run); `None` until
+    /// then, so the first answer is a change from `UNKNOWN`.
+    pub known: Option<Known>,
     /// What its polls did.
-    pub progress: Progress,
+    pub progress: StoredProgress,
+}
+
+impl AgentRecord {
+    /// The last known status, `UNKNOWN` when none.
+    pub fn status(&self) -> &Status {
+        static UNKNOWN: Status = Status::Unknown;
+        self.known.as_ref().map_or(&UNKNOWN, |k| &k.status)
+    }
 }
 
 /// Dense ids → agents, with a by-Uuid index.
 #[derive(Debug, Default)]
 pub(crate) struct AgentTable {
     slots: Vec<Option<AgentRecord>>,
-    by_uuid: HashMap<Arc<str>, AgentId>,
+    by_uuid: HashMap<AgentUuid, AgentId>,
     /// Agents removed from the watchlist while their request was in flight: the slot lives
     /// until the answer comes (and is dropped), or the agent is added back.
-    orphans: HashMap<Arc<str>, AgentId>,
+    orphans: HashMap<AgentUuid, AgentId>,
     /// Slots freed by reloads (never one whose request is still in flight), reused so the
     /// table does not grow with every reload.
     free: Vec<AgentId>,
+    /// Statuses persisted by an earlier run for agents not watched now (discovery's, until
+    /// it finds them): saved with the rest, and taken over when the agent is added.
+    unwatched: KnownMap,
 }
 
 impl AgentTable {
@@ -72,12 +177,12 @@ impl AgentTable {
     }
 
     /// Is this Uuid watched?
-    pub fn contains(&self, uuid: &str) -> bool {
+    pub fn contains(&self, uuid: &AgentUuid) -> bool {
         self.by_uuid.contains_key(uuid)
     }
 
     /// The id of a watched agent.
-    pub fn id_of(&self, uuid: &str) -> Option<AgentId> {
+    pub fn id_of(&self, uuid: &AgentUuid) -> Option<AgentId> {
         self.by_uuid.get(uuid).copied()
     }
 
@@ -92,8 +197,8 @@ impl AgentTable {
     }
 
     /// Watched agents: (Uuid, id).
-    pub fn watched(&self) -> impl Iterator<Item = (&Arc<str>, AgentId)> {
-        self.by_uuid.iter().map(|(u, id)| (u, *id))
+    pub fn watched(&self) -> impl Iterator<Item = (AgentUuid, AgentId)> + '_ {
+        self.by_uuid.iter().map(|(u, id)| (*u, *id))
     }
 
     /// Records of watched agents in table order (orphans left out), for the report.
@@ -104,27 +209,95 @@ impl AgentTable {
             .filter(|r| !self.orphans.contains_key(&r.uuid))
     }
 
+    /// Every status known: watched agents' and the unwatched ones kept for later (orphans
+    /// were forgotten when removed). What the state file holds.
+    pub fn known(&self) -> impl Iterator<Item = (AgentUuid, &Known)> {
+        let watched = self
+            .records()
+            .filter_map(|r| r.known.as_ref().map(|k| (r.uuid, k)));
+        watched.chain(self.unwatched.iter().map(|(u, k)| (*u, k)))
+    }
+
+    /// Calls `f` with the last known status of each watched agent that has one.
+    pub fn for_each_status(&self, f: &mut dyn FnMut(&Status)) {
+        for record in self.records() {
+            if let Some(known) = &record.known {
+                f(&known.status);
+            }
+        }
+    }
+
+    /// The last known status of a watched agent, if any.
+    pub fn known_of(&self, uuid: &AgentUuid) -> Option<&Known> {
+        self.get(self.id_of(uuid)?)?.known.as_ref()
+    }
+
+    /// A status persisted by an earlier run: a watched agent's when it has none yet, else
+    /// kept for when the agent is added (an agent whose status is known keeps it).
+    pub fn seed(&mut self, uuid: AgentUuid, known: Known) {
+        match self.id_of(&uuid).and_then(|id| self.get_mut(id)) {
+            Some(record) => {
+                if record.known.is_none() {
+                    record.known = Some(known);
+                }
+            }
+            None => {
+                self.unwatched.entry(uuid).or_insert(known);
+            }
+        }
+    }
+
+    /// A status persisted by an earlier run, for a watched agent only: `Some` gives it back
+    /// when the agent is not watched.
+    pub fn seed_watched(&mut self, uuid: AgentUuid, known: Known) -> Option<Known> {
+        match self.id_of(&uuid).and_then(|id| self.get_mut(id)) {
+            Some(record) => {
+                record.known = Some(known);
+                None
+            }
+            None => Some(known),
+        }
+    }
+
+    /// Forgets every status (a state file that turned out damaged half-way through).
+    pub fn forget_all_known(&mut self) {
+        for record in self.slots.iter_mut().flatten() {
+            record.known = None;
+        }
+        self.unwatched.clear();
+    }
+
+    /// Forgets what is known of `uuid` unless it is watched; true when something was.
+    pub fn forget_unwatched(&mut self, uuid: &AgentUuid) -> bool {
+        !self.contains(uuid) && self.unwatched.remove(uuid).is_some()
+    }
+
     /// An agent back in the watchlist before the answer of its orphaned request came: it is
     /// watched again under the same id (still in flight; the answer reschedules it).
-    pub fn readopt(&mut self, uuid: &str, name: &str) -> Option<AgentId> {
+    pub fn readopt(&mut self, uuid: &AgentUuid, name: &str) -> Option<AgentId> {
         let (uuid, id) = self.orphans.remove_entry(uuid)?;
+        let known = self.unwatched.remove(&uuid);
         if let Some(record) = self.get_mut(id) {
             record.name = Arc::from(name);
+            record.known = known;
         }
         self.by_uuid.insert(uuid, id);
         Some(id)
     }
 
-    /// Adds a new agent, reusing a freed id when there is one.
-    pub fn insert(&mut self, uuid: Arc<str>, name: &str) -> AgentId {
+    /// Adds a new agent, reusing a freed id when there is one. A status kept for it while
+    /// it was not watched becomes its own.
+    pub fn insert(&mut self, uuid: AgentUuid, name: &str) -> AgentId {
         let id = self.free.pop().unwrap_or(self.slots.len());
         if id == self.slots.len() {
             self.slots.push(None);
         }
+        let known = self.unwatched.remove(&uuid);
         self.slots[id] = Some(AgentRecord {
-            uuid: uuid.clone(),
+            uuid,
             name: Arc::from(name),
-            progress: Progress::default(),
+            known,
+            progress: StoredProgress::default(),
         });
         self.by_uuid.insert(uuid, id);
         id
@@ -139,11 +312,14 @@ impl AgentTable {
         }
     }
 
-    /// Stops watching an agent. With its request in flight it becomes an orphan (the id stays
-    /// taken until the answer comes); otherwise its id is freed.
-    pub fn remove(&mut self, uuid: &str, in_flight: bool) -> Option<AgentId> {
+    /// Stops watching an agent and forgets its status. With its request in flight it becomes
+    /// an orphan (the id stays taken until the answer comes); otherwise its id is freed.
+    pub fn remove(&mut self, uuid: &AgentUuid, in_flight: bool) -> Option<AgentId> {
         let (uuid, id) = self.by_uuid.remove_entry(uuid)?;
         if in_flight {
+            if let Some(record) = self.get_mut(id) {
+                record.known = None;
+            }
             self.orphans.insert(uuid, id);
         } else {
             self.slots[id] = None;
@@ -161,17 +337,21 @@ impl AgentTable {
     /// The answer for `id` arrived: when it is an orphan's, the agent is forgotten now and
     /// its id freed. Returns whether it was.
     pub fn release_orphan(&mut self, id: AgentId) -> bool {
-        let Some(record) = self.get(id) else {
-            return false;
-        };
-        if self.orphans.get(&record.uuid) != Some(&id) {
+        if !self.is_orphan(id) {
             return false;
         }
-        let uuid = record.uuid.clone();
-        self.orphans.remove(&uuid);
-        self.slots[id] = None;
+        if let Some(record) = self.slots[id].take() {
+            self.orphans.remove(&record.uuid);
+        }
         self.free.push(id);
         true
+    }
+
+    /// Hands freed capacity back after start-up (the table was sized for the watchlist).
+    pub fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+        self.by_uuid.shrink_to_fit();
+        self.unwatched.shrink_to_fit();
     }
 }
 
@@ -179,32 +359,106 @@ impl AgentTable {
 mod tests {
     use super::*;
 
+    fn u(i: u128) -> AgentUuid {
+        AgentUuid::from_value(i)
+    }
+
+    fn known(status: Status) -> Known {
+        Known {
+            status,
+            request_id: "r".into(),
+            seen_at: 1,
+        }
+    }
+
     #[test]
     fn freed_ids_are_reused_and_orphans_keep_theirs_until_the_answer() {
         let mut t = AgentTable::default();
-        let a = t.insert(Arc::from("a"), "");
-        let b = t.insert(Arc::from("b"), "web");
+        let a = t.insert(u(1), "");
+        let b = t.insert(u(2), "web");
         assert_eq!((a, b), (0, 1));
-        assert_eq!(t.remove("a", false), Some(0));
-        assert_eq!(t.insert(Arc::from("c"), ""), 0, "a's id reused");
+        assert_eq!(t.remove(&u(1), false), Some(0));
+        assert_eq!(t.insert(u(3), ""), 0, "a's id reused");
         // b removed while in flight: an orphan, not watched, not reported, id kept.
-        assert_eq!(t.remove("b", true), Some(1));
-        assert!(!t.contains("b"));
+        assert_eq!(t.remove(&u(2), true), Some(1));
+        assert!(!t.contains(&u(2)));
         assert_eq!(t.len(), 1);
         assert_eq!(t.records().count(), 1);
-        assert_eq!(
-            t.insert(Arc::from("d"), ""),
-            2,
-            "an orphan's id is not free"
-        );
+        assert_eq!(t.insert(u(4), ""), 2, "an orphan's id is not free");
         // Back before its answer: same id, new name.
-        assert_eq!(t.readopt("b", "web-2"), Some(1));
+        assert_eq!(t.readopt(&u(2), "web-2"), Some(1));
         assert_eq!(&*t.get(1).unwrap().name, "web-2");
         assert!(!t.release_orphan(1), "watched again: the answer is its own");
         // Gone again; the answer frees the id.
-        t.remove("b", true);
+        t.remove(&u(2), true);
         assert!(t.release_orphan(1));
         assert!(t.get(1).is_none());
-        assert_eq!(t.insert(Arc::from("e"), ""), 1);
+        assert_eq!(t.insert(u(5), ""), 1);
+    }
+
+    #[test]
+    fn known_statuses_live_in_the_records_and_unwatched_ones_wait() {
+        let mut t = AgentTable::default();
+        let a = t.insert(u(1), "");
+        assert_eq!(t.get(a).unwrap().status(), &Status::Unknown);
+        // A watched agent takes a seeded status when it has none, and keeps its own.
+        t.seed(u(1), known(Status::Collecting));
+        t.seed(u(1), known(Status::Failed));
+        assert_eq!(t.get(a).unwrap().status(), &Status::Collecting);
+        // An unwatched one is kept, saved, and taken over when the agent is added.
+        t.seed(u(9), known(Status::Complete));
+        assert_eq!(t.known().count(), 2);
+        assert!(t.known_of(&u(9)).is_none(), "not watched");
+        let b = t.insert(u(9), "");
+        assert_eq!(t.get(b).unwrap().status(), &Status::Complete);
+        assert_eq!(t.known().count(), 2);
+        // Removal forgets, in flight or not.
+        t.remove(&u(1), true);
+        assert_eq!(t.known().map(|(u, _)| u).collect::<Vec<_>>(), [u(9)]);
+        assert_eq!(t.readopt(&u(1), ""), Some(a));
+        assert_eq!(t.get(a).unwrap().status(), &Status::Unknown);
+        // Only unwatched statuses can be forgotten that way.
+        t.seed(u(7), known(Status::Failed));
+        assert!(!t.forget_unwatched(&u(9)));
+        assert!(t.forget_unwatched(&u(7)));
+        assert!(!t.forget_unwatched(&u(7)));
+        // seed_watched gives back what it cannot place.
+        assert!(t.seed_watched(u(8), known(Status::Failed)).is_some());
+        assert!(t.seed_watched(u(1), known(Status::Failed)).is_none());
+        t.forget_all_known();
+        assert_eq!(t.known().count(), 0);
+    }
+
+    #[test]
+    fn progress_round_trips_and_boxes_only_what_failing_agents_use() {
+        let ok = Progress {
+            failures: 0,
+            transitions: 3,
+            polled_once: true,
+            ..Progress::default()
+        };
+        let stored = StoredProgress::from(ok.clone());
+        assert!(stored.rare.is_none());
+        assert_eq!(Progress::from(stored), ok);
+        let failing = Progress {
+            failures: 2,
+            last_error: Some("InternalError: m".into()),
+            request_id: Some("r".into()),
+            last_failed_event: Some(Instant::now()),
+            ..ok
+        };
+        let stored = StoredProgress::from(failing.clone());
+        assert_eq!(stored.last_error(), Some("InternalError: m"));
+        assert_eq!(stored.request_id(), Some("r"));
+        assert_eq!(
+            (
+                stored.transitions(),
+                stored.polled_once(),
+                stored.done_once()
+            ),
+            (3, true, false)
+        );
+        assert_eq!(Progress::from(stored), failing);
+        assert!(std::mem::size_of::<StoredProgress>() <= 24);
     }
 }

@@ -62,7 +62,7 @@ pub(crate) struct Who<'a> {
     pub name: &'a str,
 }
 
-/// A status the answer reported, for the tracker.
+/// A status the answer reported, for the agent's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Observed {
     /// The status.
@@ -152,7 +152,7 @@ pub(crate) fn decide(
             }
             progress.last_error = None;
             if ctx.once {
-                // The daemon finds it in the tracker; only `once` reports failures' ids.
+                // The daemon finds it in the agent's known status; only `once` reports failures' ids.
                 progress.request_id = Some(request_id.clone());
             }
             let transition = Transition::between(known, &status);

@@ -2,7 +2,7 @@
 //! limiter has a slot, sends it, and feeds the answer to [`decide`]; between sends it waits
 //! in one `select!` for the next deadline, an answer, a control message or the stop.
 //!
-//! It owns everything it touches (agent table, tracker, lanes, tasks in flight), so it needs
+//! It owns everything it touches (agent table, lanes, tasks in flight), so it needs
 //! no locks, and the order of sends is decided in this one place.
 
 use std::sync::Arc;
@@ -13,19 +13,20 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::account::Account;
-use super::agents::AgentTable;
+use super::agents::{AgentTable, Progress, StoredProgress};
 use super::decide::{Context, Credentials, Decision, Who, decide};
 use super::heartbeat::{Figures, Heartbeat};
 use super::in_flight::{InFlight, Reply};
 use super::lane::{Action, Job};
 use super::saver::StateSaver;
 use super::{AgentReport, Control, EngineConfig, EngineReport, EngineStatus, Poller};
+use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, TaskStatus};
 use crate::events::{Event, EventSink};
 use crate::scheduler::{AgentId, later};
 use crate::state::StateFile;
 use crate::status::PollOutcome;
-use crate::tracker::{KnownMap, TransitionTracker};
+use crate::tracker::{Known, KnownMap, RequestId};
 use crate::watchlist::Agent;
 
 /// The loop wakes at least this often, so the heartbeat stays fresh when nothing is due.
@@ -65,9 +66,9 @@ pub struct Engine<P: Poller> {
     pub(super) account: Account<P>,
     pub(super) sink: Arc<dyn EventSink>,
     pub(super) config: EngineConfig,
+    /// Every agent, with its last known status: exactly-once transitions, and the state
+    /// file's content.
     pub(super) agents: AgentTable,
-    /// Last known status per agent: exactly-once transitions, and the state file's content.
-    pub(super) tracker: TransitionTracker,
     pub(super) saver: StateSaver,
     pub(super) heartbeat: Heartbeat,
     pub(super) control: Option<mpsc::UnboundedReceiver<Control>>,
@@ -90,7 +91,8 @@ pub struct Engine<P: Poller> {
 }
 
 impl<P: Poller> Engine<P> {
-    /// An engine for `agents`; `known` holds statuses persisted by an earlier run.
+    /// An engine for `agents`; `known` holds statuses persisted by an earlier run (those of
+    /// agents not in `agents` are forgotten, as on a reload).
     pub fn new(
         poller: P,
         sink: Arc<dyn EventSink>,
@@ -98,17 +100,36 @@ impl<P: Poller> Engine<P> {
         agents: &[Agent],
         known: KnownMap,
     ) -> Self {
-        let watched: std::collections::HashSet<&str> =
-            agents.iter().map(|a| a.uuid.as_str()).collect();
-        // Agents no longer watched are forgotten, as on a reload.
-        let tracker = TransitionTracker::from_known(known, |uuid| watched.contains(uuid));
-        drop(watched);
+        let (engine, loaded) = Self::loading(poller, sink, config, agents, |seed| {
+            for (uuid, k) in known {
+                let _not_watched = seed(uuid, k);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match loaded {
+            Ok(()) => engine,
+        }
+    }
+
+    /// An engine for `agents` whose persisted statuses `load` feeds in one by one, straight
+    /// into the agent table (a state file is streamed: 100,000 agents' statuses never sit in
+    /// a map beside the table, issue 13). `load` gets a function that takes a status for a
+    /// watched agent and gives back one it cannot place (an agent not watched). The agents are
+    /// scheduled after `load`, each by its known status. When `load` fails, everything it fed
+    /// is forgotten (a state file damaged half-way is no state at all) and its error returned
+    /// beside the engine.
+    pub fn loading<E>(
+        poller: P,
+        sink: Arc<dyn EventSink>,
+        config: EngineConfig,
+        agents: &[Agent],
+        load: impl FnOnce(&mut dyn FnMut(AgentUuid, Known) -> Option<Known>) -> Result<(), E>,
+    ) -> (Self, Result<(), E>) {
         let mut engine = Engine {
             account: Account::new(poller, &config),
             sink,
             config,
             agents: AgentTable::with_capacity(agents.len()),
-            tracker,
             saver: StateSaver::default(),
             heartbeat: Heartbeat::default(),
             control: None,
@@ -121,8 +142,14 @@ impl<P: Poller> Engine<P> {
             metrics: None,
             inventory: None,
         };
-        engine.add_agents(&agents.iter().collect::<Vec<_>>());
-        engine
+        let (new, _) = engine.insert_agents(agents.iter());
+        let loaded = load(&mut |uuid, known| engine.agents.seed_watched(uuid, known));
+        if loaded.is_err() {
+            engine.agents.forget_all_known();
+        }
+        engine.schedule_new(&new);
+        engine.agents.shrink_to_fit();
+        (engine, loaded)
     }
 
     /// Persists statuses to `state` (at most once per [`super::STATE_SAVE_EVERY`] while they
@@ -186,7 +213,7 @@ impl<P: Poller> Engine<P> {
                 self.on_answer(job, reply);
             }
             let now = Instant::now();
-            self.saver.tick(now, self.tracker.known());
+            self.saver.tick(now, &self.agents);
             self.inventory_tick(now);
             self.refresh_heartbeat(now);
             if self.config.once
@@ -224,7 +251,7 @@ impl<P: Poller> Engine<P> {
         }
         let abandoned = self.account.in_flight();
         in_flight.abort_all().await;
-        self.saver.finish(self.tracker.known()).await;
+        self.saver.finish(&self.agents).await;
         self.inventory_finish().await;
         let report = self.report(abandoned);
         (self, report)
@@ -279,7 +306,7 @@ impl<P: Poller> Engine<P> {
                     self.account.lane(job.action()).finish(id, None, now);
                     return;
                 };
-                let uuid = record.uuid.clone();
+                let uuid = record.uuid.text();
                 let poller = self.account.poller.clone();
                 let metrics = self.metrics.clone();
                 in_flight.spawn(job, async move {
@@ -328,35 +355,28 @@ impl<P: Poller> Engine<P> {
             credential_source: &self.account.credential_source,
             jitter: rand::random::<f64>(),
         };
+        let uuid = record.uuid.text();
         let who = Who {
-            uuid: &record.uuid,
+            uuid: &uuid,
             name: &record.name,
         };
         let mut decision = decide(
             who,
-            std::mem::take(&mut record.progress),
-            self.tracker.current(&record.uuid),
+            Progress::from(std::mem::take(&mut record.progress)),
+            record.known.as_ref().map(|k| &k.status),
             PollOutcome::from_result(result),
             &ctx,
         );
-        record.progress = std::mem::take(&mut decision.progress);
-        let uuid = record.uuid.clone();
+        record.progress = StoredProgress::from(std::mem::take(&mut decision.progress));
         let observed = (decision.observed.as_ref()).map(|o| (o.status.clone(), o.changed));
-        self.apply_decision(id, &uuid, action, decision, now);
+        self.apply_decision(id, action, decision, now);
         if let Some((status, changed)) = observed {
             self.inventory_after_status(id, &status, changed);
         }
     }
 
-    /// Carries out a [`Decision`]: tracker, state, credentials gate, events, queue, rate.
-    fn apply_decision(
-        &mut self,
-        id: AgentId,
-        uuid: &Arc<str>,
-        action: Action,
-        decision: Decision,
-        now: Instant,
-    ) {
+    /// Carries out a [`Decision`]: known status, state, credentials gate, events, queue, rate.
+    fn apply_decision(&mut self, id: AgentId, action: Action, decision: Decision, now: Instant) {
         let Decision {
             observed,
             next,
@@ -372,8 +392,14 @@ impl<P: Poller> Engine<P> {
                 self.saver.mark_dirty();
                 self.heartbeat.statuses_changed();
             }
-            self.tracker
-                .record(uuid, o.status, o.request_id, crate::clock::unix_now());
+            if let Some(record) = self.agents.get_mut(id) {
+                // What the answer said, change or not (`decide` compared).
+                record.known = Some(Known {
+                    status: o.status,
+                    request_id: RequestId::from(o.request_id),
+                    seen_at: crate::clock::unix_now(),
+                });
+            }
         }
         match signals.credentials {
             Some(Credentials::Accepted) => self.account.credentials.refused = false,
@@ -451,7 +477,7 @@ impl<P: Poller> Engine<P> {
             rate: self.account.lanes[Action::PollStatus.index()].pacer.rate(),
             sent: self.sent,
         };
-        if self.heartbeat.refresh(now, self.tracker.known(), figures) {
+        if self.heartbeat.refresh(now, &self.agents, figures) {
             self.refresh_metrics(now);
         }
     }
@@ -463,14 +489,14 @@ impl<P: Poller> Engine<P> {
             .map(|r| AgentReport {
                 uuid: r.uuid.to_string(),
                 name: r.name.to_string(),
-                status: self.tracker.status(&r.uuid).clone(),
-                transitions: r.progress.transitions,
-                last_error: r.progress.last_error.clone().or_else(|| {
+                status: r.status().clone(),
+                transitions: r.progress.transitions(),
+                last_error: r.progress.last_error().map(str::to_string).or_else(|| {
                     // `once` stopped early: this agent was never asked, or has no status yet.
-                    if !self.config.once || r.progress.done_once {
+                    if !self.config.once || r.progress.done_once() {
                         None
                     } else if let Some(why) = self.abort_once.clone() {
-                        Some(why).filter(|_| !r.progress.polled_once)
+                        Some(why).filter(|_| !r.progress.polled_once())
                     } else {
                         Some(format!(
                             "no status before the run ended (stopped, or the once deadline \
@@ -482,12 +508,11 @@ impl<P: Poller> Engine<P> {
                         ))
                     }
                 }),
-                request_id: r.progress.request_id.clone().or_else(|| {
-                    self.tracker
-                        .known()
-                        .get(&*r.uuid)
-                        .map(|k| k.request_id.clone())
-                }),
+                request_id: r
+                    .progress
+                    .request_id()
+                    .map(str::to_string)
+                    .or_else(|| r.known.as_ref().map(|k| k.request_id.to_string())),
             })
             .collect();
         EngineReport {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::agents::AgentTable;
 use crate::status::Status;
-use crate::tracker::KnownMap;
 
 /// What the engine is doing, shared with the daemon for `sd_notify` (STATUS, WATCHDOG).
 /// Updated at least once per second while the dispatcher loop runs, so a stale `beats`
@@ -85,7 +85,7 @@ impl Default for Heartbeat {
 impl Heartbeat {
     /// Refreshes the shared status, at most once per second (counting agents per status is
     /// O(agents)); true when it did (the metrics refresh on the same beat).
-    pub fn refresh(&mut self, now: Instant, known: &KnownMap, figures: Figures) -> bool {
+    pub fn refresh(&mut self, now: Instant, agents: &AgentTable, figures: Figures) -> bool {
         if self
             .last_refresh
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
@@ -95,7 +95,7 @@ impl Heartbeat {
         self.last_refresh = Some(now);
         let s = &self.status;
         if std::mem::take(&mut self.counts_stale) {
-            let (collecting, offline) = status_counts(known);
+            let (collecting, offline) = status_counts(agents);
             s.collecting.store(collecting as u64, Ordering::Relaxed);
             s.offline.store(offline as u64, Ordering::Relaxed);
         }
@@ -125,18 +125,14 @@ impl Heartbeat {
     }
 }
 
-/// Agents in COLLECTING and in AGENT_OFFLINE. The tracker holds watched agents only (seeding
-/// filters, removal forgets), so one pass over its values counts them without a lookup per
-/// agent.
-fn status_counts(known: &KnownMap) -> (usize, usize) {
+/// Watched agents in COLLECTING and in AGENT_OFFLINE: one pass over the table.
+fn status_counts(agents: &AgentTable) -> (usize, usize) {
     let mut collecting = 0;
     let mut offline = 0;
-    for k in known.values() {
-        match k.status {
-            Status::Collecting => collecting += 1,
-            Status::AgentOffline => offline += 1,
-            _ => {}
-        }
-    }
+    agents.for_each_status(&mut |status| match status {
+        Status::Collecting => collecting += 1,
+        Status::AgentOffline => offline += 1,
+        _ => {}
+    });
     (collecting, offline)
 }

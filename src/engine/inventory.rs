@@ -10,7 +10,6 @@
 //! per [`INVENTORY_SAVE_EVERY`] while snapshots change and once when the run ends.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -21,6 +20,7 @@ use super::dispatcher::Engine;
 use super::in_flight::{InFlight, Reply};
 use super::inventory_decide::{self, CREATE_MISSING_EVERY, Facts, FollowUp, Reason};
 use super::lane::{Action, Job};
+use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, ErrorClass};
 use crate::config::{ApiSettings, InventorySettings};
 use crate::events::Event;
@@ -162,7 +162,9 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).set_target_rate(rate);
         }
         let held: InventoryMap = stored
-            .extract_if(|uuid, _| !self.agents.contains(uuid))
+            .extract_if(|uuid, _| {
+                !crate::agent_uuid::AgentUuid::parse(uuid).is_ok_and(|u| self.agents.contains(&u))
+            })
             .collect();
         let mut state = InventoryState {
             options,
@@ -223,11 +225,7 @@ impl<P: Poller> Engine<P> {
         }
         let now = Instant::now();
         let rescan = options.rescan_interval;
-        let watched: Vec<(Arc<str>, AgentId)> = self
-            .agents
-            .watched()
-            .map(|(u, id)| (u.clone(), id))
-            .collect();
+        let watched: Vec<(AgentUuid, AgentId)> = self.agents.watched().collect();
         let inv = self.inventory.as_mut().expect("checked above");
         let lane = &mut self.account.lanes[Action::CreateTask.index()];
         for (uuid, id) in watched {
@@ -238,8 +236,11 @@ impl<P: Poller> Engine<P> {
             if rescan.is_zero() {
                 lane.queue.remove(id);
             } else {
-                lane.queue
-                    .schedule(id, later(now, phase(&uuid, rescan)), Cadence::Settled);
+                lane.queue.schedule(
+                    id,
+                    later(now, phase(&uuid.text(), rescan)),
+                    Cadence::Settled,
+                );
             }
         }
     }
@@ -265,7 +266,8 @@ impl<P: Poller> Engine<P> {
             return;
         };
         // Back (discovered again, or listed again): what was stored of it still counts.
-        if let Some(entry) = inv.held.remove(&*record.uuid) {
+        let uuid = record.uuid.text();
+        if let Some(entry) = inv.held.remove(&*uuid) {
             inv.map.insert(record.uuid.to_string(), entry);
             inv.saver.dirty = true;
         }
@@ -273,10 +275,9 @@ impl<P: Poller> Engine<P> {
             return;
         }
         let now = Instant::now();
-        let uuid = record.uuid.clone();
         let stored = inv.map.get(&*uuid);
         let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
-        if *self.tracker.status(&uuid) == Status::Complete && !has_snapshot {
+        if *record.status() == Status::Complete && !has_snapshot {
             let rate = inv.options.action_rates[Action::FetchPorts.index()];
             let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
             inv.fetches.insert(id, Assembly::new());
@@ -298,21 +299,21 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Agents the first discovery did not find: what was stored of them is forgotten.
-    pub(super) fn inventory_forget_held(&mut self, uuids: &[Arc<str>]) {
+    pub(super) fn inventory_forget_held(&mut self, uuids: &[AgentUuid]) {
         if let Some(inv) = self.inventory.as_mut() {
             for uuid in uuids {
-                inv.held.remove(&**uuid);
+                inv.held.remove(&*uuid.text());
             }
         }
     }
 
     /// An agent no longer watched: its inventory is forgotten.
-    pub(super) fn inventory_forget(&mut self, id: AgentId, uuid: &str) {
+    pub(super) fn inventory_forget(&mut self, id: AgentId, uuid: &AgentUuid) {
         if let Some(inv) = self.inventory.as_mut() {
             inv.fetches.remove(&id);
             inv.reasons.remove(&id);
             inv.gave_up.remove(&id);
-            if inv.map.remove(uuid).is_some() {
+            if inv.map.remove(&*uuid.text()).is_some() {
                 inv.saver.dirty = true;
             }
         }
@@ -330,7 +331,7 @@ impl<P: Poller> Engine<P> {
         if changed {
             inv.gave_up.remove(&id);
         }
-        let stored = inv.map.get(&*record.uuid);
+        let stored = inv.map.get(&*record.uuid.text());
         let facts = Facts {
             changed,
             has_snapshot: stored.is_some_and(|s| s.snapshot.is_some()),
@@ -368,7 +369,8 @@ impl<P: Poller> Engine<P> {
             self.account.lane(job.action()).finish(id, None, now);
             return false;
         };
-        let uuid = record.uuid.clone();
+        let uuid = record.uuid.text();
+        let status = record.status();
         let poller = self.account.poller.clone();
         match job {
             Job::CreateTask(_) => {
@@ -376,12 +378,7 @@ impl<P: Poller> Engine<P> {
                 let entry = inv.map.entry(uuid.to_string()).or_default();
                 let rescan = inv.options.rescan_interval;
                 if inv.reasons.get(&id).copied().unwrap_or(Reason::Rescan) == Reason::Rescan
-                    && !inventory_decide::rescan_now(
-                        rescan,
-                        self.tracker.status(&uuid),
-                        entry.fetched_at,
-                        unix_now,
-                    )
+                    && !inventory_decide::rescan_now(rescan, status, entry.fetched_at, unix_now)
                 {
                     // A task runs, the agent is offline, or its last task completed recently:
                     // look again at its next slot.
@@ -449,7 +446,7 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).finish(id, None, now);
             return;
         };
-        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        let (uuid, name) = (record.uuid.text(), record.name.clone());
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
@@ -513,7 +510,7 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).finish(id, None, now);
             return;
         };
-        let (uuid, name) = (record.uuid.clone(), record.name.clone());
+        let (uuid, name) = (record.uuid.text(), record.name.clone());
         // No fetch in progress: the agent was forgotten (and maybe watched again) while this
         // page was on its way. Its offset belongs to a fetch that no longer exists: dropped,
         // never appended to another.

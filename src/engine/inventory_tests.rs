@@ -174,7 +174,7 @@ async fn run(
     });
     let (engine, _) = engine.run(stop).await;
     let stored = engine.stored_inventory().cloned().unwrap_or_default();
-    let known = engine.tracker.known().clone();
+    let known = engine.agents.known().map(|(u, k)| (u, k.clone())).collect();
     (sink.events(), stored, known)
 }
 
@@ -581,7 +581,7 @@ async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_i
     let (control, rx) = tokio::sync::mpsc::unbounded_channel();
     // Agent 0 persisted as COMPLETE without a snapshot: its fetch starts at once.
     let known: crate::tracker::KnownMap = [(
-        Arc::from(all[0].uuid.as_str()),
+        all[0].uuid,
         crate::tracker::Known {
             status: Status::Complete,
             request_id: "r0".into(),
@@ -625,7 +625,7 @@ async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_i
     );
     let stored = engine.stored_inventory().unwrap();
     assert_eq!(stored.len(), 1);
-    let ports = &stored[all[1].uuid.as_str()]
+    let ports = &stored[&*all[1].uuid.text()]
         .snapshot
         .as_ref()
         .unwrap()
@@ -878,7 +878,7 @@ async fn an_agent_added_after_the_start_keeps_its_stored_inventory_until_forgott
             tokio::time::sleep(Duration::from_secs(2)).await;
             control
                 .send(Control::Forget {
-                    uuids: vec![Arc::from(all[2].uuid.as_str())],
+                    uuids: vec![all[2].uuid],
                 })
                 .unwrap();
             let (reply, answer) = tokio::sync::oneshot::channel();

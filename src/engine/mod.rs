@@ -5,13 +5,14 @@
 //! → the lane's [`crate::pacing::Pacer`] grants a send → a task owned by the dispatcher calls
 //! the [`Poller`] (the signed [`crate::api::Client`] in production) → the answer comes back to
 //! the dispatcher → `decide::decide` says what it means for the agent (new status and
-//! transition, next due time, events, signals) → the dispatcher applies that: tracker, queue,
+//! transition, next due time, events, signals) → the dispatcher applies that: known status, queue,
 //! rate control, credentials gate, sink.
 //!
 //! Where things are:
 //! - `dispatcher`: [`Engine`], the one loop, and its builder API. Only it touches the queues,
-//!   the tracker and the pacers: no locks, and the order of sends is decided in one place.
-//! - `agents`: the agent table (dense ids, records, orphans of reloads, free ids).
+//!   the agent table and the pacers: no locks, and the order of sends is decided in one place.
+//! - `agents`: the agent table (dense ids, each agent's record with its last known status,
+//!   orphans of reloads, free ids, statuses kept for agents not watched yet).
 //! - `decide`: pure "what does this answer mean for this agent": retry policy, `poll_failed`
 //!   throttling, credentials and once-mode bookkeeping. Unit-tested without I/O or clocks.
 //! - `lane`: per action, a due queue, a strict pacer and a rate control; `lane::Job` and
@@ -135,7 +136,7 @@ pub enum Control {
     /// first discovery did not find).
     Forget {
         /// The Uuids.
-        uuids: Vec<std::sync::Arc<str>>,
+        uuids: Vec<crate::agent_uuid::AgentUuid>,
     },
 }
 

@@ -32,8 +32,12 @@ impl<P: Poller> Engine<P> {
     /// `agent_status`) tells it the statuses known from the state file.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         for record in self.agents.records() {
-            if let Some(known) = self.tracker.known().get(&*record.uuid) {
-                metrics.agent_known(&record.uuid, &record.name, &known.status);
+            if let Some(known) = &record.known {
+                metrics.agent_known(
+                    &Arc::from(&*record.uuid.text()),
+                    &record.name,
+                    &known.status,
+                );
             }
         }
         self.metrics = Some(metrics);
@@ -58,7 +62,11 @@ impl<P: Poller> Engine<P> {
         }
         metrics.refresh(&Snapshot {
             agents: self.agents.len(),
-            known: self.tracker.known(),
+            known: &|f| self.agents.for_each_status(f),
+            is_known: &|uuid| {
+                crate::agent_uuid::AgentUuid::parse(uuid)
+                    .is_ok_and(|u| self.agents.known_of(&u).is_some())
+            },
             rates: &rates,
             poll_lag,
             clock_skew_ms: self.account.poller.clock_offset_ms(),
@@ -225,7 +233,7 @@ mod tests {
             .unwrap()
             .agents;
         let known: crate::tracker::KnownMap = [(
-            Arc::from("00000000-0000-4000-8000-000000000001"),
+            "00000000-0000-4000-8000-000000000001".parse().unwrap(),
             crate::tracker::Known {
                 status: crate::status::Status::Complete,
                 request_id: "r".into(),

@@ -7,7 +7,6 @@
 //! flight.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,6 +14,7 @@ use tokio::time::Instant;
 use super::dispatcher::Engine;
 use super::lane::Action;
 use super::{Control, EngineConfig, Poller};
+use crate::agent_uuid::AgentUuid;
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::watchlist::Agent;
 
@@ -46,16 +46,13 @@ impl<P: Poller> Engine<P> {
             Control::Inventory(options) => self.reconfigure_inventory(options),
             Control::Seed { known } => {
                 for (uuid, status) in known {
-                    if self.tracker.shared_uuid(&uuid).is_none() {
-                        self.tracker.seed(&uuid, status);
-                    }
+                    self.agents.seed(uuid, status);
                 }
             }
             Control::Forget { uuids } => {
                 self.inventory_forget_held(&uuids);
                 for uuid in uuids {
-                    if !self.agents.contains(&uuid) {
-                        self.tracker.forget(&uuid);
+                    if self.agents.forget_unwatched(&uuid) {
                         self.saver.mark_dirty();
                     }
                 }
@@ -66,59 +63,74 @@ impl<P: Poller> Engine<P> {
     /// Adds agents not watched yet, their first polls phased over one pass at the rate
     /// (capped at the settled interval) instead of bursting. Returns how many were added.
     pub(super) fn add_agents(&mut self, agents: &[&Agent]) -> usize {
+        let (new, readopted) = self.insert_agents(agents.iter().copied());
+        self.schedule_new(&new);
+        readopted + new.len()
+    }
+
+    /// Puts agents not watched yet in the table; returns the ids of those to schedule, and
+    /// how many came back before the answer of their orphaned request: those keep their id
+    /// and are queued at once (still in flight: the answer reschedules them).
+    pub(super) fn insert_agents<'a>(
+        &mut self,
+        agents: impl Iterator<Item = &'a Agent>,
+    ) -> (Vec<AgentId>, usize) {
+        let now = Instant::now();
+        let lane = Action::PollStatus.index();
+        let mut new = Vec::with_capacity(agents.size_hint().0);
+        let mut readopted = 0;
+        for agent in agents {
+            let name = agent.name.as_deref().unwrap_or("");
+            if self.agents.contains(&agent.uuid) {
+                continue;
+            }
+            if let Some(id) = self.agents.readopt(&agent.uuid, name) {
+                self.account.lanes[lane]
+                    .queue
+                    .schedule(id, now, Cadence::Settled);
+                self.pending_once += 1;
+                readopted += 1;
+                continue;
+            }
+            new.push(self.agents.insert(agent.uuid, name));
+        }
+        (new, readopted)
+    }
+
+    /// Schedules agents just put in the table, each by its known status, their first polls
+    /// phased over one pass at the rate (capped at the settled interval).
+    pub(super) fn schedule_new(&mut self, new: &[AgentId]) {
         let now = Instant::now();
         let window = if self.config.once {
             Duration::ZERO
         } else {
             phase_window(
-                agents.len(),
+                new.len(),
                 self.config.requests_per_second,
                 self.config.intervals.settled,
             )
         };
         let lane = Action::PollStatus.index();
-        let mut added = 0;
-        for agent in agents {
-            let uuid = agent.uuid.as_str();
-            let name = agent.name.as_deref().unwrap_or("");
-            if self.agents.contains(uuid) {
+        for &id in new {
+            let Some(record) = self.agents.get(id) else {
                 continue;
-            }
-            if let Some(id) = self.agents.readopt(uuid, name) {
-                // Back before its last answer came: the same id, still in flight; the answer
-                // reschedules it.
-                self.account.lanes[lane]
-                    .queue
-                    .schedule(id, now, Cadence::Settled);
-                added += 1;
-                continue;
-            }
-            // Share the tracker's copy of the Uuid, else the watchlist's: never one more.
-            let shared = self
-                .tracker
-                .shared_uuid(uuid)
-                .unwrap_or_else(|| agent.uuid.to_arc());
-            let id = self.agents.insert(shared, name);
-            let cadence = Cadence::of(self.tracker.status(uuid));
-            self.account.lanes[lane]
-                .queue
-                .schedule(id, later(now, phase(uuid, window)), cadence);
+            };
+            let cadence = Cadence::of(record.status());
+            let due = later(now, phase(&record.uuid.text(), window));
+            self.account.lanes[lane].queue.schedule(id, due, cadence);
             self.inventory_added(id);
-            added += 1;
         }
-        self.pending_once += added;
-        added
+        self.pending_once += new.len();
     }
 
     /// Applies a new watchlist: kept agents keep status and schedule, new ones are phased
     /// in, removed ones stop and are forgotten. Returns (added, removed).
     pub(super) fn replace_watchlist(&mut self, agents: &[Agent]) -> (usize, usize) {
-        let wanted: HashSet<&str> = agents.iter().map(|a| a.uuid.as_str()).collect();
-        let gone: Vec<(Arc<str>, AgentId)> = self
+        let wanted: HashSet<AgentUuid> = agents.iter().map(|a| a.uuid).collect();
+        let gone: Vec<(AgentUuid, AgentId)> = self
             .agents
             .watched()
-            .filter(|(u, _)| !wanted.contains(&***u))
-            .map(|(u, id)| (u.clone(), id))
+            .filter(|(u, _)| !wanted.contains(u))
             .collect();
         for (uuid, id) in &gone {
             let lanes = &mut self.account.lanes;
@@ -127,12 +139,11 @@ impl<P: Poller> Engine<P> {
             for lane in lanes {
                 lane.queue.remove(*id);
             }
-            self.tracker.forget(uuid);
             self.inventory_forget(*id, uuid);
         }
         let mut new = Vec::new();
         for a in agents {
-            match self.agents.id_of(a.uuid.as_str()) {
+            match self.agents.id_of(&a.uuid) {
                 Some(id) => self.agents.rename(id, a.name.as_deref().unwrap_or("")),
                 None => new.push(a),
             }

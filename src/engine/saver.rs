@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::STATE_SAVE_EVERY;
+use super::agents::AgentTable;
 use crate::state::StateFile;
-use crate::tracker::KnownMap;
 
 /// The state file and when it was last written.
 #[derive(Debug, Default)]
@@ -36,7 +36,7 @@ impl StateSaver {
 
     /// Starts a write when one is due and none is running. A change during a write is saved
     /// by the next one.
-    pub fn tick(&mut self, now: Instant, known: &KnownMap) {
+    pub fn tick(&mut self, now: Instant, agents: &AgentTable) {
         let Some(file) = &self.file else { return };
         let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
         let recent = self
@@ -47,7 +47,7 @@ impl StateSaver {
         }
         self.last_save = Some(now);
         self.dirty = false;
-        let bytes = file.encode(known);
+        let bytes = file.encode(agents.known());
         let file = file.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = file.write(&bytes) {
@@ -58,14 +58,14 @@ impl StateSaver {
 
     /// At the end of a run: always written (`seen_at` moves even when no status changed),
     /// after any write still going.
-    pub async fn finish(&mut self, known: &KnownMap) {
+    pub async fn finish(&mut self, agents: &AgentTable) {
         if let Some(h) = self.writing.take() {
             let _ = h.await;
         }
         let Some(file) = self.file.clone() else {
             return;
         };
-        let bytes = file.encode(known);
+        let bytes = file.encode(agents.known());
         let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
         if let Ok(Err(e)) = written {
             tracing::error!(error_code = e.code(), "cannot write the state file: {e}");

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::agent_uuid::AgentUuid;
 use crate::events::{CollectingSink, Event};
 
 /// What the fake API answers for a Uuid.
@@ -244,7 +245,7 @@ async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotte
                     request_id: "earlier".into(),
                     seen_at: 0,
                 };
-                (a.uuid.to_arc(), known)
+                (a.uuid, known)
             })
             .collect()
     };
@@ -264,7 +265,7 @@ async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotte
     })
     .unwrap();
     assert_eq!(answer.await.unwrap(), (3, 2, 0));
-    let uuids = all[..4].iter().map(|a| a.uuid.to_arc()).collect();
+    let uuids = all[..4].iter().map(|a| a.uuid).collect();
     tx.send(Control::Forget { uuids }).unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
     stop.cancel();
@@ -278,9 +279,9 @@ async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotte
         changes.is_empty(),
         "known statuses reported again: {changes:?}"
     );
-    let mut kept: Vec<&str> = engine.tracker.known().keys().map(|k| &**k).collect();
+    let mut kept: Vec<AgentUuid> = engine.agents.known().map(|(u, _)| u).collect();
     kept.sort_unstable();
-    let watched: Vec<&str> = all[..3].iter().map(|a| a.uuid.as_str()).collect();
+    let watched: Vec<AgentUuid> = all[..3].iter().map(|a| a.uuid).collect();
     assert_eq!(kept, watched, "the seeded agent not found is forgotten");
 }
 

@@ -42,7 +42,6 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::events::{Event, EventSink};
 use crate::status::Status;
-use crate::tracker::KnownMap;
 
 pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
 
@@ -56,13 +55,17 @@ pub const MAX_LABEL_VALUES: usize = 64;
 /// Characters kept of a label value from outside (error codes, statuses, agent names).
 pub const MAX_LABEL_CHARS: usize = 128;
 
+/// Called once per status by [`Snapshot::known`].
+pub type StatusVisitor<'v> = &'v mut dyn FnMut(&Status);
+
 /// What one refresh of the gauges sees (built by the dispatcher once per second).
-#[derive(Debug)]
 pub struct Snapshot<'a> {
     /// Agents watched.
     pub agents: usize,
-    /// Last known status per agent (watched agents only).
-    pub known: &'a KnownMap,
+    /// Calls its argument with the last known status of each watched agent that has one.
+    pub known: &'a dyn Fn(StatusVisitor<'_>),
+    /// Is this Uuid a watched agent with a known status?
+    pub is_known: &'a dyn Fn(&str) -> bool,
     /// Per API action, the send rate in force.
     pub rates: &'a [(&'static str, u32)],
     /// How overdue the most overdue job is (zero when nothing is late).
@@ -380,19 +383,21 @@ impl Metrics {
     pub fn refresh(&self, s: &Snapshot<'_>) {
         let mut counts = [0i64; KNOWN_STATUSES.len()];
         let mut others: HashMap<String, i64> = HashMap::new();
-        for known in s.known.values() {
-            match KNOWN_STATUSES.iter().position(|k| *k == known.status) {
+        let mut known_count = 0usize;
+        (s.known)(&mut |status| {
+            known_count += 1;
+            match KNOWN_STATUSES.iter().position(|k| k == status) {
                 Some(i) => counts[i] += 1,
                 None => {
                     *others
-                        .entry(self.shared.statuses.label(known.status.as_str()))
+                        .entry(self.shared.statuses.label(status.as_str()))
                         .or_default() += 1
                 }
             }
-        }
+        });
         // Agents without an answer yet (and nothing persisted) are UNKNOWN: the series sum to
         // the watchlist's size.
-        let unanswered = s.agents.saturating_sub(s.known.len());
+        let unanswered = s.agents.saturating_sub(known_count);
         let unknown = KNOWN_STATUSES
             .iter()
             .position(|s| *s == Status::Unknown)
@@ -446,7 +451,7 @@ impl Metrics {
             .get_or_create(&self.account)
             .set(s.clock_skew_ms as f64 / 1000.0);
         if let Some(p) = &self.shared.per_agent {
-            p.forget_unwatched(&self.account, s.known);
+            p.forget_unwatched(&self.account, known_count, s.is_known);
         }
     }
 
@@ -536,13 +541,19 @@ impl PerAgent {
             .insert((account.clone(), uuid), (name, status));
     }
 
-    /// Drops agents no longer watched (the tracker forgets them on a reload). Every agent
-    /// here has a status, so has an entry in `known`: more here means some were removed.
-    fn forget_unwatched(&self, account: &AccountLabel, known: &KnownMap) {
+    /// Drops agents no longer watched (the engine forgets them on a reload). Every agent
+    /// here has a status, so is one of the `known` watched agents with one: more here means
+    /// some were removed.
+    fn forget_unwatched(
+        &self,
+        account: &AccountLabel,
+        known: usize,
+        is_known: &dyn Fn(&str) -> bool,
+    ) {
         let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
         let mine = agents.keys().filter(|(a, _)| a == account).count();
-        if mine > known.len() {
-            agents.retain(|(a, uuid), _| a != account || known.contains_key(uuid));
+        if mine > known {
+            agents.retain(|(a, uuid), _| a != account || is_known(uuid));
         }
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::tracker::Known;
 
 fn changed(uuid: &str, from: &str, to: &str) -> Event {
     Event::StatusChanged {
@@ -25,19 +24,13 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .map(|v| v.parse().expect("a number"))
 }
 
-fn known(entries: &[(&str, &str)]) -> KnownMap {
+/// Watched agents' known statuses, as the engine's table would give them.
+type KnownList = Vec<(String, Status)>;
+
+fn known(entries: &[(&str, &str)]) -> KnownList {
     entries
         .iter()
-        .map(|(u, s)| {
-            (
-                Arc::from(*u),
-                Known {
-                    status: Status::new(s),
-                    request_id: "r".into(),
-                    seen_at: 0,
-                },
-            )
-        })
+        .map(|(u, s)| (u.to_string(), Status::new(s)))
         .collect()
 }
 
@@ -156,7 +149,8 @@ fn agents_per_status_sum_to_the_watchlist() {
     ]);
     m.refresh(&Snapshot {
         agents: 5,
-        known: &k,
+        known: &|f| k.iter().for_each(|(_, s)| f(s)),
+        is_known: &|u| k.iter().any(|(x, _)| x == u),
         rates: &[("DescribeOpenPortTaskStatus", 17)],
         poll_lag: Duration::from_millis(1500),
         clock_skew_ms: -2500,
@@ -186,7 +180,8 @@ fn agents_per_status_sum_to_the_watchlist() {
     let k = known(&[("a", "COMPLETE")]);
     m.refresh(&Snapshot {
         agents: 1,
-        known: &k,
+        known: &|f| k.iter().for_each(|(_, s)| f(s)),
+        is_known: &|u| k.iter().any(|(x, _)| x == u),
         rates: &[],
         poll_lag: Duration::ZERO,
         clock_skew_ms: 0,
@@ -233,11 +228,12 @@ fn per_agent_series_follow_events_and_forget_removed_agents() {
         Some(1.0),
         "{text}"
     );
-    // `b` removed by a reload: the tracker forgot it.
+    // `b` removed by a reload: the engine forgot it.
     let k = known(&[("a", "COMPLETE"), ("c", "FAILED")]);
     m.refresh(&Snapshot {
         agents: 2,
-        known: &k,
+        known: &|f| k.iter().for_each(|(_, s)| f(s)),
+        is_known: &|u| k.iter().any(|(x, _)| x == u),
         rates: &[],
         poll_lag: Duration::ZERO,
         clock_skew_ms: 0,
@@ -293,10 +289,11 @@ fn several_accounts_share_one_registry_with_their_own_series() {
         Err("RequestLimitExceeded"),
         Duration::from_millis(20),
     );
-    let refresh = |m: &Metrics, known: &KnownMap, lag: u64| {
+    let refresh = |m: &Metrics, k: &KnownList, lag: u64| {
         m.refresh(&Snapshot {
-            agents: known.len(),
-            known,
+            agents: k.len(),
+            known: &|f| k.iter().for_each(|(_, s)| f(s)),
+            is_known: &|u| k.iter().any(|(x, _)| x == u),
             rates: &[("DescribeOpenPortTaskStatus", 20)],
             poll_lag: Duration::from_secs(lag),
             clock_skew_ms: 0,

@@ -249,10 +249,10 @@ async fn secrets_never_reach_the_output_of_check_once_or_status() {
         .map(|i| {
             let known = cwp_portwatch::tracker::Known {
                 status: cwp_portwatch::status::Status::Complete,
-                request_id: format!("request-{i}"),
+                request_id: format!("request-{i}").into(),
                 seen_at: 1_700_000_000,
             };
-            (uuid(i).into(), known)
+            (uuid(i).parse().unwrap(), known)
         })
         .collect();
     app.state().save(&known).unwrap();
