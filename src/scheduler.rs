@@ -131,15 +131,47 @@ pub fn backoff(failures: u32, cap: Duration, unit: f64) -> Duration {
         .max(Duration::from_millis(100).min(ceiling))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    /// Sequence number of this agent's live queue entry; 0 when not queued.
-    queued: u64,
-    in_flight: bool,
-    present: bool,
+/// One agent's place in the queue, in 8 bytes (issue 13: 100,000 of them): the sequence
+/// number of its live queue entry (0: not queued) in the low 62 bits, in flight and present
+/// in the top two.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot(u64);
+
+const IN_FLIGHT: u64 = 1 << 63;
+const PRESENT: u64 = 1 << 62;
+const SEQ: u64 = PRESENT - 1;
+
+impl Slot {
+    fn queued(self) -> u64 {
+        self.0 & SEQ
+    }
+    fn set_queued(&mut self, seq: u64) {
+        self.0 = (self.0 & !SEQ) | (seq & SEQ);
+    }
+    fn in_flight(self) -> bool {
+        self.0 & IN_FLIGHT != 0
+    }
+    fn set_in_flight(&mut self, on: bool) {
+        self.set(IN_FLIGHT, on);
+    }
+    fn present(self) -> bool {
+        self.0 & PRESENT != 0
+    }
+    fn set_present(&mut self, on: bool) {
+        self.set(PRESENT, on);
+    }
+    fn set(&mut self, bit: u64, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
 }
 
-type Entry = Reverse<(Instant, u64, AgentId)>;
+/// A queue entry, 24 bytes: due time (nanoseconds from the queue's epoch), sequence number
+/// (first come, first served among equal due times; stale when the slot moved on), agent.
+type Entry = Reverse<(i64, u64, u32)>;
 
 /// The earliest-deadline due queue with collecting-first priority.
 #[derive(Debug)]
@@ -147,6 +179,8 @@ pub struct DueQueue {
     collecting: BinaryHeap<Entry>,
     others: BinaryHeap<Entry>,
     slots: Vec<Slot>,
+    /// Due times are kept relative to this (a `u64` instead of a 16-byte `Instant`).
+    epoch: Instant,
     seq: u64,
     boost: Duration,
     in_flight: usize,
@@ -166,6 +200,7 @@ impl DueQueue {
             collecting: BinaryHeap::new(),
             others: BinaryHeap::new(),
             slots: Vec::new(),
+            epoch: Instant::now(),
             seq: 0,
             boost,
             in_flight: 0,
@@ -173,37 +208,62 @@ impl DueQueue {
         }
     }
 
+    /// Room for `additional` more agents, allocated at once and exactly (a start with
+    /// 100,000 agents would otherwise grow the heap to the next power of two).
+    pub fn reserve(&mut self, additional: usize) {
+        self.others.reserve_exact(additional);
+        self.slots.reserve_exact(additional);
+    }
+
     fn slot_mut(&mut self, id: AgentId) -> &mut Slot {
         if id >= self.slots.len() {
-            self.slots.resize(
-                id + 1,
-                Slot {
-                    queued: 0,
-                    in_flight: false,
-                    present: false,
-                },
-            );
+            self.slots.resize(id + 1, Slot::default());
         }
         &mut self.slots[id]
     }
 
+    /// `due` as kept: signed nanoseconds from the epoch (exact within 292 years either way,
+    /// clamped beyond).
+    fn ticks(&self, due: Instant) -> i64 {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        if due >= self.epoch {
+            nanos(due.duration_since(self.epoch))
+        } else {
+            -nanos(self.epoch.duration_since(due))
+        }
+    }
+
+    fn instant(&self, ticks: i64) -> Instant {
+        let by = Duration::from_nanos(ticks.unsigned_abs());
+        if ticks >= 0 {
+            later(self.epoch, by)
+        } else {
+            self.epoch.checked_sub(by).unwrap_or(self.epoch)
+        }
+    }
+
     /// Queues an agent (new, or rescheduled while idle) to be due at `due`.
     pub fn schedule(&mut self, id: AgentId, due: Instant, cadence: Cadence) {
+        // Ids index the agent table: fewer than 2^32 (that would be 400 GB of records).
+        let Ok(small_id) = u32::try_from(id) else {
+            return;
+        };
         self.seq += 1;
         let seq = self.seq;
+        let ticks = self.ticks(due);
         let slot = self.slot_mut(id);
-        slot.present = true;
-        if slot.in_flight {
+        slot.set_present(true);
+        if slot.in_flight() {
             // The answer will reschedule it; a second queue entry would allow a second
             // request in flight.
             return;
         }
-        slot.queued = seq;
+        slot.set_queued(seq);
         let heap = match cadence {
             Cadence::Collecting => &mut self.collecting,
             _ => &mut self.others,
         };
-        heap.push(Reverse((due, seq, id)));
+        heap.push(Reverse((ticks, seq, small_id)));
     }
 
     /// Forgets an agent (removed from the watchlist). A request still in flight keeps
@@ -211,14 +271,16 @@ impl DueQueue {
     /// connection is busy until then, and a re-added agent must not get a second one.
     pub fn remove(&mut self, id: AgentId) {
         if let Some(slot) = self.slots.get_mut(id) {
-            slot.queued = 0;
-            slot.present = false;
+            slot.set_queued(0);
+            slot.set_present(false);
         }
     }
 
     fn is_live(slots: &[Slot], entry: &Entry) -> bool {
         let Reverse((_, seq, id)) = *entry;
-        slots.get(id).is_some_and(|s| s.queued == seq)
+        slots
+            .get(id as usize)
+            .is_some_and(|s| s.queued() == seq & SEQ)
     }
 
     fn clean(&mut self) {
@@ -241,10 +303,11 @@ impl DueQueue {
         self.clean();
         let a = self.collecting.peek().map(|Reverse((d, _, _))| *d);
         let b = self.others.peek().map(|Reverse((d, _, _))| *d);
-        match (a, b) {
+        let ticks = match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        ticks.map(|t| self.instant(t))
     }
 
     /// Takes the agent to poll now, if any is due, and marks it in flight.
@@ -253,12 +316,12 @@ impl DueQueue {
         let c = self
             .collecting
             .peek()
-            .map(|Reverse((d, _, _))| *d)
+            .map(|Reverse((d, _, _))| self.instant(*d))
             .filter(|d| *d <= now);
         let o = self
             .others
             .peek()
-            .map(|Reverse((d, _, _))| *d)
+            .map(|Reverse((d, _, _))| self.instant(*d))
             .filter(|d| *d <= now);
         let heap = match (c, o) {
             (None, None) => return None,
@@ -287,9 +350,10 @@ impl DueQueue {
             }
         };
         let Reverse((_, _, id)) = heap.pop()?;
-        let slot = &mut self.slots[id];
-        slot.queued = 0;
-        slot.in_flight = true;
+        let id = id as usize;
+        let slot = self.slots.get_mut(id)?;
+        slot.set_queued(0);
+        slot.set_in_flight(true);
         self.in_flight += 1;
         Some(id)
     }
@@ -300,12 +364,12 @@ impl DueQueue {
         let Some(slot) = self.slots.get_mut(id) else {
             return false;
         };
-        if !slot.in_flight {
+        if !slot.in_flight() {
             return false;
         }
-        slot.in_flight = false;
+        slot.set_in_flight(false);
         self.in_flight -= 1;
-        if !slot.present {
+        if !slot.present() {
             return false;
         }
         self.schedule(id, next, cadence);
@@ -324,7 +388,7 @@ impl DueQueue {
 
     /// Is this agent's request in flight?
     pub fn is_in_flight(&self, id: AgentId) -> bool {
-        self.slots.get(id).is_some_and(|s| s.in_flight)
+        self.slots.get(id).is_some_and(|s| s.in_flight())
     }
 }
 
@@ -446,6 +510,37 @@ mod tests {
         // Collecting agents more than `boost` behind: the longer wait wins.
         q.schedule(200, now - Duration::from_secs(61), Cadence::Collecting);
         assert_ne!(q.pop_due(now), Some(200));
+    }
+
+    #[test]
+    fn due_times_are_kept_exactly_before_and_after_the_epoch_in_small_entries() {
+        let before = Instant::now();
+        let q = q();
+        for due in [
+            before,
+            q.epoch,
+            q.epoch + Duration::from_nanos(1),
+            q.epoch + Duration::from_secs(86_400 * 365),
+        ] {
+            assert_eq!(q.instant(q.ticks(due)), due);
+        }
+        assert!(q.ticks(before) <= 0 && q.ticks(q.epoch + Duration::from_nanos(1)) == 1);
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<Slot>(), 8);
+        let mut slot = Slot::default();
+        slot.set_queued(SEQ);
+        slot.set_in_flight(true);
+        assert_eq!(
+            (slot.queued(), slot.in_flight(), slot.present()),
+            (SEQ, true, false)
+        );
+        slot.set_present(true);
+        slot.set_in_flight(false);
+        slot.set_queued(5);
+        assert_eq!(
+            (slot.queued(), slot.in_flight(), slot.present()),
+            (5, false, true)
+        );
     }
 
     #[test]

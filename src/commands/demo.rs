@@ -129,7 +129,9 @@ pub async fn run() -> Result<ExitCode, DemoError> {
             _ = token.cancelled() => {}
         }
     });
-    let (_, report) = engine.run(shutdown.token()).await;
+    let (engine, mut report) = engine.run(shutdown.token()).await;
+    // The demo's summary lists every agent, as `once` does.
+    report.agents = engine.agent_reports();
     shutdown.finish(shutdown::GRACE).await;
     let stats = sim.stats();
     sim.shutdown().await;

@@ -9,7 +9,10 @@
 //! agents fit in a few MB (issue 13).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
@@ -145,11 +148,19 @@ impl AgentRecord {
     }
 }
 
+/// The Uuid of the record under `id`, if any.
+fn uuid_at(slots: &[Option<AgentRecord>], id: u32) -> Option<AgentUuid> {
+    Some(slots.get(id as usize)?.as_ref()?.uuid)
+}
+
 /// Dense ids → agents, with a by-Uuid index.
 #[derive(Debug, Default)]
 pub(crate) struct AgentTable {
     slots: Vec<Option<AgentRecord>>,
-    by_uuid: HashMap<AgentUuid, AgentId>,
+    /// Ids of watched agents by their Uuid, which the index does not store again: it hashes
+    /// and compares the records' own (4 bytes per agent instead of 24).
+    by_uuid: HashTable<u32>,
+    hasher: RandomState,
     /// Agents removed from the watchlist while their request was in flight: the slot lives
     /// until the answer comes (and is dropped), or the agent is added back.
     orphans: HashMap<AgentUuid, AgentId>,
@@ -166,9 +177,45 @@ impl AgentTable {
     pub fn with_capacity(n: usize) -> Self {
         AgentTable {
             slots: Vec::with_capacity(n),
-            by_uuid: HashMap::with_capacity(n),
+            by_uuid: HashTable::with_capacity(n),
             ..Default::default()
         }
+    }
+
+    /// The id of a watched agent, found in the index by the records' Uuids.
+    fn find(&self, uuid: &AgentUuid) -> Option<AgentId> {
+        let slots = &self.slots;
+        self.by_uuid
+            .find(self.hasher.hash_one(uuid), |&id| {
+                uuid_at(slots, id) == Some(*uuid)
+            })
+            .map(|&id| id as usize)
+    }
+
+    /// Puts `id` (whose record holds `uuid`) in the index.
+    fn index(&mut self, uuid: AgentUuid, id: AgentId) {
+        // Ids are dense indexes of this table: fewer than 2^32 (400 GB of records).
+        let Ok(small) = u32::try_from(id) else {
+            return;
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_uuid
+            .insert_unique(hasher.hash_one(uuid), small, |&id| {
+                uuid_at(slots, id).map_or(0, |u| hasher.hash_one(u))
+            });
+    }
+
+    /// Takes `uuid` out of the index; its id.
+    fn unindex(&mut self, uuid: &AgentUuid) -> Option<AgentId> {
+        let slots = &self.slots;
+        let entry = self
+            .by_uuid
+            .find_entry(self.hasher.hash_one(uuid), |&id| {
+                uuid_at(slots, id) == Some(*uuid)
+            })
+            .ok()?;
+        let (id, _) = entry.remove();
+        Some(id as usize)
     }
 
     /// Agents watched now (orphans are not watched).
@@ -178,12 +225,12 @@ impl AgentTable {
 
     /// Is this Uuid watched?
     pub fn contains(&self, uuid: &AgentUuid) -> bool {
-        self.by_uuid.contains_key(uuid)
+        self.find(uuid).is_some()
     }
 
     /// The id of a watched agent.
     pub fn id_of(&self, uuid: &AgentUuid) -> Option<AgentId> {
-        self.by_uuid.get(uuid).copied()
+        self.find(uuid)
     }
 
     /// The record under `id`, orphans included.
@@ -198,7 +245,9 @@ impl AgentTable {
 
     /// Watched agents: (Uuid, id).
     pub fn watched(&self) -> impl Iterator<Item = (AgentUuid, AgentId)> + '_ {
-        self.by_uuid.iter().map(|(u, id)| (*u, *id))
+        self.by_uuid
+            .iter()
+            .filter_map(|&id| Some((uuid_at(&self.slots, id)?, id as usize)))
     }
 
     /// Records of watched agents in table order (orphans left out), for the report.
@@ -225,6 +274,14 @@ impl AgentTable {
                 f(&known.status);
             }
         }
+    }
+
+    /// A copy of [`AgentTable::known`] for the saver's thread (allocated once, at its size).
+    pub fn known_copy(&self) -> Vec<(AgentUuid, Known)> {
+        let watched = self.records().filter(|r| r.known.is_some()).count();
+        let mut copy = Vec::with_capacity(watched.saturating_add(self.unwatched.len()));
+        copy.extend(self.known().map(|(u, k)| (u, k.clone())));
+        copy
     }
 
     /// The last known status of a watched agent, if any.
@@ -281,7 +338,7 @@ impl AgentTable {
             record.name = Arc::from(name);
             record.known = known;
         }
-        self.by_uuid.insert(uuid, id);
+        self.index(uuid, id);
         Some(id)
     }
 
@@ -299,7 +356,7 @@ impl AgentTable {
             known,
             progress: StoredProgress::default(),
         });
-        self.by_uuid.insert(uuid, id);
+        self.index(uuid, id);
         id
     }
 
@@ -315,7 +372,8 @@ impl AgentTable {
     /// Stops watching an agent and forgets its status. With its request in flight it becomes
     /// an orphan (the id stays taken until the answer comes); otherwise its id is freed.
     pub fn remove(&mut self, uuid: &AgentUuid, in_flight: bool) -> Option<AgentId> {
-        let (uuid, id) = self.by_uuid.remove_entry(uuid)?;
+        let id = self.unindex(uuid)?;
+        let uuid = *uuid;
         if in_flight {
             if let Some(record) = self.get_mut(id) {
                 record.known = None;
@@ -350,7 +408,9 @@ impl AgentTable {
     /// Hands freed capacity back after start-up (the table was sized for the watchlist).
     pub fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
-        self.by_uuid.shrink_to_fit();
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_uuid
+            .shrink_to_fit(|&id| uuid_at(slots, id).map_or(0, |u| hasher.hash_one(u)));
         self.unwatched.shrink_to_fit();
     }
 }

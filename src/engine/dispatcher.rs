@@ -482,9 +482,24 @@ impl<P: Poller> Engine<P> {
         }
     }
 
+    /// The run's report. Per agent only in `once` mode, whose output it is: the daemon's stop
+    /// does not need 100,000 agents' worth of strings at its last moment (issue 13); it can ask
+    /// [`Engine::agent_reports`].
     fn report(&self, abandoned: usize) -> EngineReport {
-        let agents = self
-            .agents
+        EngineReport {
+            agents: if self.config.once {
+                self.agent_reports()
+            } else {
+                Vec::new()
+            },
+            sent: self.sent,
+            abandoned,
+        }
+    }
+
+    /// Per watched agent, in table order: its status, transitions, last error, RequestId.
+    pub fn agent_reports(&self) -> Vec<AgentReport> {
+        self.agents
             .records()
             .map(|r| AgentReport {
                 uuid: r.uuid.to_string(),
@@ -514,11 +529,6 @@ impl<P: Poller> Engine<P> {
                     .map(str::to_string)
                     .or_else(|| r.known.as_ref().map(|k| k.request_id.to_string())),
             })
-            .collect();
-        EngineReport {
-            agents,
-            sent: self.sent,
-            abandoned,
-        }
+            .collect()
     }
 }

@@ -230,7 +230,8 @@ pub struct AgentReport {
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct EngineReport {
-    /// Per agent, in watchlist order.
+    /// Per agent, in watchlist order (`once` mode; empty otherwise, see
+    /// [`Engine::agent_reports`]).
     pub agents: Vec<AgentReport>,
     /// Requests sent.
     pub sent: u64,

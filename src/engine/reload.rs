@@ -111,6 +111,7 @@ impl<P: Poller> Engine<P> {
             )
         };
         let lane = Action::PollStatus.index();
+        self.account.lanes[lane].queue.reserve(new.len());
         for &id in new {
             let Some(record) = self.agents.get(id) else {
                 continue;
