@@ -268,12 +268,21 @@ impl AccountRun {
         // the first discovery forgets those it did not find.
         let discovering = settings.discovery.enabled;
         let mut held = KnownMap::new();
+        // Discovery merges each of its results with the listed agents: only then are they
+        // kept; otherwise the engine's compact table is their only copy (issue 13).
+        let listed = if discovering {
+            watchlist.agents.clone()
+        } else {
+            Vec::new()
+        };
         let (engine, loaded) = startup::engine_loading(
             connected,
             &settings,
-            &watchlist.agents,
+            watchlist.agents,
             sink.clone(),
             |seed| {
+                // The watchlist's agents are in the table and freed by now.
+                release_freed_memory();
                 state_file.load_each(&mut |uuid, known| {
                     if let Some(known) = seed(uuid, known)
                         && discovering
@@ -297,24 +306,14 @@ impl AccountRun {
         let (file, mut stored) = load_inventory(&settings, &plan.name, sink.as_ref())?;
         // As for statuses: only discovery may bring back an agent not listed now, so without
         // it an unlisted agent's inventory is forgotten at once.
-        if !settings.discovery.enabled {
-            let listed: std::collections::HashSet<AgentUuid> =
-                watchlist.agents.iter().map(|a| a.uuid).collect();
-            stored.retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| listed.contains(&u)));
+        if !discovering {
+            stored.retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| engine.watches(&u)));
         }
         let engine = engine.with_inventory(
             InventoryOptions::from_settings(&settings.api, &settings.inventory),
             stored,
             file,
         );
-        // The engine keeps its own compact copy; 100k agents' worth of strings need not stay
-        // twice, unless discovery needs the listed agents to merge each of its results with.
-        let listed = if settings.discovery.enabled {
-            watchlist.agents
-        } else {
-            drop(watchlist);
-            Vec::new()
-        };
         let mut discovery = Discovering::start(
             &settings,
             Some(discovery_client),

@@ -387,17 +387,17 @@ pub fn engine_for(
         }
         Ok::<(), std::convert::Infallible>(())
     };
-    match engine_loading(connected, settings, agents, sink, load, once) {
+    match engine_loading(connected, settings, agents.iter(), sink, load, once) {
         (engine, Ok(())) => engine,
     }
 }
 
 /// [`engine_for`] with the persisted statuses streamed in by `load` (see
 /// [`Engine::loading`]): its error, if any, comes back beside the engine.
-pub fn engine_loading<E>(
+pub fn engine_loading<E, A: std::borrow::Borrow<Agent>>(
     connected: Connected,
     settings: &Settings,
-    agents: &[Agent],
+    agents: impl IntoIterator<Item = A, IntoIter: ExactSizeIterator>,
     sink: Arc<dyn EventSink>,
     load: impl FnOnce(&mut dyn FnMut(AgentUuid, Known) -> Option<Known>) -> Result<(), E>,
     once: bool,

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -42,16 +41,19 @@ pub(crate) struct Progress {
     pub done_once: bool,
 }
 
-/// [`Progress`] as the table keeps it: 16 bytes while the agent's polls succeed; the fields
-/// only failing agents (and `once`) use live in a box.
+/// [`Progress`] as the table keeps it, in 16 bytes: the fields only failing agents (and
+/// `once`) use live in a box, and `once`'s two flags in the top bits of `transitions`
+/// (which saturates below them).
 #[derive(Debug, Default)]
 pub(crate) struct StoredProgress {
     failures: u32,
     transitions: u32,
-    polled_once: bool,
-    done_once: bool,
     rare: Option<Box<Rare>>,
 }
+
+const POLLED_ONCE: u32 = 1 << 31;
+const DONE_ONCE: u32 = 1 << 30;
+const TRANSITIONS: u32 = DONE_ONCE - 1;
 
 #[derive(Debug)]
 struct Rare {
@@ -71,11 +73,11 @@ impl From<Progress> for StoredProgress {
                         request_id: p.request_id,
                     })
                 });
+        let flags =
+            if p.polled_once { POLLED_ONCE } else { 0 } | if p.done_once { DONE_ONCE } else { 0 };
         StoredProgress {
             failures: p.failures,
-            transitions: p.transitions,
-            polled_once: p.polled_once,
-            done_once: p.done_once,
+            transitions: p.transitions.min(TRANSITIONS) | flags,
             rare,
         }
     }
@@ -90,11 +92,11 @@ impl From<StoredProgress> for Progress {
         Progress {
             failures: s.failures,
             last_failed_event,
-            transitions: s.transitions,
+            transitions: s.transitions & TRANSITIONS,
             last_error,
             request_id,
-            polled_once: s.polled_once,
-            done_once: s.done_once,
+            polled_once: s.transitions & POLLED_ONCE != 0,
+            done_once: s.transitions & DONE_ONCE != 0,
         }
     }
 }
@@ -102,17 +104,17 @@ impl From<StoredProgress> for Progress {
 impl StoredProgress {
     /// Status changes seen in this run.
     pub fn transitions(&self) -> u32 {
-        self.transitions
+        self.transitions & TRANSITIONS
     }
 
     /// Answered at least once in this run.
     pub fn polled_once(&self) -> bool {
-        self.polled_once
+        self.transitions & POLLED_ONCE != 0
     }
 
     /// `once`: no more polls for this agent.
     pub fn done_once(&self) -> bool {
-        self.done_once
+        self.transitions & DONE_ONCE != 0
     }
 
     /// The error of the last poll, when it failed.
@@ -126,13 +128,22 @@ impl StoredProgress {
     }
 }
 
+/// Where an agent's name is in the table's name buffer (8 bytes, instead of a pointer and
+/// an allocation per agent).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NameRef {
+    start: u32,
+    len: u32,
+}
+
 /// One watched agent.
 #[derive(Debug)]
 pub(crate) struct AgentRecord {
     /// Its Uuid.
     pub uuid: AgentUuid,
-    /// Its name from the watchlist, empty when none.
-    pub name: Arc<str>,
+    /// Its name from the watchlist (empty when none), in the table's buffer:
+    /// [`AgentTable::name`].
+    name: NameRef,
     /// Its last known status (from an answer, or persisted by an earlier run); `None` until
     /// then, so the first answer is a change from `UNKNOWN`.
     pub known: Option<Known>,
@@ -146,6 +157,14 @@ impl AgentRecord {
         static UNKNOWN: Status = Status::Unknown;
         self.known.as_ref().map_or(&UNKNOWN, |k| &k.status)
     }
+}
+
+/// The text of `name` in `names`.
+fn name_in(names: &str, name: NameRef) -> &str {
+    let start = name.start as usize;
+    names
+        .get(start..start + name.len as usize)
+        .unwrap_or_default()
 }
 
 /// The Uuid of the record under `id`, if any.
@@ -170,6 +189,11 @@ pub(crate) struct AgentTable {
     /// Statuses persisted by an earlier run for agents not watched now (discovery's, until
     /// it finds them): saved with the rest, and taken over when the agent is added.
     unwatched: KnownMap,
+    /// Every record's name, one after the other ([`NameRef`]).
+    names: String,
+    /// Bytes of `names` no record refers to any more (renamed or removed agents): the buffer
+    /// is rebuilt when they are most of it.
+    names_unused: usize,
 }
 
 impl AgentTable {
@@ -231,6 +255,60 @@ impl AgentTable {
     /// The id of a watched agent.
     pub fn id_of(&self, uuid: &AgentUuid) -> Option<AgentId> {
         self.find(uuid)
+    }
+
+    /// The name of the record under `id` (empty when none).
+    pub fn name(&self, id: AgentId) -> &str {
+        self.get(id).map_or("", |r| name_in(&self.names, r.name))
+    }
+
+    /// The record under `id` and its name, the record mutable.
+    pub fn get_mut_named(&mut self, id: AgentId) -> Option<(&mut AgentRecord, &str)> {
+        let record = self.slots.get_mut(id)?.as_mut()?;
+        let name = name_in(&self.names, record.name);
+        Some((record, name))
+    }
+
+    /// Records of watched agents with their names, in table order.
+    pub fn named_records(&self) -> impl Iterator<Item = (&AgentRecord, &str)> {
+        self.records().map(|r| (r, name_in(&self.names, r.name)))
+    }
+
+    /// Puts `name` in the buffer. (More than 4 GiB of names, which no watchlist reaches, would
+    /// leave the newest agents unnamed rather than wrap.)
+    fn store_name(&mut self, name: &str) -> NameRef {
+        if name.is_empty() {
+            return NameRef::default();
+        }
+        let (Ok(start), Ok(len)) = (u32::try_from(self.names.len()), u32::try_from(name.len()))
+        else {
+            return NameRef::default();
+        };
+        if start.checked_add(len).is_none() {
+            return NameRef::default();
+        }
+        self.names.push_str(name);
+        NameRef { start, len }
+    }
+
+    /// A name no record refers to any more; the buffer is rebuilt, live names only, when most
+    /// of it is such (reloads that rename or remove many agents).
+    fn drop_name(&mut self, name: NameRef) {
+        self.names_unused = self.names_unused.saturating_add(name.len as usize);
+        if self.names_unused > 4096 && self.names_unused > self.names.len() / 2 {
+            let mut names = String::with_capacity(self.names.len() - self.names_unused);
+            for record in self.slots.iter_mut().flatten() {
+                let text = name_in(&self.names, record.name);
+                // Fits: the new buffer is smaller than the old one.
+                record.name = NameRef {
+                    start: names.len() as u32,
+                    len: record.name.len,
+                };
+                names.push_str(text);
+            }
+            self.names = names;
+            self.names_unused = 0;
+        }
     }
 
     /// The record under `id`, orphans included.
@@ -335,9 +413,9 @@ impl AgentTable {
         let (uuid, id) = self.orphans.remove_entry(uuid)?;
         let known = self.unwatched.remove(&uuid);
         if let Some(record) = self.get_mut(id) {
-            record.name = Arc::from(name);
             record.known = known;
         }
+        self.rename(id, name);
         self.index(uuid, id);
         Some(id)
     }
@@ -350,9 +428,10 @@ impl AgentTable {
             self.slots.push(None);
         }
         let known = self.unwatched.remove(&uuid);
+        let name = self.store_name(name);
         self.slots[id] = Some(AgentRecord {
             uuid,
-            name: Arc::from(name),
+            name,
             known,
             progress: StoredProgress::default(),
         });
@@ -362,11 +441,17 @@ impl AgentTable {
 
     /// Renames a watched agent (a reload may change names).
     pub fn rename(&mut self, id: AgentId, name: &str) {
-        if let Some(record) = self.get_mut(id)
-            && *record.name != *name
-        {
-            record.name = Arc::from(name);
+        let Some(old) = self.get(id).map(|r| r.name) else {
+            return;
+        };
+        if name_in(&self.names, old) == name {
+            return;
         }
+        let new = self.store_name(name);
+        if let Some(record) = self.get_mut(id) {
+            record.name = new;
+        }
+        self.drop_name(old);
     }
 
     /// Stops watching an agent and forgets its status. With its request in flight it becomes
@@ -380,8 +465,7 @@ impl AgentTable {
             }
             self.orphans.insert(uuid, id);
         } else {
-            self.slots[id] = None;
-            self.free.push(id);
+            self.free_slot(id);
         }
         Some(id)
     }
@@ -398,16 +482,25 @@ impl AgentTable {
         if !self.is_orphan(id) {
             return false;
         }
-        if let Some(record) = self.slots[id].take() {
-            self.orphans.remove(&record.uuid);
+        if let Some(uuid) = self.get(id).map(|r| r.uuid) {
+            self.orphans.remove(&uuid);
         }
-        self.free.push(id);
+        self.free_slot(id);
         true
+    }
+
+    /// Empties the slot `id` for reuse.
+    fn free_slot(&mut self, id: AgentId) {
+        if let Some(record) = self.slots.get_mut(id).and_then(Option::take) {
+            self.drop_name(record.name);
+            self.free.push(id);
+        }
     }
 
     /// Hands freed capacity back after start-up (the table was sized for the watchlist).
     pub fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
+        self.names.shrink_to_fit();
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_uuid
             .shrink_to_fit(|&id| uuid_at(slots, id).map_or(0, |u| hasher.hash_one(u)));
@@ -447,7 +540,7 @@ mod tests {
         assert_eq!(t.insert(u(4), ""), 2, "an orphan's id is not free");
         // Back before its answer: same id, new name.
         assert_eq!(t.readopt(&u(2), "web-2"), Some(1));
-        assert_eq!(&*t.get(1).unwrap().name, "web-2");
+        assert_eq!(t.name(1), "web-2");
         assert!(!t.release_orphan(1), "watched again: the answer is its own");
         // Gone again; the answer frees the id.
         t.remove(&u(2), true);
@@ -519,6 +612,60 @@ mod tests {
             (3, true, false)
         );
         assert_eq!(Progress::from(stored), failing);
-        assert!(std::mem::size_of::<StoredProgress>() <= 24);
+        assert_eq!(std::mem::size_of::<StoredProgress>(), 16);
+        // Flags and a huge count do not bleed into each other.
+        let many = Progress {
+            transitions: u32::MAX,
+            done_once: true,
+            ..Progress::default()
+        };
+        let back = Progress::from(StoredProgress::from(many));
+        assert_eq!(
+            (back.transitions, back.polled_once, back.done_once),
+            (TRANSITIONS, false, true)
+        );
+        assert!(
+            std::mem::size_of::<AgentRecord>() <= 88,
+            "{}",
+            std::mem::size_of::<AgentRecord>()
+        );
+    }
+
+    #[test]
+    fn names_live_in_one_buffer_rebuilt_when_mostly_unused() {
+        let mut t = AgentTable::default();
+        let long = "n".repeat(200);
+        let ids: Vec<AgentId> = (0..100)
+            .map(|i| t.insert(u(i), &format!("{long}{i}")))
+            .collect();
+        let empty = t.insert(u(1000), "");
+        assert_eq!(t.name(empty), "");
+        assert_eq!(t.name(ids[7]), format!("{long}7"));
+        let full = t.names.len();
+        // Renaming to the same name keeps the bytes; a new name appends.
+        t.rename(ids[7], &format!("{long}7"));
+        assert_eq!(t.names.len(), full);
+        t.rename(ids[7], "web");
+        assert_eq!(t.name(ids[7]), "web");
+        // Removing most agents rebuilds the buffer with the live names only.
+        for i in 10..100 {
+            t.remove(&u(i), false);
+        }
+        assert!(t.names.len() < full / 2, "{} of {full}", t.names.len());
+        for (i, &id) in ids.iter().enumerate().take(10) {
+            let want = if i == 7 {
+                "web".to_string()
+            } else {
+                format!("{long}{i}")
+            };
+            assert_eq!(t.name(id), want);
+        }
+        // An orphan keeps its name until readopted under a new one.
+        t.remove(&u(3), true);
+        assert_eq!(t.name(ids[3]), format!("{long}3"));
+        t.readopt(&u(3), "back");
+        assert_eq!(t.name(ids[3]), "back");
+        let named: Vec<&str> = t.named_records().map(|(_, n)| n).take(2).collect();
+        assert_eq!(named[0], format!("{long}0"));
     }
 }

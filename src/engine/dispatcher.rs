@@ -100,7 +100,7 @@ impl<P: Poller> Engine<P> {
         agents: &[Agent],
         known: KnownMap,
     ) -> Self {
-        let (engine, loaded) = Self::loading(poller, sink, config, agents, |seed| {
+        let (engine, loaded) = Self::loading(poller, sink, config, agents.iter(), |seed| {
             for (uuid, k) in known {
                 let _not_watched = seed(uuid, k);
             }
@@ -113,18 +113,20 @@ impl<P: Poller> Engine<P> {
 
     /// An engine for `agents` whose persisted statuses `load` feeds in one by one, straight
     /// into the agent table (a state file is streamed: 100,000 agents' statuses never sit in
-    /// a map beside the table, issue 13). `load` gets a function that takes a status for a
+    /// a map beside the table, issue 13). `agents` given by value are freed once they are in
+    /// the table, before `load` runs. `load` gets a function that takes a status for a
     /// watched agent and gives back one it cannot place (an agent not watched). The agents are
     /// scheduled after `load`, each by its known status. When `load` fails, everything it fed
     /// is forgotten (a state file damaged half-way is no state at all) and its error returned
     /// beside the engine.
-    pub fn loading<E>(
+    pub fn loading<E, A: std::borrow::Borrow<Agent>>(
         poller: P,
         sink: Arc<dyn EventSink>,
         config: EngineConfig,
-        agents: &[Agent],
+        agents: impl IntoIterator<Item = A, IntoIter: ExactSizeIterator>,
         load: impl FnOnce(&mut dyn FnMut(AgentUuid, Known) -> Option<Known>) -> Result<(), E>,
     ) -> (Self, Result<(), E>) {
+        let agents = agents.into_iter();
         let mut engine = Engine {
             account: Account::new(poller, &config),
             sink,
@@ -142,7 +144,7 @@ impl<P: Poller> Engine<P> {
             metrics: None,
             inventory: None,
         };
-        let (new, _) = engine.insert_agents(agents.iter());
+        let (new, _) = engine.insert_agents(agents);
         let loaded = load(&mut |uuid, known| engine.agents.seed_watched(uuid, known));
         if loaded.is_err() {
             engine.agents.forget_all_known();
@@ -186,6 +188,11 @@ impl<P: Poller> Engine<P> {
     /// The shared status (for `sd_notify`).
     pub fn status(&self) -> Arc<EngineStatus> {
         self.heartbeat.status.clone()
+    }
+
+    /// Is this agent watched?
+    pub fn watches(&self, uuid: &AgentUuid) -> bool {
+        self.agents.contains(uuid)
     }
 
     /// Agents watched now.
@@ -342,7 +349,7 @@ impl<P: Poller> Engine<P> {
             // Removed from the watchlist while this answer was on its way: forgotten.
             return;
         }
-        let Some(record) = self.agents.get_mut(id) else {
+        let Some((record, name)) = self.agents.get_mut_named(id) else {
             self.account.lane(action).finish(id, None, now);
             return;
         };
@@ -356,10 +363,7 @@ impl<P: Poller> Engine<P> {
             jitter: rand::random::<f64>(),
         };
         let uuid = record.uuid.text();
-        let who = Who {
-            uuid: &uuid,
-            name: &record.name,
-        };
+        let who = Who { uuid: &uuid, name };
         let mut decision = decide(
             who,
             Progress::from(std::mem::take(&mut record.progress)),
@@ -500,10 +504,10 @@ impl<P: Poller> Engine<P> {
     /// Per watched agent, in table order: its status, transitions, last error, RequestId.
     pub fn agent_reports(&self) -> Vec<AgentReport> {
         self.agents
-            .records()
-            .map(|r| AgentReport {
+            .named_records()
+            .map(|(r, name)| AgentReport {
                 uuid: r.uuid.to_string(),
-                name: r.name.to_string(),
+                name: name.to_string(),
                 status: r.status().clone(),
                 transitions: r.progress.transitions(),
                 last_error: r.progress.last_error().map(str::to_string).or_else(|| {

@@ -446,7 +446,7 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).finish(id, None, now);
             return;
         };
-        let (uuid, name) = (record.uuid.text(), record.name.clone());
+        let (uuid, name) = (record.uuid.text(), self.agents.name(id).to_string());
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
@@ -510,7 +510,7 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).finish(id, None, now);
             return;
         };
-        let (uuid, name) = (record.uuid.text(), record.name.clone());
+        let (uuid, name) = (record.uuid.text(), self.agents.name(id).to_string());
         // No fetch in progress: the agent was forgotten (and maybe watched again) while this
         // page was on its way. Its offset belongs to a fetch that no longer exists: dropped,
         // never appended to another.
@@ -555,7 +555,7 @@ impl<P: Poller> Engine<P> {
                 );
                 entry.snapshot = Some(snapshot);
                 entry.fetched_at = Some(unix_now);
-                if *entry.name != *name {
+                if *entry.name != name {
                     entry.name = name.to_string();
                 }
                 inv.saver.dirty = true;

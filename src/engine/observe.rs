@@ -31,11 +31,11 @@ impl<P: Poller> Engine<P> {
     /// Exports to `metrics`: counts answers, refreshes its gauges with the heartbeat, and (for
     /// `agent_status`) tells it the statuses known from the state file.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        for record in self.agents.records() {
+        for (record, name) in self.agents.named_records() {
             if let Some(known) = &record.known {
                 metrics.agent_known(
                     &Arc::from(&*record.uuid.text()),
-                    &record.name,
+                    &Arc::from(name),
                     &known.status,
                 );
             }

@@ -71,15 +71,16 @@ impl<P: Poller> Engine<P> {
     /// Puts agents not watched yet in the table; returns the ids of those to schedule, and
     /// how many came back before the answer of their orphaned request: those keep their id
     /// and are queued at once (still in flight: the answer reschedules them).
-    pub(super) fn insert_agents<'a>(
+    pub(super) fn insert_agents<A: std::borrow::Borrow<Agent>>(
         &mut self,
-        agents: impl Iterator<Item = &'a Agent>,
+        agents: impl Iterator<Item = A>,
     ) -> (Vec<AgentId>, usize) {
         let now = Instant::now();
         let lane = Action::PollStatus.index();
         let mut new = Vec::with_capacity(agents.size_hint().0);
         let mut readopted = 0;
         for agent in agents {
+            let agent = agent.borrow();
             let name = agent.name.as_deref().unwrap_or("");
             if self.agents.contains(&agent.uuid) {
                 continue;
