@@ -56,7 +56,10 @@ const SECRET_KEY: &str = "cwpportwatchSimulatorSecretKey00";
 const TARGET_RATE: f64 = 19.8;
 const TARGET_MAX_WINDOW: usize = 20;
 const TARGET_RATE_LATENCY: f64 = 19.5;
-const TARGET_RSS_KB: u64 = 64 * 1024;
+/// Issue 13 (issue 3 asked for 64 MB).
+const TARGET_RSS_KB: u64 = 32 * 1024;
+/// Issue 13: start-up to the first request at 100,000 agents.
+const TARGET_STARTUP: Duration = Duration::from_millis(300);
 
 /// Steady-state figures leave out this much after the first request.
 const WARMUP: Duration = Duration::from_secs(3);
@@ -278,9 +281,20 @@ fn run(opts: &Options) -> Result<()> {
                 } else {
                     "daemon peak RSS (VmHWM), 100,000 agents, empty state"
                 },
-                format!("{:.1} MB", r.daemon_end.hwm_kb as f64 / 1024.0),
+                format!("{:.1} MB", r.peak_kb() as f64 / 1024.0),
                 format!("<= {} MB", TARGET_RSS_KB / 1024),
-                r.daemon_end.hwm_kb <= TARGET_RSS_KB,
+                r.peak_kb() <= TARGET_RSS_KB,
+            ));
+            let first = r.times.first().copied().unwrap_or(Duration::MAX);
+            summary.push(row(
+                if r.seeded {
+                    "start-up to first request, 100,000 agents, state file of 100,000"
+                } else {
+                    "start-up to first request, 100,000 agents, empty state"
+                },
+                format!("{:.3} s", first.as_secs_f64()),
+                format!("<= {:.1} s", TARGET_STARTUP.as_secs_f64()),
+                first <= TARGET_STARTUP,
             ));
         }
     }
@@ -457,6 +471,8 @@ struct Outcome {
     daemon_warm: Option<(Duration, ProcSample)>,
     daemon_after_start: Option<ProcSample>,
     daemon_exit: String,
+    /// Peak RSS over the daemon's whole life, its stop included (`ru_maxrss`).
+    daemon_life_hwm_kb: Option<u64>,
     rate_limited_events: usize,
     /// The daemon's (or client's) stderr, read before the temporary folder goes.
     log_text: String,
@@ -476,6 +492,14 @@ impl Outcome {
         };
         let from = self.times.partition_point(|&t| t < first + WARMUP);
         &self.times[from..]
+    }
+
+    /// Peak RSS in kB: over the whole life when the daemon was reaped here, else up to the
+    /// last sample before its stop.
+    fn peak_kb(&self) -> u64 {
+        self.daemon_life_hwm_kb
+            .unwrap_or(0)
+            .max(self.daemon_end.hwm_kb)
     }
 
     fn max_window(&self) -> usize {
@@ -589,6 +613,13 @@ impl Outcome {
             self.daemon_end.hwm_kb as f64 / 1024.0,
             self.daemon_exit
         );
+        if let Some(kb) = self.daemon_life_hwm_kb {
+            let _ = writeln!(
+                s,
+                "daemon: peak RSS over its whole life, stop and last save included (ru_maxrss) {:.1} MB",
+                kb as f64 / 1024.0
+            );
+        }
         let _ = writeln!(
             s,
             "daemon log: {} lines, {} rate_limited, {} poll_failed",
@@ -831,6 +862,7 @@ fn daemon_phase(
     }
     let daemon_end = proc_sample(pid)?;
     let daemon_exit = daemon.stop(Duration::from_secs(20))?;
+    let daemon_life_hwm_kb = daemon.max_rss_kb;
     let (times, unframed) = {
         let l = log.lock().unwrap();
         let mut v: Vec<Duration> = l.times.iter().map(|t| t.duration_since(t0)).collect();
@@ -860,6 +892,7 @@ fn daemon_phase(
         daemon_warm: warm,
         daemon_after_start: after_start,
         daemon_exit,
+        daemon_life_hwm_kb,
         rate_limited_events: count("rate_limited"),
         poll_failed_events: count("poll_failed"),
         log_lines: text.lines().count(),
@@ -1092,6 +1125,9 @@ fn tail(path: &Path, lines: usize) -> String {
 struct Guard {
     name: &'static str,
     child: Option<Child>,
+    /// Peak RSS of the whole life of the child, stop included (`ru_maxrss` from `wait4`),
+    /// once [`Guard::stop`] reaped it.
+    max_rss_kb: Option<u64>,
 }
 
 impl Guard {
@@ -1102,6 +1138,7 @@ impl Guard {
         Ok(Guard {
             name,
             child: Some(child),
+            max_rss_kb: None,
         })
     }
 
@@ -1128,12 +1165,24 @@ impl Guard {
         let Some(mut child) = self.child.take() else {
             return Ok("already gone".into());
         };
+        let pid = child.id() as i32;
         // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let until = Instant::now() + limit;
         loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.to_string());
+            // Reaped with wait4 for its peak RSS over its whole life, the final state save
+            // included (VmHWM can only be read while it runs).
+            let mut status = 0;
+            // SAFETY: rusage is plain data; wait4 on our own unreaped child.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if reaped == pid {
+                self.max_rss_kb = u64::try_from(usage.ru_maxrss).ok();
+                return Ok(if libc::WIFEXITED(status) {
+                    format!("exit status: {}", libc::WEXITSTATUS(status))
+                } else {
+                    format!("wait status {status}")
+                });
             }
             if Instant::now() > until {
                 let _ = child.kill();

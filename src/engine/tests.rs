@@ -326,3 +326,76 @@ async fn heartbeat_counts_follow_status_changes_without_recounting_every_second(
     stop.cancel();
     run.await.unwrap();
 }
+
+/// Statuses streamed in by `Engine::loading` count as known; a load that fails half-way (a damaged state file) leaves nothing of what it fed, so every
+/// first answer is a change again, and statuses of agents not watched are given back.
+#[tokio::test(start_paused = true)]
+async fn streamed_statuses_count_as_known_and_a_failed_load_forgets_them_all() {
+    let all = agents(3);
+    let known = |status: &str| crate::tracker::Known {
+        status: status.into(),
+        request_id: "earlier".into(),
+        seen_at: 0,
+    };
+    let stranger = AgentUuid::from_value(0xfff);
+    for fail in [false, true] {
+        let sink = Arc::new(CollectingSink::default());
+        let fake = Fake::new(Duration::from_millis(10), |_| Ok("COMPLETE".into()));
+        let mut given_back = Vec::new();
+        let (engine, loaded) =
+            Engine::loading(fake, sink.clone(), config(false, 4), all.clone(), |seed| {
+                assert!(seed(all[0].uuid, known("COMPLETE")).is_none());
+                assert!(seed(all[1].uuid, known("COLLECTING")).is_none());
+                given_back.extend(seed(stranger, known("FAILED")).map(|_| stranger));
+                if fail {
+                    Err("damaged half-way")
+                } else {
+                    Ok(())
+                }
+            });
+        assert_eq!(loaded.is_err(), fail);
+        assert_eq!(given_back, [stranger]);
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            s.cancel();
+        });
+        let (engine, _) = engine.run(stop).await;
+        let changed: Vec<(String, String)> = sink
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::StatusChanged {
+                    uuid, from_status, ..
+                } => Some((uuid, from_status.to_string())),
+                _ => None,
+            })
+            .collect();
+        let from = |i: usize| {
+            changed
+                .iter()
+                .filter(|(u, _)| all[i].uuid == *u)
+                .map(|(_, f)| f.as_str())
+                .collect::<Vec<_>>()
+        };
+        if fail {
+            assert_eq!(
+                (from(0), from(1), from(2)),
+                (vec!["UNKNOWN"], vec!["UNKNOWN"], vec!["UNKNOWN"])
+            );
+        } else {
+            // Agent 0 was COMPLETE already; 1 moves on from COLLECTING; 2 was unknown.
+            assert_eq!(
+                (from(0), from(1), from(2)),
+                (vec![], vec!["COLLECTING"], vec!["UNKNOWN"])
+            );
+        }
+        assert_eq!(
+            engine.agents.known().count(),
+            3,
+            "every watched agent answered"
+        );
+        assert!(!engine.watches(&stranger));
+    }
+}
