@@ -46,7 +46,6 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM/SIGINT (or an engine's death).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
-    keep_large_buffers_out_of_the_heap();
     let (settings, plans) = startup::load_accounts(config)
         .map_err(CommandError::from)
         .and_then(|loaded| {
@@ -662,19 +661,5 @@ fn release_freed_memory() {
     // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Large transient buffers (the watchlist's text, a reload's parse, growing tables) are
-/// mapped and unmapped on their own, at a fixed threshold. glibc otherwise raises the
-/// threshold to the size of the largest buffer freed so far, after which such buffers come
-/// from the heap and their pages stay with the process once freed (issue 13: RSS that never
-/// came back down after start-up).
-fn keep_large_buffers_out_of_the_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; a fixed threshold also turns off
-    // glibc's dynamic adjustment of it (mallopt(3)).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
