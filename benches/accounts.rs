@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench accounts -- [--seconds N] [--agents N]
+//! PORTWATCH_BENCH_BIN=old/cwp-portwatch cargo bench --bench accounts   # another build
 //! ```
 //!
 //! The simulator runs in this process (the library's `RunningSimulator`, strict sliding
@@ -208,7 +209,11 @@ async fn run(opts: &Options) -> Result<()> {
     }
     std::fs::write(d.join("config.toml"), config)?;
     let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_cwp-portwatch"))
+        // `PORTWATCH_BENCH_BIN`: another build (before/after comparisons).
+        Command::new(
+            std::env::var_os("PORTWATCH_BENCH_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_cwp-portwatch").into()),
+        )
             .args(["run", "--config"])
             .arg(d.join("config.toml"))
             .env("HOME", d)
