@@ -14,5 +14,7 @@ cd "$(dirname "$0")/.."
 exec cargo mutants \
     -f src/tracker.rs -f src/pacing.rs -f src/scheduler.rs -f src/status.rs \
     -f src/rate_control.rs -f src/signing.rs -f src/state.rs -f src/api/error.rs \
+    -f src/engine/agents.rs -f src/agent_uuid.rs \
     -C --lib "$@" \
-    -- -- pacing:: rate_control:: scheduler:: status:: signing:: state:: tracker:: api:: engine::
+    -- -- pacing:: rate_control:: scheduler:: status:: signing:: state:: tracker:: api:: engine:: \
+    agent_uuid::
