@@ -214,16 +214,16 @@ async fn run(opts: &Options) -> Result<()> {
             std::env::var_os("PORTWATCH_BENCH_BIN")
                 .unwrap_or_else(|| env!("CARGO_BIN_EXE_cwp-portwatch").into()),
         )
-            .args(["run", "--config"])
-            .arg(d.join("config.toml"))
-            .env("HOME", d)
-            .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
-            .env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY)
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(d.join("daemon.err"))?))
-            .spawn()?,
+        .args(["run", "--config"])
+        .arg(d.join("config.toml"))
+        .env("HOME", d)
+        .env("TENCENTCLOUD_SECRET_ID", DEFAULT_SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(d.join("daemon.err"))?))
+        .spawn()?,
     );
     let pid = daemon.0.id();
     tokio::time::sleep(WARM_UP).await;

@@ -185,6 +185,14 @@ mod tests {
             RequestId::from("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"),
             RequestId::Uuid(_)
         ));
+        let id = RequestId::from("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
+        assert_ne!(id, "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd2");
+        assert!(id == *"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1" && id != *"r");
+        assert_eq!(
+            format!("{id:?}"),
+            "\"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\""
+        );
+        assert_eq!(format!("{:?}", RequestId::from("r\n")), "\"r\\n\"");
         assert!(matches!(
             RequestId::from("6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1"),
             RequestId::Text(_)

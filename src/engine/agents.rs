@@ -526,10 +526,14 @@ mod tests {
 
     #[test]
     fn freed_ids_are_reused_and_orphans_keep_theirs_until_the_answer() {
-        let mut t = AgentTable::default();
+        let mut t = AgentTable::with_capacity(64);
+        // Sized for the watchlist at once: no growth while 100,000 agents are put in.
+        assert!(t.slots.capacity() >= 64 && t.by_uuid.capacity() >= 64);
         let a = t.insert(u(1), "");
         let b = t.insert(u(2), "web");
         assert_eq!((a, b), (0, 1));
+        assert!(t.contains(&u(1)) && t.contains(&u(2)) && !t.contains(&u(3)));
+        assert_eq!((t.id_of(&u(2)), t.id_of(&u(3))), (Some(1), None));
         assert_eq!(t.remove(&u(1), false), Some(0));
         assert_eq!(t.insert(u(3), ""), 0, "a's id reused");
         // b removed while in flight: an orphan, not watched, not reported, id kept.
@@ -578,6 +582,18 @@ mod tests {
         // seed_watched gives back what it cannot place.
         assert!(t.seed_watched(u(8), known(Status::Failed)).is_some());
         assert!(t.seed_watched(u(1), known(Status::Failed)).is_none());
+        assert_eq!(
+            t.known_of(&u(9)).map(|k| &k.status),
+            Some(&Status::Complete)
+        );
+        assert_eq!(t.known_of(&u(1)).map(|k| &k.status), Some(&Status::Failed));
+        assert_eq!(t.known_of(&u(8)), None, "not watched");
+        let mut copy = t.known_copy();
+        copy.sort_by_key(|(u, _)| *u);
+        let mut known: Vec<(AgentUuid, Known)> = t.known().map(|(u, k)| (u, k.clone())).collect();
+        known.sort_by_key(|(u, _)| *u);
+        assert_eq!(copy, known);
+        assert_eq!(copy.len(), 2, "agent 9, and agent 1's seed_watched status");
         t.forget_all_known();
         assert_eq!(t.known().count(), 0);
     }
@@ -600,6 +616,23 @@ mod tests {
             last_failed_event: Some(Instant::now()),
             ..ok
         };
+        // Any one of the rare fields is kept.
+        for one in [
+            Progress {
+                last_error: Some("e".into()),
+                ..Progress::default()
+            },
+            Progress {
+                request_id: Some("r".into()),
+                ..Progress::default()
+            },
+            Progress {
+                last_failed_event: Some(Instant::now()),
+                ..Progress::default()
+            },
+        ] {
+            assert_eq!(Progress::from(StoredProgress::from(one.clone())), one);
+        }
         let stored = StoredProgress::from(failing.clone());
         assert_eq!(stored.last_error(), Some("InternalError: m"));
         assert_eq!(stored.request_id(), Some("r"));
@@ -619,7 +652,9 @@ mod tests {
             done_once: true,
             ..Progress::default()
         };
-        let back = Progress::from(StoredProgress::from(many));
+        let stored = StoredProgress::from(many);
+        assert!(stored.done_once() && !stored.polled_once());
+        let back = Progress::from(stored);
         assert_eq!(
             (back.transitions, back.polled_once, back.done_once),
             (TRANSITIONS, false, true)
@@ -647,11 +682,29 @@ mod tests {
         assert_eq!(t.names.len(), full);
         t.rename(ids[7], "web");
         assert_eq!(t.name(ids[7]), "web");
-        // Removing most agents rebuilds the buffer with the live names only.
-        for i in 10..100 {
+        // Removing agents leaves their bytes until they are more than half of the buffer
+        // (and more than 4 KiB); then the buffer is rebuilt with the live names only.
+        let mut i = 99;
+        while t.names_unused + 203 <= t.names.len() / 2 {
+            t.remove(&u(i), false);
+            i -= 1;
+        }
+        let before = t.names.len();
+        assert_eq!(before, full + 3, "nothing rebuilt at half or less");
+        t.remove(&u(i), false);
+        assert!(t.names.len() < before / 2, "{} of {before}", t.names.len());
+        assert_eq!(t.names_unused, 0);
+        for i in 10..i {
             t.remove(&u(i), false);
         }
         assert!(t.names.len() < full / 2, "{} of {full}", t.names.len());
+        // A small buffer is never rebuilt: 4 KiB unused is not worth a pass.
+        let mut small = AgentTable::default();
+        let a = small.insert(u(1), "a");
+        small.insert(u(2), "b");
+        small.rename(a, "c");
+        small.rename(a, "d");
+        assert_eq!((small.names.as_str(), small.names_unused), ("abcd", 2));
         for (i, &id) in ids.iter().enumerate().take(10) {
             let want = if i == 7 {
                 "web".to_string()
