@@ -14,8 +14,10 @@
 //! [`crate::shutdown`]. The decisions themselves live in [`crate::engine`] and below; this
 //! layer is wiring.
 
+mod account_run;
 pub mod check;
 pub mod demo;
+mod discovering;
 pub mod once;
 pub mod output;
 pub mod ports;

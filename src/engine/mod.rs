@@ -46,8 +46,9 @@
 //! [`Engine`]: its own dispatcher loop, lanes with strict limiters per action, rate control,
 //! credentials gate and client (its region, its credentials and their refresher), all in the
 //! same process and runtime, sharing only the event sink, the metrics registry and the
-//! shutdown token (`commands::run` builds them, one `AccountRun` each). Tencent's quota is per
-//! action *per account*, so per-account limiters are exactly the quota; and isolation (one
+//! shutdown token (`commands::run` builds them, one `AccountRun` each, in
+//! `commands/account_run.rs`). Tencent's quota is per action *per account*, so per-account
+//! limiters are exactly the quota; and isolation (one
 //! account's throttling, refused credentials or outage never slows another) holds by
 //! construction, as nothing on the hot path is shared. The engine itself does not know its
 //! account: the sink it is given marks its events ([`crate::account`]), and each keeps
