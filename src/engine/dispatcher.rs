@@ -87,7 +87,7 @@ pub struct Engine<P: Poller> {
     /// `[metrics]`, when configured (see `observe`).
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The open-port inventory, when kept ([`Engine::with_inventory`]).
-    pub(super) inventory: Option<Box<super::inventory::InventoryState>>,
+    pub(super) inventory: Option<Box<super::inventory_state::InventoryState>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -319,7 +319,7 @@ impl<P: Poller> Engine<P> {
                 in_flight.spawn(job, async move {
                     let sent = Instant::now();
                     let result = poller.poll(&uuid).await;
-                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    super::lane::answered(metrics.as_deref(), job.action(), &result, sent);
                     Reply::TaskStatus(result)
                 });
             }

@@ -6,146 +6,28 @@
 //! rate.
 //!
 //! Follow-ups are decided by [`super::inventory_decide`] (pure); this file carries them out:
-//! queues, the snapshot store, events, and the inventory file, saved off-thread at most once
-//! per [`INVENTORY_SAVE_EVERY`] while snapshots change and once when the run ends.
+//! queues, the snapshot store, events, and the inventory file. What it keeps is
+//! [`super::inventory_state`].
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Poller;
 use super::dispatcher::Engine;
 use super::in_flight::{InFlight, Reply};
-use super::inventory_decide::{self, CREATE_MISSING_EVERY, Facts, FollowUp, Reason};
+use super::inventory_decide::{
+    self, CREATE_MISSING_EVERY, Facts, FollowUp, InventoryOptions, Reason,
+};
+use super::inventory_state::{InventorySaver, InventoryState, unix_secs};
 use super::lane::{Action, Job};
 use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, ErrorClass};
-use crate::config::{ApiSettings, InventorySettings};
 use crate::events::Event;
 use crate::inventory::store::{InventoryFile, InventoryMap};
-use crate::inventory::{self, Assembly, Baseline, PAGE_LIMIT, Page, Step};
+use crate::inventory::{self, Assembly, PAGE_LIMIT, Page, Step};
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::status::Status;
-
-/// While snapshots change, the inventory file is rewritten at most this often (it is larger
-/// than the state file; a crash in between repeats at most this much of port events).
-pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
-
-/// How the engine keeps the inventory (from `[inventory]` and `[api]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InventoryOptions {
-    /// Fetch and compare ports at all.
-    pub enabled: bool,
-    /// Zero: no rescans.
-    pub rescan_interval: Duration,
-    /// A task on `NO_TASK`.
-    pub create_missing: bool,
-    /// How a first snapshot is reported.
-    pub baseline: Baseline,
-    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
-    /// `DescribeOpenPorts`.
-    pub action_rates: [u32; 3],
-}
-
-impl InventoryOptions {
-    /// From the validated settings.
-    pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
-        InventoryOptions {
-            enabled: inventory.enabled,
-            rescan_interval: inventory.rescan_interval,
-            create_missing: inventory.create_missing,
-            baseline: inventory.baseline,
-            action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
-        }
-    }
-}
-
-/// The inventory file and when it was last written (see `saver` for the state file's twin).
-#[derive(Debug, Default)]
-struct InventorySaver {
-    file: Option<InventoryFile>,
-    dirty: bool,
-    last_save: Option<Instant>,
-    writing: Option<JoinHandle<()>>,
-}
-
-impl InventorySaver {
-    fn tick(&mut self, now: Instant, map: &InventoryMap) {
-        let Some(file) = &self.file else { return };
-        let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
-        let recent = self
-            .last_save
-            .is_some_and(|t| now.duration_since(t) < INVENTORY_SAVE_EVERY);
-        if !self.dirty || busy || recent {
-            return;
-        }
-        self.last_save = Some(now);
-        self.dirty = false;
-        let bytes = file.encode(map);
-        let file = file.clone();
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.write(&bytes) {
-                tracing::error!(
-                    error_code = e.code(),
-                    "cannot write the inventory file: {e}"
-                );
-            }
-        }));
-    }
-
-    async fn finish(&mut self, map: &InventoryMap) {
-        if let Some(h) = self.writing.take() {
-            let _ = h.await;
-        }
-        let Some(file) = self.file.clone() else {
-            return;
-        };
-        if !self.dirty {
-            return;
-        }
-        let bytes = file.encode(map);
-        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
-        if let Ok(Err(e)) = written {
-            tracing::error!(
-                error_code = e.code(),
-                "cannot write the inventory file: {e}"
-            );
-        }
-    }
-}
-
-/// Everything the inventory keeps while the engine runs.
-#[derive(Debug)]
-pub(crate) struct InventoryState {
-    options: InventoryOptions,
-    /// Stored snapshots and task times, by Uuid (watched agents only).
-    map: InventoryMap,
-    /// Stored entries of agents not watched at start: agents that discovery may add back
-    /// (their snapshot then counts, as their persisted status does), dropped from the file at
-    /// the next save and for good by a `Control::Forget`.
-    held: InventoryMap,
-    /// Fetches in progress.
-    fetches: HashMap<AgentId, Assembly>,
-    /// Why a queued task is wanted (absent: a rescan).
-    reasons: HashMap<AgentId, Reason>,
-    /// Agents whose fetch failed since their last transition (no refetch until the next).
-    gave_up: HashSet<AgentId>,
-    saver: InventorySaver,
-    /// The wall clock at the engine's start and the monotonic instant then: task times are
-    /// Unix seconds (they outlive the run) counted on the monotonic clock, so a wall clock
-    /// that jumps during the run moves no rescan (and paused test time drives them).
-    epoch: (Instant, u64),
-}
-
-impl InventoryState {
-    /// Unix seconds now, on the monotonic clock since the start.
-    fn unix_now(&self) -> u64 {
-        let (at, unix) = self.epoch;
-        unix.saturating_add(Instant::now().saturating_duration_since(at).as_secs())
-    }
-}
 
 impl<P: Poller> Engine<P> {
     /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
@@ -173,10 +55,7 @@ impl<P: Poller> Engine<P> {
             fetches: HashMap::new(),
             reasons: HashMap::new(),
             gave_up: HashSet::new(),
-            saver: InventorySaver {
-                file,
-                ..Default::default()
-            },
+            saver: InventorySaver::new(file),
             epoch: (Instant::now(), unix_secs()),
         };
         state.saver.dirty = !state.held.is_empty();
@@ -392,7 +271,7 @@ impl<P: Poller> Engine<P> {
                 in_flight.spawn(job, async move {
                     let sent = Instant::now();
                     let result = poller.create_task(&uuid).await;
-                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    super::lane::answered(metrics.as_deref(), job.action(), &result, sent);
                     Reply::TaskCreated(result)
                 });
             }
@@ -406,7 +285,7 @@ impl<P: Poller> Engine<P> {
                 in_flight.spawn(job, async move {
                     let sent = Instant::now();
                     let result = poller.describe_ports(&uuid, PAGE_LIMIT, offset).await;
-                    super::observe::answered(metrics.as_deref(), job.action(), &result, sent);
+                    super::lane::answered(metrics.as_deref(), job.action(), &result, sent);
                     Reply::Ports(result)
                 });
             }
@@ -602,9 +481,4 @@ impl<P: Poller> Engine<P> {
             inv.saver.finish(&inv.map).await;
         }
     }
-}
-
-/// Unix seconds now; a clock before 1970 counts as 0.
-fn unix_secs() -> u64 {
-    u64::try_from(crate::clock::unix_now()).unwrap_or(0)
 }

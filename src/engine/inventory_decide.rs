@@ -11,8 +11,39 @@
 
 use std::time::Duration;
 
-use super::inventory::InventoryOptions;
+use super::lane::Action;
+use crate::config::{ApiSettings, InventorySettings};
+use crate::inventory::Baseline;
 use crate::status::Status;
+
+/// How the engine keeps the inventory (from `[inventory]` and `[api]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryOptions {
+    /// Fetch and compare ports at all.
+    pub enabled: bool,
+    /// Zero: no rescans.
+    pub rescan_interval: Duration,
+    /// A task on `NO_TASK`.
+    pub create_missing: bool,
+    /// How a first snapshot is reported.
+    pub baseline: Baseline,
+    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
+    /// `DescribeOpenPorts`.
+    pub action_rates: [u32; 3],
+}
+
+impl InventoryOptions {
+    /// From the validated settings.
+    pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
+        InventoryOptions {
+            enabled: inventory.enabled,
+            rescan_interval: inventory.rescan_interval,
+            create_missing: inventory.create_missing,
+            baseline: inventory.baseline,
+            action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
+        }
+    }
+}
 
 /// Without `rescan_interval`, `create_missing` creates a task at most this often per agent.
 pub const CREATE_MISSING_EVERY: Duration = Duration::from_secs(60 * 60);

@@ -9,6 +9,8 @@
 use tokio::time::Instant;
 
 use super::EngineConfig;
+use crate::api::ApiError;
+use crate::metrics::Metrics;
 use crate::pacing::Pacer;
 use crate::rate_control::{COOL_DOWN, RateControl};
 use crate::scheduler::{AgentId, Cadence, DueQueue, later};
@@ -168,5 +170,20 @@ impl Lane {
         if let Some(rate) = self.rate.on_success(now) {
             self.pacer.set_rate(rate);
         }
+    }
+}
+
+/// One answer (or failure) of `action`, sent at `sent`: `api_requests_total` and
+/// `api_request_duration_seconds`. Called in the request's task as the answer arrives, so the
+/// duration is the request's, not the dispatcher's queueing.
+pub(super) fn answered<T>(
+    metrics: Option<&Metrics>,
+    action: Action,
+    result: &Result<T, ApiError>,
+    sent: Instant,
+) {
+    if let Some(m) = metrics {
+        let outcome = result.as_ref().map(|_| ()).map_err(ApiError::code);
+        m.api_answer(action.api_name(), outcome, sent.elapsed());
     }
 }

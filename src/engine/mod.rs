@@ -15,19 +15,21 @@
 //!   orphans of reloads, free ids, statuses kept for agents not watched yet).
 //! - `decide`: pure "what does this answer mean for this agent": retry policy, `poll_failed`
 //!   throttling, credentials and once-mode bookkeeping. Unit-tested without I/O or clocks.
-//! - `lane`: per action, a due queue, a strict pacer and a rate control; `lane::Job` and
-//!   `lane::Action`.
+//! - `lane`: per action, a due queue, a strict pacer and a rate control; `lane::Job`,
+//!   `lane::Action`, and `lane::answered`, the per-answer metrics hook each request calls.
 //! - `account`: what belongs to one set of credentials: the poller, its lanes, the
 //!   credentials gate and the learned clock skew.
 //! - `in_flight`: the spawned requests, tracked so a stop can drain and abort them.
 //! - `reload`: watchlist changes (start-up phasing, reloads, orphans).
 //! - `saver`: the state file, saved off-thread while statuses change and once at the end.
 //! - `heartbeat`: [`EngineStatus`], the numbers the daemon shows `systemd`.
-//! - `inventory` and `inventory_decide`: the open-port inventory's two lanes
-//!   (`CreateOpenPortTask`, `DescribeOpenPorts`), its per-agent state beside the agent table,
-//!   and the pure rules for its follow-up jobs (fetch after `COMPLETE`, `create_missing`,
-//!   rescans at each agent's slot).
-//! - `observe`: the engine's side of [`crate::metrics`] (per-answer hook, gauge refresh).
+//! - `inventory`, `inventory_state` and `inventory_decide`: the open-port inventory's two
+//!   lanes (`CreateOpenPortTask`, `DescribeOpenPorts`), what it keeps (per-agent state beside
+//!   the agent table, stored snapshots, the inventory file's saver), and the pure rules for
+//!   its follow-up jobs (fetch after `COMPLETE`, `create_missing`, rescans at each agent's
+//!   slot) with their [`InventoryOptions`].
+//! - `observe`: the engine's side of [`crate::metrics`] (the registry handed in, the gauges
+//!   refreshed with the heartbeat).
 //!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
 //! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
@@ -62,6 +64,7 @@ mod heartbeat;
 mod in_flight;
 mod inventory;
 mod inventory_decide;
+mod inventory_state;
 #[cfg(test)]
 mod inventory_tests;
 mod lane;
@@ -81,7 +84,7 @@ use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
 pub use heartbeat::EngineStatus;
-pub use inventory::InventoryOptions;
+pub use inventory_decide::InventoryOptions;
 
 /// While statuses change, the state file is rewritten at most this often.
 pub const STATE_SAVE_EVERY: Duration = Duration::from_secs(1);

@@ -1,6 +1,7 @@
 //! The engine's side of [`crate::metrics`]: what the dispatcher tells the registry, kept out
 //! of the loop's code so the loop reads as before. Without `[metrics]` the engine holds no
-//! registry and each hook is one `None` check.
+//! registry and each hook is one `None` check. (The per-answer hook, called in each request's
+//! future, is `lane::answered`: it needs nothing of the engine.)
 
 use std::sync::Arc;
 
@@ -9,23 +10,7 @@ use tokio::time::Instant;
 use super::Poller;
 use super::dispatcher::Engine;
 use super::lane::Action;
-use crate::api::ApiError;
 use crate::metrics::{Metrics, Snapshot};
-
-/// One answer (or failure) of `action`, sent at `sent`: `api_requests_total` and
-/// `api_request_duration_seconds`. Called in the request's task as the answer arrives, so the
-/// duration is the request's, not the dispatcher's queueing.
-pub(super) fn answered<T>(
-    metrics: Option<&Metrics>,
-    action: Action,
-    result: &Result<T, ApiError>,
-    sent: Instant,
-) {
-    if let Some(m) = metrics {
-        let outcome = result.as_ref().map(|_| ()).map_err(ApiError::code);
-        m.api_answer(action.api_name(), outcome, sent.elapsed());
-    }
-}
 
 impl<P: Poller> Engine<P> {
     /// Exports to `metrics`: counts answers, refreshes its gauges with the heartbeat, and (for
@@ -76,6 +61,7 @@ impl<P: Poller> Engine<P> {
 
 #[cfg(test)]
 mod tests {
+    use crate::api::ApiError;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

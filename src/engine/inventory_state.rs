@@ -1,0 +1,119 @@
+//! What the engine keeps of the open-port inventory while it runs ([`InventoryState`]): the
+//! options, the stored snapshots, the fetches in progress, and the inventory file's saver
+//! (off-thread, at most once per [`INVENTORY_SAVE_EVERY`] while snapshots change, and once at
+//! the end). Plain data: the dispatcher holds it, `inventory` carries out the lanes' jobs on
+//! it, and `inventory_decide` reads its options.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::inventory_decide::{InventoryOptions, Reason};
+use crate::inventory::Assembly;
+use crate::inventory::store::{InventoryFile, InventoryMap};
+use crate::scheduler::AgentId;
+
+/// While snapshots change, the inventory file is rewritten at most this often (it is larger
+/// than the state file; a crash in between repeats at most this much of port events).
+pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// The inventory file and when it was last written (see `saver` for the state file's twin).
+#[derive(Debug, Default)]
+pub(super) struct InventorySaver {
+    file: Option<InventoryFile>,
+    /// Snapshots changed since the last save.
+    pub(super) dirty: bool,
+    last_save: Option<Instant>,
+    writing: Option<JoinHandle<()>>,
+}
+
+impl InventorySaver {
+    /// A saver for `file` (none: nothing is saved).
+    pub(super) fn new(file: Option<InventoryFile>) -> Self {
+        InventorySaver {
+            file,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn tick(&mut self, now: Instant, map: &InventoryMap) {
+        let Some(file) = &self.file else { return };
+        let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
+        let recent = self
+            .last_save
+            .is_some_and(|t| now.duration_since(t) < INVENTORY_SAVE_EVERY);
+        if !self.dirty || busy || recent {
+            return;
+        }
+        self.last_save = Some(now);
+        self.dirty = false;
+        let bytes = file.encode(map);
+        let file = file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.write(&bytes) {
+                tracing::error!(
+                    error_code = e.code(),
+                    "cannot write the inventory file: {e}"
+                );
+            }
+        }));
+    }
+
+    pub(super) async fn finish(&mut self, map: &InventoryMap) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        if !self.dirty {
+            return;
+        }
+        let bytes = file.encode(map);
+        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(
+                error_code = e.code(),
+                "cannot write the inventory file: {e}"
+            );
+        }
+    }
+}
+
+/// Everything the inventory keeps while the engine runs.
+#[derive(Debug)]
+pub(crate) struct InventoryState {
+    pub(super) options: InventoryOptions,
+    /// Stored snapshots and task times, by Uuid (watched agents only).
+    pub(super) map: InventoryMap,
+    /// Stored entries of agents not watched at start: agents that discovery may add back
+    /// (their snapshot then counts, as their persisted status does), dropped from the file at
+    /// the next save and for good by a `Control::Forget`.
+    pub(super) held: InventoryMap,
+    /// Fetches in progress.
+    pub(super) fetches: HashMap<AgentId, Assembly>,
+    /// Why a queued task is wanted (absent: a rescan).
+    pub(super) reasons: HashMap<AgentId, Reason>,
+    /// Agents whose fetch failed since their last transition (no refetch until the next).
+    pub(super) gave_up: HashSet<AgentId>,
+    pub(super) saver: InventorySaver,
+    /// The wall clock at the engine's start and the monotonic instant then: task times are
+    /// Unix seconds (they outlive the run) counted on the monotonic clock, so a wall clock
+    /// that jumps during the run moves no rescan (and paused test time drives them).
+    pub(super) epoch: (Instant, u64),
+}
+
+impl InventoryState {
+    /// Unix seconds now, on the monotonic clock since the start.
+    pub(super) fn unix_now(&self) -> u64 {
+        let (at, unix) = self.epoch;
+        unix.saturating_add(Instant::now().saturating_duration_since(at).as_secs())
+    }
+}
+
+/// Unix seconds now; a clock before 1970 counts as 0.
+pub(super) fn unix_secs() -> u64 {
+    u64::try_from(crate::clock::unix_now()).unwrap_or(0)
+}
