@@ -119,8 +119,12 @@ echo "== journal catalog"
 journalctl --list-catalog 96e7064e0a524ac7b1e20a88b3782012 | grep -q 96e7064e0a524ac7b1e20a88b3782012 ||
   fail "journalctl --list-catalog does not know the status_changed message id"
 
-echo "== dpkg -r: only the operator's edits stay"
+echo "== dpkg -r: the conffile, the state and the operator's files stay"
 echo '# edited by the operator' >>/etc/cwp-portwatch/config.toml
+# The state as the service leaves it (StateDirectory= under DynamicUser=yes), so that both the
+# remove (keeps it) and the purge (removes it) checks below can fail.
+install -d -m 700 /var/lib/private/cwp-portwatch
+printf '{}\n' >/var/lib/private/cwp-portwatch/state.json
 printf '[[agent]]\nuuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"\n' >/etc/cwp-portwatch/watchlist.toml
 dpkg -r cwp-portwatch
 for f in $files; do
@@ -129,6 +133,7 @@ for f in $files; do
 done
 grep -q 'edited by the operator' /etc/cwp-portwatch/config.toml || fail "remove lost the edited config"
 [ -f /etc/cwp-portwatch/watchlist.toml ] || fail "remove lost the operator's watchlist"
+[ -f /var/lib/private/cwp-portwatch/state.json ] || fail "remove lost the state"
 if journalctl --list-catalog 2>/dev/null | grep -q 96e7064e0a524ac7b1e20a88b3782012; then
   fail "the catalog entries outlive the package"
 fi
