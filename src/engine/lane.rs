@@ -139,6 +139,12 @@ impl Lane {
         self.queue.in_flight() < self.max_in_flight.max(1)
     }
 
+    /// The budget in force (for tests of what sets it).
+    #[cfg(test)]
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
     /// Takes the most urgent due job if the limiter has a slot now; otherwise says when to
     /// look again (`None`: nothing queued).
     pub fn take(&mut self, now: Instant) -> Result<Job, Option<Instant>> {

@@ -246,3 +246,55 @@ async fn an_actions_own_max_in_flight_bounds_its_lane_alone() {
         "status per 10 s {status:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
+    let fast = Duration::from_millis(50);
+    let budgets =
+        |e: &Engine<SlowLane>| Action::ALL.map(|a| e.account.lanes[a.index()].max_in_flight());
+    let sink = Arc::new(CollectingSink::default());
+    let mut o = options();
+    o.action_in_flight = [32, 32, 4];
+    let mut engine = Engine::new(
+        SlowLane::new([fast; 3]),
+        sink.clone(),
+        config(),
+        &agents(2),
+        Default::default(),
+    )
+    .with_inventory(o, InventoryMap::new(), None);
+    assert_eq!(budgets(&engine), [32, 32, 4]);
+    // As the daemon reloads: the new `[api]` first, then the per-action settings.
+    let (reply, _answer) = tokio::sync::oneshot::channel();
+    let config = EngineConfig {
+        max_in_flight: 8,
+        ..config()
+    };
+    engine.apply(Control::Reload {
+        agents: agents(2),
+        config,
+        reply,
+    });
+    o.action_in_flight = [8, 8, 2];
+    engine.apply(Control::Inventory(o));
+    assert_eq!(budgets(&engine), [8, 8, 2]);
+    // Without the inventory's options (status-only engines of tests): `max_in_flight` each.
+    let mut engine = Engine::new(
+        SlowLane::new([fast; 3]),
+        sink,
+        EngineConfig {
+            max_in_flight: 16,
+            ..config
+        },
+        &agents(2),
+        Default::default(),
+    );
+    assert_eq!(budgets(&engine), [16; 3]);
+    let (reply, _answer) = tokio::sync::oneshot::channel();
+    engine.apply(Control::Reload {
+        agents: agents(2),
+        config,
+        reply,
+    });
+    assert_eq!(budgets(&engine), [8; 3]);
+}
