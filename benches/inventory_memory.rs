@@ -138,6 +138,7 @@ fn main() {
             create_missing: false,
             baseline: Baseline::Summary,
             action_rates: [20; 3],
+            action_in_flight: [32; 3],
         };
         let engine = Engine::new(
             Fake { ports },

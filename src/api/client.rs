@@ -97,7 +97,10 @@ pub struct ClientOptions {
     pub region: Option<String>,
     /// Whole-request timeout.
     pub timeout: Duration,
-    /// Idle connections kept per host (set to the engine's `max_in_flight`).
+    /// Idle connections kept per host: the sum of the engine's lanes' in-flight budgets
+    /// ([`crate::config::ApiSettings::in_flight_total`]). Fewer, and answers in one lane close
+    /// connections that the next requests (of any lane) open again, a TCP and TLS handshake
+    /// each.
     pub max_idle_connections: usize,
 }
 

@@ -188,7 +188,7 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     }
     let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
         settings.api.requests_per_second,
@@ -236,7 +236,7 @@ fn discovery_summary(discovery: &crate::discovery::DiscoverySettings) -> String 
     }
 }
 
-/// `[inventory]` and the per-action rates, for the summary.
+/// `[inventory]` and the per-action rates and in-flight budgets, for the summary.
 fn inventory_line(settings: &crate::config::Settings) -> String {
     let i = &settings.inventory;
     let mut line = if !i.enabled {
@@ -261,6 +261,9 @@ fn inventory_line(settings: &crate::config::Settings) -> String {
     };
     for (action, rate) in &settings.api.action_rates {
         line.push_str(&format!("; {action} {rate} requests/s"));
+    }
+    for (action, in_flight) in &settings.api.action_in_flight {
+        line.push_str(&format!("; {action} {in_flight} in flight"));
     }
     line
 }

@@ -91,7 +91,8 @@ pub async fn run() -> Result<ExitCode, DemoError> {
             endpoint: sim.endpoint().parse().expect("simulator endpoint is a URL"),
             region: None,
             timeout: Duration::from_secs(5),
-            max_idle_connections: 8,
+            // Three lanes of 8 in flight each (`action_in_flight` below).
+            max_idle_connections: 24,
         },
         creds,
     )?;
@@ -114,6 +115,7 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         create_missing: false,
         baseline: crate::inventory::Baseline::Summary,
         action_rates: [20; 3],
+        action_in_flight: [8; 3],
     };
     let engine = Engine::new(client, sink, config, &agents, Default::default()).with_inventory(
         inventory,

@@ -238,7 +238,8 @@ pub async fn connect(
         endpoint: settings.api.endpoint.clone(),
         region: settings.api.region.clone(),
         timeout: settings.api.timeout,
-        max_idle_connections: settings.api.max_in_flight,
+        // Every lane's budget, not one: each lane fills its own (issue 20).
+        max_idle_connections: settings.api.in_flight_total(),
     };
     match resolve(&settings.credentials, env)? {
         Resolved::Static(creds, source) => {

@@ -48,6 +48,7 @@ pub(super) struct RawApi {
 #[serde(deny_unknown_fields, expecting = "an [api.actions.NAME] table")]
 pub(super) struct RawAction {
     pub(super) requests_per_second: Option<Spanned<i64>>,
+    pub(super) max_in_flight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -78,7 +78,8 @@ pub struct ApiSettings {
     pub region: Option<String>,
     /// 1..=20, default 20: the API's documented limit is 20 requests per second per action.
     pub requests_per_second: u32,
-    /// 1..=256, default 32: concurrent requests, so slow answers do not cut throughput.
+    /// 1..=256, default 32: concurrent requests per action (each action's lane has its own
+    /// budget), so slow answers do not cut throughput.
     pub max_in_flight: usize,
     /// Per-request timeout, > 0, default 10 s.
     pub timeout: Duration,
@@ -88,6 +89,9 @@ pub struct ApiSettings {
     /// `[api.actions.NAME] requests_per_second`: per-action overrides (1..=20) of
     /// `requests_per_second`, by action name; empty when none.
     pub action_rates: Vec<(String, u32)>,
+    /// `[api.actions.NAME] max_in_flight`: per-action overrides (1..=256) of
+    /// `max_in_flight`, by action name; empty when none.
+    pub action_in_flight: Vec<(String, usize)>,
 }
 
 impl ApiSettings {
@@ -97,6 +101,23 @@ impl ApiSettings {
             .iter()
             .find(|(name, _)| name == action)
             .map_or(self.requests_per_second, |(_, rate)| *rate)
+    }
+
+    /// The in-flight budget of `action`'s lane: its override, else `max_in_flight`.
+    pub fn in_flight_of(&self, action: &str) -> usize {
+        self.action_in_flight
+            .iter()
+            .find(|(name, _)| name == action)
+            .map_or(self.max_in_flight, |(_, n)| *n)
+    }
+
+    /// Requests in flight at most over every action's lane: what the client's connection
+    /// pool keeps idle, so no lane's answer closes a connection another lane opens again.
+    pub fn in_flight_total(&self) -> usize {
+        super::ACTIONS
+            .iter()
+            .map(|action| self.in_flight_of(action))
+            .fold(0, usize::saturating_add)
     }
 }
 

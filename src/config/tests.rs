@@ -103,6 +103,7 @@ fn defaults() {
             max_in_flight: 32,
             timeout: Duration::from_secs(10),
             action_rates: vec![],
+            action_in_flight: vec![],
             sts_endpoint: Url::parse("https://sts.tencentcloudapi.com").unwrap(),
         }
     );
@@ -1039,4 +1040,36 @@ fn metrics_are_accepted_with_one_account_and_with_several() {
     // One account (here only an [[account]]).
     parse("[metrics]\nlisten = \"127.0.0.1:9187\"\n[[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n")
         .unwrap();
+}
+
+#[test]
+fn per_action_max_in_flight_is_each_lanes_own_budget_checked_at_its_place() {
+    let s = parse(
+        "watchlist = \"w.toml\"\n[api]\nmax_in_flight = 16\n\
+         [api.actions.DescribeOpenPorts]\nmax_in_flight = 64\nrequests_per_second = 5\n",
+    )
+    .unwrap();
+    assert_eq!(s.api.in_flight_of("DescribeOpenPorts"), 64);
+    assert_eq!(s.api.in_flight_of("DescribeOpenPortTaskStatus"), 16);
+    assert_eq!(s.api.in_flight_of("CreateOpenPortTask"), 16);
+    assert_eq!(s.api.rate_of("DescribeOpenPorts"), 5);
+    // The connection pool keeps one idle connection per slot of every lane.
+    assert_eq!(s.api.in_flight_total(), 16 + 16 + 64);
+    let s = parse("watchlist = \"w.toml\"\n").unwrap();
+    assert_eq!(s.api.in_flight_total(), 3 * 32);
+    // Out of range: each at its line and column, with the range.
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api.actions.DescribeOpenPorts]\nmax_in_flight = 0\n\
+         [api.actions.CreateOpenPortTask]\nmax_in_flight   = 257\n",
+    );
+    assert_problem(&p, 3, &["max_in_flight", "1 to 256", "concurrent"]);
+    assert_problem(&p, 5, &["max_in_flight", "1 to 256"]);
+    let at = |line| p.iter().find(|p| p.line == Some(line)).unwrap().column;
+    assert_eq!((at(3), at(5)), (Some(17), Some(19)));
+    // Of the wrong type: the parser's problem, with the advice.
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api.actions.DescribeOpenPortTaskStatus]\n\
+         max_in_flight = \"8\"\n",
+    );
+    assert_problem(&p, 3, &["max_in_flight", "without quotes"]);
 }

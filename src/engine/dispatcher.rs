@@ -1,6 +1,7 @@
 //! The dispatcher: [`Engine`] and its one loop. It takes the earliest due job whose lane's
-//! limiter has a slot, sends it, and feeds the answer to [`decide`]; between sends it waits
-//! in one `select!` for the next deadline, an answer, a control message or the stop.
+//! limiter has a slot and whose lane's own in-flight budget is not spent, sends it, and feeds
+//! the answer to [`decide`]; between sends it waits in one `select!` for the next deadline, an
+//! answer, a control message or the stop.
 //!
 //! It owns everything it touches (agent table, lanes, tasks in flight), so it needs
 //! no locks, and the order of sends is decided in this one place.
@@ -272,13 +273,10 @@ impl<P: Poller> Engine<P> {
         {
             return Err(wake_at.min(gate));
         }
-        // At least one: a limit of 0 (never validated) would stall the loop for good.
-        if self.account.in_flight() >= self.config.max_in_flight.max(1) {
-            // An answer wakes the loop.
-            return Err(wake_at);
-        }
-        // Lanes in order of their earliest due job; a lane whose limiter has no slot yet
-        // must not hold back another's. (A bit per lane: no allocation per turn.)
+        // Lanes in order of their earliest due job; a lane whose limiter has no slot yet, or
+        // whose own in-flight budget is spent, must not hold back another's: a full lane is
+        // left out (an answer in it wakes the loop), never waited for. (A bit per lane: no
+        // allocation per turn.)
         debug_assert!(self.account.lanes.len() <= 64);
         let mut tried = 0u64;
         loop {
@@ -287,7 +285,7 @@ impl<P: Poller> Engine<P> {
                 .lanes
                 .iter_mut()
                 .enumerate()
-                .filter(|(i, _)| tried & (1 << i) == 0)
+                .filter(|(i, lane)| tried & (1 << i) == 0 && lane.has_room())
                 .filter_map(|(i, lane)| lane.queue.next_due().map(|due| (due, i)))
                 .min();
             match best {

@@ -31,18 +31,15 @@ use crate::status::Status;
 
 impl<P: Poller> Engine<P> {
     /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
-    /// of an earlier run, saved to `file`; sets each lane's own rate either way. Snapshots of
-    /// agents no longer watched are forgotten.
+    /// of an earlier run, saved to `file`; sets each lane's own rate and in-flight budget
+    /// either way. Snapshots of agents no longer watched are forgotten.
     pub fn with_inventory(
         mut self,
         options: InventoryOptions,
         mut stored: InventoryMap,
         file: Option<InventoryFile>,
     ) -> Self {
-        for action in Action::ALL {
-            let rate = options.action_rates[action.index()];
-            self.account.lane(action).set_target_rate(rate);
-        }
+        self.set_lane_limits(&options);
         let held: InventoryMap = stored
             .extract_if(|uuid, _| {
                 !crate::agent_uuid::AgentUuid::parse(uuid).is_ok_and(|u| self.agents.contains(&u))
@@ -85,10 +82,11 @@ impl<P: Poller> Engine<P> {
         )
     }
 
-    /// New settings from a reload: the lanes' own rates, `create_missing` and `baseline` at
-    /// once; a changed `rescan_interval` puts every agent at its slot in the new interval (by
-    /// its Uuid, as at start: spread, never a burst), or stops rescans at "0s". `enabled`
-    /// stays as started (the inventory file is opened, or not, at start).
+    /// New settings from a reload: the lanes' own rates and in-flight budgets,
+    /// `create_missing` and `baseline` at once; a changed `rescan_interval` puts every agent at
+    /// its slot in the new interval (by its Uuid, as at start: spread, never a burst), or stops
+    /// rescans at "0s". `enabled` stays as started (the inventory file is opened, or not, at
+    /// start).
     pub(super) fn reconfigure_inventory(&mut self, options: InventoryOptions) {
         let Some(inv) = self.inventory.as_mut() else {
             return;
@@ -124,14 +122,20 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    /// Re-applies the lanes' own rates after a reload reconfigured them all alike.
+    /// Re-applies the lanes' own rates and in-flight budgets after a reload reconfigured them
+    /// all alike.
     pub(super) fn inventory_rates(&mut self) {
-        if let Some(rates) = self.inventory.as_ref().map(|i| i.options.action_rates) {
-            for action in Action::ALL {
-                self.account
-                    .lane(action)
-                    .set_target_rate(rates[action.index()]);
-            }
+        if let Some(options) = self.inventory.as_ref().map(|i| i.options) {
+            self.set_lane_limits(&options);
+        }
+    }
+
+    /// Each lane's own rate and in-flight budget, from `[api]` and `[api.actions.NAME]`.
+    fn set_lane_limits(&mut self, options: &InventoryOptions) {
+        for action in Action::ALL {
+            let lane = self.account.lane(action);
+            lane.set_target_rate(options.action_rates[action.index()]);
+            lane.set_max_in_flight(options.action_in_flight[action.index()]);
         }
     }
 

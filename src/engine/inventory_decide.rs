@@ -30,6 +30,9 @@ pub struct InventoryOptions {
     /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
     /// `DescribeOpenPorts`.
     pub action_rates: [u32; 3],
+    /// Requests in flight at most per lane, in the same order: each lane's own budget, so a
+    /// slow action never holds the slots of another.
+    pub action_in_flight: [usize; 3],
 }
 
 impl InventoryOptions {
@@ -41,6 +44,7 @@ impl InventoryOptions {
             create_missing: inventory.create_missing,
             baseline: inventory.baseline,
             action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
+            action_in_flight: Action::ALL.map(|a| api.in_flight_of(a.api_name())),
         }
     }
 }
@@ -157,6 +161,7 @@ mod tests {
             create_missing,
             baseline: Baseline::Summary,
             action_rates: [20; 3],
+            action_in_flight: [32; 3],
         }
     }
 

@@ -150,6 +150,7 @@ fn options(baseline: Baseline) -> InventoryOptions {
         create_missing: false,
         baseline,
         action_rates: [20, 20, 20],
+        action_in_flight: [32; 3],
     }
 }
 

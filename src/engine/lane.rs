@@ -3,8 +3,10 @@
 //!
 //! Why one lane per action: Tencent counts the 20 requests/s quota per action (and per
 //! account), so inventory traffic must never cut the status polling rate; each lane has its
-//! own [`Pacer`] and its own throttling feedback. Priorities (`COLLECTING` first, nobody
-//! starves) stay inside each lane's [`DueQueue`].
+//! own [`Pacer`], its own throttling feedback and its own in-flight budget (one budget shared
+//! by all lanes let 8-s `DescribeOpenPorts` answers hold every slot and stop status polling
+//! for 6 s in 8, issue 20). Priorities (`COLLECTING` first, nobody starves) stay inside each
+//! lane's [`DueQueue`].
 
 use tokio::time::Instant;
 
@@ -79,7 +81,7 @@ impl Job {
     }
 }
 
-/// One action's due queue, strict limiter and rate control.
+/// One action's due queue, strict limiter, rate control and in-flight budget.
 #[derive(Debug)]
 pub(crate) struct Lane {
     /// The action this lane sends.
@@ -90,6 +92,9 @@ pub(crate) struct Lane {
     pub pacer: Pacer,
     /// The rate in force after throttling answers.
     pub rate: RateControl,
+    /// Requests of this lane in flight at most: `max_in_flight`, or the action's own
+    /// `[api.actions.NAME] max_in_flight`. Only this lane's requests count against it.
+    max_in_flight: usize,
 }
 
 impl Lane {
@@ -102,11 +107,13 @@ impl Lane {
             queue: DueQueue::new(config.intervals.collecting),
             pacer: Pacer::new(config.requests_per_second),
             rate: RateControl::new(config.requests_per_second),
+            max_in_flight: config.max_in_flight,
         }
     }
 
     /// New settings (reload): the rate never jumps above what throttling allows.
     pub fn reconfigure(&mut self, config: &EngineConfig) {
+        self.max_in_flight = config.max_in_flight;
         self.rate.set_target(config.requests_per_second);
         self.queue.set_boost(config.intervals.collecting);
         self.pacer.set_rate(self.rate.rate());
@@ -117,6 +124,25 @@ impl Lane {
     pub fn set_target_rate(&mut self, requests_per_second: u32) {
         self.rate.set_target(requests_per_second);
         self.pacer.set_rate(self.rate.rate());
+    }
+
+    /// This lane's own in-flight budget (`[api.actions.NAME] max_in_flight`). A smaller one
+    /// than what is in flight now sends nothing more until enough answers came back.
+    pub fn set_max_in_flight(&mut self, max_in_flight: usize) {
+        self.max_in_flight = max_in_flight;
+    }
+
+    /// Whether one more request of this lane may be in flight: its own requests (orphans'
+    /// included) against its own budget, whatever the other lanes have in flight. At least
+    /// one: a budget of 0 (never validated) would stall the lane for good.
+    pub fn has_room(&self) -> bool {
+        self.queue.in_flight() < self.max_in_flight.max(1)
+    }
+
+    /// The budget in force (for tests of what sets it).
+    #[cfg(test)]
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     /// Takes the most urgent due job if the limiter has a slot now; otherwise says when to
@@ -185,5 +211,81 @@ pub(super) fn answered<T>(
     if let Some(m) = metrics {
         let outcome = result.as_ref().map(|_| ()).map_err(ApiError::code);
         m.api_answer(action.api_name(), outcome, sent.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scheduler::Intervals;
+
+    fn config(max_in_flight: usize) -> EngineConfig {
+        EngineConfig {
+            requests_per_second: 20,
+            max_in_flight,
+            intervals: Intervals {
+                settled: Duration::from_secs(60),
+                collecting: Duration::from_secs(5),
+                offline: Duration::from_secs(30),
+            },
+            once: false,
+        }
+    }
+
+    /// A lane with agents 0..n due now.
+    fn lane(action: Action, max_in_flight: usize, n: usize) -> Lane {
+        let mut lane = Lane::new(action, &config(max_in_flight));
+        for id in 0..n {
+            lane.queue.schedule(id, Instant::now(), Cadence::Settled);
+        }
+        lane
+    }
+
+    /// Takes a job, waiting for the pacer's next slot if need be.
+    async fn take(lane: &mut Lane) -> Job {
+        loop {
+            match lane.take(Instant::now()) {
+                Ok(job) => return job,
+                Err(Some(at)) => tokio::time::sleep_until(at).await,
+                Err(None) => panic!("nothing queued"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_lane_has_room_by_its_own_requests_in_flight_only() {
+        let mut status = lane(Action::PollStatus, 2, 5);
+        let mut ports = lane(Action::FetchPorts, 2, 5);
+        ports.set_max_in_flight(1);
+        assert!(status.has_room() && ports.has_room());
+        // The ports lane spends its budget of 1; the status lane's is untouched.
+        assert_eq!(take(&mut ports).await, Job::FetchPorts(0));
+        assert!(!ports.has_room());
+        assert!(status.has_room());
+        assert_eq!(take(&mut status).await, Job::PollStatus(0));
+        assert!(status.has_room());
+        assert_eq!(take(&mut status).await, Job::PollStatus(1));
+        assert!(!status.has_room());
+        // An answer gives its lane's slot back, and only its lane's.
+        status.finish(0, None, Instant::now());
+        assert!(status.has_room() && !ports.has_room());
+        ports.finish(0, None, Instant::now());
+        assert!(ports.has_room());
+        // A budget lowered below what is in flight (a reload): no room until enough answers.
+        assert_eq!(take(&mut status).await, Job::PollStatus(2));
+        status.set_max_in_flight(1);
+        assert!(!status.has_room());
+        status.finish(1, None, Instant::now());
+        assert!(!status.has_room());
+        status.finish(2, None, Instant::now());
+        assert!(status.has_room());
+        // A reload's `max_in_flight` replaces the budget; an unvalidated 0 counts as 1, never
+        // a lane that stalls for good.
+        status.reconfigure(&config(0));
+        assert!(status.has_room());
+        assert_eq!(take(&mut status).await, Job::PollStatus(3));
+        assert!(!status.has_room());
     }
 }

@@ -15,8 +15,9 @@
 //!   orphans of reloads, free ids, statuses kept for agents not watched yet).
 //! - `decide`: pure "what does this answer mean for this agent": retry policy, `poll_failed`
 //!   throttling, credentials and once-mode bookkeeping. Unit-tested without I/O or clocks.
-//! - `lane`: per action, a due queue, a strict pacer and a rate control; `lane::Job`,
-//!   `lane::Action`, and `lane::answered`, the per-answer metrics hook each request calls.
+//! - `lane`: per action, a due queue, a strict pacer, a rate control and an in-flight budget;
+//!   `lane::Job`, `lane::Action`, and `lane::answered`, the per-answer metrics hook each
+//!   request calls.
 //! - `account`: what belongs to one set of credentials: the poller, its lanes, the
 //!   credentials gate and the learned clock skew.
 //! - `in_flight`: the spawned requests, tracked so a stop can drain and abort them.
@@ -41,7 +42,7 @@
 //!    dispatcher schedules in that job's lane.
 //!
 //! The loop itself does not change: it already takes the earliest due job of whichever lane
-//! has a free slot.
+//! has a free slot (its pacer's and its own in-flight budget's).
 //!
 //! ## Adding accounts
 //! One engine per account (decided; `[[account]]`, issue 12). Each account gets its own
@@ -68,6 +69,8 @@ mod inventory_state;
 #[cfg(test)]
 mod inventory_tests;
 mod lane;
+#[cfg(test)]
+mod lane_tests;
 mod observe;
 mod reload;
 mod saver;
@@ -206,7 +209,8 @@ impl Poller for Client {
 pub struct EngineConfig {
     /// Requests per second at most (1..=20).
     pub requests_per_second: u32,
-    /// Requests in flight at most.
+    /// Requests in flight at most, per lane: each lane's own budget (until
+    /// [`Engine::with_inventory`] sets the per-action ones), never one shared by all.
     pub max_in_flight: usize,
     /// Poll intervals per cadence.
     pub intervals: Intervals,

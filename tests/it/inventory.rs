@@ -45,6 +45,7 @@ fn options(baseline: Baseline) -> InventoryOptions {
         create_missing: false,
         baseline,
         action_rates: [20; 3],
+        action_in_flight: [8; 3],
     }
 }
 

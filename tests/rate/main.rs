@@ -242,6 +242,7 @@ async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
         create_missing: false,
         baseline: cwp_portwatch::inventory::Baseline::Summary,
         action_rates: [20; 3],
+        action_in_flight: [32; 3],
     };
     let engine = Engine::new(
         good_client(&sim),

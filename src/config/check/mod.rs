@@ -39,6 +39,9 @@ const MAX_URL_CHARS: usize = 2048;
 /// The longest region accepted (`ap-guangzhou`, `na-siliconvalley`; sent as `X-TC-Region`).
 const MAX_REGION_CHARS: usize = 64;
 
+/// `[api.actions.NAME]`'s overrides: the rates, then the in-flight budgets, by action name.
+type ActionOverrides = (Vec<(String, u32)>, Vec<(String, usize)>);
+
 /// The problems found so far and what relative paths are resolved against.
 pub(super) struct Check<'a> {
     pub(super) problems: ProblemList<'a>,
@@ -365,11 +368,13 @@ impl Check<'_> {
             Duration::from_secs(10),
             &TIMEOUT_RANGE,
         );
-        let action_rates = self.action_rates(raw);
+        let actions = self.actions(raw);
         let sts_endpoint = match raw.and_then(|api| api.sts_endpoint.as_ref()) {
             Some(value) => self.endpoint(value, "sts_endpoint", true, DEFAULT_STS_ENDPOINT),
             None => Ok(Url::parse(DEFAULT_STS_ENDPOINT).expect("default STS endpoint is a URL")),
         };
+        // Every problem is already in the list: the order of the `?`s changes nothing.
+        let (action_rates, action_in_flight) = actions?;
         Ok(ApiSettings {
             sts_endpoint: sts_endpoint?,
             endpoint: endpoint?,
@@ -377,13 +382,16 @@ impl Check<'_> {
             requests_per_second: requests_per_second?,
             max_in_flight: max_in_flight?,
             timeout: timeout?,
-            action_rates: action_rates?,
+            action_rates,
+            action_in_flight,
         })
     }
 
-    /// `[api.actions.NAME] requests_per_second`: NAME one of [`ACTIONS`], the rate 1..=20.
-    fn action_rates(&mut self, raw: Option<&RawApi>) -> Result<Vec<(String, u32)>, Reported> {
+    /// `[api.actions.NAME]`: NAME one of [`ACTIONS`], its `requests_per_second` 1..=20 and its
+    /// `max_in_flight` 1..=256 (its lane's own budget), each at its line:col when wrong.
+    fn actions(&mut self, raw: Option<&RawApi>) -> Result<ActionOverrides, Reported> {
         let mut rates = Vec::new();
+        let mut in_flight = Vec::new();
         let mut failed = None;
         for (name, action) in raw
             .and_then(|api| api.actions.as_ref())
@@ -401,23 +409,35 @@ impl Check<'_> {
                 ));
                 continue;
             }
-            let Some(value) = action.requests_per_second.as_ref() else {
-                continue;
-            };
-            match self.integer_in(
-                Some(value),
-                "requests_per_second",
-                1..=i64::from(MAX_REQUESTS_PER_SECOND),
-                MAX_REQUESTS_PER_SECOND,
-                ": Tencent allows 20 requests per second per action",
-            ) {
-                Ok(rate) => rates.push((name.get_ref().clone(), rate)),
-                Err(reported) => failed = Some(reported),
+            if let Some(value) = action.requests_per_second.as_ref() {
+                match self.integer_in(
+                    Some(value),
+                    "requests_per_second",
+                    1..=i64::from(MAX_REQUESTS_PER_SECOND),
+                    MAX_REQUESTS_PER_SECOND,
+                    ": Tencent allows 20 requests per second per action",
+                ) {
+                    Ok(rate) => rates.push((name.get_ref().clone(), rate)),
+                    Err(reported) => failed = Some(reported),
+                }
+            }
+            if let Some(value) = action.max_in_flight.as_ref() {
+                match self.integer_in(
+                    Some(value),
+                    "max_in_flight",
+                    1..=MAX_IN_FLIGHT as i64,
+                    MAX_IN_FLIGHT,
+                    " (this action's own concurrent requests; at its rate, about \
+                     requests_per_second x its answers' seconds keeps the rate)",
+                ) {
+                    Ok(n) => in_flight.push((name.get_ref().clone(), n)),
+                    Err(reported) => failed = Some(reported),
+                }
             }
         }
         match failed {
             Some(reported) => Err(reported),
-            None => Ok(rates),
+            None => Ok((rates, in_flight)),
         }
     }
 
