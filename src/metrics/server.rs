@@ -6,7 +6,7 @@
 //! within [`HEADER_TIMEOUT`] of accept or of its previous answer (so an idle keep-alive or a
 //! slowloris client ends there) and ends after [`CONNECTION_LIFETIME`], and at most
 //! [`MAX_CONNECTIONS`] are served at once. At the cap a new connection is admitted and the
-//! least recently active one gives way ([`Slots`]): held-open sockets can never lock out a
+//! least recently active one gives way (`Slots`): held-open sockets can never lock out a
 //! health probe or a scrape. It runs on the daemon's shutdown tracker and stops with it.
 
 use std::net::SocketAddr;
