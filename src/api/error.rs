@@ -37,6 +37,74 @@ const FATAL_CODES: [&str; 12] = [
 /// when they come for every agent does the engine treat them as refused credentials.
 const DENIED_CODES: [&str; 2] = ["AuthFailure.UnauthorizedOperation", "UnauthorizedOperation"];
 
+/// Every error code the API reference (`shared/reference/tencent-cloud-api.md`) and this
+/// client name: the vocabulary a metric label or an alert may rely on. Codes outside it are
+/// the API's (or a hostile server's) inventions, which a bounded label may fold into `other`;
+/// these never are (`RequestLimitExceeded`, `AuthFailure.*` are what the shipped alerts match).
+pub const KNOWN_CODES: [&str; 49] = [
+    // Throttled.
+    "RequestLimitExceeded",
+    "RequestLimitExceeded.UinLimitExceeded",
+    "RequestLimitExceeded.IPLimitExceeded",
+    "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+    // Transient.
+    "InternalError",
+    "InternalError.MainDBFail",
+    "ServiceUnavailable",
+    "ResourceUnavailable",
+    // Authentication and permission.
+    "AuthFailure.SignatureExpire",
+    "AuthFailure.TokenFailure",
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.InvalidAuthorization",
+    "AuthFailure.MFAFailure",
+    "AuthFailure.UnauthorizedOperation",
+    "UnauthorizedOperation",
+    // Fatal configuration.
+    "InvalidAction",
+    "NoSuchVersion",
+    "ActionOffline",
+    "IpInBlacklist",
+    "IpNotInWhitelist",
+    "NoSuchProduct",
+    "UnsupportedProtocol",
+    // About one agent, or one request.
+    "FailedOperation",
+    "FailedOperation.AgentOffline",
+    "FailedOperation.OpenPortTaskNotFound",
+    "FailedOperation.CreateOpenPortTask",
+    "ResourceNotFound",
+    "InvalidParameter",
+    "InvalidParameter.InvalidFormat",
+    "InvalidParameterValue",
+    "MissingParameter",
+    "UnknownParameter",
+    "InvalidRequest",
+    "LimitExceeded",
+    "DryRunOperation",
+    "RequestSizeLimitExceeded",
+    "ResourceInUse",
+    "ResourceInsufficient",
+    "ResponseSizeLimitExceeded",
+    "UnsupportedOperation",
+    "UnsupportedRegion",
+    // Our side of the wire ([`ApiError::code`], `body::BodyError::code`), and the Go SDK's
+    // name for a non-200 answer (the reference quotes it).
+    "ClientError.Timeout",
+    "ClientError.Transport",
+    "ClientError.HttpStatus",
+    "ClientError.Decode",
+    "ClientError.BodyTooLarge",
+    "ClientError.HttpStatusCodeError",
+];
+
+/// Whether `code` is one of [`KNOWN_CODES`].
+pub fn is_known_code(code: &str) -> bool {
+    KNOWN_CODES.contains(&code)
+}
+
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -278,6 +346,50 @@ mod tests {
         for (code, class) in table {
             assert_eq!(classify(code), *class, "code {code:?}");
         }
+    }
+
+    /// The metrics label guard keeps these labels whatever else comes (issue 20 item 9): so
+    /// every code this module and the client decide on or produce must be in the list.
+    #[test]
+    fn every_code_named_here_is_a_known_code() {
+        let errors = [
+            ApiError::Timeout(Duration::ZERO),
+            ApiError::Transport(String::new()),
+            ApiError::Decode {
+                reason: String::new(),
+                request_id: None,
+            },
+            ApiError::HttpStatus {
+                status: 502,
+                excerpt: String::new(),
+                request_id: None,
+            },
+        ];
+        let too_large = super::super::body::BodyError::TooLarge {
+            limit: 1,
+            declared: None,
+        };
+        let named = FATAL_CODES
+            .iter()
+            .chain(&DENIED_CODES)
+            .chain(AGENT_STATUS_CODES.iter().map(|(code, _)| code))
+            .copied()
+            .chain(errors.iter().map(ApiError::code))
+            .chain([
+                too_large.code(),
+                "AuthFailure.SignatureExpire",
+                "AuthFailure.TokenFailure",
+                "ServiceUnavailable",
+                "ResourceUnavailable",
+                "RequestLimitExceeded",
+            ]);
+        for code in named {
+            assert!(is_known_code(code), "{code} is not in KNOWN_CODES");
+        }
+        let mut sorted = KNOWN_CODES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), KNOWN_CODES.len(), "no code twice");
     }
 
     #[test]

@@ -95,10 +95,13 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     if let Some((handles, server)) = metrics {
         // Any handle encodes the whole registry (every account's series).
         let registry = handles[0].clone();
-        // `/healthz` follows the first account's heartbeat; each engine beats on its own
-        // timer, so one stuck loop among several is caught by the watchdog below instead.
-        let status = accounts[0].status.clone();
-        shutdown.spawn(server.serve(registry, status, shutdown.token()));
+        // `/healthz` follows every account's heartbeat, as the watchdog below does: one
+        // stuck loop among several is a 503, not hidden behind the first account's.
+        let followed = accounts
+            .iter()
+            .map(|a| (a.name.clone(), a.status.clone()))
+            .collect();
+        shutdown.spawn(server.serve(registry, followed, shutdown.token()));
     }
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents: usize = accounts.iter().map(AccountRun::agent_count).sum();

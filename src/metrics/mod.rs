@@ -40,6 +40,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::api::error::{KNOWN_CODES, is_known_code};
 use crate::events::{Event, EventSink};
 use crate::status::Status;
 
@@ -48,8 +49,8 @@ pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AF
 /// The prefix of every series but the `process_*` ones.
 pub const PREFIX: &str = "cwp_portwatch";
 
-/// Distinct values a label fed by the API (an error code, an unknown status) may take; later
-/// ones are counted as `other`. The API's answers are hostile input: without a cap, a server
+/// Distinct unknown values a label fed by the API (an error code, a status) may take; later
+/// unknown ones are counted as `other` (or `<family>.other`); known ones never count. The API's answers are hostile input: without a cap, a server
 /// inventing codes would grow the registry (and every scrape) without end.
 pub const MAX_LABEL_VALUES: usize = 64;
 /// Characters kept of a label value from outside (error codes, statuses, agent names).
@@ -136,16 +137,66 @@ const KNOWN_STATUSES: [Status; 8] = Status::KNOWN;
 pub const PORT_EVENTS: [&str; 2] = ["port_opened", "port_closed"];
 
 /// Label values from outside, bounded in length, alphabet and number.
-#[derive(Debug, Default)]
+///
+/// Only values outside the build's vocabulary count against the bound: a known error code or
+/// status always keeps its label, however many inventions came first, so an alert on
+/// `RequestLimitExceeded` or `AuthFailure.*` still fires under a flood of unknown codes.
+#[derive(Debug)]
 struct Bounded {
+    vocabulary: Vocabulary,
     seen: Mutex<HashSet<String>>,
 }
 
+/// Which values a [`Bounded`] label knows, and where an unknown one goes past the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vocabulary {
+    /// Error codes: [`KNOWN_CODES`] keep their label; past the bound an unknown code of a
+    /// known family becomes `<family>.other` (still matched by `AuthFailure.*`), any other
+    /// `other`.
+    Codes,
+    /// Statuses: [`Status::KNOWN`] keep their label; past the bound, `other`.
+    Statuses,
+}
+
+impl Vocabulary {
+    fn knows(self, value: &str) -> bool {
+        match self {
+            Vocabulary::Codes => is_known_code(value),
+            Vocabulary::Statuses => KNOWN_STATUSES.iter().any(|s| s.as_str() == value),
+        }
+    }
+
+    /// The label of a value met once the bound is reached. Bounded: one per family of the
+    /// known codes, plus `other`.
+    fn overflow(self, clean: &str) -> String {
+        if self == Vocabulary::Codes
+            && let Some((family, _)) = clean.split_once('.')
+            && KNOWN_CODES
+                .iter()
+                .any(|c| c.split('.').next() == Some(family))
+        {
+            return format!("{family}.other");
+        }
+        "other".to_owned()
+    }
+}
+
 impl Bounded {
-    /// `value` as a label: at most [`MAX_LABEL_CHARS`] characters from `[A-Za-z0-9._-]` (an
-    /// error code or a status never needs more; anything else becomes `_`), and `other` once
-    /// [`MAX_LABEL_VALUES`] distinct values were seen.
+    fn new(vocabulary: Vocabulary) -> Self {
+        Bounded {
+            vocabulary,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// `value` as a label: a known value as it is; otherwise at most [`MAX_LABEL_CHARS`]
+    /// characters from `[A-Za-z0-9._-]` (an error code or a status never needs more; anything
+    /// else becomes `_`), and once [`MAX_LABEL_VALUES`] distinct unknown values were seen,
+    /// the [`Vocabulary::overflow`] label.
     fn label(&self, value: &str) -> String {
+        if self.vocabulary.knows(value) {
+            return value.to_owned();
+        }
         let clean: String = value
             .chars()
             .take(MAX_LABEL_CHARS)
@@ -162,7 +213,7 @@ impl Bounded {
             return clean;
         }
         if seen.len() >= MAX_LABEL_VALUES {
-            return "other".to_owned();
+            return self.vocabulary.overflow(&clean);
         }
         seen.insert(clean.clone());
         clean
@@ -327,8 +378,8 @@ impl Metrics {
             port_events,
             open_ports,
             per_agent,
-            outcomes: Bounded::default(),
-            statuses: Bounded::default(),
+            outcomes: Bounded::new(Vocabulary::Codes),
+            statuses: Bounded::new(Vocabulary::Statuses),
         });
         accounts
             .into_iter()

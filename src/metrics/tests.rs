@@ -79,6 +79,60 @@ fn status_changes_count_exactly_the_events() {
     );
 }
 
+/// Issue 20 item 9: a flood of invented codes filled the bound and the shipped alerts'
+/// codes (`RequestLimitExceeded`, `AuthFailure.*`) were counted as `other`, so the alerts
+/// could never fire. Every known code keeps its label after any number of unknown ones, and
+/// an unknown code of a known family past the bound still matches its family's regex.
+#[test]
+fn known_codes_keep_their_label_after_the_bound_of_unknown_ones() {
+    let m = Metrics::new(false);
+    let action = "DescribeOpenPortTaskStatus";
+    for i in 0..(MAX_LABEL_VALUES + 10) {
+        m.api_answer(action, Err(&format!("Invented{i}")), Duration::ZERO);
+    }
+    for code in crate::api::error::KNOWN_CODES {
+        m.api_answer(action, Err(code), Duration::ZERO);
+    }
+    m.api_answer(action, Err("RequestLimitExceeded.New"), Duration::ZERO);
+    m.api_answer(action, Err("AuthFailure.New"), Duration::ZERO);
+    m.api_answer(action, Err("Invented.New"), Duration::ZERO);
+    let text = m.encode(false);
+    let series = |outcome: &str| {
+        format!("cwp_portwatch_api_requests_total{{action=\"{action}\",outcome=\"{outcome}\"}}")
+    };
+    for code in crate::api::error::KNOWN_CODES {
+        assert_eq!(value(&text, &series(code)), Some(1.0), "{code}: {text}");
+    }
+    assert_eq!(
+        value(&text, &series("RequestLimitExceeded.other")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, &series("AuthFailure.other")), Some(1.0));
+    // 10 invented codes past the bound, and one of an unknown family.
+    assert_eq!(value(&text, &series("other")), Some(11.0));
+    let unknown = text
+        .lines()
+        .filter(|l| l.starts_with("cwp_portwatch_api_requests_total{"))
+        .filter(|l| l.contains("outcome=\"Invented"))
+        .count();
+    assert_eq!(unknown, MAX_LABEL_VALUES, "unknown codes stay bounded");
+}
+
+#[test]
+fn known_statuses_keep_their_label_after_the_bound_of_unknown_ones() {
+    let statuses = Bounded::new(Vocabulary::Statuses);
+    for i in 0..(MAX_LABEL_VALUES + 10) {
+        assert_ne!(statuses.label(&format!("NEW_{i}")), "");
+    }
+    assert_eq!(statuses.label("NEW_X"), "other");
+    for status in &KNOWN_STATUSES {
+        assert_eq!(statuses.label(status.as_str()), status.as_str());
+    }
+    // Statuses have no families: `COMPLETE.x` is just unknown.
+    assert_eq!(statuses.label("COMPLETE.x"), "other");
+}
+
 #[test]
 fn api_answers_count_outcomes_and_bound_hostile_codes() {
     let m = Metrics::new(false);
@@ -114,9 +168,11 @@ fn api_answers_count_outcomes_and_bound_hostile_codes() {
         .lines()
         .filter(|l| l.starts_with("cwp_portwatch_api_requests_total{"))
         .count();
+    // `ok`, the known `RequestLimitExceeded` (which does not count against the bound), the
+    // bound's worth of unknown codes, and `other`.
     assert_eq!(
         outcomes,
-        MAX_LABEL_VALUES + 2,
+        MAX_LABEL_VALUES + 3,
         "bounded: the rest is `other`"
     );
     assert!(value(&text, &series("other")).unwrap() > 0.0);

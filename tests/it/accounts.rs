@@ -393,6 +393,11 @@ async fn metrics_carry_the_account_and_count_each_accounts_own_events() {
         .text()
         .await
         .unwrap();
+    // Every account's dispatcher beats: healthy (it follows all three, as the watchdog does).
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "{:?}", health.text().await);
     let out = d.stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let sum = |prefix: &str| -> f64 {

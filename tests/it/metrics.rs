@@ -324,6 +324,70 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
     sim.shutdown().await;
 }
 
+/// Issue 20 item 5, end to end: the daemon's listener with 100 idle sockets and 10 slowloris
+/// ones (a header, a byte at a time) held open still answers 20 health probes and a scrape,
+/// each on a new connection (before: every connection over 16 was closed at accept, so the
+/// probes were reset). The deterministic version, with timeouts longer than the test, is
+/// `metrics::server::tests::health_probes_are_answered_while_idle_and_slowloris_sockets_are_held`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_are_answered_while_100_idle_sockets_are_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    async fn exchange(addr: &str, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+    let (sim, _app, d, addr) = daemon_with_metrics(2, false).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut slowloris = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let stop = stop.clone();
+        slowloris.push(tokio::spawn(async move {
+            let header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for byte in header.iter().copied().chain(std::iter::repeat(b'a')) {
+                if stop.is_cancelled() || s.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    for probe in 0..20 {
+        let answer = exchange(
+            &addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "probe {probe} not answered: {answer:?}"
+        );
+    }
+    let scrape = exchange(
+        &addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape:.200}");
+    assert!(scrape.contains("cwp_portwatch_build_info"));
+    stop.cancel();
+    for task in slowloris {
+        task.await.unwrap();
+    }
+    drop(idle);
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
     let promtool = tool("promtool");
