@@ -245,8 +245,10 @@ async fn check_names_an_unknown_account_in_a_watchlist_at_line_and_column() {
     app.write("b.toml", "");
     app.write(
         "config.toml",
+        // `prod` with a key of its own (one shared with `default` would be refused first).
         "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
-         [[account]]\nname = \"prod\"\nwatchlist = \"b.toml\"\n",
+         [[account]]\nname = \"prod\"\nwatchlist = \"b.toml\"\n\
+         [account.credentials]\nsource = \"cvm-role\"\n",
     );
     let out = check(&app);
     assert_eq!(out.code(), Some(1), "{}", out.stderr);

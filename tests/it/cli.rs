@@ -681,3 +681,61 @@ fn demo_ends_by_itself_with_its_summary() {
     );
     assert!(last.contains("(0 throttled)"), "{last}");
 }
+
+/// Issue 20 #6: two accounts whose key files hold one SecretId (one quota at Tencent) and
+/// which list one watchlist through a symlink passed `check` and started. Both `check` and
+/// `run` (the same load) now refuse them at line:column, the SecretId masked, no key shown.
+#[test]
+fn check_and_run_refuse_accounts_sharing_a_secret_id_or_a_watchlist() {
+    const ID: &str = "AKIDsharedBYtwoACCOUNTS0000000000042";
+    const KEY: &str = "sharedSecretKeyValue000000000042";
+    let app = App::new();
+    app.write(
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    std::os::unix::fs::symlink(
+        app.path().join("watchlist.toml"),
+        app.path().join("same.toml"),
+    )
+    .unwrap();
+    for (name, value) in [("a.id", ID), ("b.id", ID), ("a.key", KEY), ("b.key", KEY)] {
+        let path = app.write(name, value);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let cfg = app.write(
+        "config.toml",
+        "state_dir = \"state\"\n\
+         [[account]]\nname = \"prod\"\nwatchlist = \"watchlist.toml\"\n\
+         [account.credentials]\nsource = \"file\"\nsecret_id_file = \"a.id\"\n\
+         secret_key_file = \"a.key\"\n\
+         [[account]]\nname = \"stage\"\nwatchlist = \"./same.toml\"\n\
+         [account.credentials]\nsource = \"file\"\nsecret_id_file = \"b.id\"\n\
+         secret_key_file = \"b.key\"\n",
+    );
+    for command in ["check", "run"] {
+        let out = run(&app, &[command], &cfg);
+        let stderr = &out.stderr;
+        assert_eq!(out.code(), Some(1), "{command}: {stderr}");
+        let at = |line: usize, column: usize| format!("{}:{line}:{column}: ", cfg.display());
+        assert!(
+            stderr.contains(&format!(
+                "{}accounts `prod` (line 5) and `stage` use the same SecretId AKID…0042 (masked)",
+                at(12, 1)
+            )),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{}accounts `prod` (line 4) and `stage` use the same watchlist",
+                at(11, 13)
+            )),
+            "{command}: {stderr}"
+        );
+        for secret in [ID, KEY, "sharedBYtwo"] {
+            assert!(!stderr.contains(secret), "{command} printed {secret}: {stderr}");
+            assert!(!out.stdout.contains(secret), "{command} printed {secret}");
+        }
+    }
+}
