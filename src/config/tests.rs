@@ -1054,14 +1054,21 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path();
     let id = "AKIDsharedKEYsharedKEY000000000000001";
-    for (name, value) in [("a.id", id), ("b.id", id), ("a.key", "k3yS3CRET"), ("c.id", "AKIDother0000000000000000000000000002")] {
+    for (name, value) in [
+        ("a.id", id),
+        ("b.id", id),
+        ("a.key", "k3yS3CRET"),
+        ("c.id", "AKIDother0000000000000000000000000002"),
+    ] {
         std::fs::write(folder.join(name), value).unwrap();
     }
     std::fs::write(folder.join("w.toml"), "").unwrap();
     std::os::unix::fs::symlink(folder.join("w.toml"), folder.join("link.toml")).unwrap();
     let config = folder.join("config.toml");
     let parse_in = |text: &str, env: &Environment| {
-        Settings::from_toml_str_with(text, &config, env).expect_err("should be refused").problems
+        Settings::from_toml_str_with(text, &config, env)
+            .expect_err("should be refused")
+            .problems
     };
     let file = |id: &str| {
         format!(
@@ -1081,9 +1088,32 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
     );
     let found = parse_in(&text, &env());
     // `prod` has no [account.credentials]: placed at its name.
-    assert_problem(&found, 3, &["`default`", "`prod`", "default credential chain", "20 requests/s", "own sub-account key"]);
-    assert_problem(&found, 4, &["`default` (line 1)", "`prod`", "same watchlist", "polled twice"]);
-    assert_problem(&found, 15, &["`stage` (line 8)", "`dev`", "secret_id_file", "a.id"]);
+    assert_problem(
+        &found,
+        3,
+        &[
+            "`default`",
+            "`prod`",
+            "default credential chain",
+            "20 requests/s",
+            "own sub-account key",
+        ],
+    );
+    assert_problem(
+        &found,
+        4,
+        &[
+            "`default` (line 1)",
+            "`prod`",
+            "same watchlist",
+            "polled twice",
+        ],
+    );
+    assert_problem(
+        &found,
+        15,
+        &["`stage` (line 8)", "`dev`", "secret_id_file", "a.id"],
+    );
     assert_eq!(found.len(), 3, "{found:#?}");
     assert_eq!(found[0].column, Some(8), "{:?}", found[0]);
 
@@ -1101,7 +1131,15 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
         file("c.id"),
     );
     let found = parse_in(&text, &env_key);
-    assert_problem(&found, 5, &["`default`", "`prod`", "the same SecretId AKID…0001 (masked)"]);
+    assert_problem(
+        &found,
+        5,
+        &[
+            "`default`",
+            "`prod`",
+            "the same SecretId AKID…0001 (masked)",
+        ],
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
     let all: String = found.iter().map(|p| p.message.clone()).collect();
     for secret in [id, "k3yS3CRET", "envS3CRET", "sharedKEY"] {
@@ -1125,7 +1163,16 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
     Settings::from_toml_str_with(&two_roles, &config, &env_key).unwrap();
     let one_role = two_roles.replace("roleName/stage", "roleName/prod");
     let found = parse_in(&one_role, &env_key);
-    assert_problem(&found, 12, &["`prod` (line 4)", "`stage`", "AssumeRole of", "roleName/prod"]);
+    assert_problem(
+        &found,
+        12,
+        &[
+            "`prod` (line 4)",
+            "`stage`",
+            "AssumeRole of",
+            "roleName/prod",
+        ],
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
 
     // Different keys, different watchlists: accepted.

@@ -106,9 +106,7 @@ impl KeyOrigin {
     /// The origin as the operator wrote it, for messages (paths escaped, no value read).
     fn describe(&self) -> String {
         match self {
-            KeyOrigin::Chain => {
-                "the default credential chain (no [credentials] table)".to_owned()
-            }
+            KeyOrigin::Chain => "the default credential chain (no [credentials] table)".to_owned(),
             KeyOrigin::Env => "source = \"env\" (TENCENTCLOUD_SECRET_ID)".to_owned(),
             KeyOrigin::Systemd => "source = \"systemd\" ($CREDENTIALS_DIRECTORY)".to_owned(),
             KeyOrigin::Profile { path, profile } => match path {
@@ -117,10 +115,7 @@ impl KeyOrigin {
                     shown(profile),
                     shown_path(path)
                 ),
-                None => format!(
-                    "section [{}] of the default profile files",
-                    shown(profile)
-                ),
+                None => format!("section [{}] of the default profile files", shown(profile)),
             },
             KeyOrigin::File { secret_id_file } => {
                 format!("secret_id_file {}", shown_path(secret_id_file))
@@ -341,14 +336,20 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let link = dir.path().join("link.toml");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert_eq!(same_file_key(&dir.path().join("./w.toml")), same_file_key(&file));
+        assert_eq!(
+            same_file_key(&dir.path().join("./w.toml")),
+            same_file_key(&file)
+        );
         assert_eq!(same_file_key(&link), same_file_key(&file));
         // Missing: still compared, as written but absolute.
         assert_eq!(
             same_file_key(&dir.path().join("./gone.toml")),
             same_file_key(&dir.path().join("gone.toml"))
         );
-        assert_ne!(same_file_key(&file), same_file_key(&dir.path().join("x.toml")));
+        assert_ne!(
+            same_file_key(&file),
+            same_file_key(&dir.path().join("x.toml"))
+        );
     }
 
     #[test]
