@@ -41,25 +41,33 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
             return Ok(ExitCode::FAILURE);
         }
     };
-    // Every file is read before anything is printed: `--agent` may name an agent of any
-    // account, and "no such agent" must not follow half an answer.
-    let mut accounts = Vec::with_capacity(plans.len());
+    // One account's file at a time (each may be large): an `--agent` that matches nothing
+    // printed nothing, so "no such agent" can still come last.
+    let mut matched = false;
     for (plan, watchlist) in &plans {
         let file = InventoryFile::for_account(&settings.state_dir, &plan.name);
         let stored = file.load()?;
-        let discovering = plan.settings.discovery.enabled;
+        if !file.path().exists() {
+            output::stderr_line(format_args!(
+                "no inventory at {} yet (the daemon writes it when [inventory] enabled = true)",
+                Escaped(file.path().display())
+            ));
+        }
         let agents = stored::agents(
             &watchlist.agents,
-            discovering,
+            plan.settings.discovery.enabled,
             stored::inventory_uuids(&stored),
             &stored,
         );
-        accounts.push((plan.name.as_str(), file, agents, stored));
+        matched |= filter
+            .agent
+            .as_deref()
+            .is_some_and(|wanted| agents.iter().any(|a| stored::matches(a, wanted)));
+        output::stdout(|out| print_ports(out, &plan.name, &agents, &stored, filter, format))
+            .map_err(CommandError::Output)?;
     }
     if let Some(agent) = &filter.agent
-        && !accounts
-            .iter()
-            .any(|(_, _, agents, _)| agents.iter().any(|a| stored::matches(a, agent)))
+        && !matched
     {
         output::stderr_line(format_args!(
             "no watched agent has the Uuid or name {}; `cwp-portwatch status` lists them",
@@ -67,21 +75,6 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
         ));
         return Ok(ExitCode::FAILURE);
     }
-    for (_, file, _, _) in &accounts {
-        if !file.path().exists() {
-            output::stderr_line(format_args!(
-                "no inventory at {} yet (the daemon writes it when [inventory] enabled = true)",
-                Escaped(file.path().display())
-            ));
-        }
-    }
-    output::stdout(|out| {
-        for (account, _, agents, stored) in &accounts {
-            print_ports(out, account, agents, stored, filter, format)?;
-        }
-        Ok(())
-    })
-    .map_err(CommandError::Output)?;
     Ok(ExitCode::SUCCESS)
 }
 
