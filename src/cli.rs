@@ -72,21 +72,29 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Print the persisted last-known status of every agent, without calling the API.
+    /// Print the persisted last-known status of every agent of every account (listed and
+    /// discovered), without calling the API.
     Status {
         /// Config.
         #[command(flatten)]
         config: ConfigArg,
+        /// Only this account (`default` or an [[account]] name).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Print the stored open-port inventory, without calling the API.
+    /// Print the stored open-port inventory of every account (listed and discovered
+    /// agents), without calling the API.
     Ports {
         /// Config.
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this agent (its Uuid or watchlist name).
+        /// Only this account (`default` or an [[account]] name).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Only this agent (its Uuid, watchlist name or discovered name).
         #[arg(long, value_name = "UUID|NAME")]
         agent: Option<String>,
         /// Only this port.

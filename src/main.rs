@@ -32,15 +32,24 @@ fn main() -> ExitCode {
         Ok(match cli.command {
             Command::Run(c) => commands::run::run(&c.config).await?,
             Command::Once { config, format } => commands::once::run(&config.config, format).await?,
-            Command::Status { config, format } => commands::status::run(&config.config, format)?,
+            Command::Status {
+                config,
+                account,
+                format,
+            } => commands::status::run(&config.config, account.as_deref(), format)?,
             Command::Ports {
                 config,
+                account,
                 agent,
                 port,
                 format,
             } => commands::ports::run(
                 &config.config,
-                &commands::ports::Filter { agent, port },
+                &commands::ports::Filter {
+                    account,
+                    agent,
+                    port,
+                },
                 format,
             )?,
             Command::Check(c) => commands::check::run(&c.config)?,

@@ -4,6 +4,7 @@
 //! - [`once`]: every agent polled once, one line each.
 //! - [`status`]: the persisted statuses, no API call.
 //! - [`ports`]: the stored open-port inventory, no API call.
+//! - [`stored`]: which accounts and agents `status` and `ports` show.
 //! - [`check`]: config, watchlist and credential sources validated, no API call.
 //! - [`simulate`]: the CWP API simulator served until stopped.
 //! - [`demo`]: the simulator and the real engine together, for a newcomer.
@@ -26,6 +27,7 @@ pub mod run;
 pub mod simulate;
 pub mod startup;
 pub mod status;
+pub mod stored;
 
 use crate::api::client::ClientBuildError;
 use crate::config::ConfigErrors;

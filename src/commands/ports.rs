@@ -1,6 +1,9 @@
-//! `cwp-portwatch ports`: the stored open-port inventory of the watched agents, read from
-//! `state_dir/inventory.json`; no API call, no credentials needed. One line per open port,
-//! text or JSON lines, filtered by agent (Uuid or name) and port.
+//! `cwp-portwatch ports`: the stored open-port inventory of every account (or of
+//! `--account NAME`), read from each account's inventory file (`state_dir/inventory.json`
+//! for `default`, `inventory.NAME.json` for the others); no API call, no credentials needed.
+//! Listed agents first, then the discovered ones the file holds ([`super::stored`]). One
+//! line per open port, text or JSON lines, each saying its account, filtered by agent (Uuid
+//! or name) and port.
 //!
 //! The file is hostile like the state file: every value printed for people is escaped
 //! ([`crate::escape`]), and JSON lines escape control characters too.
@@ -12,26 +15,59 @@ use std::process::ExitCode;
 use crate::cli::Format;
 use crate::escape::{self, Escaped};
 use crate::inventory::store::{InventoryFile, InventoryMap};
-use crate::watchlist::Watchlist;
 
+use super::stored::{self, ShownAgent};
 use super::{CommandError, output, startup};
 
 /// Which ports to print.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    /// An agent's Uuid (any case) or watchlist name.
+    /// Only this account.
+    pub account: Option<String>,
+    /// An agent's Uuid (any case) or name.
     pub agent: Option<String>,
     /// One port.
     pub port: Option<u16>,
 }
 
-/// Prints the stored inventory. Exit 1 when `--agent` names no watched agent.
+/// Prints the stored inventory. Exit 1 when `--account` names no configured account or
+/// `--agent` no agent of the accounts shown.
 pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, CommandError> {
-    let (settings, watchlist) = startup::load(config)?;
-    let file = InventoryFile::in_dir(&settings.state_dir);
-    let stored = file.load()?;
+    let (settings, plans) = startup::load_accounts(config)?;
+    let plans = match stored::select(plans, filter.account.as_deref()) {
+        Ok(plans) => plans,
+        Err(message) => {
+            output::stderr_line(message);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // One account's file at a time (each may be large): an `--agent` that matches nothing
+    // printed nothing, so "no such agent" can still come last.
+    let mut matched = false;
+    for (plan, watchlist) in &plans {
+        let file = InventoryFile::for_account(&settings.state_dir, &plan.name);
+        let stored = file.load()?;
+        if !file.path().exists() {
+            output::stderr_line(format_args!(
+                "no inventory at {} yet (the daemon writes it when [inventory] enabled = true)",
+                Escaped(file.path().display())
+            ));
+        }
+        let agents = stored::agents(
+            &watchlist.agents,
+            plan.settings.discovery.enabled,
+            stored::inventory_uuids(&stored),
+            &stored,
+        );
+        matched |= filter
+            .agent
+            .as_deref()
+            .is_some_and(|wanted| agents.iter().any(|a| stored::matches(a, wanted)));
+        output::stdout(|out| print_ports(out, &plan.name, &agents, &stored, filter, format))
+            .map_err(CommandError::Output)?;
+    }
     if let Some(agent) = &filter.agent
-        && !watchlist.agents.iter().any(|a| matches(a, agent))
+        && !matched
     {
         output::stderr_line(format_args!(
             "no watched agent has the Uuid or name {}; `cwp-portwatch status` lists them",
@@ -39,32 +75,25 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
         ));
         return Ok(ExitCode::FAILURE);
     }
-    if !file.path().exists() {
-        output::stderr_line(format_args!(
-            "no inventory at {} yet (the daemon writes it when [inventory] enabled = true)",
-            Escaped(file.path().display())
-        ));
-    }
-    output::stdout(|out| print_ports(out, &watchlist, &stored, filter, format))
-        .map_err(CommandError::Output)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn matches(agent: &crate::watchlist::Agent, wanted: &str) -> bool {
-    agent.uuid.text().eq_ignore_ascii_case(wanted) || agent.name.as_deref() == Some(wanted)
-}
-
-/// One line per stored port of each watched agent that passes `filter`, in watchlist order
-/// and then by port.
+/// One line per stored port of each of `agents` that passes `filter`, in their order and
+/// then by port.
 pub fn print_ports(
     out: &mut dyn Write,
-    watchlist: &Watchlist,
+    account: &str,
+    agents: &[ShownAgent],
     stored: &InventoryMap,
     filter: &Filter,
     format: Format,
 ) -> io::Result<()> {
-    for agent in &watchlist.agents {
-        if filter.agent.as_deref().is_some_and(|w| !matches(agent, w)) {
+    for agent in agents {
+        if filter
+            .agent
+            .as_deref()
+            .is_some_and(|w| !stored::matches(agent, w))
+        {
             continue;
         }
         let Some(entry) = stored.get(&*agent.uuid.text()) else {
@@ -73,7 +102,6 @@ pub fn print_ports(
         let Some(snapshot) = &entry.snapshot else {
             continue;
         };
-        let name = agent.name.as_deref().unwrap_or(&entry.name);
         for p in &snapshot.ports {
             if filter.port.is_some_and(|want| want != p.port) {
                 continue;
@@ -83,17 +111,18 @@ pub fn print_ports(
                     out,
                     "{}",
                     escape::json_line(&serde_json::json!({
-                        "uuid": agent.uuid, "agent_name": name, "port": p.port,
-                        "process_name": &*p.process, "pid": p.pid,
+                        "account": account, "uuid": agent.uuid, "agent_name": agent.name,
+                        "port": p.port, "process_name": &*p.process, "pid": p.pid,
                         "machine_ip": snapshot.machine_ip, "machine_name": snapshot.machine_name,
                         "fetched_at": entry.fetched_at,
                     }))
                 )?,
                 Format::Text => writeln!(
                     out,
-                    "{:<36}  {:<16}  {:>5}  {:<16}  {:>7}  {}",
+                    "{:<12}  {:<36}  {:<16}  {:>5}  {:<16}  {:>7}  {}",
+                    Escaped(account),
                     Escaped(&agent.uuid),
-                    Escaped(name),
+                    Escaped(&agent.name),
                     p.port,
                     Escaped(&*p.process),
                     p.pid,
@@ -110,6 +139,7 @@ mod tests {
     use super::*;
     use crate::inventory::store::StoredAgent;
     use crate::inventory::{Port, Snapshot};
+    use crate::watchlist::Watchlist;
 
     const A: &str = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
     const B: &str = "7b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
@@ -155,8 +185,9 @@ mod tests {
 
     fn printed(filter: Filter, format: Format) -> String {
         let (w, m) = setup();
+        let agents = stored::agents(&w.agents, false, stored::inventory_uuids(&m), &m);
         let mut out = Vec::new();
-        print_ports(&mut out, &w, &m, &filter, format).unwrap();
+        print_ports(&mut out, "default", &agents, &m, &filter, format).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -168,15 +199,20 @@ mod tests {
         assert!(all.contains("my\\u{1b}[2Jsql"), "{all:?}");
         let db = printed(
             Filter {
+                account: None,
                 agent: Some("db-01".into()),
                 port: None,
             },
             Format::Text,
         );
         assert_eq!(db.lines().count(), 2);
-        assert!(db.lines().all(|l| l.starts_with(A)));
+        assert!(
+            db.lines()
+                .all(|l| l.split_whitespace().take(2).eq(["default", A]))
+        );
         let by_uuid = printed(
             Filter {
+                account: None,
                 agent: Some(B.to_uppercase()),
                 port: Some(22),
             },
@@ -190,6 +226,7 @@ mod tests {
         );
         let json = printed(
             Filter {
+                account: None,
                 agent: None,
                 port: Some(3306),
             },

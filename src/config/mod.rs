@@ -101,7 +101,10 @@ const TYPE_HINTS: TypeHints = TypeHints {
 
 impl Settings {
     /// Reads and validates the config file at `path`. The watchlist is not read here
-    /// (see [`crate::watchlist::Watchlist::load`]); credentials are not resolved here.
+    /// (see [`crate::watchlist::Watchlist::load`]). Credentials are resolved here only with
+    /// several accounts, and only to refuse two accounts on one SecretId (`check/shared.rs`):
+    /// files and environment, never the network, and a source that cannot be read is left
+    /// to whatever uses it.
     pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
         let text = read_text(
             path,
@@ -169,8 +172,47 @@ impl Settings {
         let accounts = check.accounts(raw_accounts, raw.watchlist.is_some() || discovering);
         let inventory = check.inventory(raw.inventory.as_ref());
 
+        // Across accounts: no SecretId or watchlist shared (once each account is valid).
+        let shared = match (&watchlist_path, &credentials, &accounts) {
+            (Ok(watchlist_path), Ok(credentials), Ok(accounts)) => {
+                let mut uses = Vec::with_capacity(accounts.len() + 1);
+                if raw.watchlist.is_some() || discovering {
+                    uses.push(check::shared::AccountUse {
+                        name: DEFAULT_ACCOUNT,
+                        credentials,
+                        credentials_at: raw.credentials.as_ref().map(toml::Spanned::span),
+                        watchlist: watchlist_path
+                            .as_deref()
+                            .zip(raw.watchlist.as_ref().map(toml::Spanned::span)),
+                    });
+                }
+                for (account, block) in accounts.iter().zip(raw_accounts) {
+                    let block_raw = block.get_ref();
+                    uses.push(check::shared::AccountUse {
+                        name: &account.name,
+                        credentials: &account.credentials,
+                        credentials_at: Some(
+                            block_raw
+                                .credentials
+                                .as_ref()
+                                .map(toml::Spanned::span)
+                                .or_else(|| block_raw.name.as_ref().map(toml::Spanned::span))
+                                .unwrap_or_else(|| block.span()),
+                        ),
+                        watchlist: account
+                            .watchlist_path
+                            .as_deref()
+                            .zip(block_raw.watchlist.as_ref().map(toml::Spanned::span)),
+                    });
+                }
+                check.shared(&uses, env)
+            }
+            _ => Ok(()),
+        };
+
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
+            shared?;
             Ok(Settings {
                 config_path: path.to_path_buf(),
                 watchlist_path: watchlist_path?,

@@ -948,7 +948,8 @@ fn accounts_get_their_own_region_credentials_watchlist_and_discovery() {
          [account.credentials]\nsource = \"file\"\nsecret_id_file = \"/run/id\"\n\
          secret_key_file = \"/run/key\"\n\
          [[account]]\nname = \"staging_2\"\n\
-         [account.discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n",
+         [account.discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n\
+         [account.credentials]\nsource = \"cvm-role\"\nrole = \"Staging\"\n",
     )
     .unwrap();
     assert!(settings.several_accounts());
@@ -1033,8 +1034,11 @@ fn account_names_are_checked_by_rule() {
 
 #[test]
 fn metrics_are_accepted_with_one_account_and_with_several() {
+    // `b` with a key of its own: two accounts on the default chain would share one.
     let several = "watchlist = \"w.toml\"\n[metrics]\nlisten = \"127.0.0.1:9187\"\n\
-                   [[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n";
+                   [[account]]\nname = \"b\"\nwatchlist = \"b.toml\"\n\
+                   [account.credentials]\nsource = \"file\"\nsecret_id_file = \"/run/b.id\"\n\
+                   secret_key_file = \"/run/b.key\"\n";
     let settings = parse(several).unwrap();
     assert!(settings.metrics.listen.is_some());
     // One account (here only an [[account]]).
@@ -1072,4 +1076,143 @@ fn per_action_max_in_flight_is_each_lanes_own_budget_checked_at_its_place() {
          max_in_flight = \"8\"\n",
     );
     assert_problem(&p, 3, &["max_in_flight", "without quotes"]);
+}
+
+/// Issue 20 #6: two accounts on one SecretId share one quota (4 `rate_limited` in 10 s), and
+/// two on one watchlist poll every agent twice. Both passed `check`; both are refused at the
+/// later account's line:column, whether the config names one place twice or two places hold
+/// one key, and without printing the key.
+#[test]
+fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path();
+    let id = "AKIDsharedKEYsharedKEY000000000000001";
+    for (name, value) in [
+        ("a.id", id),
+        ("b.id", id),
+        ("a.key", "k3yS3CRET"),
+        ("c.id", "AKIDother0000000000000000000000000002"),
+    ] {
+        std::fs::write(folder.join(name), value).unwrap();
+    }
+    std::fs::write(folder.join("w.toml"), "").unwrap();
+    std::os::unix::fs::symlink(folder.join("w.toml"), folder.join("link.toml")).unwrap();
+    let config = folder.join("config.toml");
+    let parse_in = |text: &str, env: &Environment| {
+        Settings::from_toml_str_with(text, &config, env)
+            .expect_err("should be refused")
+            .problems
+    };
+    let file = |id: &str| {
+        format!(
+            "[account.credentials]\nsource = \"file\"\nsecret_id_file = \"{id}\"\n\
+             secret_key_file = \"a.key\"\n"
+        )
+    };
+    // Lines: 1 watchlist, 2 [[account]], 3 name, 4 watchlist, 5 [account.credentials], …
+    // The same place as written: the default chain twice; the same file as `./a.id`.
+    let text = format!(
+        "watchlist = \"w.toml\"\n\
+         [[account]]\nname = \"prod\"\nwatchlist = \"./link.toml\"\n\
+         [[account]]\nname = \"stage\"\nwatchlist = \"s.toml\"\n{}\
+         [[account]]\nname = \"dev\"\nwatchlist = \"d.toml\"\n{}",
+        file("a.id"),
+        file("./a.id"),
+    );
+    let found = parse_in(&text, &env());
+    // `prod` has no [account.credentials]: placed at its name.
+    assert_problem(
+        &found,
+        3,
+        &[
+            "`default`",
+            "`prod`",
+            "default credential chain",
+            "20 requests/s",
+            "own sub-account key",
+        ],
+    );
+    assert_problem(
+        &found,
+        4,
+        &[
+            "`default` (line 1)",
+            "`prod`",
+            "same watchlist",
+            "polled twice",
+        ],
+    );
+    assert_problem(
+        &found,
+        15,
+        &["`stage` (line 8)", "`dev`", "secret_id_file", "a.id"],
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found[0].column, Some(8), "{:?}", found[0]);
+
+    // Two places holding one key: found by reading them, shown masked.
+    let env_key = Environment::from_pairs([
+        ("HOME", "/home/op"),
+        ("TENCENTCLOUD_SECRET_ID", id),
+        ("TENCENTCLOUD_SECRET_KEY", "envS3CRET"),
+    ]);
+    let text = format!(
+        "watchlist = \"w.toml\"\n\
+         [[account]]\nname = \"prod\"\nwatchlist = \"p.toml\"\n{}\
+         [[account]]\nname = \"stage\"\nwatchlist = \"s.toml\"\n{}",
+        file("b.id"),
+        file("c.id"),
+    );
+    let found = parse_in(&text, &env_key);
+    assert_problem(
+        &found,
+        5,
+        &[
+            "`default`",
+            "`prod`",
+            "the same SecretId AKID…0001 (masked)",
+        ],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let all: String = found.iter().map(|p| p.message.clone()).collect();
+    for secret in [id, "k3yS3CRET", "envS3CRET", "sharedKEY"] {
+        assert!(!all.contains(secret), "{secret} printed: {all}");
+    }
+
+    // AssumeRole: one base key assuming two roles is two quotas; the same role twice is one.
+    let role = |arn: &str| {
+        format!(
+            "[account.credentials]\nsource = \"assume-role\"\nbase = \"env\"\n\
+             role_arn = \"qcs::cam::uin/100000000001:roleName/{arn}\"\n\
+             role_session_name = \"cwp-portwatch\"\n"
+        )
+    };
+    let two_roles = format!(
+        "[[account]]\nname = \"prod\"\nwatchlist = \"p.toml\"\n{}\
+         [[account]]\nname = \"stage\"\nwatchlist = \"s.toml\"\n{}",
+        role("prod"),
+        role("stage"),
+    );
+    Settings::from_toml_str_with(&two_roles, &config, &env_key).unwrap();
+    let one_role = two_roles.replace("roleName/stage", "roleName/prod");
+    let found = parse_in(&one_role, &env_key);
+    assert_problem(
+        &found,
+        12,
+        &[
+            "`prod` (line 4)",
+            "`stage`",
+            "AssumeRole of",
+            "roleName/prod",
+        ],
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+
+    // Different keys, different watchlists: accepted.
+    let text = format!(
+        "watchlist = \"w.toml\"\n\
+         [[account]]\nname = \"prod\"\nwatchlist = \"p.toml\"\n{}",
+        file("c.id"),
+    );
+    Settings::from_toml_str_with(&text, &config, &env_key).unwrap();
 }

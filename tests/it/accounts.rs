@@ -245,8 +245,10 @@ async fn check_names_an_unknown_account_in_a_watchlist_at_line_and_column() {
     app.write("b.toml", "");
     app.write(
         "config.toml",
+        // `prod` with a key of its own (one shared with `default` would be refused first).
         "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
-         [[account]]\nname = \"prod\"\nwatchlist = \"b.toml\"\n",
+         [[account]]\nname = \"prod\"\nwatchlist = \"b.toml\"\n\
+         [account.credentials]\nsource = \"cvm-role\"\n",
     );
     let out = check(&app);
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
@@ -430,5 +432,61 @@ async fn metrics_carry_the_account_and_count_each_accounts_own_events() {
             .any(|l| l.starts_with("cwp_portwatch_agents{status=")),
         "no series without an account beside the accounts' own:\n{text}"
     );
+    sim.shutdown().await;
+}
+
+/// Issue 20 #6, at reload: the same load as `check` and the start, so a config that adds an
+/// account on the default chain (the default account's key) and on its watchlist is refused
+/// with both problems at their line:column, and the running account keeps polling.
+#[tokio::test]
+async fn a_reload_that_shares_a_key_or_a_watchlist_is_refused() {
+    let sim = simulator().await;
+    let app = App::for_simulator(&sim.endpoint(), &agents(0..2, "a"));
+    let mut d = app.daemon(&[]);
+    // One account: its events carry no `account` yet.
+    d.wait_for("first answers", WAIT, |e| {
+        e.iter().filter(|v| v["event"] == "status_changed").count() == 2
+    })
+    .await;
+    let config = std::fs::read_to_string(app.config()).unwrap();
+    let lines = config.lines().count();
+    app.write(
+        "config.toml",
+        format!("{config}[[account]]\nname = \"prod\"\nwatchlist = \"./watchlist.toml\"\n"),
+    );
+    d.signal(libc::SIGHUP);
+    d.wait_for("config_rejected", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "config_rejected")
+    })
+    .await;
+    let rejected = d.named("config_rejected");
+    let message = rejected[0]["error_message"].as_str().unwrap();
+    let at = |line: usize, column: usize| {
+        format!(
+            "{}:{line}:{column}: accounts `default`",
+            app.config().display()
+        )
+    };
+    assert!(
+        message.contains(&format!(
+            "{} and `prod` take their credentials from the default credential chain",
+            at(lines + 2, 8)
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "{} (line 1) and `prod` use the same watchlist",
+            at(lines + 3, 13)
+        )),
+        "{message}"
+    );
+    let before = polls_of(&sim, DEFAULT_SECRET_ID).accepted;
+    until(&sim, "the default account keeps polling", |sim| {
+        polls_of(sim, DEFAULT_SECRET_ID).accepted >= before + 4
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
 }

@@ -681,3 +681,178 @@ fn demo_ends_by_itself_with_its_summary() {
     );
     assert!(last.contains("(0 throttled)"), "{last}");
 }
+
+/// Issue 20 #6: two accounts whose key files hold one SecretId (one quota at Tencent) and
+/// which list one watchlist through a symlink passed `check` and started. Both `check` and
+/// `run` (the same load) now refuse them at line:column, the SecretId masked, no key shown.
+#[test]
+fn check_and_run_refuse_accounts_sharing_a_secret_id_or_a_watchlist() {
+    const ID: &str = "AKIDsharedBYtwoACCOUNTS0000000000042";
+    const KEY: &str = "sharedSecretKeyValue000000000042";
+    let app = App::new();
+    app.write(
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    std::os::unix::fs::symlink(
+        app.path().join("watchlist.toml"),
+        app.path().join("same.toml"),
+    )
+    .unwrap();
+    for (name, value) in [("a.id", ID), ("b.id", ID), ("a.key", KEY), ("b.key", KEY)] {
+        let path = app.write(name, value);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let cfg = app.write(
+        "config.toml",
+        "state_dir = \"state\"\n\
+         [[account]]\nname = \"prod\"\nwatchlist = \"watchlist.toml\"\n\
+         [account.credentials]\nsource = \"file\"\nsecret_id_file = \"a.id\"\n\
+         secret_key_file = \"a.key\"\n\
+         [[account]]\nname = \"stage\"\nwatchlist = \"./same.toml\"\n\
+         [account.credentials]\nsource = \"file\"\nsecret_id_file = \"b.id\"\n\
+         secret_key_file = \"b.key\"\n",
+    );
+    for command in ["check", "run"] {
+        let out = run(&app, &[command], &cfg);
+        let stderr = &out.stderr;
+        assert_eq!(out.code(), Some(1), "{command}: {stderr}");
+        let at = |line: usize, column: usize| format!("{}:{line}:{column}: ", cfg.display());
+        assert!(
+            stderr.contains(&format!(
+                "{}accounts `prod` (line 5) and `stage` use the same SecretId AKID…0042 (masked)",
+                at(12, 1)
+            )),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{}accounts `prod` (line 4) and `stage` use the same watchlist",
+                at(11, 13)
+            )),
+            "{command}: {stderr}"
+        );
+        for secret in [ID, KEY, "sharedBYtwo"] {
+            assert!(
+                !stderr.contains(secret),
+                "{command} printed {secret}: {stderr}"
+            );
+            assert!(!out.stdout.contains(secret), "{command} printed {secret}");
+        }
+    }
+}
+
+/// Issue 20 #10: `ports` and `status` read only the default account's files and only listed
+/// agents: `inventory.prod.json` existed and `ports --agent` exited 1; a discovery-only
+/// account printed nothing. Both now read every account's files and every discovered agent
+/// (named as discovery stored it), every line says its account, and `--account` selects one.
+#[test]
+fn status_and_ports_show_every_account_and_discovered_agents() {
+    const LISTED: &str = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
+    const FOUND: &str = "7c6cd843-6bc1-4011-a74c-dc3fd26a7dd2";
+    let app = App::new();
+    app.write(
+        "watchlist.toml",
+        format!("[[agent]]\nuuid = \"{LISTED}\"\nname = \"web-01\"\n"),
+    );
+    // `prod` is discovery only, with a key of its own.
+    app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
+         [[account]]\nname = \"prod\"\n\
+         [account.credentials]\nsource = \"cvm-role\"\n\
+         [account.discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n",
+    );
+    std::fs::create_dir(app.path().join("state")).unwrap();
+    let state = |uuid: &str, status: &str| {
+        serde_json::json!({
+            "version": 1,
+            "agents": { uuid: { "status": status, "request_id": "r-1", "seen_at": 1 } }
+        })
+        .to_string()
+    };
+    let inventory = |uuid: &str, name: &str, port: u16| {
+        serde_json::json!({
+            "version": 1,
+            "agents": { uuid: {
+                "name": name, "fetched_at": 1,
+                "snapshot": {
+                    "ports": [{ "port": port, "process": "d", "pid": 7 }],
+                    "machine_ip": "10.0.0.9", "machine_name": name
+                }
+            } }
+        })
+        .to_string()
+    };
+    app.write("state/state.json", state(LISTED, "COMPLETE"));
+    app.write("state/inventory.json", inventory(LISTED, "web-01", 22));
+    app.write("state/state.prod.json", state(FOUND, "AGENT_OFFLINE"));
+    app.write(
+        "state/inventory.prod.json",
+        inventory(FOUND, "db-prod", 5432),
+    );
+    let json = |args: &[&str]| {
+        let out = run_within(app.with_config(args), LIMIT);
+        assert_eq!(out.code(), Some(0), "{args:?}: {}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|l| {
+                let port = l["port"].as_u64().map(|p| p.to_string());
+                let last = port.unwrap_or_else(|| l["status"].as_str().unwrap().to_owned());
+                format!("{} {} {} {last}", l["account"], l["uuid"], l["agent_name"])
+                    .replace('"', "")
+            })
+            .collect::<Vec<_>>()
+    };
+    let default_line = format!("default {LISTED} web-01");
+    let prod_line = format!("prod {FOUND} db-prod");
+    assert_eq!(
+        json(&["status", "--format", "json"]),
+        [
+            format!("{default_line} COMPLETE"),
+            format!("{prod_line} AGENT_OFFLINE")
+        ]
+    );
+    assert_eq!(
+        json(&["status", "--format", "json", "--account", "prod"]),
+        [format!("{prod_line} AGENT_OFFLINE")]
+    );
+    assert_eq!(
+        json(&["ports", "--format", "json"]),
+        [format!("{default_line} 22"), format!("{prod_line} 5432")]
+    );
+    assert_eq!(
+        json(&["ports", "--format", "json", "--agent", "db-prod"]),
+        [format!("{prod_line} 5432")]
+    );
+    // Text: the account is the first column.
+    let out = run_within(app.with_config(&["ports", "--agent", FOUND]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let words: Vec<&str> = out.stdout.split_whitespace().take(4).collect();
+    assert_eq!(words, ["prod", FOUND, "db-prod", "5432"], "{}", out.stdout);
+    let out = run_within(app.with_config(&["status", "--account", "default"]), LIMIT);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(out.stdout.starts_with("default "), "{}", out.stdout);
+
+    // An agent of another account than the one asked for, and an unknown account.
+    let out = run_within(
+        app.with_config(&["ports", "--account", "default", "--agent", "db-prod"]),
+        LIMIT,
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stdout);
+    assert!(out.stderr.contains("no watched agent"), "{}", out.stderr);
+    for command in ["status", "ports"] {
+        let out = run_within(app.with_config(&[command, "--account", "prdo"]), LIMIT);
+        assert_eq!(out.code(), Some(1), "{command}: {}", out.stdout);
+        assert!(out.stdout.is_empty(), "{command}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("no account is named prdo; the configured accounts are: default, prod"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! [`Check`] holds the helpers every section uses (non-empty strings, free text that will be
 //! printed, paths, bounded durations, ranged integers, endpoint URLs) and the `[api]`,
 //! `[poll]` and `[log]` sections; the `[credentials]` section, whose keys depend on its
-//! `source`, is in [`credentials`].
+//! `source`, is in [`credentials`]; what accounts may not share (one SecretId, one
+//! watchlist) is in [`shared`].
 //!
 //! Every check returns `Result<T, Reported>`: an `Err` carries the proof that a problem was
 //! recorded, so a missing value can never go unexplained.
@@ -12,6 +13,7 @@ pub(super) mod accounts;
 mod credentials;
 mod discovery;
 mod metrics;
+pub(super) mod shared;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
