@@ -95,6 +95,7 @@ mod tests {
         MachineRow {
             uuid: i.map(|i| agent(i, None).uuid),
             name: Some(name.to_owned()),
+            quuid: None,
         }
     }
 

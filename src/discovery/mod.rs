@@ -23,7 +23,7 @@ use crate::pacing::Pacer;
 use crate::watchlist::Agent;
 
 pub use self::merge::{Discovered, merge, same_list};
-pub use self::paging::{Paging, Step};
+pub use self::paging::{Paging, Step, Suspect};
 pub use self::settings::{
     AgentStatusFilter, DEFAULT_REFRESH, DiscoverySettings, MAX_KEYWORDS_CHARS, MAX_REGIONS,
     MachineType, REFRESH_RANGE,
@@ -32,8 +32,9 @@ pub use self::settings::{
 /// At most this many machines over all types and regions: the watchlist's scale (100,000
 /// agents), so a runaway `TotalCount` cannot grow memory without bound.
 pub const MAX_MACHINES: u64 = 100_000;
-/// A type × region whose `TotalCount` changes while it is paged is listed again from the
-/// start, at most this many times in all.
+/// A type × region whose listing is suspect (`TotalCount` changed while it was paged, or a
+/// page repeated a machine: see [`paging`]) is listed again from the start, at most this many
+/// times in all.
 pub const MAX_TRIES: u32 = 3;
 
 /// Why one discovery pass failed. The last good list stays in force.
@@ -49,10 +50,10 @@ pub enum DiscoveryError {
         /// The call's error.
         source: ApiError,
     },
-    /// The list kept changing while it was paged.
+    /// The list kept changing while it was paged, or its pages kept repeating machines.
     #[error(
-        "DescribeMachines {machine_type} in {region}: the machine list changed while it was \
-         paged, {tries} times in a row"
+        "DescribeMachines {machine_type} in {region}: no complete listing in {tries} tries \
+         (last: {why})"
     )]
     Incomplete {
         /// `MachineType` asked.
@@ -61,6 +62,8 @@ pub enum DiscoveryError {
         region: String,
         /// Tries made.
         tries: u32,
+        /// What was wrong with the last try.
+        why: &'static str,
     },
     /// More machines than [`MAX_MACHINES`].
     #[error(
@@ -147,6 +150,7 @@ impl<S: MachineSource> Discovery<S> {
         budget: u64,
     ) -> Result<Vec<crate::api::machines::MachineRow>, DiscoveryError> {
         let mut tries = 0;
+        let mut why = "";
         'again: while tries < MAX_TRIES {
             tries += 1;
             let mut paging = Paging::new(budget);
@@ -173,7 +177,10 @@ impl<S: MachineSource> Discovery<S> {
                 match paging.take(page)? {
                     Step::Next { offset: next } => offset = next,
                     Step::Done(rows) => return Ok(rows),
-                    Step::Restart => continue 'again,
+                    Step::Restart(suspect) => {
+                        why = suspect.describe();
+                        continue 'again;
+                    }
                 }
             }
         }
@@ -181,6 +188,7 @@ impl<S: MachineSource> Discovery<S> {
             machine_type,
             region: region.to_owned(),
             tries,
+            why,
         })
     }
 }
