@@ -126,12 +126,13 @@ impl AccountRun {
         );
         let mut discovery = Discovering::start(
             &settings,
+            &plan.name,
             Some(discovery_client),
             held,
             &control,
             sink.clone(),
             shutdown,
-        );
+        )?;
         discovery.forward(index, found.clone(), shutdown);
         Ok(AccountRun {
             name: plan.name,
@@ -187,6 +188,7 @@ impl AccountRun {
         let sent = self.control.send(Control::Reload {
             agents: discovery::agents_to_watch(&new_listed, self.discovery.last.as_deref()),
             config: engine_config(&settings, false),
+            removed: crate::engine::Removed::Forget,
             reply,
         });
         // After the watchlist: agents added by it get their rescan slot in the new interval too.

@@ -1,7 +1,9 @@
 //! Agent discovery: the account's machines from `DescribeMachines` instead of (or on top of)
 //! a watchlist file. This module owns what `[discovery]` means ([`settings`]), the paging of
 //! `DescribeMachines` with its completeness rules ([`paging`]), how the result merges with the
-//! listed agents and when it changed ([`mod@merge`]), and the refresh loop ([`refresh`]).
+//! listed agents and when it changed ([`mod@merge`]), which agents stay and for how long what
+//! is known of those that left is kept ([`membership`], saved by [`remembered`]), and the
+//! refresh loop ([`refresh`]).
 //!
 //! One [`Discovery`] serves one account: it holds its own source of pages and its own strict
 //! limiter (`DescribeMachines` has a quota of its own, so discovery never takes slots of the
@@ -10,9 +12,11 @@
 //! The result is applied by the daemon through the same engine path as a SIGHUP watchlist
 //! reload, so phasing, orphans, state and exactly-once stay the engine's.
 
+pub mod membership;
 pub mod merge;
 pub mod paging;
 pub mod refresh;
+pub mod remembered;
 pub mod settings;
 
 use std::future::Future;
@@ -25,8 +29,9 @@ use crate::watchlist::Agent;
 pub use self::merge::{Discovered, merge, same_list};
 pub use self::paging::{Paging, Step, Suspect};
 pub use self::settings::{
-    AgentStatusFilter, DEFAULT_REFRESH, DiscoverySettings, MAX_KEYWORDS_CHARS, MAX_REGIONS,
-    MachineType, REFRESH_RANGE,
+    AgentStatusFilter, DEFAULT_FORGET_AFTER, DEFAULT_REFRESH, DEFAULT_REMOVE_AFTER,
+    DiscoverySettings, FORGET_AFTER_RANGE, MAX_KEYWORDS_CHARS, MAX_REGIONS, MachineType,
+    REFRESH_RANGE, REMOVE_AFTER_RANGE,
 };
 
 /// At most this many machines over all types and regions: the watchlist's scale (100,000

@@ -66,6 +66,7 @@ fn settings(types: &[MachineType], regions: &[&str]) -> DiscoverySettings {
         agent_status: AgentStatusFilter::Online,
         keywords: Some("web".into()),
         refresh: Duration::from_secs(600),
+        ..DiscoverySettings::default()
     }
 }
 

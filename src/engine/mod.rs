@@ -122,6 +122,8 @@ pub enum Control {
         agents: Vec<Agent>,
         /// The new polling settings.
         config: EngineConfig,
+        /// What becomes of what is known of the agents it removes.
+        removed: Removed,
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
     },
@@ -142,6 +144,24 @@ pub enum Control {
         /// The Uuids.
         uuids: Vec<crate::agent_uuid::AgentUuid>,
     },
+    /// Forgets what is known (status, stored inventory) of every agent not watched whose Uuid
+    /// is not in `keep`: discovery keeps what it remembers (agents that left less than
+    /// `forget_after` ago), and nothing else of an agent not watched outlives a pass.
+    Retain {
+        /// The Uuids whose state is kept.
+        keep: std::collections::HashSet<crate::agent_uuid::AgentUuid>,
+    },
+}
+
+/// What a [`Control::Reload`] does with what is known of the agents it removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// Forgotten at once (the operator took them out of the watchlist).
+    Forget,
+    /// Kept, not watched, in the state and inventory files until a [`Control::Retain`] or
+    /// [`Control::Forget`] drops it (discovery: a machine that left may come back, and must
+    /// then repeat no event).
+    Keep,
 }
 
 /// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid: the API client, or a fake in
