@@ -75,7 +75,7 @@ impl AccountRun {
         // statuses beside it). Discovered agents are not known until the first discovery:
         // their persisted statuses are held and seeded into the engine (kept and saved, not
         // polled) instead of being forgotten by an engine that starts with the listed ones;
-        // the first discovery forgets those it did not find.
+        // from the first discovery on, those it does not remember are forgotten.
         let discovering = settings.discovery.enabled;
         let mut held = KnownMap::new();
         // Discovery merges each of its results with the listed agents: only then are they

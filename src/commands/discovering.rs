@@ -49,7 +49,8 @@ impl Discovering {
     ) -> Result<Discovering, StateError> {
         let (members, file) = if settings.discovery.enabled {
             let file = DiscoveryFile::for_account(&settings.state_dir, account);
-            let (members, set_aside) = file.load_keeping_damaged()?;
+            let (mut members, set_aside) = file.load_keeping_damaged()?;
+            members.keep_present_with_state(|uuid| held.contains_key(uuid));
             if let Some(SetAside { error, moved_to }) = set_aside {
                 sink.emit(&Event::StateDamaged {
                     path: state::shown(file.path()),

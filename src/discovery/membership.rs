@@ -79,6 +79,16 @@ impl Membership {
         Membership { members }
     }
 
+    /// At start: forgets the machines still counted as present (not left) whose agent has no
+    /// persisted status (`has_state` false). Their grace passes would poll an agent that is
+    /// new in all but name (a file left from a run before discovery was turned off and on
+    /// again): without a status its first answer is an event anyway, so it is found again
+    /// first, as any new machine. Those that left stay remembered until `forget_after`.
+    pub fn keep_present_with_state(&mut self, has_state: impl Fn(&AgentUuid) -> bool) {
+        self.members
+            .retain(|uuid, m| m.left_at.is_some() || has_state(uuid));
+    }
+
     /// What is remembered, by Uuid.
     pub fn members(&self) -> &HashMap<AgentUuid, Member> {
         &self.members
@@ -325,6 +335,23 @@ mod tests {
             forget_after: Duration::from_secs(1),
         };
         assert_eq!(m.pass(&found(&[]), i64::MAX, brief).forgotten, 1);
+    }
+
+    #[test]
+    fn at_start_only_present_machines_with_a_status_get_grace_passes() {
+        let mut m = Membership::default();
+        m.pass(&found(&[1, 2, 3]), 0, RULE);
+        for t in 1..4 {
+            m.pass(&found(&[1, 2]), t, RULE);
+        }
+        // 3 left; 1 has a persisted status, 2 has none (never answered, or a stale file).
+        m.keep_present_with_state(|u| *u == AgentUuid::from_value(1));
+        let mut kept: Vec<u128> = m.uuids().iter().map(|u| u.value()).collect();
+        kept.sort();
+        assert_eq!(kept, [1, 3]);
+        // A first pass without 1 and 2: 1 is in its grace passes, 2 is not watched.
+        let o = m.pass(&found(&[]), 5, RULE);
+        assert_eq!(watched(&o), [1]);
     }
 
     #[test]

@@ -32,7 +32,8 @@ use crate::status::Status;
 impl<P: Poller> Engine<P> {
     /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
     /// of an earlier run, saved to `file`; sets each lane's own rate either way. Snapshots of
-    /// agents no longer watched are forgotten.
+    /// agents not watched are held (saved, taken back when the agent is added, dropped by
+    /// `Control::Retain` or `Control::Forget`).
     pub fn with_inventory(
         mut self,
         options: InventoryOptions,
