@@ -6,9 +6,9 @@
 //! set aside, never overwritten).
 //!
 //! Bounds: at most [`MAX_REMEMBERED`] machines, each a Uuid, a name of at most
-//! [`crate::watchlist::MAX_NAME_CHARS`] characters (up to 4 bytes each as JSON, which escapes
-//! none of them beyond 2 bytes) and two numbers: under [`MAX_DISCOVERY_BYTES`], which is also
-//! the read bound, so a file this build writes is never refused at the next start.
+//! [`crate::watchlist::MAX_NAME_CHARS`] printable characters (at most 4 bytes each in JSON)
+//! and two numbers: under [`MAX_DISCOVERY_BYTES`], which is also the read bound, so a file
+//! this build writes is never refused at the next start (checked by a test).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -138,8 +138,8 @@ pub enum Control {
         /// Uuid → status from the state file.
         known: crate::tracker::KnownMap,
     },
-    /// Forgets what is known of these Uuids unless they are watched (seeded ones that the
-    /// first discovery did not find).
+    /// Forgets what is known of these Uuids unless they are watched. (Discovery sends
+    /// [`Control::Retain`], which names what to keep instead.)
     Forget {
         /// The Uuids.
         uuids: Vec<crate::agent_uuid::AgentUuid>,
