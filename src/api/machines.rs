@@ -68,7 +68,13 @@ pub struct MachineRow {
     /// `MachineName`, when it is a printable label of at most [`MAX_NAME_CHARS`]
     /// characters (another one is dropped, not an error: the name only labels events).
     pub name: Option<String>,
+    /// `Quuid`, the machine's own id, when it is a printable id of at most
+    /// [`MAX_QUUID_CHARS`] characters: tells rows without a `Uuid` apart while paging.
+    pub quuid: Option<String>,
 }
+
+/// The longest `Quuid` kept (a Uuid is 36 characters).
+pub const MAX_QUUID_CHARS: usize = 64;
 
 /// One page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +132,13 @@ pub fn parse_page(answer: &Answer, limit: u64) -> Result<MachinesPage, ApiError>
             .filter(|n| !n.trim().is_empty())
             .filter(|n| text_problem("MachineName", n, MAX_NAME_CHARS).is_none())
             .map(str::to_owned);
-        rows.push(MachineRow { uuid, name });
+        let quuid = machine
+            .get("Quuid")
+            .and_then(Value::as_str)
+            .filter(|q| !q.is_empty())
+            .filter(|q| text_problem("Quuid", q, MAX_QUUID_CHARS).is_none())
+            .map(str::to_owned);
+        rows.push(MachineRow { uuid, name, quuid });
     }
     Ok(MachinesPage { total, rows })
 }
@@ -184,7 +196,7 @@ mod tests {
         let page = parse_page(
             &answer(json!({"TotalCount": 3, "Machines": [
                 {"Uuid": "6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1", "MachineName": "web-01"},
-                {"Uuid": "", "MachineName": "old"},
+                {"Uuid": "", "MachineName": "old", "Quuid": "q-1"},
                 {"Uuid": "1f0e4c2a-0000-4000-a000-000000000001", "MachineName": "bad\u{1b}[2J"},
             ]})),
             100,
@@ -197,6 +209,12 @@ mod tests {
         );
         assert_eq!(page.rows[0].name.as_deref(), Some("web-01"));
         assert_eq!(page.rows[1].uuid, None);
+        assert_eq!(
+            page.rows[1].quuid.as_deref(),
+            Some("q-1"),
+            "its other identity"
+        );
+        assert_eq!(page.rows[0].quuid, None, "none given");
         assert_eq!(page.rows[2].name, None, "a name with controls is dropped");
     }
 

@@ -75,7 +75,7 @@ impl AccountRun {
         // statuses beside it). Discovered agents are not known until the first discovery:
         // their persisted statuses are held and seeded into the engine (kept and saved, not
         // polled) instead of being forgotten by an engine that starts with the listed ones;
-        // the first discovery forgets those it did not find.
+        // from the first discovery on, those it does not remember are forgotten.
         let discovering = settings.discovery.enabled;
         let mut held = KnownMap::new();
         // Discovery merges each of its results with the listed agents: only then are they
@@ -126,12 +126,13 @@ impl AccountRun {
         );
         let mut discovery = Discovering::start(
             &settings,
+            &plan.name,
             Some(discovery_client),
             held,
             &control,
             sink.clone(),
             shutdown,
-        );
+        )?;
         discovery.forward(index, found.clone(), shutdown);
         Ok(AccountRun {
             name: plan.name,
@@ -187,6 +188,7 @@ impl AccountRun {
         let sent = self.control.send(Control::Reload {
             agents: discovery::agents_to_watch(&new_listed, self.discovery.last.as_deref()),
             config: engine_config(&settings, false),
+            removed: crate::engine::Removed::Forget,
             reply,
         });
         // After the watchlist: agents added by it get their rescan slot in the new interval too.

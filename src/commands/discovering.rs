@@ -1,17 +1,22 @@
 //! The daemon's side of discovery ([`Discovering`]): the refresh loop's results for one
-//! account, merged with its listed agents and applied to its engine like a reload.
+//! account, passed through the membership rule (an agent leaves only after `remove_after`
+//! complete passes without it; what is known of it is kept for `forget_after`, see
+//! [`crate::discovery::membership`]), merged with its listed agents and applied to its engine
+//! like a reload; what the rule remembers is saved in the discovery file.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::agent_uuid::AgentUuid;
 use crate::api::Client;
 use crate::config::Settings;
+use crate::discovery::membership::{Membership, Rule};
+use crate::discovery::remembered::DiscoveryFile;
 use crate::discovery::{self, Discovered, Discovery};
-use crate::engine::Control;
+use crate::engine::{Control, Removed};
 use crate::events::{Event, EventSink, WatchlistSource};
 use crate::shutdown::Shutdown;
+use crate::state::{self, SetAside, StateError};
 use crate::tracker::KnownMap;
 use crate::watchlist::Agent;
 
@@ -21,23 +26,42 @@ use super::startup::engine_config;
 /// reload (merged with the listed agents), each change reported once.
 pub(super) struct Discovering {
     updates: Option<watch::Receiver<Option<Arc<Discovered>>>>,
-    /// Uuids with a persisted status but not listed, until the first result is applied.
-    held: Vec<AgentUuid>,
-    /// The last result applied.
+    /// Every machine found and not forgotten: who is missing, who left when.
+    members: Membership,
+    /// Where `members` is saved (none while discovery is off).
+    file: Option<DiscoveryFile>,
+    /// The last list applied (what was found, plus agents in their grace passes).
     pub(super) last: Option<Arc<Discovered>>,
 }
 
 impl Discovering {
-    /// Starts the refresh loop on `shutdown`'s tracker when `[discovery]` is on.
+    /// Starts the refresh loop on `shutdown`'s tracker when `[discovery]` is on, with what
+    /// `account`'s discovery file remembers (a damaged one is set aside and reported, as the
+    /// state file is; only one that cannot be set aside is an error).
     pub(super) fn start(
         settings: &Settings,
+        account: &str,
         client: Option<Client>,
         held: KnownMap,
         control: &tokio::sync::mpsc::UnboundedSender<Control>,
         sink: Arc<dyn EventSink>,
         shutdown: &Shutdown,
-    ) -> Discovering {
-        let held_uuids: Vec<AgentUuid> = held.keys().copied().collect();
+    ) -> Result<Discovering, StateError> {
+        let (members, file) = if settings.discovery.enabled {
+            let file = DiscoveryFile::for_account(&settings.state_dir, account);
+            let (mut members, set_aside) = file.load_keeping_damaged()?;
+            members.keep_present_with_state(|uuid| held.contains_key(uuid));
+            if let Some(SetAside { error, moved_to }) = set_aside {
+                sink.emit(&Event::StateDamaged {
+                    path: state::shown(file.path()),
+                    error_message: error.to_string(),
+                    moved_to: state::shown(&moved_to),
+                });
+            }
+            (members, Some(file))
+        } else {
+            (Membership::default(), None)
+        };
         if !held.is_empty() {
             // Queued before the engine runs: it knows them before any result arrives.
             let _ = control.send(Control::Seed { known: held });
@@ -60,11 +84,12 @@ impl Discovering {
             }
             _ => None,
         };
-        Discovering {
+        Ok(Discovering {
             updates,
-            held: held_uuids,
+            members,
+            file,
             last: None,
-        }
+        })
     }
 
     /// Sends each complete pass to `to`, tagged `index`, until discovery or the daemon
@@ -99,7 +124,10 @@ impl Discovering {
         });
     }
 
-    /// Applies `found` (merged with `listed`) unless it equals the last one applied.
+    /// Applies one complete pass: the membership rule says which agents to watch (applied,
+    /// merged with `listed`, unless the same as the last list) and which of those not watched
+    /// to remember; the engine forgets the state of every other agent it does not watch (the
+    /// first pass after a start thus forgets seeded agents discovery does not know).
     pub(super) async fn apply(
         &mut self,
         found: Arc<Discovered>,
@@ -108,35 +136,63 @@ impl Discovering {
         control: &tokio::sync::mpsc::UnboundedSender<Control>,
         sink: &dyn EventSink,
     ) {
-        if self
+        let rule = Rule {
+            remove_after: current.discovery.remove_after,
+            forget_after: current.discovery.forget_after,
+        };
+        let outcome = self.members.pass(&found, crate::clock::unix_now(), rule);
+        let watch = Arc::new(outcome.watch);
+        let same = self
             .last
             .as_deref()
-            .is_some_and(|last| discovery::same_list(last, &found))
-        {
-            return;
-        }
-        let agents = discovery::merge(listed, &found.agents);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = control.send(Control::Reload {
-            agents,
-            config: engine_config(current, false),
-            reply,
-        });
-        if let (Ok(()), Ok((agents, added, removed))) = (sent, answer.await) {
+            .is_some_and(|last| discovery::same_list(last, &watch));
+        if !same {
+            let agents = discovery::merge(listed, &watch.agents);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let sent = control.send(Control::Reload {
+                agents,
+                config: engine_config(current, false),
+                // A machine that left may come back: it must then repeat no event.
+                removed: Removed::Keep,
+                reply,
+            });
+            // Either fails only when the engine has stopped: nothing left to apply to.
+            if sent.is_err() {
+                return;
+            }
+            let Ok((agents, added, removed)) = answer.await else {
+                return;
+            };
             sink.emit(&Event::WatchlistLoaded {
                 agents,
                 added,
                 removed,
                 source: WatchlistSource::Discovery,
-                skipped: found.skipped,
+                skipped: watch.skipped,
             });
-            self.last = Some(found);
-            if !self.held.is_empty() {
-                // Seeded at start and not found now: forgotten, as a reload forgets.
-                let _ = control.send(Control::Forget {
-                    uuids: std::mem::take(&mut self.held),
-                });
-            }
+            self.last = Some(watch);
+        }
+        let _ = control.send(Control::Retain {
+            keep: self.members.uuids(),
+        });
+        if outcome.changed {
+            self.save().await;
+        }
+    }
+
+    /// Writes what the membership remembers (off the runtime's threads); a failure is logged
+    /// and the next pass that changes something tries again.
+    async fn save(&self) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        let bytes = file.encode(&self.members);
+        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(
+                error_code = e.code(),
+                "cannot write the discovery file: {e}"
+            );
         }
     }
 }

@@ -98,6 +98,8 @@ pub(super) struct RawDiscovery {
     pub(super) agent_status: Option<Spanned<String>>,
     pub(super) keywords: Option<Spanned<String>>,
     pub(super) refresh: Option<Spanned<RawDuration>>,
+    pub(super) remove_after: Option<Spanned<i64>>,
+    pub(super) forget_after: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]

@@ -949,6 +949,7 @@ fn accounts_get_their_own_region_credentials_watchlist_and_discovery() {
          secret_key_file = \"/run/key\"\n\
          [[account]]\nname = \"staging_2\"\n\
          [account.discovery]\nenabled = true\nregions = [\"ap-beijing\"]\n\
+         remove_after = 5\nforget_after = \"1d\"\n\
          [account.credentials]\nsource = \"cvm-role\"\nrole = \"Staging\"\n",
     )
     .unwrap();
@@ -976,6 +977,11 @@ fn accounts_get_their_own_region_credentials_watchlist_and_discovery() {
     assert_eq!(staging.settings.watchlist_path, None);
     assert!(staging.settings.discovery.enabled);
     assert_eq!(staging.settings.discovery.regions, ["ap-beijing"]);
+    assert_eq!(staging.settings.discovery.remove_after, 5);
+    assert_eq!(
+        staging.settings.discovery.forget_after,
+        std::time::Duration::from_secs(24 * 3600)
+    );
     assert!(plans.iter().all(|p| p.settings.accounts.is_empty()));
 }
 

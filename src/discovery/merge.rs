@@ -21,6 +21,21 @@ pub struct Discovered {
 }
 
 impl Discovered {
+    /// A result of these agents (each Uuid once: later repeats are dropped) and this many
+    /// skipped machines.
+    pub fn from_agents(agents: Vec<Agent>, skipped: usize) -> Self {
+        let mut d = Discovered {
+            skipped,
+            ..Discovered::default()
+        };
+        for agent in agents {
+            if d.seen.insert(agent.uuid.value()) {
+                d.agents.push(agent);
+            }
+        }
+        d
+    }
+
     /// Adds rows of one listing.
     pub fn add(&mut self, rows: Vec<MachineRow>) {
         for row in rows {
@@ -95,6 +110,7 @@ mod tests {
         MachineRow {
             uuid: i.map(|i| agent(i, None).uuid),
             name: Some(name.to_owned()),
+            quuid: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Agent discovery: the account's machines from `DescribeMachines` instead of (or on top of)
 //! a watchlist file. This module owns what `[discovery]` means ([`settings`]), the paging of
 //! `DescribeMachines` with its completeness rules ([`paging`]), how the result merges with the
-//! listed agents and when it changed ([`mod@merge`]), and the refresh loop ([`refresh`]).
+//! listed agents and when it changed ([`mod@merge`]), which agents stay and for how long what
+//! is known of those that left is kept ([`membership`], saved by [`remembered`]), and the
+//! refresh loop ([`refresh`]).
 //!
 //! One [`Discovery`] serves one account: it holds its own source of pages and its own strict
 //! limiter (`DescribeMachines` has a quota of its own, so discovery never takes slots of the
@@ -10,9 +12,11 @@
 //! The result is applied by the daemon through the same engine path as a SIGHUP watchlist
 //! reload, so phasing, orphans, state and exactly-once stay the engine's.
 
+pub mod membership;
 pub mod merge;
 pub mod paging;
 pub mod refresh;
+pub mod remembered;
 pub mod settings;
 
 use std::future::Future;
@@ -23,17 +27,19 @@ use crate::pacing::Pacer;
 use crate::watchlist::Agent;
 
 pub use self::merge::{Discovered, merge, same_list};
-pub use self::paging::{Paging, Step};
+pub use self::paging::{Paging, Step, Suspect};
 pub use self::settings::{
-    AgentStatusFilter, DEFAULT_REFRESH, DiscoverySettings, MAX_KEYWORDS_CHARS, MAX_REGIONS,
-    MachineType, REFRESH_RANGE,
+    AgentStatusFilter, DEFAULT_FORGET_AFTER, DEFAULT_REFRESH, DEFAULT_REMOVE_AFTER,
+    DiscoverySettings, FORGET_AFTER_RANGE, MAX_KEYWORDS_CHARS, MAX_REGIONS, MachineType,
+    REFRESH_RANGE, REMOVE_AFTER_RANGE,
 };
 
 /// At most this many machines over all types and regions: the watchlist's scale (100,000
 /// agents), so a runaway `TotalCount` cannot grow memory without bound.
 pub const MAX_MACHINES: u64 = 100_000;
-/// A type × region whose `TotalCount` changes while it is paged is listed again from the
-/// start, at most this many times in all.
+/// A type × region whose listing is suspect (`TotalCount` changed while it was paged, or a
+/// page repeated a machine: see [`paging`]) is listed again from the start, at most this many
+/// times in all.
 pub const MAX_TRIES: u32 = 3;
 
 /// Why one discovery pass failed. The last good list stays in force.
@@ -49,10 +55,10 @@ pub enum DiscoveryError {
         /// The call's error.
         source: ApiError,
     },
-    /// The list kept changing while it was paged.
+    /// The list kept changing while it was paged, or its pages kept repeating machines.
     #[error(
-        "DescribeMachines {machine_type} in {region}: the machine list changed while it was \
-         paged, {tries} times in a row"
+        "DescribeMachines {machine_type} in {region}: no complete listing in {tries} tries \
+         (last: {why})"
     )]
     Incomplete {
         /// `MachineType` asked.
@@ -61,6 +67,8 @@ pub enum DiscoveryError {
         region: String,
         /// Tries made.
         tries: u32,
+        /// What was wrong with the last try.
+        why: &'static str,
     },
     /// More machines than [`MAX_MACHINES`].
     #[error(
@@ -147,6 +155,7 @@ impl<S: MachineSource> Discovery<S> {
         budget: u64,
     ) -> Result<Vec<crate::api::machines::MachineRow>, DiscoveryError> {
         let mut tries = 0;
+        let mut why = "";
         'again: while tries < MAX_TRIES {
             tries += 1;
             let mut paging = Paging::new(budget);
@@ -173,7 +182,10 @@ impl<S: MachineSource> Discovery<S> {
                 match paging.take(page)? {
                     Step::Next { offset: next } => offset = next,
                     Step::Done(rows) => return Ok(rows),
-                    Step::Restart => continue 'again,
+                    Step::Restart(suspect) => {
+                        why = suspect.describe();
+                        continue 'again;
+                    }
                 }
             }
         }
@@ -181,6 +193,7 @@ impl<S: MachineSource> Discovery<S> {
             machine_type,
             region: region.to_owned(),
             tries,
+            why,
         })
     }
 }

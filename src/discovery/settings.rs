@@ -10,6 +10,17 @@ pub const REFRESH_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
 /// Default `refresh`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
+/// Allowed values of `remove_after`: complete passes in a row a machine must be missing from
+/// before its agent stops being watched (1: at the first, as before issue 20).
+pub const REMOVE_AFTER_RANGE: RangeInclusive<i64> = 1..=100;
+/// Default `remove_after`.
+pub const DEFAULT_REMOVE_AFTER: u32 = 3;
+/// Allowed values of `forget_after`: how long the last status and inventory of an agent that
+/// left are kept, so that it comes back without repeating an event.
+pub const FORGET_AFTER_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(366 * 24 * 60 * 60);
+/// Default `forget_after`.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// At most this many regions: every region is paged on every refresh.
 pub const MAX_REGIONS: usize = 64;
 /// The longest `keywords` value, in characters.
@@ -94,6 +105,12 @@ pub struct DiscoverySettings {
     pub keywords: Option<String>,
     /// How often the machines are listed again, within [`REFRESH_RANGE`]; default 10 minutes.
     pub refresh: Duration,
+    /// A machine's agent leaves after this many complete passes in a row without it, within
+    /// [`REMOVE_AFTER_RANGE`]; default [`DEFAULT_REMOVE_AFTER`].
+    pub remove_after: u32,
+    /// What is known of an agent that left is kept this long, within [`FORGET_AFTER_RANGE`];
+    /// default [`DEFAULT_FORGET_AFTER`].
+    pub forget_after: Duration,
 }
 
 impl Default for DiscoverySettings {
@@ -106,6 +123,8 @@ impl Default for DiscoverySettings {
             agent_status: AgentStatusFilter::All,
             keywords: None,
             refresh: DEFAULT_REFRESH,
+            remove_after: DEFAULT_REMOVE_AFTER,
+            forget_after: DEFAULT_FORGET_AFTER,
         }
     }
 }

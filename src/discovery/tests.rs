@@ -18,6 +18,7 @@ fn row(i: u64) -> MachineRow {
     MachineRow {
         uuid: Some(AgentUuid::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap()),
         name: Some(format!("m{i}")),
+        quuid: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn settings(types: &[MachineType], regions: &[&str]) -> DiscoverySettings {
         agent_status: AgentStatusFilter::Online,
         keywords: Some("web".into()),
         refresh: Duration::from_secs(600),
+        ..DiscoverySettings::default()
     }
 }
 
@@ -195,4 +197,26 @@ async fn the_loop_keeps_the_last_list_on_failure_and_retries_with_backoff() {
     );
     cancel.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_offset_never_gives_a_complete_pass() {
+    // TotalCount 200, the same 100 rows at every offset: 200 rows of 100 machines. Each try
+    // is caught at its second page; after MAX_TRIES the pass fails and the last list stays.
+    let script = Script::default();
+    for _ in 0..MAX_TRIES {
+        script.page(200, 0..100);
+        script.page(200, 0..100);
+    }
+    let mut d = Discovery::new(script.clone(), settings(&[MachineType::Cvm], &["r"]), 20);
+    let e = d.discover().await.unwrap_err();
+    assert_eq!(e.code(), "Discovery.Incomplete");
+    assert!(e.to_string().contains("repeated a machine"), "{e}");
+    assert_eq!(script.asked().len(), 2 * MAX_TRIES as usize);
+    // One listing that repeats, then a good one: the pass completes with every machine.
+    script.page(150, 0..100);
+    script.page(150, 99..149);
+    script.page(150, 0..100);
+    script.page(150, 100..150);
+    assert_eq!(d.discover().await.unwrap().agents.len(), 150);
 }

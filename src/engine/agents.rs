@@ -407,6 +407,24 @@ impl AgentTable {
         !self.contains(uuid) && self.unwatched.remove(uuid).is_some()
     }
 
+    /// Forgets what is known of every agent not watched unless `keep` says otherwise; true
+    /// when something was.
+    pub fn retain_unwatched(&mut self, keep: impl Fn(&AgentUuid) -> bool) -> bool {
+        let before = self.unwatched.len();
+        self.unwatched.retain(|u, _| keep(u));
+        self.unwatched.len() != before
+    }
+
+    /// Stops watching an agent as [`AgentTable::remove`] does, but keeps its status as one of
+    /// an agent not watched (saved, and its own again when it is added back).
+    pub fn retire(&mut self, uuid: &AgentUuid, in_flight: bool) -> Option<AgentId> {
+        let id = self.id_of(uuid)?;
+        if let Some(known) = self.get_mut(id).and_then(|r| r.known.take()) {
+            self.unwatched.insert(*uuid, known);
+        }
+        self.remove(uuid, in_flight)
+    }
+
     /// An agent back in the watchlist before the answer of its orphaned request came: it is
     /// watched again under the same id (still in flight; the answer reschedules it).
     pub fn readopt(&mut self, uuid: &AgentUuid, name: &str) -> Option<AgentId> {

@@ -32,7 +32,8 @@ use crate::status::Status;
 impl<P: Poller> Engine<P> {
     /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
     /// of an earlier run, saved to `file`; sets each lane's own rate and in-flight budget
-    /// either way. Snapshots of agents no longer watched are forgotten.
+    /// either way. Snapshots of agents not watched are held (saved, taken back when the agent
+    /// is added, dropped by `Control::Retain` or `Control::Forget`).
     pub fn with_inventory(
         mut self,
         options: InventoryOptions,
@@ -45,7 +46,7 @@ impl<P: Poller> Engine<P> {
                 !crate::agent_uuid::AgentUuid::parse(uuid).is_ok_and(|u| self.agents.contains(&u))
             })
             .collect();
-        let mut state = InventoryState {
+        let state = InventoryState {
             options,
             map: stored,
             held,
@@ -55,7 +56,6 @@ impl<P: Poller> Engine<P> {
             saver: InventorySaver::new(file),
             epoch: (Instant::now(), unix_secs()),
         };
-        state.saver.dirty = !state.held.is_empty();
         self.inventory = Some(Box::new(state));
         let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
         for id in ids {
@@ -197,6 +197,31 @@ impl<P: Poller> Engine<P> {
             inv.reasons.remove(&id);
             inv.gave_up.remove(&id);
             if inv.map.remove(&*uuid.text()).is_some() {
+                inv.saver.dirty = true;
+            }
+        }
+    }
+
+    /// An agent no longer watched whose inventory is kept (discovery: it may come back):
+    /// its work in progress stops, its stored entry waits with the others not watched.
+    pub(super) fn inventory_retire(&mut self, id: AgentId, uuid: &AgentUuid) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.fetches.remove(&id);
+            inv.reasons.remove(&id);
+            inv.gave_up.remove(&id);
+            if let Some((key, entry)) = inv.map.remove_entry(&*uuid.text()) {
+                inv.held.insert(key, entry);
+            }
+        }
+    }
+
+    /// Forgets the stored inventory of agents not watched unless `keep` says otherwise.
+    pub(super) fn inventory_retain_held(&mut self, keep: impl Fn(&AgentUuid) -> bool) {
+        if let Some(inv) = self.inventory.as_mut() {
+            let before = inv.held.len();
+            inv.held
+                .retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| keep(&u)));
+            if inv.held.len() != before {
                 inv.saver.dirty = true;
             }
         }
@@ -475,14 +500,14 @@ impl<P: Poller> Engine<P> {
     /// Saves the inventory file when due.
     pub(super) fn inventory_tick(&mut self, now: Instant) {
         if let Some(inv) = self.inventory.as_mut() {
-            inv.saver.tick(now, &inv.map);
+            inv.saver.tick(now, &[&inv.map, &inv.held]);
         }
     }
 
     /// At the end of a run: the last changes saved.
     pub(super) async fn inventory_finish(&mut self) {
         if let Some(inv) = self.inventory.as_mut() {
-            inv.saver.finish(&inv.map).await;
+            inv.saver.finish(&[&inv.map, &inv.held]).await;
         }
     }
 }

@@ -38,7 +38,7 @@ impl InventorySaver {
         }
     }
 
-    pub(super) fn tick(&mut self, now: Instant, map: &InventoryMap) {
+    pub(super) fn tick(&mut self, now: Instant, map: &[&InventoryMap]) {
         let Some(file) = &self.file else { return };
         let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
         let recent = self
@@ -49,7 +49,7 @@ impl InventorySaver {
         }
         self.last_save = Some(now);
         self.dirty = false;
-        let bytes = file.encode(map);
+        let bytes = file.encode_all(map);
         let file = file.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = file.write(&bytes) {
@@ -61,7 +61,7 @@ impl InventorySaver {
         }));
     }
 
-    pub(super) async fn finish(&mut self, map: &InventoryMap) {
+    pub(super) async fn finish(&mut self, map: &[&InventoryMap]) {
         if let Some(h) = self.writing.take() {
             let _ = h.await;
         }
@@ -71,7 +71,7 @@ impl InventorySaver {
         if !self.dirty {
             return;
         }
-        let bytes = file.encode(map);
+        let bytes = file.encode_all(map);
         let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
         if let Ok(Err(e)) = written {
             tracing::error!(
@@ -88,9 +88,10 @@ pub(crate) struct InventoryState {
     pub(super) options: InventoryOptions,
     /// Stored snapshots and task times, by Uuid (watched agents only).
     pub(super) map: InventoryMap,
-    /// Stored entries of agents not watched at start: agents that discovery may add back
-    /// (their snapshot then counts, as their persisted status does), dropped from the file at
-    /// the next save and for good by a `Control::Forget`.
+    /// Stored entries of agents not watched: those of the file not watched at start, and
+    /// those discovery removed; discovery may add them back (their snapshot then counts, as
+    /// their persisted status does). Saved with the rest until a `Control::Retain` or
+    /// `Control::Forget` drops them.
     pub(super) held: InventoryMap,
     /// Fetches in progress.
     pub(super) fetches: HashMap<AgentId, Assembly>,

@@ -605,6 +605,7 @@ async fn an_answer_for_a_removed_agent_never_reaches_the_agent_that_reuses_its_i
                     .send(Control::Reload {
                         agents,
                         config: config(),
+                        removed: crate::engine::Removed::Forget,
                         reply,
                     })
                     .unwrap();
@@ -887,6 +888,7 @@ async fn an_agent_added_after_the_start_keeps_its_stored_inventory_until_forgott
                 .send(Control::Reload {
                     agents: all.clone(),
                     config: config(),
+                    removed: crate::engine::Removed::Forget,
                     reply,
                 })
                 .unwrap();

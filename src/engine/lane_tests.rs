@@ -274,6 +274,7 @@ async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
         agents: agents(2),
         config,
         reply,
+        removed: Removed::Forget,
     });
     o.action_in_flight = [8, 8, 2];
     engine.apply(Control::Inventory(o));
@@ -295,6 +296,7 @@ async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
         agents: agents(2),
         config,
         reply,
+        removed: Removed::Forget,
     });
     assert_eq!(budgets(&engine), [8; 3]);
 }

@@ -125,6 +125,8 @@ pub enum Control {
         agents: Vec<Agent>,
         /// The new polling settings.
         config: EngineConfig,
+        /// What becomes of what is known of the agents it removes.
+        removed: Removed,
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<(usize, usize, usize)>,
     },
@@ -139,12 +141,30 @@ pub enum Control {
         /// Uuid → status from the state file.
         known: crate::tracker::KnownMap,
     },
-    /// Forgets what is known of these Uuids unless they are watched (seeded ones that the
-    /// first discovery did not find).
+    /// Forgets what is known of these Uuids unless they are watched. (Discovery sends
+    /// [`Control::Retain`], which names what to keep instead.)
     Forget {
         /// The Uuids.
         uuids: Vec<crate::agent_uuid::AgentUuid>,
     },
+    /// Forgets what is known (status, stored inventory) of every agent not watched whose Uuid
+    /// is not in `keep`: discovery keeps what it remembers (agents that left less than
+    /// `forget_after` ago), and nothing else of an agent not watched outlives a pass.
+    Retain {
+        /// The Uuids whose state is kept.
+        keep: std::collections::HashSet<crate::agent_uuid::AgentUuid>,
+    },
+}
+
+/// What a [`Control::Reload`] does with what is known of the agents it removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// Forgotten at once (the operator took them out of the watchlist).
+    Forget,
+    /// Kept, not watched, in the state and inventory files until a [`Control::Retain`] or
+    /// [`Control::Forget`] drops it (discovery: a machine that left may come back, and must
+    /// then repeat no event).
+    Keep,
 }
 
 /// Whatever answers `DescribeOpenPortTaskStatus` for one Uuid: the API client, or a fake in

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::dispatcher::Engine;
 use super::lane::Action;
-use super::{Control, EngineConfig, Poller};
+use super::{Control, EngineConfig, Poller, Removed};
 use crate::agent_uuid::AgentUuid;
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::watchlist::Agent;
@@ -25,6 +25,7 @@ impl<P: Poller> Engine<P> {
             Control::Reload {
                 agents,
                 config,
+                removed,
                 reply,
             } => {
                 // `once` is how this run was started, not a setting a reload changes.
@@ -36,12 +37,12 @@ impl<P: Poller> Engine<P> {
                     lane.reconfigure(&config);
                 }
                 self.inventory_rates();
-                let (added, removed) = self.replace_watchlist(&agents);
-                if removed > 0 {
+                let (added, gone) = self.replace_watchlist(&agents, removed);
+                if gone > 0 {
                     self.saver.mark_dirty();
                 }
                 self.heartbeat.refresh_soon();
-                let _ = reply.send((self.agent_count(), added, removed));
+                let _ = reply.send((self.agent_count(), added, gone));
             }
             Control::Inventory(options) => self.reconfigure_inventory(options),
             Control::Seed { known } => {
@@ -56,6 +57,12 @@ impl<P: Poller> Engine<P> {
                         self.saver.mark_dirty();
                     }
                 }
+            }
+            Control::Retain { keep } => {
+                if self.agents.retain_unwatched(|u| keep.contains(u)) {
+                    self.saver.mark_dirty();
+                }
+                self.inventory_retain_held(|u| keep.contains(u));
             }
         }
     }
@@ -126,8 +133,13 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Applies a new watchlist: kept agents keep status and schedule, new ones are phased
-    /// in, removed ones stop and are forgotten. Returns (added, removed).
-    pub(super) fn replace_watchlist(&mut self, agents: &[Agent]) -> (usize, usize) {
+    /// in, removed ones stop and are forgotten, or with [`Removed::Keep`] kept as agents not
+    /// watched (as discovery's before its first pass). Returns (added, removed).
+    pub(super) fn replace_watchlist(
+        &mut self,
+        agents: &[Agent],
+        removed: Removed,
+    ) -> (usize, usize) {
         let wanted: HashSet<AgentUuid> = agents.iter().map(|a| a.uuid).collect();
         let gone: Vec<(AgentUuid, AgentId)> = self
             .agents
@@ -137,11 +149,18 @@ impl<P: Poller> Engine<P> {
         for (uuid, id) in &gone {
             let lanes = &mut self.account.lanes;
             let in_flight = lanes.iter().any(|l| l.queue.is_in_flight(*id));
-            self.agents.remove(uuid, in_flight);
+            if removed == Removed::Keep {
+                self.agents.retire(uuid, in_flight);
+            } else {
+                self.agents.remove(uuid, in_flight);
+            }
             for lane in lanes {
                 lane.queue.remove(*id);
             }
-            self.inventory_forget(*id, uuid);
+            match removed {
+                Removed::Forget => self.inventory_forget(*id, uuid),
+                Removed::Keep => self.inventory_retire(*id, uuid),
+            }
         }
         let mut new = Vec::new();
         for a in agents {

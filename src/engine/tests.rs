@@ -209,6 +209,7 @@ async fn a_reload_forgets_removed_agents_and_keeps_known_statuses() {
     tx.send(Control::Reload {
         agents: agents(2),
         config: config(false, 4),
+        removed: super::Removed::Forget,
         reply,
     })
     .unwrap();
@@ -265,6 +266,7 @@ async fn seeded_statuses_count_as_known_when_added_and_unfound_ones_are_forgotte
     tx.send(Control::Reload {
         agents: all[..3].to_vec(),
         config: config(false, 4),
+        removed: super::Removed::Forget,
         reply,
     })
     .unwrap();
@@ -398,4 +400,84 @@ async fn streamed_statuses_count_as_known_and_a_failed_load_forgets_them_all() {
         );
         assert!(!engine.watches(&stranger));
     }
+}
+
+/// Discovery's removal (issue 20): an agent removed with `Removed::Keep` stops being polled
+/// but its status stays (saved, not watched); added back it repeats no `status_changed`, in
+/// flight at its removal or not. `Retain` then forgets every agent not watched outside its
+/// set, and one forgotten comes back as new (`UNKNOWN → …` again).
+#[tokio::test(start_paused = true)]
+async fn removed_with_keep_comes_back_without_events_until_retain_forgets_it() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    // 2 s latency: agent 1's poll is in flight when it is removed (an orphan).
+    let fake = Fake::new(Duration::from_secs(2), move |u| {
+        l.lock().unwrap().push(u.to_string());
+        Ok("COMPLETE".into())
+    });
+    let sink = Arc::new(CollectingSink::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let all = agents(3);
+    let mut cfg = config(false, 4);
+    cfg.intervals.settled = Duration::from_secs(5);
+    let engine = Engine::new(fake, sink.clone(), cfg, &all, HashMap::new()).with_control(rx);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    let reload = |agents: Vec<Agent>, removed: Removed| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Control::Reload {
+            agents,
+            config: cfg,
+            removed,
+            reply,
+        })
+        .unwrap();
+        answer
+    };
+    let changes = |sink: &CollectingSink, uuid: &AgentUuid| {
+        sink.events()
+            .iter()
+            .filter(|e| matches!(e, Event::StatusChanged { uuid: u, .. } if *uuid == *u))
+            .count()
+    };
+    // Every agent answered once (at ~2.1 s); their next polls go out 5 s later and are in
+    // flight at 8 s, when agents 1 and 2 leave, kept: orphans whose answer is dropped.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(sink.events().len(), 3, "one status_changed each");
+    // Answers are logged when they come back.
+    let polls_of = |a: &Agent| log.lock().unwrap().iter().filter(|u| a.uuid == **u).count();
+    let kept = vec![all[0].clone()];
+    assert_eq!(reload(kept, Removed::Keep).await.unwrap(), (1, 0, 2));
+    let at_removal = polls_of(&all[1]);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Not polled while not watched (the request in flight at the removal aside).
+    let gone_at = polls_of(&all[1]);
+    assert!(gone_at <= at_removal + 1, "{at_removal} then {gone_at}");
+    // Back: known statuses, so no event; and polled again.
+    assert_eq!(reload(all.clone(), Removed::Keep).await.unwrap(), (3, 2, 0));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(polls_of(&all[1]) >= gone_at + 2);
+    for a in &all {
+        assert_eq!(changes(&sink, &a.uuid), 1, "{} repeated an event", a.uuid);
+    }
+    // Gone again; Retain keeps agent 1 only: agent 2 comes back as new.
+    assert_eq!(
+        reload(all[..1].to_vec(), Removed::Keep).await.unwrap(),
+        (1, 0, 2)
+    );
+    tx.send(Control::Retain {
+        keep: [all[1].uuid].into_iter().collect(),
+    })
+    .unwrap();
+    assert_eq!(reload(all.clone(), Removed::Keep).await.unwrap(), (3, 2, 0));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    stop.cancel();
+    let (engine, _) = run.await.unwrap();
+    assert_eq!(changes(&sink, &all[1].uuid), 1, "kept by Retain");
+    assert_eq!(
+        changes(&sink, &all[2].uuid),
+        2,
+        "forgotten: UNKNOWN → COMPLETE again"
+    );
+    assert_eq!(engine.agents.known().count(), 3);
 }

@@ -60,7 +60,16 @@ struct FileIn {
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
-    agents: &'a InventoryMap,
+    agents: Maps<'a>,
+}
+
+/// Several maps written as one JSON object (their keys are distinct Uuids).
+struct Maps<'a>(&'a [&'a InventoryMap]);
+
+impl Serialize for Maps<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().flat_map(|m| m.iter()))
+    }
 }
 
 /// The inventory file.
@@ -134,9 +143,15 @@ impl InventoryFile {
 
     /// The file's bytes for `map`.
     pub fn encode(&self, map: &InventoryMap) -> Vec<u8> {
+        self.encode_all(&[map])
+    }
+
+    /// The file's bytes for the entries of all `maps` (watched agents' and those kept while
+    /// not watched), without merging them first.
+    pub fn encode_all(&self, maps: &[&InventoryMap]) -> Vec<u8> {
         let out = FileOut {
             version: VERSION,
-            agents: map,
+            agents: Maps(maps),
         };
         // Strings and integers only: serialising to memory cannot fail.
         let mut bytes = serde_json::to_vec(&out).unwrap_or_default();

@@ -1416,3 +1416,48 @@ async fn a_ten_thousand_port_inventory_pages_completely_and_in_order() {
     assert_eq!(ids.len(), 10_000, "row Ids are unique");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flapping_machine_is_in_every_other_listing_and_its_pages_agree() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions {
+        limiter: LimiterKind::SlidingWindow { per_second: 1000 },
+        ..SimulatorOptions::new(accounts_scenario())
+    })
+    .await;
+    let listing = |offset: i64| {
+        Call::action(
+            DESCRIBE_MACHINES_ACTION,
+            json!({ "MachineType": "CVM", "MachineRegion": "ap-guangzhou", "Limit": 1,
+                    "Offset": offset })
+            .to_string(),
+        )
+    };
+    let first = |r: &serde_json::Value| r["Machines"][0]["MachineName"].as_str().map(str::to_owned);
+    sim.machine_hooks().flap(AGENT);
+    for round in 0..2 {
+        // Listed: web-01 first, 3 in all; the next page of the same listing agrees.
+        let r = listing(0).answer_any(&sim).await.1;
+        assert_eq!(
+            (r["TotalCount"].as_i64(), first(&r)),
+            (Some(3), Some("web-01".into())),
+            "{round}"
+        );
+        let r = listing(1).answer_any(&sim).await.1;
+        assert_eq!(first(&r).as_deref(), Some("web-02"));
+        // Not listed: 2 in all, at every offset of that listing.
+        let r = listing(0).answer_any(&sim).await.1;
+        assert_eq!(
+            (r["TotalCount"].as_i64(), first(&r)),
+            (Some(2), Some("web-02".into()))
+        );
+        let r = listing(1).answer_any(&sim).await.1;
+        assert_eq!(first(&r).as_deref(), Some("legacy-web"));
+    }
+    // show ends it.
+    sim.machine_hooks().show(AGENT);
+    for _ in 0..2 {
+        assert_eq!(listing(0).answer_any(&sim).await.1["TotalCount"], 3);
+    }
+    sim.shutdown().await;
+}

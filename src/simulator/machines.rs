@@ -11,12 +11,13 @@
 //! otherwise).
 //!
 //! Test hooks ([`MachineHooks`], from `RunningSimulator::machine_hooks`): hide an agent's
-//! machine (it is not listed until shown again: discovery sees it go and come back), and make
+//! machine (it is not listed until shown again: discovery sees it go and come back), make it
+//! flap (listed by every other listing, as an API answering `[A, B]` then `[B]`), and make
 //! every `DescribeMachines` answer `InternalError` (a failing discovery).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
@@ -34,18 +35,50 @@ const MAX_FILTERS: usize = 5;
 #[derive(Debug, Default)]
 pub struct MachineHooks {
     hidden: Mutex<HashSet<String>>,
+    flapping: Mutex<HashSet<String>>,
+    /// Listings begun (requests at `Offset` 0, any type and region).
+    listings: AtomicU64,
     failing: AtomicBool,
 }
 
 impl MachineHooks {
     /// Stops listing the machine of agent `uuid` (as if it were deleted).
     pub fn hide(&self, uuid: &str) {
+        super::server::lock(&self.flapping).remove(uuid);
         super::server::lock(&self.hidden).insert(uuid.to_owned());
     }
 
     /// Lists the machine of agent `uuid` again.
     pub fn show(&self, uuid: &str) {
+        super::server::lock(&self.flapping).remove(uuid);
         super::server::lock(&self.hidden).remove(uuid);
+    }
+
+    /// Makes the machine of agent `uuid` flap: listed by the first listing after this call
+    /// (a request at `Offset` 0) and every other one after it, missing from the others; the
+    /// pages of one listing agree. [`MachineHooks::show`] or [`MachineHooks::hide`] ends it.
+    pub fn flap(&self, uuid: &str) {
+        let mut flapping = super::server::lock(&self.flapping);
+        if flapping.is_empty() {
+            // The next listing is an even one: the machine is in it.
+            self.listings.store(0, Ordering::Relaxed);
+        }
+        flapping.insert(uuid.to_owned());
+    }
+
+    /// Machines hidden from a request at `offset`: the hidden ones, and the flapping ones
+    /// in every other listing.
+    fn hidden_now(&self, offset: i64) -> HashSet<String> {
+        let mut hidden = super::server::lock(&self.hidden).clone();
+        let listing = if offset == 0 {
+            self.listings.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.listings.load(Ordering::Relaxed).saturating_sub(1)
+        };
+        if listing % 2 == 1 {
+            hidden.extend(super::server::lock(&self.flapping).iter().cloned());
+        }
+        hidden
     }
 
     /// `true`: every `DescribeMachines` answers `InternalError` until set back to `false`.
@@ -140,7 +173,6 @@ impl Shared {
                 "An internal error occurred (injected by a test).",
             ));
         }
-        let hidden = super::server::lock(&self.machine_hooks.hidden).clone();
         let required = |name: &str| match params.get(name) {
             None => Err(Answer::error(
                 "MissingParameter",
@@ -163,6 +195,7 @@ impl Shared {
         let limit = int_param(&params, "Limit", 0..=MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
         let offset = int_param(&params, "Offset", 0..=i64::MAX)?.unwrap_or(0);
         let wanted = filters(&params)?;
+        let hidden = self.machine_hooks.hidden_now(offset);
 
         let agents = self
             .scenario

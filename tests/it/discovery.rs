@@ -386,3 +386,230 @@ async fn a_reload_that_turns_discovery_on_without_a_watchlist_keeps_the_agents()
     assert_eq!(polls_of(&sim, 2), 0, "discovery did not start on a reload");
     sim.shutdown().await;
 }
+
+/// Agents 0..4 as [`scenario`]'s, each with one open port, for the inventory.
+fn scenario_with_ports() -> String {
+    let mut s = String::new();
+    for i in 0..4 {
+        s.push_str(&format!(
+            "[[agent]]\nuuid = \"{}\"\nmachine_name = \"m-{i}\"\n\
+             timeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n\
+             ports = [ {{ at = \"0s\", open = [ {{ port = {}, process = \"sshd\", pid = 7 }} ] }} ]\n",
+            uuid(i),
+            2200 + i
+        ));
+    }
+    s
+}
+
+/// `app_for` with the inventory kept and `extra` keys in `[discovery]`.
+fn app_with_inventory(sim: &RunningSimulator, discovery: &str, inventory: &str) -> App {
+    let app = App::for_simulator(&sim.endpoint(), &[(uuid(0), "listed-0".to_owned())]);
+    app.write(
+        "config.toml",
+        format!(
+            "{}[discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\nrefresh = \"1s\"\n\
+             {discovery}[inventory]\nenabled = true\n{inventory}",
+            daemon_config(&sim.endpoint())
+        ),
+    );
+    app
+}
+
+/// The events called `name` about agent `i`.
+fn about(events: &[Value], name: &str, i: usize) -> usize {
+    events
+        .iter()
+        .filter(|v| v["event"] == name && v["uuid"] == uuid(i).as_str())
+        .count()
+}
+
+/// Requests of `action` the simulator received for agent `i`.
+fn requests_of(sim: &RunningSimulator, action: &str, i: usize) -> usize {
+    let uuid = uuid(i);
+    sim.stats()
+        .log
+        .iter()
+        .filter(|r| r.action == action && r.uuid.as_deref() == Some(uuid.as_str()))
+        .count()
+}
+
+/// Waits (up to a minute: the machine is shared) until `passes` more listings arrived.
+async fn wait_for_listings(sim: &RunningSimulator, passes: u64) {
+    let from = machine_requests(sim);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while machine_requests(sim) < from + passes {
+        assert!(std::time::Instant::now() < deadline, "no discovery passes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 20: `DescribeMachines` answering [A, …] and […] in turn every second. Agent A is
+/// watched once: one `status_changed`, one `inventory_baseline`, whatever the flapping; it
+/// leaves only after `remove_after` (3) complete passes in a row without it, its polling then
+/// stops; back within `forget_after` it repeats nothing (no status change, no baseline, no
+/// fetch: its snapshot was kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_machine_is_watched_once_and_leaves_only_after_remove_after_passes() {
+    let sim = start_scenario(&scenario_with_ports()).await;
+    sim.machine_hooks().flap(&uuid(1));
+    let app = app_with_inventory(&sim, "", "");
+    let mut d = app.daemon(&[]);
+    d.wait_for("agent 1's baseline", WAIT, |e| {
+        about(e, "inventory_baseline", 1) == 1
+    })
+    .await;
+    // 12 more passes: 6 without agent 1.
+    wait_for_listings(&sim, 12).await;
+    let events = d.named("status_changed");
+    assert_eq!(about(&events, "status_changed", 1), 1, "{events:?}");
+    assert_eq!(
+        about(&d.named("inventory_baseline"), "inventory_baseline", 1),
+        1
+    );
+    let loads = discovery_loads(&d.named("watchlist_loaded"));
+    assert_eq!(loads.len(), 1, "the list never changed: {loads:?}");
+
+    // Listed again for good, then gone for good: it leaves after 3 passes without it.
+    sim.machine_hooks().show(&uuid(1));
+    wait_for_listings(&sim, 2).await;
+    let from = machine_requests(&sim);
+    sim.machine_hooks().hide(&uuid(1));
+    d.wait_for("agent 1 removed", Duration::from_secs(60), |e| {
+        discovery_loads(e).len() == 2
+    })
+    .await;
+    assert!(
+        machine_requests(&sim) >= from + 3,
+        "removed after {} listings",
+        machine_requests(&sim) - from
+    );
+    let removed = discovery_loads(&d.named("watchlist_loaded"))[1].clone();
+    assert_eq!(removed["removed"], 1, "{removed}");
+    // Its polling stops (one request in flight at the removal may still land).
+    let polls = polls_of(&sim, 1);
+    wait_for_listings(&sim, 3).await;
+    assert!(polls_of(&sim, 1) <= polls + 1, "still polled");
+
+    // Back: watched again, nothing repeated.
+    let fetches = requests_of(&sim, "DescribeOpenPorts", 1);
+    sim.machine_hooks().show(&uuid(1));
+    d.wait_for("agent 1 back", Duration::from_secs(60), |e| {
+        discovery_loads(e).len() == 3
+    })
+    .await;
+    let back = polls_of(&sim, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while polls_of(&sim, 1) < back + 3 {
+        assert!(std::time::Instant::now() < deadline, "agent 1 not polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(about(&out.events, "status_changed", 1), 1);
+    assert_eq!(about(&out.events, "inventory_baseline", 1), 1);
+    assert_eq!(about(&out.events, "port_opened", 1), 0);
+    assert_eq!(about(&out.events, "port_closed", 1), 0);
+    assert_eq!(
+        requests_of(&sim, "DescribeOpenPorts", 1),
+        fetches,
+        "its snapshot was kept: no fetch"
+    );
+    sim.shutdown().await;
+}
+
+/// What is kept of an agent that left survives a restart (state, inventory and discovery
+/// files): back after the restart it repeats nothing, even with `baseline = "ports"`. After
+/// `forget_after` it is forgotten, from the files too, and comes back as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_left_is_remembered_across_a_restart_until_forget_after() {
+    let sim = start_scenario(&scenario_with_ports()).await;
+    let app = app_with_inventory(
+        &sim,
+        "remove_after = 1\nforget_after = \"1h\"\n",
+        "baseline = \"ports\"\n",
+    );
+    let mut d = app.daemon(&[]);
+    d.wait_for("agent 1's port", WAIT, |e| about(e, "port_opened", 1) == 1)
+        .await;
+    sim.machine_hooks().hide(&uuid(1));
+    d.wait_for("agent 1 removed", Duration::from_secs(60), |e| {
+        discovery_loads(e).len() == 2
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    // Kept in every file.
+    let state = app.state().load().unwrap();
+    assert!(state.contains_key(&uuid(1).parse().unwrap()), "{state:?}");
+    let inventory =
+        cwp_portwatch::inventory::store::InventoryFile::in_dir(&app.path().join("state"))
+            .load()
+            .unwrap();
+    assert!(inventory[&uuid(1)].snapshot.is_some());
+    let remembered = std::fs::read_to_string(app.path().join("state/discovery.json")).unwrap();
+    assert!(remembered.contains(&uuid(1)), "{remembered}");
+
+    // Back while the daemon was down: nothing repeated.
+    sim.machine_hooks().show(&uuid(1));
+    let mut d = app.daemon(&[]);
+    d.wait_for("agent 1 back", Duration::from_secs(60), |e| {
+        discovery_loads(e).iter().any(|v| v["agents"] == 4)
+    })
+    .await;
+    let back = polls_of(&sim, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while polls_of(&sim, 1) < back + 3 {
+        assert!(std::time::Instant::now() < deadline, "agent 1 not polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = d.stop().await;
+    assert_eq!(about(&out.events, "status_changed", 1), 0, "{}", out.stderr);
+    assert_eq!(about(&out.events, "port_opened", 1), 0, "{}", out.stderr);
+
+    // forget_after passes (1 s here): gone, forgotten from the files, then back as new.
+    app.write(
+        "config.toml",
+        std::fs::read_to_string(app.config())
+            .unwrap()
+            .replace("forget_after = \"1h\"", "forget_after = \"1s\""),
+    );
+    sim.machine_hooks().hide(&uuid(1));
+    let mut d = app.daemon(&[]);
+    d.wait_for("agent 1 removed", Duration::from_secs(60), |e| {
+        discovery_loads(e).iter().any(|v| v["agents"] == 3)
+    })
+    .await;
+    // Wait until a pass at least 1 s later has forgotten it from the discovery file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let remembered =
+            std::fs::read_to_string(app.path().join("state/discovery.json")).unwrap_or_default();
+        if !remembered.contains(&uuid(1)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        !app.state()
+            .load()
+            .unwrap()
+            .contains_key(&uuid(1).parse().unwrap())
+    );
+    let inventory =
+        cwp_portwatch::inventory::store::InventoryFile::in_dir(&app.path().join("state"))
+            .load()
+            .unwrap();
+    assert!(!inventory.contains_key(&uuid(1)));
+    sim.machine_hooks().show(&uuid(1));
+    let mut d = app.daemon(&[]);
+    d.wait_for("agent 1 new again", Duration::from_secs(60), |e| {
+        about(e, "status_changed", 1) == 1 && about(e, "port_opened", 1) == 1
+    })
+    .await;
+    d.stop().await;
+    sim.shutdown().await;
+}

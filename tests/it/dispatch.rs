@@ -448,6 +448,7 @@ async fn reloads_while_requests_are_in_flight_never_double_up() {
         tx.send(Control::Reload {
             agents: list,
             config,
+            removed: cwp_portwatch::engine::Removed::Forget,
             reply,
         })
         .unwrap();
@@ -808,6 +809,7 @@ async fn the_rate_holds_in_every_window_under_faults_and_across_reloads() {
         tx.send(Control::Reload {
             agents: list,
             config: config(rps),
+            removed: cwp_portwatch::engine::Removed::Forget,
             reply,
         })
         .unwrap();

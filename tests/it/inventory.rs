@@ -434,6 +434,7 @@ async fn a_removed_agent_forgets_its_inventory() {
                 .send(Control::Reload {
                     agents: watch(1),
                     config: fast(),
+                    removed: cwp_portwatch::engine::Removed::Forget,
                     reply,
                 })
                 .ok()?;

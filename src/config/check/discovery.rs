@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::{Check, MAX_REGION_CHARS};
 use crate::config::raw::RawDiscovery;
 use crate::discovery::{
-    AgentStatusFilter, DiscoverySettings, MAX_KEYWORDS_CHARS, MAX_REGIONS, MachineType,
-    REFRESH_RANGE,
+    AgentStatusFilter, DiscoverySettings, FORGET_AFTER_RANGE, MAX_KEYWORDS_CHARS, MAX_REGIONS,
+    MachineType, REFRESH_RANGE, REMOVE_AFTER_RANGE,
 };
 use crate::problems::{Reported, shown, text_problem};
 
@@ -56,6 +56,19 @@ impl Check<'_> {
             defaults.refresh,
             &REFRESH_RANGE,
         );
+        let remove_after = self.integer_in(
+            raw.remove_after.as_ref(),
+            "remove_after",
+            REMOVE_AFTER_RANGE,
+            defaults.remove_after,
+            " (complete passes in a row a machine is missing from before its agent leaves)",
+        );
+        let forget_after = self.duration(
+            raw.forget_after.as_ref(),
+            "forget_after",
+            defaults.forget_after,
+            &FORGET_AFTER_RANGE,
+        );
         Ok(DiscoverySettings {
             enabled,
             machine_types: machine_types?,
@@ -63,6 +76,8 @@ impl Check<'_> {
             agent_status: agent_status?,
             keywords: keywords?,
             refresh: refresh?,
+            remove_after: remove_after?,
+            forget_after: forget_after?,
         })
     }
 
@@ -200,7 +215,8 @@ mod tests {
     fn every_key_parses() {
         let s = with(
             "enabled = true\nmachine_types = [\"CVM\", \"BM\"]\nregions = [\"ap-guangzhou\", \
-             \"ap-beijing\"]\nagent_status = \"ONLINE\"\nkeywords = \"web\"\nrefresh = \"5m\"\n",
+             \"ap-beijing\"]\nagent_status = \"ONLINE\"\nkeywords = \"web\"\nrefresh = \"5m\"\n\
+             remove_after = 5\nforget_after = \"2d\"\n",
         )
         .unwrap();
         let d = s.discovery;
@@ -210,6 +226,14 @@ mod tests {
         assert_eq!(d.agent_status, AgentStatusFilter::Online);
         assert_eq!(d.keywords.as_deref(), Some("web"));
         assert_eq!(d.refresh, Duration::from_secs(300));
+        assert_eq!(d.remove_after, 5);
+        assert_eq!(d.forget_after, Duration::from_secs(2 * 24 * 3600));
+        let d = with("").unwrap().discovery;
+        assert_eq!(
+            (d.remove_after, d.forget_after),
+            (3, Duration::from_secs(7 * 24 * 3600)),
+            "the documented defaults"
+        );
     }
 
     #[test]
@@ -267,6 +291,14 @@ mod tests {
             ("refresh = \"2d\"\n", "config.toml:4:11", "out of range"),
             ("refresh = 10\n", "config.toml:4:11", "no unit"),
             ("regoins = [\"x\"]\n", "config.toml:4:1", "regoins"),
+            ("remove_after = 0\n", "config.toml:4:16", "from 1 to 100"),
+            ("remove_after = \"3\"\n", "config.toml:4:16", "whole number"),
+            (
+                "forget_after = \"400d\"\n",
+                "config.toml:4:16",
+                "out of range",
+            ),
+            ("forget_after = 7\n", "config.toml:4:16", "no unit"),
         ] {
             let e = with(text).unwrap_err();
             assert!(e.contains(place), "{text}: {e}");
@@ -312,7 +344,7 @@ mod example_tests {
                 .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            assert_eq!(lines.lines().count(), 6, "{file}: {lines}");
+            assert_eq!(lines.lines().count(), 8, "{file}: {lines}");
             let s = Settings::from_toml_str(
                 &format!("watchlist = \"w.toml\"\nstate_dir = \"/tmp/s\"\n[discovery]\n{lines}"),
                 Path::new("/etc/cwp/config.toml"),
