@@ -135,7 +135,8 @@ pub fn excerpt(body: &[u8]) -> String {
 }
 
 /// What replaces every text taken from a credentials endpoint's answer.
-pub const BODY_NOT_SHOWN: &str = "(body not shown: a credentials endpoint's answer may hold secrets)";
+pub const BODY_NOT_SHOWN: &str =
+    "(body not shown: a credentials endpoint's answer may hold secrets)";
 
 /// `error` with every text that came from the answer's body removed: the excerpt of a
 /// non-200 answer, the API's `Error.Message`, the reason of an unreadable answer (which may
@@ -302,7 +303,10 @@ mod tests {
         let secret = "TmpSecretKey S3CRETmarker Token S3CRETmarker";
         let answers: [(u16, String); 5] = [
             (503, format!("<html>{secret}</html>")),
-            (502, format!(r#"{{"Response":{{"RequestId":"gw-1","Msg":"{secret}"}}}}"#)),
+            (
+                502,
+                format!(r#"{{"Response":{{"RequestId":"gw-1","Msg":"{secret}"}}}}"#),
+            ),
             (
                 200,
                 format!(
@@ -328,7 +332,10 @@ mod tests {
         let raw = parse(503, format!("<html>{secret}</html>").as_bytes()).unwrap_err();
         assert!(raw.to_string().contains("S3CRET"));
         let timeout = ApiError::Timeout(std::time::Duration::from_secs(1));
-        assert_eq!(without_body(timeout.clone()).to_string(), timeout.to_string());
+        assert_eq!(
+            without_body(timeout.clone()).to_string(),
+            timeout.to_string()
+        );
     }
 
     #[test]
