@@ -12,8 +12,11 @@
 //! retries over) and `STATUS=` says that it is not polling and why. This holds when every
 //! account fails: the daemon stays up, `READY=1` meaning "running, every account polling or
 //! retrying its start", and keeps trying with clear logs; `check` and `once` still exit 1.
-//! Only local failures at the deferred build (the state or inventory file) stop the daemon,
-//! as they do at start: they are the same `state_dir` for every account.
+//! What is retried is what a remote service said (or its silence): a problem `check` reports
+//! too (no credentials in the configured source, an unusable endpoint) still stops `run` at
+//! start, naming it, since only a changed configuration and a restart fix it
+//! ([`worth_retrying`]). Local failures at the deferred build (the state or inventory file)
+//! stop the daemon, as they do at start: they are the same `state_dir` for every account.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,8 @@ use crate::agent_uuid::AgentUuid;
 use crate::api::Client;
 use crate::config::Settings;
 use crate::config::accounts::AccountPlan;
+use crate::credentials::assume_role::AssumeRoleError;
+use crate::credentials::cvm_role::CvmRoleError;
 use crate::discovery::{self, Discovered};
 use crate::engine::{Control, Engine, EngineReport, EngineStatus, InventoryOptions};
 use crate::events::{Event, EventSink, WatchlistSource};
@@ -131,7 +136,10 @@ impl AccountRun {
         };
         match connected {
             Ok(connected) => account.finish_start(connected, shutdown)?,
-            Err(error) => account.retry_start(&error, env, shutdown, started.clone()),
+            Err(error) if worth_retrying(&error) => {
+                account.retry_start(&error, env, shutdown, started.clone());
+            }
+            Err(error) => return Err(error),
         }
         Ok(account)
     }
@@ -368,6 +376,25 @@ impl AccountRun {
     }
 }
 
+/// Whether a failed start is tried again: what a remote service (STS, the metadata service)
+/// answered, or its silence, can change without a restart. A problem `check` reports as well
+/// (no credentials in the configured source, an endpoint that cannot be used) stops `run` as
+/// before: the configuration must change, and a restart applies it.
+fn worth_retrying(error: &CommandError) -> bool {
+    match error {
+        CommandError::CvmRole(e) => !matches!(e, CvmRoleError::Setup { .. }),
+        CommandError::AssumeRole(e) => !matches!(
+            e,
+            AssumeRoleError::Setup(_)
+                | AssumeRoleError::Base(_)
+                | AssumeRoleError::BaseCvmRole(CvmRoleError::Setup { .. })
+        ),
+        // The chain fell through to the metadata service: most likely no CVM and no
+        // credentials configured, which its message explains; kept as it was.
+        _ => false,
+    }
+}
+
 /// Wait after the `attempt`-th failed start of an account: 2 s, 4 s, 8 s, … up to 5 min.
 /// Starts at once, not at the 30 s of a refused key: the usual cause is a passing one (STS
 /// answering 503, the network not up yet at boot).
@@ -532,7 +559,6 @@ pub(super) fn release_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::assume_role::AssumeRoleError;
     use crate::events::CollectingSink;
 
     #[test]
@@ -548,6 +574,48 @@ mod tests {
             role_arn: "qcs::cam::uin/1:roleName/r".to_owned(),
             problem: "scripted".to_owned(),
         })
+    }
+
+    #[test]
+    fn remote_failures_are_retried_configuration_problems_are_not() {
+        let role_arn = || "qcs::cam::uin/1:roleName/r".to_owned();
+        let api = || crate::api::ApiError::Transport("reset".to_owned());
+        let unreachable = || CvmRoleError::Unreachable {
+            url: "http://127.0.0.1:9/".to_owned(),
+            reason: "refused".to_owned(),
+        };
+        let setup = || CvmRoleError::Setup {
+            endpoint: "ftp://x/".to_owned(),
+            reason: "scheme".to_owned(),
+        };
+        let retried = [
+            CommandError::AssumeRole(AssumeRoleError::Unavailable {
+                role_arn: role_arn(),
+                error: api(),
+            }),
+            CommandError::AssumeRole(AssumeRoleError::Refused {
+                role_arn: role_arn(),
+                error: api(),
+            }),
+            unavailable(),
+            CommandError::AssumeRole(AssumeRoleError::BaseCvmRole(unreachable())),
+            CommandError::CvmRole(unreachable()),
+        ];
+        for error in &retried {
+            assert!(worth_retrying(error), "{error}");
+        }
+        let stopping = [
+            CommandError::CvmRole(setup()),
+            CommandError::CvmRoleFallback(unreachable()),
+            CommandError::AssumeRole(AssumeRoleError::BaseCvmRole(setup())),
+            CommandError::Credentials(crate::credentials::CredentialError::NotFound {
+                origin: "environment".to_owned(),
+                detail: "unset".to_owned(),
+            }),
+        ];
+        for error in &stopping {
+            assert!(!worth_retrying(error), "{error}");
+        }
     }
 
     /// The account_failed events: (attempt, retry_in_seconds).
