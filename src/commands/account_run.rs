@@ -52,6 +52,14 @@ pub(super) type FoundSender = mpsc::UnboundedSender<(usize, Arc<Discovered>)>;
 /// the account's index: the daemon then calls [`AccountRun::finish_start`].
 pub(super) type StartedSender = mpsc::UnboundedSender<(usize, Connected)>;
 
+/// Where an account's results reach the daemon's loop, each tagged with the account's index.
+pub(super) struct ToDaemon {
+    /// Its discovery's complete passes.
+    pub(super) found: FoundSender,
+    /// Its client, when its start was retried and it connected at last.
+    pub(super) started: StartedSender,
+}
+
 /// One account's share of the daemon: its own engine (limiters, rate control, credentials
 /// gate, client), state file, discovery and listed agents. Accounts share only the event
 /// sink, the metrics registry and the shutdown.
@@ -89,7 +97,7 @@ struct Starting {
 
 impl AccountRun {
     /// Connects its client (starting its credentials refresher), loads its state, builds
-    /// its engine and starts its discovery, whose results go to `found` tagged `index`. When
+    /// its engine and starts its discovery, whose results go `to_daemon` tagged `index`. When
     /// the client cannot connect, reports `account_failed` and returns the account waiting
     /// for its retry task (see the module docs); only local failures are errors.
     pub(super) async fn start(
@@ -99,8 +107,7 @@ impl AccountRun {
         sink: Arc<dyn EventSink>,
         metrics: Option<&Arc<Metrics>>,
         shutdown: &Shutdown,
-        found: &FoundSender,
-        started: &StartedSender,
+        to_daemon: &ToDaemon,
     ) -> Result<AccountRun, CommandError> {
         let settings = plan.settings;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -129,7 +136,7 @@ impl AccountRun {
                 index,
                 agents: watchlist.agents,
                 metrics: metrics.cloned(),
-                found: found.clone(),
+                found: to_daemon.found.clone(),
                 control_rx,
                 problem: Arc::new(Mutex::new(String::new())),
             }),
@@ -137,7 +144,7 @@ impl AccountRun {
         match connected {
             Ok(connected) => account.finish_start(connected, shutdown)?,
             Err(error) if worth_retrying(&error) => {
-                account.retry_start(&error, env, shutdown, started.clone());
+                account.retry_start(&error, env, shutdown, to_daemon.started.clone());
             }
             Err(error) => return Err(error),
         }

@@ -28,7 +28,7 @@ use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
 
 use super::CommandError;
-use super::account_run::{AccountRun, release_freed_memory};
+use super::account_run::{AccountRun, ToDaemon, release_freed_memory};
 use super::startup;
 
 /// How often `STATUS=` is refreshed.
@@ -56,9 +56,10 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let several = settings.several_accounts();
     let shutdown = Shutdown::new();
     // Every account's discovery results, tagged with the account's index.
-    let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (found, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
     // Accounts whose start was retried, once they connect (see `account_run`).
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let to_daemon = ToDaemon { found, started };
     let mut accounts = Vec::with_capacity(plans.len());
     for (index, (plan, watchlist)) in plans.into_iter().enumerate() {
         // With one account, events and metrics stay exactly as they were.
@@ -81,8 +82,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             account_sink,
             handle.as_ref(),
             &shutdown,
-            &found_tx,
-            &started_tx,
+            &to_daemon,
         )
         .await;
         match started {
