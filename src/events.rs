@@ -52,7 +52,7 @@ pub mod message_id {
     /// `discovery_failed`
     pub const DISCOVERY_FAILED: &str = "72f52829f5be44069c00fcb8feec068a";
     /// `account_failed`
-    pub const ACCOUNT_FAILED: &str = "5d0b3f6c2e8a4f1d9c7b6a5e4d3c2b1a";
+    pub const ACCOUNT_FAILED: &str = "9423784fbabd412cbf01eaa061936103";
     /// Every id, for the catalog test.
     pub const ALL: [&str; 18] = [
         STATUS_CHANGED,
