@@ -51,8 +51,10 @@ pub mod message_id {
     pub const SCAN_REQUESTED: &str = "96cd3215c62c42c7b0d7562f3d57830f";
     /// `discovery_failed`
     pub const DISCOVERY_FAILED: &str = "72f52829f5be44069c00fcb8feec068a";
+    /// `account_failed`
+    pub const ACCOUNT_FAILED: &str = "9423784fbabd412cbf01eaa061936103";
     /// Every id, for the catalog test.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         STATUS_CHANGED,
         POLL_FAILED,
         POLL_RECOVERED,
@@ -70,6 +72,7 @@ pub mod message_id {
         INVENTORY_FAILED,
         SCAN_REQUESTED,
         DISCOVERY_FAILED,
+        ACCOUNT_FAILED,
     ];
 }
 
@@ -154,6 +157,20 @@ pub enum Event {
         error_message: String,
         /// Where the credentials came from.
         source: String,
+    },
+    /// An account could not start (its credentials: STS, the metadata service, a key file);
+    /// it is tried again in `retry_in_seconds`, and the other accounts run meanwhile.
+    AccountFailed {
+        /// `default` or the `[[account]]` name (present with one account too).
+        account: String,
+        /// The stable code of the failure (`AssumeRoleError.Unavailable`, ...).
+        error_code: String,
+        /// What failed, never a secret nor a credentials endpoint's answer.
+        error_message: String,
+        /// Attempts so far, this one included.
+        attempt: u32,
+        /// When the next attempt is.
+        retry_in_seconds: u64,
     },
     /// The watchlist was (re)loaded.
     WatchlistLoaded {
@@ -310,6 +327,7 @@ impl Event {
             Event::RateLimited { .. } => "rate_limited",
             Event::ClockSkew { .. } => "clock_skew",
             Event::CredentialsFailed { .. } => "credentials_failed",
+            Event::AccountFailed { .. } => "account_failed",
             Event::WatchlistLoaded { .. } => "watchlist_loaded",
             Event::DiscoveryFailed { .. } => "discovery_failed",
             Event::ConfigRejected { .. } => "config_rejected",
@@ -334,6 +352,7 @@ impl Event {
             Event::RateLimited { .. } => RATE_LIMITED,
             Event::ClockSkew { .. } => CLOCK_SKEW,
             Event::CredentialsFailed { .. } => CREDENTIALS_FAILED,
+            Event::AccountFailed { .. } => ACCOUNT_FAILED,
             Event::WatchlistLoaded { .. } => WATCHLIST_LOADED,
             Event::DiscoveryFailed { .. } => DISCOVERY_FAILED,
             Event::ConfigRejected { .. } => CONFIG_REJECTED,
@@ -361,7 +380,9 @@ impl Event {
             | Event::StateDamaged { .. }
             | Event::InventoryFailed { .. }
             | Event::DiscoveryFailed { .. } => Level::WARN,
-            Event::CredentialsFailed { .. } | Event::ConfigRejected { .. } => Level::ERROR,
+            Event::CredentialsFailed { .. }
+            | Event::ConfigRejected { .. }
+            | Event::AccountFailed { .. } => Level::ERROR,
             _ => Level::INFO,
         }
     }
@@ -416,6 +437,16 @@ impl Event {
             Event::CredentialsFailed {
                 error_code, source, ..
             } => format!("the API refused the credentials from {source} ({error_code})"),
+            Event::AccountFailed {
+                account,
+                error_code,
+                error_message,
+                attempt,
+                retry_in_seconds,
+            } => format!(
+                "account {account} could not start ({error_code}: {error_message}); attempt \
+                 {attempt}, next try in {retry_in_seconds} s; the other accounts run"
+            ),
             Event::WatchlistLoaded {
                 agents,
                 added,
@@ -671,6 +702,26 @@ impl EventSink for TracingSink {
                 error_code = error_code.as_str(),
                 error_message = error_message.as_str(),
                 source = source.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            // Not through `at_level!`: the event names its account itself (also with one
+            // account), so the mark of an `AccountSink` would be a second `account` field.
+            Event::AccountFailed {
+                account,
+                error_code,
+                error_message,
+                attempt,
+                retry_in_seconds,
+            } => tracing::event!(
+                target: TARGET,
+                Level::ERROR,
+                account = account.as_str(),
+                event = name,
+                error_code = error_code.as_str(),
+                error_message = error_message.as_str(),
+                attempt = *attempt,
+                retry_in_seconds = *retry_in_seconds,
                 message_id = mid,
                 "{msg}"
             ),
@@ -982,6 +1033,26 @@ mod tests {
                 .contains("kept as /var/lib/cwp-portwatch/state.json.damaged-1700000000"),
             "{}",
             e.message()
+        );
+    }
+
+    #[test]
+    fn account_failed_says_which_account_why_and_when_it_is_tried_again() {
+        let e = Event::AccountFailed {
+            account: "second".into(),
+            error_code: "AssumeRoleError.Unavailable".into(),
+            error_message: "STS unavailable\u{1b}[2J".into(),
+            attempt: 2,
+            retry_in_seconds: 4,
+        };
+        assert_eq!(
+            (e.name(), e.level(), e.message_id()),
+            ("account_failed", Level::ERROR, message_id::ACCOUNT_FAILED)
+        );
+        assert_eq!(
+            e.message(),
+            "account second could not start (AssumeRoleError.Unavailable: STS \
+             unavailable\\u{1b}[2J); attempt 2, next try in 4 s; the other accounts run"
         );
     }
 

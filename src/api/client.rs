@@ -123,6 +123,8 @@ pub struct Client {
     credentials: Arc<RwLock<Credentials>>,
     /// Server time minus local time, in milliseconds.
     clock_offset_ms: Arc<AtomicI64>,
+    /// Errors carry nothing of the answer's body ([`Client::hiding_answer_bodies`]).
+    hide_bodies: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -206,7 +208,17 @@ impl Client {
             version,
             credentials: Arc::new(RwLock::new(credentials)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
+            hide_bodies: false,
         })
+    }
+
+    /// For a credentials endpoint (STS): the errors of every call keep the HTTP status, the
+    /// error code and the `RequestId`, and nothing else of the answer
+    /// ([`response::without_body`]), because its body holds secrets (`TmpSecretKey`,
+    /// `Token`), and an error reaches start-up errors, events and log lines.
+    pub fn hiding_answer_bodies(mut self) -> Self {
+        self.hide_bodies = true;
+        self
     }
 
     /// Replaces the credentials (temporary credentials refreshed).
@@ -322,7 +334,12 @@ impl Client {
             let rtt_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
             self.learn_offset(date, sent_ms.saturating_add(rtt_ms / 2));
         }
-        response::parse(status, &body)
+        let parsed = response::parse(status, &body);
+        if self.hide_bodies {
+            parsed.map_err(response::without_body)
+        } else {
+            parsed
+        }
     }
 
     /// Server `Date` (1 s resolution, so + 500 ms) minus the local midpoint of the round trip.

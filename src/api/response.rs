@@ -134,6 +134,40 @@ pub fn excerpt(body: &[u8]) -> String {
     out.trim().to_string()
 }
 
+/// What replaces every text taken from a credentials endpoint's answer.
+pub const BODY_NOT_SHOWN: &str =
+    "(body not shown: a credentials endpoint's answer may hold secrets)";
+
+/// `error` with every text that came from the answer's body removed: the excerpt of a
+/// non-200 answer, the API's `Error.Message`, the reason of an unreadable answer (which may
+/// quote it). Kept: the HTTP status, the error code and the `RequestId` (checked words that
+/// cannot carry a secret). For the answers of credentials endpoints (STS `AssumeRole`), whose
+/// bodies hold `TmpSecretKey` and `Token`: an error built from them reaches start-up errors,
+/// events and warn lines, so the body must not be in it at all.
+pub fn without_body(error: ApiError) -> ApiError {
+    match error {
+        ApiError::HttpStatus {
+            status, request_id, ..
+        } => ApiError::HttpStatus {
+            status,
+            excerpt: BODY_NOT_SHOWN.to_owned(),
+            request_id,
+        },
+        ApiError::Api {
+            code, request_id, ..
+        } => ApiError::Api {
+            code,
+            message: BODY_NOT_SHOWN.to_owned(),
+            request_id,
+        },
+        ApiError::Decode { request_id, .. } => ApiError::Decode {
+            reason: format!("not a valid API answer {BODY_NOT_SHOWN}"),
+            request_id,
+        },
+        other @ (ApiError::Timeout(_) | ApiError::Transport(_)) => other,
+    }
+}
+
 /// `Response.RequestId` as sent: `None` if absent or not a string, `Some(Err)` if invalid.
 fn raw_request_id(response: &Map<String, Value>) -> Option<Result<String, String>> {
     match response.get("RequestId")? {
@@ -262,6 +296,46 @@ mod tests {
         assert!(e.to_string().contains("503"));
         let e = parse(502, br#"{"Response":{"RequestId":"gw-1"}}"#).unwrap_err();
         assert_eq!(e.request_id(), Some("gw-1"));
+    }
+
+    #[test]
+    fn without_body_keeps_status_code_and_request_id_and_nothing_of_the_body() {
+        let secret = "TmpSecretKey S3CRETmarker Token S3CRETmarker";
+        let answers: [(u16, String); 5] = [
+            (503, format!("<html>{secret}</html>")),
+            (
+                502,
+                format!(r#"{{"Response":{{"RequestId":"gw-1","Msg":"{secret}"}}}}"#),
+            ),
+            (
+                200,
+                format!(
+                    r#"{{"Response":{{"Error":{{"Code":"InternalError","Message":"{secret}"}},"RequestId":"r1"}}}}"#
+                ),
+            ),
+            (200, format!(r#"{{"Response":{{"Credentials":"{secret}"#)),
+            (200, format!("not json {secret}")),
+        ];
+        for (status, body) in &answers {
+            let raw = parse(*status, body.as_bytes()).unwrap_err();
+            // Before: the body reaches the text (what the fix closes).
+            let shown = without_body(raw.clone());
+            assert_eq!(shown.code(), raw.code(), "{body}");
+            assert_eq!(shown.request_id(), raw.request_id(), "{body}");
+            let text = format!("{shown} {shown:?} {}", shown.message());
+            assert!(!text.contains("S3CRET"), "{text}");
+            if let ApiError::HttpStatus { status: kept, .. } = shown {
+                assert_eq!(kept, *status);
+            }
+        }
+        // The raw errors did carry it: the redaction is what keeps it out.
+        let raw = parse(503, format!("<html>{secret}</html>").as_bytes()).unwrap_err();
+        assert!(raw.to_string().contains("S3CRET"));
+        let timeout = ApiError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(
+            without_body(timeout.clone()).to_string(),
+            timeout.to_string()
+        );
     }
 
     #[test]

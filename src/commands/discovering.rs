@@ -92,6 +92,17 @@ impl Discovering {
         })
     }
 
+    /// Nothing yet: the stand-in of an account still retrying its start (no client, no file
+    /// read; [`Discovering::start`] replaces it once the account has connected).
+    pub(super) fn idle() -> Discovering {
+        Discovering {
+            updates: None,
+            members: Membership::default(),
+            file: None,
+            last: None,
+        }
+    }
+
     /// Sends each complete pass to `to`, tagged `index`, until discovery or the daemon
     /// stops (one channel for all accounts' discoveries, so the daemon waits on one).
     pub(super) fn forward(

@@ -28,7 +28,7 @@ use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
 
 use super::CommandError;
-use super::account_run::{AccountRun, release_freed_memory};
+use super::account_run::{AccountRun, ToDaemon, release_freed_memory};
 use super::startup;
 
 /// How often `STATUS=` is refreshed.
@@ -56,7 +56,10 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let several = settings.several_accounts();
     let shutdown = Shutdown::new();
     // Every account's discovery results, tagged with the account's index.
-    let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (found, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Accounts whose start was retried, once they connect (see `account_run`).
+    let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let to_daemon = ToDaemon { found, started };
     let mut accounts = Vec::with_capacity(plans.len());
     for (index, (plan, watchlist)) in plans.into_iter().enumerate() {
         // With one account, events and metrics stay exactly as they were.
@@ -79,7 +82,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             account_sink,
             handle.as_ref(),
             &shutdown,
-            &found_tx,
+            &to_daemon,
         )
         .await;
         match started {
@@ -145,10 +148,21 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beats: Vec<u64> = vec![0; accounts.len()];
+    // A local failure (state or inventory file) of an account whose start was retried.
+    let mut failed_late = None;
     let engine_result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break None,
             finished = first_finished(&mut accounts) => break Some(finished),
+            Some((index, connected)) = started_rx.recv() => {
+                match accounts[index].finish_start(connected, &shutdown) {
+                    Ok(()) => accounts[index].spawn(&shutdown),
+                    Err(e) => {
+                        failed_late = Some(e);
+                        break None;
+                    }
+                }
+            }
             Some((index, found)) = found_rx.recv() => {
                 let account: &mut AccountRun = &mut accounts[index];
                 account
@@ -190,6 +204,9 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         }
     }
     shutdown.finish(shutdown::GRACE).await;
+    if let Some(e) = failed_late {
+        return Err(e);
+    }
     let mut agents = 0;
     for result in results {
         match result {
@@ -227,10 +244,10 @@ async fn first_finished(accounts: &mut [AccountRun]) -> (usize, EngineOutcome) {
 /// `STATUS=`: the one engine's line, or one part per account.
 fn status_line(accounts: &[AccountRun]) -> String {
     match accounts {
-        [one] => one.status.line(),
+        [one] => one.line(),
         several => several
             .iter()
-            .map(|a| format!("{}: {}", a.name, a.status.line()))
+            .map(|a| format!("{}: {}", a.name, a.line()))
             .collect::<Vec<_>>()
             .join(" | "),
     }

@@ -245,7 +245,9 @@ impl AssumeRole {
             STS_SERVICE,
             STS_VERSION,
         )
-        .map_err(AssumeRoleError::Setup)?;
+        .map_err(AssumeRoleError::Setup)?
+        // Its answers carry the temporary secrets: no error may quote them.
+        .hiding_answer_bodies();
         Ok(AssumeRole {
             request,
             base,
@@ -296,7 +298,20 @@ impl AssumeRole {
         let answer = {
             let _one_at_a_time = self.calling.lock().await;
             self.sts.set_credentials(base);
-            self.sts.call(ASSUME_ROLE_ACTION, &params).await
+            let offset = self.sts.clock_offset_ms();
+            match self.sts.call(ASSUME_ROLE_ACTION, &params).await {
+                // The client learned STS's clock from this very answer's `Date`: signed again
+                // with it, at once, as the engine does for CWP answers. Without this a host
+                // whose clock is 15 minutes off fails every start-up (the offset learned dies
+                // with the process), a restart loop under systemd.
+                Err(error)
+                    if error.class() == ErrorClass::Clock
+                        && self.sts.clock_offset_ms() != offset =>
+                {
+                    self.sts.call(ASSUME_ROLE_ACTION, &params).await
+                }
+                answer => answer,
+            }
         };
         let role_arn = || self.request.role_arn.clone();
         let answer = answer.map_err(|error| match error {
@@ -483,6 +498,24 @@ impl<R: Renewable> Refresher for Renewer<R> {
 
     fn requested(&self) {
         tracing::debug!(target: TARGET, "AssumeRole renewal requested");
+    }
+
+    fn expired(&self, fresh: &AssumedCredentials) -> bool {
+        fresh.expires_at <= self.0.server_now()
+    }
+
+    fn arrived_expired(&self, fresh: &AssumedCredentials, retry_in: Duration) {
+        tracing::warn!(
+            target: TARGET,
+            role_arn = %self.0.request().role_arn,
+            secret_id = %fresh.credentials.secret_id,
+            expires_at = fresh.expires_at,
+            server_now = self.0.server_now(),
+            request_id = %fresh.request_id,
+            retry_in_secs = retry_in.as_secs(),
+            "STS AssumeRole answers credentials that have expired already; asking again less \
+             and less often"
+        );
     }
 }
 
@@ -699,7 +732,8 @@ mod tests {
     struct FakeSts {
         start: tokio::time::Instant,
         request: RoleRequest,
-        lifetime: i64,
+        /// Seconds the next answer's credentials are valid for (negative: expired already).
+        lifetime: Arc<std::sync::Mutex<i64>>,
         failures_left: Arc<std::sync::Mutex<u32>>,
         fetches: Arc<std::sync::Mutex<Vec<u64>>>,
     }
@@ -715,7 +749,7 @@ mod tests {
                     role_session_name: "s1".to_owned(),
                     duration: Duration::from_secs(lifetime as u64),
                 },
-                lifetime,
+                lifetime: Arc::new(std::sync::Mutex::new(lifetime)),
                 failures_left: Arc::new(std::sync::Mutex::new(failures)),
                 fetches: Arc::new(std::sync::Mutex::new(Vec::new())),
             }
@@ -742,7 +776,7 @@ mod tests {
                         secret_key: SecretString::from("k".to_owned()),
                         token: Some(SecretString::from("t".to_owned())),
                     },
-                    expires_at: self.server_now() + self.lifetime,
+                    expires_at: self.server_now() + *self.lifetime.lock().unwrap(),
                     request_id: "r".to_owned(),
                 })
             };
@@ -821,6 +855,65 @@ mod tests {
         // At once, then after 1, 2, 4 and 8 s.
         assert_eq!(fetches, [0, 1, 3, 7, 15]);
         assert_eq!(updates, ["AKIDtmp15"]);
+    }
+
+    /// What `tracing` writes on this thread, for the tests that count warnings.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    // Issue 20 item 8: an `ExpiredTime` already past meant a call every second, forever, at
+    // debug level only. Current-thread runtime: the loop logs under this thread's subscriber.
+    #[tokio::test(start_paused = true)]
+    async fn credentials_that_arrive_expired_back_off_from_30_s_and_warn_once() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        // Every answer expired 10 s before it was given.
+        let sts = FakeSts::new(7_200, 0);
+        *sts.lifetime.lock().unwrap() = -10;
+        // The engine asks for fresh credentials now and then (refused requests): no bypass.
+        let (fetches, updates) =
+            run_for(sts, None, Duration::from_secs(1_800), &[5, 6, 40, 100]).await;
+        // 30 s, then doubling (60, 120, 240, 480) up to 10 min.
+        assert_eq!(fetches, [0, 30, 90, 210, 450, 930, 1_530]);
+        // Handed on all the same: the API decides whether they work.
+        assert_eq!(updates.len(), fetches.len());
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let warnings = text
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("expired already"))
+            .count();
+        assert_eq!(warnings, 1, "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_good_answer_after_expired_ones_brings_back_the_normal_schedule() {
+        let sts = FakeSts::new(60, 0);
+        let lifetime = sts.lifetime.clone();
+        *lifetime.lock().unwrap() = -10;
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(35)).await;
+            *lifetime.lock().unwrap() = 60;
+        });
+        let (fetches, _) = run_for(sts, None, Duration::from_secs(140), &[]).await;
+        task.await.unwrap();
+        // Expired at 0 (next in 30 s), expired at 30 (next in 60 s); good at 90: every 30 s.
+        assert_eq!(fetches, [0, 30, 90, 120]);
     }
 
     #[tokio::test(start_paused = true)]

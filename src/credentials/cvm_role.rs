@@ -529,6 +529,23 @@ impl Refresher for CvmRole {
     fn requested(&self) {
         tracing::debug!(target: TARGET, "CVM role credentials refresh requested");
     }
+
+    fn expired(&self, fresh: &RoleCredentials) -> bool {
+        fresh.expires_at <= unix_now()
+    }
+
+    fn arrived_expired(&self, fresh: &RoleCredentials, retry_in: Duration) {
+        tracing::warn!(
+            target: TARGET,
+            role = %fresh.role,
+            secret_id = %fresh.credentials.secret_id,
+            expires_at = fresh.expires_at,
+            now = unix_now(),
+            retry_in_secs = retry_in.as_secs(),
+            "the metadata service hands out CVM role credentials that have expired already \
+             (or this host's clock is wrong); asking again less and less often"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub(super) trait Refresher {
 
     /// Logs that a fetch was asked for ahead of time.
     fn requested(&self);
+
+    /// Whether `fresh` had expired already when it arrived (on the source's own clock).
+    fn expired(&self, fresh: &Self::Fresh) -> bool;
+
+    /// Logs (a warning) that answers come already expired; the next fetch is in `retry_in`.
+    /// Called once per run of such answers, not for each.
+    fn arrived_expired(&self, fresh: &Self::Fresh, retry_in: Duration);
 }
 
 /// Keeps `source`'s credentials fresh until `shutdown`, handing each new set to `on_update`.
@@ -45,10 +52,16 @@ pub(super) trait Refresher {
 /// - After a success, waits what [`Refresher::fetched`] says; after the `n`-th failure in a
 ///   row, [`retry_delay`]`(n)` (1 s, 2 s, … 60 s), and `on_update` is not called, so the last
 ///   good credentials stay in use.
+/// - Credentials that had already expired when they arrived ([`Refresher::expired`]: an
+///   `ExpiredTime` in the past, a source's wrong clock) are no reason to ask again at once,
+///   which would only get the same answer: the next fetch waits [`expired_retry_delay`]
+///   (30 s, 60 s, … 10 min) and one warning says so for the whole run of such answers. They
+///   are handed on all the same: the API, not our reading of a clock, has the last word.
 /// - `refresh_now.notify_one()` cuts a wait short; the fetch then happens at once, but never
 ///   sooner than [`FORCED_REFRESH_MIN_GAP`] after the previous one. While retrying after
-///   failures it is not listened to (the retries are already under way); a request made then
-///   is served after the next success.
+///   failures or expired answers it is not listened to (the retries are already under way,
+///   and the engine asks again on every refused request); a request made then is served after
+///   the next good answer.
 /// - `shutdown` stops it at once, also in the middle of a fetch.
 pub(super) async fn refresh_loop<R: Refresher>(
     source: R,
@@ -58,11 +71,13 @@ pub(super) async fn refresh_loop<R: Refresher>(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
+    // Good answers in a row whose credentials had expired already.
+    let mut expired: u32 = 0;
     let mut wait = first_wait;
     let mut fetched_at = tokio::time::Instant::now();
     loop {
         if let Some(delay) = wait {
-            let listen = failures == 0;
+            let listen = failures == 0 && expired == 0;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -78,9 +93,20 @@ pub(super) async fn refresh_loop<R: Refresher>(
         };
         fetched_at = tokio::time::Instant::now();
         wait = Some(match fetched {
+            Ok(fresh) if source.expired(&fresh) => {
+                failures = 0;
+                expired = expired.saturating_add(1);
+                let delay = expired_retry_delay(expired);
+                if expired == 1 {
+                    source.arrived_expired(&fresh, delay);
+                }
+                on_update(R::into_credentials(fresh));
+                delay
+            }
             Ok(fresh) => {
                 let delay = source.fetched(&fresh, failures);
                 failures = 0;
+                expired = 0;
                 on_update(R::into_credentials(fresh));
                 delay
             }
@@ -104,6 +130,21 @@ pub const FORCED_REFRESH_MIN_GAP: Duration = Duration::from_secs(1);
 pub fn retry_delay(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     Duration::from_secs(1u64 << exponent).min(MAX_RETRY_DELAY)
+}
+
+/// First wait after credentials that arrived already expired.
+pub const EXPIRED_RETRY_FIRST: Duration = Duration::from_secs(30);
+/// Longest wait between fetches while credentials keep arriving expired.
+pub const EXPIRED_RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Wait after the `answers`-th answer in a row whose credentials had already expired (30 s,
+/// 60 s, 120 s, … up to [`EXPIRED_RETRY_MAX`]): the source gives the same answer until its
+/// side is fixed, so asking every second would only load it.
+pub fn expired_retry_delay(answers: u32) -> Duration {
+    let exponent = answers.saturating_sub(1).min(16);
+    EXPIRED_RETRY_FIRST
+        .saturating_mul(1u32 << exponent)
+        .min(EXPIRED_RETRY_MAX)
 }
 
 /// When a forced refresh may start: [`FORCED_REFRESH_MIN_GAP`] after the previous fetch, or at

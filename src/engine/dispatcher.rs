@@ -186,6 +186,15 @@ impl<P: Poller> Engine<P> {
         self
     }
 
+    /// Reports into `status` instead of a status of its own: the daemon hands an account's
+    /// status out (`sd_notify`, `/healthz`) before its engine exists, while its start is
+    /// retried, and the engine built later must beat that same one.
+    pub fn with_status(mut self, status: Arc<EngineStatus>) -> Self {
+        self.heartbeat.status = status;
+        self.heartbeat.refresh_soon();
+        self
+    }
+
     /// The shared status (for `sd_notify`).
     pub fn status(&self) -> Arc<EngineStatus> {
         self.heartbeat.status.clone()

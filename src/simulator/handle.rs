@@ -10,9 +10,11 @@ use hyper::header::{CONTENT_TYPE, DATE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
+use super::auth::parse_authorization;
 use super::faults::{FaultDraw, FaultKind};
 use super::server::Shared;
 use super::stats::RequestRecord;
+use super::sts::ASSUME_ROLE_ACTION;
 use super::wire::{self, Answer};
 
 /// Bodies above this answer `RequestSizeLimitExceeded` (the real limit is larger; nothing this
@@ -56,9 +58,13 @@ pub(super) async fn handle(
     let uuid = body.as_ref().ok().and_then(|b| uuid_of(b));
     let _in_flight = shared.enter(&action, uuid.as_deref());
 
+    let mut sts_failure = None;
     let (answer, fault) = match &body {
         Ok(bytes) => {
             let decision = shared.decide(&parts, bytes, arrived);
+            if decision.accepted && action == ASSUME_ROLE_ACTION {
+                sts_failure = signer_of(&parts).and_then(|id| shared.take_sts_failure(&id));
+            }
             let fault = decision.accepted.then(|| shared.draw_fault());
             (decision.answer, fault)
         }
@@ -86,43 +92,54 @@ pub(super) async fn handle(
         None => FaultKind::None,
     };
 
-    let (outcome, response) = match kind {
-        FaultKind::Reset => (Outcome::Fault("fault:reset"), None),
-        FaultKind::Http503 => (
-            Outcome::Fault("fault:503"),
+    let (outcome, response) = match (kind, sts_failure) {
+        (_, Some((status, body))) => (
+            Outcome::Fault("fault:sts"),
             Some(build(
                 &shared,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/html",
-                wire::GATEWAY_503_BODY.as_bytes().to_vec(),
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                "application/json",
+                body.into_bytes(),
             )),
         ),
-        FaultKind::Truncated => (
-            Outcome::Fault("fault:truncated"),
-            Some(build(
-                &shared,
-                StatusCode::OK,
-                "application/json",
-                wire::truncated(&answer.body(&request_id)),
-            )),
-        ),
-        FaultKind::InternalError | FaultKind::None => {
-            let answer = if kind == FaultKind::InternalError {
-                Answer::error(
-                    "InternalError",
-                    wire::scripted_error_message("InternalError"),
-                )
-            } else {
-                answer
-            };
-            let response = build(
-                &shared,
-                StatusCode::OK,
-                "application/json",
-                answer.body(&request_id),
-            );
-            (Outcome::Answered(answer), Some(response))
-        }
+        (kind, None) => match kind {
+            FaultKind::Reset => (Outcome::Fault("fault:reset"), None),
+            FaultKind::Http503 => (
+                Outcome::Fault("fault:503"),
+                Some(build(
+                    &shared,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/html",
+                    wire::GATEWAY_503_BODY.as_bytes().to_vec(),
+                )),
+            ),
+            FaultKind::Truncated => (
+                Outcome::Fault("fault:truncated"),
+                Some(build(
+                    &shared,
+                    StatusCode::OK,
+                    "application/json",
+                    wire::truncated(&answer.body(&request_id)),
+                )),
+            ),
+            FaultKind::InternalError | FaultKind::None => {
+                let answer = if kind == FaultKind::InternalError {
+                    Answer::error(
+                        "InternalError",
+                        wire::scripted_error_message("InternalError"),
+                    )
+                } else {
+                    answer
+                };
+                let response = build(
+                    &shared,
+                    StatusCode::OK,
+                    "application/json",
+                    answer.body(&request_id),
+                );
+                (Outcome::Answered(answer), Some(response))
+            }
+        },
     };
 
     let label = match &outcome {
@@ -165,6 +182,14 @@ fn build(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(DATE, shared.date_header());
     response
+}
+
+/// The SecretId that signed the request, if its `Authorization` header can be read.
+fn signer_of(parts: &hyper::http::request::Parts) -> Option<String> {
+    let value = parts.headers.get("authorization")?.to_str().ok()?;
+    parse_authorization(value)
+        .ok()
+        .map(|auth| auth.secret_id.to_owned())
 }
 
 /// The `Uuid` parameter if the body is a JSON object with a string one (for in-flight tracking

@@ -61,7 +61,7 @@ pub use server::{
     RunningSimulator, SimulatorOptions,
 };
 pub use stats::{RequestRecord, SimStats};
-pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
+pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION, StsFailure};
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";

@@ -27,7 +27,7 @@ use super::machines::MachineHooks;
 use super::scenario::OpenPortSpec;
 use super::scenario::Scenario;
 use super::stats::{SimStats, StatsState};
-use super::sts::{DurationCap, TemporaryCredentials};
+use super::sts::{DurationCap, StsFailure, TemporaryCredentials};
 use crate::clock::unix_now;
 
 /// The only API version of CWP.
@@ -195,6 +195,11 @@ impl RunningSimulator {
         *lock(&self.shared.assume_role_cap) = cap;
     }
 
+    /// Scripts `AssumeRole` failures (see [`StsFailure`]), after those already scripted.
+    pub fn fail_assume_role(&self, failure: StsFailure) {
+        lock(&self.shared.sts_failures).push(failure);
+    }
+
     /// The `TmpSecretKey` and `Token` of every temporary credential held now (not revoked),
     /// so a test can check that none of them ever reached a client's output.
     pub fn temporary_secrets(&self) -> Vec<String> {
@@ -237,6 +242,8 @@ pub(super) struct Shared {
     pub(super) temporary: Mutex<TemporaryCredentials>,
     /// Grant at most this long to `AssumeRole` (a test hook).
     pub(super) assume_role_cap: Mutex<DurationCap>,
+    /// Scripted `AssumeRole` failures (a test hook).
+    pub(super) sts_failures: Mutex<Vec<StsFailure>>,
     /// The simulator's clock at `start`, in Unix seconds, for `CreateTime`/`ModifyTime`.
     pub(super) start_unix: i64,
     /// Agent index → the latest task created through `CreateOpenPortTask`.
@@ -292,6 +299,7 @@ impl Shared {
             keys,
             temporary: Mutex::new(TemporaryCredentials::default()),
             assume_role_cap: Mutex::new(None),
+            sts_failures: Mutex::new(Vec::new()),
             scenario: opts.scenario,
             agents,
             limiter_kind: opts.limiter,

@@ -210,6 +210,40 @@ impl Shared {
     }
 }
 
+/// `AssumeRole` failures a test scripts (see
+/// [`RunningSimulator::fail_assume_role`](super::RunningSimulator::fail_assume_role)): the next
+/// `times` calls signed by `secret_id` (any signer when `None`) that the limiter accepts get
+/// HTTP `status` with `body` instead of credentials. A body holding a marker secret shows
+/// whether a client ever prints what a credentials endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsFailure {
+    /// Only calls signed by this SecretId; `None`: every call.
+    pub secret_id: Option<String>,
+    /// How many calls fail.
+    pub times: u32,
+    /// The HTTP status answered (e.g. 503).
+    pub status: u16,
+    /// The body answered.
+    pub body: String,
+}
+
+impl Shared {
+    /// The scripted failure for a call signed by `secret_id`, if one is left (used up by it).
+    pub(super) fn take_sts_failure(&self, secret_id: &str) -> Option<(u16, String)> {
+        let mut failures = lock(&self.sts_failures);
+        let at = failures
+            .iter()
+            .position(|f| f.times > 0 && f.secret_id.as_deref().is_none_or(|id| id == secret_id))?;
+        let failure = &mut failures[at];
+        failure.times -= 1;
+        let answer = (failure.status, failure.body.clone());
+        if failure.times == 0 {
+            failures.remove(at);
+        }
+        Some(answer)
+    }
+}
+
 /// How long a test caps granted credentials; see
 /// [`RunningSimulator::cap_assume_role_duration`](super::RunningSimulator::cap_assume_role_duration).
 pub(super) type DurationCap = Option<Duration>;

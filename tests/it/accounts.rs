@@ -2,9 +2,10 @@
 //! rate window per SecretId (`SimStats::per_account`): each account polls under its own
 //! quota, one account's refused credentials leave the others polling, every event says which
 //! account it is about, a restart repeats no transition for any account (one state file
-//! each), and `check` names account-level problems at line:column.
+//! each), `check` names account-level problems at line:column, and an account whose start
+//! fails is retried on its own while the others poll.
 
-use cwp_portwatch::simulator::DEFAULT_SECRET_ID;
+use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, StsFailure};
 use serde_json::Value;
 
 use crate::support::accounts::*;
@@ -488,5 +489,88 @@ async fn a_reload_that_shares_a_key_or_a_watchlist_is_refused() {
     .await;
     let out = d.stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    sim.shutdown().await;
+}
+
+/// What a credentials endpoint's failed answer may carry: never to be printed.
+const STS_BODY_MARKER: &str = "TmpSecretKeyMARKERneverPRINTED";
+
+// Issue 20 item 4: STS answering 503 once at start for one account made the daemon exit 1,
+// and the healthy account never polled.
+#[tokio::test]
+async fn one_accounts_failed_start_leaves_the_others_polling_and_is_retried() {
+    const ROLE: &str = "qcs::cam::uin/100000000002:roleName/cwp-second";
+    let sim = simulator().await;
+    // `second` assumes its role with alpha's key: its first AssumeRole gets a 503 whose body
+    // holds what looks like the temporary secrets (items 4 and 7).
+    sim.fail_assume_role(StsFailure {
+        secret_id: Some(ALPHA_ID.to_owned()),
+        times: 1,
+        status: 503,
+        body: format!(
+            r#"{{"Response":{{"Credentials":{{"TmpSecretKey":"{STS_BODY_MARKER}","Token":"{STS_BODY_MARKER}"}},"RequestId":"r-503"}}}}"#
+        ),
+    });
+    let app = App::new();
+    app.write_watchlist(&agents(0..3, "default-agent"));
+    app.write("second.toml", watchlist(&agents(3..6, "second-agent")));
+    for (name, value) in [("second.id", ALPHA_ID), ("second.key", ALPHA_KEY)] {
+        let path = app.write(name, value);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+    let dir = app.path().display();
+    let config = crate::support::app::daemon_config(&sim.endpoint())
+        .replace(
+            "[api]\n",
+            &format!("[api]\nsts_endpoint = \"{}\"\n", sim.endpoint()),
+        )
+        .replace("level = \"info\"", "level = \"trace\"");
+    app.write(
+        "config.toml",
+        format!(
+            "{config}[[account]]\nname = \"second\"\nwatchlist = \"second.toml\"\n\
+             [account.credentials]\nsource = \"assume-role\"\nbase = \"file\"\n\
+             secret_id_file = \"{dir}/second.id\"\nsecret_key_file = \"{dir}/second.key\"\n\
+             role_arn = \"{ROLE}\"\nrole_session_name = \"cwp-second\"\n"
+        ),
+    );
+    let mut d = app.daemon(&[]);
+    d.wait_for("both accounts' agents answered", WAIT, |e| {
+        changes_of(e, "default").len() == 3 && changes_of(e, "second").len() == 3
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let failed = out.named("account_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let failed = &failed[0];
+    assert_eq!(failed["account"], "second");
+    assert_eq!(failed["error_code"], "AssumeRoleError.Unavailable");
+    assert_eq!(failed["attempt"], 1);
+    assert_eq!(failed["retry_in_seconds"], 2);
+    assert_eq!(failed["level"], "error");
+    let message = failed["error_message"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 503") && message.contains(ROLE),
+        "{message}"
+    );
+    // The default account polled from the start; `second` only after its retry.
+    let position = |holds: &dyn Fn(&Value) -> bool| out.events.iter().position(holds);
+    let default_first = position(&|e| e["event"] == "status_changed" && e["account"] == "default");
+    let second_first = position(&|e| e["event"] == "status_changed" && e["account"] == "second");
+    let failed_at = position(&|e| e["event"] == "account_failed");
+    assert!(failed_at < second_first, "{failed_at:?} {second_first:?}");
+    assert!(
+        default_first < second_first,
+        "{default_first:?} {second_first:?}"
+    );
+    assert!(polls_of(&sim, &format!("role:{ROLE}")).accepted >= 3);
+    // Not at trace level either: the body of STS's answer is never printed.
+    assert!(
+        out.stderr.contains("\"level\":\"trace\"") || out.stderr.contains("\"level\":\"debug\"")
+    );
+    assert!(!out.stderr.contains(STS_BODY_MARKER), "{}", out.stderr);
+    assert!(!out.stdout.contains(STS_BODY_MARKER));
     sim.shutdown().await;
 }

@@ -2,7 +2,9 @@
 //! listener): temporary credentials that poll with their token, renewal before expiry with
 //! short granted durations (`cap_assume_role_duration`), renewal on request after
 //! `revoke_temporary_credentials`, the daemon end to end at `trace` without any secret in its
-//! output, and `check` naming a bad `role_arn` at line:column.
+//! output, `check` naming a bad `role_arn` at line:column; STS's failed answers never
+//! printed (only their status and code), a clock 15 minutes off learned from STS, and a
+//! start that fails retried while the daemon stays up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,13 @@ use cwp_portwatch::credentials::assume_role::{
     AssumeRole, BaseCredentials, RoleRequest, StsOptions, run_renewer,
 };
 use cwp_portwatch::simulator::{
-    ASSUME_ROLE_ACTION, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, RunningSimulator,
+    ASSUME_ROLE_ACTION, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, RunningSimulator, SimulatorOptions,
+    StsFailure,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::app::{App, agents, run_within};
+use crate::support::app::{App, NotifySocket, agents, has_line, run_within};
 use crate::support::*;
 
 const ROLE_ARN: &str = "qcs::cam::uin/100000000001:roleName/cwp-reader";
@@ -361,4 +364,140 @@ fn check_names_a_bad_role_arn_at_its_line_and_column() {
         out.stdout
     );
     assert!(!out.stdout.contains(DEFAULT_SECRET_KEY));
+}
+
+/// What a credentials endpoint's failed answer may carry: never to be printed.
+const MARKER: &str = "TmpSecretKeyMARKERneverPRINTED";
+
+/// An STS answer that holds the temporary secrets' marker, answered `status`.
+fn marked_failure(status: u16, times: u32) -> StsFailure {
+    StsFailure {
+        secret_id: None,
+        times,
+        status,
+        body: format!(
+            r#"{{"Response":{{"Credentials":{{"TmpSecretId":"AKIDm","TmpSecretKey":"{MARKER}","Token":"{MARKER}"}},"Error":{{"Code":"InternalError","Message":"{MARKER}"}},"RequestId":"r-sts"}}}}"#
+        ),
+    }
+}
+
+// Issue 20 item 7: a non-2xx STS answer's excerpt reached the start-up error and a warn line.
+#[tokio::test]
+async fn an_sts_failure_shows_its_status_and_code_never_its_body() {
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    // A 503 from a gateway, then a 200 whose Error.Message is the secret.
+    sim.fail_assume_role(marked_failure(503, 1));
+    sim.fail_assume_role(marked_failure(200, 1));
+    let role = role(&sim, creds(DEFAULT_SECRET_KEY));
+    for (api_code, status) in [("ClientError.HttpStatus", "503"), ("InternalError", "")] {
+        let error = role.fetch().await.unwrap_err();
+        assert_eq!(error.code(), "AssumeRoleError.Unavailable", "{error}");
+        assert_eq!(error.api_code(), Some(api_code));
+        let text = format!("{error} {error:?}");
+        assert!(text.contains(status), "{text}");
+        assert!(text.contains("r-sts"), "the RequestId stays: {text}");
+        assert!(!text.contains(MARKER), "{text}");
+    }
+    // STS works again: the role is assumed.
+    assert!(role.fetch().await.is_ok());
+    sim.shutdown().await;
+}
+
+/// A simulator whose clock is 15 minutes ahead of ours.
+async fn skewed_simulator() -> RunningSimulator {
+    let mut opts = SimulatorOptions::new(scenario(&steady(1, "COMPLETE")));
+    opts.clock_offset_secs = 900;
+    start(opts).await
+}
+
+// Issue 20 item 4: with a 15-minute clock skew, assume-role failed every start on
+// `AuthFailure.SignatureExpire` (a restart loop under systemd).
+#[tokio::test]
+async fn a_clock_15_minutes_off_is_learned_from_sts_and_the_role_is_assumed() {
+    let sim = skewed_simulator().await;
+    let role = role(&sim, creds(DEFAULT_SECRET_KEY));
+    let fresh = role.fetch().await.expect("assumed on the first fetch");
+    assert!(fresh.credentials.token.is_some());
+    let answers: Vec<String> = sim
+        .stats()
+        .log
+        .iter()
+        .filter(|r| r.action == ASSUME_ROLE_ACTION)
+        .map(|r| r.answer.clone())
+        .collect();
+    // Refused once (what taught the offset), then signed again at once with STS's time.
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], "AuthFailure.SignatureExpire");
+    assert_ne!(answers[1], "AuthFailure.SignatureExpire");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_daemon_assumes_the_role_and_polls_with_a_clock_15_minutes_off() {
+    let sim = skewed_simulator().await;
+    let app = App::new();
+    app.write_watchlist(&agents(0..1, "web"));
+    app.write("config.toml", assume_role_config(&sim));
+    let mut d = app.daemon(&[]);
+    d.wait_for("the agent answered", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "status_changed")
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.named("account_failed").is_empty(), "{}", out.stderr);
+    assert!(accepted_as_role(&sim, STATUS_ACTION) >= 1);
+    sim.shutdown().await;
+}
+
+// Issue 20 item 4: when every account fails at start, the daemon stays up, says so, keeps
+// its watchdog fed, and starts the account once STS answers.
+#[tokio::test]
+async fn a_daemon_whose_only_account_cannot_start_stays_up_and_starts_it_later() {
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    sim.fail_assume_role(marked_failure(503, 2));
+    let app = App::new();
+    app.write_watchlist(&agents(0..1, "web"));
+    app.write("config.toml", assume_role_config(&sim));
+    let mut notify = NotifySocket::bind(app.path());
+    let mut d = app.daemon(&[
+        ("NOTIFY_SOCKET", notify.path()),
+        ("WATCHDOG_USEC", "2000000"),
+    ]);
+    // READY=1 with the account not polling, and watchdog pings while it retries.
+    let retrying = notify
+        .wait_for(WAIT, |r| {
+            r.iter().any(|m| has_line(m, "READY=1"))
+                && r.iter()
+                    .filter(|m| {
+                        has_line(m, "WATCHDOG=1")
+                            && m.contains(
+                                "NOT POLLING: start failed with AssumeRoleError.Unavailable",
+                            )
+                    })
+                    .count()
+                    >= 2
+        })
+        .await;
+    assert!(retrying, "{:?}", notify.received());
+    d.wait_for("the agent answered after two failed starts", WAIT, |e| {
+        e.iter().any(|v| v["event"] == "status_changed")
+    })
+    .await;
+    let out = d.stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let failed: Vec<(u64, u64)> = out
+        .named("account_failed")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["account"], "default");
+            (
+                e["attempt"].as_u64().unwrap(),
+                e["retry_in_seconds"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(failed, [(1, 2), (2, 4)]);
+    assert!(!out.stderr.contains(MARKER), "{}", out.stderr);
+    sim.shutdown().await;
 }

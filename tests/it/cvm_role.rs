@@ -575,3 +575,19 @@ fn absurd_expiry_times_are_refused_or_bounded_never_a_panic() {
         assert!(retry_delay(failures) <= Duration::from_secs(60));
     }
 }
+
+// Issue 20 item 7, the metadata service's side of the class: an error status whose body holds
+// the credentials shows the status only.
+#[tokio::test]
+async fn a_failed_metadata_answer_shows_its_status_never_its_body() {
+    let meta = FakeMetadata::start(|path: &str| match path {
+        CREDS => (500, answer("AKIDx", KEY, TOKEN, now_unix() + 900)),
+        _ => (404, String::new()),
+    })
+    .await;
+    let error = meta.role(Some(ROLE)).fetch().await.unwrap_err();
+    assert_eq!(error.code(), "CvmRoleError.BadAnswer", "{error}");
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("500"), "{text}");
+    assert!(!text.contains(KEY) && !text.contains(TOKEN), "{text}");
+}

@@ -240,6 +240,13 @@ fn fields_of(id: &str) -> &'static [&'static str] {
         CREDENTIALS_FAILED => &["ERROR_CODE", "ERROR_MESSAGE", "SOURCE"],
         WATCHLIST_LOADED => &["AGENTS", "ADDED", "REMOVED", "SOURCE", "SKIPPED"],
         DISCOVERY_FAILED => &["ERROR_CODE", "ERROR_MESSAGE", "RETRY_IN_SECONDS"],
+        ACCOUNT_FAILED => &[
+            "ACCOUNT",
+            "ERROR_CODE",
+            "ERROR_MESSAGE",
+            "ATTEMPT",
+            "RETRY_IN_SECONDS",
+        ],
         CONFIG_REJECTED => &["ERROR_MESSAGE"],
         STATE_DAMAGED => &["PATH", "ERROR_MESSAGE", "MOVED_TO"],
         DAEMON_STARTED | DAEMON_STOPPING => &["VERSION", "AGENTS"],
