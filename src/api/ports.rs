@@ -39,6 +39,7 @@ pub fn parse_page(answer: Answer, uuid: &str, limit: u32) -> Result<Page, ApiErr
     let mut page = Page {
         total,
         rows: Vec::with_capacity(rows.len()),
+        ids: Vec::with_capacity(rows.len()),
         machine_ip: String::new(),
         machine_name: String::new(),
         request_id: answer.request_id.clone(),
@@ -76,6 +77,17 @@ pub fn parse_page(answer: Answer, uuid: &str, limit: u32) -> Result<Page, ApiErr
                 *slot = value.to_owned();
             }
         }
+        // `Id` tells a repeated row from a second row of one port (IPv4 and IPv6, TCP and
+        // UDP): optional, since only repeats are looked for with it.
+        let id = match row.get("Id") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_i64()
+                    .ok_or_else(|| field("Id", "is not a whole number"))?,
+            ),
+            Some(_) => return Err(field("Id", "is not a number")),
+        };
+        page.ids.push(id);
         page.rows.push(Port {
             port,
             process: process.unwrap_or_default().into(),

@@ -13,20 +13,35 @@
 //! [`MAX_INVENTORY_BYTES`] per file; a process name over [`super::MAX_PROCESS_BYTES`] is
 //! damage. The engine drops the entries of agents no longer watched, so a removed agent's
 //! inventory is forgotten at the next save.
+//!
+//! One size bound for both sides: [`MAX_INVENTORY_BYTES`] is what a start reads and what a
+//! save writes. A save whose content would exceed it stops at the bound, keeps the previous
+//! file and fails with `StateError.TooLarge` (logged at error level): a file the next start
+//! would refuse is never written, since refusing it re-baselines every agent. (Raising the
+//! bound until any inventory fits is not possible: the agents are not bounded, and at
+//! [`super::MAX_PORTS_PER_AGENT`] ports with long process names one agent alone can take
+//! tens of MiB.)
+//!
+//! Saving is streamed ([`InventoryFile::write_entries`]): the engine takes a cheap copy on
+//! its thread ([`save_copy`]: snapshots are shared, not copied) and the JSON is encoded
+//! straight into the temp file on a blocking thread, never whole in memory.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_MACHINE_BYTES, MAX_PORTS_PER_AGENT, MAX_PROCESS_BYTES, Snapshot};
+use super::{MAX_MACHINE_BYTES, MAX_PORTS_PER_AGENT, MAX_PROCESS_BYTES, PortKey, Snapshot};
 use crate::state::{StateError, StateFile, check_version};
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "inventory.json";
 /// Format version written into the file.
 const VERSION: u32 = 1;
-/// The largest inventory file read: 10,000 agents with 30 ports each take about 20 MiB.
+/// The largest inventory file read, and written (see the module docs): 10,000 agents with 30
+/// ports each take about 20 MiB.
 pub const MAX_INVENTORY_BYTES: u64 = 512 << 20;
 
 /// What is kept of one agent.
@@ -42,9 +57,17 @@ pub struct StoredAgent {
     /// Unix seconds of the last `CreateOpenPortTask` sent for it.
     #[serde(default)]
     pub requested_at: Option<u64>,
-    /// Its last complete snapshot; `None` before the first.
+    /// What is reported open: its last complete snapshot, plus the ports that snapshot missed
+    /// for the first time (`unconfirmed`); `None` before the first. Shared, never changed in
+    /// place: a save copies the pointer, not the ports.
     #[serde(default)]
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Ports of `snapshot` its last complete fetch missed: reported closed only when the next
+    /// complete fetch misses them too ([`super::confirm`]). Kept across a restart, which
+    /// fetches again at start to confirm them. Written only when some are held, so a file
+    /// without any stays readable by a version that does not know the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<PortKey>,
 }
 
 /// Every agent's inventory, by Uuid.
@@ -60,7 +83,48 @@ struct FileIn {
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
-    agents: &'a InventoryMap,
+    agents: Agents<'a>,
+}
+
+/// The agents of a save copy, written as the JSON object [`InventoryMap`] reads back.
+struct Agents<'a>(&'a [(String, StoredAgent)]);
+
+impl Serialize for Agents<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(uuid, agent)| (uuid, agent)))
+    }
+}
+
+/// What a save writes: every agent of `map`, copied on the engine's thread for a blocking
+/// thread to encode. Cheap: a name and a Uuid per agent; the snapshots are shared.
+pub fn save_copy(map: &InventoryMap) -> Vec<(String, StoredAgent)> {
+    map.iter().map(|(u, a)| (u.clone(), a.clone())).collect()
+}
+
+/// A writer that refuses to pass more than `left` bytes on, and says so in `over`.
+struct Capped<'a, W> {
+    inner: W,
+    left: u64,
+    over: &'a mut bool,
+}
+
+impl<W: Write> Write for Capped<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            *self.over = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the inventory file's bound",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The inventory file.
@@ -132,11 +196,12 @@ impl InventoryFile {
         }
     }
 
-    /// The file's bytes for `map`.
+    /// The file's bytes for `map` (tests, tools: the engine streams [`Self::write_entries`]).
     pub fn encode(&self, map: &InventoryMap) -> Vec<u8> {
+        let copy = save_copy(map);
         let out = FileOut {
             version: VERSION,
-            agents: map,
+            agents: Agents(&copy),
         };
         // Strings and integers only: serialising to memory cannot fail.
         let mut bytes = serde_json::to_vec(&out).unwrap_or_default();
@@ -144,15 +209,64 @@ impl InventoryFile {
         bytes
     }
 
-    /// Writes encoded bytes atomically.
+    /// Writes encoded bytes atomically; bytes over [`MAX_INVENTORY_BYTES`] are refused
+    /// (`StateError.TooLarge`), the previous file kept.
     pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        if bytes.len() as u64 > MAX_INVENTORY_BYTES {
+            return Err(StateError::TooLarge {
+                path: self.path().to_path_buf(),
+                limit: MAX_INVENTORY_BYTES,
+            });
+        }
         self.file.write(bytes)
+    }
+
+    /// Encodes `entries` (a [`save_copy`]) straight into the temp file, 64 KiB buffered, and
+    /// writes it atomically. Content past [`MAX_INVENTORY_BYTES`] stops the write: the
+    /// previous file is kept and `StateError.TooLarge` returned.
+    pub fn write_entries(&self, entries: &[(String, StoredAgent)]) -> Result<(), StateError> {
+        self.write_entries_capped(entries, MAX_INVENTORY_BYTES)
+    }
+
+    fn write_entries_capped(
+        &self,
+        entries: &[(String, StoredAgent)],
+        max_bytes: u64,
+    ) -> Result<(), StateError> {
+        let mut over = false;
+        let written = self.file.write_streamed(&mut |file| {
+            let mut out = io::BufWriter::with_capacity(
+                64 * 1024,
+                Capped {
+                    inner: file,
+                    left: max_bytes,
+                    over: &mut over,
+                },
+            );
+            let body = FileOut {
+                version: VERSION,
+                agents: Agents(entries),
+            };
+            serde_json::to_writer(&mut out, &body).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        });
+        match written {
+            Err(_) if over => Err(StateError::TooLarge {
+                path: self.path().to_path_buf(),
+                limit: max_bytes,
+            }),
+            other => other,
+        }
     }
 }
 
 /// What exceeds the bounds in a stored agent, if anything.
 fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
-    let snapshot = agent.snapshot.as_ref()?;
+    let Some(snapshot) = agent.snapshot.as_ref() else {
+        return (!agent.unconfirmed.is_empty())
+            .then(|| "ports awaiting confirmation without a snapshot".to_owned());
+    };
     if snapshot.ports.len() as u64 > MAX_PORTS_PER_AGENT {
         return Some(format!(
             "{} ports (at most {MAX_PORTS_PER_AGENT})",
@@ -169,8 +283,19 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
         .ports
         .iter()
         .any(|p| p.process.len() > MAX_PROCESS_BYTES)
+        || agent
+            .unconfirmed
+            .iter()
+            .any(|p| p.process.len() > MAX_PROCESS_BYTES)
     {
         return Some(format!("a process name over {MAX_PROCESS_BYTES} bytes"));
+    }
+    if agent.unconfirmed.len() > snapshot.ports.len() {
+        return Some(format!(
+            "{} ports awaiting confirmation of {} stored",
+            agent.unconfirmed.len(),
+            snapshot.ports.len()
+        ));
     }
     None
 }
@@ -187,7 +312,7 @@ mod tests {
             name: "db-01".into(),
             fetched_at: Some(5),
             requested_at: None,
-            snapshot: Some(Snapshot::from_rows(
+            snapshot: Some(Arc::new(Snapshot::from_rows(
                 ports
                     .iter()
                     .map(|(p, n)| Port {
@@ -198,7 +323,8 @@ mod tests {
                     .collect(),
                 "10.0.0.1".into(),
                 "db".into(),
-            )),
+            ))),
+            unconfirmed: Vec::new(),
         }
     }
 
