@@ -150,6 +150,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.total, p.rows.len()), (2, 2));
+        assert_eq!(p.ids, [Some(1), Some(1)]);
         assert_eq!(
             (p.rows[0].port, &*p.rows[0].process, p.rows[0].pid),
             (3306, "mysqld", 1400)

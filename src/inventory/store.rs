@@ -367,4 +367,61 @@ mod tests {
         let e = f.load_capped(8).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
     }
+
+    #[test]
+    fn a_file_at_the_bound_round_trips_and_one_over_it_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut map = InventoryMap::new();
+        for i in 0..50 {
+            map.insert(format!("u{i}"), agent(&[(22, "sshd"), (3306, "mysqld")]));
+        }
+        let exact = f.encode(&map).len() as u64;
+        // Streamed at exactly the bound: written, and read back under the same bound.
+        f.write_entries_capped(&save_copy(&map), exact).unwrap();
+        assert_eq!(std::fs::metadata(f.path()).unwrap().len(), exact);
+        assert_eq!(f.load_capped(exact).unwrap(), map);
+        // One byte more than the bound allows: refused, loudly, and the previous file kept
+        // (the reader would refuse the new one and re-baseline every agent).
+        let before = std::fs::read(f.path()).unwrap();
+        map.insert("u-new".into(), agent(&[(80, "nginx")]));
+        let e = f.write_entries_capped(&save_copy(&map), exact).unwrap_err();
+        assert_eq!(e.code(), "StateError.TooLarge");
+        assert!(e.to_string().contains("previous file is kept"), "{e}");
+        assert_eq!(std::fs::read(f.path()).unwrap(), before);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left: {leftovers:?}");
+        // The streamed bytes are those of `encode`, byte for byte.
+        f.write_entries(&save_copy(&map)).unwrap();
+        assert_eq!(std::fs::read(f.path()).unwrap(), f.encode(&map));
+    }
+
+    #[test]
+    fn held_closes_are_kept_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut held = agent(&[(22, "sshd"), (3306, "mysqld")]);
+        held.unconfirmed = vec![crate::inventory::PortKey {
+            port: 3306,
+            process: "mysqld".into(),
+        }];
+        let mut map = InventoryMap::new();
+        map.insert("u1".into(), held);
+        map.insert("u2".into(), agent(&[(22, "sshd")]));
+        f.write_entries(&save_copy(&map)).unwrap();
+        assert_eq!(f.load().unwrap(), map);
+        // Written only when some are held: an older reader still reads the rest.
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        assert_eq!(text.matches("unconfirmed").count(), 1, "{text}");
+        // Held closes without a snapshot are damage.
+        std::fs::write(
+            f.path(),
+            r#"{"version":1,"agents":{"u":{"unconfirmed":[{"port":1,"process":"a"}]}}}"#,
+        )
+        .unwrap();
+        assert!(f.load().is_err());
+    }
 }
