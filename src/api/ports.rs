@@ -151,6 +151,17 @@ mod tests {
         .unwrap();
         assert_eq!((p.total, p.rows.len()), (2, 2));
         assert_eq!(p.ids, [Some(1), Some(1)]);
+        // `Id` is optional: absent or null, none.
+        let none = page_of(
+            &format!(
+                "{},{}",
+                row("22", "1").replace(r#""Id":1,"#, ""),
+                row("23", "1").replace(r#""Id":1"#, r#""Id":null"#)
+            ),
+            "2",
+        )
+        .unwrap();
+        assert_eq!(none.ids, [None, None]);
         assert_eq!(
             (p.rows[0].port, &*p.rows[0].process, p.rows[0].pid),
             (3306, "mysqld", 1400)
@@ -187,6 +198,14 @@ mod tests {
                 "another agent",
             ),
             ("7".to_owned(), "not an object"),
+            (
+                row("22", "1").replace(r#""Id":1"#, r#""Id":"1""#),
+                "Id is not",
+            ),
+            (
+                row("22", "1").replace(r#""Id":1"#, r#""Id":1.5"#),
+                "Id is not",
+            ),
         ];
         for (rows, want) in cases {
             let e = page_of(&rows, "1").unwrap_err();

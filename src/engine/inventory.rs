@@ -7,7 +7,10 @@
 //!
 //! Follow-ups are decided by [`super::inventory_decide`] (pure); this file carries them out:
 //! queues, the snapshot store, events, and the inventory file. What it keeps is
-//! [`super::inventory_state`].
+//! [`super::inventory_state`]. A complete listing goes through [`inventory::reconcile`]: opens
+//! are reported at once, and ports it missed are held and a confirming fetch is queued
+//! [`confirm::CONFIRM_AFTER`] later (sent only while the agent is `COMPLETE`; agents that
+//! start with held closes are fetched at start).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
