@@ -56,6 +56,7 @@ impl Poller for Fake {
             Ok(Page {
                 total,
                 rows,
+                ids: Vec::new(),
                 machine_ip: "10.0.12.34".into(),
                 machine_name: "VM-12-34-ubuntu".into(),
                 request_id: "5b0a1c9e-0000-4000-8000-000000000001".into(),

@@ -87,6 +87,20 @@ pub enum StateError {
         /// The OS error.
         source: io::Error,
     },
+    /// Not written: the content would exceed what is read back at start. The previous file
+    /// is kept (a file the next start refuses would cost more than a stale one).
+    #[error(
+        "{}: not written: the content would exceed {} MiB, the most that is read back at \
+         start; the previous file is kept",
+        shown(path),
+        limit >> 20
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound, in bytes.
+        limit: u64,
+    },
 }
 
 impl StateError {
@@ -97,6 +111,7 @@ impl StateError {
             StateError::Damaged { .. } => "StateError.Damaged",
             StateError::Unusable { .. } => "StateError.Unusable",
             StateError::SetAside { .. } => "StateError.SetAside",
+            StateError::TooLarge { .. } => "StateError.TooLarge",
         }
     }
 }
@@ -589,6 +604,16 @@ impl StateFile {
             },
             &mut |_| Ok(()),
         )
+    }
+
+    /// Writes the content `fill` streams into the temp file (unbuffered: wrap it), with the
+    /// discipline of [`StateFile::write`]; when `fill` fails, the temp file is removed and the
+    /// previous file stays as it was.
+    pub fn write_streamed(
+        &self,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<()>,
+    ) -> Result<(), StateError> {
+        self.write_with(&mut |f, _| fill(f), &mut |_| Ok(()))
     }
 
     /// [`StateFile::write`] calling `hook` at each [`Step`]: an error from it is that step

@@ -39,6 +39,7 @@ pub fn parse_page(answer: Answer, uuid: &str, limit: u32) -> Result<Page, ApiErr
     let mut page = Page {
         total,
         rows: Vec::with_capacity(rows.len()),
+        ids: Vec::with_capacity(rows.len()),
         machine_ip: String::new(),
         machine_name: String::new(),
         request_id: answer.request_id.clone(),
@@ -76,6 +77,17 @@ pub fn parse_page(answer: Answer, uuid: &str, limit: u32) -> Result<Page, ApiErr
                 *slot = value.to_owned();
             }
         }
+        // `Id` tells a repeated row from a second row of one port (IPv4 and IPv6, TCP and
+        // UDP): optional, since only repeats are looked for with it.
+        let id = match row.get("Id") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_i64()
+                    .ok_or_else(|| field("Id", "is not a whole number"))?,
+            ),
+            Some(_) => return Err(field("Id", "is not a number")),
+        };
+        page.ids.push(id);
         page.rows.push(Port {
             port,
             process: process.unwrap_or_default().into(),
@@ -138,6 +150,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.total, p.rows.len()), (2, 2));
+        assert_eq!(p.ids, [Some(1), Some(1)]);
+        // `Id` is optional: absent or null, none.
+        let none = page_of(
+            &format!(
+                "{},{}",
+                row("22", "1").replace(r#""Id":1,"#, ""),
+                row("23", "1").replace(r#""Id":1"#, r#""Id":null"#)
+            ),
+            "2",
+        )
+        .unwrap();
+        assert_eq!(none.ids, [None, None]);
         assert_eq!(
             (p.rows[0].port, &*p.rows[0].process, p.rows[0].pid),
             (3306, "mysqld", 1400)
@@ -174,6 +198,14 @@ mod tests {
                 "another agent",
             ),
             ("7".to_owned(), "not an object"),
+            (
+                row("22", "1").replace(r#""Id":1"#, r#""Id":"1""#),
+                "Id is not",
+            ),
+            (
+                row("22", "1").replace(r#""Id":1"#, r#""Id":1.5"#),
+                "Id is not",
+            ),
         ];
         for (rows, want) in cases {
             let e = page_of(&rows, "1").unwrap_err();

@@ -167,14 +167,14 @@ mod tests {
         m.insert(
             A.into(),
             StoredAgent {
-                snapshot: Some(ports(&[(22, "sshd"), (3306, "my\u{1b}[2Jsql")])),
+                snapshot: Some(ports(&[(22, "sshd"), (3306, "my\u{1b}[2Jsql")]).into()),
                 ..Default::default()
             },
         );
         m.insert(
             B.into(),
             StoredAgent {
-                snapshot: Some(ports(&[(22, "sshd")])),
+                snapshot: Some(ports(&[(22, "sshd")]).into()),
                 ..Default::default()
             },
         );

@@ -7,9 +7,13 @@
 //!
 //! Follow-ups are decided by [`super::inventory_decide`] (pure); this file carries them out:
 //! queues, the snapshot store, events, and the inventory file. What it keeps is
-//! [`super::inventory_state`].
+//! [`super::inventory_state`]. A complete listing goes through [`inventory::reconcile`]: opens
+//! are reported at once, and ports it missed are held and a confirming fetch is queued
+//! [`confirm::CONFIRM_AFTER`] later (sent only while the agent is `COMPLETE`; agents that
+//! start with held closes are fetched at start).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -25,7 +29,7 @@ use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, ErrorClass};
 use crate::events::Event;
 use crate::inventory::store::{InventoryFile, InventoryMap};
-use crate::inventory::{self, Assembly, PAGE_LIMIT, Page, Step};
+use crate::inventory::{self, Assembly, PAGE_LIMIT, Page, Step, confirm};
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::status::Status;
 
@@ -160,10 +164,18 @@ impl<P: Poller> Engine<P> {
         let now = Instant::now();
         let stored = inv.map.get(&*uuid);
         let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
-        if *record.status() == Status::Complete && !has_snapshot {
+        // Closes that awaited confirmation when the last run stopped: confirmed (or not) by
+        // a fetch now, neither reported unconfirmed nor forgotten.
+        let awaiting = stored.is_some_and(|s| !s.unconfirmed.is_empty());
+        if *record.status() == Status::Complete && (!has_snapshot || awaiting) {
             let rate = inv.options.action_rates[Action::FetchPorts.index()];
             let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
-            inv.fetches.insert(id, Assembly::new());
+            let assembly = if has_snapshot {
+                Assembly::confirming(1)
+            } else {
+                Assembly::new()
+            };
+            inv.fetches.insert(id, assembly);
             self.account.lane(Action::FetchPorts).queue.schedule(
                 id,
                 later(now, phase(&uuid, window)),
@@ -305,11 +317,20 @@ impl<P: Poller> Engine<P> {
                 });
             }
             Job::FetchPorts(_) => {
-                let Some(offset) = inv.fetches.get(&id).map(Assembly::offset) else {
+                let Some(assembly) = inv.fetches.get(&id) else {
                     // Forgotten since it was queued.
                     self.account.lane(job.action()).finish(id, None, now);
                     return false;
                 };
+                if assembly.confirming_nth() > 0 && *status != Status::Complete {
+                    // A task runs again (or the agent went away): its listing may be in the
+                    // middle of a rewrite. The held closes wait for the fetch that follows
+                    // the next COMPLETE, which confirms them as well.
+                    inv.fetches.remove(&id);
+                    self.account.lane(job.action()).finish(id, None, now);
+                    return false;
+                }
+                let offset = assembly.offset();
                 let metrics = self.metrics.clone();
                 in_flight.spawn(job, async move {
                     let sent = Instant::now();
@@ -447,30 +468,48 @@ impl<P: Poller> Engine<P> {
         let next = match step {
             Step::Next(_) => Some((now, Cadence::Settled)),
             Step::Complete(snapshot, request_id) => {
-                inv.fetches.remove(&id);
+                let nth = inv.fetches.remove(&id).map_or(0, |a| a.confirming_nth());
                 let unix_now = inv.unix_now();
                 let entry = inv.map.entry(uuid.to_string()).or_default();
                 let who = inventory::Who {
                     uuid: &uuid,
                     name: &name,
                 };
-                let events = inventory::events(
-                    who,
-                    entry.snapshot.as_ref(),
-                    &snapshot,
-                    inv.options.baseline,
-                    &request_id,
-                );
-                entry.snapshot = Some(snapshot);
+                let last = entry
+                    .snapshot
+                    .as_deref()
+                    .map(|s| (s, entry.unconfirmed.as_slice()));
+                let reconciled =
+                    inventory::reconcile(who, last, snapshot, inv.options.baseline, &request_id);
+                entry.snapshot = Some(Arc::new(reconciled.stored));
+                entry.unconfirmed = reconciled.unconfirmed;
                 entry.fetched_at = Some(unix_now);
                 if *entry.name != name {
                     entry.name = name.to_string();
                 }
+                let held = entry.unconfirmed.len();
                 inv.saver.dirty = true;
-                for event in &events {
+                for event in &reconciled.events {
                     self.sink.emit(event);
                 }
-                None
+                if confirm::fetch_again(held, nth) {
+                    // Ports missing for the first time: a second complete fetch confirms
+                    // (or not) their close.
+                    inv.fetches
+                        .insert(id, Assembly::confirming(nth.saturating_add(1)));
+                    Some((later(now, confirm::CONFIRM_AFTER), Cadence::Settled))
+                } else {
+                    if held > 0 {
+                        tracing::warn!(
+                            uuid = &*uuid,
+                            ports = held,
+                            "the port list missed other ports at each of {} confirming \
+                             fetches; their close waits for the next fetch",
+                            confirm::CONFIRMING_FETCHES
+                        );
+                    }
+                    None
+                }
             }
             Step::Failed(e) => {
                 inv.fetches.remove(&id);

@@ -1,7 +1,7 @@
 //! What the engine keeps of the open-port inventory while it runs ([`InventoryState`]): the
 //! options, the stored snapshots, the fetches in progress, and the inventory file's saver
-//! (off-thread, at most once per [`INVENTORY_SAVE_EVERY`] while snapshots change, and once at
-//! the end). Plain data: the dispatcher holds it, `inventory` carries out the lanes' jobs on
+//! (at most once per [`INVENTORY_SAVE_EVERY`] while snapshots change, and once at the end;
+//! encoded and written off the dispatcher's thread, which only takes a cheap copy). Plain data: the dispatcher holds it, `inventory` carries out the lanes' jobs on
 //! it, and `inventory_decide` reads its options.
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::inventory_decide::{InventoryOptions, Reason};
 use crate::inventory::Assembly;
-use crate::inventory::store::{InventoryFile, InventoryMap};
+use crate::inventory::store::{InventoryFile, InventoryMap, StoredAgent, save_copy};
 use crate::scheduler::AgentId;
 
 /// While snapshots change, the inventory file is rewritten at most this often (it is larger
@@ -38,6 +38,9 @@ impl InventorySaver {
         }
     }
 
+    /// Starts a write when one is due and none is running. On this (the dispatcher's) thread
+    /// only a [`save_copy`] is taken, a pointer per snapshot; encoding and the disk are the
+    /// blocking thread's.
     pub(super) fn tick(&mut self, now: Instant, map: &[&InventoryMap]) {
         let Some(file) = &self.file else { return };
         let busy = self.writing.as_ref().is_some_and(|h| !h.is_finished());
@@ -49,15 +52,10 @@ impl InventorySaver {
         }
         self.last_save = Some(now);
         self.dirty = false;
-        let bytes = file.encode_all(map);
+        let entries = save_copy(map);
         let file = file.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.write(&bytes) {
-                tracing::error!(
-                    error_code = e.code(),
-                    "cannot write the inventory file: {e}"
-                );
-            }
+            save(&file, &entries);
         }));
     }
 
@@ -71,14 +69,19 @@ impl InventorySaver {
         if !self.dirty {
             return;
         }
-        let bytes = file.encode_all(map);
-        let written = tokio::task::spawn_blocking(move || file.write(&bytes)).await;
-        if let Ok(Err(e)) = written {
-            tracing::error!(
-                error_code = e.code(),
-                "cannot write the inventory file: {e}"
-            );
-        }
+        let entries = save_copy(map);
+        let _ = tokio::task::spawn_blocking(move || save(&file, &entries)).await;
+    }
+}
+
+/// Writes the inventory file from a save copy; a failure is logged (a file over the bound
+/// loudly: the previous one is kept, and the snapshots since are lost at a restart).
+fn save(file: &InventoryFile, entries: &[(String, StoredAgent)]) {
+    if let Err(e) = file.write_entries(entries) {
+        tracing::error!(
+            error_code = e.code(),
+            "cannot write the inventory file: {e}"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::events::{CollectingSink, Event};
 use crate::inventory::store::InventoryMap;
-use crate::inventory::{Baseline, Page, Port};
+use crate::inventory::{Baseline, Page, Port, confirm};
 
 type Script = Arc<dyn Fn(Duration, &str, u32) -> Result<Page, ApiError> + Send + Sync>;
 
@@ -113,6 +113,7 @@ fn page(all: &[Port], offset: u32, total: u64) -> Page {
     Page {
         total,
         rows: all[at..(at + 100).min(all.len())].to_vec(),
+        ids: Vec::new(),
         machine_ip: "10.0.0.9".into(),
         machine_name: "db".into(),
         request_id: format!("rp{offset}"),
@@ -244,8 +245,9 @@ async fn a_timeline_gives_exactly_its_port_events_and_a_restart_repeats_none() {
             "baseline 2",
             "status COLLECTING",
             "status COMPLETE",
-            "closed 80 nginx",
+            // Opens at once; the close after the confirming fetch.
             "opened 3306 mysqld",
+            "closed 80 nginx",
         ]
     );
     let Some(Event::PortOpened {
@@ -711,8 +713,8 @@ async fn the_metrics_count_inventory_answers_port_events_and_open_ports() {
             "baseline 2",
             "status COLLECTING",
             "status COMPLETE",
-            "closed 80 nginx",
-            "opened 3306 mysqld"
+            "opened 3306 mysqld",
+            "closed 80 nginx"
         ]
     );
     let text = metrics.encode(false);
@@ -731,10 +733,11 @@ async fn the_metrics_count_inventory_answers_port_events_and_open_ports() {
         line("cwp_portwatch_port_events_total{event=\"port_closed\"}"),
         "1"
     );
-    // Two listings of one page each.
+    // Three listings of one page each: the baseline, the second task's, and the one that
+    // confirmed the close of 80.
     assert_eq!(
         line("cwp_portwatch_api_requests_total{action=\"DescribeOpenPorts\",outcome=\"ok\"}"),
-        "2"
+        "3"
     );
 }
 
@@ -852,11 +855,11 @@ async fn an_agent_added_after_the_start_keeps_its_stored_inventory_until_forgott
     );
     let all = agents(3);
     let snapshot = |p: Vec<Port>| crate::inventory::store::StoredAgent {
-        snapshot: Some(crate::inventory::Snapshot::from_rows(
+        snapshot: Some(std::sync::Arc::new(crate::inventory::Snapshot::from_rows(
             p,
             String::new(),
             String::new(),
-        )),
+        ))),
         fetched_at: Some(1),
         ..Default::default()
     };
@@ -907,5 +910,342 @@ async fn an_agent_added_after_the_start_keeps_its_stored_inventory_until_forgott
     assert_eq!(
         events,
         ["opened 80 nginx baseline", "opened 80 nginx baseline"]
+    );
+}
+
+/// Listings by fetch: the `n`-th listing (0-based, counted at offset 0) is `listing(n)`.
+fn by_fetch(
+    listing: impl Fn(u32) -> Vec<Port> + Send + Sync + 'static,
+) -> (Scripted, Arc<Mutex<u32>>) {
+    by_page(move |n, _| listing(n))
+}
+
+/// Like [`by_fetch`], the list served for a page also depending on its offset.
+fn by_page(
+    listing: impl Fn(u32, u32) -> Vec<Port> + Send + Sync + 'static,
+) -> (Scripted, Arc<Mutex<u32>>) {
+    let fetches = Arc::new(Mutex::new(0u32));
+    let seen = fetches.clone();
+    let api = Scripted::new(
+        |_, _| "COMPLETE",
+        move |_, _, offset| {
+            let mut n = seen.lock().unwrap();
+            if offset == 0 {
+                *n += 1;
+            }
+            let all = listing(*n - 1, offset);
+            let total = all.len() as u64;
+            Ok(page(&all, offset, total))
+        },
+    );
+    (api, fetches)
+}
+
+fn ports_of(n: u16) -> Vec<Port> {
+    (0..n).map(|p| port(1000 + p, "svc")).collect()
+}
+
+/// A stored snapshot of `ports`, with `unconfirmed` of them awaiting confirmation.
+fn stored_with(uuid: &str, ports: Vec<Port>, unconfirmed: &[u16]) -> InventoryMap {
+    let unconfirmed = ports
+        .iter()
+        .filter(|p| unconfirmed.contains(&p.port))
+        .map(Port::owned_key)
+        .collect();
+    let mut m = InventoryMap::new();
+    m.insert(
+        uuid.to_owned(),
+        crate::inventory::store::StoredAgent {
+            snapshot: Some(Arc::new(crate::inventory::Snapshot::from_rows(
+                ports,
+                String::new(),
+                String::new(),
+            ))),
+            unconfirmed,
+            fetched_at: Some(1),
+            ..Default::default()
+        },
+    );
+    m
+}
+
+fn known_complete(n: usize) -> crate::tracker::KnownMap {
+    agents(n)
+        .iter()
+        .map(|a| {
+            (
+                a.uuid,
+                crate::tracker::Known {
+                    status: Status::Complete,
+                    request_id: "r0".into(),
+                    seen_at: 0,
+                },
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_port_missing_from_one_complete_listing_is_no_close_a_port_gone_is_one_after_confirming()
+{
+    // The stored inventory has 150 ports (1000..1150). Then 1010 closes and 2000 opens, and
+    // the list shifts while the first listing is paged: page 1 comes from before, page 2 from
+    // after. That listing skips 1100 (open all along) and still has 1010 (150 distinct rows,
+    // TotalCount right, nothing repeated). No close of 1100 may come of it; the real close of
+    // 1010 is reported once confirmed.
+    let uuid = agents(1)[0].uuid.to_string();
+    let after_change = || {
+        let mut all = ports_of(150);
+        all.remove(10);
+        all.push(port(2000, "new"));
+        all
+    };
+    let (api, fetches) = by_page(move |n, offset| {
+        if n == 0 && offset == 0 {
+            ports_of(150)
+        } else {
+            after_change()
+        }
+    });
+    let stored = stored_with(&uuid, ports_of(150), &[]);
+    // The agent is COMPLETE with this stored snapshot but a fetch is wanted: a transition.
+    let api = Scripted {
+        status: Arc::new(|at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        }),
+        ..api
+    };
+    let (events, after, _) =
+        run(api, 1, options(Baseline::Ports), HashMap::new(), stored, 30).await;
+    let ports: Vec<String> = names(&events)
+        .into_iter()
+        .filter(|e| !e.starts_with("status"))
+        .collect();
+    // 2000 at once; 1010 once missing twice (the skewed listing still had it: the first
+    // confirming listing misses it for the first time, the second confirms).
+    assert_eq!(ports, ["opened 2000 new", "closed 1010 svc"]);
+    assert_eq!(*fetches.lock().unwrap(), 3);
+    let entry = &after[&uuid];
+    assert!(entry.unconfirmed.is_empty());
+    assert!(
+        entry
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .any(|p| p.port == 1100)
+    );
+
+    // The same, but 1100 is really gone: closed once the confirming listing lacks it too.
+    let (api, fetches) = by_fetch(|_| {
+        let mut all = ports_of(150);
+        all.remove(100);
+        all
+    });
+    let api = Scripted {
+        status: Arc::new(|at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        }),
+        ..api
+    };
+    let log = api.log.clone();
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        stored_with(&uuid, ports_of(150), &[]),
+        30,
+    )
+    .await;
+    let ports: Vec<String> = names(&events)
+        .into_iter()
+        .filter(|e| !e.starts_with("status"))
+        .collect();
+    assert_eq!(ports, ["closed 1100 svc"]);
+    assert_eq!(*fetches.lock().unwrap(), 2);
+    assert!(after[&uuid].unconfirmed.is_empty());
+    // The confirming listing began at least CONFIRM_AFTER after the first one.
+    let firsts: Vec<Instant> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, a)| *a == "ports")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        firsts[2] - firsts[1] >= confirm::CONFIRM_AFTER,
+        "{firsts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_empty_listing_closes_nothing() {
+    // TotalCount = 0 for one listing after a transition, then the ports are back.
+    let uuid = agents(1)[0].uuid.to_string();
+    let (api, fetches) = by_fetch(|n| if n == 0 { vec![] } else { ports_of(30) });
+    let api = Scripted {
+        status: Arc::new(|at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        }),
+        ..api
+    };
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        stored_with(&uuid, ports_of(30), &[]),
+        30,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        ["status COLLECTING", "status COMPLETE"],
+        "no port event"
+    );
+    assert_eq!(*fetches.lock().unwrap(), 2);
+    assert_eq!(after[&uuid].snapshot.as_ref().unwrap().ports.len(), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_listing_is_confirmed_a_bounded_number_of_times_and_closes_nothing() {
+    // Every listing misses a different port: each confirming fetch finds the last one back
+    // and another one missing. Bounded: the fetch and CONFIRMING_FETCHES more, no close.
+    let uuid = agents(1)[0].uuid.to_string();
+    let (api, fetches) = by_fetch(|n| {
+        let mut all = ports_of(10);
+        all.remove(n as usize % 10);
+        all
+    });
+    let api = Scripted {
+        status: Arc::new(|at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        }),
+        ..api
+    };
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        stored_with(&uuid, ports_of(10), &[]),
+        60,
+    )
+    .await;
+    assert_eq!(names(&events), ["status COLLECTING", "status COMPLETE"]);
+    assert_eq!(*fetches.lock().unwrap(), 1 + confirm::CONFIRMING_FETCHES);
+    // The last port missed is still held, for the next fetch to decide.
+    assert_eq!(after[&uuid].unconfirmed.len(), 1);
+    assert_eq!(after[&uuid].snapshot.as_ref().unwrap().ports.len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closes_awaiting_confirmation_at_a_restart_are_confirmed_by_a_fetch_at_start() {
+    // The last run stopped with 1003 held. The agent is COMPLETE and unchanged: without the
+    // held close nothing would be fetched; with it, one fetch decides.
+    let uuid = agents(1)[0].uuid.to_string();
+    let (api, fetches) = by_fetch(|_| {
+        let mut all = ports_of(10);
+        all.remove(3);
+        all
+    });
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        known_complete(1),
+        stored_with(&uuid, ports_of(10), &[1003]),
+        30,
+    )
+    .await;
+    assert_eq!(names(&events), ["closed 1003 svc"]);
+    assert_eq!(*fetches.lock().unwrap(), 1);
+    assert!(after[&uuid].unconfirmed.is_empty());
+    // Back in the listing after the restart: nothing reported, nothing held.
+    let (api, fetches) = by_fetch(|_| ports_of(10));
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        known_complete(1),
+        stored_with(&uuid, ports_of(10), &[1003]),
+        30,
+    )
+    .await;
+    assert_eq!(names(&events), Vec::<String>::new());
+    assert_eq!(*fetches.lock().unwrap(), 1);
+    assert!(after[&uuid].unconfirmed.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirming_fetch_waits_for_complete_and_the_next_listing_decides() {
+    // 1003 goes missing at the fetch after the transition at 1 s; at 2 s (before the
+    // confirming fetch) a new task runs: the confirming fetch is dropped; the listing after
+    // the next COMPLETE (8 s) still lacks 1003 and closes it.
+    let uuid = agents(1)[0].uuid.to_string();
+    let (api, fetches) = by_fetch(|_| {
+        let mut all = ports_of(10);
+        all.remove(3);
+        all
+    });
+    let api = Scripted {
+        status: Arc::new(|at, _| match at.as_millis() {
+            0..1000 => "COLLECTING",
+            1000..1900 => "COMPLETE",
+            1900..8000 => "COLLECTING",
+            _ => "COMPLETE",
+        }),
+        ..api
+    };
+    let mut cfg_fast = options(Baseline::Ports);
+    cfg_fast.action_rates = [20; 3];
+    let sink = Arc::new(CollectingSink::default());
+    let mut c = config();
+    c.intervals.collecting = Duration::from_millis(200);
+    c.intervals.settled = Duration::from_millis(200);
+    let engine = Engine::new(api, sink.clone(), c, &agents(1), HashMap::new()).with_inventory(
+        cfg_fast,
+        stored_with(&uuid, ports_of(10), &[]),
+        None,
+    );
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        s.cancel();
+    });
+    let _ = engine.run(stop).await;
+    assert_eq!(
+        names(&sink.events()),
+        [
+            "status COLLECTING",
+            "status COMPLETE",
+            "status COLLECTING",
+            "status COMPLETE",
+            "closed 1003 svc"
+        ]
+    );
+    assert_eq!(
+        *fetches.lock().unwrap(),
+        2,
+        "the confirming fetch was dropped"
     );
 }

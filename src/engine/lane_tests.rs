@@ -75,6 +75,7 @@ impl Poller for SlowLane {
                     process: "sshd".into(),
                     pid: 7,
                 }],
+                ids: Vec::new(),
                 machine_ip: "10.0.0.9".into(),
                 machine_name: "db".into(),
                 request_id: "rp".into(),

@@ -5,15 +5,30 @@
 //!
 //! The rules (spec "Open-port inventory"):
 //! - a port's identity is (`Port`, `ProcessName`); a new `Pid` alone is no event;
-//! - a snapshot counts only when complete: rows fetched = `TotalCount`, and `TotalCount` did
-//!   not change between pages; otherwise the pages are fetched again, [`FETCH_TRIES`] times
-//!   in all, then `inventory_failed`. A partial snapshot is never compared;
+//! - a snapshot counts only when complete: the **distinct** rows fetched = `TotalCount`,
+//!   `TotalCount` did not change between pages, and no row came twice (a server that ignores
+//!   `Offset`, or a list that shifts into an overlap while paged); otherwise the pages are
+//!   fetched again, [`FETCH_TRIES`] times in all, then `inventory_failed`. A partial snapshot
+//!   is never compared;
 //! - an agent's first complete snapshot is its baseline: one `inventory_baseline`, or with
-//!   `baseline = "ports"` one `port_opened` per port, marked `baseline`.
+//!   `baseline = "ports"` one `port_opened` per port, marked `baseline`;
+//! - later snapshots go through [`confirm`]: opens are reported at once, a close only when a
+//!   second complete fetch, taken after the one that missed the port, lacks it too
+//!   ([`reconcile`]).
+//!
+//! Why distinct *rows* (a row = its `Id` with its `Port`, `ProcessName` and `Pid`) and not
+//! distinct port identities (`Port`, `ProcessName`): one identity legitimately fills two rows
+//! (a process listening on IPv4 and IPv6, or on TCP and UDP, as rpcbind and DNS servers do;
+//! the API lists no protocol and no address), and counting identities would fail such an
+//! agent at every fetch. A repeated row is still caught: a server that ignores `Offset` sends
+//! the very same rows (same `Id`, same content) again, and a list that shifts while paged
+//! repeats the row at the page boundary. A shift that skips a row instead (nothing repeated,
+//! the count still right) is what close confirmation is for.
 
+pub mod confirm;
 pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::events::Event;
 
@@ -41,7 +56,9 @@ pub enum Baseline {
 }
 
 /// One open port, as the API listed it and validation let through.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Port {
     /// 0..=65535 (a wider or negative `Port` never gets this far).
     pub port: u16,
@@ -56,6 +73,33 @@ impl Port {
     pub fn key(&self) -> (u16, &str) {
         (self.port, &self.process)
     }
+
+    /// The identity, owned (kept in the inventory file for a close awaiting confirmation).
+    pub fn owned_key(&self) -> PortKey {
+        PortKey {
+            port: self.port,
+            process: self.process.clone(),
+        }
+    }
+}
+
+/// A port's identity, owned: (`Port`, `ProcessName`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct PortKey {
+    /// `Port`.
+    pub port: u16,
+    /// `ProcessName`.
+    pub process: Box<str>,
+}
+
+impl PortKey {
+    /// As [`Port::key`] borrows it.
+    pub fn key(&self) -> (u16, &str) {
+        (self.port, &self.process)
+    }
 }
 
 /// One page of `DescribeOpenPorts`, validated (see [`crate::api::Client::describe_open_ports`]).
@@ -65,6 +109,9 @@ pub struct Page {
     pub total: u64,
     /// `OpenPorts`, in answer order.
     pub rows: Vec<Port>,
+    /// Each row's `Id`, in the same order (`None`, or no entry: the row had none). With the
+    /// row's contents it tells a repeated row from a second row of one port identity.
+    pub ids: Vec<Option<i64>>,
     /// `MachineIp` of the rows (the first non-empty one).
     pub machine_ip: String,
     /// `MachineName` of the rows (the first non-empty one).
@@ -182,13 +229,16 @@ pub enum Step {
 pub struct Assembly {
     /// `TotalCount` of the first page of this try.
     total: Option<u64>,
-    rows: Vec<Port>,
+    /// The rows of this try, each once, with its `Id`: a row already here is a repeat.
+    rows: HashSet<(Option<i64>, Port)>,
     machine_ip: String,
     machine_name: String,
     /// Tries begun, the current one included (≥ 1 once started).
     tries: u32,
     /// Failed requests in this fetch (errors, not inconsistencies).
     errors: u32,
+    /// 0: a fetch of its own; n: the n-th fetch in a row taken to confirm closes.
+    confirming: u32,
 }
 
 impl Assembly {
@@ -198,6 +248,19 @@ impl Assembly {
             tries: 1,
             ..Default::default()
         }
+    }
+
+    /// A fetch taken to confirm closes, the `nth` in a row (see [`confirm`]).
+    pub fn confirming(nth: u32) -> Self {
+        Assembly {
+            confirming: nth,
+            ..Assembly::new()
+        }
+    }
+
+    /// 0 for a fetch of its own, else which confirming fetch in a row this is.
+    pub fn confirming_nth(&self) -> u32 {
+        self.confirming
     }
 
     /// The offset of the next page to ask for.
@@ -222,6 +285,7 @@ impl Assembly {
         *self = Assembly {
             tries,
             errors: self.errors,
+            confirming: self.confirming,
             ..Default::default()
         };
         Step::Next(0)
@@ -263,13 +327,30 @@ impl Assembly {
         if self.machine_name.is_empty() {
             self.machine_name = page.machine_name;
         }
-        self.rows.extend(page.rows);
+        let at = self.offset();
+        let mut repeated = 0usize;
+        for (i, row) in page.rows.into_iter().enumerate() {
+            let id = page.ids.get(i).copied().flatten();
+            if !self.rows.insert((id, row)) {
+                repeated += 1;
+            }
+        }
+        if repeated > 0 {
+            // Counting it would fill the count with rows already had, and leave out others.
+            return self.again(format!(
+                "{repeated} rows of the page at offset {at} were listed before (Offset \
+                 ignored, or the list shifted while paged)"
+            ));
+        }
         let have = self.rows.len() as u64;
         if have > total {
             return self.again(format!("{have} rows for TotalCount {total}"));
         }
         if have == total {
-            let rows = std::mem::take(&mut self.rows);
+            let rows = std::mem::take(&mut self.rows)
+                .into_iter()
+                .map(|(_, port)| port)
+                .collect();
             let snapshot = Snapshot::from_rows(
                 rows,
                 std::mem::take(&mut self.machine_ip),
@@ -296,15 +377,29 @@ pub struct Who<'a> {
     pub name: &'a str,
 }
 
-/// The events a complete snapshot yields against the last one (`None`: the first, the
-/// baseline).
-pub fn events(
+/// What a complete snapshot does to an agent's stored inventory: the events to report now,
+/// the snapshot to store, and the closes that await confirmation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconciled {
+    /// Baseline events, opens, and confirmed closes (closes first).
+    pub events: Vec<Event>,
+    /// What is stored: the new snapshot, plus the ports it missed for the first time (still
+    /// reported open until confirmed, with what was known of them).
+    pub stored: Snapshot,
+    /// Ports of `stored` the new snapshot missed for the first time: a fetch must confirm
+    /// them (see [`confirm`]).
+    pub unconfirmed: Vec<PortKey>,
+}
+
+/// The events and the stored state a complete snapshot `new` yields, against the last stored
+/// one and the ports it awaits confirmation for (`None`: the first, the baseline).
+pub fn reconcile(
     who: Who<'_>,
-    last: Option<&Snapshot>,
-    new: &Snapshot,
+    last: Option<(&Snapshot, &[PortKey])>,
+    new: Snapshot,
     baseline: Baseline,
     request_id: &str,
-) -> Vec<Event> {
+) -> Reconciled {
     let port_event = |p: &Port, opened: bool, is_baseline: bool| {
         let (uuid, agent_name) = (who.uuid.to_owned(), who.name.to_owned());
         let (port, process_name, pid) = (p.port, p.process.to_string(), p.pid);
@@ -335,26 +430,51 @@ pub fn events(
             }
         }
     };
-    match (last, baseline) {
-        (None, Baseline::Summary) => vec![Event::InventoryBaseline {
-            uuid: who.uuid.to_owned(),
-            agent_name: who.name.to_owned(),
-            ports: new.ports.len(),
-            request_id: request_id.to_owned(),
-        }],
-        (None, Baseline::Ports) => new
-            .ports
-            .iter()
-            .map(|p| port_event(p, true, true))
-            .collect(),
-        (Some(last), _) => {
-            let d = diff(last, new);
-            d.closed
+    let Some((last, awaiting)) = last else {
+        let events = match baseline {
+            Baseline::Summary => vec![Event::InventoryBaseline {
+                uuid: who.uuid.to_owned(),
+                agent_name: who.name.to_owned(),
+                ports: new.ports.len(),
+                request_id: request_id.to_owned(),
+            }],
+            Baseline::Ports => new
+                .ports
                 .iter()
-                .map(|p| port_event(p, false, false))
-                .chain(d.opened.iter().map(|p| port_event(p, true, false)))
-                .collect()
-        }
+                .map(|p| port_event(p, true, true))
+                .collect(),
+        };
+        return Reconciled {
+            events,
+            stored: new,
+            unconfirmed: Vec::new(),
+        };
+    };
+    let awaiting: BTreeSet<(u16, &str)> = awaiting.iter().map(PortKey::key).collect();
+    let judged = confirm::judge(&last.ports, &new.ports, Port::key, |k| awaiting.contains(k));
+    let events = judged
+        .closed
+        .iter()
+        .map(|p| port_event(p, false, false))
+        .chain(judged.opened.iter().map(|p| port_event(p, true, false)))
+        .collect();
+    let unconfirmed: Vec<PortKey> = judged.unconfirmed.iter().map(|p| p.owned_key()).collect();
+    let held: Vec<Port> = judged.unconfirmed.into_iter().cloned().collect();
+    let stored = if held.is_empty() {
+        new
+    } else {
+        let Snapshot {
+            mut ports,
+            machine_ip,
+            machine_name,
+        } = new;
+        ports.extend(held);
+        Snapshot::from_rows(ports, machine_ip, machine_name)
+    };
+    Reconciled {
+        events,
+        stored,
+        unconfirmed,
     }
 }
 

@@ -13,20 +13,35 @@
 //! [`MAX_INVENTORY_BYTES`] per file; a process name over [`super::MAX_PROCESS_BYTES`] is
 //! damage. The engine drops the entries of agents no longer watched, so a removed agent's
 //! inventory is forgotten at the next save.
+//!
+//! One size bound for both sides: [`MAX_INVENTORY_BYTES`] is what a start reads and what a
+//! save writes. A save whose content would exceed it stops at the bound, keeps the previous
+//! file and fails with `StateError.TooLarge` (logged at error level): a file the next start
+//! would refuse is never written, since refusing it re-baselines every agent. (Raising the
+//! bound until any inventory fits is not possible: the agents are not bounded, and at
+//! [`super::MAX_PORTS_PER_AGENT`] ports with long process names one agent alone can take
+//! tens of MiB.)
+//!
+//! Saving is streamed ([`InventoryFile::write_entries`]): the engine takes a cheap copy on
+//! its thread ([`save_copy`]: snapshots are shared, not copied) and the JSON is encoded
+//! straight into the temp file on a blocking thread, never whole in memory.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_MACHINE_BYTES, MAX_PORTS_PER_AGENT, MAX_PROCESS_BYTES, Snapshot};
+use super::{MAX_MACHINE_BYTES, MAX_PORTS_PER_AGENT, MAX_PROCESS_BYTES, PortKey, Snapshot};
 use crate::state::{StateError, StateFile, check_version};
 
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "inventory.json";
 /// Format version written into the file.
 const VERSION: u32 = 1;
-/// The largest inventory file read: 10,000 agents with 30 ports each take about 20 MiB.
+/// The largest inventory file read, and written (see the module docs): 10,000 agents with 30
+/// ports each take about 20 MiB.
 pub const MAX_INVENTORY_BYTES: u64 = 512 << 20;
 
 /// What is kept of one agent.
@@ -42,9 +57,17 @@ pub struct StoredAgent {
     /// Unix seconds of the last `CreateOpenPortTask` sent for it.
     #[serde(default)]
     pub requested_at: Option<u64>,
-    /// Its last complete snapshot; `None` before the first.
+    /// What is reported open: its last complete snapshot, plus the ports that snapshot missed
+    /// for the first time (`unconfirmed`); `None` before the first. Shared, never changed in
+    /// place: a save copies the pointer, not the ports.
     #[serde(default)]
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Ports of `snapshot` its last complete fetch missed: reported closed only when the next
+    /// complete fetch misses them too ([`super::confirm`]). Kept across a restart, which
+    /// fetches again at start to confirm them. Written only when some are held, so a file
+    /// without any stays readable by a version that does not know the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed: Vec<PortKey>,
 }
 
 /// Every agent's inventory, by Uuid.
@@ -60,15 +83,51 @@ struct FileIn {
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
-    agents: Maps<'a>,
+    agents: Agents<'a>,
 }
 
-/// Several maps written as one JSON object (their keys are distinct Uuids).
-struct Maps<'a>(&'a [&'a InventoryMap]);
+/// The agents of a save copy, written as the JSON object [`InventoryMap`] reads back.
+struct Agents<'a>(&'a [(String, StoredAgent)]);
 
-impl Serialize for Maps<'_> {
+impl Serialize for Agents<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().flat_map(|m| m.iter()))
+        s.collect_map(self.0.iter().map(|(uuid, agent)| (uuid, agent)))
+    }
+}
+
+/// What a save writes: every agent of `maps` (watched agents' and those kept while not
+/// watched; their keys are distinct Uuids), copied on the engine's thread for a blocking
+/// thread to encode. Cheap: a name and a Uuid per agent; the snapshots are shared.
+pub fn save_copy(maps: &[&InventoryMap]) -> Vec<(String, StoredAgent)> {
+    maps.iter()
+        .flat_map(|m| m.iter())
+        .map(|(u, a)| (u.clone(), a.clone()))
+        .collect()
+}
+
+/// A writer that refuses to pass more than `left` bytes on, and says so in `over`.
+struct Capped<'a, W> {
+    inner: W,
+    left: u64,
+    over: &'a mut bool,
+}
+
+impl<W: Write> Write for Capped<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            *self.over = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the inventory file's bound",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -141,7 +200,7 @@ impl InventoryFile {
         }
     }
 
-    /// The file's bytes for `map`.
+    /// The file's bytes for `map` (tests, tools: the engine streams [`Self::write_entries`]).
     pub fn encode(&self, map: &InventoryMap) -> Vec<u8> {
         self.encode_all(&[map])
     }
@@ -149,9 +208,10 @@ impl InventoryFile {
     /// The file's bytes for the entries of all `maps` (watched agents' and those kept while
     /// not watched), without merging them first.
     pub fn encode_all(&self, maps: &[&InventoryMap]) -> Vec<u8> {
+        let copy = save_copy(maps);
         let out = FileOut {
             version: VERSION,
-            agents: Maps(maps),
+            agents: Agents(&copy),
         };
         // Strings and integers only: serialising to memory cannot fail.
         let mut bytes = serde_json::to_vec(&out).unwrap_or_default();
@@ -159,15 +219,64 @@ impl InventoryFile {
         bytes
     }
 
-    /// Writes encoded bytes atomically.
+    /// Writes encoded bytes atomically; bytes over [`MAX_INVENTORY_BYTES`] are refused
+    /// (`StateError.TooLarge`), the previous file kept.
     pub fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        if bytes.len() as u64 > MAX_INVENTORY_BYTES {
+            return Err(StateError::TooLarge {
+                path: self.path().to_path_buf(),
+                limit: MAX_INVENTORY_BYTES,
+            });
+        }
         self.file.write(bytes)
+    }
+
+    /// Encodes `entries` (a [`save_copy`]) straight into the temp file, 64 KiB buffered, and
+    /// writes it atomically. Content past [`MAX_INVENTORY_BYTES`] stops the write: the
+    /// previous file is kept and `StateError.TooLarge` returned.
+    pub fn write_entries(&self, entries: &[(String, StoredAgent)]) -> Result<(), StateError> {
+        self.write_entries_capped(entries, MAX_INVENTORY_BYTES)
+    }
+
+    fn write_entries_capped(
+        &self,
+        entries: &[(String, StoredAgent)],
+        max_bytes: u64,
+    ) -> Result<(), StateError> {
+        let mut over = false;
+        let written = self.file.write_streamed(&mut |file| {
+            let mut out = io::BufWriter::with_capacity(
+                64 * 1024,
+                Capped {
+                    inner: file,
+                    left: max_bytes,
+                    over: &mut over,
+                },
+            );
+            let body = FileOut {
+                version: VERSION,
+                agents: Agents(entries),
+            };
+            serde_json::to_writer(&mut out, &body).map_err(io::Error::other)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        });
+        match written {
+            Err(_) if over => Err(StateError::TooLarge {
+                path: self.path().to_path_buf(),
+                limit: max_bytes,
+            }),
+            other => other,
+        }
     }
 }
 
 /// What exceeds the bounds in a stored agent, if anything.
 fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
-    let snapshot = agent.snapshot.as_ref()?;
+    let Some(snapshot) = agent.snapshot.as_ref() else {
+        return (!agent.unconfirmed.is_empty())
+            .then(|| "ports awaiting confirmation without a snapshot".to_owned());
+    };
     if snapshot.ports.len() as u64 > MAX_PORTS_PER_AGENT {
         return Some(format!(
             "{} ports (at most {MAX_PORTS_PER_AGENT})",
@@ -184,8 +293,19 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
         .ports
         .iter()
         .any(|p| p.process.len() > MAX_PROCESS_BYTES)
+        || agent
+            .unconfirmed
+            .iter()
+            .any(|p| p.process.len() > MAX_PROCESS_BYTES)
     {
         return Some(format!("a process name over {MAX_PROCESS_BYTES} bytes"));
+    }
+    if agent.unconfirmed.len() > snapshot.ports.len() {
+        return Some(format!(
+            "{} ports awaiting confirmation of {} stored",
+            agent.unconfirmed.len(),
+            snapshot.ports.len()
+        ));
     }
     None
 }
@@ -202,7 +322,7 @@ mod tests {
             name: "db-01".into(),
             fetched_at: Some(5),
             requested_at: None,
-            snapshot: Some(Snapshot::from_rows(
+            snapshot: Some(Arc::new(Snapshot::from_rows(
                 ports
                     .iter()
                     .map(|(p, n)| Port {
@@ -213,7 +333,8 @@ mod tests {
                     .collect(),
                 "10.0.0.1".into(),
                 "db".into(),
-            )),
+            ))),
+            unconfirmed: Vec::new(),
         }
     }
 
@@ -255,5 +376,64 @@ mod tests {
         std::fs::write(f.path(), "{\"version\":1,\"agents\":{}}   ").unwrap();
         let e = f.load_capped(8).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_file_at_the_bound_round_trips_and_one_over_it_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut map = InventoryMap::new();
+        for i in 0..50 {
+            map.insert(format!("u{i}"), agent(&[(22, "sshd"), (3306, "mysqld")]));
+        }
+        let exact = f.encode(&map).len() as u64;
+        // Streamed at exactly the bound: written, and read back under the same bound.
+        f.write_entries_capped(&save_copy(&[&map]), exact).unwrap();
+        assert_eq!(std::fs::metadata(f.path()).unwrap().len(), exact);
+        assert_eq!(f.load_capped(exact).unwrap(), map);
+        // One byte more than the bound allows: refused, loudly, and the previous file kept
+        // (the reader would refuse the new one and re-baseline every agent).
+        let before = std::fs::read(f.path()).unwrap();
+        map.insert("u-new".into(), agent(&[(80, "nginx")]));
+        let e = f
+            .write_entries_capped(&save_copy(&[&map]), exact)
+            .unwrap_err();
+        assert_eq!(e.code(), "StateError.TooLarge");
+        assert!(e.to_string().contains("previous file is kept"), "{e}");
+        assert_eq!(std::fs::read(f.path()).unwrap(), before);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temp file left: {leftovers:?}");
+        // The streamed bytes are those of `encode`, byte for byte.
+        f.write_entries(&save_copy(&[&map])).unwrap();
+        assert_eq!(std::fs::read(f.path()).unwrap(), f.encode(&map));
+    }
+
+    #[test]
+    fn held_closes_are_kept_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut held = agent(&[(22, "sshd"), (3306, "mysqld")]);
+        held.unconfirmed = vec![crate::inventory::PortKey {
+            port: 3306,
+            process: "mysqld".into(),
+        }];
+        let mut map = InventoryMap::new();
+        map.insert("u1".into(), held);
+        map.insert("u2".into(), agent(&[(22, "sshd")]));
+        f.write_entries(&save_copy(&[&map])).unwrap();
+        assert_eq!(f.load().unwrap(), map);
+        // Written only when some are held: an older reader still reads the rest.
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        assert_eq!(text.matches("unconfirmed").count(), 1, "{text}");
+        // Held closes without a snapshot are damage.
+        std::fs::write(
+            f.path(),
+            r#"{"version":1,"agents":{"u":{"unconfirmed":[{"port":1,"process":"a"}]}}}"#,
+        )
+        .unwrap();
+        assert!(f.load().is_err());
     }
 }

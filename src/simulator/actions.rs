@@ -255,6 +255,23 @@ impl Shared {
                 o.now = Some(next);
             }
         }
+        let faults = {
+            let mut set = lock(&self.port_faults);
+            let now = set.clone();
+            if set.applies_to(uuid) && set.empty_answers > 0 {
+                set.empty_answers -= 1;
+            }
+            now
+        };
+        let lies = faults.applies_to(uuid);
+        if lies && faults.empty_answers > 0 {
+            matching.clear();
+        }
+        let offset = if lies && faults.ignore_offset {
+            0
+        } else {
+            offset
+        };
         let total = i64::try_from(matching.len()).unwrap_or(i64::MAX);
         let mut page: Vec<Value> = matching
             .iter()
@@ -263,8 +280,7 @@ impl Shared {
             .map(|(index, position, served)| Value::Object(self.row(*index, *position, served)))
             .collect();
         let mut total_count = json!(total);
-        let faults = lock(&self.port_faults).clone();
-        if faults.applies_to(uuid) {
+        if lies {
             total_count = json!(total.saturating_add(faults.total_count_offset));
             if let Some(Value::Object(first)) = page.first_mut() {
                 if let Some(p) = faults.first_port {

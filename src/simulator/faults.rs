@@ -83,7 +83,7 @@ impl Shared {
 }
 
 /// Hostile `DescribeOpenPorts` answers, applied to every answer while set (not drawn: a client
-/// must see the same lie on every retry to give up), for tests of a client's checks. Set with
+/// must see the same lie on every retry to give up; only `empty_answers` counts down), for tests of a client's checks. Set with
 /// [`RunningSimulator::set_port_faults`](super::RunningSimulator::set_port_faults); the default
 /// is honest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,6 +96,12 @@ pub struct PortFaults {
     pub first_port: Option<i64>,
     /// Removed from the first row of every page, e.g. `"ProcessName"` or `"Port"`.
     pub missing_field: Option<String>,
+    /// Answer every page as if `Offset` were 0 (a server that ignores it): the first rows
+    /// again and again, under the true `TotalCount`.
+    pub ignore_offset: bool,
+    /// The next this many answers list no port at all (`TotalCount` 0), then the answers are
+    /// honest again: a transient empty answer. Counted down by each answer it empties.
+    pub empty_answers: u32,
 }
 
 impl PortFaults {

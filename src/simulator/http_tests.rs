@@ -849,6 +849,39 @@ async fn hostile_port_answers_can_be_switched_on_per_agent() {
     assert!(rows[0].get("ProcessName").is_none(), "{}", rows[0]);
     assert_eq!(rows[1]["ProcessName"], "mysqld");
 
+    // A server that ignores Offset: the first rows at every offset, under the true total.
+    sim.set_port_faults(PortFaults {
+        ignore_offset: true,
+        ..PortFaults::default()
+    });
+    let at = |offset: u32| Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 5, "Offset": offset }));
+    let (total, rows) = at(10).page(&sim).await;
+    assert_eq!(
+        (total, ports_of(&rows)),
+        (25, vec![1000, 1001, 1002, 1003, 1004])
+    );
+
+    // A transient empty answer: the next 2 answers for the agent list nothing, then honest.
+    sim.set_port_faults(PortFaults {
+        uuid: Some(BIG_AGENT.into()),
+        empty_answers: 2,
+        ..PortFaults::default()
+    });
+    assert_eq!(
+        page(QUICK_AGENT).page(&sim).await.0,
+        2,
+        "another agent: honest"
+    );
+    for _ in 0..2 {
+        let (total, rows) = page(BIG_AGENT).page(&sim).await;
+        assert_eq!((total, rows.len()), (0, 0));
+    }
+    assert_eq!(at(10).page(&sim).await.0, 25);
+    assert_eq!(
+        ports_of(&at(10).page(&sim).await.1),
+        [1010, 1011, 1012, 1013, 1014]
+    );
+
     sim.set_port_faults(PortFaults::default());
     let (total, rows) = page(BIG_AGENT).page(&sim).await;
     assert_eq!(

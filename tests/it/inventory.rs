@@ -657,3 +657,199 @@ ports = [ {{ at = "0s", open = [ {{ port = 8080, process = "python3", pid = 4242
     );
     sim.shutdown().await;
 }
+
+/// One agent whose task completes twice: at 500 ms (the baseline) and at 3.5 s (the listing
+/// a test spoils meanwhile).
+fn completes_twice() -> String {
+    format!(
+        r#"[[agent]]
+uuid = "{}"
+timeline = [
+  {{ at = "0s", status = "COLLECTING" }}, {{ at = "500ms", status = "COMPLETE" }},
+  {{ at = "3s", status = "COLLECTING" }}, {{ at = "3500ms", status = "COMPLETE" }},
+]
+"#,
+        uuid(0)
+    )
+}
+
+/// `DescribeOpenPorts` pages answered so far.
+fn pages(sim: &RunningSimulator) -> u64 {
+    sim.stats()
+        .per_action
+        .get("DescribeOpenPorts")
+        .map_or(0, |m| m.accepted)
+}
+
+/// Waits (up to 20 s) until `pages` pages were answered.
+async fn pages_answered(sim: &RunningSimulator, n: u64) {
+    let limit = std::time::Instant::now() + Duration::from_secs(20);
+    while pages(sim) < n && std::time::Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn closes(events: &[Event]) -> Vec<String> {
+    port_events(events)
+        .into_iter()
+        .filter(|e| e.contains(" closed "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_offset_gives_inventory_failed_and_no_phantom_close() {
+    // 200 ports, baseline honest (2 pages); then the server ignores Offset: TotalCount 200,
+    // the same 100 rows twice. Before: accepted as complete, 100 phantom closes.
+    let sim = start_scenario(&completes_twice()).await;
+    let all: Vec<OpenPortSpec> = (0..200).map(|i| spec(2000 + i, "svc", 7)).collect();
+    assert!(sim.set_ports(&uuid(0), all));
+    let one = watch(1);
+    let (r, ()) = tokio::join!(
+        run(&sim, &one, options(Baseline::Summary), None, |e| {
+            port_events(e).iter().any(|e| e.contains("failed"))
+        }),
+        async {
+            pages_answered(&sim, 2).await;
+            sim.set_port_faults(PortFaults {
+                ignore_offset: true,
+                ..Default::default()
+            });
+        }
+    );
+    assert_eq!(
+        port_events(&r.events),
+        ["0 baseline 200", "0 failed InventoryError.Incomplete"]
+    );
+    let stored = r.stored[&uuid(0)].snapshot.as_ref().unwrap();
+    assert_eq!(stored.ports.len(), 200, "the baseline stays whole");
+    // Three tries, each caught at its second page.
+    assert_eq!(pages(&sim), 2 + 3 * 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_list_shifting_while_paged_closes_no_open_port_and_a_real_close_follows_confirmation() {
+    // 150 ports (2000..2150). After the baseline, 2010 closes and 5000 opens, and the change
+    // lands between the two pages of the next listing: page 1 from before, page 2 from
+    // after. That listing skips 2100 (open in both) with nothing repeated and the count
+    // right. Before: `port_closed` 2100, a phantom. Now: 5000 opened at once, 2010 closed
+    // after confirmation, 2100 never.
+    let sim = start_scenario(&completes_twice()).await;
+    let before: Vec<OpenPortSpec> = (0..150).map(|i| spec(2000 + i, "svc", 7)).collect();
+    let mut after = before.clone();
+    after.remove(10);
+    after.push(spec(5000, "new", 8));
+    assert!(sim.set_ports(&uuid(0), before));
+    let one = watch(1);
+    let (r, ()) = tokio::join!(
+        run(&sim, &one, options(Baseline::Summary), None, |e| {
+            !closes(e).is_empty()
+        }),
+        async {
+            pages_answered(&sim, 2).await;
+            assert!(sim.set_ports_after_next_page(&uuid(0), after));
+        }
+    );
+    assert_eq!(
+        port_events(&r.events),
+        ["0 baseline 150", "0 opened 5000 new", "0 closed 2010 svc"]
+    );
+    // The baseline, the shifted listing, the confirming one (2100 back, 2010 missing for the
+    // first time), and the one that confirmed 2010: 2 pages each.
+    assert_eq!(pages(&sim), 8);
+    let stored = r.stored[&uuid(0)].snapshot.as_ref().unwrap();
+    assert_eq!(stored.ports.len(), 150);
+    assert!(stored.ports.iter().any(|p| p.port == 2100));
+    assert!(r.stored[&uuid(0)].unconfirmed.is_empty());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_transient_empty_answer_closes_nothing() {
+    // 30 ports; the listing after the second completion answers TotalCount 0 once. Before:
+    // 30 phantom closes. Now: held, and the confirming listing has them all.
+    let sim = start_scenario(&completes_twice()).await;
+    let all: Vec<OpenPortSpec> = (0..30).map(|i| spec(3000 + i, "svc", 7)).collect();
+    assert!(sim.set_ports(&uuid(0), all));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = done.clone();
+    let one = watch(1);
+    let (r, ()) = tokio::join!(
+        run(&sim, &one, options(Baseline::Ports), None, move |_| {
+            seen.load(std::sync::atomic::Ordering::SeqCst)
+        }),
+        async {
+            pages_answered(&sim, 1).await;
+            sim.set_port_faults(PortFaults {
+                empty_answers: 1,
+                ..Default::default()
+            });
+            // The empty listing, then its confirmation.
+            pages_answered(&sim, 3).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    );
+    assert_eq!(pages(&sim), 3);
+    let events = port_events(&r.events);
+    assert_eq!(events.len(), 30, "the baseline only: {events:?}");
+    assert!(events.iter().all(|e| e.ends_with("baseline")), "{events:?}");
+    assert_eq!(
+        r.stored[&uuid(0)].snapshot.as_ref().unwrap().ports.len(),
+        30
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_close_awaiting_confirmation_at_a_stop_is_confirmed_after_the_restart() {
+    // The run stops while a close is held (its confirming fetch not sent yet): the file keeps
+    // it, and the restart fetches at start and reports it once: neither lost nor a phantom.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_scenario(&completes_twice()).await;
+    let all: Vec<OpenPortSpec> = (0..3).map(|i| spec(4000 + i, "svc", 7)).collect();
+    assert!(sim.set_ports(&uuid(0), all.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let one = watch(1);
+    let (first, ()) = tokio::join!(
+        run(
+            &sim,
+            &one,
+            options(Baseline::Summary),
+            Some(dir.path()),
+            move |_| stopped.load(std::sync::atomic::Ordering::SeqCst),
+        ),
+        async {
+            pages_answered(&sim, 1).await;
+            assert!(sim.set_ports(&uuid(0), all[..2].to_vec()));
+            // The second listing misses 4002: stop before its confirmation (2 s later).
+            pages_answered(&sim, 2).await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    );
+    assert_eq!(port_events(&first.events), ["0 baseline 3"]);
+    assert_eq!(pages(&sim), 2, "stopped before the confirming fetch");
+    let on_disk = InventoryFile::in_dir(dir.path()).load().unwrap();
+    let held = &on_disk[&uuid(0)];
+    assert_eq!(held.snapshot.as_ref().unwrap().ports.len(), 3, "still open");
+    assert_eq!(
+        held.unconfirmed.iter().map(|k| k.port).collect::<Vec<_>>(),
+        [4002]
+    );
+    // The restart: the agent is COMPLETE and unchanged, yet its held close is fetched for.
+    let second = run(
+        &sim,
+        &watch(1),
+        options(Baseline::Summary),
+        Some(dir.path()),
+        |e| !closes(e).is_empty(),
+    )
+    .await;
+    assert_eq!(port_events(&second.events), ["0 closed 4002 svc"]);
+    assert_eq!(pages(&sim), 3);
+    let on_disk = InventoryFile::in_dir(dir.path()).load().unwrap();
+    assert!(on_disk[&uuid(0)].unconfirmed.is_empty());
+    assert_eq!(on_disk[&uuid(0)].snapshot.as_ref().unwrap().ports.len(), 2);
+    sim.shutdown().await;
+}
