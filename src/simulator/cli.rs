@@ -106,6 +106,7 @@ impl SimulateArgs {
             scenario,
             limiter,
             latency: self.latency,
+            action_latency: Default::default(),
             clock_offset_secs: self.clock_offset,
             faults: Faults {
                 internal_error: self.fault_internal_error,

@@ -77,8 +77,13 @@ pub(super) async fn handle(
         ),
     };
 
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    let latency = shared
+        .action_latency
+        .get(&action)
+        .copied()
+        .unwrap_or(shared.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let stalled = fault.as_ref().is_some_and(|f| f.stall.is_some());
     let kind = match fault {

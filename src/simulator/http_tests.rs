@@ -486,6 +486,31 @@ async fn latency_delays_every_answer_and_in_flight_is_tracked() {
     sim.shutdown().await;
 }
 
+/// One slow action beside fast ones: `DescribeOpenPorts` held for a minute does not hold a
+/// status poll sent after it, and the pages still answer (the order proves it, no clock).
+#[tokio::test]
+async fn an_actions_own_latency_slows_that_action_alone() {
+    use serde_json::json;
+    let sim = start(SimulatorOptions {
+        action_latency: std::collections::HashMap::from([(
+            DESCRIBE_PORTS_ACTION.to_owned(),
+            Duration::from_secs(60),
+        )]),
+        ..SimulatorOptions::new(inventory_scenario())
+    })
+    .await;
+    let slow = Call::ports(json!({ "Uuid": BIG_AGENT, "Limit": 100, "Offset": 0 }));
+    let slow = slow.page(&sim);
+    tokio::pin!(slow);
+    let fast = Call::describe(BIG_AGENT);
+    tokio::select! {
+        biased;
+        _ = &mut slow => panic!("the slow action answered before the fast one"),
+        (status, _) = fast.answer(&sim) => assert_eq!(status, "COMPLETE"),
+    }
+    // Not `shutdown`: it would wait out the held page; the test's runtime ends the server.
+}
+
 // --- The open-port inventory: CreateOpenPortTask, DescribeOpenPorts, per-action windows. ---
 
 /// No task yet; a created task collects for an hour.

@@ -50,6 +50,9 @@ pub struct SimulatorOptions {
     pub limiter: LimiterKind,
     /// Added before every answer (errors included).
     pub latency: Duration,
+    /// Per action (`X-TC-Action`), added instead of `latency`: one slow action beside fast
+    /// ones, as a half-broken API answers (issue 20: `DescribeOpenPorts` in 8 s).
+    pub action_latency: HashMap<String, Duration>,
     /// The simulator's clock is the system clock plus this (signed), for `Date`, the
     /// signature-expiry check and its message.
     pub clock_offset_secs: i64,
@@ -66,6 +69,7 @@ impl SimulatorOptions {
             scenario,
             limiter: LimiterKind::default(),
             latency: Duration::ZERO,
+            action_latency: HashMap::new(),
             clock_offset_secs: 0,
             faults: Faults::default(),
             seed: None,
@@ -228,6 +232,7 @@ pub(super) struct Shared {
     pub(super) agents: HashMap<String, usize>,
     pub(super) limiter_kind: LimiterKind,
     pub(super) latency: Duration,
+    pub(super) action_latency: HashMap<String, Duration>,
     pub(super) clock_offset_secs: i64,
     pub(super) start: Instant,
     pub(super) faults: Mutex<Faults>,
@@ -304,6 +309,7 @@ impl Shared {
             agents,
             limiter_kind: opts.limiter,
             latency: opts.latency,
+            action_latency: opts.action_latency,
             clock_offset_secs: opts.clock_offset_secs,
             start: Instant::now(),
             faults: Mutex::new(opts.faults),
