@@ -78,7 +78,7 @@ pub enum Command {
         /// Config.
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this account (`default` or an [[account]] name).
+        /// Only this account (`default`, or the `name` of one of the config's accounts).
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
         /// Output format.
@@ -91,7 +91,7 @@ pub enum Command {
         /// Config.
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this account (`default` or an [[account]] name).
+        /// Only this account (`default`, or the `name` of one of the config's accounts).
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
         /// Only this agent (its Uuid, watchlist name or discovered name).

@@ -167,7 +167,11 @@ impl<P: Poller> Engine<P> {
         // Closes that awaited confirmation when the last run stopped: confirmed (or not) by
         // a fetch now, neither reported unconfirmed nor forgotten.
         let awaiting = stored.is_some_and(|s| !s.unconfirmed.is_empty());
-        if *record.status() == Status::Complete && (!has_snapshot || awaiting) {
+        // A page of an earlier fetch still in flight (an agent back before the answer of its
+        // orphaned request) would land in a new assembly: no fetch until it is answered; the
+        // next `COMPLETE` or rescan fetches.
+        let page_in_flight = self.account.lane(Action::FetchPorts).queue.is_in_flight(id);
+        if *record.status() == Status::Complete && (!has_snapshot || awaiting) && !page_in_flight {
             let rate = inv.options.action_rates[Action::FetchPorts.index()];
             let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
             let assembly = if has_snapshot {

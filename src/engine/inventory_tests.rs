@@ -1249,3 +1249,54 @@ async fn a_confirming_fetch_waits_for_complete_and_the_next_listing_decides() {
         "the confirming fetch was dropped"
     );
 }
+
+/// An agent that discovery drops (`Removed::Keep`) and brings back while its status poll is
+/// still in flight takes its kept inventory back: no second baseline, and it is saved once
+/// (watched), not twice (watched and held: a duplicate key in the file whose stale copy wins
+/// at the next start). Found at the seam of discovery's keeping and the inventory.
+#[tokio::test(start_paused = true)]
+async fn an_agent_back_before_its_orphaned_answer_keeps_its_inventory() {
+    let mut api = Scripted::new(
+        |_, _| "COMPLETE",
+        move |_, _, offset| {
+            let p = vec![port(22, "sshd")];
+            Ok(page(&p, offset, 1))
+        },
+    );
+    api.latency = (Duration::from_secs(3), Duration::from_millis(50));
+    let all = agents(1);
+    let stored = stored_with(&all[0].uuid.to_string(), vec![port(22, "sshd")], &[]);
+    let sink = Arc::new(CollectingSink::default());
+    let (control, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(api, sink.clone(), config(), &all, known_complete(1))
+        .with_control(rx)
+        .with_inventory(options(Baseline::Ports), stored, None);
+    let stop = CancellationToken::new();
+    let driver = {
+        let (stop, all) = (stop.clone(), all.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            for agents in [vec![], all.clone()] {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                control
+                    .send(Control::Reload {
+                        agents,
+                        config: config(),
+                        removed: crate::engine::Removed::Keep,
+                        reply,
+                    })
+                    .unwrap();
+                answer.await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            stop.cancel();
+        })
+    };
+    let (engine, _) = engine.run(stop).await;
+    driver.await.unwrap();
+    let inv = engine.inventory.as_ref().unwrap();
+    assert!(inv.held.is_empty(), "still held: {:?}", inv.held.keys());
+    assert!(inv.map.contains_key(&all[0].uuid.to_string()));
+    let events = names(&sink.events());
+    assert!(!events.iter().any(|e| e.contains("baseline")), "{events:?}");
+}

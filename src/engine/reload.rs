@@ -96,6 +96,9 @@ impl<P: Poller> Engine<P> {
                 self.account.lanes[lane]
                     .queue
                     .schedule(id, now, Cadence::Settled);
+                // Its kept inventory comes back with it (else it would be baselined again and
+                // saved twice, held and watched), with its rescan slot.
+                self.inventory_added(id);
                 self.pending_once += 1;
                 readopted += 1;
                 continue;
