@@ -53,10 +53,11 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
                 Escaped(file.path().display())
             ));
         }
+        let left = stored::left_discovery(&settings.state_dir, &plan.name);
         let agents = stored::agents(
             &watchlist.agents,
             plan.settings.discovery.enabled,
-            stored::inventory_uuids(&stored),
+            stored::inventory_uuids(&stored).filter(|u| !left.contains(u)),
             &stored,
         );
         matched |= filter

@@ -48,10 +48,11 @@ pub fn run(config: &Path, account: Option<&str>, format: Format) -> Result<ExitC
         } else {
             InventoryMap::new()
         };
+        let left = stored::left_discovery(&settings.state_dir, &plan.name);
         let agents = stored::agents(
             &watchlist.agents,
             discovering,
-            known.keys().copied(),
+            known.keys().copied().filter(|u| !left.contains(u)),
             &names,
         );
         output::stdout(|out| print_statuses(out, &agents, &known, format, &plan.name))

@@ -5,13 +5,17 @@
 //! Why discovered agents come from the files: `status` and `ports` call no API, and the
 //! daemon keeps a discovered agent's status (`state.NAME.json`) and inventory
 //! (`inventory.NAME.json`) under its Uuid like a listed one's. Without discovery the daemon
-//! forgets unlisted entries at its next start, so they are not shown then either: what is
-//! printed is what the daemon watches.
+//! forgets unlisted entries at its next start, so they are not shown then either; and an
+//! agent whose machine left discovery (its discovery file says when) is kept in those files
+//! for `forget_after` but no longer watched, so it is not shown: what is printed is what the
+//! daemon watches.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 
 use crate::agent_uuid::AgentUuid;
 use crate::config::accounts::AccountPlan;
+use crate::discovery::remembered::DiscoveryFile;
 use crate::escape::Escaped;
 use crate::inventory::store::InventoryMap;
 use crate::watchlist::Agent;
@@ -83,6 +87,22 @@ pub fn agents(
         }));
     }
     shown
+}
+
+/// The agents whose machines left `account`'s discovery (kept, not watched). Read only: a
+/// missing or unreadable file (the daemon sets a damaged one aside, not this command) hides
+/// nothing.
+pub fn left_discovery(state_dir: &Path, account: &str) -> HashSet<AgentUuid> {
+    DiscoveryFile::for_account(state_dir, account)
+        .load()
+        .map(|m| {
+            m.members()
+                .iter()
+                .filter(|(_, member)| member.left_at.is_some())
+                .map(|(uuid, _)| *uuid)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The Uuids an inventory holds (a key that is not a Uuid cannot be an agent and is skipped).

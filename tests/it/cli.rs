@@ -855,4 +855,25 @@ fn status_and_ports_show_every_account_and_discovered_agents() {
             out.stderr
         );
     }
+
+    // A machine that left prod's discovery is kept in its files for `forget_after` but no
+    // longer watched: neither command shows it (nor finds it by name).
+    app.write(
+        "state/discovery.prod.json",
+        serde_json::json!({
+            "version": 1,
+            "machines": { FOUND: { "name": "db-prod", "missing": 3, "left_at": 1 } }
+        })
+        .to_string(),
+    );
+    assert_eq!(
+        json(&["status", "--format", "json"]),
+        [format!("{default_line} COMPLETE")]
+    );
+    assert_eq!(
+        json(&["ports", "--format", "json"]),
+        [format!("{default_line} 22")]
+    );
+    let out = run_within(app.with_config(&["ports", "--agent", "db-prod"]), LIMIT);
+    assert_eq!(out.code(), Some(1), "{}", out.stdout);
 }
