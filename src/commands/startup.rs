@@ -312,7 +312,7 @@ pub async fn connect(
             );
             tracing::debug!(
                 source = %source,
-                secret_id = %first.credentials.secret_id,
+                secret_id = %crate::credentials::masked_secret_id(&first.credentials.secret_id),
                 expires_at = first.expires_at,
                 "credentials assumed"
             );

@@ -463,7 +463,7 @@ impl<R: Renewable> Refresher for Renewer<R> {
         tracing::debug!(
             target: TARGET,
             role_arn = %request.role_arn,
-            secret_id = %fresh.credentials.secret_id,
+            secret_id = %crate::credentials::masked_secret_id(&fresh.credentials.secret_id),
             expires_at = fresh.expires_at,
             renew_in_secs = delay.as_secs(),
             request_id = %fresh.request_id,
@@ -508,7 +508,7 @@ impl<R: Renewable> Refresher for Renewer<R> {
         tracing::warn!(
             target: TARGET,
             role_arn = %self.0.request().role_arn,
-            secret_id = %fresh.credentials.secret_id,
+            secret_id = %crate::credentials::masked_secret_id(&fresh.credentials.secret_id),
             expires_at = fresh.expires_at,
             server_now = self.0.server_now(),
             request_id = %fresh.request_id,

@@ -493,7 +493,7 @@ impl Refresher for CvmRole {
             tracing::info!(
                 target: TARGET,
                 role = %fresh.role,
-                secret_id = %fresh.credentials.secret_id,
+                secret_id = %crate::credentials::masked_secret_id(&fresh.credentials.secret_id),
                 expires_at = fresh.expires_at,
                 failures,
                 "CVM role credentials fetched again after failures"
@@ -502,7 +502,7 @@ impl Refresher for CvmRole {
             tracing::debug!(
                 target: TARGET,
                 role = %fresh.role,
-                secret_id = %fresh.credentials.secret_id,
+                secret_id = %crate::credentials::masked_secret_id(&fresh.credentials.secret_id),
                 expires_at = fresh.expires_at,
                 refresh_in_secs = delay.as_secs(),
                 "CVM role credentials fetched"
@@ -538,7 +538,7 @@ impl Refresher for CvmRole {
         tracing::warn!(
             target: TARGET,
             role = %fresh.role,
-            secret_id = %fresh.credentials.secret_id,
+            secret_id = %crate::credentials::masked_secret_id(&fresh.credentials.secret_id),
             expires_at = fresh.expires_at,
             now = unix_now(),
             retry_in_secs = retry_in.as_secs(),

@@ -28,7 +28,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::Check;
-use crate::credentials::{CredentialSettings, Environment, Resolved, resolve};
+use crate::credentials::{CredentialSettings, Environment, Resolved, masked_secret_id, resolve};
 use crate::problems::{Reported, shown, shown_path};
 
 /// One account as the shared-use check sees it.
@@ -184,26 +184,6 @@ impl FoundKey {
             ),
         }
     }
-}
-
-/// A SecretId as messages may show it: its first 4 characters (`AKID`, the kind of key) and,
-/// when it is long enough that this leaves most of it hidden, its last 4, which tell two keys
-/// apart as the CAM console does. Never the whole value.
-pub(crate) fn masked_secret_id(id: &str) -> String {
-    let chars: Vec<char> = id.chars().collect();
-    let head: String = chars.iter().take(4.min(chars.len() / 2)).collect();
-    if chars.len() >= 16 {
-        let tail: String = chars[chars.len() - 4..].iter().collect();
-        format!("{}…{} (masked)", shown_plain(&head), shown_plain(&tail))
-    } else {
-        format!("{}… (masked)", shown_plain(&head))
-    }
-}
-
-/// `text` without the quotes [`shown`] adds (it escapes what must not reach a terminal).
-fn shown_plain(text: &str) -> String {
-    let quoted = shown(text);
-    quoted[1..quoted.len() - 1].to_owned()
 }
 
 /// A path as compared for "the same file": canonical when it exists (symlinks, `..`),
