@@ -466,6 +466,9 @@ impl<P: Poller> Engine<P> {
             }
             Err(e) => assembly.failed(e.code(), &e.to_string()),
         };
+        // Closes still held after a round of confirming fetches are asked about again this
+        // much later: decided at last, never reported unconfirmed, never held for ever.
+        let again_after = self.config.intervals.settled;
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
@@ -502,29 +505,41 @@ impl<P: Poller> Engine<P> {
                     inv.fetches
                         .insert(id, Assembly::confirming(nth.saturating_add(1)));
                     Some((later(now, confirm::CONFIRM_AFTER), Cadence::Settled))
+                } else if held > 0 {
+                    tracing::warn!(
+                        uuid = &*uuid,
+                        ports = held,
+                        "the port list missed other ports at each of {} confirming fetches; \
+                         their close is asked about again in {}s",
+                        confirm::CONFIRMING_FETCHES,
+                        again_after.as_secs()
+                    );
+                    inv.fetches.insert(id, Assembly::confirming(1));
+                    Some((later(now, again_after), Cadence::Settled))
                 } else {
-                    if held > 0 {
-                        tracing::warn!(
-                            uuid = &*uuid,
-                            ports = held,
-                            "the port list missed other ports at each of {} confirming \
-                             fetches; their close waits for the next fetch",
-                            confirm::CONFIRMING_FETCHES
-                        );
-                    }
                     None
                 }
             }
             Step::Failed(e) => {
                 inv.fetches.remove(&id);
-                inv.gave_up.insert(id);
                 self.sink.emit(&Event::InventoryFailed {
                     uuid: uuid.to_string(),
                     agent_name: name.to_string(),
                     error_code: e.code().to_owned(),
                     error_message: e.to_string(),
                 });
-                None
+                let holding = inv
+                    .map
+                    .get(&*uuid)
+                    .is_some_and(|entry| !entry.unconfirmed.is_empty());
+                if holding {
+                    // Closes awaiting confirmation: asked about again, as above.
+                    inv.fetches.insert(id, Assembly::confirming(1));
+                    Some((later(now, again_after), Cadence::Settled))
+                } else {
+                    inv.gave_up.insert(id);
+                    None
+                }
             }
         };
         self.account.lane(action).finish(id, next, now);

@@ -1124,7 +1124,8 @@ async fn a_transient_empty_listing_closes_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_flapping_listing_is_confirmed_a_bounded_number_of_times_and_closes_nothing() {
     // Every listing misses a different port: each confirming fetch finds the last one back
-    // and another one missing. Bounded: the fetch and CONFIRMING_FETCHES more, no close.
+    // and another one missing. Bounded: the fetch and CONFIRMING_FETCHES more, no close; the
+    // next round comes a settled interval (10 s here) later, after this run.
     let uuid = agents(1)[0].uuid.to_string();
     let (api, fetches) = by_fetch(|n| {
         let mut all = ports_of(10);
@@ -1147,7 +1148,7 @@ async fn a_flapping_listing_is_confirmed_a_bounded_number_of_times_and_closes_no
         options(Baseline::Ports),
         HashMap::new(),
         stored_with(&uuid, ports_of(10), &[]),
-        60,
+        15,
     )
     .await;
     assert_eq!(names(&events), ["status COLLECTING", "status COMPLETE"]);
@@ -1248,6 +1249,107 @@ async fn a_confirming_fetch_waits_for_complete_and_the_next_listing_decides() {
         2,
         "the confirming fetch was dropped"
     );
+}
+
+/// A close still held after a round of confirming fetches is not held for ever: a settled
+/// interval later another round asks, and a port missing then too is reported closed, once.
+#[tokio::test(start_paused = true)]
+async fn a_close_held_after_a_flapping_round_is_decided_a_settled_interval_later() {
+    let uuid = agents(1)[0].uuid.to_string();
+    // Four listings flap (each misses another port), then port 3 stays gone.
+    let (api, fetches) = by_fetch(|n| {
+        let mut all = ports_of(10);
+        all.remove(if n < 4 { n as usize } else { 3 });
+        all
+    });
+    let api = Scripted {
+        status: Arc::new(|at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        }),
+        ..api
+    };
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        stored_with(&uuid, ports_of(10), &[]),
+        40,
+    )
+    .await;
+    let closed = ports_of(10)[3].port;
+    assert_eq!(
+        names(&events),
+        [
+            "status COLLECTING".to_owned(),
+            "status COMPLETE".to_owned(),
+            format!("closed {closed} svc")
+        ]
+    );
+    // The first round (1 + CONFIRMING_FETCHES) and one fetch of the next.
+    assert_eq!(
+        *fetches.lock().unwrap(),
+        1 + confirm::CONFIRMING_FETCHES + 1
+    );
+    assert!(after[&uuid].unconfirmed.is_empty());
+    assert_eq!(after[&uuid].snapshot.as_ref().unwrap().ports.len(), 9);
+}
+
+/// A confirming fetch that fails (`inventory_failed`) does not strand the close it was to
+/// confirm: a settled interval later the agent is fetched again, and a port still missing is
+/// reported closed.
+#[tokio::test(start_paused = true)]
+async fn a_failed_confirming_fetch_leaves_no_close_held_for_ever() {
+    let uuid = agents(1)[0].uuid.to_string();
+    // Page requests: the first misses port 1003; the next FETCH_TRIES fail; then it is still gone.
+    let asked = Arc::new(Mutex::new(0u32));
+    let seen = asked.clone();
+    let api = Scripted::new(
+        |at, _| {
+            if at < Duration::from_secs(1) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        },
+        move |_, _, offset| {
+            let mut n = seen.lock().unwrap();
+            *n += 1;
+            if (2..2 + crate::inventory::FETCH_TRIES).contains(&*n) {
+                return Err(ApiError::Api {
+                    code: "InternalError".into(),
+                    message: "try later".into(),
+                    request_id: Some("rf".into()),
+                });
+            }
+            let mut all = ports_of(10);
+            all.remove(3);
+            Ok(page(&all, offset, 9))
+        },
+    );
+    let (events, after, _) = run(
+        api,
+        1,
+        options(Baseline::Ports),
+        HashMap::new(),
+        stored_with(&uuid, ports_of(10), &[]),
+        40,
+    )
+    .await;
+    assert_eq!(
+        names(&events),
+        [
+            "status COLLECTING",
+            "status COMPLETE",
+            "failed InternalError",
+            "closed 1003 svc"
+        ]
+    );
+    assert!(after[&uuid].unconfirmed.is_empty());
 }
 
 /// An agent that discovery drops (`Removed::Keep`) and brings back while its status poll is
