@@ -67,6 +67,7 @@ pub mod inventory;
 pub mod logging;
 pub mod metrics;
 pub mod pacing;
+pub mod policy;
 pub mod problems;
 pub mod rate_control;
 pub mod scheduler;
