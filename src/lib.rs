@@ -33,6 +33,8 @@
 //! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
 //!   control characters out of every human-readable output.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
+//! - [`tls`]: which CAs every HTTPS client trusts (the system's store and `[api] ca_file`),
+//!   and the one constructor of reqwest clients that applies it.
 //!
 //! The life of one poll:
 //! - scheduled: [`scheduler`] decides which agent is due next (due queue, `COLLECTING`
@@ -76,5 +78,6 @@ pub mod signing;
 pub mod simulator;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod tracker;
 pub mod watchlist;

@@ -21,6 +21,11 @@
 //! through the proxy. For a loopback endpoint (plain `http://`, the simulator) no proxy is ever
 //! used: a proxy would see the signed request and `X-TC-Token` in clear text, and a loopback
 //! address means this host anyway.
+//!
+//! TLS: the reqwest client is built by [`crate::tls::TlsTrust::client`] (the system's CA store
+//! plus `[api] ca_file`), the one constructor every HTTP client of the daemon goes through. A
+//! server certificate refused during a call is `ClientError.Certificate`
+//! ([`ApiError::Certificate`]), whose text says what to do, not a bare transport error.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -39,6 +44,7 @@ use super::response::{self, Answer};
 use crate::endpoint::is_loopback;
 use crate::signing;
 use crate::signing::Credentials;
+use crate::tls::{TlsError, TlsTrust, certificate_problem};
 
 /// CWP's API version.
 pub const API_VERSION: &str = "2018-02-28";
@@ -73,9 +79,10 @@ pub enum ClientBuildError {
         /// What is wrong and what to write instead.
         reason: String,
     },
-    /// The HTTP stack could not be set up.
-    #[error("cannot set up HTTP: {0}")]
-    Http(#[from] reqwest::Error),
+    /// The HTTP stack could not be set up, or the endpoint is https and this host trusts no
+    /// CA ([`TlsError::NoSystemRoots`]).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
 }
 
 impl ClientBuildError {
@@ -83,7 +90,8 @@ impl ClientBuildError {
     pub fn code(&self) -> &'static str {
         match self {
             ClientBuildError::Endpoint { .. } => "ClientError.Endpoint",
-            ClientBuildError::Http(_) => "ClientError.Setup",
+            ClientBuildError::Tls(TlsError::Setup(_)) => "ClientError.Setup",
+            ClientBuildError::Tls(e @ TlsError::NoSystemRoots { .. }) => e.code(),
         }
     }
 }
@@ -136,16 +144,28 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Builds a client; the endpoint must be https, or http on a loopback host.
+    /// Builds a client; the endpoint must be https, or http on a loopback host. Trusts the
+    /// system's CA store ([`TlsTrust::system`]); the daemon, which may have `[api] ca_file`,
+    /// uses [`Client::with_trust`].
     pub fn new(options: ClientOptions, credentials: Credentials) -> Result<Self, ClientBuildError> {
-        Self::for_service(options, credentials, SERVICE, API_VERSION)
+        Self::with_trust(options, credentials, &TlsTrust::system())
     }
 
-    /// As [`Client::new`], for another API than CWP's: `service` is the signing service
+    /// As [`Client::new`], trusting the CAs of `trust`.
+    pub fn with_trust(
+        options: ClientOptions,
+        credentials: Credentials,
+        trust: &TlsTrust,
+    ) -> Result<Self, ClientBuildError> {
+        Self::for_service(options, credentials, trust, SERVICE, API_VERSION)
+    }
+
+    /// As [`Client::with_trust`], for another API than CWP's: `service` is the signing service
     /// (`sts`), `version` the `X-TC-Version` (`2018-08-13`). Same rules for the endpoint.
     pub fn for_service(
         options: ClientOptions,
         credentials: Credentials,
+        trust: &TlsTrust,
         service: &'static str,
         version: &'static str,
     ) -> Result<Self, ClientBuildError> {
@@ -171,11 +191,7 @@ impl Client {
             Some(port) => format!("{host_name}:{port}"),
             None => host_name.to_string(),
         };
-        let mut builder = reqwest::Client::builder();
-        if is_loopback(&endpoint) {
-            // Never through a proxy: see the module docs.
-            builder = builder.no_proxy();
-        }
+        let loopback = is_loopback(&endpoint);
         let host_header = HeaderValue::from_str(&host)
             .map_err(|_| bad("a host name that cannot be a Host header"))?;
         let region_header = match options.region.filter(|r| !r.is_empty()) {
@@ -189,14 +205,21 @@ impl Client {
             })?),
             None => None,
         };
-        let http = builder
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(options.max_idle_connections.max(1))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(REQUEST_CLIENT)
-            .build()?;
+        let http = trust.client(&endpoint, |builder| {
+            let builder = if loopback {
+                // Never through a proxy: see the module docs.
+                builder.no_proxy()
+            } else {
+                builder
+            };
+            builder
+                .timeout(options.timeout)
+                .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+                .pool_max_idle_per_host(options.max_idle_connections.max(1))
+                .pool_idle_timeout(Duration::from_secs(50))
+                .tcp_keepalive(Duration::from_secs(30))
+                .user_agent(REQUEST_CLIENT)
+        })?;
         Ok(Client {
             http,
             endpoint,
@@ -373,6 +396,10 @@ impl Client {
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
         if e.is_timeout() {
             return ApiError::Timeout(self.timeout);
+        }
+        let host = self.endpoint.host_str().unwrap_or_default();
+        if let Some(problem) = certificate_problem(&e, host) {
+            return ApiError::Certificate(problem);
         }
         // The whole source chain says what happened ("connection reset by peer", …); reqwest
         // errors never hold request headers, so no secret can leak here.

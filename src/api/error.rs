@@ -41,7 +41,7 @@ const DENIED_CODES: [&str; 2] = ["AuthFailure.UnauthorizedOperation", "Unauthori
 /// client name: the vocabulary a metric label or an alert may rely on. Codes outside it are
 /// the API's (or a hostile server's) inventions, which a bounded label may fold into `other`;
 /// these never are (`RequestLimitExceeded`, `AuthFailure.*` are what the shipped alerts match).
-pub const KNOWN_CODES: [&str; 49] = [
+pub const KNOWN_CODES: [&str; 50] = [
     // Throttled.
     "RequestLimitExceeded",
     "RequestLimitExceeded.UinLimitExceeded",
@@ -98,6 +98,7 @@ pub const KNOWN_CODES: [&str; 49] = [
     "ClientError.Decode",
     "ClientError.BodyTooLarge",
     "ClientError.HttpStatusCodeError",
+    "ClientError.Certificate",
 ];
 
 /// Whether `code` is one of [`KNOWN_CODES`].
@@ -214,6 +215,12 @@ pub enum ApiError {
     /// Connection refused, reset, closed early, TLS failure, …
     #[error("transport error: {0}")]
     Transport(String),
+    /// The server's TLS certificate was refused (unknown issuer, wrong host name, expired):
+    /// what it means and what to do ([`crate::tls::certificate_problem`]). Transient by its
+    /// `ClientError` family: the engine retries with backoff while the operator fixes the
+    /// trust (`[api] ca_file`, `ca-certificates`).
+    #[error("TLS certificate refused: {0}")]
+    Certificate(String),
     /// A non-200 answer: a gateway or proxy, not the API itself.
     #[error("HTTP {status} from the endpoint: {excerpt}{}", rid(request_id))]
     HttpStatus {
@@ -248,6 +255,7 @@ impl ApiError {
             ApiError::Api { code, .. } => code,
             ApiError::Timeout(_) => "ClientError.Timeout",
             ApiError::Transport(_) => "ClientError.Transport",
+            ApiError::Certificate(_) => "ClientError.Certificate",
             ApiError::HttpStatus { .. } => "ClientError.HttpStatus",
             ApiError::Decode { .. } => "ClientError.Decode",
         }
@@ -259,7 +267,7 @@ impl ApiError {
             ApiError::Api { request_id, .. }
             | ApiError::HttpStatus { request_id, .. }
             | ApiError::Decode { request_id, .. } => request_id.as_deref(),
-            ApiError::Timeout(_) | ApiError::Transport(_) => None,
+            ApiError::Timeout(_) | ApiError::Transport(_) | ApiError::Certificate(_) => None,
         }
     }
 
@@ -305,6 +313,7 @@ mod tests {
             ("ClientError.Transport", Transient),
             ("ClientError.HttpStatus", Transient),
             ("ClientError.Decode", Transient),
+            ("ClientError.Certificate", Transient),
             ("AuthFailure.SignatureExpire", Clock),
             ("AuthFailure.TokenFailure", CredentialsRefresh),
             ("AuthFailure.SecretIdNotFound", Fatal),
@@ -355,6 +364,7 @@ mod tests {
         let errors = [
             ApiError::Timeout(Duration::ZERO),
             ApiError::Transport(String::new()),
+            ApiError::Certificate(String::new()),
             ApiError::Decode {
                 reason: String::new(),
                 request_id: None,

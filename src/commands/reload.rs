@@ -30,6 +30,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
         not_applied.push("api.sts_endpoint");
         settings.api.sts_endpoint = current.api.sts_endpoint.clone();
     }
+    // Every client was built trusting it at start.
+    if settings.api.ca_file != current.api.ca_file {
+        not_applied.push("api.ca_file");
+        settings.api.ca_file = current.api.ca_file.clone();
+    }
     if settings.credentials != current.credentials {
         not_applied.push("[credentials]");
         settings.credentials = current.credentials.clone();
@@ -192,5 +197,18 @@ mod tests {
         );
         assert_eq!(deferred, ["api.sts_endpoint"]);
         assert_eq!(applied.api.sts_endpoint, current.api.sts_endpoint);
+    }
+
+    #[test]
+    fn a_changed_ca_file_waits_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, crate::tls::test_server::TestCa::new("CA").pem()).unwrap();
+        let current = settings("");
+        let new = settings(&format!("[api]\nca_file = {:?}\n", pem.to_str().unwrap()));
+        assert!(new.api.ca_file.is_some());
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["api.ca_file"]);
+        assert_eq!(applied.api.ca_file, None);
     }
 }

@@ -24,6 +24,7 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::problems::read_text;
 use crate::scheduler::Intervals;
 use crate::shutdown::Shutdown;
+use crate::tls::TlsTrust;
 use crate::tracker::{Known, KnownMap};
 use crate::watchlist::{Agent, Watchlist};
 
@@ -241,11 +242,13 @@ pub async fn connect(
         // Every lane's budget, not one: each lane fills its own (issue 20).
         max_idle_connections: settings.api.in_flight_total(),
     };
+    // One trust for every client of this account: the system's CAs and `[api] ca_file`.
+    let trust = TlsTrust::with_ca_file(settings.api.ca_file.clone());
     match resolve(&settings.credentials, env)? {
         Resolved::Static(creds, source) => {
             tracing::debug!(source = %source, "credentials found");
             Ok(Connected {
-                client: Client::new(options, creds)?,
+                client: Client::with_trust(options, creds, &trust)?,
                 source: source.to_string(),
                 refresh: None,
             })
@@ -264,10 +267,10 @@ pub async fn connect(
                     CommandError::CvmRole(e)
                 }
             };
-            let cvm = CvmRole::new(metadata_endpoint, role).map_err(failed)?;
+            let cvm = CvmRole::with_trust(metadata_endpoint, role, &trust).map_err(failed)?;
             let first = cvm.fetch().await.map_err(failed)?;
             let source = format!("CVM instance role {}", first.role);
-            let client = Client::new(options, first.credentials)?;
+            let client = Client::with_trust(options, first.credentials, &trust)?;
             Ok(refreshed(client, source, shutdown, |update, refresh| {
                 run_refresher(cvm, update, refresh, shutdown.token())
             }))
@@ -290,7 +293,7 @@ pub async fn connect(
                     },
                     _,
                 ) => BaseCredentials::CvmRole(
-                    CvmRole::new(metadata_endpoint, role)
+                    CvmRole::with_trust(metadata_endpoint, role, &trust)
                         .map_err(|e| failed(AssumeRoleError::BaseCvmRole(e)))?,
                 ),
                 (_, settings) => BaseCredentials::Reread {
@@ -303,7 +306,7 @@ pub async fn connect(
                 region: settings.api.region.clone(),
                 timeout: settings.api.timeout,
             };
-            let role = AssumeRole::new(request, sts, base).map_err(failed)?;
+            let role = AssumeRole::with_trust(request, sts, base, &trust).map_err(failed)?;
             // Fetched once here, so that a refused role fails start-up with a clear error.
             let first = role.fetch().await.map_err(failed)?;
             let source = format!(
@@ -316,7 +319,7 @@ pub async fn connect(
                 expires_at = first.expires_at,
                 "credentials assumed"
             );
-            let client = Client::new(options, first.credentials)?;
+            let client = Client::with_trust(options, first.credentials, &trust)?;
             Ok(refreshed(client, source, shutdown, |update, refresh| {
                 run_renewer(
                     role,

@@ -41,6 +41,7 @@ pub(super) struct RawApi {
     pub(super) timeout: Option<Spanned<RawDuration>>,
     pub(super) sts_endpoint: Option<Spanned<String>>,
     pub(super) actions: Option<std::collections::BTreeMap<Spanned<String>, RawAction>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 /// `[api.actions.NAME]`: what differs for one API action.

@@ -92,6 +92,9 @@ pub struct ApiSettings {
     /// `[api.actions.NAME] max_in_flight`: per-action overrides (1..=256) of
     /// `max_in_flight`, by action name; empty when none.
     pub action_in_flight: Vec<(String, usize)>,
+    /// `ca_file`: extra CAs every HTTPS client trusts besides the system's store (a
+    /// TLS-inspecting proxy's), read and checked with the rest of the file; `None` when absent.
+    pub ca_file: Option<crate::tls::CaBundle>,
 }
 
 impl ApiSettings {

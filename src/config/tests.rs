@@ -105,6 +105,7 @@ fn defaults() {
             action_rates: vec![],
             action_in_flight: vec![],
             sts_endpoint: Url::parse("https://sts.tencentcloudapi.com").unwrap(),
+            ca_file: None,
         }
     );
     assert_eq!(
@@ -1221,4 +1222,45 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
         file("c.id"),
     );
     Settings::from_toml_str_with(&text, &config, &env_key).unwrap();
+}
+
+#[test]
+fn ca_file_is_read_with_the_config_and_its_problems_are_placed_at_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |value: &str| format!("watchlist = \"w.toml\"\n[api]\nca_file = {value}\n");
+    let not_pem = dir.path().join("ca.der");
+    std::fs::write(&not_pem, b"\x30\x82\x01\x0a binary").unwrap();
+    let key_only = dir.path().join("key.pem");
+    std::fs::write(
+        &key_only,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let cases = [
+        (dir.path().join("missing.pem"), "does not exist"),
+        (not_pem, "is not PEM"),
+        (key_only, "holds no certificate"),
+        (dir.path().to_owned(), "cannot read"),
+    ];
+    for (path, hint) in cases {
+        let found = problems(&config(&format!("{:?}", path.to_str().unwrap())));
+        assert_problem(&found, 3, &["`ca_file`", hint, path.to_str().unwrap()]);
+        let problem = found.iter().find(|p| p.line == Some(3)).unwrap();
+        assert_eq!(problem.column, Some(11), "{problem:?}");
+    }
+    assert_problem(&problems(&config("\"\"")), 3, &["`ca_file` is empty"]);
+    // A good one: its certificates are in the settings.
+    let good = dir.path().join("ca.pem");
+    std::fs::write(
+        &good,
+        crate::tls::test_server::TestCa::new("proxy CA").pem(),
+    )
+    .unwrap();
+    let settings = parse(&config(&format!("{:?}", good.to_str().unwrap()))).unwrap();
+    let bundle = settings.api.ca_file.expect("ca_file read");
+    assert_eq!(bundle.path(), good);
+    assert_eq!(bundle.certificate_count(), 1);
+    // A relative path is the config folder's, as every path of the file.
+    let found = problems(&config("\"proxy-ca.pem\""));
+    assert_problem(&found, 3, &["/etc/cwp-portwatch/proxy-ca.pem"]);
 }

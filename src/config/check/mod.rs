@@ -31,6 +31,7 @@ use super::{
 use crate::credentials::assume_role::DEFAULT_STS_ENDPOINT;
 use crate::endpoint::is_loopback;
 use crate::problems::{ConfigErrors, ProblemList, Reported, shown, text_problem};
+use crate::tls::CaBundle;
 
 /// The longest path accepted, in characters: Linux's `PATH_MAX` is 4096 bytes, so a longer
 /// value cannot name a file, and a huge one would only flood the messages that print it.
@@ -375,6 +376,7 @@ impl Check<'_> {
             Some(value) => self.endpoint(value, "sts_endpoint", true, DEFAULT_STS_ENDPOINT),
             None => Ok(Url::parse(DEFAULT_STS_ENDPOINT).expect("default STS endpoint is a URL")),
         };
+        let ca_file = self.ca_file(raw.and_then(|api| api.ca_file.as_ref()));
         // Every problem is already in the list: the order of the `?`s changes nothing.
         let (action_rates, action_in_flight) = actions?;
         Ok(ApiSettings {
@@ -386,7 +388,28 @@ impl Check<'_> {
             timeout: timeout?,
             action_rates,
             action_in_flight,
+            ca_file: ca_file?,
         })
+    }
+
+    /// `ca_file`: a path, read now (at start and at every reload) and checked as PEM
+    /// certificates ([`CaBundle::read`]); a problem is placed at the value.
+    fn ca_file(&mut self, value: Option<&Spanned<String>>) -> Result<Option<CaBundle>, Reported> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let path = self.path(
+            value,
+            "ca_file",
+            "\"/etc/cwp-portwatch/proxy-ca.pem\"",
+            false,
+        )?;
+        match CaBundle::read(&path) {
+            Ok(bundle) => Ok(Some(bundle)),
+            Err(error) => Err(self
+                .problems
+                .at(value.span(), format!("`ca_file`: {error}"))),
+        }
     }
 
     /// `[api.actions.NAME]`: NAME one of [`ACTIONS`], its `requests_per_second` 1..=20 and its

@@ -16,6 +16,7 @@ use crate::credentials::cvm_role::{MAX_SECRET_ID_BYTES, credential_field, expiry
 use crate::credentials::{
     CredentialError, Credentials, MAX_SECRET_CHARS, MAX_TOKEN_CHARS, Resolved, resolve,
 };
+use crate::tls::TlsTrust;
 
 /// One set of temporary credentials from `AssumeRole`. `Debug` never shows the key or token.
 #[derive(Debug, Clone)]
@@ -40,11 +41,23 @@ pub struct AssumeRole {
 }
 
 impl AssumeRole {
-    /// A client for `request` at `options.endpoint`, signing with `base`. No I/O.
+    /// A client for `request` at `options.endpoint`, signing with `base`, trusting the
+    /// system's CA store. No I/O but reading that store.
     pub fn new(
         request: RoleRequest,
         options: StsOptions,
         base: BaseCredentials,
+    ) -> Result<Self, AssumeRoleError> {
+        Self::with_trust(request, options, base, &TlsTrust::system())
+    }
+
+    /// As [`AssumeRole::new`], trusting the CAs of `trust` (the daemon's: the system's store
+    /// and `[api] ca_file`, as the API client).
+    pub fn with_trust(
+        request: RoleRequest,
+        options: StsOptions,
+        base: BaseCredentials,
+        trust: &TlsTrust,
     ) -> Result<Self, AssumeRoleError> {
         // Replaced by the base credentials before every call; never used to sign.
         let unset = Credentials {
@@ -60,6 +73,7 @@ impl AssumeRole {
                 max_idle_connections: 1,
             },
             unset,
+            trust,
             STS_SERVICE,
             STS_VERSION,
         )
@@ -137,6 +151,10 @@ impl AssumeRole {
             ApiError::Decode { .. } => AssumeRoleError::BadAnswer {
                 role_arn: role_arn(),
                 problem: "not a valid API answer".to_owned(),
+            },
+            error @ ApiError::Certificate(_) => AssumeRoleError::Certificate {
+                role_arn: role_arn(),
+                error,
             },
             error => match error.class() {
                 ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Clock => {

@@ -160,6 +160,16 @@ pub enum AssumeRoleError {
         /// STS's answer.
         error: ApiError,
     },
+    /// STS's TLS certificate was refused (unknown issuer: a TLS-inspecting proxy whose CA is
+    /// not in `[api] ca_file`; a wrong host name). The renewer retries with backoff while the
+    /// operator fixes the trust.
+    #[error("cannot reach STS for AssumeRole of {role_arn}: {error}")]
+    Certificate {
+        /// The role asked for.
+        role_arn: String,
+        /// The refusal, `ClientError.Certificate`.
+        error: ApiError,
+    },
     /// STS did not answer usefully now: throttled, a server error, the network.
     #[error("STS unavailable for AssumeRole of {role_arn}: {error}")]
     Unavailable {
@@ -187,6 +197,7 @@ impl AssumeRoleError {
             AssumeRoleError::Setup(_) => "AssumeRoleError.Setup",
             AssumeRoleError::Refused { .. } => "AssumeRoleError.Refused",
             AssumeRoleError::Unavailable { .. } => "AssumeRoleError.Unavailable",
+            AssumeRoleError::Certificate { .. } => "AssumeRoleError.Certificate",
             AssumeRoleError::BadAnswer { .. } => "AssumeRoleError.BadAnswer",
         }
     }
@@ -194,9 +205,9 @@ impl AssumeRoleError {
     /// The code STS (or the client) answered, when there was an answer: `AuthFailure.*`, …
     pub fn api_code(&self) -> Option<&str> {
         match self {
-            AssumeRoleError::Refused { error, .. } | AssumeRoleError::Unavailable { error, .. } => {
-                Some(error.code())
-            }
+            AssumeRoleError::Refused { error, .. }
+            | AssumeRoleError::Unavailable { error, .. }
+            | AssumeRoleError::Certificate { error, .. } => Some(error.code()),
             _ => None,
         }
     }

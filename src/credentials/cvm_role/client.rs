@@ -10,6 +10,7 @@ use super::{
 };
 use crate::api::body::{BodyError, read_capped};
 use crate::endpoint::with_trailing_slash;
+use crate::tls::{TlsTrust, certificate_problem};
 
 /// A metadata service client for one instance role. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,8 +25,19 @@ pub struct CvmRole {
 impl CvmRole {
     /// A client for `metadata_endpoint` (`http` or `https`; a missing final `/` is added).
     /// `role = None` asks the service which role the instance has. Timeouts:
-    /// [`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`].
+    /// [`CONNECT_TIMEOUT`], [`REQUEST_TIMEOUT`]. An https endpoint is checked against the
+    /// system's CA store; the daemon uses [`CvmRole::with_trust`].
     pub fn new(metadata_endpoint: Url, role: Option<String>) -> Result<Self, CvmRoleError> {
+        Self::with_trust(metadata_endpoint, role, &TlsTrust::system())
+    }
+
+    /// As [`CvmRole::new`], trusting the CAs of `trust` for an https endpoint (the daemon's:
+    /// the system's store and `[api] ca_file`, as every client).
+    pub fn with_trust(
+        metadata_endpoint: Url,
+        role: Option<String>,
+        trust: &TlsTrust,
+    ) -> Result<Self, CvmRoleError> {
         let setup = |endpoint: &Url, reason: &str| CvmRoleError::Setup {
             endpoint: endpoint.to_string(),
             reason: reason.to_owned(),
@@ -56,14 +68,16 @@ impl CvmRole {
                  control characters or `/`",
             ));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| setup(&metadata_endpoint, &format!("cannot set up HTTP: {e}")))?;
+        let http = trust
+            .client(&metadata_endpoint, |builder| {
+                builder
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(REQUEST_TIMEOUT)
+                    .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("cwp-portwatch/", env!("CARGO_PKG_VERSION")))
+            })
+            .map_err(|e| setup(&metadata_endpoint, &e.to_string()))?;
         Ok(CvmRole {
             http,
             metadata_endpoint,
@@ -149,7 +163,10 @@ impl CvmRole {
     async fn get(&self, url: &Url, for_role: bool) -> Result<Vec<u8>, CvmRoleError> {
         let unreachable = |e: reqwest::Error| CvmRoleError::Unreachable {
             url: url.to_string(),
-            reason: transport_reason(&e),
+            reason: match certificate_problem(&e, url.host_str().unwrap_or_default()) {
+                Some(problem) => format!("TLS certificate refused: {problem}"),
+                None => transport_reason(&e),
+            },
         };
         let response = self
             .http
