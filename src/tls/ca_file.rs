@@ -165,7 +165,9 @@ impl CaBundle {
             return Err(CaFileError::NoCertificate { path });
         }
         // Each one as the TLS stack will take it, so that a block it refuses is reported
-        // here, at the key's line:column, not as a failed start-up later.
+        // here, at the key's line:column, not as a failed start-up later. The client built
+        // for that is thrown away unused: it is a check, not a client (those are built by
+        // `TlsTrust::client` alone).
         for (index, der) in certificates.iter().enumerate() {
             let refused = |reason: String| CaFileError::BadCertificate {
                 path: path.clone(),
