@@ -9,7 +9,7 @@
 //! Files:
 //! - `scenario.rs`: the scenario TOML (credentials, agents, timelines, `ports` and
 //!   `collect_time`, machines) and timeline lookup.
-//! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`crate::signing`]).
+//! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`cwp_tc3`]).
 //! - `limiter.rs`: the rate limit of one account's action (sliding window or token bucket)
 //!   and its meters of arrivals and acceptances, pure.
 //! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
@@ -28,6 +28,14 @@
 //! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
 //! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
 //! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
+//!
+//! A crate of its own (`crates/simulator`, package `cwp-simulator`): the daemon's `simulate` and
+//! `demo` commands and its tests use it through the public API below, and it needs nothing of
+//! the daemon but TC3 signing (`cwp-tc3`) and the text rules for operator files (`cwp-text`).
+//! Its log lines keep the target `cwp_portwatch::simulator` they had inside the daemon, so an
+//! operator's `RUST_LOG` filters and the daemon's default filter still select them.
+
+#![deny(missing_docs)]
 
 mod actions;
 mod auth;

@@ -2,8 +2,9 @@
 //! answers over time: the status timeline, the `ports` timeline and `collect_time` of the
 //! open-port inventory, and the machine's name and address. Raw serde structs (with spans) are
 //! parsed first, then validated into [`Scenario`], so that every error can point at a line and column (placed by
-//! [`crate::problems::LineIndex`]) and say what to write. Agent Uuids follow the watchlist's rule
-//! ([`crate::agent_uuid::is_valid`]).
+//! [`cwp_text::LineIndex`]) and say what to write. Agent Uuids follow the watchlist's rule
+//! ([`is_agent_uuid`], the daemon's `agent_uuid::is_valid`: a test there holds the two
+//! together).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -18,7 +19,7 @@ use toml::Spanned;
 
 use super::error::ScenarioError;
 use super::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
-use crate::problems::{LineIndex, MAX_FILE_BYTES};
+use cwp_text::{LineIndex, MAX_FILE_BYTES};
 
 /// The error code answered for a known agent before the first entry of its timeline (and for an
 /// agent with an empty timeline): no open-port task exists yet, as for a real agent nobody has
@@ -323,9 +324,20 @@ impl ScenarioAgent {
     }
 }
 
-/// The agent Uuid rule, shared with the watchlist (see [`crate::agent_uuid`]). The scenario
-/// keeps each Uuid as written, since the simulator matches request Uuids exactly.
-pub use crate::agent_uuid::is_valid as is_agent_uuid;
+/// The agent Uuid rule of the daemon's watchlist (its `agent_uuid::is_valid`): 8-4-4-4-12 hex
+/// digits with dashes, in any case. Written out here rather than shared through a crate of
+/// its own because it is eight lines; the daemon's unit test
+/// `agent_uuid::tests::the_simulator_accepts_exactly_the_watchlists_uuids` fails if the two
+/// ever differ. The scenario keeps each Uuid as written, since the simulator matches request
+/// Uuids exactly.
+pub fn is_agent_uuid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -586,7 +598,7 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
                     id.span(),
                     format!(
                         "secret_id {} is already used: give each SecretId one key",
-                        crate::problems::shown(id.get_ref())
+                        cwp_text::shown(id.get_ref())
                     ),
                 ));
             }
@@ -645,7 +657,7 @@ fn check_ip(ip: &Spanned<String>) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(_) => Err(format!(
             "machine_ip = {} is not an IP address: write e.g. machine_ip = \"10.0.0.12\"",
-            crate::problems::shown(ip.get_ref())
+            cwp_text::shown(ip.get_ref())
         )),
     }
 }
@@ -664,7 +676,7 @@ fn parse_placement(
                 t.span(),
                 format!(
                     "machine_type = {} is not a machine type: write \"CVM\" or \"BM\"",
-                    crate::problems::shown(t.get_ref())
+                    cwp_text::shown(t.get_ref())
                 ),
             ));
         }
@@ -681,7 +693,7 @@ fn parse_placement(
                 r.span(),
                 format!(
                     "region = {} is not a region: write e.g. region = \"ap-shanghai\"",
-                    crate::problems::shown(r.get_ref())
+                    cwp_text::shown(r.get_ref())
                 ),
             ));
         }
@@ -695,7 +707,7 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim()).map_err(|e| {
         format!(
             "{key} = {} is not a duration ({e}): write e.g. \"0s\", \"20s\", \"1m30s\"",
-            crate::problems::shown(value)
+            cwp_text::shown(value)
         )
     })
 }
@@ -705,7 +717,7 @@ fn parse_collect_time(value: &Spanned<String>) -> Result<Duration, String> {
     if d > MAX_COLLECT_TIME {
         return Err(format!(
             "collect_time = {} is longer than a day: write e.g. collect_time = \"5s\"",
-            crate::problems::shown(value.get_ref())
+            cwp_text::shown(value.get_ref())
         ));
     }
     Ok(d)
@@ -716,7 +728,7 @@ fn check_text(key: &str, value: &Spanned<String>, max_chars: usize) -> Result<()
     if value.get_ref().trim().is_empty() {
         return Err(format!("{key} must not be empty"));
     }
-    match crate::problems::text_problem(key, value.get_ref(), max_chars) {
+    match cwp_text::text_problem(key, value.get_ref(), max_chars) {
         Some(problem) => Err(problem),
         None => Ok(()),
     }
@@ -1221,7 +1233,7 @@ timeline = []
     #[test]
     fn the_shipped_scenarios_parse_with_their_port_timelines() {
         let example =
-            Scenario::from_toml_str(include_str!("../../config/scenario-example.toml")).unwrap();
+            Scenario::from_toml_str(include_str!("../../../config/scenario-example.toml")).unwrap();
         let inv = example
             .agents
             .iter()
@@ -1231,7 +1243,7 @@ timeline = []
         let sizes: Vec<usize> = inv.ports.iter().map(|e| e.open.len()).collect();
         assert_eq!(sizes, [5, 6]);
         let demo =
-            Scenario::from_toml_str(include_str!("../../config/demo-scenario.toml")).unwrap();
+            Scenario::from_toml_str(include_str!("../../../config/demo-scenario.toml")).unwrap();
         let web02 = &demo.agents[1];
         let has_8080: Vec<bool> = web02
             .ports

@@ -130,7 +130,7 @@ impl Shared {
                 Some(Value::String(s))
                     if !s.is_empty()
                         && s.chars().count() <= max
-                        && !s.chars().any(crate::escape::is_unsafe) =>
+                        && !s.chars().any(cwp_text::is_unsafe) =>
                 {
                     Ok(s.clone())
                 }
