@@ -45,12 +45,17 @@ mod faults;
 mod handle;
 mod inventory;
 mod limiter;
+mod lock;
+mod machine_hooks;
 mod machines;
+mod options;
 mod routes;
 mod scenario;
 mod server;
+mod shared;
 mod stats;
 mod sts;
+mod temporary;
 mod wire;
 
 pub use actions::MAX_LIMIT;
@@ -58,18 +63,21 @@ pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
 pub use error::{ScenarioError, SimulatorError};
 pub use faults::{Faults, PortFaults};
 pub use limiter::{ActionStats, LimiterKind};
-pub use machines::{DESCRIBE_MACHINES_ACTION, MachineHooks};
+pub use machine_hooks::MachineHooks;
+pub use machines::DESCRIBE_MACHINES_ACTION;
+pub use options::SimulatorOptions;
+pub use routes::{
+    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
+};
 pub use scenario::{
     BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, OpenPortSpec, Placement,
     PortsEntry, Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer,
     TimelineEntry, is_agent_uuid,
 };
-pub use server::{
-    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
-    RunningSimulator, SimulatorOptions,
-};
+pub use server::RunningSimulator;
 pub use stats::{RequestRecord, SimStats};
-pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION, StsFailure};
+pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
+pub use temporary::StsFailure;
 
 /// The simulator's default SecretId: a documented test value, not a secret.
 pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";

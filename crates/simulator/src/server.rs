@@ -1,80 +1,29 @@
-//! The simulator as a server: its options, the [`RunningSimulator`] handle (start, statistics,
-//! faults, shutdown), the state every connection shares, and the accept and connection loops.
-//! What happens to one request is `handle.rs`; the module docs of `routes.rs` list the order
-//! of checks.
+//! The simulator as a server, the top of the crate: the [`RunningSimulator`] handle (start,
+//! statistics, faults, test hooks, shutdown) and the accept and connection loops. The options
+//! are `options.rs`, the state every connection shares `shared.rs`; what happens to one request
+//! is `handle.rs`; the module docs of `routes.rs` list the order of checks.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::faults::{Faults, PortFaults};
 use super::handle::handle;
-use super::inventory::CreatedTask;
-use super::limiter::{ActionWindow, LimiterKind};
-use super::machines::MachineHooks;
+use super::lock::lock;
+use super::machine_hooks::MachineHooks;
+use super::options::SimulatorOptions;
 use super::scenario::OpenPortSpec;
-use super::scenario::Scenario;
-use super::stats::{SimStats, StatsState};
-use super::sts::{DurationCap, StsFailure, TemporaryCredentials};
+use super::shared::{PortOverride, Shared};
+use super::stats::SimStats;
+use super::temporary::StsFailure;
 
-/// The only API version of CWP.
-pub const API_VERSION: &str = "2018-02-28";
-/// The task-status action, answered from each agent's timeline and created tasks.
-pub const DESCRIBE_ACTION: &str = "DescribeOpenPortTaskStatus";
-/// Starts an open-port collection task for one agent.
-pub const CREATE_TASK_ACTION: &str = "CreateOpenPortTask";
-/// Pages the open ports collected by an agent's latest completed task.
-pub const DESCRIBE_PORTS_ACTION: &str = "DescribeOpenPorts";
-/// Largest accepted clock difference, as the real API: 5 minutes.
-pub const MAX_SKEW_SECS: i64 = 300;
-
-/// How to run a simulator.
-#[derive(Debug, Clone)]
-pub struct SimulatorOptions {
-    /// Agents, timelines and credentials.
-    pub scenario: Scenario,
-    /// The per-action rate limit.
-    pub limiter: LimiterKind,
-    /// Added before every answer (errors included).
-    pub latency: Duration,
-    /// Per action (`X-TC-Action`), added instead of `latency`: one slow action beside fast
-    /// ones, as a half-broken API answers (issue 20: `DescribeOpenPorts` in 8 s).
-    pub action_latency: HashMap<String, Duration>,
-    /// The simulator's clock is the system clock plus this (signed), for `Date`, the
-    /// signature-expiry check and its message.
-    pub clock_offset_secs: i64,
-    /// Injected faults (changeable later with [`RunningSimulator::set_faults`]).
-    pub faults: Faults,
-    /// Seed for the fault draws, for reproducible runs; `None` seeds from the OS.
-    pub seed: Option<u64>,
-}
-
-impl SimulatorOptions {
-    /// Defaults: 20/s sliding window, no latency, no clock offset, no faults, random seed.
-    pub fn new(scenario: Scenario) -> SimulatorOptions {
-        SimulatorOptions {
-            scenario,
-            limiter: LimiterKind::default(),
-            latency: Duration::ZERO,
-            action_latency: HashMap::new(),
-            clock_offset_secs: 0,
-            faults: Faults::default(),
-            seed: None,
-        }
-    }
-}
 /// A simulator serving on a socket; dropping it without [`shutdown`](Self::shutdown) leaves the
 /// accept loop running until the runtime ends.
 pub struct RunningSimulator {
@@ -221,134 +170,6 @@ impl RunningSimulator {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-    }
-}
-
-/// State shared by every connection.
-pub(super) struct Shared {
-    pub(super) scenario: Scenario,
-    /// Uuid → index in `scenario.agents`, so a large scenario costs no scan per request.
-    pub(super) agents: HashMap<String, usize>,
-    pub(super) limiter_kind: LimiterKind,
-    pub(super) latency: Duration,
-    pub(super) action_latency: HashMap<String, Duration>,
-    pub(super) clock_offset_secs: i64,
-    pub(super) start: Instant,
-    pub(super) faults: Mutex<Faults>,
-    pub(super) rng: Mutex<StdRng>,
-    /// Per action: the limiter and the meter of accepted requests.
-    /// Per (rate window, action): the limiter and its meters. The window is the SecretId, or
-    /// `role:RoleArn` for temporary credentials (see `sts.rs`).
-    pub(super) limiters: Mutex<HashMap<(String, String), ActionWindow>>,
-    /// Permanent SecretId → SecretKey: the scenario's main pair and its `[[credential]]`s.
-    pub(super) keys: HashMap<String, String>,
-    /// Credentials issued by `AssumeRole`.
-    pub(super) temporary: Mutex<TemporaryCredentials>,
-    /// Grant at most this long to `AssumeRole` (a test hook).
-    pub(super) assume_role_cap: Mutex<DurationCap>,
-    /// Scripted `AssumeRole` failures (a test hook).
-    pub(super) sts_failures: Mutex<Vec<StsFailure>>,
-    /// The simulator's clock at `start`, in Unix seconds, for `CreateTime`/`ModifyTime`.
-    pub(super) start_unix: i64,
-    /// Agent index → the latest task created through `CreateOpenPortTask`.
-    pub(super) tasks: Mutex<HashMap<usize, CreatedTask>>,
-    /// Agent index → ports set by a test, served instead of the scenario's.
-    pub(super) port_overrides: Mutex<HashMap<usize, PortOverride>>,
-    /// Hostile `DescribeOpenPorts` answers.
-    pub(super) port_faults: Mutex<PortFaults>,
-    /// `DescribeMachines` test hooks.
-    pub(super) machine_hooks: MachineHooks,
-    pub(super) stats: Mutex<StatsState>,
-}
-
-/// Ports a test set for one agent (see [`RunningSimulator::set_ports`]).
-#[derive(Default)]
-pub(super) struct PortOverride {
-    /// Served now.
-    pub(super) now: Option<Arc<[OpenPortSpec]>>,
-    /// Becomes `now` once the next page has been answered.
-    pub(super) after_next_page: Option<Arc<[OpenPortSpec]>>,
-}
-
-/// A poisoned lock only means another request panicked mid-update of counters; the counters
-/// are still usable, and the simulator must keep answering.
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    fn new(opts: SimulatorOptions) -> Shared {
-        let agents = opts
-            .scenario
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.uuid.clone(), i))
-            .collect();
-        let rng = match opts.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
-        };
-        let mut keys: HashMap<String, String> = opts
-            .scenario
-            .extra_credentials
-            .iter()
-            .map(|c| (c.secret_id.clone(), c.secret_key.clone()))
-            .collect();
-        keys.insert(
-            opts.scenario.secret_id.clone(),
-            opts.scenario.secret_key.clone(),
-        );
-        Shared {
-            keys,
-            temporary: Mutex::new(TemporaryCredentials::default()),
-            assume_role_cap: Mutex::new(None),
-            sts_failures: Mutex::new(Vec::new()),
-            scenario: opts.scenario,
-            agents,
-            limiter_kind: opts.limiter,
-            latency: opts.latency,
-            action_latency: opts.action_latency,
-            clock_offset_secs: opts.clock_offset_secs,
-            start: Instant::now(),
-            faults: Mutex::new(opts.faults),
-            rng: Mutex::new(rng),
-            limiters: Mutex::new(HashMap::new()),
-            machine_hooks: MachineHooks::default(),
-            start_unix: unix_now().saturating_add(opts.clock_offset_secs),
-            tasks: Mutex::new(HashMap::new()),
-            port_overrides: Mutex::new(HashMap::new()),
-            port_faults: Mutex::new(PortFaults::default()),
-            stats: Mutex::new(StatsState::default()),
-        }
-    }
-
-    /// Unix seconds on the simulator's clock (system time plus the configured offset).
-    pub(super) fn now_unix(&self) -> i64 {
-        unix_now().saturating_add(self.clock_offset_secs)
-    }
-
-    /// `Date`: the simulator's clock, clamped to what an HTTP date can say (1970 to the end of
-    /// 9999: `httpdate` panics past it), so no `--clock-offset` can take the server down.
-    pub(super) fn date_header(&self) -> HeaderValue {
-        /// 9999-12-31T23:59:59Z.
-        const LAST_HTTP_DATE: u64 = 253_402_300_799;
-        let secs = u64::try_from(self.now_unix()).map_or(0, |s| s.min(LAST_HTTP_DATE));
-        let time = UNIX_EPOCH
-            .checked_add(Duration::from_secs(secs))
-            .unwrap_or(UNIX_EPOCH);
-        HeaderValue::from_str(&httpdate::fmt_http_date(time))
-            .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-    }
-}
-
-/// Seconds since the Unix epoch on the system clock, saturating at the ends of `i64` (the
-/// daemon's `clock::unix_now`, three lines, written out so that the simulator needs none of the
-/// daemon).
-fn unix_now() -> i64 {
-    match std::time::SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
     }
 }
 
