@@ -23,7 +23,7 @@ pub struct SimulatorOptions {
     /// The simulator's clock is the system clock plus this (signed), for `Date`, the
     /// signature-expiry check and its message.
     pub clock_offset_secs: i64,
-    /// Injected faults (changeable later with [`RunningSimulator::set_faults`]).
+    /// Injected faults (changeable later with [`RunningSimulator::set_faults`](crate::RunningSimulator::set_faults)).
     pub faults: Faults,
     /// Seed for the fault draws, for reproducible runs; `None` seeds from the OS.
     pub seed: Option<u64>,
