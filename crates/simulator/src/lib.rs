@@ -6,28 +6,34 @@
 //! answers bad input with the API's real error codes, and can inject latency, clock offset and
 //! faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
 //!
-//! Files:
-//! - `scenario.rs`: the scenario TOML (credentials, agents, timelines, `ports` and
-//!   `collect_time`, machines) and timeline lookup.
-//! - `auth.rs`: `Authorization` parsing and signature verification (reusing [`cwp_tc3`]).
-//! - `limiter.rs`: the rate limit of one account's action (sliding window or token bucket)
-//!   and its meters of arrivals and acceptances, pure.
-//! - `wire.rs`: answer bodies, request ids, fault bodies, pure.
-//! - `server.rs`: options, the [`RunningSimulator`] handle, shared state, accept and connection
-//!   loops.
+//! Files, from the top down (every import points down this list; nothing imports upwards, so
+//! there is no import circle):
+//! - `cli.rs`: `cwp-portwatch simulate` arguments and the options they make.
+//! - `server.rs`: the [`RunningSimulator`] handle (start, statistics, test hooks, shutdown),
+//!   accept and connection loops.
 //! - `handle.rs`: one request from arrival to answer (body, decision, faults, latency, record).
 //! - `routes.rs`: the checks in the real API's order (its docs list them), the rate limit per
-//!   account and action, dispatch to the action handlers.
-//! - `actions.rs`: the handlers of the implemented actions (`DescribeOpenPortTaskStatus`,
-//!   `CreateOpenPortTask`, `DescribeOpenPorts`).
+//!   account and action, dispatch to the action handlers; the API's version and action names.
+//! - `machines.rs`: `DescribeMachines`, for agent discovery; `sts.rs`: STS `AssumeRole` and
+//!   which rate window a signer counts against.
+//! - `actions.rs`: the handlers of `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
+//!   `DescribeOpenPorts`, and the parameter checks `machines.rs` and `sts.rs` share.
+//! - `shared.rs`: the state every connection shares, built from the options; the handlers above
+//!   add their methods to it, it holds the parts below.
+//! - `options.rs`: [`SimulatorOptions`].
 //! - `inventory.rs`: created tasks, completions and the port set served, pure.
-//! - `machines.rs`: `DescribeMachines`, for agent discovery.
-//! - `sts.rs`: STS `AssumeRole`, temporary credentials, and which rate window a signer counts
-//!   against.
-//! - `faults.rs`: injected faults and their draw; hostile `DescribeOpenPorts` answers.
-//! - `stats.rs`: [`SimStats`], [`RequestRecord`], the request log and in-flight counts.
-//! - `cli.rs`: `cwp-portwatch simulate` arguments and its run loop.
-//! - `error.rs`: [`SimulatorError`] and [`ScenarioError`] with stable `code()` strings.
+//! - `scenario.rs`: the scenario (credentials, agents, timelines, `ports` and `collect_time`,
+//!   machines) and timeline lookup; `scenario/parse.rs` reads the TOML, with `file:line:column`
+//!   errors; `scenario/tests.rs` its tests.
+//! - Leaves: `faults.rs` (injected faults and their draw; hostile `DescribeOpenPorts` answers),
+//!   `stats.rs` ([`SimStats`], [`RequestRecord`], the request log and in-flight counts),
+//!   `temporary.rs` (the credentials `AssumeRole` issued, scripted [`StsFailure`]s),
+//!   `machine_hooks.rs` ([`MachineHooks`]), `limiter.rs` (the rate limit of one account's action,
+//!   sliding window or token bucket, and its meters, pure), `auth.rs` (`Authorization` parsing
+//!   and signature verification with [`cwp_tc3`]), `wire.rs` (answer bodies, request ids, fault
+//!   bodies, pure), `lock.rs` (locks that survive poisoning), `error.rs` ([`SimulatorError`] and
+//!   [`ScenarioError`] with stable `code()` strings).
+//! - `http_tests.rs`: the tests through real HTTP.
 //!
 //! A crate of its own (`crates/simulator`, package `cwp-simulator`): the daemon's `simulate` and
 //! `demo` commands and its tests use it through the public API below, and it needs nothing of
