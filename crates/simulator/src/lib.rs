@@ -76,19 +76,14 @@ pub use routes::{
     API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
 };
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, OpenPortSpec, Placement,
-    PortsEntry, Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer,
-    TimelineEntry, is_agent_uuid,
+    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, DEFAULT_SECRET_ID,
+    DEFAULT_SECRET_KEY, OpenPortSpec, Placement, PortsEntry, Scenario, ScenarioAgent,
+    ScenarioCredential, ScenarioMachine, ScriptedAnswer, TimelineEntry, is_agent_uuid,
 };
 pub use server::RunningSimulator;
 pub use stats::{RequestRecord, SimStats};
 pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
 pub use temporary::StsFailure;
-
-/// The simulator's default SecretId: a documented test value, not a secret.
-pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";
-/// The simulator's default SecretKey: a documented test value, not a secret.
-pub const DEFAULT_SECRET_KEY: &str = "cwpportwatchSimulatorSecretKey00";
 
 #[cfg(test)]
 mod http_tests;

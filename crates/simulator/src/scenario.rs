@@ -16,7 +16,6 @@ use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use super::error::ScenarioError;
-use super::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
 use cwp_text::MAX_FILE_BYTES;
 
 mod parse;
@@ -24,6 +23,11 @@ mod parse;
 mod tests;
 
 use parse::parse;
+
+/// The simulator's default SecretId: a documented test value, not a secret.
+pub const DEFAULT_SECRET_ID: &str = "AKIDcwpportwatchSIMULATOR000000000000";
+/// The simulator's default SecretKey: a documented test value, not a secret.
+pub const DEFAULT_SECRET_KEY: &str = "cwpportwatchSimulatorSecretKey00";
 
 /// The error code answered for a known agent before the first entry of its timeline (and for an
 /// agent with an empty timeline): no open-port task exists yet, as for a real agent nobody has

@@ -12,7 +12,6 @@ use toml::Spanned;
 
 use super::*;
 use crate::error::ScenarioError;
-use crate::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
 use cwp_text::LineIndex;
 
 #[derive(Deserialize)]
