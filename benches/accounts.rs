@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cwp_portwatch::simulator::{
+use cwp_simulator::{
     DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, RunningSimulator, Scenario, SimulatorOptions,
 };
 

@@ -12,8 +12,8 @@
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
-use cwp_portwatch::simulator::Scenario;
 use cwp_portwatch::watchlist::Watchlist;
+use cwp_simulator::Scenario;
 
 fn status(field: &str) -> String {
     std::fs::read_to_string("/proc/self/status")

@@ -209,6 +209,40 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// The simulator (its own crate) writes the rule out instead of depending on the daemon: a
+    /// scenario must accept exactly the Uuids a watchlist accepts, or a test agent could exist
+    /// on one side only.
+    #[test]
+    fn the_simulator_accepts_exactly_the_watchlists_uuids() {
+        let mut cases = vec![
+            String::new(),
+            "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".to_owned(),
+            "6B6CD843-6BC1-4011-A74C-DC3FD26A7DD1".to_owned(),
+            "6b6cd8436bc14011a74cdc3fd26a7dd1".to_owned(),
+            "{6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1}".to_owned(),
+        ];
+        // Every byte at every position of a valid Uuid: dashes, hex digits, neighbours.
+        let valid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
+        for at in 0..valid.len() {
+            for c in [
+                '-', '0', '9', 'a', 'f', 'A', 'F', 'g', 'G', '/', ':', '@', '`', ' ', 'é',
+            ] {
+                let mut s = valid.to_owned();
+                s.replace_range(at..at + 1, c.encode_utf8(&mut [0; 4]));
+                cases.push(s);
+            }
+        }
+        cases.push(format!("{valid}0"));
+        cases.push(valid[1..].to_owned());
+        for case in &cases {
+            assert_eq!(
+                cwp_simulator::is_agent_uuid(case),
+                is_valid(case),
+                "{case:?}"
+            );
+        }
+    }
+
     #[test]
     fn shape() {
         assert!(is_valid("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
-use crate::simulator::cli::SimulateArgs;
+use cwp_simulator::cli::SimulateArgs;
 
 /// Watch Tencent Cloud CWP agents' open-port task status and log every change.
 #[derive(Debug, Parser)]

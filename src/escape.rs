@@ -17,21 +17,8 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
-/// Must this character be escaped in human-readable output? C0 controls (including `\n`,
-/// `\r`, `\t`), DEL, C1 controls (U+0080–U+009F: U+009B is a CSI to some terminals), the
-/// Unicode line and paragraph separators (line breaks to some viewers), and the bidi controls
-/// (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069: they reorder what is shown, "Trojan
-/// Source").
-pub fn is_unsafe(c: char) -> bool {
-    matches!(c,
-        '\u{0}'..='\u{1f}'
-        | '\u{7f}'..='\u{9f}'
-        | '\u{61c}'
-        | '\u{200e}' | '\u{200f}'
-        | '\u{2028}' | '\u{2029}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}')
-}
+/// The rule lives in `cwp_text`, shared with the simulator.
+pub use cwp_text::is_unsafe;
 
 /// `s` with every [`is_unsafe`] character escaped; borrowed (no allocation) when there is none.
 pub fn escape(s: &str) -> Cow<'_, str> {

@@ -18,7 +18,8 @@
 //!   fresh).
 //! - [`endpoint`] (which hosts may use plain http, base-URL normalisation) and [`clock`] (Unix
 //!   seconds): small rules that several modules share, kept in one place each.
-//! - [`signing`]: TC3-HMAC-SHA256, pure.
+//! - [`signing`]: TC3-HMAC-SHA256, pure: the `cwp-tc3` crate (`crates/tc3`), shared with the
+//!   simulator, re-exported under this name.
 //! - [`api`]: the signed HTTP client, response parsing, typed errors and their classification;
 //!   [`api::body`] is the size-capped body reader every HTTP client of the daemon uses.
 //! - [`status`]: the [`status::Status`] type and API answer → agent status (the spec's
@@ -32,7 +33,10 @@
 //!   [`events`] is what comes out, [`state`] what is persisted.
 //! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
 //!   control characters out of every human-readable output.
-//! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
+//! - The simulator, a faithful CWP API stand-in on loopback for the demo and the tests, is the
+//!   `cwp-simulator` crate (`crates/simulator`): only [`commands::simulate`] and
+//!   [`commands::demo`] use it, through its public API. The text rules it shares with
+//!   [`problems`] and [`escape`] are the `cwp-text` crate (`crates/text`).
 //! - [`tls`]: which CAs every HTTPS client trusts (the system's store and `[api] ca_file`),
 //!   and the one constructor of reqwest clients that applies it.
 //!
@@ -74,8 +78,7 @@ pub mod problems;
 pub mod rate_control;
 pub mod scheduler;
 pub mod shutdown;
-pub mod signing;
-pub mod simulator;
+pub use cwp_tc3 as signing;
 pub mod state;
 pub mod status;
 pub mod tls;

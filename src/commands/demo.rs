@@ -18,7 +18,7 @@ use crate::events::{CollectingSink, Event, EventSink, Tee, TracingSink};
 use crate::logging;
 use crate::scheduler::Intervals;
 use crate::shutdown::{self, Shutdown};
-use crate::simulator::{RunningSimulator, Scenario, SimStats, SimulatorOptions};
+use cwp_simulator::{RunningSimulator, Scenario, SimStats, SimulatorOptions};
 
 use super::output;
 
@@ -33,7 +33,7 @@ pub const DURATION: Duration = Duration::from_secs(26);
 pub enum DemoError {
     /// The bundled scenario does not parse (a build defect).
     #[error("the bundled demo scenario does not parse")]
-    Scenario(#[source] crate::simulator::ScenarioError),
+    Scenario(#[source] cwp_simulator::ScenarioError),
     /// The simulator could not listen on loopback.
     #[error("cannot start the simulator on loopback")]
     Listen(#[source] io::Error),

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use crate::config::LogFormat;
 use crate::logging;
 use crate::shutdown::{self, Shutdown};
-use crate::simulator::cli::SimulateArgs;
-use crate::simulator::{RunningSimulator, SimulatorError};
+use cwp_simulator::cli::SimulateArgs;
+use cwp_simulator::{RunningSimulator, SimulatorError};
 
 use super::output;
 

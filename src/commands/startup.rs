@@ -533,22 +533,16 @@ mod tests {
     fn base_env() -> Environment {
         Environment::from_pairs([
             ("HOME", "/nonexistent"),
-            (
-                "TENCENTCLOUD_SECRET_ID",
-                crate::simulator::DEFAULT_SECRET_ID,
-            ),
-            (
-                "TENCENTCLOUD_SECRET_KEY",
-                crate::simulator::DEFAULT_SECRET_KEY,
-            ),
+            ("TENCENTCLOUD_SECRET_ID", cwp_simulator::DEFAULT_SECRET_ID),
+            ("TENCENTCLOUD_SECRET_KEY", cwp_simulator::DEFAULT_SECRET_KEY),
         ])
     }
 
     #[tokio::test]
     async fn assume_role_fetches_at_start_and_tracks_its_renewer() {
-        let sim = crate::simulator::RunningSimulator::start(
-            crate::simulator::SimulatorOptions::new(
-                crate::simulator::Scenario::from_toml_str("").unwrap(),
+        let sim = cwp_simulator::RunningSimulator::start(
+            cwp_simulator::SimulatorOptions::new(
+                cwp_simulator::Scenario::from_toml_str("").unwrap(),
             ),
             "127.0.0.1:0".parse().unwrap(),
         )
@@ -569,7 +563,7 @@ mod tests {
         );
         assert_ne!(
             connected.client.secret_id(),
-            crate::simulator::DEFAULT_SECRET_ID
+            cwp_simulator::DEFAULT_SECRET_ID
         );
         assert!(connected.refresh.is_some());
         assert_eq!(shutdown.tasks(), 1, "the renewer runs on the tracker");

@@ -5,7 +5,7 @@
 //! each), `check` names account-level problems at line:column, and an account whose start
 //! fails is retried on its own while the others poll.
 
-use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, StsFailure};
+use cwp_simulator::{DEFAULT_SECRET_ID, StsFailure};
 use serde_json::Value;
 
 use crate::support::accounts::*;

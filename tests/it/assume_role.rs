@@ -14,7 +14,7 @@ use cwp_portwatch::credentials::Credentials;
 use cwp_portwatch::credentials::assume_role::{
     AssumeRole, BaseCredentials, RoleRequest, StsOptions, run_renewer,
 };
-use cwp_portwatch::simulator::{
+use cwp_simulator::{
     ASSUME_ROLE_ACTION, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, RunningSimulator, SimulatorOptions,
     StsFailure,
 };

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use cwp_portwatch::api::{ApiError, ErrorClass};
-use cwp_portwatch::simulator::{Faults, SimulatorOptions};
 use cwp_portwatch::status::PollOutcome;
+use cwp_simulator::{Faults, SimulatorOptions};
 
 use crate::support::*;
 
@@ -130,7 +130,7 @@ async fn with_fault(faults: Faults, timeout: Duration) -> ApiError {
     let mut opts = SimulatorOptions::new(scenario(&every_status()));
     opts.faults = faults;
     let sim = start(opts).await;
-    let c = client_for(&sim, cwp_portwatch::simulator::DEFAULT_SECRET_KEY, timeout);
+    let c = client_for(&sim, cwp_simulator::DEFAULT_SECRET_KEY, timeout);
     let e = c
         .describe_open_port_task_status(&uuid(1))
         .await

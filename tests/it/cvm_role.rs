@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cwp_portwatch::api::{Client, ClientOptions};
 use cwp_portwatch::credentials::Credentials;
 use cwp_portwatch::credentials::cvm_role::{CvmRole, run_refresher};
-use cwp_portwatch::simulator::SimulatorOptions;
+use cwp_simulator::SimulatorOptions;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

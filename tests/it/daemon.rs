@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
+use cwp_simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
 use serde_json::Value;
 
 use crate::support::app::{self, App, NotifySocket, agents, has_line, run_within};

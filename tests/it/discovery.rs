@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cwp_portwatch::simulator::{
+use cwp_simulator::{
     CREATE_TASK_ACTION, DEFAULT_SECRET_KEY, DESCRIBE_ACTION, DESCRIBE_MACHINES_ACTION,
     RunningSimulator,
 };

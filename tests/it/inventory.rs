@@ -16,10 +16,10 @@ use cwp_portwatch::events::{CollectingSink, Event};
 use cwp_portwatch::inventory::Baseline;
 use cwp_portwatch::inventory::store::{InventoryFile, InventoryMap};
 use cwp_portwatch::scheduler::Intervals;
-use cwp_portwatch::simulator::{OpenPortSpec, PortFaults, RunningSimulator};
 use cwp_portwatch::state::StateFile;
 use cwp_portwatch::tracker::KnownMap;
 use cwp_portwatch::watchlist::Agent;
+use cwp_simulator::{OpenPortSpec, PortFaults, RunningSimulator};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;

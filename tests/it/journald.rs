@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cwp_portwatch::events::message_id;
-use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
+use cwp_simulator::{DEFAULT_SECRET_KEY, RunningSimulator};
 use serde_json::{Map, Value};
 
 use crate::support::app::{App, Running};

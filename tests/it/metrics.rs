@@ -165,12 +165,7 @@ fn scenario_text(n: usize) -> String {
 async fn daemon_with_metrics(
     n: usize,
     per_agent: bool,
-) -> (
-    cwp_portwatch::simulator::RunningSimulator,
-    App,
-    Running,
-    String,
-) {
+) -> (cwp_simulator::RunningSimulator, App, Running, String) {
     let sim = start_scenario(&scenario_text(n)).await;
     let app = App::for_simulator(&sim.endpoint(), &agents(0..n, "web"));
     let addr = format!("127.0.0.1:{}", free_port());

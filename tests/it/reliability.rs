@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cwp_portwatch::events::Event;
-use cwp_portwatch::simulator::{Faults, RequestRecord, SimulatorOptions};
+use cwp_simulator::{Faults, RequestRecord, SimulatorOptions};
 
 use crate::support::app::{App, agents, daemon_config};
 use crate::support::engine::{
@@ -14,12 +14,8 @@ use crate::support::engine::{
 };
 use crate::support::*;
 
-async fn run(
-    sim: &cwp_portwatch::simulator::RunningSimulator,
-    timeout: Duration,
-    secs: u64,
-) -> Vec<Event> {
-    let client = client_for(sim, cwp_portwatch::simulator::DEFAULT_SECRET_KEY, timeout);
+async fn run(sim: &cwp_simulator::RunningSimulator, timeout: Duration, secs: u64) -> Vec<Event> {
+    let client = client_for(sim, cwp_simulator::DEFAULT_SECRET_KEY, timeout);
     let (events, _) = run_engine(sim, client, 40, every_second(), Duration::from_secs(secs)).await;
     events
 }
@@ -192,7 +188,7 @@ async fn the_secret_key_never_reaches_the_output_even_at_trace() {
 /// a status, exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_requeues_throttled_agents_until_each_has_a_status() {
-    use cwp_portwatch::simulator::{DEFAULT_SECRET_KEY, LimiterKind};
+    use cwp_simulator::{DEFAULT_SECRET_KEY, LimiterKind};
     let mut opts = SimulatorOptions::new(scenario(&steady(20, "COMPLETE")));
     opts.limiter = LimiterKind::SlidingWindow { per_second: 5 };
     let sim = start(opts).await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cwp_portwatch::api::ErrorClass;
 use cwp_portwatch::events::Event;
-use cwp_portwatch::simulator::{Faults, LimiterKind, SimulatorOptions};
+use cwp_simulator::{Faults, LimiterKind, SimulatorOptions};
 
 use support::engine::{
     changes_answered, changes_reported, every_second, forty_agents, max_arrivals_in_window, named,
@@ -59,7 +59,7 @@ async fn half_the_quota_taken_by_another_tool() {
     let sim = start(opts).await;
     let client = client_for(
         &sim,
-        cwp_portwatch::simulator::DEFAULT_SECRET_KEY,
+        cwp_simulator::DEFAULT_SECRET_KEY,
         Duration::from_secs(2),
     );
     let (events, stats) =
@@ -156,7 +156,7 @@ async fn under_faults_never_more_than_twenty_arrive_in_any_second() {
     let sim = start(opts).await;
     let client = client_for(
         &sim,
-        cwp_portwatch::simulator::DEFAULT_SECRET_KEY,
+        cwp_simulator::DEFAULT_SECRET_KEY,
         Duration::from_secs(1),
     );
     let (events, stats) =
@@ -194,8 +194,8 @@ fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
             let mut v: Vec<(u64, String)> = Vec::new();
             for e in &a.timeline {
                 let status = match &e.answer {
-                    cwp_portwatch::simulator::ScriptedAnswer::Status(s) => s.clone(),
-                    cwp_portwatch::simulator::ScriptedAnswer::Error(c) => {
+                    cwp_simulator::ScriptedAnswer::Status(s) => s.clone(),
+                    cwp_simulator::ScriptedAnswer::Error(c) => {
                         status_of_answer(c).expect("scripted errors are statuses")
                     }
                 };
@@ -216,7 +216,7 @@ fn sim_scripted() -> HashMap<String, Vec<(u64, String)>> {
 async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
     use cwp_portwatch::engine::{Engine, InventoryOptions};
     use cwp_portwatch::events::CollectingSink;
-    use cwp_portwatch::simulator::OpenPortSpec;
+    use cwp_simulator::OpenPortSpec;
     use std::sync::Arc;
 
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -291,7 +291,7 @@ async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
 /// they go well past one account's 20 (separate windows, separate limiters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_accounts_each_keep_to_their_own_strict_window() {
-    use cwp_portwatch::simulator::DEFAULT_SECRET_ID;
+    use cwp_simulator::DEFAULT_SECRET_ID;
     use support::accounts::*;
     let _alone = ONE_AT_A_TIME.lock().await;
     let sim = simulator().await;
@@ -349,7 +349,7 @@ async fn status_keeps_its_rate_in_every_10_s_span_while_pages_answer_in_8_s() {
             timeout: Duration::from_secs(20),
             max_idle_connections: 96,
         },
-        creds(cwp_portwatch::simulator::DEFAULT_SECRET_KEY),
+        creds(cwp_simulator::DEFAULT_SECRET_KEY),
     )
     .unwrap();
     let options = InventoryOptions {

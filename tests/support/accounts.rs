@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use cwp_portwatch::simulator::{ActionStats, RunningSimulator};
+use cwp_simulator::{ActionStats, RunningSimulator};
 use serde_json::Value;
 
 use super::app::{App, agents};

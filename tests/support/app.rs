@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cwp_portwatch::simulator::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
 use cwp_portwatch::state::StateFile;
+use cwp_simulator::{DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY};
 use serde_json::Value;
 use tempfile::TempDir;
 

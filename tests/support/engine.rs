@@ -10,8 +10,8 @@ use cwp_portwatch::engine::{Engine, EngineConfig};
 use cwp_portwatch::events::{CollectingSink, Event};
 use cwp_portwatch::pacing::max_in_any_window;
 use cwp_portwatch::scheduler::Intervals;
-use cwp_portwatch::simulator::{RequestRecord, RunningSimulator, SimStats};
 use cwp_portwatch::watchlist::Agent;
+use cwp_simulator::{RequestRecord, RunningSimulator, SimStats};
 use tokio_util::sync::CancellationToken;
 
 use super::uuid;

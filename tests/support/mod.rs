@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cwp_portwatch::api::{Client, ClientOptions};
 use cwp_portwatch::credentials::Credentials;
-use cwp_portwatch::simulator::{
+use cwp_simulator::{
     DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, RunningSimulator, Scenario, SimulatorOptions,
 };
 use secrecy::SecretString;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::signing::{RequestParts, sign};
+use cwp_tc3::{RequestParts, sign};
 
 const AGENT: &str = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
 const OFFLINE_AGENT: &str = "00000000-0000-4000-8000-000000000002";

@@ -10,82 +10,22 @@
 //! (`PRO_VERSION` | `BASIC_VERSION`), one value each (`InvalidParameter.InvalidFormat`
 //! otherwise).
 //!
-//! Test hooks ([`MachineHooks`], from `RunningSimulator::machine_hooks`): hide an agent's
+//! Test hooks (`MachineHooks` in `machine_hooks.rs`, from `RunningSimulator::machine_hooks`): hide an agent's
 //! machine (it is not listed until shown again: discovery sees it go and come back), make it
 //! flap (listed by every other listing, as an API answering `[A, B]` then `[B]`), and make
 //! every `DescribeMachines` answer `InternalError` (a failing discovery).
-
-use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
 use super::actions::{MAX_LIMIT, int_param, params};
 use super::scenario::Placement;
-use super::server::Shared;
+use super::shared::Shared;
 use super::wire::Answer;
 
 /// The action.
 pub const DESCRIBE_MACHINES_ACTION: &str = "DescribeMachines";
 const DEFAULT_LIMIT: i64 = 10;
 const MAX_FILTERS: usize = 5;
-
-/// Run-time changes to what `DescribeMachines` answers, for tests.
-#[derive(Debug, Default)]
-pub struct MachineHooks {
-    hidden: Mutex<HashSet<String>>,
-    flapping: Mutex<HashSet<String>>,
-    /// Listings begun (requests at `Offset` 0, any type and region).
-    listings: AtomicU64,
-    failing: AtomicBool,
-}
-
-impl MachineHooks {
-    /// Stops listing the machine of agent `uuid` (as if it were deleted).
-    pub fn hide(&self, uuid: &str) {
-        super::server::lock(&self.flapping).remove(uuid);
-        super::server::lock(&self.hidden).insert(uuid.to_owned());
-    }
-
-    /// Lists the machine of agent `uuid` again.
-    pub fn show(&self, uuid: &str) {
-        super::server::lock(&self.flapping).remove(uuid);
-        super::server::lock(&self.hidden).remove(uuid);
-    }
-
-    /// Makes the machine of agent `uuid` flap: listed by the first listing after this call
-    /// (a request at `Offset` 0) and every other one after it, missing from the others; the
-    /// pages of one listing agree. [`MachineHooks::show`] or [`MachineHooks::hide`] ends it.
-    pub fn flap(&self, uuid: &str) {
-        let mut flapping = super::server::lock(&self.flapping);
-        if flapping.is_empty() {
-            // The next listing is an even one: the machine is in it.
-            self.listings.store(0, Ordering::Relaxed);
-        }
-        flapping.insert(uuid.to_owned());
-    }
-
-    /// Machines hidden from a request at `offset`: the hidden ones, and the flapping ones
-    /// in every other listing.
-    fn hidden_now(&self, offset: i64) -> HashSet<String> {
-        let mut hidden = super::server::lock(&self.hidden).clone();
-        let listing = if offset == 0 {
-            self.listings.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.listings.load(Ordering::Relaxed).saturating_sub(1)
-        };
-        if listing % 2 == 1 {
-            hidden.extend(super::server::lock(&self.flapping).iter().cloned());
-        }
-        hidden
-    }
-
-    /// `true`: every `DescribeMachines` answers `InternalError` until set back to `false`.
-    pub fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, Ordering::Relaxed);
-    }
-}
 
 /// One machine as listed, before paging.
 struct Listed<'a> {
@@ -156,7 +96,7 @@ fn filters(params: &super::actions::Params) -> Result<Wanted, Answer> {
 
 impl Shared {
     /// `DescribeMachines`: one page of the scenario's machines of a type and region.
-    pub(super) fn describe_machines(&self, body: &[u8]) -> Answer {
+    pub(crate) fn describe_machines(&self, body: &[u8]) -> Answer {
         match self.try_describe_machines(body) {
             Ok(answer) | Err(answer) => answer,
         }
@@ -167,7 +107,7 @@ impl Shared {
             body,
             &["MachineType", "MachineRegion", "Limit", "Offset", "Filters"],
         )?;
-        if self.machine_hooks.failing.load(Ordering::Relaxed) {
+        if self.machine_hooks.is_failing() {
             return Err(Answer::error(
                 "InternalError",
                 "An internal error occurred (injected by a test).",

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::server::{Shared, lock};
-
 /// `stall`, `reset`, `http_503`, `internal_error`, `truncated_json`. A stall delays and then
 /// lets the request go on (it can combine with one other fault); of the other four the first
 /// that fires wins.
@@ -42,16 +40,16 @@ impl Default for Faults {
 }
 
 /// The faults drawn for one request.
-pub(super) struct FaultDraw {
+pub(crate) struct FaultDraw {
     /// Hold the answer back this long first.
-    pub(super) stall: Option<Duration>,
+    pub(crate) stall: Option<Duration>,
     /// What replaces (or spoils) the answer.
-    pub(super) kind: FaultKind,
+    pub(crate) kind: FaultKind,
 }
 
 /// The answer-replacing faults; at most one per request.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum FaultKind {
+pub(crate) enum FaultKind {
     None,
     Reset,
     Http503,
@@ -59,11 +57,11 @@ pub(super) enum FaultKind {
     Truncated,
 }
 
-impl Shared {
-    /// Step 9: which fault, if any, hits this request.
-    pub(super) fn draw_fault(&self) -> FaultDraw {
-        let faults = *lock(&self.faults);
-        let mut rng = lock(&self.rng);
+impl Faults {
+    /// Which fault, if any, hits one request, drawn from `rng` (seeded by the options for
+    /// reproducible runs).
+    pub(crate) fn draw(&self, rng: &mut impl Rng) -> FaultDraw {
+        let faults = self;
         // `random::<f64>() < p` instead of `random_bool(p)`: no panic on p outside 0..=1.
         let mut hit = |p: f64| rng.random::<f64>() < p;
         let stall = hit(faults.stall).then_some(faults.stall_for);
@@ -106,7 +104,7 @@ pub struct PortFaults {
 
 impl PortFaults {
     /// Whether an answer for `uuid` (`None`: a `Port`-only query) lies.
-    pub(super) fn applies_to(&self, uuid: Option<&str>) -> bool {
+    pub(crate) fn applies_to(&self, uuid: Option<&str>) -> bool {
         match &self.uuid {
             None => true,
             Some(only) => uuid == Some(only.as_str()),

@@ -8,7 +8,7 @@ use super::{Faults, LimiterKind, Scenario, SimulatorError, SimulatorOptions};
 
 /// The scenario served when `--scenario` is not given: the commented example shipped in
 /// `config/`, so the built-in behaviour is documented in one place.
-pub const BUILTIN_SCENARIO: &str = include_str!("../../config/scenario-example.toml");
+pub const BUILTIN_SCENARIO: &str = include_str!("../../../config/scenario-example.toml");
 
 /// Options of `cwp-portwatch simulate`.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,14 +6,12 @@
 //! temporary credentials count against their role (`RoleArn`), the sub-account they act as, so
 //! renewing them never opens a fresh window.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
-use super::server::{Shared, lock};
+use super::lock::lock;
+use super::shared::Shared;
 use super::wire::Answer;
 
 /// The action.
@@ -27,38 +25,16 @@ pub const STS_PER_SECOND: u32 = 600;
 /// `DurationSeconds` when the request has none, and the most it may be (the real API's).
 const DEFAULT_DURATION_SECS: i64 = 7200;
 const MAX_DURATION_SECS: i64 = 43_200;
-/// The most temporary credentials kept; past it the oldest is forgotten (a hostile client
-/// cannot grow the table without bound).
-const MAX_TEMPORARY: usize = 10_000;
 /// The longest `RoleArn` and `RoleSessionName` accepted.
 const MAX_ARN_CHARS: usize = 512;
 const MAX_SESSION_NAME_CHARS: usize = 128;
 
-/// Credentials issued by `AssumeRole`.
-pub(super) struct TemporaryCredential {
-    pub(super) secret_key: String,
-    pub(super) token: String,
-    /// Unix seconds on the simulator's clock.
-    pub(super) expires: i64,
-    /// The rate window they count against: `role:` and the `RoleArn`.
-    pub(super) window: String,
-    /// Issue order, for forgetting the oldest.
-    serial: u64,
-}
-
-/// The temporary credentials issued so far.
-#[derive(Default)]
-pub(super) struct TemporaryCredentials {
-    by_id: HashMap<String, TemporaryCredential>,
-    next_serial: u64,
-}
-
 /// Who signed a request: the key to verify with, the window to count against and, for
 /// temporary credentials, the token and expiry to check.
-pub(super) struct Signer {
-    pub(super) secret_key: String,
-    pub(super) window: String,
-    pub(super) token: Option<(String, i64)>,
+pub(crate) struct Signer {
+    pub(crate) secret_key: String,
+    pub(crate) window: String,
+    pub(crate) token: Option<(String, i64)>,
 }
 
 fn random_text(len: usize) -> String {
@@ -71,7 +47,7 @@ fn random_text(len: usize) -> String {
 
 impl Shared {
     /// The signer behind `secret_id`, if the simulator knows it.
-    pub(super) fn signer(&self, secret_id: &str) -> Option<Signer> {
+    pub(crate) fn signer(&self, secret_id: &str) -> Option<Signer> {
         if let Some(key) = self.keys.get(secret_id) {
             return Some(Signer {
                 secret_key: key.clone(),
@@ -80,7 +56,7 @@ impl Shared {
             });
         }
         let temporary = lock(&self.temporary);
-        let t = temporary.by_id.get(secret_id)?;
+        let t = temporary.get(secret_id)?;
         Some(Signer {
             secret_key: t.secret_key.clone(),
             window: t.window.clone(),
@@ -89,22 +65,18 @@ impl Shared {
     }
 
     /// The secret parts (`TmpSecretKey`, `Token`) of the temporary credentials held now.
-    pub(super) fn temporary_secrets(&self) -> Vec<String> {
-        lock(&self.temporary)
-            .by_id
-            .values()
-            .flat_map(|t| [t.secret_key.clone(), t.token.clone()])
-            .collect()
+    pub(crate) fn temporary_secrets(&self) -> Vec<String> {
+        lock(&self.temporary).secrets()
     }
 
     /// Forgets every temporary credential: requests signed with one answer
     /// `AuthFailure.SecretIdNotFound` from now on.
-    pub(super) fn revoke_temporary(&self) {
-        lock(&self.temporary).by_id.clear();
+    pub(crate) fn revoke_temporary(&self) {
+        lock(&self.temporary).clear();
     }
 
     /// `AssumeRole`: temporary credentials for any role.
-    pub(super) fn assume_role(&self, body: &[u8]) -> Answer {
+    pub(crate) fn assume_role(&self, body: &[u8]) -> Answer {
         match self.try_assume_role(body) {
             Ok(answer) | Err(answer) => answer,
         }
@@ -130,7 +102,7 @@ impl Shared {
                 Some(Value::String(s))
                     if !s.is_empty()
                         && s.chars().count() <= max
-                        && !s.chars().any(crate::escape::is_unsafe) =>
+                        && !s.chars().any(cwp_text::is_unsafe) =>
                 {
                     Ok(s.clone())
                 }
@@ -167,31 +139,13 @@ impl Shared {
         let id = format!("AKID{}", random_text(32));
         let key = random_text(32);
         let token = random_text(64);
-        {
-            let mut temporary = lock(&self.temporary);
-            if temporary.by_id.len() >= MAX_TEMPORARY {
-                let oldest = temporary
-                    .by_id
-                    .iter()
-                    .min_by_key(|(_, t)| t.serial)
-                    .map(|(id, _)| id.clone());
-                if let Some(oldest) = oldest {
-                    temporary.by_id.remove(&oldest);
-                }
-            }
-            let serial = temporary.next_serial;
-            temporary.next_serial += 1;
-            temporary.by_id.insert(
-                id.clone(),
-                TemporaryCredential {
-                    secret_key: key.clone(),
-                    token: token.clone(),
-                    expires,
-                    window: format!("role:{role_arn}"),
-                    serial,
-                },
-            );
-        }
+        lock(&self.temporary).issue(
+            id.clone(),
+            key.clone(),
+            token.clone(),
+            expires,
+            format!("role:{role_arn}"),
+        );
         let expiration = time::OffsetDateTime::from_unix_timestamp(expires)
             .ok()
             .and_then(|t| {
@@ -210,26 +164,9 @@ impl Shared {
     }
 }
 
-/// `AssumeRole` failures a test scripts (see
-/// [`RunningSimulator::fail_assume_role`](super::RunningSimulator::fail_assume_role)): the next
-/// `times` calls signed by `secret_id` (any signer when `None`) that the limiter accepts get
-/// HTTP `status` with `body` instead of credentials. A body holding a marker secret shows
-/// whether a client ever prints what a credentials endpoint answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StsFailure {
-    /// Only calls signed by this SecretId; `None`: every call.
-    pub secret_id: Option<String>,
-    /// How many calls fail.
-    pub times: u32,
-    /// The HTTP status answered (e.g. 503).
-    pub status: u16,
-    /// The body answered.
-    pub body: String,
-}
-
 impl Shared {
     /// The scripted failure for a call signed by `secret_id`, if one is left (used up by it).
-    pub(super) fn take_sts_failure(&self, secret_id: &str) -> Option<(u16, String)> {
+    pub(crate) fn take_sts_failure(&self, secret_id: &str) -> Option<(u16, String)> {
         let mut failures = lock(&self.sts_failures);
         let at = failures
             .iter()
@@ -243,7 +180,3 @@ impl Shared {
         Some(answer)
     }
 }
-
-/// How long a test caps granted credentials; see
-/// [`RunningSimulator::cap_assume_role_duration`](super::RunningSimulator::cap_assume_role_duration).
-pub(super) type DurationCap = Option<Duration>;

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::auth::parse_authorization;
 use super::faults::{FaultDraw, FaultKind};
-use super::server::Shared;
-use super::stats::RequestRecord;
+use super::shared::Shared;
+use super::stats::{Outcome, RequestRecord};
 use super::sts::ASSUME_ROLE_ACTION;
 use super::wire::{self, Answer};
 
@@ -21,22 +21,14 @@ use super::wire::{self, Answer};
 /// crate sends comes close).
 const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// What the client got, for the statistics.
-pub(super) enum Outcome {
-    /// An API answer (scripted, refused or an injected `InternalError`).
-    Answered(Answer),
-    /// A fault that is not an API answer (`fault:503`, `fault:reset`, `fault:truncated`).
-    Fault(&'static str),
-}
-
 /// The service error that makes hyper drop the connection without an answer: the client sees
 /// the connection closed mid-request, as with a reset.
 #[derive(Debug, thiserror::Error)]
 #[error("injected connection reset")]
-pub(super) struct InjectedReset;
+pub(crate) struct InjectedReset;
 
 /// Serves one request; `Err` drops the connection without an answer.
-pub(super) async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, InjectedReset> {

@@ -32,13 +32,22 @@ use tokio::time::Instant;
 use super::auth::SERVICE;
 use super::auth::{self, ReceivedRequest};
 use super::limiter::{ActionWindow, LimiterKind};
+use super::lock::lock;
 use super::machines::DESCRIBE_MACHINES_ACTION;
-use super::server::{
-    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS, Shared,
-    lock,
-};
+use super::shared::Shared;
 use super::sts::{ASSUME_ROLE_ACTION, STS_PER_SECOND, STS_SERVICE, STS_VERSION};
 use super::wire::Answer;
+
+/// The only API version of CWP.
+pub const API_VERSION: &str = "2018-02-28";
+/// The task-status action, answered from each agent's timeline and created tasks.
+pub const DESCRIBE_ACTION: &str = "DescribeOpenPortTaskStatus";
+/// Starts an open-port collection task for one agent.
+pub const CREATE_TASK_ACTION: &str = "CreateOpenPortTask";
+/// Pages the open ports collected by an agent's latest completed task.
+pub const DESCRIBE_PORTS_ACTION: &str = "DescribeOpenPorts";
+/// Largest accepted clock difference, as the real API: 5 minutes.
+pub const MAX_SKEW_SECS: i64 = 300;
 
 /// The actions the simulator answers (`actions.rs`).
 const IMPLEMENTED: &[&str] = &[
@@ -55,7 +64,7 @@ const OTHER_CWP_ACTIONS: &[&str] = &["DescribeOpenPortStatistics", "DescribeMach
 impl Shared {
     /// Steps 1–8 of the module docs, then (for accepted requests) step 10. Returns the answer
     /// and whether the limiter accepted the request (only those can be faulted).
-    pub(super) fn decide(
+    pub(crate) fn decide(
         &self,
         parts: &hyper::http::request::Parts,
         body: &[u8],
@@ -250,9 +259,9 @@ impl Shared {
 }
 
 /// The answer to a request before any fault, and whether the limiter accepted it.
-pub(super) struct Decision {
+pub(crate) struct Decision {
     /// What the API answers.
-    pub(super) answer: Answer,
+    pub(crate) answer: Answer,
     /// The limiter counted the request (only those can be faulted).
-    pub(super) accepted: bool,
+    pub(crate) accepted: bool,
 }

@@ -1,10 +1,10 @@
 //! Checking a request's TC3-HMAC-SHA256 `Authorization`: parsing the header, and recomputing the
-//! signature with the crate's own signer building blocks ([`crate::signing`]), so client and
+//! signature with the crate's own signer building blocks ([`cwp_tc3`]), so client and
 //! simulator agree by construction and the official test vectors pin both.
 
 use hyper::HeaderMap;
 
-use crate::signing::{
+use cwp_tc3::{
     ALGORITHM, canonical_request_hash, credential_scope, signature, string_to_sign, utc_date,
 };
 
@@ -224,7 +224,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{RequestParts, sign};
+    use cwp_tc3::{RequestParts, sign};
     use hyper::header::HeaderValue;
 
     const ID: &str = "AKIDtest";

@@ -128,7 +128,7 @@ fn latest_entry(timeline: &[TimelineEntry], t: Duration) -> Option<&TimelineEntr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::scenario::{BEFORE_TIMELINE_ERROR, PortsEntry};
+    use crate::scenario::{BEFORE_TIMELINE_ERROR, PortsEntry};
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

@@ -5,6 +5,8 @@
 //! [`string_to_sign`], [`signature`]) so that both sides agree by construction, and the official
 //! test vectors pin both to what Tencent computes.
 
+#![deny(missing_docs)]
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 

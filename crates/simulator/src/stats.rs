@@ -3,12 +3,9 @@
 //! count (a client must never have two requests for one agent open at once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::Outcome;
 use super::limiter::ActionStats;
-use super::server::{Shared, lock};
 use super::wire::Answer;
 
 /// The request log keeps this many newest records, so a long `simulate` run stays bounded.
@@ -62,22 +59,30 @@ pub struct RequestRecord {
     pub stalled: bool,
 }
 
+/// What the client got, for the statistics.
+pub(crate) enum Outcome {
+    /// An API answer (scripted, refused or an injected `InternalError`).
+    Answered(Answer),
+    /// A fault that is not an API answer (`fault:503`, `fault:reset`, `fault:truncated`).
+    Fault(&'static str),
+}
+
 /// The live counters behind [`SimStats`].
 #[derive(Default)]
-pub(super) struct StatsState {
+pub(crate) struct StatsState {
     requests: u64,
     ok: u64,
     throttled: u64,
     by_code: BTreeMap<String, u64>,
     max_in_flight_per_uuid: u32,
-    pub(super) max_in_window: u32,
+    pub(crate) max_in_window: u32,
     in_flight: HashMap<(String, String), u32>,
     log: VecDeque<RequestRecord>,
 }
 
 impl StatsState {
     /// A snapshot for the caller.
-    pub(super) fn snapshot(&self) -> SimStats {
+    pub(crate) fn snapshot(&self) -> SimStats {
         SimStats {
             requests: self.requests,
             ok: self.ok,
@@ -92,24 +97,28 @@ impl StatsState {
     }
 }
 
-impl Shared {
-    /// Counts a request of `action` for `uuid` as in flight until the returned guard drops.
-    pub(super) fn enter(self: &Arc<Self>, action: &str, uuid: Option<&str>) -> Option<InFlight> {
-        let key = (action.to_owned(), uuid?.to_owned());
-        let mut st = lock(&self.stats);
-        let n = st.in_flight.entry(key.clone()).or_insert(0);
+impl StatsState {
+    /// Counts one more request in flight for `key` (action, Uuid).
+    pub(crate) fn enter(&mut self, key: &(String, String)) {
+        let n = self.in_flight.entry(key.clone()).or_insert(0);
         *n += 1;
         let n = *n;
-        st.max_in_flight_per_uuid = st.max_in_flight_per_uuid.max(n);
-        Some(InFlight {
-            shared: self.clone(),
-            key,
-        })
+        self.max_in_flight_per_uuid = self.max_in_flight_per_uuid.max(n);
+    }
+
+    /// Counts one request for `key` as no longer in flight.
+    pub(crate) fn leave(&mut self, key: &(String, String)) {
+        if let Some(n) = self.in_flight.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(key);
+            }
+        }
     }
 
     /// Counts one finished request and appends it to the log.
-    pub(super) fn record(&self, record: RequestRecord, outcome: &Outcome) {
-        let mut st = lock(&self.stats);
+    pub(crate) fn record(&mut self, record: RequestRecord, outcome: &Outcome) {
+        let st = self;
         st.requests += 1;
         match outcome {
             Outcome::Answered(Answer::Status(_) | Answer::Fields(_)) => st.ok += 1,
@@ -128,28 +137,7 @@ impl Shared {
     }
 
     /// Counts a stall (its request is counted again under its final answer).
-    pub(super) fn count_stall(&self) {
-        *lock(&self.stats)
-            .by_code
-            .entry("fault:stall".to_owned())
-            .or_insert(0) += 1;
-    }
-}
-
-/// Keeps a Uuid counted as in flight until the answer is sent (or the request is dropped).
-pub(super) struct InFlight {
-    shared: Arc<Shared>,
-    key: (String, String),
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut st = lock(&self.shared.stats);
-        if let Some(n) = st.in_flight.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                st.in_flight.remove(&self.key);
-            }
-        }
+    pub(crate) fn count_stall(&mut self) {
+        *self.by_code.entry("fault:stall".to_owned()).or_insert(0) += 1;
     }
 }

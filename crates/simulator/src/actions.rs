@@ -18,8 +18,9 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::inventory::{self, CreatedTask};
+use super::lock::lock;
 use super::scenario::{OpenPortSpec, ScenarioAgent, ScriptedAnswer, is_agent_uuid};
-use super::server::{Shared, lock};
+use super::shared::Shared;
 use super::wire::{self, Answer};
 
 /// The most `Limit` a `DescribeOpenPorts` page may ask for.
@@ -29,10 +30,10 @@ const DEFAULT_LIMIT: i64 = 10;
 /// The most `Filters`, and the most values of one filter (as the real API documents).
 const MAX_FILTERS: usize = 5;
 
-pub(super) type Params = Map<String, Value>;
+pub(crate) type Params = Map<String, Value>;
 
 /// A JSON object body with no parameter outside `allowed`.
-pub(super) fn params(body: &[u8], allowed: &[&str]) -> Result<Params, Answer> {
+pub(crate) fn params(body: &[u8], allowed: &[&str]) -> Result<Params, Answer> {
     let params = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => map,
         _ => {
@@ -69,7 +70,7 @@ fn uuid_param(params: &Params) -> Result<Option<&str>, Answer> {
 
 /// An integer parameter, if present, within `range` (`InvalidParameter.InvalidFormat`
 /// outside it).
-pub(super) fn int_param(
+pub(crate) fn int_param(
     params: &Params,
     name: &str,
     range: std::ops::RangeInclusive<i64>,
@@ -168,7 +169,7 @@ impl Shared {
     }
 
     /// `DescribeOpenPortTaskStatus`: the agent's timeline, or its created task.
-    pub(super) fn describe_status(&self, body: &[u8], now: Instant) -> Answer {
+    pub(crate) fn describe_status(&self, body: &[u8], now: Instant) -> Answer {
         let index = match self.required_agent(body) {
             Ok(i) => i,
             Err(answer) => return answer,
@@ -185,7 +186,7 @@ impl Shared {
     }
 
     /// `CreateOpenPortTask`: starts a task unless one runs or the agent is offline or gone.
-    pub(super) fn create_task(&self, body: &[u8], now: Instant) -> Answer {
+    pub(crate) fn create_task(&self, body: &[u8], now: Instant) -> Answer {
         let index = match self.required_agent(body) {
             Ok(i) => i,
             Err(answer) => return answer,
@@ -206,7 +207,7 @@ impl Shared {
     }
 
     /// `DescribeOpenPorts`: one page of the ports of one agent (or of every agent with a port).
-    pub(super) fn describe_ports(&self, body: &[u8], now: Instant) -> Answer {
+    pub(crate) fn describe_ports(&self, body: &[u8], now: Instant) -> Answer {
         match self.try_describe_ports(body, now) {
             Ok(answer) | Err(answer) => answer,
         }
@@ -348,7 +349,7 @@ impl Shared {
     }
 
     /// `MachineIp`: the scenario's, else one in 10.0.0.0/8 from the agent's position.
-    pub(super) fn machine_ip(&self, index: usize) -> String {
+    pub(crate) fn machine_ip(&self, index: usize) -> String {
         let agent: &ScenarioAgent = &self.scenario.agents[index];
         agent.machine_ip.clone().unwrap_or_else(|| {
             let n = index as u32 + 1;
