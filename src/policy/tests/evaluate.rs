@@ -36,7 +36,7 @@ allow = ["443/nginx"]
     );
     let host = TestHost::named("web-01")
         .account("prod")
-        .tags(&["edge"])
+        .tags(&["edge", "other"])
         .region("ap-guangzhou")
         .wan(true)
         .uuid("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1");
