@@ -39,6 +39,8 @@
 //!   [`problems`] and [`escape`] are the `cwp-text` crate (`crates/text`).
 //! - [`tls`]: which CAs every HTTPS client trusts (the system's store and `[api] ca_file`),
 //!   and the one constructor of reqwest clients that applies it.
+//! - [`policy`]: the expected-ports policy (`docs/policy.md`): the policy file → checked rules,
+//!   (host facts, open ports) → findings, two evaluations → the changes to report; pure.
 //!
 //! The life of one poll:
 //! - scheduled: [`scheduler`] decides which agent is due next (due queue, `COLLECTING`

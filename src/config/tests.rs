@@ -1264,3 +1264,20 @@ fn ca_file_is_read_with_the_config_and_its_problems_are_placed_at_the_value() {
     let found = problems(&config("\"proxy-ca.pem\""));
     assert_problem(&found, 3, &["/etc/cwp-portwatch/proxy-ca.pem"]);
 }
+
+#[test]
+fn policy_file_resolves_against_the_config_folder() {
+    let settings = parse("watchlist = \"w.toml\"").unwrap();
+    assert_eq!(settings.policy, PolicySettings { file: None });
+    let settings = parse("watchlist = \"w.toml\"\n[policy]\n").unwrap();
+    assert_eq!(settings.policy.file, None);
+    let settings = parse("watchlist = \"w.toml\"\n[policy]\nfile = \"policy.toml\"\n").unwrap();
+    assert_eq!(
+        settings.policy.file,
+        Some(PathBuf::from("/etc/cwp-portwatch/policy.toml"))
+    );
+    let found = problems("watchlist = \"w.toml\"\n[policy]\nfile = \"\"\n");
+    assert_problem(&found, 3, &["`file` is empty"]);
+    let found = problems("watchlist = \"w.toml\"\n[policy]\nfiles = \"p.toml\"\n");
+    assert_problem(&found, 3, &["unknown field `files`", "`file`"]);
+}
