@@ -12,8 +12,9 @@
 //!   no event; after that it is forgotten;
 //! - only complete passes count (a failed pass changes nothing: see [`super::paging`]).
 //!
-//! [`Membership`] holds, per Uuid ever found and not forgotten, its last name, how many
-//! passes in a row missed it, and when it left. It is saved with the daemon's state
+//! [`Membership`] holds, per Uuid ever found and not forgotten, its last name and host facts
+//! (tags, region, WAN: an agent in its grace passes keeps them), how many passes in a row
+//! missed it, and when it left. It is saved with the daemon's state
 //! ([`super::remembered`]) so a restart neither resets the count nor forgets who left.
 
 use std::collections::{HashMap, HashSet};
