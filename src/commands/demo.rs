@@ -49,7 +49,7 @@ pub enum DemoError {
 pub async fn run() -> Result<ExitCode, DemoError> {
     let _ = logging::init_with_filter(
         LogFormat::Text,
-        tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_portwatch::simulator=warn"),
+        tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_simulator=warn"),
     );
     let scenario = Scenario::from_toml_str(SCENARIO).map_err(DemoError::Scenario)?;
     let names = [
@@ -63,6 +63,7 @@ pub async fn run() -> Result<ExitCode, DemoError> {
             uuid: crate::agent_uuid::AgentUuid::parse(&a.uuid)
                 .expect("the bundled scenario's Uuids passed the same check"),
             name: Some(n.to_string()),
+            facts: None,
         })
         .collect();
     let creds = Credentials {

@@ -111,7 +111,15 @@ pub struct ScenarioAgent {
     pub placement: Placement,
     /// `MachineStatus` `ONLINE` (default) or `OFFLINE` in `DescribeMachines`.
     pub online: bool,
+    /// `Tag[].Name` in `DescribeMachines` (scenario key `tags`): at most [`MAX_TAGS`], each
+    /// a name of at most 64 characters.
+    pub tags: Vec<String>,
+    /// `MachineWanIp` in `DescribeMachines` (scenario key `machine_wan_ip`); `None`: "".
+    pub machine_wan_ip: Option<String>,
 }
+
+/// The most `tags` of one scenario agent.
+pub const MAX_TAGS: usize = 16;
 
 impl ScenarioAgent {
     /// An agent with this status timeline, the default `collect_time`, no ports and default
@@ -126,6 +134,8 @@ impl ScenarioAgent {
             machine_ip: None,
             placement: Placement::default(),
             online: true,
+            tags: Vec::new(),
+            machine_wan_ip: None,
         }
     }
 }

@@ -55,6 +55,8 @@ struct RawAgent {
     machine_type: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     online: Option<bool>,
+    tags: Option<Spanned<Vec<Spanned<String>>>>,
+    machine_wan_ip: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +233,26 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError>
         }
         agent.placement = parse_placement(raw_agent.machine_type, raw_agent.region, &invalid)?;
         agent.online = raw_agent.online.unwrap_or(true);
+        if let Some(tags) = raw_agent.tags {
+            if tags.get_ref().len() > MAX_TAGS {
+                return Err(invalid(
+                    tags.span(),
+                    format!(
+                        "tags has {} entries: write at most {MAX_TAGS}",
+                        tags.get_ref().len()
+                    ),
+                ));
+            }
+            for tag in tags.into_inner() {
+                check_text("tags", &tag, 64).map_err(|m| invalid(tag.span(), m))?;
+                agent.tags.push(tag.into_inner());
+            }
+        }
+        if let Some(ip) = raw_agent.machine_wan_ip {
+            check_ip(&ip)
+                .map_err(|m| invalid(ip.span(), m.replace("machine_ip", "machine_wan_ip")))?;
+            agent.machine_wan_ip = Some(ip.into_inner());
+        }
         agents.push(agent);
     }
 

@@ -522,3 +522,34 @@ fn bad_accounts_and_machines_say_where() {
     );
     assert!(msg.contains("bool"), "{msg}");
 }
+
+#[test]
+fn tags_and_wan_ip_parse_and_bad_ones_say_where() {
+    let head = "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\n";
+    let s = Scenario::from_toml_str(&format!(
+        "{head}tags = [\"web\", \"prod\"]\nmachine_wan_ip = \"203.0.113.9\"\n"
+    ))
+    .unwrap();
+    assert_eq!(s.agents[0].tags, ["web", "prod"]);
+    assert_eq!(s.agents[0].machine_wan_ip.as_deref(), Some("203.0.113.9"));
+    let plain = Scenario::from_toml_str(head).unwrap();
+    assert!(plain.agents[0].tags.is_empty() && plain.agents[0].machine_wan_ip.is_none());
+    let (line, col, msg) = invalid_at(&format!("{head}tags = [\"ok\", \"\"]\n"));
+    assert_eq!((line, col), (4, 15));
+    assert!(msg.contains("must not be empty"), "{msg}");
+    let (line, col, msg) = invalid_at(&format!("{head}tags = [\"a\\u202eb\"]\n"));
+    assert_eq!((line, col), (4, 9));
+    assert!(msg.contains("U+202E"), "{msg}");
+    let (_, _, msg) = invalid_at(&format!("{head}tags = [\"{}\"]\n", "t".repeat(65)));
+    assert!(msg.contains("at most 64"), "{msg}");
+    let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("\"t{i}\"")).collect();
+    let (line, col, msg) = invalid_at(&format!("{head}tags = [{}]\n", many.join(",")));
+    assert_eq!((line, col), (4, 8));
+    assert!(msg.contains("at most 16"), "{msg}");
+    let (line, col, msg) = invalid_at(&format!("{head}machine_wan_ip = \"x.y\"\n"));
+    assert_eq!((line, col), (4, 18));
+    assert!(
+        msg.contains("machine_wan_ip = \"x.y\" is not an IP address"),
+        "{msg}"
+    );
+}
