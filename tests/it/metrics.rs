@@ -121,6 +121,28 @@ impl Prometheus {
         )
     }
 
+    /// The range vector `query` summed per sample timestamp: every series of one scrape has
+    /// that scrape's timestamp, so this is the sum at each scrape (timestamps in ms).
+    async fn per_scrape(&self, query: &str) -> BTreeMap<i64, f64> {
+        let answer = reqwest::Client::new()
+            .get(&self.api)
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        let mut sums = BTreeMap::new();
+        for series in body["data"]["result"].as_array().unwrap() {
+            for sample in series["values"].as_array().unwrap() {
+                let at = (sample[0].as_f64().unwrap() * 1000.0).round() as i64;
+                let v: f64 = sample[1].as_str().unwrap().parse().unwrap();
+                *sums.entry(at).or_insert(0.0) += v;
+            }
+        }
+        sums
+    }
+
     /// The single value of `query`, once it has one.
     async fn scalar(&self, query: &str) -> Option<f64> {
         match self.query(query).await?.as_slice() {
@@ -266,16 +288,43 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
         )
         .await;
     assert!(requests <= sim.stats().log.len() as f64);
-    // A scrape renders the counter and the histogram a few microseconds apart while answers
-    // keep arriving, so one scrape may catch an answer between the two: the promise is that
-    // they agree (no answer counted in one and never in the other), seen at some scrape.
+    // Both are updated under one lock that a scrape holds while it encodes (and the daemon
+    // runs on one thread besides), so they agree at *every* scrape: over each second of the
+    // scrapes so far (a subquery at Prometheus's 1 s scrape interval), and at a few dozen
+    // scrapes of our own while answers keep arriving.
+    let sums = "sum(cwp_portwatch_api_requests_total) - \
+                sum(cwp_portwatch_api_request_duration_seconds_count)";
     prometheus
-        .wait_for(
-            "sum(cwp_portwatch_api_requests_total) - \
-             sum(cwp_portwatch_api_request_duration_seconds_count)",
-            |v| v == 0.0,
-        )
+        .wait_for("count_over_time(up{job=\"cwp\"}[10m])", |v| v >= 8.0)
         .await;
+    let requests = prometheus.per_scrape("cwp_portwatch_api_requests_total[10m]").await;
+    let counted = prometheus
+        .per_scrape("cwp_portwatch_api_request_duration_seconds_count[10m]")
+        .await;
+    assert!(requests.len() >= 8, "only {} scrapes: {requests:?}", requests.len());
+    let moved = requests.values().zip(requests.values().skip(1)).filter(|(a, b)| a < b);
+    assert!(moved.count() >= 3, "answers arrived between too few scrapes: {requests:?}");
+    assert_eq!(requests, counted, "per scrape: requests vs histogram count");
+    for i in 0..40 {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            sum("cwp_portwatch_api_requests_total{"),
+            sum("cwp_portwatch_api_request_duration_seconds_count{"),
+            "scrape {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         prometheus
             .scalar("cwp_portwatch_rate_limit_per_second{action=\"DescribeOpenPortTaskStatus\"}")
