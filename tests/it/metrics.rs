@@ -475,6 +475,21 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
     );
     let openmetrics = openmetrics.text().await.unwrap();
     assert!(openmetrics.ends_with("# EOF\n"));
+    // promtool checks only the text format. OpenMetrics is checked by the parser of the
+    // reference Python client (Debian's python3-prometheus-client), which enforces the
+    // OpenMetrics 1.0 grammar: `# EOF` last and nothing after, no blank lines, each family's
+    // metadata once and before its samples, counter samples `_total`/`_created`, histogram
+    // buckets rising to `+Inf` with `_count` equal to it, label escaping, numbers.
+    let families = openmetrics_families(&app.write("scrape.om", &openmetrics));
+    for family in [
+        "cwp_portwatch_api_requests counter",
+        "cwp_portwatch_api_request_duration_seconds histogram",
+        "cwp_portwatch_agents gauge",
+        "cwp_portwatch_agent_status gauge",
+        "process_cpu_seconds counter",
+    ] {
+        assert!(families.contains(family), "{family} not parsed in:\n{families}");
+    }
 
     let scrape = app.write("scrape.txt", &text);
     let mut check = Command::new(&promtool);
@@ -495,6 +510,35 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
     let out = d.stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
+}
+
+/// Debian's Python, where `python3-prometheus-client` installs (a `python3` earlier on
+/// `$PATH`, e.g. pyenv's, does not see it).
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
+/// The families the reference OpenMetrics parser reads from `scrape`, one `name type
+/// samples` line each; fails with the parser's error when the text is not OpenMetrics.
+fn openmetrics_families(scrape: &Path) -> String {
+    let script = "import sys\n\
+        try:\n    from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        except ImportError:\n    sys.exit('python3-prometheus-client is not installed: \
+        apt-get install python3-prometheus-client (scripts/test installs it)')\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n    \
+        print(f.name, f.type, len(f.samples))\n";
+    let mut cmd = Command::new(DEBIAN_PYTHON);
+    cmd.args(["-c", script])
+        .stdin(std::fs::File::open(scrape).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_within(cmd, Duration::from_secs(30));
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "the OpenMetrics parser refused the scrape:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
 }
 
 #[test]
