@@ -405,7 +405,11 @@ impl Metrics {
     /// The scrape in the Prometheus text format (0.0.4), or OpenMetrics with `openmetrics`.
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
-        let _answers = self.shared.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let _answers = self
+            .shared
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let encoded = if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &self.shared.registry)
         } else {
@@ -426,7 +430,11 @@ impl Metrics {
             Ok(()) => "ok".to_owned(),
             Err(code) => self.shared.outcomes.label(code),
         };
-        let _answers = self.shared.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let _answers = self
+            .shared
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.shared
             .api_requests
             .get_or_create(&(self.account.clone(), RequestLabels { action, outcome }))

@@ -445,7 +445,11 @@ fn every_scrape_counts_each_answer_in_the_counter_and_the_histogram_alike() {
                     } else {
                         Ok(())
                     };
-                    m.api_answer("DescribeOpenPortTaskStatus", outcome, Duration::from_millis(7));
+                    m.api_answer(
+                        "DescribeOpenPortTaskStatus",
+                        outcome,
+                        Duration::from_millis(7),
+                    );
                     n += 1;
                 }
                 n
@@ -467,7 +471,13 @@ fn every_scrape_counts_each_answer_in_the_counter_and_the_histogram_alike() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered: u64 = answering.into_iter().map(|t| t.join().unwrap()).sum();
     let text = handles[0].encode(false);
-    assert_eq!(sum(&text, "cwp_portwatch_api_requests_total{"), answered as f64);
+    assert_eq!(
+        sum(&text, "cwp_portwatch_api_requests_total{"),
+        answered as f64
+    );
     // The answers really ran beside the scrapes.
-    assert!(moving >= 100, "answers moved between only {moving} of 400 scrapes");
+    assert!(
+        moving >= 100,
+        "answers moved between only {moving} of 400 scrapes"
+    );
 }

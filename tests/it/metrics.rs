@@ -297,13 +297,25 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
     prometheus
         .wait_for("count_over_time(up{job=\"cwp\"}[10m])", |v| v >= 8.0)
         .await;
-    let requests = prometheus.per_scrape("cwp_portwatch_api_requests_total[10m]").await;
+    let requests = prometheus
+        .per_scrape("cwp_portwatch_api_requests_total[10m]")
+        .await;
     let counted = prometheus
         .per_scrape("cwp_portwatch_api_request_duration_seconds_count[10m]")
         .await;
-    assert!(requests.len() >= 8, "only {} scrapes: {requests:?}", requests.len());
-    let moved = requests.values().zip(requests.values().skip(1)).filter(|(a, b)| a < b);
-    assert!(moved.count() >= 3, "answers arrived between too few scrapes: {requests:?}");
+    assert!(
+        requests.len() >= 8,
+        "only {} scrapes: {requests:?}",
+        requests.len()
+    );
+    let moved = requests
+        .values()
+        .zip(requests.values().skip(1))
+        .filter(|(a, b)| a < b);
+    assert!(
+        moved.count() >= 3,
+        "answers arrived between too few scrapes: {requests:?}"
+    );
     assert_eq!(requests, counted, "per scrape: requests vs histogram count");
     for i in 0..40 {
         let text = reqwest::get(format!("http://{addr}/metrics"))
@@ -488,7 +500,10 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
         "cwp_portwatch_agent_status gauge",
         "process_cpu_seconds counter",
     ] {
-        assert!(families.contains(family), "{family} not parsed in:\n{families}");
+        assert!(
+            families.contains(family),
+            "{family} not parsed in:\n{families}"
+        );
     }
 
     let scrape = app.write("scrape.txt", &text);

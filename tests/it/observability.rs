@@ -131,7 +131,8 @@ async fn probe(addr: std::net::SocketAddr) -> String {
 /// until [`STALE_AFTER`] after the loop stopped beating, 503 from then on.
 #[tokio::test(start_paused = true)]
 async fn healthz_turns_503_once_the_dispatchers_heartbeat_is_stale() {
-    let (metrics, status, stop, run) = engine_with_metrics(Fake::new(Duration::from_millis(20), 0), 10);
+    let (metrics, status, stop, run) =
+        engine_with_metrics(Fake::new(Duration::from_millis(20), 0), 10);
     let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -144,7 +145,11 @@ async fn healthz_turns_503_once_the_dispatchers_heartbeat_is_stale() {
     ));
     for second in 0..60 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(probe(addr).await, "HTTP/1.1 200 OK", "at {second} s, running");
+        assert_eq!(
+            probe(addr).await,
+            "HTTP/1.1 200 OK",
+            "at {second} s, running"
+        );
     }
     stop.cancel();
     run.await.unwrap();
@@ -163,7 +168,11 @@ async fn healthz_turns_503_once_the_dispatchers_heartbeat_is_stale() {
         "{:?} after the heartbeat stopped",
         stopped.elapsed()
     );
-    assert_eq!(status.beats.load(Ordering::Relaxed), beats, "no beat after the stop");
+    assert_eq!(
+        status.beats.load(Ordering::Relaxed),
+        beats,
+        "no beat after the stop"
+    );
     serving.cancel();
 }
 
@@ -186,7 +195,10 @@ async fn poll_lag_grows_by_a_second_per_second_when_the_quota_cannot_cover_the_w
             "at {t} s: poll_lag_seconds {lag}, expected in [{}, {t}]",
             t - 2.0
         );
-        assert!(lag > last, "at {t} s the lag {lag} did not grow from {last}");
+        assert!(
+            lag > last,
+            "at {t} s the lag {lag} did not grow from {last}"
+        );
         last = lag;
     }
     stop.cancel();
@@ -230,8 +242,14 @@ async fn clock_skew_seconds_is_the_simulators_offset_learned_over_http() {
     let sim = start(opts).await;
     let metrics = Arc::new(Metrics::new(false));
     let sink: Arc<dyn EventSink> = Arc::new(CollectingSink::default());
-    let engine = Engine::new(good_client(&sim), sink, every_second(), &agents(2), HashMap::new())
-        .with_metrics(metrics.clone());
+    let engine = Engine::new(
+        good_client(&sim),
+        sink,
+        every_second(),
+        &agents(2),
+        HashMap::new(),
+    )
+    .with_metrics(metrics.clone());
     let stop = CancellationToken::new();
     let run = tokio::spawn(engine.run(stop.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -240,7 +258,10 @@ async fn clock_skew_seconds_is_the_simulators_offset_learned_over_http() {
         if skew != 0.0 {
             break skew;
         }
-        assert!(std::time::Instant::now() < deadline, "no skew learned in 60 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no skew learned in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!((599.0..=601.0).contains(&skew), "clock_skew_seconds {skew}");
