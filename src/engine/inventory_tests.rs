@@ -1459,3 +1459,37 @@ async fn an_agent_back_before_its_orphaned_answer_keeps_its_inventory() {
     let events = names(&sink.events());
     assert!(!events.iter().any(|e| e.contains("baseline")), "{events:?}");
 }
+
+/// Issue 21 item 6: `CreateOpenPortTask`'s own limiter. 100 agents without a task,
+/// `create_missing`, creates at 5/s (status polls and listings at 20/s beside): every agent
+/// gets its one task, never more than 5 creates in any 1-second window `[t, t + 1 s)`, and the
+/// lane runs at its rate (5 in some window: a limiter at 4 or 1 would fail too).
+#[tokio::test(start_paused = true)]
+async fn create_missing_for_100_agents_keeps_the_create_lanes_own_rate() {
+    let api = task_driven("NO_TASK");
+    let log = api.log.clone();
+    let mut o = options(Baseline::Summary);
+    o.create_missing = true;
+    o.action_rates = [20, 5, 20];
+    let (events, _, _) = run(api, 100, o, HashMap::new(), InventoryMap::new(), 60).await;
+    let log = log.lock().unwrap();
+    let creates: Vec<Instant> = log
+        .iter()
+        .filter(|(_, a)| *a == "create")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(creates.len(), 100, "one task per agent");
+    let scans = names(&events)
+        .iter()
+        .filter(|n| *n == "scan missing")
+        .count();
+    assert_eq!(scans, 100);
+    assert_eq!(crate::pacing::max_in_any_window(&creates), 5);
+    // The other lanes kept their own rate meanwhile: 20 status polls in some second.
+    let polls: Vec<Instant> = log
+        .iter()
+        .filter(|(_, a)| *a == "status")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(crate::pacing::max_in_any_window(&polls), 20);
+}
