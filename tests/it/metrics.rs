@@ -289,11 +289,9 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
         .await;
     assert!(requests <= sim.stats().log.len() as f64);
     // Both are updated under one lock that a scrape holds while it encodes (and the daemon
-    // runs on one thread besides), so they agree at *every* scrape: over each second of the
-    // scrapes so far (a subquery at Prometheus's 1 s scrape interval), and at a few dozen
+    // runs on one thread besides), so they agree at *every* scrape: in each of the scrapes
+    // Prometheus stored (raw samples, grouped by the scrape's timestamp), and at a few dozen
     // scrapes of our own while answers keep arriving.
-    let sums = "sum(cwp_portwatch_api_requests_total) - \
-                sum(cwp_portwatch_api_request_duration_seconds_count)";
     prometheus
         .wait_for("count_over_time(up{job=\"cwp\"}[10m])", |v| v >= 8.0)
         .await;
