@@ -109,18 +109,23 @@ where
                 let mut tick = tokio::time::interval(Duration::from_millis(5));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
+                    // The tick first: a tick made late by the attempt's last moments is
+                    // still counted when the stop comes at the same time.
                     tokio::select! {
-                        _ = stop.cancelled() => break,
+                        biased;
                         due = tick.tick() => {
                             let late = due.elapsed().as_micros() as u64;
                             max_lag.fetch_max(late, Ordering::Relaxed);
                         }
+                        _ = stop.cancelled() => break,
                     }
                 }
             })
         };
         let (wait_before, started) = (run_queue_wait(), std::time::Instant::now());
         let result = tokio::spawn(attempt()).await;
+        // Two ticks more, so that a tick the attempt's last moments made late is seen.
+        tokio::time::sleep(Duration::from_millis(10)).await;
         stop.cancel();
         let _ = monitor.await;
         let starvation = Starvation {
@@ -563,4 +568,53 @@ async fn status_keeps_its_rate_in_every_10_s_span_while_pages_answer_in_8_s() {
         },
     )
     .await;
+}
+
+/// The retry rule itself (not a rate test; no lock): an attempt that fails after the machine
+/// starved the process (here the test blocks its own single-threaded runtime for 200 ms, so
+/// the 5-ms tick comes that late) is retried, at most [`ATTEMPTS`] times, and the last
+/// failure still fails the test; a starved attempt that then passes passes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failure_is_retried_only_after_measured_starvation_and_at_most_three_times() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    fn starve() {
+        // Blocks the runtime's only thread: its tick task cannot run meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tries = Arc::new(AtomicU32::new(0));
+    let counted = tries.clone();
+    let always = tokio::spawn(async move {
+        retried_when_starved("always failing", move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                starve();
+                panic!("the assertion of a starved attempt");
+            }
+        })
+        .await;
+    })
+    .await;
+    assert!(
+        always.unwrap_err().is_panic(),
+        "the last failure fails the test"
+    );
+    assert_eq!(tries.load(Ordering::SeqCst), ATTEMPTS);
+
+    let tries = Arc::new(AtomicU32::new(0));
+    let counted = tries.clone();
+    retried_when_starved("passing on the second attempt", move || {
+        let counted = counted.clone();
+        async move {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+                starve();
+                panic!("the assertion of a starved attempt");
+            }
+        }
+    })
+    .await;
+    assert_eq!(tries.load(Ordering::SeqCst), 2);
 }
