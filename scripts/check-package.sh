@@ -6,7 +6,13 @@
 # exactly the watchlist and the credentials; systemd-analyze verify and security on the
 # installed unit; man pages; the journal catalog; remove (only the operator's edited
 # config.toml and own files stay) and purge (only the operator's own files stay).
-# .rpm: rpm -qip / rpm -qlp, the same file list as the .deb. Fails (non-zero) on any error.
+# .rpm: rpm -qip / rpm -qlp, the same file list as the .deb; then installed with
+# `rpm -i --nodeps` (Debian's rpm, its own database; --nodeps: Debian's libc is not an rpm):
+# every file there, %post ran (the journal catalog knows the message ids), an upgrade to a
+# release 2 whose packaged config.toml differs keeps the operator's edited one and puts the new
+# one beside it as config.toml.rpmnew (`config(noreplace)`), `rpm -e` runs %preun/%postun
+# (the catalog forgets) and keeps the edited config as config.toml.rpmsave.
+# Fails (non-zero) on any error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -43,8 +49,12 @@ cleanup() {
   if [ "$installed" = yes ] && dpkg-query -W cwp-portwatch >/dev/null 2>&1; then
     dpkg -P cwp-portwatch >/dev/null 2>&1 || true
   fi
+  if [ "$installed" = yes ] && rpm -q cwp-portwatch >/dev/null 2>&1; then
+    rpm -e --nodeps cwp-portwatch >/dev/null 2>&1 || true
+  fi
   if [ "$installed" = yes ]; then
-    rm -f /etc/cwp-portwatch/watchlist.toml
+    rm -f /etc/cwp-portwatch/watchlist.toml /etc/cwp-portwatch/config.toml.rpmsave \
+      /etc/cwp-portwatch/config.toml.rpmnew
     rmdir /etc/cwp-portwatch 2>/dev/null || true
   fi
   rm -rf "$work"
@@ -146,4 +156,57 @@ for f in $files; do [ ! -e "$f" ] || fail "left after purge: $f"; done
 rm -f /etc/cwp-portwatch/watchlist.toml
 rmdir /etc/cwp-portwatch
 dpkg-query -W cwp-portwatch >/dev/null 2>&1 && fail "dpkg still knows cwp-portwatch"
+
+catalog_id=96e7064e0a524ac7b1e20a88b3782012
+echo "== rpm -i --nodeps: every file, and %post ran"
+rpm -q cwp-portwatch >/dev/null 2>&1 && fail "rpm already knows cwp-portwatch; rpm -e it first"
+journalctl --list-catalog 2>/dev/null | grep -q $catalog_id &&
+  fail "the catalog knows $catalog_id before the .rpm is installed"
+rpm -i --nodeps "$rpmfile"
+rpm -q cwp-portwatch
+for f in $(rpm -qlp "$rpmfile"); do [ -f "$f" ] || fail "not installed by the .rpm: $f"; done
+got=$(/usr/bin/cwp-portwatch --version)
+[ "$got" = "cwp-portwatch $version (commit $commit)" ] || fail "--version from the .rpm: $got"
+# %post runs `journalctl --update-catalog`: without it the catalog file is there but unknown.
+journalctl --list-catalog $catalog_id 2>/dev/null | grep -q $catalog_id ||
+  fail "%post did not run: the catalog does not know $catalog_id"
+
+echo "== rpm -U to release 2: the edited config.toml stays (noreplace), the new one beside it"
+echo '# edited by the operator (rpm)' >>/etc/cwp-portwatch/config.toml
+# Release 2 of the same files but a packaged config.toml that differs: the case where
+# `noreplace` decides (a plain %config would move the edited file to .rpmsave instead).
+cp packaging/config.toml "$work/config-v2.toml"
+echo '# packaged by release 2' >>"$work/config-v2.toml"
+{
+  echo 'release = "2"'
+  awk '/^\[package.metadata.generate-rpm\]/ {m = 1} m && /^assets = \[/ {a = 1} a {print} a && /^\]/ {exit}' \
+    Cargo.toml | sed "s|source = \"packaging/config.toml\"|source = \"$work/config-v2.toml\"|"
+} >"$work/release2.toml"
+grep -q "$work/config-v2.toml" "$work/release2.toml" || fail "release 2: the config asset was not replaced"
+cargo generate-rpm --metadata-overwrite "$work/release2.toml" -o "$work/release2.rpm"
+rpm -qp --queryformat '%{RELEASE}\n' "$work/release2.rpm" | grep -qx 2 || fail "release 2 is not release 2"
+rpm -U --nodeps "$work/release2.rpm"
+rpm -q --queryformat '%{RELEASE}\n' cwp-portwatch | grep -qx 2 || fail "the upgrade did not happen"
+grep -q 'edited by the operator (rpm)' /etc/cwp-portwatch/config.toml ||
+  fail "the upgrade replaced the edited config.toml"
+grep -q 'packaged by release 2' /etc/cwp-portwatch/config.toml.rpmnew ||
+  fail "the upgrade did not put release 2's config.toml beside it as config.toml.rpmnew"
+rm /etc/cwp-portwatch/config.toml.rpmnew
+
+echo "== rpm -e: %preun and %postun ran, the edited config and the operator's files stay"
+printf '[[agent]]\nuuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"\n' >/etc/cwp-portwatch/watchlist.toml
+rpm -e --nodeps cwp-portwatch
+rpm -q cwp-portwatch >/dev/null 2>&1 && fail "rpm still knows cwp-portwatch"
+for f in $(rpm -qlp "$rpmfile"); do
+  [ "$f" = /etc/cwp-portwatch/config.toml ] && continue
+  [ ! -e "$f" ] || fail "left after rpm -e: $f"
+done
+grep -q 'edited by the operator (rpm)' /etc/cwp-portwatch/config.toml.rpmsave ||
+  fail "rpm -e lost the edited config (no config.toml.rpmsave)"
+[ -f /etc/cwp-portwatch/watchlist.toml ] || fail "rpm -e removed the operator's watchlist"
+if journalctl --list-catalog 2>/dev/null | grep -q $catalog_id; then
+  fail "%postun did not run: the catalog entries outlive the .rpm"
+fi
+rm -f /etc/cwp-portwatch/config.toml.rpmsave /etc/cwp-portwatch/watchlist.toml
+rmdir /etc/cwp-portwatch
 echo "== package check OK"

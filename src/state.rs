@@ -588,8 +588,20 @@ impl StateFile {
     /// whole. For the saver's thread: `entries` is a copy of the table's statuses taken on
     /// the dispatcher, which thus neither encodes nor waits for the disk.
     pub fn write_entries(&self, entries: &[(AgentUuid, Known)]) -> Result<(), StateError> {
+        self.write_entries_hooked(entries, &mut |_| Ok(()))
+    }
+
+    /// [`StateFile::write_entries`] calling `hook` at each [`Step`], as
+    /// [`StateFile::write_hooked`] does: the daemon's own path (the saver's) under the same
+    /// failure and crash tests. [`Step::Write`] comes after the buffer's last spill to the
+    /// file and before its final flush, so a file of more than 64 KiB is torn there.
+    fn write_entries_hooked(
+        &self,
+        entries: &[(AgentUuid, Known)],
+        hook: &mut dyn FnMut(Step) -> io::Result<()>,
+    ) -> Result<(), StateError> {
         self.write_with(
-            &mut |file, _| {
+            &mut |file, hook| {
                 let mut out = io::BufWriter::with_capacity(64 * 1024, file);
                 let body = FileOut {
                     version: VERSION,
@@ -599,10 +611,11 @@ impl StateFile {
                     ),
                 };
                 serde_json::to_writer(&mut out, &body).map_err(io::Error::other)?;
+                hook(Step::Write)?;
                 out.write_all(b"\n")?;
                 out.flush()
             },
-            &mut |_| Ok(()),
+            hook,
         )
     }
 
@@ -1212,5 +1225,82 @@ mod tests {
             panic!("{e:?}")
         };
         assert_eq!(source.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    /// Issue 21 item 10: the same failures and crashes at every step through
+    /// `write_entries`, the path the daemon's saver writes with (`engine/saver.rs`), for a
+    /// file of about 200 KB (torn at [`Step::Write`]: the buffer spilled, the end not yet
+    /// written) and a small one: the old file before the rename, the new one after it,
+    /// old-or-new at every step, no temp file left by a failure, and the next write works.
+    #[test]
+    fn the_savers_write_entries_failing_or_crashing_at_any_step_leaves_the_old_or_the_new_file() {
+        let (old, new) = (one_agent(1), one_agent(2));
+        let mut big_new = new.clone();
+        for i in 0..2_000 {
+            big_new.insert(
+                format!("{i:08x}-0000-4000-8000-000000000000")
+                    .parse()
+                    .unwrap(),
+                old[&"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap()].clone(),
+            );
+        }
+        for new in [new, big_new] {
+            let entries: Vec<(AgentUuid, Known)> =
+                new.iter().map(|(u, k)| (*u, k.clone())).collect();
+            for fail_at in STEPS {
+                for crash in [false, true] {
+                    let at = format!("{} agents, {fail_at:?} (crash: {crash})", new.len());
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = StateFile::in_dir(dir.path());
+                    s.save(&old).unwrap();
+                    let tmp = s
+                        .path()
+                        .with_extension(format!("json.tmp.{}", std::process::id()));
+                    let mut seen = Vec::new();
+                    let mut torn = false;
+                    let mut hook = |step: Step| {
+                        old_or_new(&s, &old, &new, &format!("{at}, at {step:?}"));
+                        if step == Step::Write {
+                            // What the temp file holds mid-write is not a state file yet.
+                            let partial = fs::read(&tmp).unwrap();
+                            torn = serde_json::from_slice::<serde_json::Value>(&partial).is_err();
+                        }
+                        seen.push(step);
+                        if step != fail_at {
+                            Ok(())
+                        } else if crash {
+                            panic!("crash at {step:?}")
+                        } else {
+                            Err(io::Error::other(format!("fails at {step:?}")))
+                        }
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.write_entries_hooked(&entries, &mut hook)
+                    }));
+                    let upto = STEPS.iter().position(|s| *s == fail_at).unwrap();
+                    assert_eq!(seen, STEPS[..=upto], "{at}");
+                    assert!(
+                        torn || upto < 1,
+                        "{at}: the temp file was complete mid-write"
+                    );
+                    match result {
+                        Err(_) => assert!(crash, "{at}: only the crash panics"),
+                        Ok(r) => assert_eq!(r.unwrap_err().code(), "StateError.Io", "{at}"),
+                    }
+                    let is_new = old_or_new(&s, &old, &new, &at);
+                    assert_eq!(
+                        is_new,
+                        fail_at == Step::SyncDir,
+                        "{at}: which file is there"
+                    );
+                    if !crash {
+                        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{at}");
+                    }
+                    s.write_entries(&[]).unwrap();
+                    assert!(s.load().unwrap().is_empty(), "{at}");
+                    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{at}");
+                }
+            }
+        }
     }
 }

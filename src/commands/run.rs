@@ -180,8 +180,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
                     .map(|a| a.status.beats.load(Ordering::Relaxed))
                     .collect();
                 let line = status_line(&accounts);
-                let all_advanced = beats.iter().zip(&last_beats).all(|(now, last)| now != last);
-                if watchdog.is_some() && all_advanced {
+                if watchdog.is_some() && every_account_beat(&beats, &last_beats) {
                     notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
                 } else {
                     notify(&[NotifyState::Status(&line)]);
@@ -242,6 +241,13 @@ async fn first_finished(accounts: &mut [AccountRun]) -> (usize, EngineOutcome) {
 }
 
 /// `STATUS=`: the one engine's line, or one part per account.
+/// The watchdog's gate: `WATCHDOG=1` only when every account's dispatcher heartbeat moved
+/// since the last tick (`beats` now, `last` then, one per account). One stalled account
+/// stops the pings, so systemd restarts a daemon with any wedged loop.
+fn every_account_beat(beats: &[u64], last: &[u64]) -> bool {
+    beats.len() == last.len() && beats.iter().zip(last).all(|(now, then)| now != then)
+}
+
 fn status_line(accounts: &[AccountRun]) -> String {
     match accounts {
         [one] => one.line(),
@@ -307,5 +313,31 @@ async fn reload(config: &Path, accounts: &mut [AccountRun], sink: &dyn EventSink
                  the next restart"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::every_account_beat;
+
+    /// Issue 21 item 12: the `beats != last_beats` gate of the watchdog, per account.
+    #[test]
+    fn the_watchdog_pings_only_when_every_accounts_heartbeat_moved() {
+        // Every account moved: ping.
+        assert!(every_account_beat(&[5, 9, 2], &[4, 8, 1]));
+        // One of three did not (a wedged loop among healthy ones): no ping.
+        assert!(!every_account_beat(&[5, 8, 2], &[4, 8, 1]));
+        assert!(!every_account_beat(&[4, 9, 2], &[4, 8, 1]));
+        // None moved: no ping; the first tick before any beat: no ping.
+        assert!(!every_account_beat(&[4, 8, 1], &[4, 8, 1]));
+        assert!(!every_account_beat(&[0], &[0]));
+        // One account, moving tick after tick: a ping every tick.
+        let mut last = vec![0];
+        for beat in 1..10 {
+            assert!(every_account_beat(&[beat], &last), "tick {beat}");
+            last = vec![beat];
+        }
+        // A wrapped counter still moved.
+        assert!(every_account_beat(&[0], &[u64::MAX]));
     }
 }

@@ -525,9 +525,41 @@ async fn rescans_come_once_per_interval_per_agent_spread_not_in_a_burst() {
     let (events, _, _) = run(api, 20, o, HashMap::new(), InventoryMap::new(), 400).await;
     let names = names(&events);
     let scans = names.iter().filter(|n| *n == "scan rescan").count();
-    // Slots at p, p+120, p+240, p+360 (p in 0..120): the first is too soon after the
-    // start's fetch unless p ≥ 108; then one per slot within 400 s: 2 to 4 per agent.
-    assert!((50..=80).contains(&scans), "{scans}: {names:?}");
+    // Slots at p, p+120, p+240, p+360 (p = the agent's phase in 0..120): the first is too
+    // soon after the start's fetch unless p ≥ 108 (90 % of the interval); then one per slot
+    // within 400 s (each task completes 5 s after it is created, so the next slot finds
+    // its listing 115 s old). Paused time makes the count exact, per agent.
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    for e in &events {
+        if let Event::ScanRequested { uuid, .. } = e {
+            *per_agent.entry(uuid.clone()).or_default() += 1;
+        }
+    }
+    let mut expected_total = 0;
+    for agent in agents(20) {
+        let uuid = agent.uuid.text().to_string();
+        let p = crate::scheduler::phase(&uuid, Duration::from_secs(120)).as_secs_f64();
+        // No phase within a second of a boundary, where the whole-second ages could go
+        // either way: the oracle is unambiguous.
+        assert!(
+            [108.0, 40.0, 160.0, 280.0]
+                .iter()
+                .all(|b| (p - b).abs() > 1.0),
+            "{uuid}: phase {p}"
+        );
+        let expected = usize::from(p >= 108.0)
+            + (1..=3)
+                .filter(|k| p + 120.0 * f64::from(*k) < 400.0)
+                .count();
+        assert_eq!(
+            per_agent.get(&uuid).copied().unwrap_or(0),
+            expected,
+            "{uuid}: phase {p}"
+        );
+        expected_total += expected;
+    }
+    assert_eq!(scans, expected_total);
+    assert_eq!(scans, 50, "{names:?}");
     let collecting = names.iter().filter(|n| *n == "status COLLECTING").count();
     assert_eq!(collecting, scans, "each task seen collecting once");
     let baselines = names.iter().filter(|n| n.starts_with("baseline")).count();
@@ -789,7 +821,32 @@ async fn a_reload_changes_rescans_and_rates_without_a_burst() {
             .all(|t| *t >= Duration::from_secs(10) && *t < Duration::from_secs(400)),
         "{creates:?}"
     );
-    assert!(creates.len() >= 40, "rescans began: {}", creates.len());
+    // Exactly: each agent's slots at 10 s + p + 120 k (p its phase in 0..120) until the
+    // reload at 400 s, the first only when its listing (fetched at the start) is 108 s old
+    // by then (p ≥ 98). No phase is within a second of a boundary.
+    let expected: usize = agents(20)
+        .iter()
+        .map(|agent| {
+            let p =
+                crate::scheduler::phase(&agent.uuid.text(), Duration::from_secs(120)).as_secs_f64();
+            assert!(
+                [98.0, 30.0, 150.0, 270.0]
+                    .iter()
+                    .all(|b| (p - b).abs() > 1.0),
+                "phase {p}"
+            );
+            usize::from(p >= 98.0)
+                + (1..=3)
+                    .filter(|k| 10.0 + p + 120.0 * f64::from(*k) < 400.0)
+                    .count()
+        })
+        .sum();
+    assert_eq!(
+        creates.len(),
+        expected,
+        "rescans between the reloads: {creates:?}"
+    );
+    assert_eq!(creates.len(), 47);
     let most = creates
         .iter()
         .map(|t| {
@@ -1401,4 +1458,38 @@ async fn an_agent_back_before_its_orphaned_answer_keeps_its_inventory() {
     assert!(inv.map.contains_key(&all[0].uuid.to_string()));
     let events = names(&sink.events());
     assert!(!events.iter().any(|e| e.contains("baseline")), "{events:?}");
+}
+
+/// Issue 21 item 6: `CreateOpenPortTask`'s own limiter. 100 agents without a task,
+/// `create_missing`, creates at 5/s (status polls and listings at 20/s beside): every agent
+/// gets its one task, never more than 5 creates in any 1-second window `[t, t + 1 s)`, and the
+/// lane runs at its rate (5 in some window: a limiter at 4 or 1 would fail too).
+#[tokio::test(start_paused = true)]
+async fn create_missing_for_100_agents_keeps_the_create_lanes_own_rate() {
+    let api = task_driven("NO_TASK");
+    let log = api.log.clone();
+    let mut o = options(Baseline::Summary);
+    o.create_missing = true;
+    o.action_rates = [20, 5, 20];
+    let (events, _, _) = run(api, 100, o, HashMap::new(), InventoryMap::new(), 60).await;
+    let log = log.lock().unwrap();
+    let creates: Vec<Instant> = log
+        .iter()
+        .filter(|(_, a)| *a == "create")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(creates.len(), 100, "one task per agent");
+    let scans = names(&events)
+        .iter()
+        .filter(|n| *n == "scan missing")
+        .count();
+    assert_eq!(scans, 100);
+    assert_eq!(crate::pacing::max_in_any_window(&creates), 5);
+    // The other lanes kept their own rate meanwhile: 20 status polls in some second.
+    let polls: Vec<Instant> = log
+        .iter()
+        .filter(|(_, a)| *a == "status")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(crate::pacing::max_in_any_window(&polls), 20);
 }

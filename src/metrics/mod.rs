@@ -238,6 +238,11 @@ struct Families {
     outcomes: Bounded,
     /// Statuses this build does not know, seen as labels.
     statuses: Bounded,
+    /// Held while an answer updates `api_requests` and `api_duration`, and while a scrape
+    /// encodes: the two families are encoded one after the other, so without it a scrape on
+    /// another thread could catch an answer counted in one and not yet in the other
+    /// (`sum(api_requests_total) = sum(api_request_duration_seconds_count)` at every scrape).
+    answers: Mutex<()>,
 }
 
 /// One account's handle on the registry: what its engine and its events update. With one
@@ -380,6 +385,7 @@ impl Metrics {
             per_agent,
             outcomes: Bounded::new(Vocabulary::Codes),
             statuses: Bounded::new(Vocabulary::Statuses),
+            answers: Mutex::new(()),
         });
         accounts
             .into_iter()
@@ -399,6 +405,11 @@ impl Metrics {
     /// The scrape in the Prometheus text format (0.0.4), or OpenMetrics with `openmetrics`.
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
+        let _answers = self
+            .shared
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let encoded = if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &self.shared.registry)
         } else {
@@ -419,6 +430,11 @@ impl Metrics {
             Ok(()) => "ok".to_owned(),
             Err(code) => self.shared.outcomes.label(code),
         };
+        let _answers = self
+            .shared
+            .answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.shared
             .api_requests
             .get_or_create(&(self.account.clone(), RequestLabels { action, outcome }))

@@ -416,3 +416,75 @@ fn several_accounts_share_one_registry_with_their_own_series() {
     one.emit(&changed("a", "UNKNOWN", "COMPLETE"));
     assert!(!one.encode(false).contains("account="));
 }
+
+/// Issue 21 item 4: `sum(api_requests_total) = sum(api_request_duration_seconds_count)` at
+/// every scrape, not only eventually. Two threads answer as fast as they can (two accounts,
+/// several outcomes) while scrapes are encoded on a third, in both formats: every scrape
+/// counts each answer in both families or in neither. (Without the `answers` lock the two
+/// families, encoded one after the other, disagree within the first few dozen scrapes.)
+#[test]
+fn every_scrape_counts_each_answer_in_the_counter_and_the_histogram_alike() {
+    fn sum(text: &str, prefix: &str) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+    let handles = Metrics::for_accounts(false, &["alpha", "beta"]);
+    let handles: Vec<Arc<Metrics>> = handles.into_iter().map(Arc::new).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering: Vec<_> = handles
+        .iter()
+        .map(|m| {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let outcome = if n.is_multiple_of(3) {
+                        Err("RequestLimitExceeded")
+                    } else {
+                        Ok(())
+                    };
+                    m.api_answer(
+                        "DescribeOpenPortTaskStatus",
+                        outcome,
+                        Duration::from_millis(7),
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut moving = 0;
+    let mut last = 0.0;
+    // Scrapes until answers moved between 100 of them (however the threads get scheduled on
+    // a busy machine), each one checked; bounded, so answers that never run fail the test.
+    let mut scrapes = 0;
+    for i in 0..1_000_000 {
+        if moving >= 100 {
+            break;
+        }
+        scrapes += 1;
+        let text = handles[0].encode(i % 2 == 1);
+        let requests = sum(&text, "cwp_portwatch_api_requests_total{");
+        let counted = sum(&text, "cwp_portwatch_api_request_duration_seconds_count{");
+        assert_eq!(requests, counted, "scrape {i}:\n{text}");
+        if requests > last {
+            moving += 1;
+        }
+        last = requests;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: u64 = answering.into_iter().map(|t| t.join().unwrap()).sum();
+    let text = handles[0].encode(false);
+    assert_eq!(
+        sum(&text, "cwp_portwatch_api_requests_total{"),
+        answered as f64
+    );
+    // The answers really ran beside the scrapes.
+    assert!(
+        moving >= 100,
+        "answers moved between only {moving} of {scrapes} scrapes"
+    );
+}

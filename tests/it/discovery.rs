@@ -160,6 +160,22 @@ async fn discovery_adds_and_removes_agents_exactly_once() {
     sim.machine_hooks().hide(&uuid(0));
     d.wait_for("agent 1 removed", WAIT, |e| discovery_loads(e).len() == 2)
         .await;
+    // Its polling stops: over three more passes (3 s at a 300 ms poll interval) at most the
+    // one request in flight at the removal lands, while the agents still watched (0, listed;
+    // 2 and 3, discovered) go on being polled, so the wait was long enough to see it.
+    let before: Vec<usize> = (0..4).map(|i| polls_of(&sim, i)).collect();
+    wait_for_passes(&sim, 3).await;
+    let after: Vec<usize> = (0..4).map(|i| polls_of(&sim, i)).collect();
+    assert!(
+        after[1] <= before[1] + 1,
+        "agent 1 still polled: {before:?} → {after:?}"
+    );
+    for i in [0, 2, 3] {
+        assert!(
+            after[i] >= before[i] + 5,
+            "agent {i} not polled: {before:?} → {after:?}"
+        );
+    }
     let removed = discovery_loads(&d.named("watchlist_loaded"))[1].clone();
     assert_eq!(
         (&removed["agents"], &removed["added"], &removed["removed"]),

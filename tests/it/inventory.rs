@@ -320,16 +320,34 @@ async fn hostile_answers_end_as_inventory_failed_never_as_port_events() {
             let sim = start_scenario(&steady(1, "COMPLETE")).await;
             sim.set_ports(&uuid(0), vec![spec(22, "sshd", 1), spec(443, "nginx", 2)]);
             sim.set_port_faults(faults);
-            let r = run(&sim, &watch(1), options(Baseline::Ports), None, |e| {
-                !port_events(e).is_empty()
-            })
-            .await;
-            // A little longer: nothing more may come of it.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The engine keeps running after the failure until it has polled the agent's
+            // status 12 more times (3 s at 250 ms): nothing more may come of the listing
+            // while it runs (no second fetch, no port event).
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = done.clone();
+            let one = watch(1);
+            let (r, ()) = tokio::join!(
+                run(&sim, &one, options(Baseline::Ports), None, move |_| {
+                    seen.load(std::sync::atomic::Ordering::SeqCst)
+                }),
+                async {
+                    pages_answered(&sim, 1).await;
+                    let polls = status_polls(&sim);
+                    // The listing's pages (a lying TotalCount asks for more) are done by
+                    // then; none may follow.
+                    polled_after(&sim, polls + 4).await;
+                    let listed = pages(&sim);
+                    polled_after(&sim, polls + 12).await;
+                    assert_eq!(pages(&sim), listed, "{what}: the listing was fetched again");
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            );
             sim.shutdown().await;
             (what, port_events(&r.events), r.stored)
         })
     });
+    // Spawned all at once: they run side by side.
+    let runs: Vec<_> = runs.collect();
     for run in runs {
         let (what, events, stored) = run.await.unwrap();
         assert_eq!(events.len(), 1, "{what}: {events:?}");
@@ -680,6 +698,21 @@ fn pages(sim: &RunningSimulator) -> u64 {
         .per_action
         .get("DescribeOpenPorts")
         .map_or(0, |m| m.accepted)
+}
+
+/// `DescribeOpenPortTaskStatus` answers so far.
+fn status_polls(sim: &RunningSimulator) -> u64 {
+    sim.stats()
+        .per_action
+        .get("DescribeOpenPortTaskStatus")
+        .map_or(0, |m| m.accepted)
+}
+
+/// Waits until `n` status polls were answered.
+async fn polled_after(sim: &RunningSimulator, n: u64) {
+    while status_polls(sim) < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (up to 20 s) until `pages` pages were answered.

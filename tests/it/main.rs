@@ -20,6 +20,7 @@ mod hostile;
 mod inventory;
 mod journald;
 mod metrics;
+mod observability;
 mod packaging;
 mod reliability;
 mod systemd;

@@ -121,6 +121,28 @@ impl Prometheus {
         )
     }
 
+    /// The range vector `query` summed per sample timestamp: every series of one scrape has
+    /// that scrape's timestamp, so this is the sum at each scrape (timestamps in ms).
+    async fn per_scrape(&self, query: &str) -> BTreeMap<i64, f64> {
+        let answer = reqwest::Client::new()
+            .get(&self.api)
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], "success", "{query}: {body}");
+        let mut sums = BTreeMap::new();
+        for series in body["data"]["result"].as_array().unwrap() {
+            for sample in series["values"].as_array().unwrap() {
+                let at = (sample[0].as_f64().unwrap() * 1000.0).round() as i64;
+                let v: f64 = sample[1].as_str().unwrap().parse().unwrap();
+                *sums.entry(at).or_insert(0.0) += v;
+            }
+        }
+        sums
+    }
+
     /// The single value of `query`, once it has one.
     async fn scalar(&self, query: &str) -> Option<f64> {
         match self.query(query).await?.as_slice() {
@@ -261,16 +283,53 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
         )
         .await;
     assert!(requests <= sim.stats().log.len() as f64);
-    // A scrape renders the counter and the histogram a few microseconds apart while answers
-    // keep arriving, so one scrape may catch an answer between the two: the promise is that
-    // they agree (no answer counted in one and never in the other), seen at some scrape.
+    // Both are updated under one lock that a scrape holds while it encodes (and the daemon
+    // runs on one thread besides), so they agree at *every* scrape: in each of the scrapes
+    // Prometheus stored (raw samples, grouped by the scrape's timestamp), and at a few dozen
+    // scrapes of our own while answers keep arriving.
     prometheus
-        .wait_for(
-            "sum(cwp_portwatch_api_requests_total) - \
-             sum(cwp_portwatch_api_request_duration_seconds_count)",
-            |v| v == 0.0,
-        )
+        .wait_for("count_over_time(up{job=\"cwp\"}[10m])", |v| v >= 8.0)
         .await;
+    let requests = prometheus
+        .per_scrape("cwp_portwatch_api_requests_total[10m]")
+        .await;
+    let counted = prometheus
+        .per_scrape("cwp_portwatch_api_request_duration_seconds_count[10m]")
+        .await;
+    assert!(
+        requests.len() >= 8,
+        "only {} scrapes: {requests:?}",
+        requests.len()
+    );
+    let moved = requests
+        .values()
+        .zip(requests.values().skip(1))
+        .filter(|(a, b)| a < b);
+    assert!(
+        moved.count() >= 3,
+        "answers arrived between too few scrapes: {requests:?}"
+    );
+    assert_eq!(requests, counted, "per scrape: requests vs histogram count");
+    for i in 0..40 {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            sum("cwp_portwatch_api_requests_total{"),
+            sum("cwp_portwatch_api_request_duration_seconds_count{"),
+            "scrape {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         prometheus
             .scalar("cwp_portwatch_rate_limit_per_second{action=\"DescribeOpenPortTaskStatus\"}")
@@ -421,6 +480,24 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
     );
     let openmetrics = openmetrics.text().await.unwrap();
     assert!(openmetrics.ends_with("# EOF\n"));
+    // promtool checks only the text format. OpenMetrics is checked by the parser of the
+    // reference Python client (Debian's python3-prometheus-client), which enforces the
+    // OpenMetrics 1.0 grammar: `# EOF` last and nothing after, no blank lines, each family's
+    // metadata once and before its samples, counter samples `_total`/`_created`, histogram
+    // buckets rising to `+Inf` with `_count` equal to it, label escaping, numbers.
+    let families = openmetrics_families(&app.write("scrape.om", &openmetrics));
+    for family in [
+        "cwp_portwatch_api_requests counter",
+        "cwp_portwatch_api_request_duration_seconds histogram",
+        "cwp_portwatch_agents gauge",
+        "cwp_portwatch_agent_status gauge",
+        "process_cpu_seconds counter",
+    ] {
+        assert!(
+            families.contains(family),
+            "{family} not parsed in:\n{families}"
+        );
+    }
 
     let scrape = app.write("scrape.txt", &text);
     let mut check = Command::new(&promtool);
@@ -441,6 +518,35 @@ async fn promtool_accepts_a_scrape_in_both_formats_of_the_daemon() {
     let out = d.stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
+}
+
+/// Debian's Python, where `python3-prometheus-client` installs (a `python3` earlier on
+/// `$PATH`, e.g. pyenv's, does not see it).
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
+/// The families the reference OpenMetrics parser reads from `scrape`, one `name type
+/// samples` line each; fails with the parser's error when the text is not OpenMetrics.
+fn openmetrics_families(scrape: &Path) -> String {
+    let script = "import sys\n\
+        try:\n    from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        except ImportError:\n    sys.exit('python3-prometheus-client is not installed: \
+        apt-get install python3-prometheus-client (scripts/test installs it)')\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n    \
+        print(f.name, f.type, len(f.samples))\n";
+    let mut cmd = Command::new(DEBIAN_PYTHON);
+    cmd.args(["-c", script])
+        .stdin(std::fs::File::open(scrape).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_within(cmd, Duration::from_secs(30));
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "the OpenMetrics parser refused the scrape:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
 }
 
 #[test]

@@ -174,6 +174,11 @@ async fn the_secret_key_never_reaches_the_output_even_at_trace() {
             all.contains("status_changed"),
             "{format}: the daemon worked: {all}"
         );
+        // Debug lines were there to scan: the known one of the start-up.
+        assert!(
+            all.contains("credentials found"),
+            "{format}: no debug line, so none was scanned: {all}"
+        );
         assert!(!all.contains(KEY), "{format}: secret key in the output");
         assert!(
             !all.contains(TOKEN),
@@ -237,7 +242,9 @@ async fn secrets_never_reach_the_output_of_check_once_or_status() {
     // The same folder with a config that `check` refuses, and one with a wrong key.
     app.write(
         "bad.toml",
-        daemon_config(&endpoint).replace("[poll]", "[poll]\nmax_in_flight = 0\nbogus = 1"),
+        daemon_config(&endpoint)
+            .replace("level = \"info\"", "level = \"trace\"")
+            .replace("[poll]", "[poll]\nmax_in_flight = 0\nbogus = 1"),
     );
     // A state for `status` to show.
     std::fs::create_dir(app.path().join("state")).unwrap();
@@ -293,6 +300,15 @@ async fn secrets_never_reach_the_output_of_check_once_or_status() {
         .await
         .unwrap();
         let all = format!("{}{}", out.stdout, out.stderr);
+        // The scan covers debug lines: `once` (the commands that log) printed its known
+        // debug line, so a secret in any debug line would have been seen. (`check` and
+        // `status` log nothing at any level: all they print is their answer, scanned too.)
+        if what.starts_with("once") {
+            assert!(
+                all.contains("credentials found"),
+                "{what}: no debug line in the output, so none was scanned:\n{all}"
+            );
+        }
         assert_eq!(out.code() == Some(0), ok, "{what}: {:?}\n{all}", out.status);
         assert!(!all.is_empty(), "{what}: printed nothing");
         for secret in [KEY, TOKEN, "Wrong-CommandSecretKey"] {
