@@ -415,9 +415,9 @@ impl FindingEvent {
                 self.process_name,
                 r.as_str()
             ),
-            FindingKind::Missing => format!(
-                "{who}: required port {spec} is not open (rule {rule}, {severity})"
-            ),
+            FindingKind::Missing => {
+                format!("{who}: required port {spec} is not open (rule {rule}, {severity})")
+            }
             FindingKind::MissingCleared(r) => format!(
                 "{who}: required port {spec} no longer missing: {} (rule {rule}, {severity})",
                 r.as_str()

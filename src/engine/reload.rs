@@ -45,6 +45,7 @@ impl<P: Poller> Engine<P> {
                 let _ = reply.send((self.agent_count(), added, gone));
             }
             Control::Inventory(options) => self.reconfigure_inventory(options),
+            Control::Policy(policy) => self.set_policy(policy),
             Control::Seed { known } => {
                 for (uuid, status) in known {
                     self.agents.seed(uuid, status);
