@@ -64,6 +64,8 @@ mod agents;
 mod decide;
 mod dispatcher;
 mod findings;
+#[cfg(test)]
+mod findings_tests;
 mod heartbeat;
 mod in_flight;
 mod inventory;
