@@ -59,8 +59,9 @@ pub(crate) fn port_facts(p: &crate::inventory::Port) -> PortFacts<'_> {
     }
 }
 
-/// The findings of `snapshot` on `host` under `policy` (none without one).
-pub(crate) fn evaluate(policy: Option<&Policy>, host: &Host<'_>, snapshot: &Snapshot) -> Findings {
+/// The findings of `snapshot` on `host` under `policy` (none without one): what the engine
+/// stores, and what `policy test` and `ports --unexpected` show.
+pub fn evaluate(policy: Option<&Policy>, host: &Host<'_>, snapshot: &Snapshot) -> Findings {
     match policy {
         Some(policy) => policy.evaluate(host, snapshot.ports.iter().map(port_facts)),
         None => Findings::default(),

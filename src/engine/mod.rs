@@ -91,6 +91,7 @@ use crate::status::Status;
 use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
+pub use findings::evaluate as evaluate_snapshot;
 pub use heartbeat::EngineStatus;
 pub use inventory_decide::InventoryOptions;
 

@@ -1,0 +1,242 @@
+//! The expected-ports policy at the commands' edge: where the policy file is (`[policy] file`),
+//! loading it for the daemon (at start and on SIGHUP), and `cwp-portwatch policy test`, which
+//! evaluates every account's STORED inventory against the file (no API call, no credentials)
+//! and prints every finding; exit 0 when none, 1 when any (CI of a policy repository), 2 when
+//! the config, the watchlist, the policy or an inventory file cannot be used. `ports
+//! --unexpected` filters its listing with the same evaluation ([`unexpected_ports`]).
+//!
+//! Exit 2 for a bad input (where the other commands say 1): a CI job must tell "the policy
+//! finds something" from "the policy could not be evaluated", as `diff` and `grep` do.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::Format;
+use crate::config::{ConfigErrors, Settings};
+use crate::escape::{self, Escaped};
+use crate::inventory::store::{InventoryFile, InventoryMap};
+use crate::policy::{Capabilities, Finding, Findings, Host, Policy};
+
+use super::stored::{self, ShownAgent};
+use super::{CommandError, output, startup};
+
+/// `policy test`'s exit status when the config, watchlist, policy or inventory cannot be used.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// The policy file the config names (`[policy] file`), if any.
+pub fn policy_path(settings: &Settings) -> Option<&Path> {
+    // Swapped for `settings.policy.file` when the core's config key is merged.
+    let _ = settings;
+    None::<&PathBuf>.map(PathBuf::as_path)
+}
+
+/// The policy the config names, read and checked (yunjing's port data: port and process).
+/// `None` without `[policy] file`.
+pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErrors> {
+    let Some(path) = policy_path(settings) else {
+        return Ok(None);
+    };
+    Policy::load(path, Capabilities::YUNJING).map(|p| Some(Arc::new(p)))
+}
+
+/// What the policy knows of a stored agent offline: its Uuid, name (else its snapshot's
+/// machine name) and account.
+fn host_of<'a>(
+    account: &'a str,
+    agent: &'a ShownAgent,
+    uuid: &'a str,
+    machine_name: &'a str,
+) -> Host<'a> {
+    Host {
+        uuid,
+        name: if agent.name.is_empty() {
+            machine_name
+        } else {
+            &agent.name
+        },
+        account,
+        tags: &[],
+        region: "",
+        wan: false,
+    }
+}
+
+/// The findings of one stored agent under `policy`.
+pub fn evaluate_stored(
+    policy: &Policy,
+    account: &str,
+    agent: &ShownAgent,
+    stored: &InventoryMap,
+) -> Option<Findings> {
+    let uuid = agent.uuid.text();
+    let snapshot = stored.get(&*uuid)?.snapshot.as_ref()?;
+    let host = host_of(account, agent, &uuid, &snapshot.machine_name);
+    Some(crate::engine::evaluate_snapshot(
+        Some(policy),
+        &host,
+        snapshot,
+    ))
+}
+
+/// Per agent shown, the (port, process) its stored inventory has unexpected under `policy`.
+pub fn unexpected_ports(
+    policy: &Policy,
+    account: &str,
+    agents: &[ShownAgent],
+    stored: &InventoryMap,
+) -> HashMap<String, BTreeSet<(u16, Box<str>)>> {
+    agents
+        .iter()
+        .filter_map(|agent| {
+            let findings = evaluate_stored(policy, account, agent, stored)?;
+            let ports = findings
+                .0
+                .iter()
+                .filter_map(|f| match f {
+                    Finding::Unexpected { port, process, .. } => Some((*port, process.clone())),
+                    Finding::Missing { .. } => None,
+                })
+                .collect();
+            Some((agent.uuid.to_string(), ports))
+        })
+        .collect()
+}
+
+/// `cwp-portwatch policy test`.
+pub fn test(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
+    let bad = |message: &dyn std::fmt::Display| {
+        output::stderr_line(message);
+        Ok(ExitCode::from(EXIT_BAD_INPUT))
+    };
+    let (settings, plans) = match startup::load_accounts(config) {
+        Ok(loaded) => loaded,
+        Err(problems) => return bad(&problems),
+    };
+    let policy = match load_policy(&settings) {
+        Ok(Some(policy)) => policy,
+        Ok(None) => {
+            return bad(&format_args!(
+                "{} names no policy: add `[policy] file = \"policy.toml\"` (see \
+                 config/policy.example.toml)",
+                Escaped(config.display())
+            ));
+        }
+        Err(problems) => return bad(&problems),
+    };
+    let mut found = 0usize;
+    let mut agents_with = 0usize;
+    for (plan, watchlist) in &plans {
+        let file = InventoryFile::for_account(&settings.state_dir, &plan.name);
+        let stored = match file.load() {
+            Ok(stored) => stored,
+            Err(e) => return bad(&e),
+        };
+        if !file.path().exists() {
+            output::stderr_line(format_args!(
+                "no inventory at {} yet (the daemon writes it when [inventory] enabled = true)",
+                Escaped(file.path().display())
+            ));
+        }
+        let left = stored::left_discovery(&settings.state_dir, &plan.name);
+        let agents = stored::agents(
+            &watchlist.agents,
+            plan.settings.discovery.enabled,
+            stored::inventory_uuids(&stored).filter(|u| !left.contains(u)),
+            &stored,
+        );
+        for agent in &agents {
+            let Some(findings) = evaluate_stored(&policy, &plan.name, agent, &stored) else {
+                continue;
+            };
+            if findings.0.is_empty() {
+                continue;
+            }
+            found += findings.0.len();
+            agents_with += 1;
+            let pids = pids_of(&stored, agent);
+            output::stdout(|out| print_findings(out, &plan.name, agent, &findings, &pids, format))
+                .map_err(CommandError::Output)?;
+        }
+    }
+    output::stderr_line(format_args!(
+        "{found} findings on {agents_with} agents (policy {})",
+        Escaped(policy_path(&settings).unwrap_or(Path::new("")).display())
+    ));
+    Ok(if found == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// (port, process) → pid of an agent's stored snapshot.
+fn pids_of(stored: &InventoryMap, agent: &ShownAgent) -> HashMap<(u16, Box<str>), u32> {
+    stored
+        .get(&*agent.uuid.text())
+        .and_then(|e| e.snapshot.as_ref())
+        .map(|s| {
+            s.ports
+                .iter()
+                .map(|p| ((p.port, p.process.clone()), p.pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One line per finding: text for people (every value escaped), or JSON lines.
+pub fn print_findings(
+    out: &mut dyn Write,
+    account: &str,
+    agent: &ShownAgent,
+    findings: &Findings,
+    pids: &HashMap<(u16, Box<str>), u32>,
+    format: Format,
+) -> io::Result<()> {
+    for f in &findings.0 {
+        let (kind, port, process, rule, severity, spec) = match f {
+            Finding::Unexpected {
+                port,
+                process,
+                rule,
+                severity,
+            } => ("unexpected", *port, process, rule, severity, None),
+            Finding::Missing {
+                rule,
+                spec,
+                port,
+                process,
+                severity,
+            } => ("missing", *port, process, rule, severity, Some(spec)),
+        };
+        let pid = pids
+            .get(&(port, process.clone()))
+            .filter(|_| spec.is_none());
+        match format {
+            Format::Json => writeln!(
+                out,
+                "{}",
+                escape::json_line(&serde_json::json!({
+                    "account": account, "uuid": agent.uuid, "agent_name": agent.name,
+                    "finding": kind, "port": port, "process_name": &**process, "pid": pid,
+                    "spec": spec.map(|s| &**s), "rule": &**rule, "severity": severity.as_str(),
+                }))
+            )?,
+            Format::Text => writeln!(
+                out,
+                "{:<12}  {:<36}  {:<16}  {:<10}  {:>5}  {:<16}  {:<20}  {}",
+                Escaped(account),
+                Escaped(&agent.uuid),
+                Escaped(&agent.name),
+                kind,
+                port,
+                Escaped(spec.map_or(&**process, |s| &**s)),
+                Escaped(&**rule),
+                severity.as_str()
+            )?,
+        }
+    }
+    Ok(())
+}
