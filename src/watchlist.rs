@@ -4,11 +4,17 @@
 //! [[agent]]
 //! uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
 //! name = "web-01"              # optional, shown in events
+//! tags = ["web", "prod"]        # optional, what the expected-ports policy selects hosts by
 //! ```
 //!
 //! A name is free text that reaches every event of its agent, so it is checked like every
 //! such string (`problems::text_problem`): at most [`MAX_NAME_CHARS`] characters, no
 //! control characters, line separators or bidirectional controls.
+//!
+//! Tags are checked the same way, each at its own line:column: at most [`MAX_TAGS`] per agent,
+//! each at most [`MAX_TAG_CHARS`] characters, none empty; a tag written twice counts once.
+//! They are kept sorted, and agents with the same tags share one [`Facts`] (100,000 agents
+//! tagged alike cost one set, not 100,000).
 //!
 //! Uuids are checked and **normalized to lower case** by [`AgentUuid::parse`] (8-4-4-4-12 hex
 //! digits), so a Uuid copied
@@ -33,6 +39,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -47,6 +54,12 @@ const BATCH_TABLES: usize = 1_000;
 /// agent, and a longer one (a 5 MB name once passed) only bloats or floods the logs.
 pub const MAX_NAME_CHARS: usize = 256;
 
+/// The most tags one agent may carry (watchlist `tags`, and discovered `Tag` names: see
+/// [`crate::api::machines`]).
+pub const MAX_TAGS: usize = 16;
+/// The longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+
 /// One watched agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
@@ -55,6 +68,97 @@ pub struct Agent {
     /// Shown in events; `None` when the file gives none. At most [`MAX_NAME_CHARS`] characters,
     /// none of them a control character, line separator or bidirectional control.
     pub name: Option<String>,
+    /// What the expected-ports policy selects hosts by, besides name and Uuid: `None` when
+    /// there is nothing (no tag, no region, no WAN IP), the common case, so an untagged agent
+    /// costs one pointer. Shared: a clone of an agent copies no tag.
+    pub facts: Option<Arc<Facts>>,
+}
+
+impl Agent {
+    /// An agent without facts.
+    pub fn new(uuid: AgentUuid, name: Option<String>) -> Agent {
+        Agent {
+            uuid,
+            name,
+            facts: None,
+        }
+    }
+
+    /// Its tags, sorted, each once (empty when none).
+    pub fn tags(&self) -> &[Box<str>] {
+        self.facts.as_deref().map_or(&[], Facts::tags)
+    }
+}
+
+/// An agent's host facts for the expected-ports policy: its tags (watchlist `tags`,
+/// discovered `Tag` names), its region and whether it has a WAN IP (both from discovery).
+/// Tags are kept sorted and each once, so equal sets compare (and hash) equal whatever order
+/// they were written in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Facts {
+    tags: Box<[Box<str>]>,
+    region: Option<Box<str>>,
+    wan: bool,
+}
+
+impl Facts {
+    /// Facts of these tags (sorted here, duplicates folded), region and WAN flag. Bounds are
+    /// the callers' (the watchlist and the API parser check them).
+    pub fn new<T: Into<Box<str>>>(
+        tags: impl IntoIterator<Item = T>,
+        region: Option<Box<str>>,
+        wan: bool,
+    ) -> Facts {
+        let mut tags: Vec<Box<str>> = tags.into_iter().map(Into::into).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        Facts {
+            tags: tags.into_boxed_slice(),
+            region: region.filter(|r| !r.is_empty()),
+            wan,
+        }
+    }
+
+    /// Tags, sorted, each once.
+    pub fn tags(&self) -> &[Box<str>] {
+        &self.tags
+    }
+
+    /// The machine's region, when discovery said.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The machine has a WAN IP (discovery's `MachineWanIp`).
+    pub fn wan(&self) -> bool {
+        self.wan
+    }
+
+    /// No tag, no region, no WAN IP.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.region.is_none() && !self.wan
+    }
+
+    /// As an [`Agent::facts`]: `None` when empty.
+    pub fn shared(self) -> Option<Arc<Facts>> {
+        (!self.is_empty()).then(|| Arc::new(self))
+    }
+
+    /// A listed agent's facts with a discovered machine's: the union of the tags, region and
+    /// WAN flag from discovery (the watchlist has neither). `None` when both are.
+    pub fn merged(listed: Option<&Arc<Facts>>, found: Option<&Arc<Facts>>) -> Option<Arc<Facts>> {
+        match (listed, found) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(Arc::clone(one)),
+            (Some(listed), Some(found)) => {
+                if listed.tags.iter().all(|t| found.tags.contains(t)) {
+                    return Some(Arc::clone(found));
+                }
+                let tags = listed.tags.iter().chain(found.tags.iter()).cloned();
+                Facts::new(tags, found.region.clone(), found.wan).shared()
+            }
+        }
+    }
 }
 
 /// The validated watchlist, agents in file order.
@@ -93,12 +197,13 @@ struct RawWatchlist {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an [[agent]] table with uuid and optional name and account"
+    expecting = "an [[agent]] table with uuid and optional name, tags and account"
 )]
 struct RawAgent {
     uuid: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
     account: Option<Spanned<String>>,
+    tags: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 impl Watchlist {
@@ -243,6 +348,8 @@ struct Checker<'a> {
     seen: HashMap<u128, usize>,
     agents: Vec<Agent>,
     assigned: Vec<Assigned>,
+    /// Every distinct tag set so far, shared by the agents that carry it.
+    tag_sets: HashMap<Box<[Box<str>]>, Arc<Facts>>,
 }
 
 impl<'a> Checker<'a> {
@@ -252,19 +359,65 @@ impl<'a> Checker<'a> {
             seen: HashMap::with_capacity(tables),
             agents: Vec::with_capacity(tables),
             assigned: Vec::new(),
+            tag_sets: HashMap::new(),
         }
+    }
+
+    /// Checks `tags = [...]`, each problem at its place; the valid tags as shared facts.
+    fn tags(
+        &mut self,
+        tags: Spanned<Vec<Spanned<String>>>,
+        shift: impl Fn(Range<usize>) -> Range<usize>,
+    ) -> Option<Arc<Facts>> {
+        let problems = &mut self.problems;
+        if tags.get_ref().len() > MAX_TAGS {
+            problems.at(
+                shift(tags.span()),
+                format!(
+                    "`tags` has {} entries; write at most {MAX_TAGS} (a tag names a group of \
+                     hosts for the policy: one per role, tier or owner)",
+                    tags.get_ref().len()
+                ),
+            );
+            return None;
+        }
+        let mut kept: Vec<Box<str>> = Vec::with_capacity(tags.get_ref().len());
+        for tag in tags.into_inner() {
+            let text = tag.get_ref();
+            if text.trim().is_empty() {
+                problems.at(
+                    shift(tag.span()),
+                    "a tag is empty: write a tag such as \"web\", or remove it from `tags`",
+                );
+            } else if let Some(message) = text_problem("tags", text, MAX_TAG_CHARS) {
+                problems.at(shift(tag.span()), message);
+            } else {
+                kept.push(tag.into_inner().into_boxed_str());
+            }
+        }
+        let facts = Facts::new(kept, None, false);
+        if facts.is_empty() {
+            return None;
+        }
+        let shared = self
+            .tag_sets
+            .entry(facts.tags.clone())
+            .or_insert_with(|| Arc::new(facts));
+        Some(Arc::clone(shared))
     }
 
     /// Checks one table; `offset` is where the text it was parsed from starts in the file.
     fn agent(&mut self, entry: Spanned<RawAgent>, offset: usize) {
         let shift = |span: Range<usize>| span.start + offset..span.end + offset;
-        let problems = &mut self.problems;
         let entry_span = shift(entry.span());
         let RawAgent {
             uuid,
             name,
             account,
+            tags,
         } = entry.into_inner();
+        let facts = tags.and_then(|tags| self.tags(tags, shift));
+        let problems = &mut self.problems;
         let account = match account {
             None => None,
             Some(account) if crate::account::valid_account_name(account.get_ref()) => {
@@ -347,7 +500,11 @@ impl<'a> Checker<'a> {
                 column,
             });
         }
-        self.agents.push(Agent { uuid: parsed, name });
+        self.agents.push(Agent {
+            uuid: parsed,
+            name,
+            facts,
+        });
     }
 
     fn finish(self, path: &Path) -> Result<Watchlist, ConfigErrors> {
@@ -356,8 +513,9 @@ impl<'a> Checker<'a> {
             seen,
             mut agents,
             assigned,
+            tag_sets,
         } = self;
-        drop(seen);
+        drop((seen, tag_sets));
         problems.finish()?;
         agents.shrink_to_fit();
         Ok(Watchlist {
@@ -392,15 +550,18 @@ mod tests {
             vec![
                 Agent {
                     uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".parse().unwrap(),
-                    name: Some("web-01".into())
+                    name: Some("web-01".into()),
+                    facts: None,
                 },
                 Agent {
                     uuid: "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".parse().unwrap(),
-                    name: None
+                    name: None,
+                    facts: None,
                 },
                 Agent {
                     uuid: "f47ac10b-58cc-4372-a567-0e02b2c3d479".parse().unwrap(),
-                    name: Some("db-01".into())
+                    name: Some("db-01".into()),
+                    facts: None,
                 },
             ]
         );
@@ -743,6 +904,160 @@ mod tests {
                 .contains("line 2 and line 400002"),
             "{}",
             errors.problems[0]
+        );
+    }
+
+    /// Tags: each refused at its own line:column, the whole list when it is too long;
+    /// kept sorted with duplicates folded, and one shared set for agents tagged alike.
+    #[test]
+    fn tags_are_checked_at_their_place_sorted_folded_and_shared() {
+        let w = parse(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n\
+             tags = [\"web\", \"prod\", \"web\"]\n\
+             [[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd2\"\ntags = [\"prod\", \"web\"]\n\
+             [[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd3\"\ntags = []\n",
+        )
+        .unwrap();
+        let tags: Vec<&str> = w.agents[0].tags().iter().map(|t| &**t).collect();
+        assert_eq!(tags, ["prod", "web"]);
+        assert_eq!(w.agents[0].facts, w.agents[1].facts);
+        assert!(
+            Arc::ptr_eq(
+                w.agents[0].facts.as_ref().unwrap(),
+                w.agents[1].facts.as_ref().unwrap()
+            ),
+            "one set for both"
+        );
+        assert_eq!(w.agents[2].facts, None, "no tags: nothing stored");
+        let facts = w.agents[0].facts.as_deref().unwrap();
+        assert_eq!((facts.region(), facts.wan()), (None, false));
+
+        let problems = parse(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n\
+             tags = [\"ok\", \"\", \"a\\u202Eb\", \"  \"]\n\
+             [[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd2\"\ntags = [\"x\", \"y\\tz\"]\n",
+        )
+        .unwrap_err()
+        .problems;
+        let places: Vec<_> = problems
+            .iter()
+            .map(|p| (p.line.unwrap(), p.column.unwrap()))
+            .collect();
+        assert_eq!(places, [(3, 15), (3, 19), (3, 31), (6, 14)], "{problems:?}");
+        assert!(problems[0].message.contains("a tag is empty"));
+        assert!(problems[1].message.contains("U+202E"), "{}", problems[1]);
+        assert!(problems[2].message.contains("a tag is empty"));
+        assert!(problems[3].message.contains("U+0009"), "{}", problems[3]);
+
+        let long = "t".repeat(MAX_TAG_CHARS + 1);
+        let problems = parse(&format!(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [\"{long}\"]\n"
+        ))
+        .unwrap_err()
+        .problems;
+        assert_eq!((problems[0].line, problems[0].column), (Some(3), Some(9)));
+        assert!(
+            problems[0].message.contains("65 characters long")
+                && problems[0].message.contains("at most 64"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            parse(&format!(
+                "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [\"{}\"]\n",
+                "é".repeat(MAX_TAG_CHARS)
+            ))
+            .is_ok(),
+            "64 characters (128 bytes) is the limit"
+        );
+
+        // Too many: one problem at the list, however long it is.
+        for n in [MAX_TAGS + 1, 100_000] {
+            let list: Vec<String> = (0..n).map(|i| format!("\"t{i}\"")).collect();
+            let problems = parse(&format!(
+                "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [{}]\n",
+                list.join(", ")
+            ))
+            .unwrap_err()
+            .problems;
+            assert_eq!(problems.len(), 1);
+            assert_eq!((problems[0].line, problems[0].column), (Some(3), Some(8)));
+            assert!(
+                problems[0]
+                    .message
+                    .contains(&format!("`tags` has {n} entries"))
+                    && problems[0].message.contains("at most 16"),
+                "{}",
+                problems[0]
+            );
+        }
+        let list: Vec<String> = (0..MAX_TAGS).map(|i| format!("\"t{i}\"")).collect();
+        let w = parse(&format!(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [{}]\n",
+            list.join(", ")
+        ))
+        .unwrap();
+        assert_eq!(w.agents[0].tags().len(), MAX_TAGS);
+
+        // Not a list of strings: a type error that names the key.
+        let errors =
+            parse("[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = \"web\"\n")
+                .unwrap_err();
+        assert_eq!(errors.problems[0].line, Some(3), "{errors}");
+        let errors =
+            parse("[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [1]\n")
+                .unwrap_err();
+        assert_eq!(errors.problems[0].line, Some(3), "{errors}");
+    }
+
+    #[test]
+    fn tags_survive_batching() {
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&format!(
+                "[[agent]]\nuuid = \"{i:08x}-0000-4000-8000-{i:012x}\"\ntags = [\"t{}\", \"all\"]\n",
+                i % 3
+            ));
+        }
+        text.push_str(
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntags = [\"\"]\n",
+        );
+        let errors = assert_batches_match_whole(&text, 4).unwrap_err();
+        assert_eq!(
+            (errors.problems[0].line, errors.problems[0].column),
+            (Some(93), Some(9))
+        );
+        let good = text.rsplit_once("[[agent]]").unwrap().0;
+        let w = assert_batches_match_whole(good, 4).unwrap();
+        let tags: Vec<&str> = w.agents[4].tags().iter().map(|t| &**t).collect();
+        assert_eq!(tags, ["all", "t1"]);
+    }
+
+    #[test]
+    fn merged_facts_are_the_union_of_tags_with_region_and_wan_from_discovery() {
+        let listed = Facts::new(["web", "prod"], None, false).shared();
+        let found = Facts::new(["prod", "eu"], Some("ap-guangzhou".into()), true).shared();
+        let merged = Facts::merged(listed.as_ref(), found.as_ref()).unwrap();
+        let tags: Vec<&str> = merged.tags().iter().map(|t| &**t).collect();
+        assert_eq!(tags, ["eu", "prod", "web"]);
+        assert_eq!(
+            (merged.region(), merged.wan()),
+            (Some("ap-guangzhou"), true)
+        );
+        assert_eq!(Facts::merged(None, None), None);
+        assert!(Arc::ptr_eq(
+            &Facts::merged(listed.as_ref(), None).unwrap(),
+            listed.as_ref().unwrap()
+        ));
+        // Listed tags all found: the discovered set as is.
+        let sub = Facts::new(["eu"], None, false).shared();
+        assert!(Arc::ptr_eq(
+            &Facts::merged(sub.as_ref(), found.as_ref()).unwrap(),
+            found.as_ref().unwrap()
+        ));
+        assert_eq!(
+            Facts::new(Vec::<String>::new(), Some("".into()), false).shared(),
+            None
         );
     }
 

@@ -63,6 +63,7 @@ pub async fn run() -> Result<ExitCode, DemoError> {
             uuid: crate::agent_uuid::AgentUuid::parse(&a.uuid)
                 .expect("the bundled scenario's Uuids passed the same check"),
             name: Some(n.to_string()),
+            facts: None,
         })
         .collect();
     let creds = Credentials {

@@ -168,10 +168,12 @@ mod tests {
             Agent {
                 uuid: uuid(9),
                 name: Some("listed".into()),
+                facts: None,
             },
             Agent {
                 uuid: uuid(5),
                 name: None,
+                facts: None,
             },
         ];
         let mut stored = InventoryMap::new();

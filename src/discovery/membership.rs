@@ -134,6 +134,7 @@ impl Membership {
                         grace.push(Agent {
                             uuid: *uuid,
                             name: m.name.clone(),
+                            facts: None,
                         });
                     }
                     true
@@ -200,6 +201,7 @@ mod tests {
         Agent {
             uuid: AgentUuid::from_value(i),
             name: Some(format!("m{i}")),
+            facts: None,
         }
     }
 

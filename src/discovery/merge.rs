@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::api::machines::MachineRow;
-use crate::watchlist::Agent;
+use crate::watchlist::{Agent, Facts};
 
 /// One pass's result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +46,7 @@ impl Discovered {
                         self.agents.push(Agent {
                             uuid,
                             name: row.name,
+                            facts: None,
                         });
                     }
                 }
@@ -59,12 +60,16 @@ pub fn merge(listed: &[Agent], discovered: &[Agent]) -> Vec<Agent> {
     let found: HashMap<u128, &Agent> = discovered.iter().map(|a| (a.uuid.value(), a)).collect();
     let mut merged: Vec<Agent> = listed
         .iter()
-        .map(|a| Agent {
-            uuid: a.uuid,
-            name: a
-                .name
-                .clone()
-                .or_else(|| found.get(&a.uuid.value()).and_then(|d| d.name.clone())),
+        .map(|a| {
+            let found = found.get(&a.uuid.value());
+            Agent {
+                uuid: a.uuid,
+                name: a
+                    .name
+                    .clone()
+                    .or_else(|| found.and_then(|d| d.name.clone())),
+                facts: Facts::merged(a.facts.as_ref(), found.and_then(|d| d.facts.as_ref())),
+            }
         })
         .collect();
     let listed: HashSet<u128> = listed.iter().map(|a| a.uuid.value()).collect();
@@ -103,6 +108,7 @@ mod tests {
         Agent {
             uuid: AgentUuid::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap(),
             name: name.map(str::to_owned),
+            facts: None,
         }
     }
 

@@ -7,18 +7,26 @@
 //! a string, and a record is about 100 bytes with no allocation but the name (Uuids are their
 //! 16-byte value, RequestIds too, the rarely used parts of [`Progress`] are boxed): 100,000
 //! agents fit in a few MB (issue 13).
+//!
+//! Host facts (tags, region, WAN: what the expected-ports policy selects on, see
+//! [`AgentTable::host`]) are not in the record: a side map holds them for the agents that
+//! have any, and agents with equal facts share one copy from a pool. An untagged agent costs
+//! nothing more; 100,000 agents tagged alike cost one set and a map entry each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
 use tokio::time::Instant;
 
 use crate::agent_uuid::AgentUuid;
+use crate::policy::Host;
 use crate::scheduler::AgentId;
 use crate::status::Status;
 use crate::tracker::{Known, KnownMap};
+use crate::watchlist::Facts;
 
 /// What this run has seen of one agent's polls: the part of its record that
 /// [`super::decide::decide`] reads and rewrites (stored as [`StoredProgress`]).
@@ -194,6 +202,11 @@ pub(crate) struct AgentTable {
     /// Bytes of `names` no record refers to any more (renamed or removed agents): the buffer
     /// is rebuilt when they are most of it.
     names_unused: usize,
+    /// Host facts of the records that have any, by id ([`AgentTable::set_facts`]).
+    facts: HashMap<u32, Arc<Facts>>,
+    /// Every distinct facts value in `facts`, once: the entries share these. Each is this
+    /// table's own copy, so its count is the pool's reference plus the records'.
+    facts_pool: HashSet<Arc<Facts>>,
 }
 
 impl AgentTable {
@@ -309,6 +322,83 @@ impl AgentTable {
             self.names = names;
             self.names_unused = 0;
         }
+    }
+
+    /// Sets the host facts of the record under `id` (a reload or a discovery pass brings new
+    /// ones); `None` clears them.
+    pub fn set_facts(&mut self, id: AgentId, facts: Option<&Arc<Facts>>) {
+        let Ok(key) = u32::try_from(id) else {
+            return;
+        };
+        if self.get(id).is_none() {
+            return;
+        }
+        let facts = facts.filter(|f| !f.is_empty());
+        if self.facts.get(&key).map(|f| &**f) == facts.map(|f| &**f) {
+            return;
+        }
+        let old = match facts {
+            Some(facts) => {
+                let shared = match self.facts_pool.get(&**facts) {
+                    Some(shared) => Arc::clone(shared),
+                    None => {
+                        // The table's own copy: the caller's stays the caller's.
+                        let own = Arc::new(Facts::clone(facts));
+                        self.facts_pool.insert(Arc::clone(&own));
+                        own
+                    }
+                };
+                self.facts.insert(key, shared)
+            }
+            None => self.facts.remove(&key),
+        };
+        if let Some(old) = old {
+            self.release_facts(old);
+        }
+    }
+
+    /// `old` no longer belongs to a record: out of the pool when no other record has it.
+    fn release_facts(&mut self, old: Arc<Facts>) {
+        // This one and the pool's.
+        if Arc::strong_count(&old) <= 2 {
+            self.facts_pool.remove(&*old);
+        }
+    }
+
+    /// The host facts of the record under `id`, when it has any.
+    pub fn facts(&self, id: AgentId) -> Option<&Facts> {
+        self.facts.get(&u32::try_from(id).ok()?).map(|f| &**f)
+    }
+
+    /// What the expected-ports policy knows of the agent under `id` (orphans included):
+    /// its Uuid, its name ("" when none), `account`, and its facts, lent to `f`; `None` when
+    /// there is no such record.
+    ///
+    /// Why lent and not returned: [`Host::uuid`] is text, and a record keeps its Uuid as the
+    /// 16-byte value (text for 100,000 agents would add 3.6 MB); the text is made on the stack
+    /// here, for the time of `f`.
+    #[allow(
+        dead_code,
+        reason = "the policy wiring's (issue 22): its tests use it until then"
+    )]
+    pub fn with_host<R>(
+        &self,
+        id: AgentId,
+        account: &str,
+        f: impl FnOnce(&Host<'_>) -> R,
+    ) -> Option<R> {
+        let record = self.get(id)?;
+        let facts = self.facts(id);
+        let uuid = record.uuid.text();
+        let host = Host {
+            uuid: uuid.as_str(),
+            name: name_in(&self.names, record.name),
+            account,
+            tags: facts.map_or(&[], Facts::tags),
+            region: facts.and_then(Facts::region).unwrap_or(""),
+            wan: facts.is_some_and(Facts::wan),
+        };
+        Some(f(&host))
     }
 
     /// The record under `id`, orphans included.
@@ -511,6 +601,9 @@ impl AgentTable {
     fn free_slot(&mut self, id: AgentId) {
         if let Some(record) = self.slots.get_mut(id).and_then(Option::take) {
             self.drop_name(record.name);
+            if let Some(old) = u32::try_from(id).ok().and_then(|k| self.facts.remove(&k)) {
+                self.release_facts(old);
+            }
             self.free.push(id);
         }
     }
@@ -682,6 +775,96 @@ mod tests {
             "{}",
             std::mem::size_of::<AgentRecord>()
         );
+    }
+
+    fn facts(tags: &[&str], region: Option<&str>, wan: bool) -> Option<Arc<Facts>> {
+        Facts::new(tags.iter().copied(), region.map(Into::into), wan).shared()
+    }
+
+    /// What the policy sees of an agent: its Uuid's text, name, account and facts; facts in a
+    /// side map shared from a pool, updated and dropped with the agent.
+    #[test]
+    fn hosts_carry_name_uuid_account_and_facts_shared_and_released() {
+        let mut t = AgentTable::default();
+        let a = t.insert(u(1), "web-01");
+        let b = t.insert(u(2), "");
+        let c = t.insert(u(3), "web-03");
+        let seen = |t: &AgentTable, id| {
+            t.with_host(id, "prod", |h| {
+                let tags: Vec<String> = h.tags.iter().map(|t| t.to_string()).collect();
+                (
+                    h.uuid.to_owned(),
+                    h.name.to_owned(),
+                    h.account.to_owned(),
+                    tags,
+                    h.region.to_owned(),
+                    h.wan,
+                )
+            })
+        };
+        assert_eq!(
+            seen(&t, a).unwrap(),
+            (
+                "00000000-0000-0000-0000-000000000001".to_owned(),
+                "web-01".to_owned(),
+                "prod".to_owned(),
+                vec![],
+                String::new(),
+                false
+            )
+        );
+        assert_eq!(seen(&t, b).unwrap().1, "", "no name");
+        assert_eq!(seen(&t, 99), None);
+
+        // Two agents with equal facts (separate allocations) share the table's one copy.
+        t.set_facts(
+            a,
+            facts(&["web", "prod"], Some("ap-guangzhou"), true).as_ref(),
+        );
+        t.set_facts(
+            c,
+            facts(&["prod", "web"], Some("ap-guangzhou"), true).as_ref(),
+        );
+        let (_, _, _, tags, region, wan) = seen(&t, a).unwrap();
+        assert_eq!(
+            (tags, region.as_str(), wan),
+            (
+                vec!["prod".to_owned(), "web".to_owned()],
+                "ap-guangzhou",
+                true
+            )
+        );
+        assert_eq!(t.facts_pool.len(), 1);
+        assert!(Arc::ptr_eq(&t.facts[&0], &t.facts[&2]));
+        assert!(t.facts(b).is_none() && t.facts.len() == 2);
+
+        // New facts replace the old; the old set leaves the pool with its last agent.
+        t.set_facts(a, facts(&["db"], None, false).as_ref());
+        assert_eq!(seen(&t, a).unwrap().3, ["db"]);
+        assert_eq!(t.facts_pool.len(), 2);
+        t.set_facts(c, None);
+        assert_eq!(seen(&t, c).unwrap().3, Vec::<String>::new());
+        assert_eq!(t.facts_pool.len(), 1, "web/prod is no one's any more");
+        // Empty facts are none.
+        t.set_facts(b, Some(&Arc::new(Facts::default())));
+        assert!(t.facts(b).is_none());
+
+        // An orphan keeps its facts until its slot is freed; a reused id starts without.
+        t.remove(&u(1), true);
+        assert_eq!(seen(&t, a).unwrap().3, ["db"]);
+        assert!(t.release_orphan(a));
+        assert!(t.facts.is_empty() && t.facts_pool.is_empty());
+        let d = t.insert(u(4), "new");
+        assert_eq!(d, a, "the freed id");
+        assert_eq!(seen(&t, d).unwrap().3, Vec::<String>::new());
+        // A removed agent (not in flight) drops them at once; set_facts on no record is a no-op.
+        t.set_facts(d, facts(&["x"], None, false).as_ref());
+        t.remove(&u(4), false);
+        assert!(t.facts.is_empty() && t.facts_pool.is_empty());
+        t.set_facts(d, facts(&["x"], None, false).as_ref());
+        assert!(t.facts.is_empty());
+        // The record itself did not grow.
+        assert!(std::mem::size_of::<AgentRecord>() <= 88);
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl<P: Poller> Engine<P> {
                 continue;
             }
             if let Some(id) = self.agents.readopt(&agent.uuid, name) {
+                self.agents.set_facts(id, agent.facts.as_ref());
                 self.account.lanes[lane]
                     .queue
                     .schedule(id, now, Cadence::Settled);
@@ -104,7 +105,9 @@ impl<P: Poller> Engine<P> {
                 readopted += 1;
                 continue;
             }
-            new.push(self.agents.insert(agent.uuid, name));
+            let id = self.agents.insert(agent.uuid, name);
+            self.agents.set_facts(id, agent.facts.as_ref());
+            new.push(id);
         }
         (new, readopted)
     }
@@ -169,7 +172,10 @@ impl<P: Poller> Engine<P> {
         let mut new = Vec::new();
         for a in agents {
             match self.agents.id_of(&a.uuid) {
-                Some(id) => self.agents.rename(id, a.name.as_deref().unwrap_or("")),
+                Some(id) => {
+                    self.agents.rename(id, a.name.as_deref().unwrap_or(""));
+                    self.agents.set_facts(id, a.facts.as_ref());
+                }
                 None => new.push(a),
             }
         }

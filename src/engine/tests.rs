@@ -481,3 +481,61 @@ async fn removed_with_keep_comes_back_without_events_until_retain_forgets_it() {
     );
     assert_eq!(engine.agents.known().count(), 3);
 }
+
+/// Host facts (issue 22) follow the watchlist: set at start, replaced, cleared and set for
+/// new agents by a reload, as names are.
+#[tokio::test(start_paused = true)]
+async fn reloads_update_the_host_facts_the_policy_sees() {
+    let tagged = |tags: &[&str]| {
+        let text: String = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("[[agent]]\nuuid = \"00000000-0000-4000-8000-{i:012x}\"\n{t}\n"))
+            .collect();
+        crate::watchlist::Watchlist::from_toml_str(&text, std::path::Path::new("w.toml"))
+            .expect("test watchlist parses")
+            .agents
+    };
+    let tags_of = |engine: &Engine<Fake>, i: u128| {
+        let id = engine
+            .agents
+            .id_of(&AgentUuid::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap())
+            .expect("watched");
+        engine
+            .agents
+            .with_host(id, "default", |h| {
+                h.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    let fake = Fake::new(Duration::from_millis(10), |_| Ok("COMPLETE".into()));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = tagged(&["tags = [\"web\", \"prod\"]", ""]);
+    let engine = Engine::new(
+        fake,
+        Arc::new(CollectingSink::default()),
+        config(false, 4),
+        &start,
+        HashMap::new(),
+    )
+    .with_control(rx);
+    assert_eq!(tags_of(&engine, 0), ["prod", "web"]);
+    assert!(tags_of(&engine, 1).is_empty());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(Control::Reload {
+        agents: tagged(&["", "tags = [\"db\"]", "tags = [\"new\"]"]),
+        config: config(false, 4),
+        removed: super::Removed::Forget,
+        reply,
+    })
+    .unwrap();
+    assert_eq!(answer.await.unwrap(), (3, 1, 0));
+    stop.cancel();
+    let (engine, _) = run.await.unwrap();
+    assert!(tags_of(&engine, 0).is_empty(), "its tags were removed");
+    assert_eq!(tags_of(&engine, 1), ["db"]);
+    assert_eq!(tags_of(&engine, 2), ["new"]);
+}

@@ -65,6 +65,7 @@ fn agents(n: usize) -> Vec<Agent> {
         .map(|i| Agent {
             uuid: uuid(i).parse().unwrap(),
             name: None,
+            facts: None,
         })
         .collect()
 }

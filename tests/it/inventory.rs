@@ -54,6 +54,7 @@ fn watch(n: usize) -> Vec<Agent> {
         .map(|i| Agent {
             uuid: uuid(i).parse().unwrap(),
             name: Some(format!("host-{i}")),
+            facts: None,
         })
         .collect()
 }

@@ -233,6 +233,7 @@ async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
         .map(|i| cwp_portwatch::watchlist::Agent {
             uuid: uuid(i).parse().unwrap(),
             name: None,
+            facts: None,
         })
         .collect();
     let sink = Arc::new(CollectingSink::default());
@@ -340,6 +341,7 @@ async fn status_keeps_its_rate_in_every_10_s_span_while_pages_answer_in_8_s() {
         .map(|i| cwp_portwatch::watchlist::Agent {
             uuid: uuid(i).parse().unwrap(),
             name: None,
+            facts: None,
         })
         .collect();
     let client = Client::new(

@@ -147,6 +147,7 @@ pub async fn run_engine(
         .map(|i| Agent {
             uuid: uuid(i).parse().unwrap(),
             name: Some(format!("agent-{i}")),
+            facts: None,
         })
         .collect();
     let sink = Arc::new(CollectingSink::default());
