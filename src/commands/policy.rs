@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::agent_uuid::AgentUuid;
 use crate::cli::Format;
 use crate::config::{ConfigErrors, Settings};
 use crate::escape::{self, Escaped};
 use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::policy::{Capabilities, Finding, Findings, Host, Policy};
+use crate::watchlist::{Agent, Facts};
 
 use super::stored::{self, ShownAgent};
 use super::{CommandError, output, startup};
@@ -42,38 +44,38 @@ pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErr
     Policy::load(path, Capabilities::YUNJING).map(|p| Some(Arc::new(p)))
 }
 
-/// What the policy knows of a stored agent offline: its Uuid, name (else its snapshot's
-/// machine name) and account.
-fn host_of<'a>(
-    account: &'a str,
-    agent: &'a ShownAgent,
-    uuid: &'a str,
-    machine_name: &'a str,
-) -> Host<'a> {
-    Host {
-        uuid,
-        name: if agent.name.is_empty() {
-            machine_name
-        } else {
-            &agent.name
-        },
-        account,
-        tags: &[],
-        region: "",
-        wan: false,
-    }
+/// The facts of the watchlist's agents (tags), by Uuid.
+pub fn listed_facts(listed: &[Agent]) -> HashMap<AgentUuid, Arc<Facts>> {
+    listed
+        .iter()
+        .filter_map(|a| Some((a.uuid, a.facts.clone()?)))
+        .collect()
 }
 
-/// The findings of one stored agent under `policy`.
+/// The findings of one stored agent under `policy`: its Uuid, name (else its snapshot's
+/// machine name), account, and `facts` (a listed agent's tags; a discovered agent's are not
+/// in the files the commands read).
 pub fn evaluate_stored(
     policy: &Policy,
     account: &str,
     agent: &ShownAgent,
+    facts: Option<&Facts>,
     stored: &InventoryMap,
 ) -> Option<Findings> {
     let uuid = agent.uuid.text();
     let snapshot = stored.get(&*uuid)?.snapshot.as_ref()?;
-    let host = host_of(account, agent, &uuid, &snapshot.machine_name);
+    let host = Host {
+        uuid: &uuid,
+        name: if agent.name.is_empty() {
+            &snapshot.machine_name
+        } else {
+            &agent.name
+        },
+        account,
+        tags: facts.map_or(&[], Facts::tags),
+        region: facts.and_then(Facts::region).unwrap_or(""),
+        wan: facts.is_some_and(Facts::wan),
+    };
     Some(crate::engine::evaluate_snapshot(
         Some(policy),
         &host,
@@ -86,12 +88,15 @@ pub fn unexpected_ports(
     policy: &Policy,
     account: &str,
     agents: &[ShownAgent],
+    listed: &[Agent],
     stored: &InventoryMap,
 ) -> HashMap<String, BTreeSet<(u16, Box<str>)>> {
+    let facts = listed_facts(listed);
     agents
         .iter()
         .filter_map(|agent| {
-            let findings = evaluate_stored(policy, account, agent, stored)?;
+            let facts = facts.get(&agent.uuid).map(|f| &**f);
+            let findings = evaluate_stored(policy, account, agent, facts, stored)?;
             let ports = findings
                 .0
                 .iter()
@@ -147,8 +152,10 @@ pub fn test(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
             stored::inventory_uuids(&stored).filter(|u| !left.contains(u)),
             &stored,
         );
+        let facts = listed_facts(&watchlist.agents);
         for agent in &agents {
-            let Some(findings) = evaluate_stored(&policy, &plan.name, agent, &stored) else {
+            let facts = facts.get(&agent.uuid).map(|f| &**f);
+            let Some(findings) = evaluate_stored(&policy, &plan.name, agent, facts, &stored) else {
                 continue;
             };
             if findings.0.is_empty() {

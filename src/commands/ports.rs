@@ -78,9 +78,9 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
             &stored,
         );
         // `--unexpected`: the same evaluation as `policy test`, of the same stored ports.
-        let only = policy
-            .as_ref()
-            .map(|policy| super::policy::unexpected_ports(policy, &plan.name, &agents, &stored));
+        let only = policy.as_ref().map(|policy| {
+            super::policy::unexpected_ports(policy, &plan.name, &agents, &watchlist.agents, &stored)
+        });
         matched |= filter
             .agent
             .as_deref()

@@ -377,10 +377,6 @@ impl AgentTable {
     /// Why lent and not returned: [`Host::uuid`] is text, and a record keeps its Uuid as the
     /// 16-byte value (text for 100,000 agents would add 3.6 MB); the text is made on the stack
     /// here, for the time of `f`.
-    #[allow(
-        dead_code,
-        reason = "the policy wiring's (issue 22): its tests use it until then"
-    )]
     pub fn with_host<R>(
         &self,
         id: AgentId,

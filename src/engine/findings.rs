@@ -186,8 +186,8 @@ pub(crate) fn removed_events(uuid: &str, entry: &StoredAgent) -> Vec<Event> {
         .collect()
 }
 
-/// Calls `f` with what the policy knows of agent `id` (its name, else the snapshot's
-/// `machine_name`), or returns `None` for an id not in the table.
+/// Calls `f` with what the policy knows of agent `id` (its table facts; without a name, its
+/// snapshot's `machine_name`), or returns `None` for an id not in the table.
 fn with_host<R>(
     agents: &AgentTable,
     id: AgentId,
@@ -195,18 +195,16 @@ fn with_host<R>(
     machine_name: &str,
     f: impl FnOnce(&Host<'_>) -> R,
 ) -> Option<R> {
-    let record = agents.get(id)?;
-    let uuid = record.uuid.text();
-    let name = agents.name(id);
-    let host = Host {
-        uuid: &uuid,
-        name: if name.is_empty() { machine_name } else { name },
-        account,
-        tags: &[],
-        region: "",
-        wan: false,
-    };
-    Some(f(&host))
+    agents.with_host(id, account, |host| {
+        if host.name.is_empty() {
+            f(&Host {
+                name: machine_name,
+                ..*host
+            })
+        } else {
+            f(host)
+        }
+    })
 }
 
 impl<P: Poller> Engine<P> {
