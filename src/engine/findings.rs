@@ -147,7 +147,16 @@ pub(crate) fn finding_event(
     }))
 }
 
-/// The events from `old` to `new` findings of one agent (see [`policy::changes`]).
+/// What changed from `old` to `new` findings of one agent (see [`policy::changes`]).
+pub(crate) struct Changed {
+    /// One event per change.
+    pub events: Vec<Event>,
+    /// Findings in both whose rule or severity changed without a change of state (a reload
+    /// moved them): no event, but the metrics must move them (old versions, new versions).
+    pub moved: Option<(Findings, Findings)>,
+}
+
+/// The events from `old` to `new` findings of one agent.
 pub(crate) fn finding_events(
     old: &Findings,
     new: &Findings,
@@ -155,12 +164,25 @@ pub(crate) fn finding_events(
     snapshot: Option<&Snapshot>,
     previous: Option<&Snapshot>,
     request_id: Option<&str>,
-) -> Vec<Event> {
+) -> Changed {
     let still_open = |port: u16, process: &str| open_in(snapshot, port, process).is_some();
-    policy::changes(old, new, still_open)
+    let changes = policy::changes(old, new, still_open);
+    let events = changes
         .iter()
         .map(|c| finding_event(c, who, snapshot, previous, request_id))
-        .collect()
+        .collect();
+    let mut kept_old = old.clone();
+    let mut kept_new = new.clone();
+    for change in &changes {
+        match *change {
+            Change::Cleared(f, _) => kept_old.0.remove(f),
+            Change::Raised(f) => kept_new.0.remove(f),
+        };
+    }
+    Changed {
+        events,
+        moved: (kept_old != kept_new).then_some((kept_old, kept_new)),
+    }
 }
 
 /// The events clearing every finding of an agent removed or forgotten.
@@ -291,7 +313,7 @@ impl<P: Poller> Engine<P> {
             uuid: &uuid,
             name: self.agents.name(id),
         };
-        let events = finding_events(
+        let changed = finding_events(
             &entry.findings,
             &new,
             who,
@@ -301,8 +323,25 @@ impl<P: Poller> Engine<P> {
         );
         entry.findings = new;
         inv.saver.dirty = true;
-        for event in &events {
+        for event in &changed.events {
             self.sink.emit(event);
+        }
+        if let (Some(metrics), Some((old, new))) = (&self.metrics, &changed.moved) {
+            metrics.findings_known(who.uuid, who.name, old, new);
+        }
+    }
+
+    /// Tells the metrics the findings stored when the engine starts (no event repeats them):
+    /// called by `with_inventory` before any evaluation (so `with_metrics` comes first).
+    pub(super) fn seed_findings_metrics(&self) {
+        let (Some(metrics), Some(inv)) = (&self.metrics, &self.inventory) else {
+            return;
+        };
+        let none = Findings::default();
+        for (uuid, entry) in inv.map.iter().chain(inv.held.iter()) {
+            if !entry.findings.0.is_empty() {
+                metrics.findings_known(uuid, &entry.name, &none, &entry.findings);
+            }
         }
     }
 

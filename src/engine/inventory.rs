@@ -61,6 +61,7 @@ impl<P: Poller> Engine<P> {
             epoch: (Instant::now(), unix_secs()),
         };
         self.inventory = Some(Box::new(state));
+        self.seed_findings_metrics();
         let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
         for id in ids {
             self.inventory_added(id);
