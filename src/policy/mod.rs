@@ -1,17 +1,36 @@
-//! The expected-ports policy (spec "Expected-ports policy"), pure: the policy file → validated
-//! rules, and (host facts, open ports, rules) → findings; the findings of two evaluations →
-//! the changes to report. No I/O but [`Policy::load`] reading the file; no clock. The engine
-//! stores each agent's [`Findings`] beside its inventory and emits the [`Change`]s as events,
-//! exactly once, like status changes.
+//! The expected-ports policy (spec "Expected-ports policy", `docs/policy.md`), pure: the policy
+//! file → validated rules, and (host facts, open ports, rules) → findings; the findings of two
+//! evaluations → the changes to report. No I/O but [`Policy::load`] reading the file; no clock.
+//! The engine stores each agent's [`Findings`] beside its inventory and emits the [`Change`]s
+//! as events, exactly once, like status changes.
 //!
-//! INTERFACE SKELETON (issue 22): the signatures below are the contract between the policy
-//! core (this module) and its wiring (engine, events, state, metrics, commands). The bodies
-//! are filled in by the core's branch; the wiring codes against these names.
+//! The public names here are the contract with the wiring (engine, events, state, metrics,
+//! commands). What each part owns:
+//! - `file`: the TOML text → checked rules, every problem at file:line:col, sizes bounded;
+//! - `spec`: port specs `PORT[-PORT][/PROCESS-GLOB]`, the table form, globs, bind scopes;
+//! - `select`: host selectors (`hosts = { names, uuids, accounts, tags, regions, wan }`);
+//! - `evaluate`: rules compiled in rank order with port indexes, and the evaluation;
+//! - `changes`: two evaluations → the findings cleared (with their reason) and raised.
+
+mod changes;
+mod evaluate;
+mod file;
+mod select;
+mod spec;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::problems::ConfigErrors;
+use crate::problems::{ConfigErrors, read_text};
+
+pub use self::evaluate::DEFAULT_RULE;
+pub use self::file::{
+    MAX_HOST_ENTRIES, MAX_LABEL_CHARS, MAX_LIST_ENTRIES, MAX_POLICY_BYTES, MAX_PORT_ENTRIES,
+    MAX_RULE_NAME_CHARS, MAX_RULES,
+};
+pub use self::spec::{BindScope, MAX_GLOB_CHARS, Proto};
 
 /// A finding's severity (`severity` of a rule), ordered `info` < `notice` < `warning` <
 /// `critical`.
@@ -40,6 +59,27 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+
+    /// The severity named `text` as written in a policy file (lower case), if any.
+    pub fn parse(text: &str) -> Option<Severity> {
+        match text {
+            "info" => Some(Severity::Info),
+            "notice" => Some(Severity::Notice),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// `default = "allow" | "alert"`: what happens to the ports of a host no rule selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultAction {
+    /// No finding (the default when the file has no `default`).
+    #[default]
+    Allow,
+    /// Every open port is `Unexpected` under rule [`DEFAULT_RULE`], severity warning.
+    Alert,
 }
 
 /// What the port data of an account's backend can say about a port: a table entry that needs
@@ -135,6 +175,23 @@ pub enum Finding {
 #[serde(transparent)]
 pub struct Findings(pub BTreeSet<Finding>);
 
+impl Findings {
+    /// No finding.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many findings.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The findings in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Finding> {
+        self.0.iter()
+    }
+}
+
 /// Why a finding cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClearReason {
@@ -170,50 +227,84 @@ pub enum Change<'a> {
     Cleared(&'a Finding, ClearReason),
 }
 
-/// A validated policy file.
+/// A validated policy file, compiled for evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    _todo: (),
+    compiled: evaluate::Compiled,
 }
 
 impl Policy {
     /// Reads and validates the policy file at `path` for a backend with `caps`; every mistake
     /// at file:line:col.
     pub fn load(path: &Path, caps: Capabilities) -> Result<Policy, ConfigErrors> {
-        let _ = (path, caps);
-        unimplemented!("issue 22: policy core")
+        let text = read_text(
+            path,
+            "change `file` in the config's [policy] section; config/policy.example.toml shows \
+             the format",
+        )?;
+        Policy::from_toml_str(&text, path, caps)
     }
 
-    /// As [`Policy::load`], from text already read.
+    /// As [`Policy::load`], from text already read; `path` is used in messages.
     pub fn from_toml_str(
         text: &str,
         path: &Path,
         caps: Capabilities,
     ) -> Result<Policy, ConfigErrors> {
-        let _ = (text, path, caps);
-        unimplemented!("issue 22: policy core")
+        file::parse(text, path, caps).map(|compiled| Policy { compiled })
     }
 
-    /// The findings of one host with these open ports (independent of rule order).
+    /// The findings of one host with these open ports (independent of rule order): see
+    /// `docs/policy.md` for which rule a finding names.
     pub fn evaluate<'p>(
         &self,
         host: &Host<'_>,
         ports: impl IntoIterator<Item = PortFacts<'p>>,
     ) -> Findings {
-        let _ = (host, ports.into_iter());
-        unimplemented!("issue 22: policy core")
+        self.compiled.evaluate(host, ports)
+    }
+
+    /// Whether rule `rule` selects `host` and has `spec` (a [`Finding::Missing`]'s `spec`) in
+    /// its `require`: the `still_required` of [`changes`].
+    pub fn requires(&self, host: &Host<'_>, rule: &str, spec: &str) -> bool {
+        self.compiled.requires(host, rule, spec)
+    }
+
+    /// The first rule, in rank order, that selects `host` and allows `port`, if any: what
+    /// `policy test` can show as the reason a port is expected. Slower than [`Policy::evaluate`]
+    /// (no index), for explanations and as the tests' reference.
+    pub fn allowing_rule(&self, host: &Host<'_>, port: &PortFacts<'_>) -> Option<&str> {
+        self.compiled.allowing_rule(host, port)
+    }
+
+    /// The file's `default`.
+    pub fn default_action(&self) -> DefaultAction {
+        self.compiled.default
+    }
+
+    /// How many rules the file has.
+    pub fn rule_count(&self) -> usize {
+        self.compiled.rules.len()
     }
 }
 
-/// The changes from `old` to `new` findings of one agent, cleared ones first, each in finding
-/// order. `still_open(port, process)` says whether a port is open in the snapshot `new` was
-/// evaluated on (an unexpected finding that cleared while its port is still open cleared
-/// because the policy now allows it).
+/// The changes from `old` to `new` findings of one agent, cleared ones first, then raised ones,
+/// each in finding order. Findings are compared by identity: (port, process) for `Unexpected`,
+/// (rule, spec) for `Missing`; a finding whose identity is in both (its rule or severity
+/// changed by a reload) is no change (see `docs/policy.md`).
+///
+/// `still_open(port, process)` says whether a port is open in the snapshot `new` was evaluated
+/// on: an unexpected finding that cleared while its port is still open cleared because the
+/// policy now allows it (`Allowed`), else because it closed (`Closed`).
+/// `still_required(rule, spec)` says whether the policy `new` was evaluated under still
+/// requires `spec` of `rule` on this host ([`Policy::requires`]): a missing finding that
+/// cleared while still required cleared because a matching port opened (`Opened`), else
+/// because the policy no longer requires it (`Allowed`).
 pub fn changes<'a>(
     old: &'a Findings,
     new: &'a Findings,
     still_open: impl Fn(u16, &str) -> bool,
+    still_required: impl Fn(&str, &str) -> bool,
 ) -> Vec<Change<'a>> {
-    let _ = (old, new, still_open);
-    unimplemented!("issue 22: policy core")
+    changes::changes(old, new, still_open, still_required)
 }
