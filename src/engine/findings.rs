@@ -147,7 +147,8 @@ pub(crate) fn finding_event(
     }))
 }
 
-/// What changed from `old` to `new` findings of one agent (see [`policy::changes`]).
+/// What changed from `old` to `new` findings of one agent (see [`policy::changes`]:
+/// `still_required` is [`Policy::requires`] on the host under the policy `new` came from).
 pub(crate) struct Changed {
     /// One event per change.
     pub events: Vec<Event>,
@@ -164,9 +165,10 @@ pub(crate) fn finding_events(
     snapshot: Option<&Snapshot>,
     previous: Option<&Snapshot>,
     request_id: Option<&str>,
+    still_required: &dyn Fn(&str, &str) -> bool,
 ) -> Changed {
     let still_open = |port: u16, process: &str| open_in(snapshot, port, process).is_some();
-    let changes = policy::changes(old, new, still_open);
+    let changes = policy::changes(old, new, still_open, still_required);
     let events = changes
         .iter()
         .map(|c| finding_event(c, who, snapshot, previous, request_id))
@@ -297,30 +299,39 @@ impl<P: Poller> Engine<P> {
         let Some(snapshot) = entry.snapshot.clone() else {
             return;
         };
-        let Some(new) = with_host(
-            &self.agents,
-            id,
-            &state.account,
-            &snapshot.machine_name,
-            |host| evaluate(state.policy.as_deref(), host, &snapshot),
-        ) else {
-            return;
-        };
-        if new == entry.findings {
-            return;
-        }
         let who = Who {
             uuid: &uuid,
             name: self.agents.name(id),
         };
-        let changed = finding_events(
-            &entry.findings,
-            &new,
-            who,
-            Some(&snapshot),
-            previous,
-            request_id,
+        let policy = state.policy.as_deref();
+        let old = &entry.findings;
+        let evaluated = with_host(
+            &self.agents,
+            id,
+            &state.account,
+            &snapshot.machine_name,
+            |host| {
+                let new = evaluate(policy, host, &snapshot);
+                if new == *old {
+                    return None;
+                }
+                let still_required =
+                    |rule: &str, spec: &str| policy.is_some_and(|p| p.requires(host, rule, spec));
+                let changed = finding_events(
+                    old,
+                    &new,
+                    who,
+                    Some(&snapshot),
+                    previous,
+                    request_id,
+                    &still_required,
+                );
+                Some((new, changed))
+            },
         );
+        let Some(Some((new, changed))) = evaluated else {
+            return;
+        };
         entry.findings = new;
         inv.saver.dirty = true;
         for event in &changed.events {
