@@ -1,5 +1,5 @@
-//! `cwp-portwatch check`: validate config, watchlist, credential sources and `state_dir`
-//! without calling the API. Prints every problem found (exit 1), or a summary (exit 0). Never
+//! `cwp-portwatch check`: validate config, watchlist, the policy file, credential sources and
+//! `state_dir` without calling the API. Prints every problem found (exit 1), or a summary (exit 0). Never
 //! prints a secret. Whatever `run` would refuse at start, `check` refuses too: `state_dir` is
 //! probed as `run` probes it ([`crate::state::prepare_dir`]; a missing folder is created,
 //! mode 0700, as `run` would create it).
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use crate::config::{ConfigErrors, Settings};
 use crate::credentials::{Environment, Resolved, resolve};
+use crate::policy::{Capabilities, Policy};
 use crate::state;
 use crate::watchlist::Watchlist;
 
@@ -94,6 +95,7 @@ fn describe_credentials(
 pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     let settings = Settings::load(config).map_err(|mut e| {
         startup::add_watchlist_problems(config, &mut e);
+        add_policy_problems(config, &mut e);
         Problems(lines(&e))
     })?;
     let mut problems = Vec::new();
@@ -104,6 +106,17 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
             None
         }
         None => None,
+    };
+    // The policy file, for yunjing's port data (every account's backend for now).
+    let policy = match settings.policy.file.as_deref() {
+        Some(path) => match Policy::load(path, Capabilities::YUNJING) {
+            Ok(policy) => policy_summary(path, &policy),
+            Err(e) => {
+                problems.extend(lines(&e));
+                String::new()
+            }
+        },
+        None => "none".to_owned(),
     };
     // Without a default account (only [[account]] blocks) the top-level chain is never used:
     // an empty environment is then no problem.
@@ -188,7 +201,7 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     }
     let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
         settings.api.requests_per_second,
@@ -219,6 +232,43 @@ fn watchlist_summary(
         ),
         None => "none (discovery only)".to_owned(),
     }
+}
+
+/// With a config that has problems, the policy file's problems too (when the config names one
+/// that exists), so one `check` lists everything, as it does for the watchlist.
+fn add_policy_problems(config: &Path, problems: &mut ConfigErrors) {
+    let Ok(text) = crate::problems::read_text(config, "") else {
+        return;
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(name) = table
+        .get("policy")
+        .and_then(|p| p.get("file"))
+        .and_then(|v| v.as_str())
+    else {
+        return;
+    };
+    let path = config.parent().unwrap_or(Path::new(".")).join(name);
+    if path.is_file()
+        && let Err(more) = Policy::load(&path, Capabilities::YUNJING)
+    {
+        problems.merge(more);
+    }
+}
+
+/// `[policy]` for the summary.
+fn policy_summary(path: &Path, policy: &Policy) -> String {
+    format!(
+        "{} ({} rules, default {})",
+        state::shown(path),
+        policy.rule_count(),
+        match policy.default_action() {
+            crate::policy::DefaultAction::Allow => "allow",
+            crate::policy::DefaultAction::Alert => "alert",
+        }
+    )
 }
 
 /// `[discovery]` for the summary.

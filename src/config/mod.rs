@@ -34,7 +34,7 @@ use crate::problems::{ProblemList, TypeHints, read_text};
 pub use self::check::accounts::{DEFAULT_ACCOUNT, valid_account_name};
 pub use self::settings::{
     AccountSettings, ApiSettings, InventorySettings, LogFormat, LogSettings, MetricsSettings,
-    PollSettings, Settings,
+    PolicySettings, PollSettings, Settings,
 };
 // Kept at their former paths: callers name them `config::…`.
 pub use crate::credentials::{CredentialSettings, DEFAULT_METADATA_ENDPOINT};
@@ -171,6 +171,12 @@ impl Settings {
         let metrics = check.metrics(raw.metrics.as_ref());
         let accounts = check.accounts(raw_accounts, raw.watchlist.is_some() || discovering);
         let inventory = check.inventory(raw.inventory.as_ref());
+        let policy = match raw.policy.as_ref().and_then(|p| p.file.as_ref()) {
+            Some(file) => check
+                .path(file, "file", "\"policy.toml\"", true)
+                .map(|file| PolicySettings { file: Some(file) }),
+            None => Ok(PolicySettings::default()),
+        };
 
         // Across accounts: no SecretId or watchlist shared (once each account is valid).
         let shared = match (&watchlist_path, &credentials, &accounts) {
@@ -225,6 +231,7 @@ impl Settings {
                 discovery: discovery?,
                 accounts: accounts?,
                 inventory: inventory?,
+                policy: policy?,
             })
         })();
         check.finish(settings)

@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) account: Option<Vec<Spanned<RawAccount>>>,
     pub(super) inventory: Option<RawInventory>,
+    pub(super) policy: Option<RawPolicy>,
 }
 
 /// One `[[account]]` block: what differs between accounts (shared settings stay top-level).
@@ -109,6 +110,13 @@ pub(super) struct RawInventory {
     pub(super) rescan_interval: Option<Spanned<RawDuration>>,
     pub(super) create_missing: Option<Spanned<bool>>,
     pub(super) baseline: Option<Spanned<String>>,
+}
+
+/// `[policy]`: the expected-ports policy file (issue 22).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [policy] table")]
+pub(super) struct RawPolicy {
+    pub(super) file: Option<Spanned<String>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

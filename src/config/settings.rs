@@ -37,6 +37,17 @@ pub struct Settings {
     pub accounts: Vec<AccountSettings>,
     /// `[inventory]`.
     pub inventory: InventorySettings,
+    /// `[policy]`.
+    pub policy: PolicySettings,
+}
+
+/// `[policy]`: the expected-ports policy (`docs/policy.md`). One file for every account; its
+/// entries are checked against what the yunjing backend reports (`Capabilities::YUNJING`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicySettings {
+    /// The policy file, resolved against the config file's folder; `None` (no `[policy]` or
+    /// no `file`): no policy, no findings.
+    pub file: Option<std::path::PathBuf>,
 }
 
 /// One `[[account]]`: its own region, credentials, watchlist and discovery. Everything else

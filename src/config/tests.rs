@@ -1222,3 +1222,20 @@ fn accounts_may_not_share_a_secret_id_or_a_watchlist() {
     );
     Settings::from_toml_str_with(&text, &config, &env_key).unwrap();
 }
+
+#[test]
+fn policy_file_resolves_against_the_config_folder() {
+    let settings = parse("watchlist = \"w.toml\"").unwrap();
+    assert_eq!(settings.policy, PolicySettings { file: None });
+    let settings = parse("watchlist = \"w.toml\"\n[policy]\n").unwrap();
+    assert_eq!(settings.policy.file, None);
+    let settings = parse("watchlist = \"w.toml\"\n[policy]\nfile = \"policy.toml\"\n").unwrap();
+    assert_eq!(
+        settings.policy.file,
+        Some(PathBuf::from("/etc/cwp-portwatch/policy.toml"))
+    );
+    let found = problems("watchlist = \"w.toml\"\n[policy]\nfile = \"\"\n");
+    assert_problem(&found, 3, &["`file` is empty"]);
+    let found = problems("watchlist = \"w.toml\"\n[policy]\nfiles = \"p.toml\"\n");
+    assert_problem(&found, 3, &["unknown field `files`", "`file`"]);
+}

@@ -217,38 +217,42 @@ impl Reader<'_> {
             return Vec::new();
         }
         let mut rules = Vec::with_capacity(items.len());
-        // Name → where it was first given.
+        // Name (as written) → where it was first given; names are compared before the rest
+        // of a rule is checked, so a duplicate is found even in a rule with other problems.
         let mut names: HashMap<&str, Range<usize>> = HashMap::with_capacity(items.len());
         for item in items.iter() {
-            let Some((rule, name_at)) = self.rule(item) else {
-                continue;
-            };
-            if let Some(first) = names.get(&*rule.name) {
-                let first_line = self.problems.line_of(first);
-                self.at(
-                    name_at.clone(),
-                    format!(
-                        "duplicate rule name {}: already the name of the rule on line \
-                         {first_line}; names are unique (events carry them), rename one",
-                        shown(&rule.name)
-                    ),
-                );
-                continue;
-            }
-            // The names borrowed from the document tree outlive this loop.
-            if let Some(DeValue::Table(table)) = Some(item.get_ref())
+            let mut duplicate = false;
+            if let DeValue::Table(table) = item.get_ref()
                 && let Some(name) = table.get("name")
                 && let DeValue::String(text) = name.get_ref()
             {
-                names.insert(text.as_ref(), name_at);
+                let text: &str = text.as_ref();
+                if let Some(first) = names.get(text) {
+                    let first_line = self.problems.line_of(first);
+                    self.at(
+                        name.span(),
+                        format!(
+                            "duplicate rule name {}: already the name of the rule on line \
+                             {first_line}; names are unique (events carry them), rename one",
+                            shown(text)
+                        ),
+                    );
+                    duplicate = true;
+                } else {
+                    names.insert(text, name.span());
+                }
             }
-            rules.push(rule);
+            if let Some(rule) = self.rule(item)
+                && !duplicate
+            {
+                rules.push(rule);
+            }
         }
         rules
     }
 
-    /// One `[[rule]]`: the rule and where its name is, or `None` when it has a problem.
-    fn rule(&mut self, item: &Value<'_>) -> Option<(ParsedRule, Range<usize>)> {
+    /// One `[[rule]]`, or `None` when it has a problem.
+    fn rule(&mut self, item: &Value<'_>) -> Option<ParsedRule> {
         let DeValue::Table(table) = item.get_ref() else {
             self.wrong_type(item, "rule", "a [[rule]] table");
             return None;
@@ -261,7 +265,7 @@ impl Reader<'_> {
         let mut require = Vec::new();
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
-                "name" => name = self.rule_name(value).ok().map(|n| (n, value.span())),
+                "name" => name = self.rule_name(value).ok(),
                 "severity" => {
                     if let Ok(s) = self.severity(value) {
                         severity = s;
@@ -288,20 +292,17 @@ impl Reader<'_> {
                  the events of its findings carry it)",
             );
         }
-        let (name, name_at) = name?;
+        let name = name?;
         if self.problems.problems.len() > before {
             return None;
         }
-        Some((
-            ParsedRule {
-                name,
-                severity,
-                hosts,
-                allow,
-                require,
-            },
-            name_at,
-        ))
+        Some(ParsedRule {
+            name,
+            severity,
+            hosts,
+            allow,
+            require,
+        })
     }
 
     fn rule_name(&mut self, value: &Value<'_>) -> Result<Box<str>, Refused> {
@@ -355,7 +356,7 @@ impl Reader<'_> {
                 "names" => {
                     selector.names = self
                         .host_list(value, key_name, |reader, text, span| {
-                            reader.glob(text, span, "a host name").map(Glob::new)
+                            reader.glob(text, span, "names").map(Glob::new)
                         })
                         .map(NameSet::new)
                 }
@@ -459,10 +460,11 @@ impl Reader<'_> {
         span: Range<usize>,
         what: &str,
     ) -> Result<&'s str, Refused> {
-        if let Some(message) = glob_problem(what, text) {
+        // Forbidden characters first: they are the worse news (and U+0085 is white space too).
+        if let Some(message) = text_problem(what, text, MAX_GLOB_CHARS) {
             return Err(self.at(span, message));
         }
-        if let Some(message) = text_problem(what, text, MAX_GLOB_CHARS) {
+        if let Some(message) = glob_problem(what, text) {
             return Err(self.at(span, message));
         }
         Ok(text)
@@ -472,7 +474,7 @@ impl Reader<'_> {
     fn uuid(&mut self, text: &str, span: Range<usize>) -> Result<Glob, Refused> {
         let advice = "write an agent Uuid (8-4-4-4-12 hex digits), or a glob of one such as \
                       \"6b6cd843-*\"";
-        let text = self.glob(text, span.clone(), "a uuid")?;
+        let text = self.glob(text, span.clone(), "uuids")?;
         let lower = text.to_ascii_lowercase();
         let wild = lower.contains(['*', '?']);
         let valid = if wild {
@@ -532,7 +534,17 @@ impl Reader<'_> {
                 )),
             };
             let Ok(spec) = spec else { continue };
-            if let Some(first) = seen.get(&spec.text) {
+            // Compared in canonical form: "443-443/nginx" repeats "443/nginx".
+            let canonical: Box<str> = spec_text(
+                spec.low,
+                spec.high,
+                spec.process.is_some().then_some(&*spec.process_text),
+                spec.proto,
+                spec.bind,
+                spec.user_text.as_deref(),
+            )
+            .into();
+            if let Some(first) = seen.get(&canonical) {
                 let first_line = self.problems.line_of(first);
                 self.at(
                     item.span(),
@@ -543,7 +555,7 @@ impl Reader<'_> {
                 );
                 continue;
             }
-            seen.insert(spec.text.clone(), item.span());
+            seen.insert(canonical, item.span());
             specs.push(spec);
         }
         specs
@@ -558,10 +570,13 @@ impl Reader<'_> {
         let (low, high, process) = split_spec(text)
             .map_err(|message| self.at(span.clone(), format!("`{key}`: {message}")))?;
         let process = match process {
-            Some(glob) => Some(self.glob(glob, span, "the process after `/`")?),
+            Some(glob) => Some(self.glob(glob, span, "process")?),
             None => None,
         };
-        Ok(build_spec(low, high, process, None, None, None))
+        let mut spec = build_spec(low, high, process, None, None, None);
+        // A string entry is named as written.
+        spec.text = text.into();
+        Ok(spec)
     }
 
     fn spec_table(
@@ -649,13 +664,13 @@ impl Reader<'_> {
                             "process",
                             "a process name or glob, e.g. \"postgres\"",
                         )
-                        .and_then(|text| self.glob(text, value.span(), "`process`"))
+                        .and_then(|text| self.glob(text, value.span(), "process"))
                         .ok()
                 }
                 "user" => {
                     user = self
                         .string(value, "user", "a user name or glob, e.g. \"postgres\"")
-                        .and_then(|text| self.glob(text, value.span(), "`user`"))
+                        .and_then(|text| self.glob(text, value.span(), "user"))
                         .ok()
                 }
                 "proto" => {
@@ -762,6 +777,7 @@ fn build_spec(
         proto,
         bind,
         user: user.map(Glob::new),
+        user_text: user.map(Box::from),
         text: spec_text(low, high, process, proto, bind, user).into(),
     }
 }

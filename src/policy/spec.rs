@@ -129,20 +129,20 @@ fn matches_tokens(tokens: &[Token], text: &str) -> bool {
 pub(crate) fn glob_problem(what: &str, text: &str) -> Option<String> {
     if text.is_empty() {
         return Some(format!(
-            "{what} is empty: write a name or a glob (`*` any run of characters, `?` one \
+            "`{what}` is empty: write a name or a glob (`*` any run of characters, `?` one \
              character), e.g. \"nginx\" or \"python*\""
         ));
     }
     if text.chars().nth(MAX_GLOB_CHARS).is_some() {
         return Some(format!(
-            "{what} is {} characters long; write at most {MAX_GLOB_CHARS}",
+            "`{what}` is {} characters long; write at most {MAX_GLOB_CHARS}",
             text.chars().count()
         ));
     }
     if text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace) {
         return Some(format!(
-            "{what} {} begins or ends with white space, which no process name does; write it \
-             without (spaces inside a name are kept)",
+            "`{what}` = {} begins or ends with white space, which no name does; write it without \
+             (spaces inside a name are kept)",
             crate::problems::shown(text)
         ));
     }
@@ -265,8 +265,10 @@ pub(crate) struct PortSpec {
     pub(crate) bind: Option<BindScope>,
     /// Table form only: a glob over the listening user.
     pub(crate) user: Option<Glob>,
-    /// The entry in the string grammar, table fields appended (`5432/postgres bind=loopback`):
-    /// what a `Missing` finding carries as `spec`.
+    /// `user` as written.
+    pub(crate) user_text: Option<Box<str>>,
+    /// What a `Missing` finding carries as `spec`: a string entry as written, a table entry in
+    /// the string grammar with its other fields appended (`5432/postgres bind=loopback`).
     pub(crate) text: Box<str>,
 }
 

@@ -890,3 +890,59 @@ fn status_and_ports_show_every_account_and_discovered_agents() {
     let out = run_within(app.with_config(&["ports", "--agent", "db-prod"]), LIMIT);
     assert_eq!(out.code(), Some(1), "{}", out.stdout);
 }
+
+/// Issue 22: `check` validates the policy file named by `[policy] file` (relative to the
+/// config's folder) and lists its problems at policy-file:line:col, with the config's own.
+#[test]
+fn check_validates_the_policy_file_at_its_lines() {
+    let app = App::new();
+    app.write(
+        "watchlist.toml",
+        "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+    );
+    app.write(
+        "policy.toml",
+        "default = \"alert\"\n[[rule]]\nname = \"web\"\nallow = [\"443/nginx\"]\n",
+    );
+    let cfg = app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\n[policy]\nfile = \"policy.toml\"\n",
+    );
+    let out = run(&app, &["check"], &cfg);
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("policy.toml (1 rules, default alert)"),
+        "{}",
+        out.stdout
+    );
+
+    app.write(
+        "policy.toml",
+        "default = \"deny\"\n[[rule]]\nname = \"db\"\n\
+         allow = [\"5-3\", { port = 5432, bind = \"loopback\" }]\n",
+    );
+    let out = run(&app, &["check"], &cfg);
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("policy.toml:1:11: `default`"), "{stderr}");
+    assert!(
+        stderr.contains("policy.toml:4:10: `allow`: the port range"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("policy.toml:4:32: `bind` cannot be checked: the yunjing backend"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+
+    // With a config problem as well, both files' problems are listed.
+    let cfg = app.write(
+        "config.toml",
+        "watchlist = \"watchlist.toml\"\n[api]\nrequests_per_second = 50\n[policy]\nfile = \"policy.toml\"\n",
+    );
+    let out = run(&app, &["check"], &cfg);
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("config.toml:3:"), "{stderr}");
+    assert!(stderr.contains("policy.toml:4:32:"), "{stderr}");
+}

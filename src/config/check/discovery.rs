@@ -338,6 +338,8 @@ mod example_tests {
         for file in ["config/config.example.toml", "packaging/config.toml"] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let (_, section) = text.split_once("\n[discovery]\n").expect(file);
+            // Up to the next section (`[policy]` follows it in the example).
+            let section = section.split("\n[").next().unwrap_or(section);
             let lines: String = section
                 .lines()
                 .filter_map(|l| l.strip_prefix("# "))

@@ -5,7 +5,10 @@
 
 mod changes;
 mod evaluate;
+mod example;
 mod parse;
+mod props;
+mod spec;
 
 use std::path::Path;
 
