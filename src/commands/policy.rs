@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -30,9 +30,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// The policy file the config names (`[policy] file`), if any.
 pub fn policy_path(settings: &Settings) -> Option<&Path> {
-    // Swapped for `settings.policy.file` when the core's config key is merged.
-    let _ = settings;
-    None::<&PathBuf>.map(PathBuf::as_path)
+    settings.policy.file.as_deref()
 }
 
 /// The policy the config names, read and checked (yunjing's port data: port and process).
