@@ -21,5 +21,6 @@ mod inventory;
 mod journald;
 mod metrics;
 mod packaging;
+mod policy;
 mod reliability;
 mod systemd;
