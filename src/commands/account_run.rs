@@ -277,8 +277,16 @@ impl AccountRun {
         let (file, mut stored) = load_inventory(settings, &self.name, sink.as_ref())?;
         // As for statuses: only discovery may bring back an agent not listed now, so without
         // it an unlisted agent's inventory is forgotten at once.
+        // Its policy findings end with it: cleared (`removed`) once, as a reload would.
         if !discovering {
-            stored.retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| engine.watches(&u)));
+            let dropped: Vec<_> = stored
+                .extract_if(|uuid, _| !AgentUuid::parse(uuid).is_ok_and(|u| engine.watches(&u)))
+                .collect();
+            for (uuid, entry) in &dropped {
+                for event in crate::engine::removed_finding_events(uuid, entry) {
+                    sink.emit(&event);
+                }
+            }
         }
         let engine = engine.with_inventory(
             InventoryOptions::from_settings(&settings.api, &settings.inventory),

@@ -187,8 +187,8 @@ pub(crate) fn finding_events(
     }
 }
 
-/// The events clearing every finding of an agent removed or forgotten.
-pub(crate) fn removed_events(uuid: &str, entry: &StoredAgent) -> Vec<Event> {
+/// The events clearing every finding of an agent removed or forgotten (`reason` `removed`).
+pub fn removed_events(uuid: &str, entry: &StoredAgent) -> Vec<Event> {
     let who = Who {
         uuid,
         name: &entry.name,

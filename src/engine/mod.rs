@@ -92,6 +92,7 @@ use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
 pub use findings::evaluate as evaluate_snapshot;
+pub use findings::removed_events as removed_finding_events;
 pub use heartbeat::EngineStatus;
 pub use inventory_decide::InventoryOptions;
 

@@ -316,5 +316,20 @@ async fn a_watchlist_reload_that_removes_an_agent_clears_its_findings() {
     assert_eq!(cleared[0]["reason"], "removed");
     assert_eq!(cleared[0]["rule"], "default");
     assert_eq!(cleared[0]["severity"], "warning");
+    // Taken out of the watchlist while the daemon was stopped: cleared at the start.
+    app.write_watchlist(&agents(1..2, "web"));
+    let mut daemon = app.daemon(&[]);
+    daemon
+        .wait_for("the clear at start", Duration::from_secs(20), |events| {
+            events
+                .iter()
+                .any(|e| e["event"] == "port_unexpected_cleared")
+        })
+        .await;
+    let out = daemon.stop().await;
+    let cleared = out.named("port_unexpected_cleared");
+    assert_eq!(cleared.len(), 1, "{}", out.stderr);
+    assert_eq!(cleared[0]["uuid"], uuid(0));
+    assert_eq!(cleared[0]["reason"], "removed");
     sim.shutdown().await;
 }
