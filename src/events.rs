@@ -1238,4 +1238,75 @@ mod tests {
         };
         assert_eq!(failed.level(), Level::WARN);
     }
+
+    #[test]
+    fn finding_events_read_as_users_asked_with_their_levels_and_ids() {
+        let f = |kind, severity| {
+            Event::Finding(Box::new(FindingEvent {
+                kind,
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: "web-01".into(),
+                port: 6379,
+                process_name: "redis\u{1b}[2J".into(),
+                pid: Some(4242),
+                machine_ip: "10.0.0.5".into(),
+                machine_name: "web".into(),
+                request_id: None,
+                rule: "web tier".into(),
+                severity,
+                spec: None,
+            }))
+        };
+        let raised = f(FindingKind::Unexpected, Severity::Warning);
+        assert_eq!(
+            raised.message(),
+            "web-01 (6b6cd843…): port 6379 open by redis\\u{1b}[2J is unexpected (rule web tier, warning)"
+        );
+        assert_eq!(
+            (raised.name(), raised.level(), raised.message_id()),
+            ("port_unexpected", Level::WARN, message_id::PORT_UNEXPECTED)
+        );
+        let cleared = f(
+            FindingKind::UnexpectedCleared(ClearReason::Allowed),
+            Severity::Critical,
+        );
+        assert_eq!(
+            (cleared.name(), cleared.level(), cleared.message_id()),
+            (
+                "port_unexpected_cleared",
+                Level::ERROR,
+                message_id::PORT_UNEXPECTED_CLEARED
+            )
+        );
+        assert!(cleared.message().contains("no longer unexpected: allowed"));
+        let Event::Finding(mut missing) = f(FindingKind::Missing, Severity::Critical) else {
+            unreachable!()
+        };
+        missing.spec = Some("443/nginx".into());
+        let missing = Event::Finding(missing);
+        assert_eq!(
+            missing.message(),
+            "web-01 (6b6cd843…): required port 443/nginx is not open (rule web tier, critical)"
+        );
+        assert_eq!(
+            (missing.name(), missing.level(), missing.message_id()),
+            ("port_missing", Level::ERROR, message_id::PORT_MISSING)
+        );
+        let back = f(
+            FindingKind::MissingCleared(ClearReason::Opened),
+            Severity::Info,
+        );
+        assert_eq!(
+            (back.name(), back.level(), back.message_id()),
+            (
+                "port_missing_cleared",
+                Level::WARN,
+                message_id::PORT_MISSING_CLEARED
+            )
+        );
+        let Event::Finding(back) = back else {
+            unreachable!()
+        };
+        assert_eq!(back.reason(), Some("opened"));
+    }
 }

@@ -245,3 +245,71 @@ pub fn print_findings(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_uuid::AgentUuid;
+    use crate::policy::Severity;
+
+    fn findings() -> Findings {
+        Findings(
+            [
+                Finding::Unexpected {
+                    port: 6379,
+                    process: "redis\u{1b}[31m".into(),
+                    rule: "web tier".into(),
+                    severity: Severity::Critical,
+                },
+                Finding::Missing {
+                    rule: "web tier".into(),
+                    spec: "443/nginx".into(),
+                    port: 443,
+                    process: "nginx".into(),
+                    severity: Severity::Warning,
+                },
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    #[test]
+    fn findings_print_escaped_for_people_and_as_json_lines() {
+        let agent = ShownAgent {
+            uuid: AgentUuid::from_value(7),
+            name: "web\u{7}01".into(),
+        };
+        let pids: HashMap<(u16, Box<str>), u32> = [((6379, "redis\u{1b}[31m".into()), 4242)]
+            .into_iter()
+            .collect();
+        let mut text = Vec::new();
+        print_findings(&mut text, "prod", &agent, &findings(), &pids, Format::Text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains("redis\\u{1b}[31m"), "{text}");
+        assert!(text.lines().next().unwrap().contains("unexpected"));
+        assert!(
+            text.contains("443/nginx") && text.contains("critical"),
+            "{text}"
+        );
+        let mut json = Vec::new();
+        print_findings(&mut json, "prod", &agent, &findings(), &pids, Format::Json).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(json)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["finding"], "unexpected");
+        assert_eq!(lines[0]["pid"], 4242);
+        assert_eq!(lines[0]["process_name"], "redis\u{1b}[31m");
+        assert_eq!(lines[0]["account"], "prod");
+        assert_eq!(lines[1]["finding"], "missing");
+        assert_eq!(lines[1]["spec"], "443/nginx");
+        assert!(lines[1]["pid"].is_null());
+    }
+}
