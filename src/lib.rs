@@ -33,6 +33,8 @@
 //! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
 //!   control characters out of every human-readable output.
 //! - [`simulator`]: a faithful CWP API stand-in on loopback for the demo and the tests.
+//! - [`policy`]: the expected-ports policy (`docs/policy.md`): the policy file → checked rules,
+//!   (host facts, open ports) → findings, two evaluations → the changes to report; pure.
 //!
 //! The life of one poll:
 //! - scheduled: [`scheduler`] decides which agent is due next (due queue, `COLLECTING`

@@ -1,8 +1,9 @@
 //! Evaluation: (host facts, open ports, compiled rules) → findings. The rules are compiled
-//! once per load into rank order (highest severity first, then by name) and two port indexes
-//! (allow and require entries of every rule, looked up by port number), so one evaluation
-//! costs a pass over the rules' selectors and one index lookup per port, and allocates nothing
-//! per port but the findings it returns.
+//! once per load into rank order (highest severity first, then by name), an index of the rules
+//! selecting by tag (a host is matched only against the rules without `tags` and those naming
+//! one of its tags), and two port indexes (allow and require entries of every rule, looked up
+//! by port number), so one evaluation costs the selectors that can apply and one index lookup
+//! per port, and allocates nothing per port but the findings it returns.
 //!
 //! Independence of rule order holds by construction: nothing depends on the file's order of
 //! rules, only on the rank, which is a total order (names are unique).
@@ -120,6 +121,19 @@ impl Bits {
             .get(i as usize / 64)
             .is_some_and(|word| word & (1 << (i % 64)) != 0)
     }
+    /// The members in increasing order.
+    fn ones(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, &word)| {
+            let mut word = word;
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let bit = word.trailing_zeros();
+                    word &= word - 1;
+                    (w * 64) as u32 + bit
+                })
+            })
+        })
+    }
 }
 
 /// The rules in rank order with their indexes.
@@ -128,6 +142,11 @@ pub(crate) struct Compiled {
     pub(crate) default: DefaultAction,
     /// Rank order: severity descending, then name ascending.
     pub(crate) rules: Vec<Rule>,
+    /// Rules whose `hosts` has `tags`, by tag (sorted): such a rule can select a host only
+    /// through one of the host's tags, so a host is matched against these rules only.
+    by_tag: Vec<(Box<str>, Vec<u32>)>,
+    /// Ranks of the rules without `tags`: matched against every host.
+    untagged: Vec<u32>,
     /// Ranks sorted by rule name, for [`Compiled::rule_named`].
     by_name: Vec<u32>,
     allow: PortIndex,
@@ -169,11 +188,29 @@ impl Compiled {
                 require_base,
             });
         }
+        let mut by_tag: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        let mut untagged = Vec::new();
+        for (rank, rule) in rules.iter().enumerate() {
+            match &rule.hosts.tags {
+                Some(tags) => {
+                    for tag in tags.iter() {
+                        by_tag.entry(tag).or_default().push(rank as u32);
+                    }
+                }
+                None => untagged.push(rank as u32),
+            }
+        }
+        let by_tag = by_tag
+            .into_iter()
+            .map(|(tag, ranks)| (Box::from(tag), ranks))
+            .collect();
         let mut by_name: Vec<u32> = (0..rules.len() as u32).collect();
         by_name.sort_by(|&a, &b| rules[a as usize].name.cmp(&rules[b as usize].name));
         Compiled {
             default,
             rules,
+            by_tag,
+            untagged,
             by_name,
             allow: PortIndex::new(allow),
             require: PortIndex::new(require),
@@ -197,15 +234,12 @@ impl Compiled {
         ports: impl IntoIterator<Item = PortFacts<'p>>,
     ) -> Findings {
         let mut findings = BTreeSet::new();
-        let mut selected = Bits::new(self.rules.len());
-        let mut first: Option<&Rule> = None;
-        for (rank, rule) in self.rules.iter().enumerate() {
-            if rule.hosts.selects(host) {
-                selected.set(rank as u32);
-                first.get_or_insert(rule);
-            }
-        }
-        let Some(first) = first else {
+        let selected = self.selecting(host);
+        let Some(first) = selected
+            .ones()
+            .next()
+            .map(|rank| &self.rules[rank as usize])
+        else {
             // No rule selects the host: the file's default decides, for every port.
             if self.default == DefaultAction::Alert {
                 for port in ports {
@@ -241,10 +275,8 @@ impl Compiled {
                 }
             }
         }
-        for (rank, rule) in self.rules.iter().enumerate() {
-            if !selected.get(rank as u32) {
-                continue;
-            }
+        for rank in selected.ones() {
+            let rule = &self.rules[rank as usize];
             for (k, spec) in rule.require.iter().enumerate() {
                 if !satisfied.get(rule.require_base + k as u32) {
                     findings.insert(missing(rule, spec));
@@ -252,6 +284,28 @@ impl Compiled {
             }
         }
         Findings(findings)
+    }
+
+    /// The ranks of the rules that select `host`: those without `tags`, and those with one of
+    /// the host's tags (each checked on all its keys).
+    fn selecting(&self, host: &Host<'_>) -> Bits {
+        let mut selected = Bits::new(self.rules.len());
+        for &rank in &self.untagged {
+            if self.rules[rank as usize].hosts.selects(host) {
+                selected.set(rank);
+            }
+        }
+        for tag in host.tags {
+            let Ok(at) = self.by_tag.binary_search_by(|(t, _)| (**t).cmp(&**tag)) else {
+                continue;
+            };
+            for &rank in &self.by_tag[at].1 {
+                if !selected.get(rank) && self.rules[rank as usize].hosts.selects(host) {
+                    selected.set(rank);
+                }
+            }
+        }
+        selected
     }
 
     /// The spec an index entry stands for.

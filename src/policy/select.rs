@@ -51,6 +51,10 @@ impl ExactSet {
         ExactSet(items)
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|item| &**item)
+    }
+
     pub(crate) fn contains(&self, text: &str) -> bool {
         self.0.binary_search_by(|entry| (**entry).cmp(text)).is_ok()
     }

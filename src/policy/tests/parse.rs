@@ -291,3 +291,16 @@ fn load_reads_the_file_and_reports_a_missing_one() {
     std::fs::write(&path, "[[rule]]\nname = \"a\"\nallow = [\"22\"]\n").unwrap();
     assert_eq!(Policy::load(&path, caps).unwrap().rule_count(), 1);
 }
+
+#[test]
+fn deeply_nested_values_are_refused_not_a_stack_overflow() {
+    for depth in [1_000, 100_000] {
+        let text = format!("default = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{depth}: {found:#?}");
+        assert!(found[0].starts_with("policy.toml:1:"), "{found:#?}");
+        assert!(found[0].contains("max recursion depth"), "{found:#?}");
+        let text = format!("x = {}1{}\n", "{ a = ".repeat(depth), " }".repeat(depth));
+        assert_eq!(problems(&text).len(), 1, "{depth}");
+    }
+}

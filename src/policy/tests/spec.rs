@@ -14,6 +14,8 @@ fn globs_are_anchored_case_sensitive_and_count_characters() {
         ("python*", "python3.12", true),
         ("python*", "python", true),
         ("python*", "Python3", false),
+        ("python*", "xpython3", false),
+        ("web-*", "my-web-01", false),
         ("*", "", true),
         ("*", "anything at all", true),
         ("?", "", false),
