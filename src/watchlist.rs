@@ -134,6 +134,15 @@ impl Facts {
         self.wan
     }
 
+    /// These facts with `region` when they name none (a discovered machine's region is the
+    /// one its listing asked for when its row does not say).
+    pub fn or_region(mut self, region: &str) -> Facts {
+        if self.region.is_none() && !region.is_empty() {
+            self.region = Some(region.into());
+        }
+        self
+    }
+
     /// No tag, no region, no WAN IP.
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty() && self.region.is_none() && !self.wan

@@ -5,6 +5,15 @@
 //! required, `Limit` 0..=100, `Offset`, and `Filters` as `[{Name, Values: [one value]}]` with
 //! `Status` and `Keywords`. Answer: `TotalCount` and `Machines[]`, each with `Uuid` (empty for
 //! a machine whose agent has been offline for long) and `MachineName`.
+//!
+//! Host facts for the expected-ports policy come from the same rows: `Tag[]` (each `{Rid,
+//! Name, TagId}`: the `Name` is the tag), `MachineWanIp` (a WAN IP: non-empty) and
+//! `RegionInfo.Region`. They only select hosts, so a bad one is dropped, never an error that
+//! would fail the whole listing, and they are bounded ([`machine_tags`]): at most
+//! [`MAX_TAGS`] tags of at most [`MAX_TAG_CHARS`] characters and [`MAX_MACHINE_TAG_BYTES`]
+//! bytes in all, the first usable ones in the answer's order; a region of at most
+//! [`MAX_REGION_CHARS`] lower-case letters, digits and `-`. Only the first `4 ×` [`MAX_TAGS`]
+//! entries of a `Tag` list are looked at.
 
 use serde_json::{Value, json};
 
@@ -13,7 +22,7 @@ use super::error::ApiError;
 use super::response::Answer;
 use crate::agent_uuid::AgentUuid;
 use crate::problems::text_problem;
-use crate::watchlist::MAX_NAME_CHARS;
+use crate::watchlist::{Facts, MAX_NAME_CHARS, MAX_TAG_CHARS, MAX_TAGS};
 
 /// The action.
 pub const DESCRIBE_MACHINES: &str = "DescribeMachines";
@@ -71,6 +80,79 @@ pub struct MachineRow {
     /// `Quuid`, the machine's own id, when it is a printable id of at most
     /// [`MAX_QUUID_CHARS`] characters: tells rows without a `Uuid` apart while paging.
     pub quuid: Option<String>,
+    /// Its tags, region and WAN flag (see the module: bounded, bad ones dropped).
+    pub facts: Facts,
+}
+
+/// The most bytes of tag text kept for one machine (UTF-8, all tags together): what one
+/// machine adds to the discovery file stays small (see [`crate::discovery::remembered`]).
+pub const MAX_MACHINE_TAG_BYTES: usize = 256;
+/// The longest region kept (`ap-guangzhou` is 12).
+pub const MAX_REGION_CHARS: usize = 32;
+
+/// Whether `name` may be a discovered tag: not blank, at most [`MAX_TAG_CHARS`] characters,
+/// no control, separator or bidirectional character (as a watchlist tag).
+pub fn usable_tag(name: &str) -> bool {
+    !name.trim().is_empty() && text_problem("Tag", name, MAX_TAG_CHARS).is_none()
+}
+
+/// Whether `region` looks like a region id: 1 to [`MAX_REGION_CHARS`] of `a-z`, `0-9`, `-`.
+pub fn usable_region(region: &str) -> bool {
+    (1..=MAX_REGION_CHARS).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The tags kept of a machine's tag names, in order: the usable ones ([`usable_tag`]), each
+/// once, the first [`MAX_TAGS`] of them while their bytes stay within
+/// [`MAX_MACHINE_TAG_BYTES`]; every later one is dropped (so what is kept never depends on
+/// what follows it).
+pub fn machine_tags<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut bytes = 0usize;
+    for name in names {
+        if kept.len() == MAX_TAGS {
+            break;
+        }
+        if !usable_tag(name) || kept.contains(&name) {
+            continue;
+        }
+        if bytes + name.len() > MAX_MACHINE_TAG_BYTES {
+            break;
+        }
+        bytes += name.len();
+        kept.push(name);
+    }
+    kept
+}
+
+/// A row's facts: `Tag[].Name`, `MachineWanIp`, `RegionInfo.Region`, each bounded; anything
+/// malformed counts as absent.
+fn row_facts(machine: &Value) -> Facts {
+    // At most this many entries are looked at: a Tag list of a million entries costs no more
+    // than one of a hundred.
+    const LOOKED_AT: usize = 4 * MAX_TAGS;
+    let names = match machine.get("Tag") {
+        Some(Value::Array(tags)) => tags
+            .iter()
+            .take(LOOKED_AT)
+            .filter_map(|t| t.get("Name")?.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let tags = machine_tags(names);
+    let wan = machine
+        .get("MachineWanIp")
+        .and_then(Value::as_str)
+        .is_some_and(|ip| !ip.trim().is_empty());
+    let region = machine
+        .get("RegionInfo")
+        .and_then(|r| r.get("Region"))
+        .and_then(Value::as_str)
+        .filter(|r| usable_region(r))
+        .map(Into::into);
+    Facts::new(tags, region, wan)
 }
 
 /// The longest `Quuid` kept (a Uuid is 36 characters).
@@ -138,7 +220,13 @@ pub fn parse_page(answer: &Answer, limit: u64) -> Result<MachinesPage, ApiError>
             .filter(|q| !q.is_empty())
             .filter(|q| text_problem("Quuid", q, MAX_QUUID_CHARS).is_none())
             .map(str::to_owned);
-        rows.push(MachineRow { uuid, name, quuid });
+        let facts = row_facts(machine);
+        rows.push(MachineRow {
+            uuid,
+            name,
+            quuid,
+            facts,
+        });
     }
     Ok(MachinesPage { total, rows })
 }
@@ -216,6 +304,86 @@ mod tests {
         );
         assert_eq!(page.rows[0].quuid, None, "none given");
         assert_eq!(page.rows[2].name, None, "a name with controls is dropped");
+    }
+
+    fn tags(row: &MachineRow) -> Vec<&str> {
+        row.facts.tags().iter().map(|t| &**t).collect()
+    }
+
+    #[test]
+    fn tags_wan_ip_and_region_are_read() {
+        let page = parse_page(
+            &answer(json!({"TotalCount": 3, "Machines": [
+                {"Uuid": "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1", "MachineWanIp": "203.0.113.7",
+                 "RegionInfo": {"Region": "ap-guangzhou", "RegionName": "广州", "RegionId": 1},
+                 "Tag": [{"Rid": 1, "Name": "web", "TagId": 11},
+                         {"Rid": 2, "Name": "prod", "TagId": 12},
+                         {"Rid": 3, "Name": "web", "TagId": 11}]},
+                {"Uuid": "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd2", "MachineWanIp": "",
+                 "Tag": [], "RegionInfo": null},
+                {"Uuid": "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd3"},
+            ]})),
+            100,
+        )
+        .unwrap();
+        let first = &page.rows[0].facts;
+        assert_eq!(tags(&page.rows[0]), ["prod", "web"], "sorted, each once");
+        assert_eq!((first.region(), first.wan()), (Some("ap-guangzhou"), true));
+        for row in &page.rows[1..] {
+            assert!(row.facts.is_empty(), "{row:?}");
+        }
+    }
+
+    /// Facts only select hosts: whatever is wrong with them is dropped, never an error that
+    /// fails the listing, and what is kept is bounded.
+    #[test]
+    fn hostile_facts_are_dropped_or_cut_never_an_error() {
+        let machine = |facts: Value| {
+            let mut m = json!({"Uuid": "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1", "MachineName": "m"});
+            if let (Value::Object(m), Value::Object(f)) = (&mut m, facts) {
+                m.extend(f);
+            }
+            let page = parse_page(&answer(json!({"TotalCount": 1, "Machines": [m]})), 100)
+                .expect("facts never fail a page");
+            page.rows.into_iter().next().unwrap()
+        };
+        // A huge Tag list: the first 16 usable names are kept, the rest never looked at.
+        let huge: Vec<Value> = (0..50_000)
+            .map(|i| json!({"Rid": i, "Name": format!("t{i:02}"), "TagId": i}))
+            .collect();
+        let row = machine(json!({"Tag": huge}));
+        let want: Vec<String> = (0..MAX_TAGS).map(|i| format!("t{i:02}")).collect();
+        assert_eq!(tags(&row), want);
+        // Bad entries are skipped: not objects, Name not a string or missing, blank, too long,
+        // controls and bidi; only 64 entries are looked at.
+        let row = machine(json!({"Tag": [
+            "web", 7, null, {"Rid": 1}, {"Name": 5}, {"Name": ["x"]}, {"Name": ""},
+            {"Name": "   "}, {"Name": "x".repeat(MAX_TAG_CHARS + 1)}, {"Name": "a\u{1b}[2J"},
+            {"Name": "a\u{202e}b"}, {"Name": "ok"}, {"Name": "é".repeat(MAX_TAG_CHARS)},
+        ]}));
+        assert_eq!(tags(&row), ["ok", &*"é".repeat(MAX_TAG_CHARS)]);
+        let mut late = vec![json!({"Name": ""}); 64];
+        late.push(json!({"Name": "late"}));
+        assert!(machine(json!({"Tag": late})).facts.tags().is_empty());
+        // The byte budget: 64-character tags of 2-byte letters take 128 bytes, so two fit.
+        let row = machine(json!({"Tag": [
+            {"Name": "é".repeat(64)}, {"Name": "ü".repeat(64)}, {"Name": "z"}, {"Name": "y"},
+        ]}));
+        assert_eq!(row.facts.tags().len(), 2, "{row:?}");
+        assert!(row.facts.tags().iter().map(|t| t.len()).sum::<usize>() <= MAX_MACHINE_TAG_BYTES);
+        // Not a list, not strings, not a region id: absent.
+        for facts in [
+            json!({"Tag": {"Name": "web"}, "MachineWanIp": 7, "RegionInfo": "ap-guangzhou"}),
+            json!({"Tag": "web", "MachineWanIp": null, "RegionInfo": {"Region": 5}}),
+            json!({"Tag": null, "MachineWanIp": ["1.2.3.4"], "RegionInfo": {"Region": "AP-X"}}),
+            json!({"MachineWanIp": "  ", "RegionInfo": {"Region": "a".repeat(33)}}),
+            json!({"RegionInfo": {"Region": "ap-guangzhou\n"}}),
+            json!({"RegionInfo": {"Region": ""}}),
+        ] {
+            let row = machine(facts.clone());
+            assert!(row.facts.is_empty(), "{facts}: {row:?}");
+            assert_eq!(row.name.as_deref(), Some("m"), "the rest of the row stays");
+        }
     }
 
     #[test]

@@ -12,16 +12,18 @@
 //!   no event; after that it is forgotten;
 //! - only complete passes count (a failed pass changes nothing: see [`super::paging`]).
 //!
-//! [`Membership`] holds, per Uuid ever found and not forgotten, its last name, how many
-//! passes in a row missed it, and when it left. It is saved with the daemon's state
+//! [`Membership`] holds, per Uuid ever found and not forgotten, its last name and host facts
+//! (tags, region, WAN: an agent in its grace passes keeps them), how many passes in a row
+//! missed it, and when it left. It is saved with the daemon's state
 //! ([`super::remembered`]) so a restart neither resets the count nor forgets who left.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::merge::Discovered;
 use crate::agent_uuid::AgentUuid;
-use crate::watchlist::Agent;
+use crate::watchlist::{Agent, Facts};
 
 /// At most this many machines remembered: every machine discovery can list
 /// ([`super::MAX_MACHINES`]) plus as many that left. Beyond it the ones that left longest ago
@@ -41,6 +43,78 @@ pub struct Member {
     /// When its agent left (Unix seconds): `missing` reached `remove_after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_at: Option<i64>,
+    /// Its host facts when last listed (`Tag` names, region, WAN), so that in its grace
+    /// passes, and after a restart, the policy selects it as before. Absent in files written
+    /// before issue 22: none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "stored_facts"
+    )]
+    pub facts: Option<Arc<Facts>>,
+}
+
+/// [`Member::facts`] in the discovery file: `{"tags": [...], "region": "...", "wan": true}`,
+/// each key left out when empty; read back only within the bounds a listing keeps
+/// ([`crate::api::machines::machine_tags`]), else the file is damaged.
+mod stored_facts {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::api::machines::{machine_tags, usable_region};
+    use crate::watchlist::Facts;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        tags: &'a [Box<str>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        wan: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct In {
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        wan: bool,
+    }
+
+    pub fn serialize<S: Serializer>(facts: &Option<Arc<Facts>>, s: S) -> Result<S::Ok, S::Error> {
+        match facts {
+            Some(f) => Out {
+                tags: f.tags(),
+                region: f.region(),
+                wan: f.wan(),
+            }
+            .serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<Facts>>, D::Error> {
+        use serde::de::Error;
+        let Some(stored) = Option::<In>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if machine_tags(stored.tags.iter().map(String::as_str)).len() != stored.tags.len() {
+            return Err(D::Error::custom(
+                "facts: tags over the bounds of a listing, repeated or not printable",
+            ));
+        }
+        if let Some(region) = &stored.region
+            && !usable_region(region)
+        {
+            return Err(D::Error::custom("facts: a region that is not a region id"));
+        }
+        Ok(Facts::new(stored.tags, stored.region.map(Into::into), stored.wan).shared())
+    }
 }
 
 /// What one complete pass means.
@@ -111,6 +185,7 @@ impl Membership {
                 name: agent.name.clone(),
                 missing: 0,
                 left_at: None,
+                facts: agent.facts.clone(),
             };
             if self.members.get(&agent.uuid) != Some(&member) {
                 self.members.insert(agent.uuid, member);
@@ -134,7 +209,7 @@ impl Membership {
                         grace.push(Agent {
                             uuid: *uuid,
                             name: m.name.clone(),
-                            facts: None,
+                            facts: m.facts.clone(),
                         });
                     }
                     true
@@ -269,6 +344,30 @@ mod tests {
         assert!(o.changed);
     }
 
+    /// An agent in its grace passes keeps the facts it was last listed with (else the policy
+    /// would select it differently while it is still watched); new facts are remembered.
+    #[test]
+    fn grace_agents_keep_their_last_facts_and_changes_are_saved() {
+        let tagged = |tags: &[&str]| {
+            let mut f = found(&[1, 2]);
+            f.agents[0].facts = Facts::new(tags.iter().copied(), Some("r".into()), true).shared();
+            f
+        };
+        let mut m = Membership::default();
+        m.pass(&tagged(&["web"]), 0, RULE);
+        assert!(!m.pass(&tagged(&["web"]), 1, RULE).changed);
+        assert!(
+            m.pass(&tagged(&["web", "prod"]), 2, RULE).changed,
+            "new tags"
+        );
+        let o = m.pass(&found(&[2]), 3, RULE);
+        assert_eq!(watched(&o), [2, 1]);
+        let grace = &o.watch.agents[1];
+        assert_eq!(grace.tags().len(), 2);
+        assert_eq!(grace.facts.as_deref().unwrap().region(), Some("r"));
+        assert!(grace.facts.as_deref().unwrap().wan());
+    }
+
     #[test]
     fn a_pass_that_lists_it_again_resets_the_count() {
         let mut m = Membership::default();
@@ -366,6 +465,7 @@ mod tests {
                     name: None,
                     missing: 3,
                     left_at: Some(i as i64),
+                    facts: None,
                 },
             );
         }

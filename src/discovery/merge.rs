@@ -2,7 +2,8 @@
 //!
 //! Listed agents always stay (discovery adds to a watchlist, never removes from it), and a
 //! listed name wins over the machine's name; a listed agent without a name takes the
-//! machine's. Machines are kept in the order found, each Uuid once (the first row wins: the
+//! machine's. Host facts: a listed agent's tags are the union of its listed tags and its
+//! machine's; region and WAN come from the machine ([`Facts::merged`]). Machines are kept in the order found, each Uuid once (the first row wins: the
 //! same agent may show under two filters or regions).
 
 use std::collections::{HashMap, HashSet};
@@ -46,7 +47,7 @@ impl Discovered {
                         self.agents.push(Agent {
                             uuid,
                             name: row.name,
-                            facts: None,
+                            facts: row.facts.shared(),
                         });
                     }
                 }
@@ -82,21 +83,18 @@ pub fn merge(listed: &[Agent], discovered: &[Agent]) -> Vec<Agent> {
     merged
 }
 
-/// Whether two passes found the same agents with the same names and the same skipped count
-/// (then nothing needs applying or reporting).
+/// Whether two passes found the same agents with the same names, the same host facts and the
+/// same skipped count (then nothing needs applying or reporting).
 pub fn same_list(before: &Discovered, after: &Discovered) -> bool {
     if before.skipped != after.skipped || before.agents.len() != after.agents.len() {
         return false;
     }
-    let names: HashMap<u128, &Option<String>> = before
-        .agents
-        .iter()
-        .map(|a| (a.uuid.value(), &a.name))
-        .collect();
-    after
-        .agents
-        .iter()
-        .all(|a| names.get(&a.uuid.value()) == Some(&&a.name))
+    let agents: HashMap<u128, &Agent> = before.agents.iter().map(|a| (a.uuid.value(), a)).collect();
+    after.agents.iter().all(|a| {
+        agents
+            .get(&a.uuid.value())
+            .is_some_and(|b| b.name == a.name && b.facts == a.facts)
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +115,7 @@ mod tests {
             uuid: i.map(|i| agent(i, None).uuid),
             name: Some(name.to_owned()),
             quuid: None,
+            facts: Facts::default(),
         }
     }
 
@@ -142,6 +141,60 @@ mod tests {
                 agent(3, Some("m3")),
             ]
         );
+    }
+
+    fn with_facts(mut a: Agent, tags: &[&str], region: Option<&str>, wan: bool) -> Agent {
+        a.facts = Facts::new(tags.iter().copied(), region.map(Into::into), wan).shared();
+        a
+    }
+
+    /// A listed agent: its name wins, its tags are the union of listed and found, region and
+    /// WAN are the machine's; an agent only listed or only found keeps its own facts.
+    #[test]
+    fn facts_merge_as_a_union_of_tags_with_region_and_wan_from_discovery() {
+        let listed = [
+            with_facts(agent(1, Some("mine")), &["web", "prod"], None, false),
+            with_facts(agent(2, None), &["db"], None, false),
+            agent(3, None),
+        ];
+        let found = [
+            with_facts(
+                agent(1, Some("m1")),
+                &["prod", "eu"],
+                Some("ap-guangzhou"),
+                true,
+            ),
+            with_facts(agent(3, Some("m3")), &["cache"], Some("ap-beijing"), false),
+            with_facts(agent(4, Some("m4")), &["new"], None, true),
+        ];
+        let merged = merge(&listed, &found);
+        assert_eq!(
+            merged,
+            [
+                with_facts(
+                    agent(1, Some("mine")),
+                    &["eu", "prod", "web"],
+                    Some("ap-guangzhou"),
+                    true
+                ),
+                with_facts(agent(2, None), &["db"], None, false),
+                with_facts(agent(3, Some("m3")), &["cache"], Some("ap-beijing"), false),
+                with_facts(agent(4, Some("m4")), &["new"], None, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_list_sees_changed_facts() {
+        let pass = |tags: &[&str], region: Option<&str>, wan: bool| {
+            Discovered::from_agents(vec![with_facts(agent(1, Some("a")), tags, region, wan)], 0)
+        };
+        let base = pass(&["web"], Some("r"), false);
+        assert!(same_list(&base, &pass(&["web"], Some("r"), false)));
+        assert!(!same_list(&base, &pass(&["web", "prod"], Some("r"), false)));
+        assert!(!same_list(&base, &pass(&["web"], Some("s"), false)));
+        assert!(!same_list(&base, &pass(&["web"], Some("r"), true)));
+        assert!(!same_list(&base, &pass(&[], None, false)));
     }
 
     #[test]

@@ -181,7 +181,13 @@ impl<S: MachineSource> Discovery<S> {
                         })?;
                 match paging.take(page)? {
                     Step::Next { offset: next } => offset = next,
-                    Step::Done(rows) => return Ok(rows),
+                    Step::Done(mut rows) => {
+                        // A row that does not say its region is in the one asked for.
+                        for row in &mut rows {
+                            row.facts = std::mem::take(&mut row.facts).or_region(region);
+                        }
+                        return Ok(rows);
+                    }
                     Step::Restart(suspect) => {
                         why = suspect.describe();
                         continue 'again;

@@ -127,6 +127,7 @@ mod tests {
             uuid: Some(AgentUuid::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap()),
             name: None,
             quuid: None,
+            facts: Default::default(),
         }
     }
 
@@ -147,6 +148,7 @@ mod tests {
             uuid: None,
             name: None,
             quuid: quuid.map(|q| format!("q-{q}")),
+            facts: Default::default(),
         }
     }
 

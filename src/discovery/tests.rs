@@ -19,6 +19,7 @@ fn row(i: u64) -> MachineRow {
         uuid: Some(AgentUuid::parse(&format!("00000000-0000-4000-8000-{i:012x}")).unwrap()),
         name: Some(format!("m{i}")),
         quuid: None,
+        facts: Default::default(),
     }
 }
 
@@ -219,4 +220,37 @@ async fn a_server_that_ignores_offset_never_gives_a_complete_pass() {
     script.page(150, 0..100);
     script.page(150, 100..150);
     assert_eq!(d.discover().await.unwrap().agents.len(), 150);
+}
+
+/// Host facts (issue 22) reach the agents of a pass; a row that does not say its region is
+/// in the region its listing asked for.
+#[tokio::test(start_paused = true)]
+async fn a_pass_carries_facts_and_rows_without_a_region_take_the_one_asked() {
+    let script = Script::default();
+    let mut with_facts = row(1);
+    with_facts.facts = crate::watchlist::Facts::new(["web"], Some("ap-shanghai".into()), true);
+    let mut bare = row(2);
+    bare.facts = crate::watchlist::Facts::new(["db"], None, false);
+    script.push(Ok(MachinesPage {
+        total: 3,
+        rows: vec![with_facts, bare, row(3)],
+    }));
+    let mut d = Discovery::new(script, settings(&[MachineType::Cvm], &["ap-guangzhou"]), 20);
+    let found = d.discover().await.unwrap();
+    let facts: Vec<_> = found
+        .agents
+        .iter()
+        .map(|a| {
+            let f = a.facts.as_deref().expect("every row has a region at least");
+            (a.tags().to_vec(), f.region().map(str::to_owned), f.wan())
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            (vec!["web".into()], Some("ap-shanghai".into()), true),
+            (vec!["db".into()], Some("ap-guangzhou".into()), false),
+            (vec![], Some("ap-guangzhou".into()), false),
+        ]
+    );
 }

@@ -608,6 +608,7 @@ impl AgentTable {
     pub fn shrink_to_fit(&mut self) {
         self.slots.shrink_to_fit();
         self.names.shrink_to_fit();
+        self.facts.shrink_to_fit();
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_uuid
             .shrink_to_fit(|&id| uuid_at(slots, id).map_or(0, |u| hasher.hash_one(u)));

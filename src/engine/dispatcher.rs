@@ -208,6 +208,17 @@ impl<P: Poller> Engine<P> {
         self.agents.contains(uuid)
     }
 
+    /// What the expected-ports policy knows of a watched agent (its name, tags, region, WAN
+    /// flag, with `account`), lent to `f` (see [`super::agents::AgentTable::with_host`]).
+    pub fn with_host<R>(
+        &self,
+        uuid: &AgentUuid,
+        account: &str,
+        f: impl FnOnce(&crate::policy::Host<'_>) -> R,
+    ) -> Option<R> {
+        self.agents.with_host(self.agents.id_of(uuid)?, account, f)
+    }
+
     /// Agents watched now.
     pub fn agent_count(&self) -> usize {
         self.agents.len()

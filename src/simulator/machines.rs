@@ -91,6 +91,9 @@ impl MachineHooks {
 struct Listed<'a> {
     name: String,
     ip: String,
+    /// `MachineWanIp` ("" when none) and the `Tag` names.
+    wan_ip: &'a str,
+    tags: &'a [String],
     uuid: &'a str,
     online: bool,
     placement: &'a Placement,
@@ -209,6 +212,8 @@ impl Shared {
                     .clone()
                     .unwrap_or_else(|| format!("sim-{}", &a.uuid[..8.min(a.uuid.len())])),
                 ip: self.machine_ip(i),
+                wan_ip: a.machine_wan_ip.as_deref().unwrap_or(""),
+                tags: &a.tags,
                 uuid: &a.uuid,
                 online: a.online,
                 placement: &a.placement,
@@ -222,6 +227,8 @@ impl Shared {
             .map(|(i, m)| Listed {
                 name: m.machine_name.clone(),
                 ip: m.machine_ip.clone(),
+                wan_ip: "",
+                tags: &[],
                 uuid: "",
                 online: false,
                 placement: &m.placement,
@@ -283,10 +290,14 @@ fn machine_row(m: &Listed<'_>) -> Map<String, Value> {
         "VulNum": 0,
         "MachineIp": m.ip,
         "IsProVersion": false,
-        "MachineWanIp": "",
+        "MachineWanIp": m.wan_ip,
         "PayMode": "POSTPAY",
         "MalwareNum": 0,
-        "Tag": [],
+        // The API's `Tag` entries: `Rid` and `TagId` numbered by position (the simulator has
+        // no tag objects of its own).
+        "Tag": m.tags.iter().enumerate().map(|(i, name)| json!({
+            "Rid": i + 1, "Name": name, "TagId": i + 1,
+        })).collect::<Vec<_>>(),
         "BaselineNum": 0,
         "CyberAttackNum": 0,
         "SecurityStatus": "SAFE",

@@ -102,7 +102,15 @@ pub struct ScenarioAgent {
     pub placement: Placement,
     /// `MachineStatus` `ONLINE` (default) or `OFFLINE` in `DescribeMachines`.
     pub online: bool,
+    /// `Tag[].Name` in `DescribeMachines` (scenario key `tags`): at most [`MAX_TAGS`], each
+    /// a name of at most 64 characters.
+    pub tags: Vec<String>,
+    /// `MachineWanIp` in `DescribeMachines` (scenario key `machine_wan_ip`); `None`: "".
+    pub machine_wan_ip: Option<String>,
 }
+
+/// The most `tags` of one scenario agent.
+pub const MAX_TAGS: usize = 16;
 
 impl ScenarioAgent {
     /// An agent with this status timeline, the default `collect_time`, no ports and default
@@ -117,6 +125,8 @@ impl ScenarioAgent {
             machine_ip: None,
             placement: Placement::default(),
             online: true,
+            tags: Vec::new(),
+            machine_wan_ip: None,
         }
     }
 }
@@ -368,6 +378,8 @@ struct RawAgent {
     machine_type: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     online: Option<bool>,
+    tags: Option<Spanned<Vec<Spanned<String>>>>,
+    machine_wan_ip: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +556,26 @@ fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         }
         agent.placement = parse_placement(raw_agent.machine_type, raw_agent.region, &invalid)?;
         agent.online = raw_agent.online.unwrap_or(true);
+        if let Some(tags) = raw_agent.tags {
+            if tags.get_ref().len() > MAX_TAGS {
+                return Err(invalid(
+                    tags.span(),
+                    format!(
+                        "tags has {} entries: write at most {MAX_TAGS}",
+                        tags.get_ref().len()
+                    ),
+                ));
+            }
+            for tag in tags.into_inner() {
+                check_text("tags", &tag, 64).map_err(|m| invalid(tag.span(), m))?;
+                agent.tags.push(tag.into_inner());
+            }
+        }
+        if let Some(ip) = raw_agent.machine_wan_ip {
+            check_ip(&ip)
+                .map_err(|m| invalid(ip.span(), m.replace("machine_ip", "machine_wan_ip")))?;
+            agent.machine_wan_ip = Some(ip.into_inner());
+        }
         agents.push(agent);
     }
 
@@ -1293,6 +1325,37 @@ machine_ip = "10.9.9.9"
                     region: DEFAULT_REGION.into()
                 },
             }]
+        );
+    }
+
+    #[test]
+    fn tags_and_wan_ip_parse_and_bad_ones_say_where() {
+        let head = "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\n";
+        let s = Scenario::from_toml_str(&format!(
+            "{head}tags = [\"web\", \"prod\"]\nmachine_wan_ip = \"203.0.113.9\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.agents[0].tags, ["web", "prod"]);
+        assert_eq!(s.agents[0].machine_wan_ip.as_deref(), Some("203.0.113.9"));
+        let plain = Scenario::from_toml_str(head).unwrap();
+        assert!(plain.agents[0].tags.is_empty() && plain.agents[0].machine_wan_ip.is_none());
+        let (line, col, msg) = invalid_at(&format!("{head}tags = [\"ok\", \"\"]\n"));
+        assert_eq!((line, col), (4, 15));
+        assert!(msg.contains("must not be empty"), "{msg}");
+        let (line, col, msg) = invalid_at(&format!("{head}tags = [\"a\\u202eb\"]\n"));
+        assert_eq!((line, col), (4, 9));
+        assert!(msg.contains("U+202E"), "{msg}");
+        let (_, _, msg) = invalid_at(&format!("{head}tags = [\"{}\"]\n", "t".repeat(65)));
+        assert!(msg.contains("at most 64"), "{msg}");
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("\"t{i}\"")).collect();
+        let (line, col, msg) = invalid_at(&format!("{head}tags = [{}]\n", many.join(",")));
+        assert_eq!((line, col), (4, 8));
+        assert!(msg.contains("at most 16"), "{msg}");
+        let (line, col, msg) = invalid_at(&format!("{head}machine_wan_ip = \"x.y\"\n"));
+        assert_eq!((line, col), (4, 18));
+        assert!(
+            msg.contains("machine_wan_ip = \"x.y\" is not an IP address"),
+            "{msg}"
         );
     }
 

@@ -613,3 +613,152 @@ async fn a_machine_that_left_is_remembered_across_a_restart_until_forget_after()
     d.stop().await;
     sim.shutdown().await;
 }
+
+/// Host facts end to end (issue 22): the simulator's `tags` and `machine_wan_ip` keys are served
+/// by `DescribeMachines` as the API shapes them (`Tag: [{Rid, Name, TagId}]`, `MachineWanIp`,
+/// `RegionInfo.Region`), read by discovery, merged with a listed agent's tags, and reach what
+/// the engine lends the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_tags_region_and_wan_ip_reach_the_engine_hosts() {
+    use cwp_portwatch::discovery::{
+        AgentStatusFilter, Discovery, DiscoverySettings, MachineType, merge,
+    };
+    use cwp_portwatch::engine::{Engine, EngineConfig, Poller};
+    use cwp_portwatch::watchlist::Watchlist;
+
+    let mut text = String::new();
+    for (i, extra) in [
+        "tags = [\"web\", \"prod\"]\nmachine_wan_ip = \"203.0.113.10\"\n",
+        "tags = [\"db\"]\n",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            "[[agent]]\nuuid = \"{}\"\nmachine_name = \"m-{i}\"\nregion = \"ap-shanghai\"\n{extra}\
+             timeline = [{{ at = \"0s\", status = \"COMPLETE\" }}]\n",
+            uuid(i)
+        ));
+    }
+    let sim = start_scenario(&text).await;
+    let client = client_for(&sim, DEFAULT_SECRET_KEY, Duration::from_secs(5));
+
+    // The raw answer has the API's shape.
+    let answer = client
+        .call(
+            DESCRIBE_MACHINES_ACTION,
+            &serde_json::json!({"MachineType": "CVM", "MachineRegion": "ap-shanghai", "Limit": 100}),
+        )
+        .await
+        .unwrap();
+    let machines = answer.fields["Machines"].as_array().unwrap();
+    assert_eq!(
+        machines[0]["Tag"],
+        serde_json::json!([{"Rid": 1, "Name": "web", "TagId": 1},
+                           {"Rid": 2, "Name": "prod", "TagId": 2}])
+    );
+    assert_eq!(machines[0]["MachineWanIp"], "203.0.113.10");
+    assert_eq!(machines[1]["MachineWanIp"], "");
+    assert_eq!(machines[2]["Tag"], serde_json::json!([]));
+    assert_eq!(machines[0]["RegionInfo"]["Region"], "ap-shanghai");
+
+    // Discovery reads them; the watchlist lists agent 1 with a tag of its own.
+    let settings = DiscoverySettings {
+        enabled: true,
+        machine_types: vec![MachineType::Cvm],
+        regions: vec!["ap-shanghai".into()],
+        agent_status: AgentStatusFilter::All,
+        ..DiscoverySettings::default()
+    };
+    let found = Discovery::new(client, settings, 20)
+        .discover()
+        .await
+        .unwrap();
+    assert_eq!(found.agents.len(), 3);
+    let listed = Watchlist::from_toml_str(
+        &format!(
+            "[[agent]]\nuuid = \"{}\"\nname = \"listed-1\"\ntags = [\"backup\"]\n",
+            uuid(1)
+        ),
+        std::path::Path::new("w.toml"),
+    )
+    .unwrap()
+    .agents;
+    let agents = merge(&listed, &found.agents);
+
+    #[derive(Clone)]
+    struct Idle;
+    impl Poller for Idle {
+        async fn poll(
+            &self,
+            _uuid: &str,
+        ) -> Result<cwp_portwatch::api::TaskStatus, cwp_portwatch::api::ApiError> {
+            Err(cwp_portwatch::api::ApiError::Transport("not polled".into()))
+        }
+    }
+    let config = EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 1,
+        intervals: cwp_portwatch::scheduler::Intervals {
+            settled: Duration::from_secs(60),
+            collecting: Duration::from_secs(5),
+            offline: Duration::from_secs(30),
+        },
+        once: true,
+    };
+    let engine = Engine::new(
+        Idle,
+        std::sync::Arc::new(cwp_portwatch::events::CollectingSink::default()),
+        config,
+        &agents,
+        std::collections::HashMap::new(),
+    );
+    let host = |i: usize| {
+        engine
+            .with_host(&uuid(i).parse().unwrap(), "default", |h| {
+                let tags: Vec<String> = h.tags.iter().map(|t| t.to_string()).collect();
+                (
+                    h.name.to_owned(),
+                    tags,
+                    h.region.to_owned(),
+                    h.wan,
+                    h.account.to_owned(),
+                )
+            })
+            .expect("watched")
+    };
+    let s = |v: &[&str]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        host(0),
+        (
+            "m-0".into(),
+            s(&["prod", "web"]),
+            "ap-shanghai".into(),
+            true,
+            "default".into()
+        )
+    );
+    assert_eq!(
+        host(1),
+        (
+            "listed-1".into(),
+            s(&["backup", "db"]),
+            "ap-shanghai".into(),
+            false,
+            "default".into()
+        ),
+        "the listed name wins, tags are the union"
+    );
+    assert_eq!(
+        host(2),
+        (
+            "m-2".into(),
+            vec![],
+            "ap-shanghai".into(),
+            false,
+            "default".into()
+        )
+    );
+    sim.shutdown().await;
+}
