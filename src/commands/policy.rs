@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::agent_uuid::AgentUuid;
 use crate::cli::Format;
 use crate::config::{ConfigErrors, Settings};
+use crate::discovery::remembered::DiscoveryFile;
 use crate::escape::{self, Escaped};
 use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::policy::{Capabilities, Finding, Findings, Host, Policy};
@@ -42,17 +43,41 @@ pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErr
     Policy::load(path, Capabilities::YUNJING).map(|p| Some(Arc::new(p)))
 }
 
-/// The facts of the watchlist's agents (tags), by Uuid.
-pub fn listed_facts(listed: &[Agent]) -> HashMap<AgentUuid, Arc<Facts>> {
-    listed
-        .iter()
-        .filter_map(|a| Some((a.uuid, a.facts.clone()?)))
+/// The host facts of `account`'s agents by Uuid, as the daemon merges them: the watchlist's
+/// tags, and with discovery the machines its file remembers (`Tag` names, region, WAN IP;
+/// tags joined with the listed ones). An unreadable discovery file adds none.
+pub fn known_facts(
+    state_dir: &Path,
+    account: &str,
+    discovering: bool,
+    listed: &[Agent],
+) -> HashMap<AgentUuid, Arc<Facts>> {
+    let discovered: Vec<Agent> = if discovering {
+        DiscoveryFile::for_account(state_dir, account)
+            .load()
+            .map(|m| {
+                m.members()
+                    .iter()
+                    .filter(|(_, member)| member.left_at.is_none())
+                    .map(|(uuid, member)| Agent {
+                        uuid: *uuid,
+                        name: member.name.clone(),
+                        facts: member.facts.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    crate::discovery::merge::merge(listed, &discovered)
+        .into_iter()
+        .filter_map(|a| Some((a.uuid, a.facts?)))
         .collect()
 }
 
 /// The findings of one stored agent under `policy`: its Uuid, name (else its snapshot's
-/// machine name), account, and `facts` (a listed agent's tags; a discovered agent's are not
-/// in the files the commands read).
+/// machine name), account, and `facts` ([`known_facts`]).
 pub fn evaluate_stored(
     policy: &Policy,
     account: &str,
@@ -86,10 +111,9 @@ pub fn unexpected_ports(
     policy: &Policy,
     account: &str,
     agents: &[ShownAgent],
-    listed: &[Agent],
+    facts: &HashMap<AgentUuid, Arc<Facts>>,
     stored: &InventoryMap,
 ) -> HashMap<String, BTreeSet<(u16, Box<str>)>> {
-    let facts = listed_facts(listed);
     agents
         .iter()
         .filter_map(|agent| {
@@ -150,7 +174,12 @@ pub fn test(config: &Path, format: Format) -> Result<ExitCode, CommandError> {
             stored::inventory_uuids(&stored).filter(|u| !left.contains(u)),
             &stored,
         );
-        let facts = listed_facts(&watchlist.agents);
+        let facts = known_facts(
+            &settings.state_dir,
+            &plan.name,
+            plan.settings.discovery.enabled,
+            &watchlist.agents,
+        );
         for agent in &agents {
             let facts = facts.get(&agent.uuid).map(|f| &**f);
             let Some(findings) = evaluate_stored(&policy, &plan.name, agent, facts, &stored) else {

@@ -79,7 +79,13 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
         );
         // `--unexpected`: the same evaluation as `policy test`, of the same stored ports.
         let only = policy.as_ref().map(|policy| {
-            super::policy::unexpected_ports(policy, &plan.name, &agents, &watchlist.agents, &stored)
+            let facts = super::policy::known_facts(
+                &settings.state_dir,
+                &plan.name,
+                plan.settings.discovery.enabled,
+                &watchlist.agents,
+            );
+            super::policy::unexpected_ports(policy, &plan.name, &agents, &facts, &stored)
         });
         matched |= filter
             .agent

@@ -333,3 +333,69 @@ async fn a_watchlist_reload_that_removes_an_agent_clears_its_findings() {
     assert_eq!(cleared[0]["reason"], "removed");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn policy_test_selects_hosts_by_the_watchlist_tags() {
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    for i in 0..2 {
+        sim.set_ports(
+            &uuid(i),
+            vec![spec(22, "sshd", 1), spec(6379, "redis-server", 2)],
+        );
+    }
+    let app = App::for_simulator(&sim.endpoint(), &[]);
+    app.write(
+        "watchlist.toml",
+        format!(
+            "[[agent]]\nuuid = \"{}\"\nname = \"a\"\ntags = [\"web\"]\n\
+             [[agent]]\nuuid = \"{}\"\nname = \"b\"\n",
+            uuid(0),
+            uuid(1)
+        ),
+    );
+    let config = format!(
+        "{}[inventory]\nenabled = true\n",
+        daemon_config(&sim.endpoint())
+    );
+    app.write("config.toml", &config);
+    // The daemon stores the inventory (no policy yet).
+    let mut daemon = app.daemon(&[]);
+    daemon
+        .wait_for("both baselines", Duration::from_secs(20), |events| {
+            events
+                .iter()
+                .filter(|e| e["event"] == "inventory_baseline")
+                .count()
+                == 2
+        })
+        .await;
+    assert_eq!(daemon.stop().await.code(), Some(0));
+    sim.shutdown().await;
+    app.write(
+        "config.toml",
+        format!("{config}[policy]\nfile = \"policy.toml\"\n"),
+    );
+    app.write(
+        "policy.toml",
+        "[[rule]]\nname = \"web\"\nhosts = { tags = [\"web\"] }\nallow = [\"22/sshd\"]\n",
+    );
+    let out = run_within(
+        app.with_config(&["policy", "test"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the tagged host: {}", out.stdout);
+    assert!(
+        lines[0].contains(&uuid(0))
+            && lines[0].contains("6379")
+            && lines[0].contains("redis-server"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("1 findings on 1 agents"),
+        "{}",
+        out.stderr
+    );
+}
