@@ -259,6 +259,15 @@ impl<P: Poller> Engine<P> {
         self.policy_all();
     }
 
+    /// After a watchlist change (a reload, a discovery pass that changed the list): names and
+    /// facts of kept agents may have changed, so every watched agent is evaluated again when
+    /// a policy is in force (no policy: nothing). Added agents were evaluated as they came.
+    pub(super) fn policy_hosts_changed(&mut self) {
+        if self.policy.as_ref().is_some_and(|s| s.policy.is_some()) {
+            self.policy_all();
+        }
+    }
+
     /// Every watched agent evaluated on its stored snapshot.
     fn policy_all(&mut self) {
         if self.inventory.is_none() {

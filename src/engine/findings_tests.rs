@@ -602,3 +602,58 @@ async fn agents_removed_or_forgotten_clear_their_findings() {
         assert_eq!(cleared, expected, "forget: {forget}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_agent_renamed_by_a_reload_is_evaluated_under_its_new_name() {
+    let api = Scripted::new(
+        |at| {
+            if at < Duration::from_secs(5) {
+                "COLLECTING"
+            } else {
+                "COMPLETE"
+            }
+        },
+        |_| {
+            vec![
+                port(22, "sshd"),
+                port(443, "nginx"),
+                port(6379, "redis-server"),
+            ]
+        },
+    );
+    let (reply, _) = tokio::sync::oneshot::channel();
+    let renamed = {
+        let mut a = agents(1);
+        a[0].name = Some("db0".into());
+        a
+    };
+    let r = run(
+        api.clone(),
+        1,
+        Some(policy(WEB)),
+        HashMap::new(),
+        InventoryMap::new(),
+        vec![(
+            20,
+            Box::new(move || Control::Reload {
+                agents: renamed,
+                config: config(),
+                removed: Removed::Forget,
+                reply,
+            }),
+        )],
+        30,
+    )
+    .await;
+    // `web` selects `a*` only: renamed db0, the host no rule selects follows `default`
+    // (allow), so its findings clear (allowed: redis still open; nginx no longer required).
+    assert_eq!(
+        names(&r.events),
+        [
+            "baseline 3",
+            "unexpected 6379 redis-server [web critical]",
+            "unexpected cleared allowed 6379 redis-server [web critical]",
+        ]
+    );
+    assert_eq!(api.port_requests_since(Duration::from_secs(10)), 0);
+}
