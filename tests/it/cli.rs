@@ -673,14 +673,14 @@ fn demo_ends_by_itself_with_its_summary() {
     let total: u32 = expected.iter().map(|e| e.3).sum();
     let last = lines.last().unwrap();
     assert!(
-        // web-02's port 6379 opens (seen at 9 s) and closes (seen at 17 s).
+        // web-02's port 8080 opens (seen at 9 s) and closes (seen at 17 s).
         last.ends_with(&format!(
             "{total} status changes and 2 ports opened or closed reported."
         )),
         "{last}"
     );
     assert!(last.contains("(0 throttled)"), "{last}");
-    // The demo policy flags that redis-server (web hosts: ssh and nginx only), then clears it.
+    // The demo policy flags that python3 (web hosts: ssh and nginx only), then clears it.
     assert!(
         out.stdout
             .contains("Policy (config/demo-policy.toml): 1 unexpected port(s) flagged, 1 cleared."),
