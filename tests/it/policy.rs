@@ -399,3 +399,89 @@ async fn policy_test_selects_hosts_by_the_watchlist_tags() {
         out.stderr
     );
 }
+
+/// A loopback port nobody listens on right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics`'s body.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The value of `series` (name and labels exactly as encoded) in a scrape.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_finding_gauges_agree_with_the_events_across_a_restart_and_a_reload() {
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    sim.set_ports(
+        &uuid(0),
+        vec![spec(22, "sshd", 1), spec(6379, "redis-server", 2)],
+    );
+    let app = App::for_simulator(&sim.endpoint(), &[(uuid(0), "web-0".into())]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    app.write(
+        "config.toml",
+        format!(
+            "{}[inventory]\nenabled = true\n[policy]\nfile = \"policy.toml\"\n\
+             [metrics]\nlisten = \"{addr}\"\nper_agent = true\n",
+            daemon_config(&sim.endpoint())
+        ),
+    );
+    app.write("policy.toml", WEB);
+    let critical = "cwp_portwatch_unexpected_ports{severity=\"critical\"}";
+    let missing = "cwp_portwatch_missing_ports{severity=\"critical\"}";
+    let per_agent = format!(
+        "cwp_portwatch_agent_unexpected_ports{{uuid=\"{}\",agent_name=\"web-0\",severity=\"critical\"}}",
+        uuid(0)
+    );
+    let mut daemon = app.daemon(&[]);
+    wait_findings(&mut daemon, "the baseline's findings", 2).await;
+    let text = scrape(&addr).await;
+    assert_eq!(value(&text, critical), Some(1.0), "{text}");
+    assert_eq!(value(&text, missing), Some(1.0), "{text}");
+    assert_eq!(value(&text, &per_agent), Some(1.0), "{text}");
+    assert_eq!(daemon.stop().await.code(), Some(0));
+
+    // Restarted: no event repeats the findings, and the gauges still count them.
+    let mut daemon = app.daemon(&[]);
+    let answered = sim.stats().requests;
+    daemon
+        .wait_for("polls after the restart", Duration::from_secs(20), |_| {
+            sim.stats().requests >= answered + 4
+        })
+        .await;
+    let text = scrape(&addr).await;
+    assert_eq!(value(&text, critical), Some(1.0), "{text}");
+    assert_eq!(value(&text, missing), Some(1.0), "{text}");
+    // Allowed by a reload: the gauge follows the clear.
+    app.write(
+        "policy.toml",
+        WEB.replacen(r#""443/nginx"]"#, r#""443/nginx", "6379/redis-*"]"#, 1),
+    );
+    reload(&mut daemon).await;
+    wait_findings(&mut daemon, "the clear", 1).await;
+    let text = scrape(&addr).await;
+    assert_eq!(value(&text, critical), Some(0.0), "{text}");
+    assert_eq!(value(&text, &per_agent), None, "{text}");
+    let out = daemon.stop().await;
+    assert_eq!(findings(&out.events).len(), 1, "{}", out.stderr);
+    sim.shutdown().await;
+}
