@@ -35,6 +35,7 @@ fn map(agents: usize, ports: u32) -> InventoryMap {
                     "VM-12-34-ubuntu".into(),
                 ))),
                 unconfirmed: Vec::new(),
+                findings: Default::default(),
             };
             (format!("00000000-0000-4000-8000-{i:012x}"), agent)
         })

@@ -100,10 +100,16 @@ pub enum Command {
         /// Only this port.
         #[arg(long, value_name = "N")]
         port: Option<u16>,
+        /// Only ports the expected-ports policy (`[policy] file`) finds unexpected.
+        #[arg(long)]
+        unexpected: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// The expected-ports policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Serve the built-in CWP API simulator until stopped.
     Simulate(SimulateArgs),
     /// Run the daemon against the bundled simulator scenario for half a minute.
@@ -111,6 +117,22 @@ pub enum Command {
     /// Write man pages or shell completions into a folder (used to build the packages).
     #[command(hide = true)]
     Generate(GenerateArgs),
+}
+
+/// `cwp-portwatch policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate the stored inventory of every account against the policy file, without
+    /// calling the API; print every finding. Exit 0 when none, 1 when any, 2 when the config,
+    /// the policy or an inventory file cannot be used.
+    Test {
+        /// Config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 /// `generate WHAT DIR`.

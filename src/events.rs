@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use tracing::Level;
 
+use crate::policy::{ClearReason, Severity};
 use crate::status::Status;
 
 /// Target of every event, so filters can keep events and drop chatter.
@@ -53,8 +54,16 @@ pub mod message_id {
     pub const DISCOVERY_FAILED: &str = "72f52829f5be44069c00fcb8feec068a";
     /// `account_failed`
     pub const ACCOUNT_FAILED: &str = "9423784fbabd412cbf01eaa061936103";
+    /// `port_unexpected`
+    pub const PORT_UNEXPECTED: &str = "817d335cd35440f1b6e46af96b0e1ef0";
+    /// `port_unexpected_cleared`
+    pub const PORT_UNEXPECTED_CLEARED: &str = "e85c3c5a2bcd4229af51514039bfa483";
+    /// `port_missing`
+    pub const PORT_MISSING: &str = "49335b41811548f0b832d91b7bd9a44e";
+    /// `port_missing_cleared`
+    pub const PORT_MISSING_CLEARED: &str = "a104dc5489654042801a736866adbf43";
     /// Every id, for the catalog test.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 22] = [
         STATUS_CHANGED,
         POLL_FAILED,
         POLL_RECOVERED,
@@ -73,6 +82,10 @@ pub mod message_id {
         SCAN_REQUESTED,
         DISCOVERY_FAILED,
         ACCOUNT_FAILED,
+        PORT_UNEXPECTED,
+        PORT_UNEXPECTED_CLEARED,
+        PORT_MISSING,
+        PORT_MISSING_CLEARED,
     ];
 }
 
@@ -299,6 +312,118 @@ pub enum Event {
         /// RequestId of the answer.
         request_id: String,
     },
+    /// A finding of the expected-ports policy was raised or cleared: `port_unexpected`,
+    /// `port_unexpected_cleared`, `port_missing`, `port_missing_cleared` (boxed: the other
+    /// events stay small).
+    Finding(Box<FindingEvent>),
+}
+
+/// Which of the four policy events a [`FindingEvent`] is; a clear carries its `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    /// `port_unexpected`.
+    Unexpected,
+    /// `port_unexpected_cleared` (`closed` | `allowed` | `removed`).
+    UnexpectedCleared(ClearReason),
+    /// `port_missing`.
+    Missing,
+    /// `port_missing_cleared` (`opened` | `allowed` | `removed`).
+    MissingCleared(ClearReason),
+}
+
+/// The fields of a policy event: the port event's, plus `rule` and `severity` (and `reason`
+/// for a clear, `spec` for a missing port).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingEvent {
+    /// Which event.
+    pub kind: FindingKind,
+    /// Agent Uuid.
+    pub uuid: String,
+    /// Name from the watchlist (or discovery).
+    pub agent_name: String,
+    /// The port (`port_missing*`: the lowest port of the required range).
+    pub port: u16,
+    /// `ProcessName` (`port_missing*`: the required process glob, "" when none).
+    pub process_name: String,
+    /// `Pid`, when the port is open in the snapshot the finding was evaluated on.
+    pub pid: Option<u32>,
+    /// `MachineIp` of that snapshot.
+    pub machine_ip: String,
+    /// `MachineName` of that snapshot.
+    pub machine_name: String,
+    /// RequestId of the page that completed that snapshot; absent when no answer led to the
+    /// event (a policy reload re-evaluating the stored inventory, an agent removed).
+    pub request_id: Option<String>,
+    /// The rule the finding is under (`default` for the policy file's default).
+    pub rule: String,
+    /// That rule's severity.
+    pub severity: Severity,
+    /// `port_missing*`: the `require` entry as written (e.g. `443/nginx`).
+    pub spec: Option<String>,
+}
+
+impl FindingEvent {
+    /// The `reason` field of a clear.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self.kind {
+            FindingKind::UnexpectedCleared(r) | FindingKind::MissingCleared(r) => Some(r.as_str()),
+            FindingKind::Unexpected | FindingKind::Missing => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.kind {
+            FindingKind::Unexpected => "port_unexpected",
+            FindingKind::UnexpectedCleared(_) => "port_unexpected_cleared",
+            FindingKind::Missing => "port_missing",
+            FindingKind::MissingCleared(_) => "port_missing_cleared",
+        }
+    }
+
+    fn message_id(&self) -> &'static str {
+        use message_id::*;
+        match self.kind {
+            FindingKind::Unexpected => PORT_UNEXPECTED,
+            FindingKind::UnexpectedCleared(_) => PORT_UNEXPECTED_CLEARED,
+            FindingKind::Missing => PORT_MISSING,
+            FindingKind::MissingCleared(_) => PORT_MISSING_CLEARED,
+        }
+    }
+
+    /// Warn, critical findings error; a clear at its finding's level, so a reader filtering
+    /// by priority (`journalctl -p warning`) sees both ends of every finding.
+    fn level(&self) -> Level {
+        if self.severity == Severity::Critical {
+            Level::ERROR
+        } else {
+            Level::WARN
+        }
+    }
+
+    fn sentence(&self) -> String {
+        let who = who(&self.agent_name, &self.uuid);
+        let (rule, severity) = (&self.rule, self.severity.as_str());
+        let spec = self.spec.as_deref().unwrap_or("");
+        match self.kind {
+            FindingKind::Unexpected => format!(
+                "{who}: port {} open by {} is unexpected (rule {rule}, {severity})",
+                self.port, self.process_name
+            ),
+            FindingKind::UnexpectedCleared(r) => format!(
+                "{who}: port {} by {} no longer unexpected: {} (rule {rule}, {severity})",
+                self.port,
+                self.process_name,
+                r.as_str()
+            ),
+            FindingKind::Missing => {
+                format!("{who}: required port {spec} is not open (rule {rule}, {severity})")
+            }
+            FindingKind::MissingCleared(r) => format!(
+                "{who}: required port {spec} no longer missing: {} (rule {rule}, {severity})",
+                r.as_str()
+            ),
+        }
+    }
 }
 
 /// `text` with every unsafe character escaped ([`crate::escape::escape`]): what any text from
@@ -339,6 +464,7 @@ impl Event {
             Event::InventoryBaseline { .. } => "inventory_baseline",
             Event::InventoryFailed { .. } => "inventory_failed",
             Event::ScanRequested { .. } => "scan_requested",
+            Event::Finding(f) => f.name(),
         }
     }
 
@@ -364,6 +490,7 @@ impl Event {
             Event::InventoryBaseline { .. } => INVENTORY_BASELINE,
             Event::InventoryFailed { .. } => INVENTORY_FAILED,
             Event::ScanRequested { .. } => SCAN_REQUESTED,
+            Event::Finding(f) => f.message_id(),
         }
     }
 
@@ -383,6 +510,7 @@ impl Event {
             Event::CredentialsFailed { .. }
             | Event::ConfigRejected { .. }
             | Event::AccountFailed { .. } => Level::ERROR,
+            Event::Finding(f) => f.level(),
             _ => Level::INFO,
         }
     }
@@ -546,6 +674,7 @@ impl Event {
                 reason,
                 ..
             } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
+            Event::Finding(f) => f.sentence(),
         }
     }
 }
@@ -879,6 +1008,24 @@ impl EventSink for TracingSink {
                 message_id = mid,
                 "{msg}"
             ),
+            Event::Finding(f) => at_level!(
+                level,
+                event = name,
+                uuid = f.uuid.as_str(),
+                agent_name = f.agent_name.as_str(),
+                port = u64::from(f.port),
+                process_name = f.process_name.as_str(),
+                pid = f.pid.map(u64::from),
+                machine_ip = f.machine_ip.as_str(),
+                machine_name = f.machine_name.as_str(),
+                request_id = f.request_id.as_deref(),
+                rule = f.rule.as_str(),
+                severity = f.severity.as_str(),
+                reason = f.reason(),
+                spec = f.spec.as_deref(),
+                message_id = mid,
+                "{msg}"
+            ),
         }
     }
 }
@@ -1090,5 +1237,76 @@ mod tests {
             error_message: "m".into(),
         };
         assert_eq!(failed.level(), Level::WARN);
+    }
+
+    #[test]
+    fn finding_events_read_as_users_asked_with_their_levels_and_ids() {
+        let f = |kind, severity| {
+            Event::Finding(Box::new(FindingEvent {
+                kind,
+                uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
+                agent_name: "web-01".into(),
+                port: 6379,
+                process_name: "redis\u{1b}[2J".into(),
+                pid: Some(4242),
+                machine_ip: "10.0.0.5".into(),
+                machine_name: "web".into(),
+                request_id: None,
+                rule: "web tier".into(),
+                severity,
+                spec: None,
+            }))
+        };
+        let raised = f(FindingKind::Unexpected, Severity::Warning);
+        assert_eq!(
+            raised.message(),
+            "web-01 (6b6cd843…): port 6379 open by redis\\u{1b}[2J is unexpected (rule web tier, warning)"
+        );
+        assert_eq!(
+            (raised.name(), raised.level(), raised.message_id()),
+            ("port_unexpected", Level::WARN, message_id::PORT_UNEXPECTED)
+        );
+        let cleared = f(
+            FindingKind::UnexpectedCleared(ClearReason::Allowed),
+            Severity::Critical,
+        );
+        assert_eq!(
+            (cleared.name(), cleared.level(), cleared.message_id()),
+            (
+                "port_unexpected_cleared",
+                Level::ERROR,
+                message_id::PORT_UNEXPECTED_CLEARED
+            )
+        );
+        assert!(cleared.message().contains("no longer unexpected: allowed"));
+        let Event::Finding(mut missing) = f(FindingKind::Missing, Severity::Critical) else {
+            unreachable!()
+        };
+        missing.spec = Some("443/nginx".into());
+        let missing = Event::Finding(missing);
+        assert_eq!(
+            missing.message(),
+            "web-01 (6b6cd843…): required port 443/nginx is not open (rule web tier, critical)"
+        );
+        assert_eq!(
+            (missing.name(), missing.level(), missing.message_id()),
+            ("port_missing", Level::ERROR, message_id::PORT_MISSING)
+        );
+        let back = f(
+            FindingKind::MissingCleared(ClearReason::Opened),
+            Severity::Info,
+        );
+        assert_eq!(
+            (back.name(), back.level(), back.message_id()),
+            (
+                "port_missing_cleared",
+                Level::WARN,
+                message_id::PORT_MISSING_CLEARED
+            )
+        );
+        let Event::Finding(back) = back else {
+            unreachable!()
+        };
+        assert_eq!(back.reason(), Some("opened"));
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cwp_portwatch::cli::{Cli, Command};
+use cwp_portwatch::cli::{Cli, Command, PolicyCommand};
 use cwp_portwatch::commands;
 
 fn main() -> ExitCode {
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
                 account,
                 agent,
                 port,
+                unexpected,
                 format,
             } => commands::ports::run(
                 &config.config,
@@ -49,9 +50,13 @@ fn main() -> ExitCode {
                     account,
                     agent,
                     port,
+                    unexpected,
                 },
                 format,
             )?,
+            Command::Policy(PolicyCommand::Test { config, format }) => {
+                commands::policy::test(&config.config, format)?
+            }
             Command::Check(c) => commands::check::run(&c.config)?,
             Command::Simulate(args) => commands::simulate::run(args).await?,
             Command::Demo => commands::demo::run().await?,

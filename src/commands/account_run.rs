@@ -36,6 +36,7 @@ use crate::engine::{Control, Engine, EngineReport, EngineStatus, InventoryOption
 use crate::events::{Event, EventSink, WatchlistSource};
 use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::shutdown::Shutdown;
 use crate::state::{self, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
@@ -60,6 +61,14 @@ pub(super) struct ToDaemon {
     pub(super) started: StartedSender,
 }
 
+/// What the accounts share besides the sink and the shutdown, for [`AccountRun::start`].
+pub(super) struct Shared<'a> {
+    /// The account's handle on the metrics registry, when `[metrics]` is on.
+    pub(super) metrics: Option<&'a Arc<Metrics>>,
+    /// The expected-ports policy, when `[policy] file` names one.
+    pub(super) policy: Option<Arc<Policy>>,
+}
+
 /// One account's share of the daemon: its own engine (limiters, rate control, credentials
 /// gate, client), state file, discovery and listed agents. Accounts share only the event
 /// sink, the metrics registry and the shutdown.
@@ -82,6 +91,8 @@ pub(super) struct AccountRun {
     pub(super) task: Option<tokio::task::JoinHandle<(Engine<Client>, EngineReport)>>,
     /// While its start is retried: what building it later takes.
     starting: Option<Starting>,
+    /// The expected-ports policy in force (shared by the accounts; `None`: none configured).
+    pub(super) policy: Option<Arc<Policy>>,
 }
 
 /// An account whose start failed, until its retry task connects.
@@ -105,10 +116,11 @@ impl AccountRun {
         plan: AccountPlan,
         watchlist: Watchlist,
         sink: Arc<dyn EventSink>,
-        metrics: Option<&Arc<Metrics>>,
+        shared: Shared<'_>,
         shutdown: &Shutdown,
         to_daemon: &ToDaemon,
     ) -> Result<AccountRun, CommandError> {
+        let Shared { metrics, policy } = shared;
         let settings = plan.settings;
         let (control, control_rx) = mpsc::unbounded_channel();
         let status = Arc::new(EngineStatus::default());
@@ -133,6 +145,7 @@ impl AccountRun {
                 control_rx,
                 problem: Arc::new(Mutex::new(String::new())),
             }),
+            policy,
         };
         match connected {
             Ok(connected) => account.finish_start(connected, shutdown)?,
@@ -258,11 +271,22 @@ impl AccountRun {
             Some(registry) => engine.with_metrics(registry),
             None => engine,
         };
+        // Before the inventory: its agents' stored findings are compared with this policy's
+        // as they are added, so what changed while the daemon was stopped is reported once.
+        let engine = engine.with_policy(self.policy.clone(), &self.name);
         let (file, mut stored) = load_inventory(settings, &self.name, sink.as_ref())?;
         // As for statuses: only discovery may bring back an agent not listed now, so without
         // it an unlisted agent's inventory is forgotten at once.
+        // Its policy findings end with it: cleared (`removed`) once, as a reload would.
         if !discovering {
-            stored.retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| engine.watches(&u)));
+            let dropped: Vec<_> = stored
+                .extract_if(|uuid, _| !AgentUuid::parse(uuid).is_ok_and(|u| engine.watches(&u)))
+                .collect();
+            for (uuid, entry) in &dropped {
+                for event in crate::engine::removed_finding_events(uuid, entry) {
+                    sink.emit(&event);
+                }
+            }
         }
         let engine = engine.with_inventory(
             InventoryOptions::from_settings(&settings.api, &settings.inventory),
@@ -313,6 +337,15 @@ impl AccountRun {
     pub(super) fn spawn(&mut self, shutdown: &Shutdown) {
         if let Some(engine) = self.engine.take() {
             self.task = Some(shutdown.spawn(engine.run(shutdown.token())));
+        }
+    }
+
+    /// A reloaded policy (changed): the engine evaluates every stored inventory again; an
+    /// account still starting starts with it.
+    pub(super) fn set_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy.clone();
+        if self.starting.is_none() {
+            let _ = self.control.send(Control::Policy(policy));
         }
     }
 

@@ -24,6 +24,8 @@ use super::output;
 
 /// The bundled scenario.
 pub const SCENARIO: &str = include_str!("../../config/demo-scenario.toml");
+/// The bundled policy: ssh and nginx only on the web hosts.
+pub const POLICY: &str = include_str!("../../config/demo-policy.toml");
 /// How long the demo runs: the scenario's last change is at 20 s.
 pub const DURATION: Duration = Duration::from_secs(26);
 
@@ -34,6 +36,9 @@ pub enum DemoError {
     /// The bundled scenario does not parse (a build defect).
     #[error("the bundled demo scenario does not parse")]
     Scenario(#[source] cwp_simulator::ScenarioError),
+    /// The bundled policy does not parse (a build defect).
+    #[error("the bundled demo policy does not parse")]
+    Policy(#[source] crate::config::ConfigErrors),
     /// The simulator could not listen on loopback.
     #[error("cannot start the simulator on loopback")]
     Listen(#[source] io::Error),
@@ -52,6 +57,12 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_simulator=warn"),
     );
     let scenario = Scenario::from_toml_str(SCENARIO).map_err(DemoError::Scenario)?;
+    let policy = crate::policy::Policy::from_toml_str(
+        POLICY,
+        std::path::Path::new("config/demo-policy.toml"),
+        crate::policy::Capabilities::YUNJING,
+    )
+    .map_err(DemoError::Policy)?;
     let names = [
         "web-01", "web-02", "db-01", "db-02", "cache-01", "batch-01", "gone-01", "edge-01",
     ];
@@ -118,11 +129,10 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         action_rates: [20; 3],
         action_in_flight: [8; 3],
     };
-    let engine = Engine::new(client, sink, config, &agents, Default::default()).with_inventory(
-        inventory,
-        Default::default(),
-        None,
-    );
+    // The policy before the inventory, as the daemon does.
+    let engine = Engine::new(client, sink, config, &agents, Default::default())
+        .with_policy(Some(Arc::new(policy)), crate::config::DEFAULT_ACCOUNT)
+        .with_inventory(inventory, Default::default(), None);
     let shutdown = Shutdown::new();
     shutdown.cancel_on_stop_signals();
     let token = shutdown.token();
@@ -147,8 +157,21 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         .iter()
         .filter(|e| matches!(e, Event::PortOpened { .. } | Event::PortClosed { .. }))
         .count();
-    output::stdout(|out| print_summary(out, &report, &stats, (changes, port_changes)))
-        .map_err(DemoError::Output)?;
+    let (flagged, cleared) = events.iter().fold((0, 0), |(f, c), e| match e {
+        Event::Finding(f_) if f_.reason().is_some() => (f, c + 1),
+        Event::Finding(_) => (f + 1, c),
+        _ => (f, c),
+    });
+    output::stdout(|out| {
+        print_summary(
+            out,
+            &report,
+            &stats,
+            (changes, port_changes),
+            (flagged, cleared),
+        )
+    })
+    .map_err(DemoError::Output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -157,6 +180,7 @@ fn print_summary(
     report: &EngineReport,
     stats: &SimStats,
     (changes, port_changes): (usize, usize),
+    (flagged, cleared): (usize, usize),
 ) -> io::Result<()> {
     writeln!(
         out,
@@ -175,7 +199,12 @@ fn print_summary(
     }
     writeln!(
         out,
-        "\n{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes \
+        "\nPolicy (config/demo-policy.toml): {flagged} unexpected port(s) flagged, {cleared} \
+         cleared."
+    )?;
+    writeln!(
+        out,
+        "{} requests sent, {} answered by the simulator ({} throttled), {changes} status changes \
          and {port_changes} ports opened or closed reported.",
         report.sent, stats.requests, stats.throttled
     )

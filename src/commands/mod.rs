@@ -4,6 +4,8 @@
 //! - [`once`]: every agent polled once, one line each.
 //! - [`status`]: the persisted statuses, no API call.
 //! - [`ports`]: the stored open-port inventory, no API call.
+//! - [`policy`]: the expected-ports policy file for the daemon, and `policy test` (the stored
+//!   inventory against it, no API call).
 //! - [`stored`]: which accounts and agents `status` and `ports` show.
 //! - [`check`]: config, watchlist and credential sources validated, no API call.
 //! - [`simulate`]: the CWP API simulator served until stopped.
@@ -21,6 +23,7 @@ pub mod demo;
 mod discovering;
 pub mod once;
 pub mod output;
+pub mod policy;
 pub mod ports;
 pub mod reload;
 pub mod run;

@@ -8,6 +8,7 @@
 //! The file is hostile like the state file: every value printed for people is escaped
 //! ([`crate::escape`]), and JSON lines escape control characters too.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ pub struct Filter {
     pub agent: Option<String>,
     /// One port.
     pub port: Option<u16>,
+    /// Only ports the policy file (`[policy] file`) finds unexpected (`--unexpected`).
+    pub unexpected: bool,
 }
 
 /// Prints the stored inventory. Exit 1 when `--account` names no configured account or
@@ -40,6 +43,20 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
             output::stderr_line(message);
             return Ok(ExitCode::FAILURE);
         }
+    };
+    let policy = if filter.unexpected {
+        match super::policy::load_policy(&settings)? {
+            Some(policy) => Some(policy),
+            None => {
+                output::stderr_line(format_args!(
+                    "--unexpected needs a policy: {} has no `[policy] file`",
+                    Escaped(config.display())
+                ));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
     };
     // One account's file at a time (each may be large): an `--agent` that matches nothing
     // printed nothing, so "no such agent" can still come last.
@@ -60,12 +77,32 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
             stored::inventory_uuids(&stored).filter(|u| !left.contains(u)),
             &stored,
         );
+        // `--unexpected`: the same evaluation as `policy test`, of the same stored ports.
+        let only = policy.as_ref().map(|policy| {
+            let facts = super::policy::known_facts(
+                &settings.state_dir,
+                &plan.name,
+                plan.settings.discovery.enabled,
+                &watchlist.agents,
+            );
+            super::policy::unexpected_ports(policy, &plan.name, &agents, &facts, &stored)
+        });
         matched |= filter
             .agent
             .as_deref()
             .is_some_and(|wanted| agents.iter().any(|a| stored::matches(a, wanted)));
-        output::stdout(|out| print_ports(out, &plan.name, &agents, &stored, filter, format))
-            .map_err(CommandError::Output)?;
+        output::stdout(|out| {
+            print_ports(
+                out,
+                &plan.name,
+                &agents,
+                &stored,
+                filter,
+                only.as_ref(),
+                format,
+            )
+        })
+        .map_err(CommandError::Output)?;
     }
     if let Some(agent) = &filter.agent
         && !matched
@@ -79,14 +116,18 @@ pub fn run(config: &Path, filter: &Filter, format: Format) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per stored port of each of `agents` that passes `filter`, in their order and
-/// then by port.
+/// Per agent (Uuid), the (port, process) to show with `--unexpected`.
+pub type OnlyPorts = HashMap<String, BTreeSet<(u16, Box<str>)>>;
+
+/// One line per stored port of each of `agents` that passes `filter` (and, when `only` is
+/// given, is one of its agent's there), in their order and then by port.
 pub fn print_ports(
     out: &mut dyn Write,
     account: &str,
     agents: &[ShownAgent],
     stored: &InventoryMap,
     filter: &Filter,
+    only: Option<&OnlyPorts>,
     format: Format,
 ) -> io::Result<()> {
     for agent in agents {
@@ -103,8 +144,14 @@ pub fn print_ports(
         let Some(snapshot) = &entry.snapshot else {
             continue;
         };
+        let only = only.map(|o| o.get(&*agent.uuid.text()));
         for p in &snapshot.ports {
             if filter.port.is_some_and(|want| want != p.port) {
+                continue;
+            }
+            if let Some(only) = only
+                && !only.is_some_and(|set| set.contains(&(p.port, p.process.clone())))
+            {
                 continue;
             }
             match format {
@@ -188,7 +235,7 @@ mod tests {
         let (w, m) = setup();
         let agents = stored::agents(&w.agents, false, stored::inventory_uuids(&m), &m);
         let mut out = Vec::new();
-        print_ports(&mut out, "default", &agents, &m, &filter, format).unwrap();
+        print_ports(&mut out, "default", &agents, &m, &filter, None, format).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -203,6 +250,7 @@ mod tests {
                 account: None,
                 agent: Some("db-01".into()),
                 port: None,
+                unexpected: false,
             },
             Format::Text,
         );
@@ -216,6 +264,7 @@ mod tests {
                 account: None,
                 agent: Some(B.to_uppercase()),
                 port: Some(22),
+                unexpected: false,
             },
             Format::Json,
         );
@@ -230,6 +279,7 @@ mod tests {
                 account: None,
                 agent: None,
                 port: Some(3306),
+                unexpected: false,
             },
             Format::Json,
         );

@@ -1,7 +1,9 @@
 //! What a SIGHUP may change in a running daemon, decided without I/O.
 //!
 //! The watchlist, the rate and the poll intervals go to the running engine, and so do the
-//! `[inventory]` settings and per-action rates (but whether the inventory is kept); the
+//! `[inventory]` settings and per-action rates (but whether the inventory is kept), and the
+//! expected-ports policy (`[policy] file`, re-read at each SIGHUP and sent to every engine,
+//! which evaluates the stored inventories again: `commands::run`); the
 //! client's endpoint, region and timeout, the STS endpoint, the credentials, the state folder,
 //! logging, `[discovery]` and `[metrics]` were wired in at start and stay as they run until a
 //! restart.
@@ -186,6 +188,15 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, new);
         assert_eq!(deferred, ["[discovery]"]);
         assert_eq!(applied.discovery, current.discovery);
+    }
+
+    #[test]
+    fn a_policy_file_named_or_changed_applies_now() {
+        let current = settings("");
+        let new = settings("[policy]\nfile = \"policy.toml\"\n");
+        let (applied, deferred) = apply_reload(&current, new.clone());
+        assert!(deferred.is_empty(), "{deferred:?}");
+        assert_eq!(applied.policy, new.policy);
     }
 
     #[test]

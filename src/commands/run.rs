@@ -28,7 +28,7 @@ use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
 
 use super::CommandError;
-use super::account_run::{AccountRun, ToDaemon, release_freed_memory};
+use super::account_run::{AccountRun, Shared, ToDaemon, release_freed_memory};
 use super::startup;
 
 /// How often `STATUS=` is refreshed.
@@ -49,6 +49,8 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     } else {
         Vec::new()
     };
+    // One policy for every account, checked before anything starts (as the config is).
+    let mut policy = super::policy::load_policy(&settings)?;
     let metrics = startup::metrics(&settings.metrics, &names).await?;
     let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
@@ -80,7 +82,10 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             plan,
             watchlist,
             account_sink,
-            handle.as_ref(),
+            Shared {
+                metrics: handle.as_ref(),
+                policy: policy.clone(),
+            },
             &shutdown,
             &to_daemon,
         )
@@ -171,7 +176,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
                     .await;
             }
             _ = hup.recv() => {
-                reload(&settings.config_path, &mut accounts, sink.as_ref()).await;
+                reload(&settings.config_path, &mut accounts, sink.as_ref(), &mut policy).await;
                 notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&accounts))]);
             }
             _ = ticker.tick() => {
@@ -267,19 +272,40 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
-/// SIGHUP: re-read the config and every account's watchlist; apply them per account, or
-/// keep the running ones and say why. Adding or removing an account waits for a restart
-/// (its engine, credentials and state file are set up at start).
-async fn reload(config: &Path, accounts: &mut [AccountRun], sink: &dyn EventSink) {
+/// SIGHUP: re-read the config, every account's watchlist and the policy file; apply them per
+/// account, or keep the running ones and say why. Adding or removing an account waits for a
+/// restart (its engine, credentials and state file are set up at start). A policy file with
+/// a mistake refuses the reload as a bad config does (`config_rejected` naming
+/// file:line:col): the running config and policy stay. A changed policy goes to every
+/// engine, which evaluates the stored inventories again (no API call).
+async fn reload(
+    config: &Path,
+    accounts: &mut [AccountRun],
+    sink: &dyn EventSink,
+    policy: &mut Option<Arc<crate::policy::Policy>>,
+) {
     // RELOADING=1 and MONOTONIC_USEC in one datagram, as systemd expects.
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     }
     let path = config.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || startup::load_accounts(&path)).await;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let (settings, plans) = startup::load_accounts(&path)?;
+        let policy = super::policy::load_policy(&settings)?;
+        Ok::<_, crate::config::ConfigErrors>((plans, policy))
+    })
+    .await;
     let mut plans = match loaded {
-        Ok(Ok((_, plans))) => plans,
+        Ok(Ok((plans, new_policy))) => {
+            if new_policy != *policy {
+                *policy = new_policy;
+                for account in accounts.iter_mut() {
+                    account.set_policy(policy.clone());
+                }
+            }
+            plans
+        }
         Ok(Err(problems)) => {
             sink.emit(&Event::ConfigRejected {
                 error_message: problems.to_string(),

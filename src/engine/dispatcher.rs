@@ -89,6 +89,8 @@ pub struct Engine<P: Poller> {
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The open-port inventory, when kept ([`Engine::with_inventory`]).
     pub(super) inventory: Option<Box<super::inventory_state::InventoryState>>,
+    /// The expected-ports policy, when the engine was given one ([`Engine::with_policy`]).
+    pub(super) policy: Option<super::findings::PolicyState>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -144,6 +146,7 @@ impl<P: Poller> Engine<P> {
             once_until: None,
             metrics: None,
             inventory: None,
+            policy: None,
         };
         let (new, _) = engine.insert_agents(agents);
         let loaded = load(&mut |uuid, known| engine.agents.seed_watched(uuid, known));
@@ -206,7 +209,7 @@ impl<P: Poller> Engine<P> {
     }
 
     /// What the expected-ports policy knows of a watched agent (its name, tags, region, WAN
-    /// flag, with `account`), lent to `f` (see [`super::agents::AgentTable::with_host`]).
+    /// flag, with `account`), lent to `f` (see `AgentTable::with_host` in `engine::agents`).
     pub fn with_host<R>(
         &self,
         uuid: &AgentUuid,

@@ -61,6 +61,7 @@ impl<P: Poller> Engine<P> {
             epoch: (Instant::now(), unix_secs()),
         };
         self.inventory = Some(Box::new(state));
+        self.seed_findings_metrics();
         let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
         for id in ids {
             self.inventory_added(id);
@@ -161,6 +162,15 @@ impl<P: Poller> Engine<P> {
         if !inv.options.enabled {
             return;
         }
+        // What it stored is evaluated under the policy now in force (it may have changed
+        // while the agent was away or the daemon stopped): only differences are reported.
+        self.policy_evaluate(id, None, None);
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let Some(record) = self.agents.get(id) else {
+            return;
+        };
         let now = Instant::now();
         let stored = inv.map.get(&*uuid);
         let has_snapshot = stored.is_some_and(|s| s.snapshot.is_some());
@@ -199,10 +209,20 @@ impl<P: Poller> Engine<P> {
 
     /// Agents the first discovery did not find: what was stored of them is forgotten.
     pub(super) fn inventory_forget_held(&mut self, uuids: &[AgentUuid]) {
-        if let Some(inv) = self.inventory.as_mut() {
-            for uuid in uuids {
-                inv.held.remove(&*uuid.text());
+        let Some(inv) = self.inventory.as_mut() else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        for uuid in uuids {
+            if let Some(entry) = inv.held.remove_entry(&*uuid.text()) {
+                dropped.push(entry);
             }
+        }
+        if !dropped.is_empty() {
+            inv.saver.dirty = true;
+        }
+        for (uuid, entry) in &dropped {
+            self.policy_removed(uuid, entry);
         }
     }
 
@@ -212,8 +232,9 @@ impl<P: Poller> Engine<P> {
             inv.fetches.remove(&id);
             inv.reasons.remove(&id);
             inv.gave_up.remove(&id);
-            if inv.map.remove(&*uuid.text()).is_some() {
+            if let Some((uuid, entry)) = inv.map.remove_entry(&*uuid.text()) {
                 inv.saver.dirty = true;
+                self.policy_removed(&uuid, &entry);
             }
         }
     }
@@ -234,11 +255,15 @@ impl<P: Poller> Engine<P> {
     /// Forgets the stored inventory of agents not watched unless `keep` says otherwise.
     pub(super) fn inventory_retain_held(&mut self, keep: impl Fn(&AgentUuid) -> bool) {
         if let Some(inv) = self.inventory.as_mut() {
-            let before = inv.held.len();
-            inv.held
-                .retain(|uuid, _| AgentUuid::parse(uuid).is_ok_and(|u| keep(&u)));
-            if inv.held.len() != before {
+            let dropped: Vec<(String, _)> = inv
+                .held
+                .extract_if(|uuid, _| !AgentUuid::parse(uuid).is_ok_and(|u| keep(&u)))
+                .collect();
+            if !dropped.is_empty() {
                 inv.saver.dirty = true;
+            }
+            for (uuid, entry) in &dropped {
+                self.policy_removed(uuid, entry);
             }
         }
     }
@@ -472,6 +497,8 @@ impl<P: Poller> Engine<P> {
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
+        // A complete snapshot stored: the policy's findings on it, after its port events.
+        let mut evaluate = None;
         let next = match step {
             Step::Next(_) => Some((now, Cadence::Settled)),
             Step::Complete(snapshot, request_id) => {
@@ -488,6 +515,7 @@ impl<P: Poller> Engine<P> {
                     .map(|s| (s, entry.unconfirmed.as_slice()));
                 let reconciled =
                     inventory::reconcile(who, last, snapshot, inv.options.baseline, &request_id);
+                let previous = entry.snapshot.take();
                 entry.snapshot = Some(Arc::new(reconciled.stored));
                 entry.unconfirmed = reconciled.unconfirmed;
                 entry.fetched_at = Some(unix_now);
@@ -499,6 +527,7 @@ impl<P: Poller> Engine<P> {
                 for event in &reconciled.events {
                     self.sink.emit(event);
                 }
+                evaluate = Some((request_id, previous));
                 if confirm::fetch_again(held, nth) {
                     // Ports missing for the first time: a second complete fetch confirms
                     // (or not) their close.
@@ -542,6 +571,9 @@ impl<P: Poller> Engine<P> {
                 }
             }
         };
+        if let Some((request_id, previous)) = evaluate {
+            self.policy_evaluate(id, Some(&request_id), previous.as_deref());
+        }
         self.account.lane(action).finish(id, next, now);
     }
 

@@ -29,6 +29,8 @@
 //!   the agent table, stored snapshots, the inventory file's saver), and the pure rules for
 //!   its follow-up jobs (fetch after `COMPLETE`, `create_missing`, rescans at each agent's
 //!   slot) with their [`InventoryOptions`].
+//! - `findings`: the expected-ports policy evaluated on each agent's stored snapshot, its
+//!   findings compared with the stored ones and emitted once per change.
 //! - `observe`: the engine's side of [`crate::metrics`] (the registry handed in, the gauges
 //!   refreshed with the heartbeat).
 //!
@@ -61,6 +63,9 @@ mod account;
 mod agents;
 mod decide;
 mod dispatcher;
+mod findings;
+#[cfg(test)]
+mod findings_tests;
 mod heartbeat;
 mod in_flight;
 mod inventory;
@@ -86,6 +91,8 @@ use crate::status::Status;
 use crate::watchlist::Agent;
 
 pub use dispatcher::Engine;
+pub use findings::evaluate as evaluate_snapshot;
+pub use findings::removed_events as removed_finding_events;
 pub use heartbeat::EngineStatus;
 pub use inventory_decide::InventoryOptions;
 
@@ -154,6 +161,10 @@ pub enum Control {
         /// The Uuids whose state is kept.
         keep: std::collections::HashSet<crate::agent_uuid::AgentUuid>,
     },
+    /// A new expected-ports policy (`None`: none configured any more): every watched
+    /// agent's stored inventory is evaluated again, with no API call, and only the
+    /// differences are emitted.
+    Policy(Option<std::sync::Arc<crate::policy::Policy>>),
 }
 
 /// What a [`Control::Reload`] does with what is known of the agents it removes.

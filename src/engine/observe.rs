@@ -14,7 +14,9 @@ use crate::metrics::{Metrics, Snapshot};
 
 impl<P: Poller> Engine<P> {
     /// Exports to `metrics`: counts answers, refreshes its gauges with the heartbeat, and (for
-    /// `agent_status`) tells it the statuses known from the state file.
+    /// `agent_status`) tells it the statuses known from the state file. Before
+    /// [`Engine::with_inventory`], which tells it the findings stored (the gauges of the
+    /// policy's findings then start from them, and the events move them).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         for (record, name) in self.agents.named_records() {
             if let Some(known) = &record.known {

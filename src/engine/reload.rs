@@ -41,10 +41,14 @@ impl<P: Poller> Engine<P> {
                 if gone > 0 {
                     self.saver.mark_dirty();
                 }
+                // A kept agent renamed or with new facts (tags, region, WAN) may be selected
+                // by other rules now.
+                self.policy_hosts_changed();
                 self.heartbeat.refresh_soon();
                 let _ = reply.send((self.agent_count(), added, gone));
             }
             Control::Inventory(options) => self.reconfigure_inventory(options),
+            Control::Policy(policy) => self.set_policy(policy),
             Control::Seed { known } => {
                 for (uuid, status) in known {
                     self.agents.seed(uuid, status);

@@ -68,6 +68,15 @@ pub struct StoredAgent {
     /// without any stays readable by a version that does not know the field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unconfirmed: Vec<PortKey>,
+    /// The expected-ports policy's findings raised for it and not cleared (reported once:
+    /// a restart compares with them and repeats none). Written only when there are some,
+    /// so files of agents without findings read as before.
+    #[serde(default, skip_serializing_if = "no_findings")]
+    pub findings: crate::policy::Findings,
+}
+
+fn no_findings(f: &crate::policy::Findings) -> bool {
+    f.0.is_empty()
 }
 
 /// Every agent's inventory, by Uuid.
@@ -271,11 +280,44 @@ impl InventoryFile {
     }
 }
 
+/// The most findings one agent may have stored: one per port it may hold, plus as many
+/// `require` entries (a file with more is damage, not a policy).
+pub const MAX_FINDINGS_PER_AGENT: u64 = 2 * MAX_PORTS_PER_AGENT;
+
+/// What exceeds the bounds in an agent's stored findings, if anything.
+fn findings_out_of_bounds(findings: &crate::policy::Findings) -> Option<String> {
+    use crate::policy::Finding;
+    if findings.0.len() as u64 > MAX_FINDINGS_PER_AGENT {
+        return Some(format!(
+            "{} findings (at most {MAX_FINDINGS_PER_AGENT})",
+            findings.0.len()
+        ));
+    }
+    let too_long = findings.0.iter().any(|f| match f {
+        Finding::Unexpected { process, rule, .. } => {
+            process.len() > MAX_PROCESS_BYTES || rule.len() > MAX_PROCESS_BYTES
+        }
+        Finding::Missing {
+            rule,
+            spec,
+            process,
+            ..
+        } => {
+            rule.len() > MAX_PROCESS_BYTES
+                || spec.len() > MAX_PROCESS_BYTES
+                || process.len() > MAX_PROCESS_BYTES
+        }
+    });
+    too_long.then(|| format!("a finding's text over {MAX_PROCESS_BYTES} bytes"))
+}
+
 /// What exceeds the bounds in a stored agent, if anything.
 fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
     let Some(snapshot) = agent.snapshot.as_ref() else {
-        return (!agent.unconfirmed.is_empty())
-            .then(|| "ports awaiting confirmation without a snapshot".to_owned());
+        if !agent.unconfirmed.is_empty() {
+            return Some("ports awaiting confirmation without a snapshot".to_owned());
+        }
+        return findings_out_of_bounds(&agent.findings);
     };
     if snapshot.ports.len() as u64 > MAX_PORTS_PER_AGENT {
         return Some(format!(
@@ -300,6 +342,9 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
     {
         return Some(format!("a process name over {MAX_PROCESS_BYTES} bytes"));
     }
+    if let Some(problem) = findings_out_of_bounds(&agent.findings) {
+        return Some(problem);
+    }
     if agent.unconfirmed.len() > snapshot.ports.len() {
         return Some(format!(
             "{} ports awaiting confirmation of {} stored",
@@ -308,6 +353,74 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod findings_tests {
+    use super::*;
+    use crate::policy::{Finding, Findings, Severity};
+
+    fn unexpected(port: u16, process: &str) -> Finding {
+        Finding::Unexpected {
+            port,
+            process: process.into(),
+            rule: "default".into(),
+            severity: Severity::Critical,
+        }
+    }
+
+    #[test]
+    fn findings_round_trip_and_files_without_them_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        // A file written before findings existed.
+        std::fs::write(
+            f.path(),
+            r#"{"version":1,"agents":{"u1":{"name":"db","snapshot":{"ports":[{"port":22,"process":"sshd","pid":1}]}}}}"#,
+        )
+        .unwrap();
+        let map = f.load().unwrap();
+        assert!(map["u1"].findings.0.is_empty());
+        // Written only when some are held.
+        let text = String::from_utf8(f.encode(&map)).unwrap();
+        assert!(!text.contains("findings"), "{text}");
+        let mut map = map;
+        let entry = map.get_mut("u1").unwrap();
+        entry.findings = Findings(
+            [
+                unexpected(6379, "redis-server"),
+                Finding::Missing {
+                    rule: "web".into(),
+                    spec: "443/nginx".into(),
+                    port: 443,
+                    process: "nginx".into(),
+                    severity: Severity::Warning,
+                },
+            ]
+            .into_iter()
+            .collect(),
+        );
+        f.write_entries(&save_copy(&[&map])).unwrap();
+        assert_eq!(f.load().unwrap(), map);
+    }
+
+    #[test]
+    fn findings_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut map = InventoryMap::new();
+        let long = "x".repeat(MAX_PROCESS_BYTES + 1);
+        map.insert(
+            "u".into(),
+            StoredAgent {
+                findings: Findings([unexpected(1, &long)].into_iter().collect()),
+                ..Default::default()
+            },
+        );
+        f.write(&f.encode(&map)).unwrap();
+        let e = f.load().unwrap_err();
+        assert!(e.to_string().contains("finding"), "{e}");
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +448,7 @@ mod tests {
                 "db".into(),
             ))),
             unconfirmed: Vec::new(),
+            findings: Default::default(),
         }
     }
 

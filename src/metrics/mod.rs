@@ -41,7 +41,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::api::error::{KNOWN_CODES, is_known_code};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, FindingEvent, FindingKind};
+use crate::policy::{Finding, Findings, Severity};
 use crate::status::Status;
 
 pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
@@ -106,6 +107,20 @@ struct ActionLabel {
 struct EventLabel {
     event: &'static str,
 }
+
+/// Labels `{severity}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: &'static str,
+}
+
+/// Every severity, always exported (a zero is a value an alert can compare).
+const SEVERITIES: [Severity; 4] = [
+    Severity::Info,
+    Severity::Notice,
+    Severity::Warning,
+    Severity::Critical,
+];
 
 /// Labels `{version}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -233,7 +248,11 @@ struct Families {
     clock_skew: Family<AccountLabel, Gauge<f64, AtomicU64>>,
     port_events: Family<With<EventLabel>, Counter>,
     open_ports: Family<AccountLabel, Gauge>,
+    unexpected_ports: Family<With<SeverityLabel>, Gauge>,
+    missing_ports: Family<With<SeverityLabel>, Gauge>,
     per_agent: Option<Arc<PerAgent>>,
+    /// Per agent findings (`per_agent = true`).
+    agent_findings: Option<Arc<AgentFindings>>,
     /// Error codes seen as `outcome`.
     outcomes: Bounded,
     /// Statuses this build does not know, seen as labels.
@@ -285,6 +304,11 @@ impl Metrics {
         let clock_skew = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
         let port_events = Family::<With<EventLabel>, Counter>::default();
         let open_ports = Family::<AccountLabel, Gauge>::default();
+        let unexpected_ports = Family::<With<SeverityLabel>, Gauge>::default();
+        let missing_ports = Family::<With<SeverityLabel>, Gauge>::default();
+        let agent_findings = per_agent
+            .is_some()
+            .then(|| Arc::new(AgentFindings::default()));
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -314,6 +338,16 @@ impl Metrics {
             let _ = poll_lag.get_or_create(account);
             let _ = clock_skew.get_or_create(account);
             let _ = open_ports.get_or_create(account);
+            for severity in SEVERITIES {
+                let label = (
+                    account.clone(),
+                    SeverityLabel {
+                        severity: severity.as_str(),
+                    },
+                );
+                let _ = unexpected_ports.get_or_create(&label);
+                let _ = missing_ports.get_or_create(&label);
+            }
         }
         {
             let r = root.sub_registry_with_prefix(PREFIX);
@@ -368,6 +402,21 @@ impl Metrics {
                 "Open ports known, in total",
                 open_ports.clone(),
             );
+            r.register(
+                "unexpected_ports",
+                "Open ports the expected-ports policy finds unexpected, by severity (as the \
+                 port_unexpected and port_unexpected_cleared events say)",
+                unexpected_ports.clone(),
+            );
+            r.register(
+                "missing_ports",
+                "Required ports the expected-ports policy finds missing, by severity (as the \
+                 port_missing and port_missing_cleared events say)",
+                missing_ports.clone(),
+            );
+            if let Some(f) = &agent_findings {
+                r.register_collector(Box::new(f.clone()));
+            }
             r.register("build_info", "The running version (always 1)", build_info);
         }
         root.register_collector(Box::new(process::ProcessCollector::new()));
@@ -382,7 +431,10 @@ impl Metrics {
             clock_skew,
             port_events,
             open_ports,
+            unexpected_ports,
+            missing_ports,
             per_agent,
+            agent_findings,
             outcomes: Bounded::new(Vocabulary::Codes),
             statuses: Bounded::new(Vocabulary::Statuses),
             answers: Mutex::new(()),
@@ -566,6 +618,7 @@ impl EventSink for Metrics {
                     );
                 }
             }
+            Event::Finding(f) => self.finding(f),
             other => {
                 // By name, so the inventory's events are counted as soon as they exist.
                 let name = other.name();
@@ -581,6 +634,50 @@ impl EventSink for Metrics {
 }
 
 impl Metrics {
+    /// A finding raised (+1) or cleared (−1), in its family and severity, and per agent.
+    fn finding(&self, f: &FindingEvent) {
+        let (unexpected, delta) = match f.kind {
+            FindingKind::Unexpected => (true, 1),
+            FindingKind::UnexpectedCleared(_) => (true, -1),
+            FindingKind::Missing => (false, 1),
+            FindingKind::MissingCleared(_) => (false, -1),
+        };
+        self.add_finding(&f.uuid, &f.agent_name, unexpected, f.severity, delta);
+    }
+
+    fn add_finding(&self, uuid: &str, name: &str, unexpected: bool, severity: Severity, n: i64) {
+        let family = if unexpected {
+            &self.shared.unexpected_ports
+        } else {
+            &self.shared.missing_ports
+        };
+        let label = (
+            self.account.clone(),
+            SeverityLabel {
+                severity: severity.as_str(),
+            },
+        );
+        family.get_or_create(&label).inc_by(n);
+        if let Some(per_agent) = &self.shared.agent_findings {
+            per_agent.add(&self.account, uuid, name, unexpected, severity, n);
+        }
+    }
+
+    /// Findings an agent had stored when the daemon started (no event repeats them), or whose
+    /// severity a reload changed without a change of state (no event either): counted as
+    /// the events would have. `removed` are taken away, `added` counted.
+    pub fn findings_known(&self, uuid: &str, name: &str, removed: &Findings, added: &Findings) {
+        for (findings, sign) in [(removed, -1), (added, 1)] {
+            for f in &findings.0 {
+                let (unexpected, severity) = match f {
+                    Finding::Unexpected { severity, .. } => (true, *severity),
+                    Finding::Missing { severity, .. } => (false, *severity),
+                };
+                self.add_finding(uuid, name, unexpected, severity, sign);
+            }
+        }
+    }
+
     fn status_label(&self, status: &Status) -> String {
         match status {
             Status::Other(_) => self.shared.statuses.label(status.as_str()),
@@ -652,6 +749,103 @@ impl Collector for PerAgent {
                 ],
             );
             ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Index of a severity in [`SEVERITIES`].
+fn severity_index(severity: Severity) -> usize {
+    match severity {
+        Severity::Info => 0,
+        Severity::Notice => 1,
+        Severity::Warning => 2,
+        Severity::Critical => 3,
+    }
+}
+
+/// `agent_unexpected_ports{uuid,agent_name,severity}` and `agent_missing_ports{…}`, per agent
+/// with findings (`per_agent = true`), kept from the finding events like `agent_status`; an
+/// agent whose findings all cleared has no series.
+#[derive(Debug, Default)]
+struct AgentFindings {
+    agents: Mutex<HashMap<(AccountLabel, Arc<str>), FindingsRow>>,
+}
+
+/// An agent's name and its findings by severity: unexpected, then missing.
+#[derive(Debug, Clone)]
+struct FindingsRow {
+    name: Arc<str>,
+    counts: [[i64; 4]; 2],
+}
+
+impl AgentFindings {
+    fn add(
+        &self,
+        account: &AccountLabel,
+        uuid: &str,
+        name: &str,
+        unexpected: bool,
+        severity: Severity,
+        n: i64,
+    ) {
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (account.clone(), Arc::from(uuid));
+        let row = agents.entry(key.clone()).or_insert_with(|| FindingsRow {
+            name: Arc::from(name),
+            counts: [[0; 4]; 2],
+        });
+        if !name.is_empty() && *row.name != *name {
+            row.name = Arc::from(name);
+        }
+        let cell = &mut row.counts[usize::from(!unexpected)][severity_index(severity)];
+        *cell = cell.saturating_add(n);
+        if row.counts.iter().flatten().all(|c| *c == 0) {
+            agents.remove(&key);
+        }
+    }
+}
+
+impl Collector for AgentFindings {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows: Vec<(AccountLabel, Arc<str>, FindingsRow)> = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((a, u), row)| (a.clone(), u.clone(), row.clone()))
+            .collect();
+        for (which, name, help) in [
+            (
+                0,
+                "agent_unexpected_ports",
+                "Unexpected ports per agent and severity (per_agent = true)",
+            ),
+            (
+                1,
+                "agent_missing_ports",
+                "Missing required ports per agent and severity (per_agent = true)",
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (account, uuid, row) in &rows {
+                let agent_name: String = row.name.chars().take(MAX_LABEL_CHARS).collect();
+                for severity in SEVERITIES {
+                    let n = row.counts[which][severity_index(severity)];
+                    if n == 0 {
+                        continue;
+                    }
+                    let labels = (
+                        account.clone(),
+                        [
+                            ("uuid", uuid.as_ref()),
+                            ("agent_name", agent_name.as_str()),
+                            ("severity", severity.as_str()),
+                        ],
+                    );
+                    ConstGauge::new(n).encode(metric.encode_family(&labels)?)?;
+                }
+            }
         }
         Ok(())
     }

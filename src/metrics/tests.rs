@@ -488,3 +488,154 @@ fn every_scrape_counts_each_answer_in_the_counter_and_the_histogram_alike() {
         "answers moved between only {moving} of {scrapes} scrapes"
     );
 }
+
+fn finding(kind: FindingKind, uuid: &str, port: u16, severity: Severity) -> Event {
+    Event::Finding(Box::new(FindingEvent {
+        kind,
+        uuid: uuid.into(),
+        agent_name: format!("host-{uuid}"),
+        port,
+        process_name: "redis-server".into(),
+        pid: Some(9),
+        machine_ip: String::new(),
+        machine_name: String::new(),
+        request_id: None,
+        rule: "web".into(),
+        severity,
+        spec: None,
+    }))
+}
+
+#[test]
+fn finding_gauges_follow_the_events_and_start_from_what_was_stored() {
+    use crate::policy::ClearReason;
+    let m = Metrics::new(true);
+    let text = m.encode(false);
+    for s in ["info", "notice", "warning", "critical"] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("cwp_portwatch_unexpected_ports{{severity=\"{s}\"}}")
+            ),
+            Some(0.0),
+            "exported before the first event: {text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("cwp_portwatch_missing_ports{{severity=\"{s}\"}}")
+            ),
+            Some(0.0)
+        );
+    }
+    // Stored by an earlier run: counted, though no event repeats it.
+    let stored = Findings(
+        [Finding::Missing {
+            rule: "web".into(),
+            spec: "443/nginx".into(),
+            port: 443,
+            process: "nginx".into(),
+            severity: Severity::Warning,
+        }]
+        .into_iter()
+        .collect(),
+    );
+    m.findings_known("b", "host-b", &Findings::default(), &stored);
+    m.emit(&finding(
+        FindingKind::Unexpected,
+        "a",
+        6379,
+        Severity::Critical,
+    ));
+    m.emit(&finding(
+        FindingKind::Unexpected,
+        "a",
+        6380,
+        Severity::Critical,
+    ));
+    m.emit(&finding(
+        FindingKind::UnexpectedCleared(ClearReason::Closed),
+        "a",
+        6380,
+        Severity::Critical,
+    ));
+    let text = m.encode(false);
+    let unexpected = "cwp_portwatch_unexpected_ports{severity=\"critical\"}";
+    assert_eq!(value(&text, unexpected), Some(1.0), "{text}");
+    assert_eq!(
+        value(&text, "cwp_portwatch_missing_ports{severity=\"warning\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_agent_unexpected_ports{uuid=\"a\",agent_name=\"host-a\",severity=\"critical\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_agent_missing_ports{uuid=\"b\",agent_name=\"host-b\",severity=\"warning\"}"
+        ),
+        Some(1.0)
+    );
+    // A reload that moved a finding to another severity (no event): it moves with it.
+    let critical = Findings(
+        [Finding::Missing {
+            rule: "web".into(),
+            spec: "443/nginx".into(),
+            port: 443,
+            process: "nginx".into(),
+            severity: Severity::Critical,
+        }]
+        .into_iter()
+        .collect(),
+    );
+    m.findings_known("b", "host-b", &stored, &critical);
+    // Cleared: an agent with no findings left has no per-agent series.
+    m.emit(&finding(
+        FindingKind::UnexpectedCleared(ClearReason::Removed),
+        "a",
+        6379,
+        Severity::Critical,
+    ));
+    let text = m.encode(false);
+    assert_eq!(value(&text, unexpected), Some(0.0));
+    assert_eq!(
+        value(&text, "cwp_portwatch_missing_ports{severity=\"warning\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "cwp_portwatch_missing_ports{severity=\"critical\"}"),
+        Some(1.0)
+    );
+    assert!(!text.contains("uuid=\"a\""), "{text}");
+}
+
+#[test]
+fn finding_gauges_carry_the_account_with_several() {
+    let handles = Metrics::for_accounts(false, &["prod", "test"]);
+    handles[1].emit(&finding(FindingKind::Unexpected, "a", 22, Severity::Notice));
+    let text = handles[0].encode(false);
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_unexpected_ports{account=\"test\",severity=\"notice\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "cwp_portwatch_unexpected_ports{account=\"prod\",severity=\"notice\"}"
+        ),
+        Some(0.0)
+    );
+    assert!(
+        !text.contains("agent_unexpected_ports{"),
+        "per_agent off: {text}"
+    );
+}

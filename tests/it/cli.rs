@@ -680,6 +680,19 @@ fn demo_ends_by_itself_with_its_summary() {
         "{last}"
     );
     assert!(last.contains("(0 throttled)"), "{last}");
+    // The demo policy flags that python3 (web hosts: ssh and nginx only), then clears it.
+    assert!(
+        out.stdout
+            .contains("Policy (config/demo-policy.toml): 1 unexpected port(s) flagged, 1 cleared."),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("port_unexpected") || out.stdout.contains("port_unexpected"),
+        "the finding is logged:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 /// Issue 20 #6: two accounts whose key files hold one SecretId (one quota at Tencent) and

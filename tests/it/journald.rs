@@ -502,3 +502,108 @@ async fn log_format_auto_picks_the_journal_a_terminal_or_json() {
     }
     sim.shutdown().await;
 }
+
+/// Issue 22: a policy finding reaches the journal with the port event's fields, `RULE`,
+/// `SEVERITY`, its own MESSAGE_ID, and `PRIORITY` 3 for a critical one (error), so
+/// `journalctl MESSAGE_ID=… SEVERITY=critical` finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_finding_reaches_the_journal_with_rule_and_severity() {
+    ensure_journald();
+    let sim = start_scenario(&steady(1, "COMPLETE")).await;
+    sim.set_ports(
+        &uuid(0),
+        vec![cwp_simulator::OpenPortSpec {
+            port: 6379,
+            process: "redis-server".into(),
+            pid: 4242,
+        }],
+    );
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("web-{}-{nanos:09}", std::process::id());
+    let app = App::new();
+    app.write(
+        "watchlist.toml",
+        format!("[[agent]]\nuuid = \"{}\"\nname = \"{name}\"\n", uuid(0)),
+    );
+    app.write(
+        "policy.toml",
+        "[[rule]]\nname = \"web tier\"\nhosts = { names = [\"web-*\"] }\n\
+         allow = [\"22/sshd\"]\nseverity = \"critical\"\n",
+    );
+    app.write(
+        "config.toml",
+        format!(
+            "watchlist = \"watchlist.toml\"\nstate_dir = \"state\"\n\
+             [api]\nendpoint = \"{}\"\n\
+             [poll]\ninterval = \"300ms\"\ncollecting_interval = \"300ms\"\noffline_interval = \"300ms\"\n\
+             [inventory]\nenabled = true\n[policy]\nfile = \"policy.toml\"\n\
+             [log]\nformat = \"journald\"\n",
+            sim.endpoint()
+        ),
+    );
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let daemon: Running = app.daemon(&[]);
+    let pid = daemon.pid();
+    // Fetched and answered again: the finding was emitted before the next poll went out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim
+        .stats()
+        .per_action
+        .get("DescribeOpenPorts")
+        .is_none_or(|s| s.arrived == 0)
+    {
+        assert!(Instant::now() < deadline, "the ports were never fetched");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_answered(&sim, &uuid(0), "COMPLETE", 3).await;
+    let out = daemon.stop().await;
+    sim.shutdown().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let finding = loop {
+        let entries = journal(since, pid);
+        if let Some(e) = entries.iter().find(|e| event(e) == Some("port_unexpected")) {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no port_unexpected of pid {pid} in the journal: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(must(&finding, "MESSAGE_ID"), message_id::PORT_UNEXPECTED);
+    assert_eq!(must(&finding, "UUID"), uuid(0));
+    assert_eq!(must(&finding, "AGENT_NAME"), name);
+    assert_eq!(must(&finding, "PORT"), "6379");
+    assert_eq!(must(&finding, "PROCESS_NAME"), "redis-server");
+    assert_eq!(must(&finding, "PID"), "4242");
+    assert_eq!(must(&finding, "RULE"), "web tier");
+    assert_eq!(must(&finding, "SEVERITY"), "critical");
+    assert!(!must(&finding, "REQUEST_ID").is_empty());
+    assert!(!must(&finding, "MACHINE_IP").is_empty());
+    assert_eq!(must(&finding, "PRIORITY"), "3", "critical: error");
+    assert_eq!(field(&finding, "REASON"), None);
+    // What docs/events.md tells operators to type finds it.
+    let query = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager"])
+        .arg(format!("--since=@{since}"))
+        .arg(format!("MESSAGE_ID={}", message_id::PORT_UNEXPECTED))
+        .arg("SEVERITY=critical")
+        .arg(format!("_PID={pid}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&query.stdout)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .count(),
+        1
+    );
+}

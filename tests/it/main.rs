@@ -22,5 +22,6 @@ mod journald;
 mod metrics;
 mod observability;
 mod packaging;
+mod policy;
 mod reliability;
 mod systemd;

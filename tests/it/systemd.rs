@@ -274,6 +274,20 @@ fn fields_of(id: &str) -> &'static [&'static str] {
         INVENTORY_BASELINE => &["UUID", "AGENT_NAME", "PORTS", "REQUEST_ID"],
         INVENTORY_FAILED => &["UUID", "AGENT_NAME", "ERROR_CODE", "ERROR_MESSAGE"],
         SCAN_REQUESTED => &["UUID", "AGENT_NAME", "REASON", "REQUEST_ID"],
+        PORT_UNEXPECTED | PORT_UNEXPECTED_CLEARED | PORT_MISSING | PORT_MISSING_CLEARED => &[
+            "UUID",
+            "AGENT_NAME",
+            "PORT",
+            "PROCESS_NAME",
+            "PID",
+            "MACHINE_IP",
+            "MACHINE_NAME",
+            "REQUEST_ID",
+            "RULE",
+            "SEVERITY",
+            "REASON",
+            "SPEC",
+        ],
         other => panic!("unknown MESSAGE_ID {other}"),
     }
 }

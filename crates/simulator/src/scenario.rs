@@ -111,7 +111,7 @@ pub struct ScenarioAgent {
     pub placement: Placement,
     /// `MachineStatus` `ONLINE` (default) or `OFFLINE` in `DescribeMachines`.
     pub online: bool,
-    /// `Tag[].Name` in `DescribeMachines` (scenario key `tags`): at most [`MAX_TAGS`], each
+    /// `Tag[].Name` in `DescribeMachines` (scenario key `tags`): at most `MAX_TAGS` (16), each
     /// a name of at most 64 characters.
     pub tags: Vec<String>,
     /// `MachineWanIp` in `DescribeMachines` (scenario key `machine_wan_ip`); `None`: "".
