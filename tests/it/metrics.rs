@@ -330,12 +330,26 @@ async fn prometheus_scrapes_the_daemon_and_the_series_agree_with_the_log() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        prometheus
-            .scalar("cwp_portwatch_rate_limit_per_second{action=\"DescribeOpenPortTaskStatus\"}")
-            .await,
-        Some(20.0)
-    );
+    // The rate in force: the configured 20/s unless the simulator throttled (6 agents ask for
+    // more than the quota, and on a loaded machine arrivals can bunch into one window); then
+    // the daemon logged each cut, and the gauge reads a rate between the lowest cut and 20
+    // (after a cut it climbs back one per second, silently).
+    let rate = prometheus
+        .scalar("cwp_portwatch_rate_limit_per_second{action=\"DescribeOpenPortTaskStatus\"}")
+        .await
+        .expect("the rate gauge is exported");
+    let lowest_cut = d
+        .named("rate_limited")
+        .iter()
+        .filter_map(|e| e["requests_per_second"].as_f64())
+        .reduce(f64::min);
+    match lowest_cut {
+        None => assert_eq!(rate, 20.0, "no throttling was logged"),
+        Some(low) => assert!(
+            (low..=20.0).contains(&rate),
+            "rate {rate} outside the logged cuts' range {low}..=20"
+        ),
+    }
     let version = prometheus.query("cwp_portwatch_build_info").await.unwrap();
     assert_eq!(version.len(), 1);
     assert_eq!(version[0].0["version"], env!("CARGO_PKG_VERSION"));
