@@ -54,7 +54,7 @@ pub enum DemoError {
 pub async fn run() -> Result<ExitCode, DemoError> {
     let _ = logging::init_with_filter(
         LogFormat::Text,
-        tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_simulator=warn"),
+        tracing_subscriber::EnvFilter::new("warn,cwp_portwatch=info,cwp_portwatch::simulator=warn"),
     );
     let scenario = Scenario::from_toml_str(SCENARIO).map_err(DemoError::Scenario)?;
     let policy = crate::policy::Policy::from_toml_str(

@@ -693,6 +693,13 @@ fn demo_ends_by_itself_with_its_summary() {
         out.stdout,
         out.stderr
     );
+    // What the demo shows is the daemon's events: the simulator's own per-request lines
+    // (target `cwp_portwatch::simulator`, info) stay filtered out.
+    let both = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        !both.contains("cwp_portwatch::simulator"),
+        "simulator lines in the demo's output:\n{both}"
+    );
 }
 
 /// Issue 20 #6: two accounts whose key files hold one SecretId (one quota at Tencent) and
