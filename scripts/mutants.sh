@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 cargo mutants --package cwp-tc3 -C --lib --output target/mutants-tc3 "$@"
 exec cargo mutants \
     -f src/tracker.rs -f src/pacing.rs -f src/scheduler.rs -f src/status.rs \
-    -f src/rate_control.rs -f src/state.rs -f src/api/error.rs \
-    -f src/engine/agents.rs -f src/agent_uuid.rs \
+    -f src/rate_control.rs -f 'src/state/*.rs' -f src/api/error.rs \
+    -f 'src/engine/agents/*.rs' -f src/agent_uuid.rs \
     -C --lib "$@" \
     -- -- pacing:: rate_control:: scheduler:: status:: state:: tracker:: api:: engine:: \
     agent_uuid::

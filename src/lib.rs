@@ -30,7 +30,8 @@
 //! - [`engine`]: the dispatcher that owns a lane (due queue, limiter, rate control) per API
 //!   action, sends requests, and feeds answers to a pure `decide`; [`tracker`] is the
 //!   exactly-once rule (each agent's last known status lives in the engine's agent table),
-//!   [`events`] is what comes out, [`state`] what is persisted.
+//!   [`events`] is what comes out (its catalogue apart from the sinks that write it),
+//!   [`state`] what is persisted.
 //! - [`logging`]: how events reach the terminal, JSON lines or journald; [`escape`] keeps
 //!   control characters out of every human-readable output.
 //! - The simulator, a faithful CWP API stand-in on loopback for the demo and the tests, is the

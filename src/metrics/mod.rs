@@ -20,27 +20,27 @@
 //! A [`Metrics`] is one account's handle on the one registry ([`Metrics::for_accounts`]): with
 //! several accounts each handle labels its series `account`, so one engine's refresh never
 //! overwrites another's gauges; with one account there is no such label.
+//!
+//! This file holds the registry and [`Metrics`]; `labels.rs` the label sets and the bound on
+//! values from outside; `per_agent.rs` the per-agent collectors; `server.rs` the listener;
+//! `process.rs` the `process_*` series.
 
+mod labels;
+mod per_agent;
 mod process;
 mod server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
-};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::api::error::{KNOWN_CODES, is_known_code};
 use crate::events::{Event, EventSink, FindingEvent, FindingKind};
 use crate::policy::{Finding, Findings, Severity};
 use crate::status::Status;
@@ -76,164 +76,14 @@ pub struct Snapshot<'a> {
     pub clock_skew_ms: i64,
 }
 
-/// Labels `{status}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: String,
-}
-
-/// Labels `{from_status,to_status}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ChangeLabels {
-    from_status: String,
-    to_status: String,
-}
-
-/// Labels `{action,outcome}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    action: &'static str,
-    outcome: String,
-}
-
-/// Labels `{action}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ActionLabel {
-    action: &'static str,
-}
-
-/// Labels `{event}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabel {
-    event: &'static str,
-}
-
-/// Labels `{severity}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SeverityLabel {
-    severity: &'static str,
-}
-
-/// Every severity, always exported (a zero is a value an alert can compare).
-const SEVERITIES: [Severity; 4] = [
-    Severity::Info,
-    Severity::Notice,
-    Severity::Warning,
-    Severity::Critical,
-];
-
-/// Labels `{version}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: &'static str,
-}
-
-/// Label `{account}` with several accounts; no label at all with one, so a single-account
-/// daemon's series read exactly as they did before accounts existed.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct AccountLabel(Option<Arc<str>>);
-
-impl EncodeLabelSet for AccountLabel {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        match &self.0 {
-            Some(name) => ("account", name.as_ref()).encode(encoder.encode_label()),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A family's labels, preceded by the account's.
-type With<L> = (AccountLabel, L);
+use labels::*;
+use per_agent::{AgentFindings, PerAgent};
 
 /// The statuses this build knows, always exported (a zero is a value an alert can compare).
 const KNOWN_STATUSES: [Status; 8] = Status::KNOWN;
 
 /// The port events counted by `port_events_total` (emitted by the open-port inventory).
 pub const PORT_EVENTS: [&str; 2] = ["port_opened", "port_closed"];
-
-/// Label values from outside, bounded in length, alphabet and number.
-///
-/// Only values outside the build's vocabulary count against the bound: a known error code or
-/// status always keeps its label, however many inventions came first, so an alert on
-/// `RequestLimitExceeded` or `AuthFailure.*` still fires under a flood of unknown codes.
-#[derive(Debug)]
-struct Bounded {
-    vocabulary: Vocabulary,
-    seen: Mutex<HashSet<String>>,
-}
-
-/// Which values a [`Bounded`] label knows, and where an unknown one goes past the bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Vocabulary {
-    /// Error codes: [`KNOWN_CODES`] keep their label; past the bound an unknown code of a
-    /// known family becomes `<family>.other` (still matched by `AuthFailure.*`), any other
-    /// `other`.
-    Codes,
-    /// Statuses: [`Status::KNOWN`] keep their label; past the bound, `other`.
-    Statuses,
-}
-
-impl Vocabulary {
-    fn knows(self, value: &str) -> bool {
-        match self {
-            Vocabulary::Codes => is_known_code(value),
-            Vocabulary::Statuses => KNOWN_STATUSES.iter().any(|s| s.as_str() == value),
-        }
-    }
-
-    /// The label of a value met once the bound is reached. Bounded: one per family of the
-    /// known codes, plus `other`.
-    fn overflow(self, clean: &str) -> String {
-        if self == Vocabulary::Codes
-            && let Some((family, _)) = clean.split_once('.')
-            && KNOWN_CODES
-                .iter()
-                .any(|c| c.split('.').next() == Some(family))
-        {
-            return format!("{family}.other");
-        }
-        "other".to_owned()
-    }
-}
-
-impl Bounded {
-    fn new(vocabulary: Vocabulary) -> Self {
-        Bounded {
-            vocabulary,
-            seen: Mutex::default(),
-        }
-    }
-
-    /// `value` as a label: a known value as it is; otherwise at most [`MAX_LABEL_CHARS`]
-    /// characters from `[A-Za-z0-9._-]` (an error code or a status never needs more; anything
-    /// else becomes `_`), and once [`MAX_LABEL_VALUES`] distinct unknown values were seen,
-    /// the [`Vocabulary::overflow`] label.
-    fn label(&self, value: &str) -> String {
-        if self.vocabulary.knows(value) {
-            return value.to_owned();
-        }
-        let clean: String = value
-            .chars()
-            .take(MAX_LABEL_CHARS)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(&clean) {
-            return clean;
-        }
-        if seen.len() >= MAX_LABEL_VALUES {
-            return self.vocabulary.overflow(&clean);
-        }
-        seen.insert(clean.clone());
-        clean
-    }
-}
 
 /// The registry and every family, shared by the accounts' handles.
 #[derive(Debug)]
@@ -683,171 +533,6 @@ impl Metrics {
             Status::Other(_) => self.shared.statuses.label(status.as_str()),
             known => known.as_str().to_owned(),
         }
-    }
-}
-
-/// `agent_status{uuid,agent_name,status} 1`, one series per agent (`per_agent = true`).
-/// Kept from the events (and the statuses known at start), encoded at scrape time from a
-/// copy, so a scrape of 100,000 agents never holds the lock the log's events wait for.
-#[derive(Debug, Default)]
-struct PerAgent {
-    agents: Mutex<HashMap<(AccountLabel, Arc<str>), AgentRow>>,
-}
-
-/// An agent's name and last known status.
-type AgentRow = (Arc<str>, Status);
-
-impl PerAgent {
-    fn set(&self, account: &AccountLabel, uuid: Arc<str>, name: Arc<str>, status: Status) {
-        self.agents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((account.clone(), uuid), (name, status));
-    }
-
-    /// Drops agents no longer watched (the engine forgets them on a reload). Every agent
-    /// here has a status, so is one of the `known` watched agents with one: more here means
-    /// some were removed.
-    fn forget_unwatched(
-        &self,
-        account: &AccountLabel,
-        known: usize,
-        is_known: &dyn Fn(&str) -> bool,
-    ) {
-        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
-        let mine = agents.keys().filter(|(a, _)| a == account).count();
-        if mine > known {
-            agents.retain(|(a, uuid), _| a != account || is_known(uuid));
-        }
-    }
-}
-
-impl Collector for PerAgent {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows: Vec<(AccountLabel, Arc<str>, Arc<str>, Status)> = self
-            .agents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((a, u), (n, s))| (a.clone(), u.clone(), n.clone(), s.clone()))
-            .collect();
-        let mut metric = encoder.encode_descriptor(
-            "agent_status",
-            "1 per agent, labelled with its last known status (per_agent = true)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (account, uuid, name, status) in &rows {
-            let name: String = name.chars().take(MAX_LABEL_CHARS).collect();
-            let status: String = status.as_str().chars().take(MAX_LABEL_CHARS).collect();
-            let labels = (
-                account.clone(),
-                [
-                    ("uuid", uuid.as_ref()),
-                    ("agent_name", name.as_str()),
-                    ("status", status.as_str()),
-                ],
-            );
-            ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Index of a severity in [`SEVERITIES`].
-fn severity_index(severity: Severity) -> usize {
-    match severity {
-        Severity::Info => 0,
-        Severity::Notice => 1,
-        Severity::Warning => 2,
-        Severity::Critical => 3,
-    }
-}
-
-/// `agent_unexpected_ports{uuid,agent_name,severity}` and `agent_missing_ports{…}`, per agent
-/// with findings (`per_agent = true`), kept from the finding events like `agent_status`; an
-/// agent whose findings all cleared has no series.
-#[derive(Debug, Default)]
-struct AgentFindings {
-    agents: Mutex<HashMap<(AccountLabel, Arc<str>), FindingsRow>>,
-}
-
-/// An agent's name and its findings by severity: unexpected, then missing.
-#[derive(Debug, Clone)]
-struct FindingsRow {
-    name: Arc<str>,
-    counts: [[i64; 4]; 2],
-}
-
-impl AgentFindings {
-    fn add(
-        &self,
-        account: &AccountLabel,
-        uuid: &str,
-        name: &str,
-        unexpected: bool,
-        severity: Severity,
-        n: i64,
-    ) {
-        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (account.clone(), Arc::from(uuid));
-        let row = agents.entry(key.clone()).or_insert_with(|| FindingsRow {
-            name: Arc::from(name),
-            counts: [[0; 4]; 2],
-        });
-        if !name.is_empty() && *row.name != *name {
-            row.name = Arc::from(name);
-        }
-        let cell = &mut row.counts[usize::from(!unexpected)][severity_index(severity)];
-        *cell = cell.saturating_add(n);
-        if row.counts.iter().flatten().all(|c| *c == 0) {
-            agents.remove(&key);
-        }
-    }
-}
-
-impl Collector for AgentFindings {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows: Vec<(AccountLabel, Arc<str>, FindingsRow)> = self
-            .agents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((a, u), row)| (a.clone(), u.clone(), row.clone()))
-            .collect();
-        for (which, name, help) in [
-            (
-                0,
-                "agent_unexpected_ports",
-                "Unexpected ports per agent and severity (per_agent = true)",
-            ),
-            (
-                1,
-                "agent_missing_ports",
-                "Missing required ports per agent and severity (per_agent = true)",
-            ),
-        ] {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (account, uuid, row) in &rows {
-                let agent_name: String = row.name.chars().take(MAX_LABEL_CHARS).collect();
-                for severity in SEVERITIES {
-                    let n = row.counts[which][severity_index(severity)];
-                    if n == 0 {
-                        continue;
-                    }
-                    let labels = (
-                        account.clone(),
-                        [
-                            ("uuid", uuid.as_ref()),
-                            ("agent_name", agent_name.as_str()),
-                            ("severity", severity.as_str()),
-                        ],
-                    );
-                    ConstGauge::new(n).encode(metric.encode_family(&labels)?)?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
