@@ -14,16 +14,7 @@ use std::sync::Arc;
 
 use crate::events::{Event, EventSink};
 
-/// The longest account name: it is a metrics label, a log field and part of a file name.
-pub const MAX_ACCOUNT_NAME: usize = 32;
-
-/// `[a-z0-9_-]{1,32}`: safe in a file name, a label value and a journal field.
-pub fn valid_account_name(name: &str) -> bool {
-    (1..=MAX_ACCOUNT_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
+pub use crate::account_name::{MAX_ACCOUNT_NAME, valid_account_name};
 
 /// Emits into `inner` with the account marked.
 pub struct AccountSink {

@@ -12,7 +12,7 @@
 //!   watchlist and applied like a reload.
 //! - Several accounts (`[[account]]`): [`config::accounts`] turns the config into one plan per
 //!   account, `commands::run` runs one engine per account, and [`account`] marks each
-//!   account's events with its name.
+//!   account's events with its name ([`account_name`] is the rule for the name alone).
 //! - [`credentials`]: where the SecretId/SecretKey come from (the credential chain, profile files,
 //!   the CVM instance role, STS `AssumeRole`, and the refresh loop that keeps temporary ones
 //!   fresh).
@@ -60,6 +60,7 @@
 #![deny(missing_docs)]
 
 pub mod account;
+pub mod account_name;
 pub mod agent_uuid;
 pub mod api;
 pub mod cli;

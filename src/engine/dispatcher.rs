@@ -24,6 +24,7 @@ use super::{AgentReport, Control, EngineConfig, EngineReport, EngineStatus, Poll
 use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, TaskStatus};
 use crate::events::{Event, EventSink};
+use crate::policy::Policy;
 use crate::scheduler::{AgentId, later};
 use crate::state::StateFile;
 use crate::status::PollOutcome;
@@ -90,7 +91,7 @@ pub struct Engine<P: Poller> {
     /// The open-port inventory, when kept ([`Engine::with_inventory`]).
     pub(super) inventory: Option<Box<super::inventory_state::InventoryState>>,
     /// The expected-ports policy, when the engine was given one ([`Engine::with_policy`]).
-    pub(super) policy: Option<super::findings::PolicyState>,
+    pub(super) policy: Option<PolicyState>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -556,4 +557,13 @@ impl<P: Poller> Engine<P> {
             })
             .collect()
     }
+}
+
+/// The policy an engine evaluates (`engine::findings` applies it), and the account its hosts belong to.
+#[derive(Debug)]
+pub(super) struct PolicyState {
+    /// `None`: no policy configured (findings stored by an earlier run clear as `allowed`).
+    pub(super) policy: Option<Arc<Policy>>,
+    /// The account's name, a host fact (`hosts = { accounts = [...] }`).
+    pub(super) account: Box<str>,
 }

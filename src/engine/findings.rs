@@ -23,21 +23,12 @@ use std::sync::Arc;
 
 use super::Poller;
 use super::agents::AgentTable;
-use super::dispatcher::Engine;
+use super::dispatcher::{Engine, PolicyState};
 use crate::events::{Event, FindingEvent, FindingKind};
 use crate::inventory::Snapshot;
 use crate::inventory::store::StoredAgent;
 use crate::policy::{self, Change, ClearReason, Finding, Findings, Host, Policy, PortFacts};
 use crate::scheduler::AgentId;
-
-/// The policy an engine evaluates, and the account its hosts belong to.
-#[derive(Debug)]
-pub(super) struct PolicyState {
-    /// `None`: no policy configured (findings stored by an earlier run clear as `allowed`).
-    pub(super) policy: Option<Arc<Policy>>,
-    /// The account's name, a host fact (`hosts = { accounts = [...] }`).
-    pub(super) account: Box<str>,
-}
 
 /// Who an agent is, for its events.
 #[derive(Debug, Clone, Copy)]

@@ -370,7 +370,7 @@ impl Reader<'_> {
                 "accounts" => {
                     selector.accounts = self
                         .host_list(value, key_name, |reader, text, span| {
-                            if crate::account::valid_account_name(text) {
+                            if crate::account_name::valid_account_name(text) {
                                 Ok(text.into())
                             } else {
                                 Err(reader.at(

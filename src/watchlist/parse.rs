@@ -157,7 +157,7 @@ impl<'a> Checker<'a> {
         let problems = &mut self.problems;
         let account = match account {
             None => None,
-            Some(account) if crate::account::valid_account_name(account.get_ref()) => {
+            Some(account) if crate::account_name::valid_account_name(account.get_ref()) => {
                 let (line, column) = problems.line_col_of(&shift(account.span()));
                 Some((account.into_inner(), line, column))
             }
