@@ -6,7 +6,8 @@
 //!
 //! The public names here are the contract with the wiring (engine, events, state, metrics,
 //! commands). What each part owns:
-//! - `file`: the TOML text → checked rules, every problem at file:line:col, sizes bounded;
+//! - `file`: the TOML text → checked rules, every problem at file:line:col, sizes bounded (a
+//!   folder: the top-level walk, a `[[rule]]`, `hosts`, `allow`/`require` entries, value readers);
 //! - `spec`: port specs `PORT[-PORT][/PROCESS-GLOB]`, the table form, globs, bind scopes;
 //! - `select`: host selectors (`hosts = { names, uuids, accounts, tags, regions, wan }`);
 //! - `evaluate`: rules compiled in rank order with port indexes, and the evaluation;
