@@ -183,7 +183,9 @@ impl AssumeRole {
 }
 
 /// The credentials and expiry of an `AssumeRole` `Response`; the problem names the field.
-pub(super) fn parse_answer(
+/// Public (hidden) for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn parse_answer(
     response: &serde_json::Map<String, Value>,
 ) -> Result<(Credentials, i64), String> {
     let Some(Value::Object(credentials)) = response.get("Credentials") else {

@@ -42,6 +42,9 @@ use crate::api::ApiError;
 use crate::api::client::ClientBuildError;
 
 pub use client::{AssumeRole, AssumedCredentials};
+// The answer's decoder, for the fuzz targets (`fuzz/`): the very code `AssumeRole::fetch` runs.
+#[doc(hidden)]
+pub use client::parse_answer;
 pub use renew::{renew_after, run_renewer};
 
 /// The STS action.

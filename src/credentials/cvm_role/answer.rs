@@ -9,8 +9,9 @@ use super::{CvmRoleError, MAX_SECRET_ID_BYTES, RoleCredentials};
 use crate::credentials::Credentials;
 
 /// Parses the credentials answer. Works on a `serde_json::Value` so that no error message can
-/// quote a value (serde's type errors would).
-pub(super) fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleError> {
+/// quote a value (serde's type errors would). Public (hidden) for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn parse_credentials(url: &Url, body: &[u8]) -> Result<RoleCredentials, CvmRoleError> {
     let bad = |problem: String| CvmRoleError::BadAnswer {
         url: url.to_string(),
         problem,

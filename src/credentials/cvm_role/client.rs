@@ -114,27 +114,7 @@ impl CvmRole {
     async fn discover_role(&self) -> Result<String, CvmRoleError> {
         let url = self.list_url()?;
         let body = self.get(&url, false).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| CvmRoleError::BadAnswer {
-            url: url.to_string(),
-            problem: "the role list is not UTF-8 text".to_owned(),
-        })?;
-        let Some(role) = text.lines().map(str::trim).find(|line| !line.is_empty()) else {
-            return Err(CvmRoleError::NoRole {
-                url: url.to_string(),
-                detail: "the role list is empty; bind a CAM role to the instance in the CVM \
-                         console, or choose another [credentials] source"
-                    .to_owned(),
-            });
-        };
-        if !valid_role_name(role) {
-            return Err(CvmRoleError::BadAnswer {
-                url: url.to_string(),
-                problem: "the role name is longer than 128 bytes or contains control characters \
-                          or `/`"
-                    .to_owned(),
-            });
-        }
-        Ok(role.to_owned())
+        parse_role_list(&url, &body)
     }
 
     pub(super) fn list_url(&self) -> Result<Url, CvmRoleError> {
@@ -225,4 +205,31 @@ fn transport_reason(e: &reqwest::Error) -> String {
     } else {
         root.to_string()
     }
+}
+
+/// The role list answer (`cam/security-credentials/`): the role name is its first non-empty
+/// line. Public (hidden) for the fuzz targets (`fuzz/`), which call this very decoder.
+#[doc(hidden)]
+pub fn parse_role_list(url: &Url, body: &[u8]) -> Result<String, CvmRoleError> {
+    let text = std::str::from_utf8(body).map_err(|_| CvmRoleError::BadAnswer {
+        url: url.to_string(),
+        problem: "the role list is not UTF-8 text".to_owned(),
+    })?;
+    let Some(role) = text.lines().map(str::trim).find(|line| !line.is_empty()) else {
+        return Err(CvmRoleError::NoRole {
+            url: url.to_string(),
+            detail: "the role list is empty; bind a CAM role to the instance in the CVM \
+                     console, or choose another [credentials] source"
+                .to_owned(),
+        });
+    };
+    if !valid_role_name(role) {
+        return Err(CvmRoleError::BadAnswer {
+            url: url.to_string(),
+            problem: "the role name is longer than 128 bytes or contains control characters \
+                      or `/`"
+                .to_owned(),
+        });
+    }
+    Ok(role.to_owned())
 }

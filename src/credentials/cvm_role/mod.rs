@@ -44,6 +44,11 @@ use super::Credentials;
 pub use super::refresh::{FORCED_REFRESH_MIN_GAP, MAX_RETRY_DELAY, retry_delay};
 pub(in crate::credentials) use answer::{credential_field, expiry};
 pub use client::CvmRole;
+// The answers' decoders, for the fuzz targets (`fuzz/`): the very code `CvmRole::fetch` runs.
+#[doc(hidden)]
+pub use answer::parse_credentials;
+#[doc(hidden)]
+pub use client::parse_role_list;
 pub use refresher::{refresh_at, run_refresher};
 
 /// Connect timeout for the metadata service: it is on the local network or nowhere.
