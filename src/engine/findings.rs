@@ -25,19 +25,10 @@ use super::Poller;
 use super::agents::AgentTable;
 use super::dispatcher::{Engine, PolicyState};
 use crate::events::{Event, FindingEvent, FindingKind};
-use crate::inventory::Snapshot;
 use crate::inventory::store::StoredAgent;
+use crate::inventory::{Snapshot, Who};
 use crate::policy::{self, Change, ClearReason, Finding, Findings, Host, Policy, PortFacts};
 use crate::scheduler::AgentId;
-
-/// Who an agent is, for its events.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Who<'a> {
-    /// Its Uuid.
-    pub uuid: &'a str,
-    /// Its name ("" when none).
-    pub name: &'a str,
-}
 
 /// What the policy sees of a stored port (yunjing: port and process).
 pub(crate) fn port_facts(p: &crate::inventory::Port) -> PortFacts<'_> {
