@@ -563,13 +563,30 @@ async fn status_keeps_its_rate_in_every_10_s_span_while_pages_answer_in_8_s() {
                     status.iter().filter(|&&t| t >= from && t < to).count()
                 })
                 .collect();
-            eprintln!("status polls per 10-s span: {spans:?}; pages asked: {pages}");
+            let per_second: Vec<usize> = (0..30u32)
+                .map(|k| {
+                    let from = first + Duration::from_secs(k.into());
+                    let to = from + Duration::from_secs(1);
+                    status.iter().filter(|&&t| t >= from && t < to).count()
+                })
+                .collect();
+            eprintln!(
+                "status polls per 10-s span: {spans:?}; per second: {per_second:?}; pages asked: {pages}"
+            );
             // The ports lane was full: 32 in flight, 8 s each (the log holds answered requests: the
             // rounds sent at 0, 8 and 16 s are in it).
             assert!(pages >= 3 * 32, "the ports lane was not kept busy: {pages}");
+            // The defect this guards against (one in-flight budget for every lane) left the
+            // status lane a third of its quota or less (`[64, 32, 32]` of 198). A clean-clone
+            // CI run on another machine read [139, 187, 188] once without measured starvation
+            // (here: 198-199 in every span, also with two CPU hogs running), so the bounds
+            // leave that machine's room and still fail that defect by a wide margin: 60 % of
+            // the quota in every span, 85 % over the 30 s.
             for (k, n) in spans.iter().enumerate() {
-                assert!(*n >= 190, "span {k}: {n} status polls in 10 s ({spans:?})");
+                assert!(*n >= 120, "span {k}: {n} status polls in 10 s ({spans:?})");
             }
+            let total: usize = spans.iter().sum();
+            assert!(total >= 505, "{total} status polls in 30 s ({spans:?})");
         },
     )
     .await;
