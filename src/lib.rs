@@ -68,6 +68,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod credentials;
+pub mod delivery;
 pub mod discovery;
 pub mod endpoint;
 pub mod engine;

@@ -232,6 +232,7 @@ impl Settings {
                 accounts: accounts?,
                 inventory: inventory?,
                 policy: policy?,
+                sinks: Vec::new(),
             })
         })();
         check.finish(settings)

@@ -39,6 +39,8 @@ pub struct Settings {
     pub inventory: InventorySettings,
     /// `[policy]`.
     pub policy: PolicySettings,
+    /// `[[sink]]` blocks, in file order (`docs/delivery.md`); empty: findings stay in the log.
+    pub sinks: Vec<crate::delivery::SinkSettings>,
 }
 
 /// `[policy]`: the expected-ports policy (`docs/policy.md`). One file for every account; its

@@ -74,6 +74,16 @@ pub enum Event {
         /// The rate now in force.
         requests_per_second: u32,
     },
+    /// A sink could not deliver events (`[[sink]]`, `docs/delivery.md`): retried until
+    /// `max_age`, or the sink's outbox was full.
+    DeliveryFailed {
+        /// The sink's `name`.
+        sink: String,
+        /// Why (escaped; never a URL, key or secret).
+        error_message: String,
+        /// How many events were given up.
+        events: u64,
+    },
     /// The local clock differs from the API's.
     ClockSkew {
         /// Server minus local, seconds.
@@ -243,6 +253,7 @@ impl Event {
             Event::PollFailed { .. } => "poll_failed",
             Event::PollRecovered { .. } => "poll_recovered",
             Event::RateLimited { .. } => "rate_limited",
+            Event::DeliveryFailed { .. } => "delivery_failed",
             Event::ClockSkew { .. } => "clock_skew",
             Event::CredentialsFailed { .. } => "credentials_failed",
             Event::AccountFailed { .. } => "account_failed",
@@ -269,6 +280,7 @@ impl Event {
             Event::PollFailed { .. } => POLL_FAILED,
             Event::PollRecovered { .. } => POLL_RECOVERED,
             Event::RateLimited { .. } => RATE_LIMITED,
+            Event::DeliveryFailed { .. } => DELIVERY_FAILED,
             Event::ClockSkew { .. } => CLOCK_SKEW,
             Event::CredentialsFailed { .. } => CREDENTIALS_FAILED,
             Event::AccountFailed { .. } => ACCOUNT_FAILED,
@@ -301,6 +313,7 @@ impl Event {
             | Event::InventoryFailed { .. }
             | Event::DiscoveryFailed { .. } => Level::WARN,
             Event::CredentialsFailed { .. }
+            | Event::DeliveryFailed { .. }
             | Event::ConfigRejected { .. }
             | Event::AccountFailed { .. } => Level::ERROR,
             Event::Finding(f) => f.level(),
@@ -349,6 +362,15 @@ impl Event {
                 requests_per_second,
             } => format!(
                 "throttled by the API ({error_code}); sending {requests_per_second} requests/s now"
+            ),
+            Event::DeliveryFailed {
+                sink,
+                error_message,
+                events,
+            } => format!(
+                "sink {}: {events} event(s) not delivered: {}",
+                super::printable(sink),
+                super::printable(error_message)
             ),
             Event::ClockSkew { skew_seconds } => {
                 format!(

@@ -44,8 +44,10 @@ pub const PORT_UNEXPECTED_CLEARED: &str = "e85c3c5a2bcd4229af51514039bfa483";
 pub const PORT_MISSING: &str = "49335b41811548f0b832d91b7bd9a44e";
 /// `port_missing_cleared`
 pub const PORT_MISSING_CLEARED: &str = "a104dc5489654042801a736866adbf43";
+/// `delivery_failed`
+pub const DELIVERY_FAILED: &str = "3c86d82bd10241d1b03633a47f7fe642";
 /// Every id, for the catalog test.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     STATUS_CHANGED,
     POLL_FAILED,
     POLL_RECOVERED,
@@ -68,4 +70,5 @@ pub const ALL: [&str; 22] = [
     PORT_UNEXPECTED_CLEARED,
     PORT_MISSING,
     PORT_MISSING_CLEARED,
+    DELIVERY_FAILED,
 ];

@@ -93,6 +93,19 @@ impl EventSink for TracingSink {
                 message_id = mid,
                 "{msg}"
             ),
+            Event::DeliveryFailed {
+                sink,
+                error_message,
+                events,
+            } => at_level!(
+                level,
+                event = name,
+                sink = sink.as_str(),
+                error_message = error_message.as_str(),
+                events = *events,
+                message_id = mid,
+                "{msg}"
+            ),
             Event::ClockSkew { skew_seconds } => at_level!(
                 level,
                 event = name,

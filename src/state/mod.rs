@@ -38,6 +38,12 @@ mod write;
 
 pub use dir::prepare_dir;
 
+/// What must be durable before a state file is written: called (on the saving thread, it may
+/// block) before each write of the status and inventory files. Alert delivery's outboxes use
+/// it (`crate::delivery`): an event is in its sinks' outboxes on disk before the state that
+/// says it was emitted, so a crash between the two repeats the event, never loses it.
+pub type SaveBarrier = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// File name inside `state_dir`.
 pub const FILE_NAME: &str = "state.json";
 /// Format version written into the file.
