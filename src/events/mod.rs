@@ -11,6 +11,7 @@
 //! it goes.
 
 mod catalogue;
+pub(crate) mod fields;
 mod finding;
 pub mod message_id;
 mod sink;
