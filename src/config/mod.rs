@@ -86,6 +86,18 @@ const TYPE_HINTS: TypeHints = TypeHints {
             "write a whole number from 1 to 256 without quotes, e.g. `max_in_flight = 32`"
                 .to_owned(),
         ),
+        "per_minute" => {
+            Some("write a whole number without quotes, e.g. `per_minute = 20`".to_owned())
+        }
+        "outbox_limit" => Some(
+            "write a whole number from 10 to 1000000 without quotes, e.g. `outbox_limit = 10000`"
+                .to_owned(),
+        ),
+        "events" => Some(
+            "write a list of event names in quotes, e.g. `events = [\"port_unexpected\", \
+             \"status_changed:AGENT_OFFLINE\"]`"
+                .to_owned(),
+        ),
         "enabled" | "create_missing" => Some(format!(
             "write true or false without quotes, e.g. `{key} = true`"
         )),
@@ -94,6 +106,7 @@ const TYPE_HINTS: TypeHints = TypeHints {
         | "collecting_interval"
         | "offline_interval"
         | "rescan_interval"
+        | "max_age"
         | "duration" => Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`")),
         _ => None,
     },
@@ -178,6 +191,8 @@ impl Settings {
             None => Ok(PolicySettings::default()),
         };
 
+        let sinks = check.sinks(raw.sink.as_deref().unwrap_or_default());
+
         // Across accounts: no SecretId or watchlist shared (once each account is valid).
         let shared = match (&watchlist_path, &credentials, &accounts) {
             (Ok(watchlist_path), Ok(credentials), Ok(accounts)) => {
@@ -232,7 +247,7 @@ impl Settings {
                 accounts: accounts?,
                 inventory: inventory?,
                 policy: policy?,
-                sinks: Vec::new(),
+                sinks: sinks?,
             })
         })();
         check.finish(settings)

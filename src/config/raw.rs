@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) account: Option<Vec<Spanned<RawAccount>>>,
     pub(super) inventory: Option<RawInventory>,
     pub(super) policy: Option<RawPolicy>,
+    pub(super) sink: Option<Vec<Spanned<RawSink>>>,
 }
 
 /// One `[[account]]` block: what differs between accounts (shared settings stay top-level).
@@ -118,6 +119,22 @@ pub(super) struct RawInventory {
 #[serde(deny_unknown_fields, expecting = "a [policy] table")]
 pub(super) struct RawPolicy {
     pub(super) file: Option<Spanned<String>>,
+}
+
+/// One `[[sink]]` block: where chosen events are delivered (`docs/delivery.md`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[sink]] table")]
+pub(super) struct RawSink {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) secret_file: Option<Spanned<String>>,
+    pub(super) events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) min_severity: Option<Spanned<String>>,
+    pub(super) max_age: Option<Spanned<RawDuration>>,
+    pub(super) per_minute: Option<Spanned<i64>>,
+    pub(super) outbox_limit: Option<Spanned<i64>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

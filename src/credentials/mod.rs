@@ -550,7 +550,7 @@ const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 /// The trimmed content of a small UTF-8 file, without a leading BOM: `Ok(None)` when it does
 /// not exist or is blank.
 /// Errors name the file and the OS reason, never the content.
-pub(super) fn read_secret_file(path: &Path) -> Result<Option<String>, CredentialError> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<Option<String>, CredentialError> {
     let unreadable = |reason: String| CredentialError::Unreadable {
         path: path.to_path_buf(),
         reason,

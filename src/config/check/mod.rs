@@ -14,6 +14,7 @@ mod credentials;
 mod discovery;
 mod metrics;
 pub(super) mod shared;
+mod sinks;
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
