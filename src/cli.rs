@@ -46,6 +46,19 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// `check [--probe]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// Config.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also, for every [[sink]]: read its url_file and secret_file, resolve its host and
+    /// connect to it (with the TLS handshake for https), sending nothing; one line per sink,
+    /// exit 1 when any fails.
+    #[arg(long)]
+    pub probe: bool,
+}
+
 /// Output format of `once` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
@@ -62,7 +75,7 @@ pub enum Command {
     /// Run the daemon in the foreground until SIGTERM/SIGINT (SIGHUP reloads).
     Run(ConfigArg),
     /// Validate config, watchlist and credential sources without calling the API.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Poll every watched agent once, print one line per agent.
     Once {
         /// Config.
@@ -398,6 +411,24 @@ mod tests {
             "packaging/cwp-portwatch.toml.5 out of step with src/config/raw.rs:\n\
              undocumented (table, key): {missing:?}\nnot accepted by the parser: {unknown:?}"
         );
+    }
+
+    #[test]
+    fn check_takes_probe() {
+        let cli = Cli::try_parse_from(["cwp-portwatch", "check", "--probe", "--config", "c.toml"])
+            .unwrap();
+        match cli.command {
+            Command::Check(args) => {
+                assert!(args.probe);
+                assert_eq!(args.config.config, PathBuf::from("c.toml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["cwp-portwatch", "check"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Check(CheckArgs { probe: false, .. })
+        ));
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             Command::Policy(PolicyCommand::Test { config, format }) => {
                 commands::policy::test(&config.config, format)?
             }
-            Command::Check(c) => commands::check::run(&c.config)?,
+            Command::Check(c) => commands::check::run(&c.config.config, c.probe)?,
             Command::Simulate(args) => commands::simulate::run(args).await?,
             Command::Demo => commands::demo::run().await?,
             Command::Generate(args) => {

@@ -3,6 +3,12 @@
 //! prints a secret. Whatever `run` would refuse at start, `check` refuses too: `state_dir` is
 //! probed as `run` probes it ([`crate::state::prepare_dir`]; a missing folder is created,
 //! mode 0700, as `run` would create it).
+//!
+//! `check --probe` goes one step further for the `[[sink]]` blocks ([`probe`]): after a clean
+//! check it reads each sink's files, resolves its host and connects (TLS included), sending
+//! nothing, and prints one line per sink; any failure exits 1.
+
+pub mod probe;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,10 +23,14 @@ use super::{CommandError, output, startup};
 
 /// Runs the check and prints its findings. The exit code is the check's verdict, also when
 /// the reader of stdout has gone away (`check | head -1`); only a stdout that cannot be written is an error; the problems found are the output.
-pub fn run(config: &Path) -> Result<ExitCode, CommandError> {
-    match check(config, &Environment::from_process()) {
+pub fn run(config: &Path, probe: bool) -> Result<ExitCode, CommandError> {
+    let env = Environment::from_process();
+    match check(config, &env) {
         Ok(summary) => {
             output::stdout(|out| writeln!(out, "{summary}")).map_err(CommandError::Output)?;
+            if probe {
+                return run_probe(config, &env);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
@@ -31,6 +41,74 @@ pub fn run(config: &Path) -> Result<ExitCode, CommandError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `--probe`, after a clean check: one line per sink on stdout, `ok` or `FAILED`; exit 1
+/// when any failed.
+fn run_probe(config: &Path, env: &Environment) -> Result<ExitCode, CommandError> {
+    // Read again: `check` returns its summary only, and the file was fine a moment ago.
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        Err(problems) => {
+            output::stderr_line(format_args!("{problems}"));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let results = probe::probe_sinks(&settings.sinks, settings.api.ca_file.as_ref(), env);
+    let failed = results
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .count();
+    output::stdout(|out| {
+        if results.is_empty() {
+            writeln!(out, "probe       no [[sink]] to probe")?;
+        }
+        for (sink, outcome) in &results {
+            match outcome {
+                Ok(done) => writeln!(out, "probe       sink {sink}: ok: {done}")?,
+                Err(why) => writeln!(out, "probe       sink {sink}: FAILED: {why}")?,
+            }
+        }
+        Ok(())
+    })
+    .map_err(CommandError::Output)?;
+    if failed > 0 {
+        output::stderr_line(format_args!("{failed} sink(s) failed the probe"));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `[[sink]]` blocks for the summary, one line each (no URL: for robots it is the key).
+fn sink_lines(sinks: &[crate::delivery::SinkSettings]) -> String {
+    use crate::delivery::UrlSource;
+    sinks
+        .iter()
+        .map(|sink| {
+            let url = match &sink.url {
+                UrlSource::Inline(url) => format!(
+                    "url {}://{}",
+                    url.scheme(),
+                    crate::escape::escape(
+                        &url[url::Position::BeforeHost..url::Position::AfterPort]
+                    )
+                ),
+                UrlSource::File(path) => format!("url_file {}", state::shown(path)),
+            };
+            let events: Vec<String> = sink.events.iter().map(|e| e.as_written()).collect();
+            format!(
+                "sink        {} ({}): {url}, events {}, min_severity {}, {}/min, max_age {}, \
+                 outbox {}\n",
+                sink.name,
+                sink.kind.as_str(),
+                events.join(" "),
+                sink.min_severity.as_str(),
+                sink.per_minute,
+                humantime::format_duration(sink.max_age),
+                sink.outbox_limit,
+            )
+        })
+        .collect()
 }
 
 /// A list of problems, one per line, `file:line:column: message`.
@@ -200,8 +278,9 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         );
     }
     let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
+    let sinks = sink_lines(&settings.sinks);
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}OK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}{sinks}OK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
         settings.api.requests_per_second,

@@ -194,6 +194,12 @@ impl CaBundle {
     pub fn certificate_count(&self) -> usize {
         self.certificates.len()
     }
+
+    /// The certificates, DER, in file order (for a TLS client other than reqwest's:
+    /// `check --probe`'s handshake).
+    pub fn certificates_der(&self) -> impl Iterator<Item = &[u8]> {
+        self.certificates.iter().map(Vec::as_slice)
+    }
 }
 
 /// The DER of every `CERTIFICATE` block of `pem`, in order (blocks of other kinds skipped);
