@@ -396,3 +396,93 @@ fn inventory_line(settings: &crate::config::Settings) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A config in a fresh folder with file credentials, a watchlist and `sinks`.
+    fn config(dir: &Path, sinks: &str) -> std::path::PathBuf {
+        std::fs::write(
+            dir.join("secret_id"),
+            "AKIDcwpportwatchtest0000000000000000",
+        )
+        .unwrap();
+        std::fs::write(dir.join("secret_key"), "cwpportwatchtestkey0000000000000").unwrap();
+        std::fs::write(
+            dir.join("w.toml"),
+            "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\n",
+        )
+        .unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "watchlist = \"w.toml\"\nstate_dir = \"state\"\n[credentials]\nsource = \
+                 \"file\"\nsecret_id_file = \"secret_id\"\nsecret_key_file = \"secret_key\"\n\
+                 {sinks}"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn sink(name: &str, port: u16) -> String {
+        format!(
+            "[[sink]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n"
+        )
+    }
+
+    #[test]
+    fn probe_failures_decide_the_exit_code_and_only_with_probe() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = listener.local_addr().unwrap().port();
+        let down = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let both = config(
+            dir.path(),
+            &format!("{}{}", sink("up", up), sink("down", down)),
+        );
+        assert_eq!(run(&both, true).unwrap(), ExitCode::FAILURE);
+        assert_eq!(run(&both, false).unwrap(), ExitCode::SUCCESS);
+        let dir = tempfile::tempdir().unwrap();
+        let live = config(dir.path(), &sink("up", up));
+        assert_eq!(run(&live, true).unwrap(), ExitCode::SUCCESS);
+        // No sink: nothing to probe, nothing failed.
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            run(&config(dir.path(), ""), true).unwrap(),
+            ExitCode::SUCCESS
+        );
+        // A config with problems is not probed: the check's verdict stands.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = config(dir.path(), "[[sink]]\nname = \"x\"\nkind = \"pager\"\n");
+        assert_eq!(run(&bad, true).unwrap(), ExitCode::FAILURE);
+    }
+
+    #[test]
+    fn the_summary_lists_sinks_without_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = config(
+            dir.path(),
+            "[[sink]]\nname = \"robot\"\nkind = \"wecom\"\nurl_file = \"%d/wecom_url\"\n\
+             [[sink]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"https://am.example:9093/prefix\"\n",
+        );
+        let summary = check(&path, &Environment::from_pairs([("HOME", "/nowhere")])).unwrap();
+        assert!(
+            summary.contains("sink        robot (wecom): url_file %d/wecom_url, events port_unexpected port_missing, min_severity warning, 20/min"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("sink        am (alertmanager): url https://am.example:9093, "),
+            "{summary}"
+        );
+        assert!(!summary.contains("prefix"), "{summary}");
+    }
+}
