@@ -231,7 +231,7 @@ mod tests {
             "**cwp-portwatch: 2 events**\n\n\
              - **critical** · prod · web-01 (6b6cd843…) · port 22 (sshd) · rule no-ssh · \
              port_unexpected · 2026-12-08T02:47:04Z\n\
-             - **critical** · prod · web-01 (6b6cd843…) · port 22 (sshd) · rule no-ssh · \
+             - **resolved** · prod · web-01 (6b6cd843…) · port 22 (sshd) · rule no-ssh · \
              port_unexpected_cleared (closed) · 2026-12-08T02:47:04Z\n\n\
              id: oncall-4-5"
         );

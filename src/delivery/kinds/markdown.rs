@@ -155,12 +155,17 @@ pub fn time_of(at_ms: u64) -> String {
         .unwrap_or_else(|| format!("at_ms={at_ms}"))
 }
 
-/// One record as one line of a `dialect` message (without the list marker): severity,
-/// account, agent, port and process, rule, what happened, time. Everything from outside is
+/// One record as one line of a `dialect` message (without the list marker): severity (or
+/// `resolved`), account, agent, port and process, rule, what happened, time. Everything from outside is
 /// escaped; only the severity carries markup (ours).
 pub fn line(dialect: Dialect, record: &Record) -> String {
     let e = |text: &str| escape(dialect, text);
-    let severity = record.severity.as_str();
+    // An end is said as such: "critical" beside a port that closed would page for nothing.
+    let severity = if record.resolves {
+        "resolved"
+    } else {
+        record.severity.as_str()
+    };
     let mut out = match dialect {
         Dialect::Wecom => {
             // WeCom's three colours: green for an end, orange for a finding worth a look.
