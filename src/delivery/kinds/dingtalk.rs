@@ -273,7 +273,11 @@ mod tests {
             )
         );
         assert_eq!(
-            k.classify(200, None, br#"{"errcode":300001,"errmsg":"token is not exist"}"#),
+            k.classify(
+                200,
+                None,
+                br#"{"errcode":300001,"errmsg":"token is not exist"}"#
+            ),
             retry(None, "DingTalk errcode 300001: token is not exist")
         );
         assert_eq!(

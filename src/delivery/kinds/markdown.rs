@@ -145,9 +145,8 @@ pub fn field(record: &Record, name: &str) -> Option<String> {
 /// `at_ms` as `2026-12-08T02:47:04Z` (UTC, seconds), or the raw number for a time no calendar
 /// holds.
 pub fn time_of(at_ms: u64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     i128::from(at_ms)
         .checked_mul(1_000_000)
         .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
@@ -400,7 +399,10 @@ mod tests {
     #[test]
     fn slack_gets_its_entities_and_no_mention_or_link() {
         assert_eq!(
-            escape(Dialect::Slack, "<!channel> <@U1> <http://e|x> a&b `c` *b* @here"),
+            escape(
+                Dialect::Slack,
+                "<!channel> <@U1> <http://e|x> a&b `c` *b* @here"
+            ),
             "&lt;!channel&gt; &lt;＠U1&gt; &lt;http://e|x&gt; a&amp;b ˋcˋ ∗b∗ ＠here"
         );
     }
@@ -466,7 +468,10 @@ mod tests {
             errcode(br#"{"errcode":0,"errmsg":"ok"}"#),
             Some((0, "ok".into()))
         );
-        assert_eq!(errcode(br#"{"errcode":45009}"#), Some((45009, String::new())));
+        assert_eq!(
+            errcode(br#"{"errcode":45009}"#),
+            Some((45009, String::new()))
+        );
         assert_eq!(errcode(b"ok"), None);
         assert_eq!(errcode(br#"{"errcode":"x"}"#), None);
         assert_eq!(errcode(b"{\"errcode\":0,"), None);
@@ -482,7 +487,10 @@ mod tests {
         let body = format!("bad key 0123-4567-secret for {url}\n{}", "z".repeat(500));
         let out = excerpt(&body, &secrets);
         assert!(!out.contains("0123-4567-secret"), "{out}");
-        assert!(out.starts_with("bad key [redacted] for [redacted]\\n"), "{out}");
+        assert!(
+            out.starts_with("bad key [redacted] for [redacted]\\n"),
+            "{out}"
+        );
         assert!(out.chars().count() <= EXCERPT + 1);
     }
 

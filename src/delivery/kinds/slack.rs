@@ -93,7 +93,8 @@ impl Kind for Slack {
         let header_max = markdown::header_text(records.len());
         // The fallback `text` and the header section each hold the header (with `*…*`); the
         // context holds "N more …" and the id.
-        let reserved = 2 * (measure.of(&header_max) + 2) + measure.of(&more_max) + 1 + measure.of(&id_text);
+        let reserved =
+            2 * (measure.of(&header_max) + 2) + measure.of(&more_max) + 1 + measure.of(&id_text);
         let room = MESSAGE_LIMIT.saturating_sub(reserved);
         let (lines, covers) = sections(records, room);
         let header = markdown::header_text(covers);
@@ -141,7 +142,8 @@ mod tests {
     use crate::delivery::SinkKind;
     use proptest::prelude::*;
 
-    const URL: &str = "https://hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX";
+    const URL: &str =
+        "https://hooks.slack.com/services/T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX";
 
     fn slack() -> Slack {
         Slack::new(&sink(SinkKind::Slack, URL, None))
@@ -200,7 +202,12 @@ mod tests {
     fn slack_markup_from_a_host_stays_text() {
         let composed = slack().compose(
             "s-1-1",
-            &[finding(1, "port_unexpected", "<!channel>", "<@U123|boss> & co")],
+            &[finding(
+                1,
+                "port_unexpected",
+                "<!channel>",
+                "<@U123|boss> & co",
+            )],
             SystemTime::UNIX_EPOCH,
         );
         let line = &texts(&body(&composed))[2];

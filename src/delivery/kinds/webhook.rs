@@ -67,9 +67,9 @@ fn bounded(value: &serde_json::Value) -> serde_json::Value {
             serde_json::Value::String(markdown::truncate(s, STRING_LIMIT, Measure::Bytes))
         }
         serde_json::Value::Array(items) => items.iter().map(bounded).collect(),
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter().map(|(k, v)| (k.clone(), bounded(v))).collect(),
-        ),
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.iter().map(|(k, v)| (k.clone(), bounded(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -185,7 +185,12 @@ mod tests {
             [("Idempotency-Key", "oncall-7-7".to_owned())]
         );
         let doc: serde_json::Value = serde_json::from_slice(&composed.request.body).unwrap();
-        let keys: Vec<&str> = doc.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = doc
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         assert_eq!(
             keys,
             [
@@ -230,7 +235,9 @@ mod tests {
     fn a_huge_record_is_cut_never_invalid() {
         let mut record = finding(1, "port_unexpected", &"x".repeat(100_000), "sshd");
         for i in 0..40 {
-            record.fields.insert(format!("extra{i}"), "y".repeat(9000).into());
+            record
+                .fields
+                .insert(format!("extra{i}"), "y".repeat(9000).into());
         }
         let body = document("x", &record);
         assert!(body.len() <= BODY_LIMIT, "{}", body.len());

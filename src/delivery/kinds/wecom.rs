@@ -179,7 +179,11 @@ mod tests {
             Answer::Delivered
         );
         assert_eq!(
-            k.classify(200, None, br#"{"errcode":45009,"errmsg":"api freq out of limit"}"#),
+            k.classify(
+                200,
+                None,
+                br#"{"errcode":45009,"errmsg":"api freq out of limit"}"#
+            ),
             retry(
                 min,
                 "WeCom errcode 45009: over the robot's 20 messages a minute (api freq out of limit)"
@@ -206,7 +210,11 @@ mod tests {
             )
         );
         assert_eq!(
-            k.classify(200, None, br#"{"errcode":40008,"errmsg":"invalid message type"}"#),
+            k.classify(
+                200,
+                None,
+                br#"{"errcode":40008,"errmsg":"invalid message type"}"#
+            ),
             retry(None, "WeCom errcode 40008: invalid message type")
         );
         assert_eq!(

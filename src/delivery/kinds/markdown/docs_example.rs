@@ -80,7 +80,10 @@ fn the_page_shows_the_messages_as_composed() {
     ));
     let composed = kind.compose("oncall-41-43", &records, now());
     let body = json(&composed.request.body);
-    check("dingtalk-title", body["markdown"]["title"].as_str().unwrap());
+    check(
+        "dingtalk-title",
+        body["markdown"]["title"].as_str().unwrap(),
+    );
     check("dingtalk", body["markdown"]["text"].as_str().unwrap());
     check("dingtalk-url", composed.request.url.as_str());
 

@@ -94,7 +94,12 @@ pub fn hostile() -> impl Strategy<Value = String> {
 /// not, with or without an account.
 pub fn any_record() -> impl Strategy<Value = Record> {
     (
-        (any::<u64>(), 0u64..4_102_444_800_000, hostile(), any::<bool>()),
+        (
+            any::<u64>(),
+            0u64..4_102_444_800_000,
+            hostile(),
+            any::<bool>(),
+        ),
         (hostile(), hostile(), hostile(), hostile()),
         (
             prop::option::of(hostile()),
