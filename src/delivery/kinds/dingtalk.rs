@@ -106,14 +106,14 @@ impl Kind for Dingtalk {
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Answer {
         if !(200..300).contains(&status) {
-            let text = markdown::excerpt(&String::from_utf8_lossy(body), &self.secrets);
+            let text = markdown::excerpt(body, &self.secrets);
             return Answer::Retry {
                 after: retry_after,
                 reason: format!("DingTalk answered HTTP {status}: {text}"),
             };
         }
         let Some((code, message)) = markdown::errcode(body) else {
-            let text = markdown::excerpt(&String::from_utf8_lossy(body), &self.secrets);
+            let text = markdown::excerpt(body, &self.secrets);
             return Answer::Retry {
                 after: retry_after,
                 reason: format!(
@@ -121,7 +121,7 @@ impl Kind for Dingtalk {
                 ),
             };
         };
-        let message = markdown::excerpt(&message, &self.secrets);
+        let message = markdown::excerpt(message.as_bytes(), &self.secrets);
         match code {
             0 => Answer::Delivered,
             130101 => Answer::Retry {

@@ -328,10 +328,14 @@ pub fn digest(dialect: Dialect, id: &str, records: &[Record], limit: usize) -> (
 /// The longest excerpt of an answer's body put in a reason.
 const EXCERPT: usize = 120;
 
-/// The first characters of an answer's `text`, for a reason: every `secret` (the URL's key,
+/// The most bytes of an answer looked at for a reason (more would only be cut off).
+const EXCERPT_INPUT: usize = 4096;
+
+/// The first characters of an answer's `body`, for a reason: every `secret` (the URL's key,
 /// a signing secret) replaced by `[redacted]` first, then escaped and bounded.
-pub fn excerpt(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_owned();
+pub fn excerpt(body: &[u8], secrets: &[String]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_INPUT)]);
+    let mut text = text.into_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         text = text.replace(secret.as_str(), "[redacted]");
     }
@@ -347,12 +351,17 @@ pub fn excerpt(text: &str, secrets: &[String]) -> String {
 /// The parts of a robot URL that are its key (query values, long path segments: Slack's
 /// `/services/T…/B…/XXXX`), to keep them out of reasons even when an answer echoes them.
 pub fn url_secrets(url: &url::Url) -> Vec<String> {
-    let mut out: Vec<String> = url.query_pairs().map(|(_, v)| v.into_owned()).collect();
+    // Shorter parts are words (`services`, `send`), not keys: replacing them would garble
+    // the reason and hide nothing.
+    let mut out: Vec<String> = url
+        .query_pairs()
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| v.len() >= 8)
+        .collect();
     if let Some(segments) = url.path_segments() {
-        out.extend(segments.filter(|s| s.len() >= 8).map(str::to_owned));
+        out.extend(segments.filter(|s| s.len() >= 16).map(str::to_owned));
     }
     out.push(url.as_str().to_owned());
-    out.retain(|s| !s.is_empty());
     // The longest first, so a key inside the whole URL is not half-replaced.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
@@ -485,13 +494,28 @@ mod tests {
         .unwrap();
         let secrets = url_secrets(&url);
         let body = format!("bad key 0123-4567-secret for {url}\n{}", "z".repeat(500));
-        let out = excerpt(&body, &secrets);
+        let out = excerpt(body.as_bytes(), &secrets);
         assert!(!out.contains("0123-4567-secret"), "{out}");
         assert!(
             out.starts_with("bad key [redacted] for [redacted]\\n"),
             "{out}"
         );
         assert!(out.chars().count() <= EXCERPT + 1);
+        // Slack's key is the last path segment; the words around it stay readable.
+        let url = url::Url::parse(
+            "https://hooks.slack.com/services/T0AAAA/B0BBBB/k3yk3yk3yk3yk3yk3yk3yk3y",
+        )
+        .unwrap();
+        assert_eq!(
+            excerpt(
+                b"no_service for services/T0AAAA/B0BBBB/k3yk3yk3yk3yk3yk3yk3yk3y",
+                &url_secrets(&url)
+            ),
+            "no_service for services/T0AAAA/B0BBBB/[redacted]"
+        );
+        // A body of control characters escapes to more characters than it had: still bounded.
+        let out = excerpt(&[0x1b; 5000], &[]);
+        assert_eq!(out.chars().count(), EXCERPT + 1, "{out}");
     }
 
     proptest! {
@@ -510,8 +534,12 @@ mod tests {
         fn truncation_stays_within_the_limit(s in hostile(), max in 0usize..200) {
             for measure in [Measure::Bytes, Measure::Utf16] {
                 let cut = truncate(&s, max, measure);
-                prop_assert!(measure.of(&cut) <= max || cut == s && measure.of(&s) <= max);
-                prop_assert!(measure.of(&cut) <= max);
+                prop_assert!(measure.of(&cut) <= max, "{} > {max}", measure.of(&cut));
+                if measure.of(&s) <= max {
+                    prop_assert_eq!(&cut, &s);
+                } else {
+                    prop_assert!(cut.ends_with(TRUNCATED) || max < measure.of(TRUNCATED));
+                }
             }
         }
     }

@@ -117,11 +117,10 @@ impl Kind for Slack {
     }
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Answer {
-        let text = String::from_utf8_lossy(body);
-        if (200..300).contains(&status) && text.trim() == "ok" {
+        if (200..300).contains(&status) && body.trim_ascii() == b"ok" {
             return Answer::Delivered;
         }
-        let text = markdown::excerpt(&text, &self.secrets);
+        let text = markdown::excerpt(body, &self.secrets);
         let reason = if (200..300).contains(&status) {
             format!("Slack answered HTTP {status} without `ok`, not taken as delivered: {text}")
         } else {

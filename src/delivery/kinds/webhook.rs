@@ -150,7 +150,7 @@ impl Kind for Webhook {
         if (200..300).contains(&status) {
             return Answer::Delivered;
         }
-        let text = markdown::excerpt(&String::from_utf8_lossy(body), &self.secrets);
+        let text = markdown::excerpt(body, &self.secrets);
         Answer::Retry {
             after: retry_after,
             reason: format!("the webhook answered HTTP {status}: {text}"),

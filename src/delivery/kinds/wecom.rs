@@ -56,14 +56,14 @@ impl Kind for Wecom {
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Answer {
         if !(200..300).contains(&status) {
-            let text = markdown::excerpt(&String::from_utf8_lossy(body), &self.secrets);
+            let text = markdown::excerpt(body, &self.secrets);
             return Answer::Retry {
                 after: retry_after,
                 reason: format!("WeCom answered HTTP {status}: {text}"),
             };
         }
         let Some((code, message)) = markdown::errcode(body) else {
-            let text = markdown::excerpt(&String::from_utf8_lossy(body), &self.secrets);
+            let text = markdown::excerpt(body, &self.secrets);
             return Answer::Retry {
                 after: retry_after,
                 reason: format!(
@@ -71,7 +71,7 @@ impl Kind for Wecom {
                 ),
             };
         };
-        let message = markdown::excerpt(&message, &self.secrets);
+        let message = markdown::excerpt(message.as_bytes(), &self.secrets);
         match code {
             0 => Answer::Delivered,
             45009 => Answer::Retry {
