@@ -228,7 +228,7 @@ mod tests {
         let texts = texts(&body);
         let total: usize = texts.iter().map(|t| Measure::Utf16.of(t)).sum();
         assert!(total <= MESSAGE_LIMIT, "{total}");
-        // About 100 characters a line: some 390 records in 40,000 characters.
+        // About 110 characters a line: some 350 records in 40,000 characters.
         assert!((300..450).contains(&composed.covers), "{}", composed.covers);
         assert!(
             texts
