@@ -85,7 +85,7 @@ pub fn hostile() -> impl Strategy<Value = String> {
         any::<String>(),
     ];
     prop_oneof![
-        8 => prop::collection::vec(piece.clone(), 0..8).prop_map(|v| v.concat()),
+        30 => prop::collection::vec(piece.clone(), 0..8).prop_map(|v| v.concat()),
         1 => (piece, 500usize..3000).prop_map(|(p, n)| p.repeat(n)),
     ]
 }
