@@ -93,6 +93,10 @@ pub fn truncate(text: &str, max: usize, measure: Measure) -> String {
     if measure.of(text) <= max {
         return text.to_owned();
     }
+    if measure.of(TRUNCATED) > max {
+        // A limit smaller than the note itself: no receiver has one; still never over it.
+        return truncate_plain(TRUNCATED, max, measure);
+    }
     let room = max.saturating_sub(measure.of(TRUNCATED));
     let mut end = 0;
     let mut used = 0;
@@ -105,15 +109,14 @@ pub fn truncate(text: &str, max: usize, measure: Measure) -> String {
         end = i + c.len_utf8();
     }
     let mut kept = &text[..end];
-    // Every `&` in escaped text opens an entity (a raw one is `&amp;`): never keep half of one.
+    // Every `&` in Slack's escaped text opens an entity (a raw one is `&amp;`, the longest):
+    // never keep the first four characters of one. (Elsewhere this drops at most four
+    // characters after a plain `&` just before the cut.)
     if let Some(amp) = kept.rfind('&')
+        && kept.len() - amp < "&amp;".len()
         && !kept[amp..].contains(';')
     {
         kept = &kept[..amp];
-    }
-    if measure.of(TRUNCATED) > max {
-        // A limit smaller than the note itself: no receiver has one; still never over it.
-        return truncate_plain(TRUNCATED, max, measure);
     }
     format!("{kept}{TRUNCATED}")
 }
@@ -435,6 +438,11 @@ mod tests {
         let cut = truncate(&text, room, Measure::Utf16);
         assert_eq!(cut, format!("{}{TRUNCATED}", "a".repeat(27)));
         assert_eq!(truncate("short", 10, Measure::Bytes), "short");
+        // A plain `&` well before the cut stays.
+        let text = format!("AT&T {}", "x".repeat(100));
+        let cut = truncate(&text, 60, Measure::Bytes);
+        assert!(cut.starts_with("AT&T xxx"), "{cut}");
+        assert_eq!(cut.len(), 60);
     }
 
     #[test]
