@@ -158,8 +158,8 @@ pub fn time_of(at_ms: u64) -> String {
 }
 
 /// One record as one line of a `dialect` message (without the list marker): severity (or
-/// `resolved`), account, agent, port and process, rule, what happened, time. Everything from outside is
-/// escaped; only the severity carries markup (ours).
+/// `resolved`), account, agent, port and process, rule, what happened, time. Everything from
+/// outside is escaped; only the severity carries markup (ours).
 pub fn line(dialect: Dialect, record: &Record) -> String {
     let e = |text: &str| escape(dialect, text);
     // An end is said as such: "critical" beside a port that closed would page for nothing.
