@@ -313,6 +313,10 @@ mod tests {
             prop_assert!(text.len() <= TEXT_LIMIT, "{}", text.len());
             prop_assert_eq!(title, markdown::header_text(composed.covers));
             prop_assert!(text.ends_with("id: oncall-1-12"));
+            // The worker re-sends a message (a retry, a restart) by composing again from the
+            // records it covered: they must all fit again, whatever the time.
+            let again = dingtalk().compose("oncall-1-12", &records[..composed.covers], SystemTime::UNIX_EPOCH);
+            prop_assert_eq!(again.covers, composed.covers);
             prop_assert!(!text.contains(['<', '@', '[', '`']));
             let sign_value = composed
                 .request

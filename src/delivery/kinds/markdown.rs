@@ -17,7 +17,11 @@
 //! while others follow): a header `cwp-portwatch: N events`, a line per record, then how many
 //! follow in the next message, then the message's stable id. A single record too long for the
 //! receiver alone is cut at a character boundary (never inside an escape) and ends with
-//! [`TRUNCATED`].
+//! [`TRUNCATED`]. Composing again from just the records a message covered covers them all
+//! again (the room kept for the header and footer is for the largest counts), so a retry or a
+//! restart re-sends the same message with the same id; only DingTalk's signature changes,
+//! since it carries the sending time (DingTalk refuses one over an hour old: compose again
+//! for every attempt).
 
 use std::fmt::Write as _;
 

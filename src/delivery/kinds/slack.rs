@@ -319,6 +319,10 @@ mod tests {
             }
             prop_assert!(total <= MESSAGE_LIMIT);
             prop_assert!(texts.last().unwrap().ends_with("id: oncall-1-40"));
+            // The worker re-sends a message (a retry, a restart) by composing again from the
+            // records it covered: they must all fit again, whatever the time.
+            let again = slack().compose("oncall-1-40", &records[..composed.covers], SystemTime::UNIX_EPOCH);
+            prop_assert_eq!(again.covers, composed.covers);
         }
     }
 }

@@ -251,6 +251,10 @@ mod tests {
             let text = content(&composed);
             prop_assert!(text.len() <= CONTENT_LIMIT, "{}", text.len());
             prop_assert!(text.ends_with("id: oncall-1-12"));
+            // The worker re-sends a message (a retry, a restart) by composing again from the
+            // records it covered: they must all fit again, whatever the time.
+            let again = wecom().compose("oncall-1-12", &records[..composed.covers], SystemTime::UNIX_EPOCH);
+            prop_assert_eq!(again.covers, composed.covers);
             // Markup is ours alone: `<` only opens our colour tags.
             prop_assert_eq!(text.matches('<').count(), 2 * composed.covers);
             prop_assert!(!text.contains('@') && !text.contains('['));
