@@ -5,6 +5,7 @@
 
 pub mod alertmanager;
 pub mod dingtalk;
+mod markdown;
 pub mod slack;
 pub mod webhook;
 pub mod wecom;
