@@ -58,6 +58,8 @@ pub struct Listing<R, K> {
     tries: u32,
     /// Failed requests in this fetch.
     errors: u32,
+    /// 0: a fetch of its own; n: the n-th fetch in a row taken to confirm closes.
+    confirming: u32,
 }
 
 impl<R, K: Eq + Hash> Listing<R, K> {
@@ -72,7 +74,22 @@ impl<R, K: Eq + Hash> Listing<R, K> {
             rows: Vec::new(),
             tries: 1,
             errors: 0,
+            confirming: 0,
         }
+    }
+
+    /// As [`Listing::new`], for a fetch taken to confirm closes, the `nth` in a row
+    /// ([`crate::inventory::confirm::fetch_again`] bounds them).
+    pub fn confirming(page_limit: u64, max_total: u64, nth: u32) -> Self {
+        Listing {
+            confirming: nth,
+            ..Listing::new(page_limit, max_total)
+        }
+    }
+
+    /// 0 for a fetch of its own, else which confirming fetch in a row this is.
+    pub fn confirming_nth(&self) -> u32 {
+        self.confirming
     }
 
     /// The offset of the next page to ask for.
@@ -317,6 +334,15 @@ mod tests {
             panic!()
         };
         assert_eq!(e.code(), "InventoryError.TooMany");
+    }
+
+    #[test]
+    fn a_confirming_fetch_keeps_its_place_in_the_row_across_tries() {
+        let mut l: Listing<AssetPort, AssetPort> = Listing::confirming(100, 20_000, 2);
+        assert_eq!(l.page(150, ports(100), "r".into(), whole), Step::Next(100));
+        assert_eq!(l.page(151, vec![], "r".into(), whole), Step::Next(0));
+        assert_eq!((l.confirming_nth(), l.tries()), (2, 2));
+        assert_eq!(Listing::<u8, u8>::new(100, 1).confirming_nth(), 0);
     }
 
     #[test]
