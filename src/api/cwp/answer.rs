@@ -161,7 +161,9 @@ pub(super) fn rows<'a>(
             limit,
         });
     }
-    if offset.saturating_add(count) > total {
+    // An empty page past the total is no lie of this answer: the list shrank while it was
+    // paged, which the listing sees (the total changed) and fetches again.
+    if count > 0 && offset.saturating_add(count) > total {
         return Err(BadAnswer::PastTotal {
             list: name,
             total,

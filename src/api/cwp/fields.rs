@@ -296,12 +296,26 @@ fn class_v6(v6: Ipv6Addr) -> BindClass {
     }
 }
 
-/// A port's protocol: empty (unknown) or a short lower-case word.
+/// A port's protocol: empty (unknown) or a short lower-case word. Checked again when read
+/// back from a file.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct Proto(Box<str>);
+
+impl TryFrom<String> for Proto {
+    type Error = Problem;
+    fn try_from(text: String) -> Result<Proto, Problem> {
+        Proto::parse(&text)
+    }
+}
+
+impl From<Proto> for String {
+    fn from(proto: Proto) -> String {
+        proto.0.into()
+    }
+}
 
 impl Proto {
     /// Reads a `Proto` string: see the module docs.
@@ -634,6 +648,12 @@ mod tests {
             Proto::parse(&"t".repeat(17)),
             Err(Problem::TooLong { .. })
         ));
+        // Read back from a file: checked again.
+        assert!(serde_json::from_str::<Proto>(r#""t\u001b""#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Proto>(r#""TCP""#).unwrap().as_str(),
+            "tcp"
+        );
     }
 
     #[test]

@@ -360,6 +360,46 @@ mod tests {
         assert_eq!(e.code(), "ClientError.Decode");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever pages a server sends (repeats, shifting and lying totals, short and
+        /// empty pages), a listing completes only with distinct rows, as many as the total
+        /// every page of that try stated.
+        #[test]
+        fn a_listing_completes_only_when_consistent(
+            pages in proptest::collection::vec(
+                (0u64..7, proptest::collection::vec(0u8..8, 0..=3)),
+                1..12,
+            ),
+        ) {
+            let mut l: Listing<u8, u8> = Listing::new(3, 6);
+            let mut totals: Vec<u64> = Vec::new();
+            for (total, rows) in pages {
+                totals.push(total);
+                match l.page(total, rows, "r".into(), |r| *r) {
+                    Step::Next(0) => totals.clear(),
+                    Step::Next(offset) => proptest::prop_assert_eq!(offset, l.offset()),
+                    Step::Complete(rows, _) => {
+                        let distinct: BTreeSet<u8> = rows.iter().copied().collect();
+                        proptest::prop_assert_eq!(distinct.len(), rows.len());
+                        proptest::prop_assert!(totals.iter().all(|t| *t == rows.len() as u64));
+                        break;
+                    }
+                    Step::Failed(e) => {
+                        let expected = matches!(
+                            e,
+                            FetchError::Incomplete { tries: FETCH_TRIES, .. }
+                                | FetchError::TooMany { total: 7.. }
+                        );
+                        proptest::prop_assert!(expected, "{e:?}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn machines_are_distinct_by_their_own_key() {
         // Two rows of one key with other contents (a status changed while paged) are a
