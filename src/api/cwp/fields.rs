@@ -13,9 +13,10 @@
 //!   as "unknown"): empty or 1 to [`MAX_PROTO_BYTES`] ASCII letters and digits, kept in lower
 //!   case so `TCP` and `tcp` are one identity.
 //! - [`Quuid`]: the machine's id: 1 to [`MAX_QUUID_BYTES`] of `A-Z a-z 0-9 - _ .`.
-//! - [`FirstSeen`]: `FirstTime` as the API writes times, `"2024-10-11 12:23:34"`, with no
-//!   zone: Tencent's consoles and API examples give Beijing time, so it is read as UTC+08:00
-//!   (an assumption: no document states the zone). An RFC 3339 time with an offset is read
+//! - [`FirstSeen`]: `FirstTime` as the API writes times, `"2024-10-11 12:23:34"` (the
+//!   official example answer; API 3.0's data formats call it `Timestamp`), with no zone:
+//!   Tencent's consoles give Beijing time and the API's ISO 8601 example is `+08:00`, so it is
+//!   read as UTC+08:00 (an assumption: no document states this field's zone). An RFC 3339 time with an offset is read
 //!   as it says. Empty and MySQL's zero date `0000-00-00 00:00:00` mean unknown.
 //! - [`checked_text`]: free text (`ProcessName`, `User`, `ProcessPath`): bounded bytes and no
 //!   control, separator or bidirectional character ([`crate::problems::forbidden_char`]), so
