@@ -41,6 +41,7 @@ use serde::Serialize;
 use super::body::{BodyError, MAX_API_BODY_BYTES, read_capped};
 use super::error::ApiError;
 use super::response::{self, Answer};
+use super::service::ApiService;
 use crate::endpoint::is_loopback;
 use crate::signing;
 use crate::signing::Credentials;
@@ -160,6 +161,24 @@ impl Client {
         Self::for_service(options, credentials, trust, SERVICE, API_VERSION)
     }
 
+    /// As [`Client::with_trust`], for either CWP API ([`ApiService`]): signed for its
+    /// service, sent with its version. The endpoint is the caller's
+    /// ([`ApiService::endpoint`]), checked as for every service.
+    pub fn for_api(
+        options: ClientOptions,
+        credentials: Credentials,
+        trust: &TlsTrust,
+        api: ApiService,
+    ) -> Result<Self, ClientBuildError> {
+        Self::for_service(
+            options,
+            credentials,
+            trust,
+            api.signing_service(),
+            api.version(),
+        )
+    }
+
     /// As [`Client::with_trust`], for another API than CWP's: `service` is the signing service
     /// (`sts`), `version` the `X-TC-Version` (`2018-08-13`). Same rules for the endpoint.
     pub fn for_service(
@@ -242,6 +261,16 @@ impl Client {
     pub fn hiding_answer_bodies(mut self) -> Self {
         self.hide_bodies = true;
         self
+    }
+
+    /// The signing service name (`yunjing`, `cwp`, `sts`).
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// The `X-TC-Version` sent.
+    pub fn version(&self) -> &'static str {
+        self.version
     }
 
     /// Replaces the credentials (temporary credentials refreshed).

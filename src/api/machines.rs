@@ -128,8 +128,16 @@ pub fn machine_tags<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str
 }
 
 /// A row's facts: `Tag[].Name`, `MachineWanIp`, `RegionInfo.Region`, each bounded; anything
-/// malformed counts as absent.
-fn row_facts(machine: &Value) -> Facts {
+/// malformed counts as absent. Shared with the `cwp` backend's rows ([`super::cwp::machines`]).
+pub(crate) fn row_facts(machine: &Value) -> Facts {
+    match machine {
+        Value::Object(object) => object_facts(object),
+        _ => Facts::default(),
+    }
+}
+
+/// [`row_facts`] of a row already known to be an object.
+pub(crate) fn object_facts(machine: &serde_json::Map<String, Value>) -> Facts {
     // At most this many entries are looked at: a Tag list of a million entries costs no more
     // than one of a hundred.
     const LOOKED_AT: usize = 4 * MAX_TAGS;
