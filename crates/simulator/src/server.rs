@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::faults::{Faults, PortFaults};
+use super::faults::{AssetPortFaults, Faults, PortFaults};
 use super::handle::handle;
 use super::lock::lock;
 use super::machine_hooks::MachineHooks;
@@ -100,17 +100,22 @@ impl RunningSimulator {
     /// Makes `DescribeOpenPorts` answer for agent `uuid` exactly `ports`, from now on and
     /// whatever tasks do, until [`clear_ports`](Self::clear_ports). `false` (and nothing set)
     /// for a Uuid not in the scenario.
+    ///
+    /// The `cwp` API serves them too (for the agent's `Quuid`), with the default facts of
+    /// [`CwpPortFacts::defaults`](crate::CwpPortFacts::defaults), first seen now.
     pub fn set_ports(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
+        let since = self.shared.since_start(tokio::time::Instant::now());
         self.override_ports(uuid, |o| {
             o.now = Some(ports.into());
             o.after_next_page = None;
+            o.since = since;
         })
     }
 
     /// Like [`set_ports`](Self::set_ports), but only once the next `DescribeOpenPorts` page for
     /// `uuid` has been answered: the page after it sees `ports`. For tests of a port list that
     /// changes while a client pages it (`TotalCount` changes between pages when the sizes
-    /// differ).
+    /// differ). A `DescribeAssetPortInfoList` page for the agent's `Quuid` counts as a page too.
     pub fn set_ports_after_next_page(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
         self.override_ports(uuid, |o| o.after_next_page = Some(ports.into()))
     }
@@ -126,6 +131,19 @@ impl RunningSimulator {
     /// Replaces the hostile-answer settings of `DescribeOpenPorts` (see [`PortFaults`]).
     pub fn set_port_faults(&self, faults: PortFaults) {
         *lock(&self.shared.port_faults) = faults;
+    }
+
+    /// Replaces the run-time hostile-answer settings of the `cwp` `DescribeAssetPortInfoList`
+    /// (see [`AssetPortFaults`]); a scenario's per-agent `cwp_faults` stay as they are.
+    pub fn set_asset_port_faults(&self, faults: AssetPortFaults) {
+        *lock(&self.shared.asset_port_faults) = faults;
+    }
+
+    /// Changes what the `cwp` API's `DescribeMachines` lists from now on (see
+    /// [`MachineHooks`]); yunjing's `DescribeMachines` has its own
+    /// ([`machine_hooks`](Self::machine_hooks)), so a test steers one backend alone.
+    pub fn cwp_machine_hooks(&self) -> &MachineHooks {
+        &self.shared.cwp_machine_hooks
     }
 
     fn override_ports(&self, uuid: &str, change: impl FnOnce(&mut PortOverride)) -> bool {

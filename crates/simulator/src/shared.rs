@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
-use super::faults::{FaultDraw, Faults, PortFaults};
+use super::faults::{AssetPortFaults, FaultDraw, Faults, PortFaults};
 use super::inventory::CreatedTask;
 use super::limiter::{ActionWindow, LimiterKind};
 use super::lock::lock;
@@ -59,6 +59,15 @@ pub(crate) struct Shared {
     pub(crate) port_faults: Mutex<PortFaults>,
     /// `DescribeMachines` test hooks.
     pub(crate) machine_hooks: MachineHooks,
+    /// Quuid → index in `scenario.agents`, for the `cwp` actions.
+    pub(crate) quuids: HashMap<String, usize>,
+    /// Run-time hostile `DescribeAssetPortInfoList` answers.
+    pub(crate) asset_port_faults: Mutex<AssetPortFaults>,
+    /// The `cwp` `DescribeMachines` test hooks.
+    pub(crate) cwp_machine_hooks: MachineHooks,
+    /// Tag name → `TagId` in the `cwp` answers: numbered in order of first appearance in the
+    /// scenario, so one tag has one id on every machine.
+    pub(crate) tag_ids: HashMap<String, u64>,
     pub(crate) stats: Mutex<StatsState>,
 }
 
@@ -69,6 +78,8 @@ pub(crate) struct PortOverride {
     pub(crate) now: Option<Arc<[OpenPortSpec]>>,
     /// Becomes `now` once the next page has been answered.
     pub(crate) after_next_page: Option<Arc<[OpenPortSpec]>>,
+    /// When `now` was set (since the start): its ports' `cwp` `FirstTime` and `UpdateTime`.
+    pub(crate) since: Duration,
 }
 
 impl Shared {
@@ -94,8 +105,25 @@ impl Shared {
             opts.scenario.secret_id.clone(),
             opts.scenario.secret_key.clone(),
         );
+        let quuids = opts
+            .scenario
+            .agents
+            .iter()
+            .enumerate()
+            .rev() // the first of equal Quuids wins (only possible when built by hand)
+            .map(|(i, a)| (a.quuid.clone(), i))
+            .collect();
+        let mut tag_ids: HashMap<String, u64> = HashMap::new();
+        for tag in opts.scenario.agents.iter().flat_map(|a| &a.tags) {
+            let next = tag_ids.len() as u64 + 1;
+            tag_ids.entry(tag.clone()).or_insert(next);
+        }
         Shared {
             keys,
+            quuids,
+            tag_ids,
+            asset_port_faults: Mutex::new(AssetPortFaults::default()),
+            cwp_machine_hooks: MachineHooks::default(),
             temporary: Mutex::new(TemporaryCredentials::default()),
             assume_role_cap: Mutex::new(None),
             sts_failures: Mutex::new(Vec::new()),
