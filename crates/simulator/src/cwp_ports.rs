@@ -22,8 +22,9 @@
 //!
 //! Rows (`AssetPortBaseInfo`, fields in the SDK's order): `Port`, `Pid` and `Ppid` are strings,
 //! `IsNew` is 1 for a port first seen after the simulator's start. Hostile answers: the
-//! run-time [`AssetPortFaults`] for the asked `Quuid` (or every answer), else the agent's own
-//! scenario switch `cwp_faults` once in force.
+//! run-time [`AssetPortFaults`] for the asked `Quuid` (or every answer) while they lie, else,
+//! for a request naming an agent's `Quuid`, that agent's scenario switch `cwp_faults` once in
+//! force (a request without `Quuid` lists every machine honestly).
 
 use std::borrow::Cow;
 use std::time::Duration;
