@@ -250,11 +250,8 @@ impl Shared {
         if let Some(uuid) = uuid {
             // The page is answered: a pending change takes effect for the next one.
             let index = self.agent_index(uuid)?;
-            if let Some(o) = lock(&self.port_overrides).get_mut(&index)
-                && let Some(next) = o.after_next_page.take()
-            {
-                o.now = Some(next);
-                o.since = t;
+            if let Some(o) = lock(&self.port_overrides).get_mut(&index) {
+                o.promote(t);
             }
         }
         let faults = {

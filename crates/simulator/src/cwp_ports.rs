@@ -264,11 +264,8 @@ impl Shared {
         }
         if let Some(i) = index {
             // The page is answered: a pending change takes effect for the next one.
-            if let Some(o) = lock(&self.port_overrides).get_mut(&i)
-                && let Some(next) = o.after_next_page.take()
-            {
-                o.now = Some(next);
-                o.since = t;
+            if let Some(o) = lock(&self.port_overrides).get_mut(&i) {
+                o.promote(t);
             }
         }
 
@@ -344,12 +341,19 @@ impl Shared {
             && let Some(now) = &o.now
         {
             let since = secs(o.since);
+            let facts = o.now_cwp.as_deref().unwrap_or_default();
             return now
                 .iter()
-                .map(|open| Listed {
+                .enumerate()
+                .map(|(i, open)| Listed {
                     agent: index,
                     open: Cow::Owned(open.clone()),
-                    cwp: Cow::Owned(CwpPortFacts::defaults(open, since)),
+                    cwp: Cow::Owned(
+                        facts
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| CwpPortFacts::defaults(open, since)),
+                    ),
                     updated: since,
                 })
                 .collect();

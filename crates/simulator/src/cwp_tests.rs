@@ -864,7 +864,7 @@ async fn hostile_cwp_answers_from_the_scenario_and_at_run_time() {
 }
 
 #[tokio::test]
-async fn a_tests_port_override_reaches_the_cwp_api_with_default_facts() {
+async fn a_tests_port_overrides_reach_the_cwp_api_with_default_or_given_facts() {
     let sim = start(roomy(scenario())).await;
     let open = |port| OpenPortSpec {
         port,
@@ -885,5 +885,39 @@ async fn a_tests_port_override_reaches_the_cwp_api_with_default_facts() {
     assert_eq!(call().ports_page(&sim).await.0, 2);
     sim.clear_ports(WEB);
     assert_eq!(call().ports_page(&sim).await.0, 3);
+
+    // With facts: mysqld on loopback, then (after the next page) on every address.
+    let mysqld = |bind: &str| {
+        let open = OpenPortSpec {
+            port: 3306,
+            process: "mysqld".into(),
+            pid: 77,
+        };
+        let facts = CwpPortFacts {
+            bind_ip: bind.into(),
+            user: "mysql".into(),
+            first_seen: -600,
+            ..CwpPortFacts::defaults(&open, 0)
+        };
+        (open, facts)
+    };
+    assert!(sim.set_cwp_ports(WEB, vec![mysqld("127.0.0.1")]));
+    assert!(sim.set_cwp_ports_after_next_page(WEB, vec![mysqld("0.0.0.0")]));
+    let binds = |rows: &[Value]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["BindIp"].as_str().unwrap().to_owned(),
+                    r["User"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, rows) = call().ports_page(&sim).await;
+    assert_eq!(binds(&rows), [("127.0.0.1".to_owned(), "mysql".to_owned())]);
+    assert_eq!(rows[0]["IsNew"], 0, "first seen 10 min before the start");
+    let (_, rows) = call().ports_page(&sim).await;
+    assert_eq!(binds(&rows), [("0.0.0.0".to_owned(), "mysql".to_owned())]);
+    assert!(!sim.set_cwp_ports("11111111-2222-4333-8444-555555555555", vec![]));
     sim.shutdown().await;
 }

@@ -19,7 +19,7 @@ use super::handle::handle;
 use super::lock::lock;
 use super::machine_hooks::MachineHooks;
 use super::options::SimulatorOptions;
-use super::scenario::OpenPortSpec;
+use super::scenario::{CwpPortFacts, OpenPortSpec};
 use super::shared::{PortOverride, Shared};
 use super::stats::SimStats;
 use super::temporary::StsFailure;
@@ -107,8 +107,40 @@ impl RunningSimulator {
         let since = self.shared.since_start(tokio::time::Instant::now());
         self.override_ports(uuid, |o| {
             o.now = Some(ports.into());
+            o.now_cwp = None;
             o.after_next_page = None;
+            o.after_next_page_cwp = None;
             o.since = since;
+        })
+    }
+
+    /// Like [`set_ports`](Self::set_ports), with each port's `cwp` facts (protocol, bind
+    /// address, user, path, first seen): what `DescribeAssetPortInfoList` answers for the
+    /// agent's `Quuid` from now on (yunjing's `DescribeOpenPorts` sees the ports alone), e.g. a
+    /// port moving from `127.0.0.1` to `0.0.0.0`. `false` for a Uuid not in the scenario.
+    pub fn set_cwp_ports(&self, uuid: &str, ports: Vec<(OpenPortSpec, CwpPortFacts)>) -> bool {
+        let since = self.shared.since_start(tokio::time::Instant::now());
+        let (open, facts): (Vec<_>, Vec<_>) = ports.into_iter().unzip();
+        self.override_ports(uuid, |o| {
+            o.now = Some(open.into());
+            o.now_cwp = Some(facts.into());
+            o.after_next_page = None;
+            o.after_next_page_cwp = None;
+            o.since = since;
+        })
+    }
+
+    /// Like [`set_cwp_ports`](Self::set_cwp_ports), once the next page for the agent has been
+    /// answered (as [`set_ports_after_next_page`](Self::set_ports_after_next_page)).
+    pub fn set_cwp_ports_after_next_page(
+        &self,
+        uuid: &str,
+        ports: Vec<(OpenPortSpec, CwpPortFacts)>,
+    ) -> bool {
+        let (open, facts): (Vec<_>, Vec<_>) = ports.into_iter().unzip();
+        self.override_ports(uuid, |o| {
+            o.after_next_page = Some(open.into());
+            o.after_next_page_cwp = Some(facts.into());
         })
     }
 
@@ -117,7 +149,10 @@ impl RunningSimulator {
     /// changes while a client pages it (`TotalCount` changes between pages when the sizes
     /// differ). A `DescribeAssetPortInfoList` page for the agent's `Quuid` counts as a page too.
     pub fn set_ports_after_next_page(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
-        self.override_ports(uuid, |o| o.after_next_page = Some(ports.into()))
+        self.override_ports(uuid, |o| {
+            o.after_next_page = Some(ports.into());
+            o.after_next_page_cwp = None;
+        })
     }
 
     /// Back to the scenario's `ports` timeline for `uuid` (also drops a pending

@@ -21,7 +21,7 @@ use super::limiter::{ActionWindow, LimiterKind};
 use super::lock::lock;
 use super::machine_hooks::MachineHooks;
 use super::options::SimulatorOptions;
-use super::scenario::{OpenPortSpec, Scenario};
+use super::scenario::{CwpPortFacts, OpenPortSpec, Scenario};
 use super::stats::{Outcome, RequestRecord, StatsState};
 use super::temporary::{DurationCap, StsFailure, TemporaryCredentials};
 
@@ -78,8 +78,24 @@ pub(crate) struct PortOverride {
     pub(crate) now: Option<Arc<[OpenPortSpec]>>,
     /// Becomes `now` once the next page has been answered.
     pub(crate) after_next_page: Option<Arc<[OpenPortSpec]>>,
-    /// When `now` was set (since the start): its ports' `cwp` `FirstTime` and `UpdateTime`.
+    /// The `cwp` facts of `now[i]` at `now_cwp[i]`; missing ones are the defaults, first seen
+    /// at `since`.
+    pub(crate) now_cwp: Option<Arc<[CwpPortFacts]>>,
+    /// Becomes `now_cwp` with `after_next_page`.
+    pub(crate) after_next_page_cwp: Option<Arc<[CwpPortFacts]>>,
+    /// When `now` was set (since the start): its ports' `cwp` `UpdateTime`.
     pub(crate) since: Duration,
+}
+
+impl PortOverride {
+    /// A page was answered at `t`: a pending change takes effect for the next one.
+    pub(crate) fn promote(&mut self, t: Duration) {
+        if let Some(next) = self.after_next_page.take() {
+            self.now = Some(next);
+            self.now_cwp = self.after_next_page_cwp.take();
+            self.since = t;
+        }
+    }
 }
 
 impl Shared {
