@@ -601,6 +601,54 @@ async fn cwp_machines_list_quuid_agent_status_and_filter() {
     assert_eq!((ids[3].0, ids[3].2), ("", "OFFLINE"));
     assert!(!ids[3].1.is_empty() && ids[3].1 != "<none>");
     let web = &rows[0];
+    // The SDK's `Machine`, field for field and in its order.
+    let keys: Vec<&str> = web
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "MachineName",
+            "MachineOs",
+            "MachineStatus",
+            "AgentStatus",
+            "InstanceStatus",
+            "Uuid",
+            "Quuid",
+            "VulNum",
+            "MachineIp",
+            "IsProVersion",
+            "MachineWanIp",
+            "PayMode",
+            "MalwareNum",
+            "Tag",
+            "BaselineNum",
+            "CyberAttackNum",
+            "SecurityStatus",
+            "InvasionNum",
+            "RegionInfo",
+            "InstanceState",
+            "LicenseStatus",
+            "ProjectId",
+            "HasAssetScan",
+            "MachineType",
+            "KernelVersion",
+            "ProtectType",
+            "CloudTags",
+            "IsAddedOnTheFifteen",
+            "IpList",
+            "VpcId",
+            "MachineExtraInfo",
+            "InstanceId",
+            "Remark",
+            "AgentVersion",
+            "AppId",
+            "CSIPProtectType"
+        ]
+    );
     assert_eq!(web["MachineStatus"], "ONLINE");
     assert_eq!(web["InstanceId"], "ins-6b6cd843");
     assert_eq!(web["ProjectId"], 0);
