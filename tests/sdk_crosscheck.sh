@@ -2,7 +2,7 @@
 # Cross-checks the simulator against the official Tencent Cloud Python SDK.
 #
 # - creates a venv under target/sdk-crosscheck-venv (reused on later runs) and installs
-#   tencentcloud-sdk-python-yunjing and -sts from PyPI;
+#   tencentcloud-sdk-python-yunjing, -cwp (the live API's client) and -sts from PyPI;
 # - builds the debug binary and starts `cwp-portwatch simulate --listen 127.0.0.1:0
 #   --scenario config/scenario-example.toml`;
 # - reads the endpoint from the simulator's first stdout line (`listening on http://HOST:PORT`);
@@ -33,9 +33,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
     echo "creating venv in $venv"
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import tencentcloud.yunjing, tencentcloud.sts" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import tencentcloud.yunjing, tencentcloud.cwp, tencentcloud.sts" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        tencentcloud-sdk-python-yunjing tencentcloud-sdk-python-sts
+        tencentcloud-sdk-python-yunjing tencentcloud-sdk-python-cwp tencentcloud-sdk-python-sts
 fi
 echo "SDK: tencentcloud-sdk-python $("$venv/bin/python" -c 'import tencentcloud; print(tencentcloud.__version__)')"
 

@@ -164,7 +164,7 @@ impl Shared {
         self.agent_index(uuid)
     }
 
-    fn since_start(&self, now: Instant) -> Duration {
+    pub(crate) fn since_start(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.start)
     }
 
@@ -250,10 +250,8 @@ impl Shared {
         if let Some(uuid) = uuid {
             // The page is answered: a pending change takes effect for the next one.
             let index = self.agent_index(uuid)?;
-            if let Some(o) = lock(&self.port_overrides).get_mut(&index)
-                && let Some(next) = o.after_next_page.take()
-            {
-                o.now = Some(next);
+            if let Some(o) = lock(&self.port_overrides).get_mut(&index) {
+                o.promote(t);
             }
         }
         let faults = {
@@ -359,9 +357,12 @@ impl Shared {
 
     /// `YYYY-MM-DD HH:MM:SS` (UTC) on the simulator's clock, `since_start` after its start.
     fn wall(&self, since_start: Duration) -> String {
-        let secs = i64::try_from(since_start.as_secs())
-            .ok()
-            .and_then(|s| self.start_unix.checked_add(s));
+        self.wall_secs(i64::try_from(since_start.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// As `wall`, `offset` seconds from the start (negative: before it).
+    pub(crate) fn wall_secs(&self, offset: i64) -> String {
+        let secs = self.start_unix.checked_add(offset);
         let format =
             time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
         secs.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())

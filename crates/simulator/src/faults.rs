@@ -1,6 +1,8 @@
 //! Injected faults: the probabilities a test or `simulate --fault-*` sets, and the draw that
 //! decides which fault (if any) hits one request (applied in `handle.rs`); and the hostile
-//! `DescribeOpenPorts` answers a test switches on ([`PortFaults`], applied in `actions.rs`).
+//! `DescribeOpenPorts` answers a test switches on ([`PortFaults`], applied in `actions.rs`) and
+//! their `cwp` counterpart for `DescribeAssetPortInfoList` ([`AssetPortFaults`], applied in
+//! `cwp_ports.rs`).
 
 use std::time::Duration;
 
@@ -109,5 +111,63 @@ impl PortFaults {
             None => true,
             Some(only) => uuid == Some(only.as_str()),
         }
+    }
+}
+
+/// Hostile `cwp` `DescribeAssetPortInfoList` answers, the `cwp` counterpart of [`PortFaults`]:
+/// set at run time with
+/// [`RunningSimulator::set_asset_port_faults`](super::RunningSimulator::set_asset_port_faults)
+/// (for one `quuid` or every answer), or per agent in a scenario (`cwp_faults`, see
+/// `ScenarioAgent::cwp_faults`). Applied to every answer while set; only `empty_answers` counts
+/// down. The default is honest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetPortFaults {
+    /// Only answers for this `Quuid` lie; `None`: every answer (also those without `Quuid`).
+    /// Not used by a scenario's switch, which is the agent's own.
+    pub quuid: Option<String>,
+    /// Added to `Total` (saturating): the rows then never add up to it.
+    pub total_offset: i64,
+    /// Replaces `Port` in the first row of every page, e.g. `"http"`, `"70000"` or `""`.
+    pub first_port: Option<String>,
+    /// Replaces `BindIp` in the first row of every page, e.g. `"localhost"`.
+    pub first_bind_ip: Option<String>,
+    /// Removed from the first row of every page, e.g. `"Quuid"` or `"Port"`.
+    pub missing_field: Option<String>,
+    /// The first matching port is listed twice (two identical rows, both counted in `Total`).
+    pub duplicate_rows: bool,
+    /// Answer every page as if `Offset` were 0.
+    pub ignore_offset: bool,
+    /// The next this many answers list no port (`Total` 0), then the answers are honest again.
+    pub empty_answers: u32,
+}
+
+impl AssetPortFaults {
+    /// Whether an answer for `quuid` (`None`: a query without one) lies.
+    pub(crate) fn applies_to(&self, quuid: Option<&str>) -> bool {
+        match &self.quuid {
+            None => true,
+            Some(only) => quuid == Some(only.as_str()),
+        }
+    }
+
+    /// Whether it tells any lie at all.
+    pub(crate) fn is_honest(&self) -> bool {
+        let AssetPortFaults {
+            quuid: _,
+            total_offset,
+            first_port,
+            first_bind_ip,
+            missing_field,
+            duplicate_rows,
+            ignore_offset,
+            empty_answers,
+        } = self;
+        *total_offset == 0
+            && first_port.is_none()
+            && first_bind_ip.is_none()
+            && missing_field.is_none()
+            && !duplicate_rows
+            && !ignore_offset
+            && *empty_answers == 0
     }
 }

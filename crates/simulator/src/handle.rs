@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::auth::parse_authorization;
 use super::faults::{FaultDraw, FaultKind};
+use super::routes::action_key;
 use super::shared::Shared;
 use super::stats::{Outcome, RequestRecord};
 use super::sts::ASSUME_ROLE_ACTION;
@@ -41,12 +42,19 @@ pub(crate) async fn handle(
         // The client went away mid-body: there is nobody to answer.
         Err(_) => return Err(InjectedReset),
     };
-    let action = parts
+    let header_action = parts
         .headers
         .get("x-tc-action")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+        .unwrap_or("");
+    // `cwp:ACTION` for the `cwp` API's actions (see `routes::cwp_action_key`).
+    let action = action_key(
+        header_action,
+        parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+    );
     let uuid = body.as_ref().ok().and_then(|b| uuid_of(b));
     let _in_flight = shared.enter(&action, uuid.as_deref());
 
@@ -189,16 +197,20 @@ fn signer_of(parts: &hyper::http::request::Parts) -> Option<String> {
         .map(|auth| auth.secret_id.to_owned())
 }
 
-/// The `Uuid` parameter if the body is a JSON object with a string one (for in-flight tracking
-/// and the log, before any check).
+/// The `Uuid` parameter if the body is a JSON object with a string one, else its `Quuid` (the
+/// `cwp` API names a machine so), for in-flight tracking and the log, before any check.
 fn uuid_of(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
-    struct OnlyUuid {
+    struct OnlyIds {
         #[serde(rename = "Uuid")]
         uuid: Option<serde_json::Value>,
+        #[serde(rename = "Quuid")]
+        quuid: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<OnlyUuid>(body).ok()?.uuid? {
-        serde_json::Value::String(s) => Some(s),
+    let ids = serde_json::from_slice::<OnlyIds>(body).ok()?;
+    match (ids.uuid, ids.quuid) {
+        (Some(serde_json::Value::String(s)), _) => Some(s),
+        (None, Some(serde_json::Value::String(s))) => Some(s),
         _ => None,
     }
 }

@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use super::scenario::{OpenPortSpec, ScenarioAgent, ScriptedAnswer, TimelineEntry};
+use super::scenario::{OpenPortSpec, PortsEntry, ScenarioAgent, ScriptedAnswer, TimelineEntry};
 
 /// The status a created task answers while it runs.
 pub const COLLECTING: &str = "COLLECTING";
@@ -113,6 +113,16 @@ pub fn ports_at(agent: &ScenarioAgent, at: Duration) -> Option<(Duration, &[Open
         .map(|e| (e.at, e.open.as_slice()))
 }
 
+/// The agent's `ports` entry in force at `at` (what the `cwp` API serves: it has no tasks, its
+/// asset list is the agent's latest report).
+pub fn entry_at(agent: &ScenarioAgent, at: Duration) -> Option<&PortsEntry> {
+    agent
+        .ports
+        .iter()
+        .filter(|e| e.at <= at)
+        .max_by_key(|e| e.at)
+}
+
 /// The greatest `at` not after `t`, among equal ones the later entry (as
 /// [`ScenarioAgent::answer_at`]).
 fn latest_entry(timeline: &[TimelineEntry], t: Duration) -> Option<&TimelineEntry> {
@@ -128,7 +138,7 @@ fn latest_entry(timeline: &[TimelineEntry], t: Duration) -> Option<&TimelineEntr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{BEFORE_TIMELINE_ERROR, PortsEntry};
+    use crate::scenario::BEFORE_TIMELINE_ERROR;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -270,10 +280,12 @@ mod tests {
             PortsEntry {
                 at: secs(0),
                 open: vec![open(22)],
+                cwp: Vec::new(),
             },
             PortsEntry {
                 at: secs(60),
                 open: vec![open(22), open(3306)],
+                cwp: Vec::new(),
             },
         ];
         assert_eq!(ports_at(&a, secs(59)), Some((secs(0), &[open(22)][..])));

@@ -3,6 +3,8 @@
 //! skew, rate-limits per account and action (one strict window each), answers
 //! `DescribeOpenPortTaskStatus` from a scripted timeline per agent, `CreateOpenPortTask` and
 //! `DescribeOpenPorts` from a scripted port timeline, `DescribeMachines` and STS `AssumeRole`,
+//! the live `cwp` API's `DescribeMachines` and `DescribeAssetPortInfoList` (a request signed
+//! for service `cwp`; its ports with protocol, bind address, user and first-seen time),
 //! answers bad input with the API's real error codes, and can inject latency, clock offset and
 //! faults. The official SDKs talk to it (see `tests/sdk_crosscheck.sh`).
 //!
@@ -15,7 +17,10 @@
 //! - `routes.rs`: the checks in the real API's order (its docs list them), the rate limit per
 //!   account and action, dispatch to the action handlers; the API's version and action names.
 //! - `machines.rs`: `DescribeMachines`, for agent discovery; `sts.rs`: STS `AssumeRole` and
-//!   which rate window a signer counts against.
+//!   which rate window a signer counts against; `cwp_machines.rs`: the `cwp` API's
+//!   `DescribeMachines` (Quuid, `AgentStatus` timeline).
+//! - `cwp_ports.rs`: the `cwp` API's `DescribeAssetPortInfoList` and the parameter checks of
+//!   the `cwp` actions (`InvalidParameter`).
 //! - `actions.rs`: the handlers of `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
 //!   `DescribeOpenPorts`, and the parameter checks `machines.rs` and `sts.rs` share.
 //! - `shared.rs`: the state every connection shares, built from the options; the handlers above
@@ -33,7 +38,7 @@
 //!   and signature verification with [`cwp_tc3`]), `wire.rs` (answer bodies, request ids, fault
 //!   bodies, pure), `lock.rs` (locks that survive poisoning), `error.rs` ([`SimulatorError`] and
 //!   [`ScenarioError`] with stable `code()` strings).
-//! - `http_tests.rs`: the tests through real HTTP.
+//! - `http_tests.rs`: the tests through real HTTP; `cwp_tests.rs`: those of the `cwp` API.
 //!
 //! A crate of its own (`crates/simulator`, package `cwp-simulator`): the daemon's `simulate` and
 //! `demo` commands and its tests use it through the public API below, and it needs nothing of
@@ -46,6 +51,8 @@
 mod actions;
 mod auth;
 pub mod cli;
+mod cwp_machines;
+mod cwp_ports;
 mod error;
 mod faults;
 mod handle;
@@ -66,24 +73,29 @@ mod wire;
 
 pub use actions::MAX_LIMIT;
 pub use auth::{AuthProblem, Authorization, SERVICE, parse_authorization};
+pub use cwp_ports::DESCRIBE_ASSET_PORTS_ACTION;
 pub use error::{ScenarioError, SimulatorError};
-pub use faults::{Faults, PortFaults};
+pub use faults::{AssetPortFaults, Faults, PortFaults};
 pub use limiter::{ActionStats, LimiterKind};
 pub use machine_hooks::MachineHooks;
 pub use machines::DESCRIBE_MACHINES_ACTION;
 pub use options::SimulatorOptions;
 pub use routes::{
-    API_VERSION, CREATE_TASK_ACTION, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION, MAX_SKEW_SECS,
+    API_VERSION, CREATE_TASK_ACTION, CWP_SERVICE, DESCRIBE_ACTION, DESCRIBE_PORTS_ACTION,
+    MAX_SKEW_SECS, cwp_action_key,
 };
 pub use scenario::{
-    BEFORE_TIMELINE_ERROR, DEFAULT_COLLECT_TIME, DEFAULT_REGION, DEFAULT_SECRET_ID,
-    DEFAULT_SECRET_KEY, OpenPortSpec, Placement, PortsEntry, Scenario, ScenarioAgent,
-    ScenarioCredential, ScenarioMachine, ScriptedAnswer, TimelineEntry, is_agent_uuid,
+    AgentStatusEntry, BEFORE_TIMELINE_ERROR, CwpFaults, CwpPortFacts, DEFAULT_COLLECT_TIME,
+    DEFAULT_REGION, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, OpenPortSpec, Placement, PortsEntry,
+    Scenario, ScenarioAgent, ScenarioCredential, ScenarioMachine, ScriptedAnswer, TimelineEntry,
+    default_quuid, is_agent_uuid,
 };
 pub use server::RunningSimulator;
 pub use stats::{RequestRecord, SimStats};
 pub use sts::{ASSUME_ROLE_ACTION, STS_SERVICE, STS_VERSION};
 pub use temporary::StsFailure;
 
+#[cfg(test)]
+mod cwp_tests;
 #[cfg(test)]
 mod http_tests;

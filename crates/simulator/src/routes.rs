@@ -11,11 +11,14 @@
 //! 5. SecretId known: the scenario's, a `[[credential]]`'s, or one `AssumeRole` issued
 //!    (`AuthFailure.SecretIdNotFound`); from here on a request of a known action
 //!    counts as an arrival of that action (`SimStats::per_action`), whatever follows;
-//! 6. credential scope (`yunjing`, or `sts` for `AssumeRole`) and signature
+//! 6. credential scope (`yunjing`, `cwp` for the live API's actions, or `sts` for
+//!    `AssumeRole`) and signature
 //!    (`AuthFailure.SignatureFailure`); for temporary credentials, their token in `X-TC-Token`
 //!    and their expiry (`AuthFailure.TokenFailure`);
 //! 7. version `2018-02-28` (`2018-08-13` for `AssumeRole`) (`NoSuchVersion`), action known (`InvalidAction`; other real CWP
-//!    actions the simulator does not implement: `UnsupportedOperation`);
+//!    actions the simulator does not implement: `UnsupportedOperation`); a request signed for
+//!    service `cwp` is one of the `cwp` API (`DescribeMachines`, `DescribeAssetPortInfoList`;
+//!    yunjing's task actions are `InvalidAction` there), counted as `cwp:ACTION`;
 //! 8. rate limit per account (SecretId, or the role of temporary credentials) and action, one
 //!    strict window each, as Tencent counts each action of each sub-account separately
 //!    (`RequestLimitExceeded`) — so only authenticated calls of a real action count, and refused
@@ -31,6 +34,7 @@ use tokio::time::Instant;
 
 use super::auth::SERVICE;
 use super::auth::{self, ReceivedRequest};
+use super::cwp_ports::DESCRIBE_ASSET_PORTS_ACTION;
 use super::limiter::{ActionWindow, LimiterKind};
 use super::lock::lock;
 use super::machines::DESCRIBE_MACHINES_ACTION;
@@ -60,6 +64,50 @@ const IMPLEMENTED: &[&str] = &[
 
 /// Real CWP actions the simulator knows by name but does not implement.
 const OTHER_CWP_ACTIONS: &[&str] = &["DescribeOpenPortStatistics", "DescribeMachineInfo"];
+
+/// The signing service of the live `cwp` API (same version, `2018-02-28`).
+pub const CWP_SERVICE: &str = "cwp";
+/// The `cwp` actions the simulator answers (`cwp_machines.rs`, `cwp_ports.rs`).
+const CWP_IMPLEMENTED: &[&str] = &[DESCRIBE_MACHINES_ACTION, DESCRIBE_ASSET_PORTS_ACTION];
+/// Real `cwp` actions around the port inventory that the simulator knows by name only.
+const OTHER_CWP_API_ACTIONS: &[&str] = &[
+    "ScanAsset",
+    "SyncAssetScan",
+    "ExportAssetPortInfoList",
+    "DescribeAssetPortCount",
+    "DescribeOpenPortStatistics",
+    "DescribeAssetTypes",
+    "DescribeMachineInfo",
+];
+
+/// The name a `cwp` action has in the statistics, the rate windows and the request log:
+/// `cwp:` and the action, so that `cwp:DescribeMachines` and yunjing's `DescribeMachines` are
+/// counted (and limited) apart. Yunjing's and STS's actions keep their plain names.
+pub fn cwp_action_key(action: &str) -> String {
+    format!("{CWP_SERVICE}:{action}")
+}
+
+/// Which API a request is for: the `cwp` one when its credential scope names service `cwp`
+/// (the official SDK's `cwp_client` signs so; yunjing's and the `cwp` API share the
+/// simulator's one address, as `X-TC-Action` alone cannot tell `DescribeMachines` apart),
+/// except `AssumeRole`, which is always STS's.
+fn is_cwp(action: &str, scope_service: &str) -> bool {
+    scope_service == CWP_SERVICE && action != ASSUME_ROLE_ACTION
+}
+
+/// The statistics name of a request (see [`cwp_action_key`]) from its action and
+/// `Authorization` header (a request whose header cannot be read is not a `cwp` one).
+pub(crate) fn action_key(action: &str, authorization: Option<&str>) -> String {
+    let scope = authorization
+        .and_then(|a| auth::parse_authorization(a).ok())
+        .map(|a| a.service)
+        .unwrap_or_default();
+    if is_cwp(action, scope) {
+        cwp_action_key(action)
+    } else {
+        action.to_owned()
+    }
+}
 
 impl Shared {
     /// Steps 1–8 of the module docs, then (for accepted requests) step 10. Returns the answer
@@ -143,11 +191,24 @@ impl Shared {
             ));
         };
         let window = signer.window.as_str();
-        if IMPLEMENTED.contains(&action) || OTHER_CWP_ACTIONS.contains(&action) {
-            self.arrive(window, action, now);
+        let cwp = is_cwp(action, auth.service);
+        let (implemented, others) = if cwp {
+            (CWP_IMPLEMENTED, OTHER_CWP_API_ACTIONS)
+        } else {
+            (IMPLEMENTED, OTHER_CWP_ACTIONS)
+        };
+        let key = if cwp {
+            cwp_action_key(action)
+        } else {
+            action.to_owned()
+        };
+        if implemented.contains(&action) || others.contains(&action) {
+            self.arrive(window, &key, now);
         }
         let (service, api_version) = if action == ASSUME_ROLE_ACTION {
             (STS_SERVICE, STS_VERSION)
+        } else if cwp {
+            (CWP_SERVICE, API_VERSION)
         } else {
             (SERVICE, API_VERSION)
         };
@@ -189,8 +250,8 @@ impl Shared {
                 ),
             ));
         }
-        if !IMPLEMENTED.contains(&action) {
-            return refused(if OTHER_CWP_ACTIONS.contains(&action) {
+        if !implemented.contains(&action) {
+            return refused(if others.contains(&action) {
                 Answer::error(
                     "UnsupportedOperation",
                     format!("The simulator does not implement `{action}`."),
@@ -202,7 +263,7 @@ impl Shared {
                 )
             });
         }
-        if !self.admit(window, action, now) {
+        if !self.admit(window, &key, now) {
             return refused(Answer::error(
                 "RequestLimitExceeded",
                 "Your current request times equals to `20` in a second, which exceeds the \
@@ -210,6 +271,8 @@ impl Shared {
             ));
         }
         let answer = match action {
+            DESCRIBE_MACHINES_ACTION if cwp => self.cwp_describe_machines(body, now),
+            DESCRIBE_ASSET_PORTS_ACTION => self.describe_asset_ports(body, now),
             ASSUME_ROLE_ACTION => self.assume_role(body),
             DESCRIBE_MACHINES_ACTION => self.describe_machines(body),
             CREATE_TASK_ACTION => self.create_task(body, now),

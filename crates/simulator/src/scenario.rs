@@ -116,6 +116,89 @@ pub struct ScenarioAgent {
     pub tags: Vec<String>,
     /// `MachineWanIp` in `DescribeMachines` (scenario key `machine_wan_ip`); `None`: "".
     pub machine_wan_ip: Option<String>,
+    /// `Quuid`, the machine's own id, in the `cwp` API's answers (scenario key `quuid`);
+    /// default [`default_quuid`] of the Uuid.
+    pub quuid: String,
+    /// The `cwp` API's `AgentStatus` over time (scenario key `agent_status`), sorted by `at`;
+    /// before the first entry, and without entries: `ONLINE` (`OFFLINE` with `online = false`).
+    pub agent_status: Vec<AgentStatusEntry>,
+    /// Hostile `cwp` answers about this agent (scenario key `cwp_faults`), from a time on.
+    pub cwp_faults: Option<CwpFaults>,
+}
+
+/// From `at` (counted from the simulator's start) on, the `cwp` API reports the agent with
+/// this `AgentStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatusEntry {
+    /// When this entry starts to hold.
+    pub at: Duration,
+    /// `ONLINE`, `OFFLINE`, `UNINSTALLED` or any other string (passed through).
+    pub status: String,
+}
+
+/// The facts of one open port that only the `cwp` API's `DescribeAssetPortInfoList` answers.
+/// A scenario's `ports` entries carry one per open port (same position as in `open`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CwpPortFacts {
+    /// `Proto`: `tcp` (default), `udp`, or any string.
+    pub proto: String,
+    /// `BindIp`: default `0.0.0.0` (`::` for a port listed a second time with the same process
+    /// and protocol in one entry: IPv4 and IPv6).
+    pub bind_ip: String,
+    /// `User` (and `GroupName`): default `root`.
+    pub user: String,
+    /// `ProcessPath`: default `/usr/bin/` and the process name (the name itself when it is a
+    /// path).
+    pub process_path: String,
+    /// `FirstTime` (and `StartTime`), in seconds from the simulator's start, negative before
+    /// it: the scenario's `first_seen`, else the `at` of the entry since which the port (same
+    /// protocol, address, port and process) has been open without a break.
+    pub first_seen: i64,
+}
+
+impl CwpPortFacts {
+    /// The defaults for `open` (see the fields), first seen at `first_seen`.
+    pub fn defaults(open: &OpenPortSpec, first_seen: i64) -> CwpPortFacts {
+        CwpPortFacts {
+            proto: "tcp".to_owned(),
+            bind_ip: "0.0.0.0".to_owned(),
+            user: "root".to_owned(),
+            process_path: default_process_path(&open.process),
+            first_seen,
+        }
+    }
+}
+
+/// `/usr/bin/NAME`, or the name when it is a path already.
+pub(crate) fn default_process_path(process: &str) -> String {
+    if process.starts_with('/') {
+        process.to_owned()
+    } else {
+        format!("/usr/bin/{process}")
+    }
+}
+
+/// Hostile `cwp` answers about one agent, from `from` on: the scenario's switch
+/// (`cwp_faults = { ... }`) for tests of a client's checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CwpFaults {
+    /// From when (since the simulator's start) the answers lie.
+    pub from: Duration,
+    /// The lies of its `DescribeAssetPortInfoList` answers.
+    pub ports: crate::faults::AssetPortFaults,
+    /// Its `DescribeMachines` row has no `Quuid`.
+    pub machine_missing_quuid: bool,
+}
+
+/// The default `Quuid` of an agent: its Uuid in lower case with every hex digit `d` replaced
+/// by `f - d`, so it is stable, unique per Uuid and visibly not the Uuid.
+pub fn default_quuid(uuid: &str) -> String {
+    uuid.chars()
+        .map(|c| match c.to_digit(16) {
+            Some(d) => char::from_digit(15 - d, 16).unwrap_or(c),
+            None => c,
+        })
+        .collect()
 }
 
 /// The most `tags` of one scenario agent.
@@ -125,8 +208,9 @@ impl ScenarioAgent {
     /// An agent with this status timeline, the default `collect_time`, no ports and default
     /// machine name and address.
     pub fn new(uuid: impl Into<String>, timeline: Vec<TimelineEntry>) -> ScenarioAgent {
+        let uuid = uuid.into();
         ScenarioAgent {
-            uuid: uuid.into(),
+            uuid: uuid.clone(),
             timeline,
             collect_time: DEFAULT_COLLECT_TIME,
             ports: Vec::new(),
@@ -136,6 +220,9 @@ impl ScenarioAgent {
             online: true,
             tags: Vec::new(),
             machine_wan_ip: None,
+            quuid: default_quuid(&uuid),
+            agent_status: Vec::new(),
+            cwp_faults: None,
         }
     }
 }
@@ -153,6 +240,19 @@ pub const MAX_OPEN_PORTS: usize = 20_000;
 /// The longest process name, in characters (Linux's is 15; a full path may be given).
 pub const MAX_PROCESS_CHARS: usize = 256;
 
+/// The longest `quuid`, `proto`, `user`, `process_path` and `agent_status` value of a scenario.
+pub const MAX_QUUID_CHARS: usize = 64;
+/// See [`MAX_QUUID_CHARS`].
+pub const MAX_PROTO_CHARS: usize = 16;
+/// See [`MAX_QUUID_CHARS`].
+pub const MAX_USER_CHARS: usize = 64;
+/// See [`MAX_QUUID_CHARS`].
+pub const MAX_PATH_CHARS: usize = 1024;
+/// See [`MAX_QUUID_CHARS`].
+pub const MAX_STATUS_CHARS: usize = 32;
+/// The farthest `first_seen` from the simulator's start: 100 years.
+pub const MAX_FIRST_SEEN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// From `at` on (counted from the simulator's start), the agent has these ports open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortsEntry {
@@ -161,6 +261,9 @@ pub struct PortsEntry {
     /// The open ports, in the order `DescribeOpenPorts` pages them. The same (`port`,
     /// `process`) may appear twice (a process listening on IPv4 and IPv6).
     pub open: Vec<OpenPortSpec>,
+    /// The `cwp` facts of `open[i]` at `cwp[i]` (the parser fills one per port; a missing one
+    /// is served with [`CwpPortFacts::defaults`], first seen at `at`).
+    pub cwp: Vec<CwpPortFacts>,
 }
 
 /// One open port as a scenario writes it; a `DescribeOpenPorts` row is made from it.
@@ -330,6 +433,26 @@ impl Scenario {
 }
 
 impl ScenarioAgent {
+    /// The `cwp` `AgentStatus` at `since_start` (see [`ScenarioAgent::agent_status`]).
+    pub fn agent_status_at(&self, since_start: Duration) -> &str {
+        let mut best: Option<&AgentStatusEntry> = None;
+        for entry in &self.agent_status {
+            if entry.at <= since_start && best.is_none_or(|b| entry.at >= b.at) {
+                best = Some(entry);
+            }
+        }
+        match best {
+            Some(e) => &e.status,
+            None if self.online => "ONLINE",
+            None => "OFFLINE",
+        }
+    }
+
+    /// The agent's `cwp` lies in force at `since_start`.
+    pub fn cwp_faults_at(&self, since_start: Duration) -> Option<&CwpFaults> {
+        self.cwp_faults.as_ref().filter(|f| f.from <= since_start)
+    }
+
     /// See [`Scenario::answer_at`].
     pub fn answer_at(&self, since_start: Duration) -> &ScriptedAnswer {
         let mut best: Option<&TimelineEntry> = None;

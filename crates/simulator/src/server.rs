@@ -14,12 +14,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::faults::{Faults, PortFaults};
+use super::faults::{AssetPortFaults, Faults, PortFaults};
 use super::handle::handle;
 use super::lock::lock;
 use super::machine_hooks::MachineHooks;
 use super::options::SimulatorOptions;
-use super::scenario::OpenPortSpec;
+use super::scenario::{CwpPortFacts, OpenPortSpec};
 use super::shared::{PortOverride, Shared};
 use super::stats::SimStats;
 use super::temporary::StsFailure;
@@ -100,19 +100,59 @@ impl RunningSimulator {
     /// Makes `DescribeOpenPorts` answer for agent `uuid` exactly `ports`, from now on and
     /// whatever tasks do, until [`clear_ports`](Self::clear_ports). `false` (and nothing set)
     /// for a Uuid not in the scenario.
+    ///
+    /// The `cwp` API serves them too (for the agent's `Quuid`), with the default facts of
+    /// [`CwpPortFacts::defaults`](crate::CwpPortFacts::defaults), first seen now.
     pub fn set_ports(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
+        let since = self.shared.since_start(tokio::time::Instant::now());
         self.override_ports(uuid, |o| {
             o.now = Some(ports.into());
+            o.now_cwp = None;
             o.after_next_page = None;
+            o.after_next_page_cwp = None;
+            o.since = since;
+        })
+    }
+
+    /// Like [`set_ports`](Self::set_ports), with each port's `cwp` facts (protocol, bind
+    /// address, user, path, first seen): what `DescribeAssetPortInfoList` answers for the
+    /// agent's `Quuid` from now on (yunjing's `DescribeOpenPorts` sees the ports alone), e.g. a
+    /// port moving from `127.0.0.1` to `0.0.0.0`. `false` for a Uuid not in the scenario.
+    pub fn set_cwp_ports(&self, uuid: &str, ports: Vec<(OpenPortSpec, CwpPortFacts)>) -> bool {
+        let since = self.shared.since_start(tokio::time::Instant::now());
+        let (open, facts): (Vec<_>, Vec<_>) = ports.into_iter().unzip();
+        self.override_ports(uuid, |o| {
+            o.now = Some(open.into());
+            o.now_cwp = Some(facts.into());
+            o.after_next_page = None;
+            o.after_next_page_cwp = None;
+            o.since = since;
+        })
+    }
+
+    /// Like [`set_cwp_ports`](Self::set_cwp_ports), once the next page for the agent has been
+    /// answered (as [`set_ports_after_next_page`](Self::set_ports_after_next_page)).
+    pub fn set_cwp_ports_after_next_page(
+        &self,
+        uuid: &str,
+        ports: Vec<(OpenPortSpec, CwpPortFacts)>,
+    ) -> bool {
+        let (open, facts): (Vec<_>, Vec<_>) = ports.into_iter().unzip();
+        self.override_ports(uuid, |o| {
+            o.after_next_page = Some(open.into());
+            o.after_next_page_cwp = Some(facts.into());
         })
     }
 
     /// Like [`set_ports`](Self::set_ports), but only once the next `DescribeOpenPorts` page for
     /// `uuid` has been answered: the page after it sees `ports`. For tests of a port list that
     /// changes while a client pages it (`TotalCount` changes between pages when the sizes
-    /// differ).
+    /// differ). A `DescribeAssetPortInfoList` page for the agent's `Quuid` counts as a page too.
     pub fn set_ports_after_next_page(&self, uuid: &str, ports: Vec<OpenPortSpec>) -> bool {
-        self.override_ports(uuid, |o| o.after_next_page = Some(ports.into()))
+        self.override_ports(uuid, |o| {
+            o.after_next_page = Some(ports.into());
+            o.after_next_page_cwp = None;
+        })
     }
 
     /// Back to the scenario's `ports` timeline for `uuid` (also drops a pending
@@ -126,6 +166,19 @@ impl RunningSimulator {
     /// Replaces the hostile-answer settings of `DescribeOpenPorts` (see [`PortFaults`]).
     pub fn set_port_faults(&self, faults: PortFaults) {
         *lock(&self.shared.port_faults) = faults;
+    }
+
+    /// Replaces the run-time hostile-answer settings of the `cwp` `DescribeAssetPortInfoList`
+    /// (see [`AssetPortFaults`]); a scenario's per-agent `cwp_faults` stay as they are.
+    pub fn set_asset_port_faults(&self, faults: AssetPortFaults) {
+        *lock(&self.shared.asset_port_faults) = faults;
+    }
+
+    /// Changes what the `cwp` API's `DescribeMachines` lists from now on (see
+    /// [`MachineHooks`]); yunjing's `DescribeMachines` has its own
+    /// ([`machine_hooks`](Self::machine_hooks)), so a test steers one backend alone.
+    pub fn cwp_machine_hooks(&self) -> &MachineHooks {
+        &self.shared.cwp_machine_hooks
     }
 
     fn override_ports(&self, uuid: &str, change: impl FnOnce(&mut PortOverride)) -> bool {

@@ -15,13 +15,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
-use super::faults::{FaultDraw, Faults, PortFaults};
+use super::faults::{AssetPortFaults, FaultDraw, Faults, PortFaults};
 use super::inventory::CreatedTask;
 use super::limiter::{ActionWindow, LimiterKind};
 use super::lock::lock;
 use super::machine_hooks::MachineHooks;
 use super::options::SimulatorOptions;
-use super::scenario::{OpenPortSpec, Scenario};
+use super::scenario::{CwpPortFacts, OpenPortSpec, Scenario};
 use super::stats::{Outcome, RequestRecord, StatsState};
 use super::temporary::{DurationCap, StsFailure, TemporaryCredentials};
 
@@ -59,6 +59,15 @@ pub(crate) struct Shared {
     pub(crate) port_faults: Mutex<PortFaults>,
     /// `DescribeMachines` test hooks.
     pub(crate) machine_hooks: MachineHooks,
+    /// Quuid → index in `scenario.agents`, for the `cwp` actions.
+    pub(crate) quuids: HashMap<String, usize>,
+    /// Run-time hostile `DescribeAssetPortInfoList` answers.
+    pub(crate) asset_port_faults: Mutex<AssetPortFaults>,
+    /// The `cwp` `DescribeMachines` test hooks.
+    pub(crate) cwp_machine_hooks: MachineHooks,
+    /// Tag name → `TagId` in the `cwp` answers: numbered in order of first appearance in the
+    /// scenario, so one tag has one id on every machine.
+    pub(crate) tag_ids: HashMap<String, u64>,
     pub(crate) stats: Mutex<StatsState>,
 }
 
@@ -69,6 +78,24 @@ pub(crate) struct PortOverride {
     pub(crate) now: Option<Arc<[OpenPortSpec]>>,
     /// Becomes `now` once the next page has been answered.
     pub(crate) after_next_page: Option<Arc<[OpenPortSpec]>>,
+    /// The `cwp` facts of `now[i]` at `now_cwp[i]`; missing ones are the defaults, first seen
+    /// at `since`.
+    pub(crate) now_cwp: Option<Arc<[CwpPortFacts]>>,
+    /// Becomes `now_cwp` with `after_next_page`.
+    pub(crate) after_next_page_cwp: Option<Arc<[CwpPortFacts]>>,
+    /// When `now` was set (since the start): its ports' `cwp` `UpdateTime`.
+    pub(crate) since: Duration,
+}
+
+impl PortOverride {
+    /// A page was answered at `t`: a pending change takes effect for the next one.
+    pub(crate) fn promote(&mut self, t: Duration) {
+        if let Some(next) = self.after_next_page.take() {
+            self.now = Some(next);
+            self.now_cwp = self.after_next_page_cwp.take();
+            self.since = t;
+        }
+    }
 }
 
 impl Shared {
@@ -94,8 +121,25 @@ impl Shared {
             opts.scenario.secret_id.clone(),
             opts.scenario.secret_key.clone(),
         );
+        let quuids = opts
+            .scenario
+            .agents
+            .iter()
+            .enumerate()
+            .rev() // the first of equal Quuids wins (only possible when built by hand)
+            .map(|(i, a)| (a.quuid.clone(), i))
+            .collect();
+        let mut tag_ids: HashMap<String, u64> = HashMap::new();
+        for tag in opts.scenario.agents.iter().flat_map(|a| &a.tags) {
+            let next = tag_ids.len() as u64 + 1;
+            tag_ids.entry(tag.clone()).or_insert(next);
+        }
         Shared {
             keys,
+            quuids,
+            tag_ids,
+            asset_port_faults: Mutex::new(AssetPortFaults::default()),
+            cwp_machine_hooks: MachineHooks::default(),
             temporary: Mutex::new(TemporaryCredentials::default()),
             assume_role_cap: Mutex::new(None),
             sts_failures: Mutex::new(Vec::new()),

@@ -33,6 +33,8 @@ pub struct SimStats {
     /// arrivals and of acceptances). Only the actions that were asked for are present. With
     /// several accounts (SecretIds, roles) the counts are summed and the densest windows are
     /// those of the busiest account: each account has its own windows, see `per_account`.
+    /// The `cwp` API's actions are named `cwp:ACTION` (`cwp:DescribeMachines` is not yunjing's
+    /// `DescribeMachines`: each has its own window).
     pub per_action: BTreeMap<String, ActionStats>,
     /// Per account (rate window: the SecretId, or `role:RoleArn` for credentials from
     /// `AssumeRole`), per action: as `per_action`, for that account alone.
@@ -46,9 +48,11 @@ pub struct SimStats {
 pub struct RequestRecord {
     /// When the request arrived, since the simulator started.
     pub at: Duration,
-    /// The `X-TC-Action` header (empty when missing).
+    /// The `X-TC-Action` header (empty when missing); for the `cwp` API's actions (signed
+    /// for service `cwp`) `cwp:` and the action, e.g. `cwp:DescribeAssetPortInfoList`.
     pub action: String,
-    /// The `Uuid` parameter, when the body had a string one.
+    /// The `Uuid` parameter, when the body had a string one, else the `Quuid` parameter (the
+    /// `cwp` API's `DescribeAssetPortInfoList`).
     pub uuid: Option<String>,
     /// The status, the error code, or `fault:503` / `fault:reset` / `fault:truncated`.
     pub answer: String,

@@ -2,8 +2,8 @@
 //! into a [`Scenario`] or a [`ScenarioError`] pointing at `file:line:column` and saying what to
 //! write. The model it fills is `scenario.rs`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -57,6 +57,29 @@ struct RawAgent {
     online: Option<bool>,
     tags: Option<Spanned<Vec<Spanned<String>>>>,
     machine_wan_ip: Option<Spanned<String>>,
+    quuid: Option<Spanned<String>>,
+    agent_status: Option<Spanned<Vec<Spanned<RawStatusEntry>>>>,
+    cwp_faults: Option<Spanned<RawCwpFaults>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatusEntry {
+    at: Spanned<String>,
+    status: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCwpFaults {
+    from: Option<Spanned<String>>,
+    port: Option<Spanned<String>>,
+    bind_ip: Option<Spanned<String>>,
+    missing: Option<Spanned<String>>,
+    duplicate_rows: Option<bool>,
+    total_offset: Option<i64>,
+    ignore_offset: Option<bool>,
+    machine_missing_quuid: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +95,11 @@ struct RawOpenPort {
     port: Spanned<i64>,
     process: Spanned<String>,
     pid: Spanned<i64>,
+    proto: Option<Spanned<String>>,
+    bind_ip: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    process_path: Option<Spanned<String>>,
+    first_seen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +151,8 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError>
     let mut agents: Vec<ScenarioAgent> = Vec::with_capacity(raw.agent.len());
     // Uuid → byte offset of its first `uuid` value, to report duplicates in O(1) each.
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.agent.len());
+    // Quuid → byte offset of the `uuid` of its agent.
+    let mut seen_quuids: HashMap<String, usize> = HashMap::with_capacity(raw.agent.len());
     for raw_agent in raw.agent {
         let raw_agent = raw_agent.into_inner();
         let uuid_span = raw_agent.uuid.span();
@@ -252,6 +282,28 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError>
             check_ip(&ip)
                 .map_err(|m| invalid(ip.span(), m.replace("machine_ip", "machine_wan_ip")))?;
             agent.machine_wan_ip = Some(ip.into_inner());
+        }
+        if let Some(quuid) = raw_agent.quuid {
+            check_text("quuid", &quuid, MAX_QUUID_CHARS).map_err(|m| invalid(quuid.span(), m))?;
+            agent.quuid = quuid.into_inner();
+        }
+        if let Some(quuid_span) = quuid_span_of(&agent, &seen_quuids) {
+            let (first_line, _) = lines.line_col(quuid_span);
+            return Err(invalid(
+                uuid_span,
+                format!(
+                    "the Quuid {} of this agent is already the Quuid of the agent on line \
+                     {first_line}: give each agent its own quuid = \"...\"",
+                    cwp_text::shown(&agent.quuid)
+                ),
+            ));
+        }
+        seen_quuids.insert(agent.quuid.clone(), uuid_span.start);
+        if let Some(statuses) = raw_agent.agent_status {
+            agent.agent_status = parse_agent_status(statuses, &lines, &invalid)?;
+        }
+        if let Some(faults) = raw_agent.cwp_faults {
+            agent.cwp_faults = Some(parse_cwp_faults(faults.into_inner(), &invalid)?);
         }
         agents.push(agent);
     }
@@ -449,13 +501,15 @@ fn parse_ports(
             ),
         ));
     }
-    let mut entries: Vec<(Range<usize>, PortsEntry)> = Vec::with_capacity(raw.len());
+    #[allow(clippy::type_complexity)]
+    let mut entries: Vec<(Range<usize>, PortsEntry, Vec<(CwpPortFacts, Option<i64>)>)> =
+        Vec::with_capacity(raw.len());
     for raw_entry in raw {
         let entry_span = raw_entry.span();
         let raw_entry = raw_entry.into_inner();
         let at = parse_duration("at", raw_entry.at.get_ref())
             .map_err(|m| invalid(raw_entry.at.span(), m))?;
-        if let Some((first_span, _)) = entries.iter().find(|(_, e)| e.at == at) {
+        if let Some((first_span, _, _)) = entries.iter().find(|(_, e, _)| e.at == at) {
             let (first_line, _) = lines.line_col(first_span.start);
             return Err(invalid(
                 entry_span,
@@ -478,6 +532,9 @@ fn parse_ports(
             ));
         }
         let mut open = Vec::with_capacity(raw_open.len());
+        let mut facts = Vec::with_capacity(raw_open.len());
+        // (proto, port, process) already listed in this entry: a repeat binds `::` by default.
+        let mut listed: HashSet<(String, u16, String)> = HashSet::new();
         for raw_port in raw_open {
             let raw_port = raw_port.into_inner();
             let port = u16::try_from(*raw_port.port.get_ref()).map_err(|_| {
@@ -501,14 +558,205 @@ fn parse_ports(
             })?;
             check_text("process", &raw_port.process, MAX_PROCESS_CHARS)
                 .map_err(|m| invalid(raw_port.process.span(), m))?;
-            open.push(OpenPortSpec {
+            let spec = OpenPortSpec {
                 port,
                 process: raw_port.process.into_inner(),
                 pid,
-            });
+            };
+            let text = |key: &str, value: Option<Spanned<String>>, max: usize| match value {
+                Some(v) => match check_text(key, &v, max) {
+                    Ok(()) => Ok(Some(v.into_inner())),
+                    Err(m) => Err(invalid(v.span(), m)),
+                },
+                None => Ok(None),
+            };
+            let mut cwp = CwpPortFacts::defaults(&spec, 0);
+            if let Some(proto) = text("proto", raw_port.proto, MAX_PROTO_CHARS)? {
+                cwp.proto = proto;
+            }
+            let key = (cwp.proto.clone(), spec.port, spec.process.clone());
+            match raw_port.bind_ip {
+                Some(ip) => {
+                    check_ip(&ip)
+                        .map_err(|m| invalid(ip.span(), m.replace("machine_ip", "bind_ip")))?;
+                    cwp.bind_ip = ip.into_inner();
+                }
+                None if listed.contains(&key) => cwp.bind_ip = "::".to_owned(),
+                None => {}
+            }
+            listed.insert(key);
+            if let Some(user) = text("user", raw_port.user, MAX_USER_CHARS)? {
+                cwp.user = user;
+            }
+            if let Some(path) = text("process_path", raw_port.process_path, MAX_PATH_CHARS)? {
+                cwp.process_path = path;
+            }
+            let first_seen = match raw_port.first_seen {
+                Some(v) => Some(parse_first_seen(&v).map_err(|m| invalid(v.span(), m))?),
+                None => None,
+            };
+            open.push(spec);
+            facts.push((cwp, first_seen));
         }
-        entries.push((entry_span, PortsEntry { at, open }));
+        entries.push((
+            entry_span,
+            PortsEntry {
+                at,
+                open,
+                cwp: Vec::new(),
+            },
+            facts,
+        ));
+    }
+    entries.sort_by_key(|(_, e, _)| e.at);
+    // `first_seen` by default: since the port (protocol, address, port, process) has been open
+    // without a break, i.e. carried over from the entry before, else this entry's `at`.
+    let mut before: HashMap<(String, String, u16, String), i64> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (_, mut entry, facts) in entries {
+        let at = i64::try_from(entry.at.as_secs()).unwrap_or(i64::MAX);
+        let mut now: HashMap<(String, String, u16, String), i64> =
+            HashMap::with_capacity(facts.len());
+        for (open, (mut cwp, explicit)) in entry.open.iter().zip(facts) {
+            let identity = (
+                cwp.proto.clone(),
+                cwp.bind_ip.clone(),
+                open.port,
+                open.process.clone(),
+            );
+            cwp.first_seen = explicit
+                .or_else(|| before.get(&identity).copied())
+                .unwrap_or(at);
+            now.entry(identity).or_insert(cwp.first_seen);
+            entry.cwp.push(cwp);
+        }
+        before = now;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// `first_seen`: a duration from the simulator's start, `-` before it (`"-3d"`, `"90s"`), in
+/// whole seconds, at most [`MAX_FIRST_SEEN`] away.
+fn parse_first_seen(value: &Spanned<String>) -> Result<i64, String> {
+    let text = value.get_ref().trim();
+    let (sign, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let d = parse_duration("first_seen", magnitude)
+        .map_err(|m| format!("{m}; a `-` in front means before the simulator's start"))?;
+    if d > MAX_FIRST_SEEN {
+        return Err(format!(
+            "first_seen = {} is more than 100 years away: write e.g. first_seen = \"-30d\"",
+            cwp_text::shown(value.get_ref())
+        ));
+    }
+    // At most 100 years in seconds: fits.
+    Ok(sign * i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An agent's `agent_status` timeline: one entry per `at`, each a non-empty status word;
+/// sorted by `at`.
+fn parse_agent_status(
+    raw: Spanned<Vec<Spanned<RawStatusEntry>>>,
+    lines: &LineIndex<'_>,
+    invalid: &dyn Fn(Range<usize>, String) -> ScenarioError,
+) -> Result<Vec<AgentStatusEntry>, ScenarioError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.len() > MAX_PORTS_ENTRIES {
+        return Err(invalid(
+            span,
+            format!(
+                "agent_status has {} entries; write at most {MAX_PORTS_ENTRIES}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut entries: Vec<(Range<usize>, AgentStatusEntry)> = Vec::with_capacity(raw.len());
+    for raw_entry in raw {
+        let entry_span = raw_entry.span();
+        let raw_entry = raw_entry.into_inner();
+        let at = parse_duration("at", raw_entry.at.get_ref())
+            .map_err(|m| invalid(raw_entry.at.span(), m))?;
+        let status = raw_entry.status;
+        let word = status.get_ref();
+        let is_word = !word.is_empty()
+            && word.len() <= MAX_STATUS_CHARS
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !is_word {
+            return Err(invalid(
+                status.span(),
+                format!(
+                    "status = {} is not a status word: write e.g. status = \"ONLINE\", \
+                     \"OFFLINE\" or \"UNINSTALLED\" (letters, digits, `_`, `-`, `.`, at most \
+                     {MAX_STATUS_CHARS})",
+                    cwp_text::shown(word)
+                ),
+            ));
+        }
+        if let Some((first_span, _)) = entries.iter().find(|(_, e)| e.at == at) {
+            let (first_line, _) = lines.line_col(first_span.start);
+            return Err(invalid(
+                entry_span,
+                format!(
+                    "two agent_status entries at {} (the other on line {first_line}): \
+                     give each entry its own `at`",
+                    humantime::format_duration(at)
+                ),
+            ));
+        }
+        entries.push((
+            entry_span,
+            AgentStatusEntry {
+                at,
+                status: status.into_inner(),
+            },
+        ));
     }
     entries.sort_by_key(|(_, e)| e.at);
     Ok(entries.into_iter().map(|(_, e)| e).collect())
+}
+
+/// `cwp_faults = { from, port, bind_ip, missing, duplicate_rows, total_offset, ignore_offset,
+/// machine_missing_quuid }`.
+fn parse_cwp_faults(
+    raw: RawCwpFaults,
+    invalid: &dyn Fn(Range<usize>, String) -> ScenarioError,
+) -> Result<CwpFaults, ScenarioError> {
+    let from = match raw.from {
+        Some(v) => parse_duration("from", v.get_ref()).map_err(|m| invalid(v.span(), m))?,
+        None => Duration::ZERO,
+    };
+    // The lies are free text by design (`"http"`, `"localhost"`), but bounded and printable.
+    let lie = |key: &str, value: Option<Spanned<String>>| match value {
+        Some(v) => match cwp_text::text_problem(key, v.get_ref(), 64) {
+            Some(problem) => Err(invalid(v.span(), problem)),
+            None => Ok(Some(v.into_inner())),
+        },
+        None => Ok(None),
+    };
+    let ports = crate::faults::AssetPortFaults {
+        quuid: None,
+        total_offset: raw.total_offset.unwrap_or(0),
+        first_port: lie("port", raw.port)?,
+        first_bind_ip: lie("bind_ip", raw.bind_ip)?,
+        missing_field: lie("missing", raw.missing)?,
+        duplicate_rows: raw.duplicate_rows.unwrap_or(false),
+        ignore_offset: raw.ignore_offset.unwrap_or(false),
+        empty_answers: 0,
+    };
+    Ok(CwpFaults {
+        from,
+        ports,
+        machine_missing_quuid: raw.machine_missing_quuid.unwrap_or(false),
+    })
+}
+
+/// Where the agent whose Quuid `agent` repeats was declared, if it does.
+fn quuid_span_of(agent: &ScenarioAgent, seen: &HashMap<String, usize>) -> Option<usize> {
+    seen.get(&agent.quuid).copied()
 }

@@ -384,9 +384,10 @@ fn bad_ports_say_where_and_what_to_write() {
     let (_, _, msg) = case("ports = [{ at = \"0s\", open = [{ port = 1, pid = 1 }] }]");
     assert!(msg.contains("process"), "{msg}");
     let (_, _, msg) = case(
-        "ports = [{ at = \"0s\", open = [{ port = 1, process = \"x\", pid = 1, proto = \"tcp\" }] }]",
+        "ports = [{ at = \"0s\", open = [{ port = 1, process = \"x\", pid = 1, protocol = \"tcp\" }] }]",
     );
-    assert!(msg.contains("proto"), "{msg}");
+    // `proto` is a key (the `cwp` facts); a near miss is still refused by name.
+    assert!(msg.contains("protocol"), "{msg}");
     let (line, col, msg) = case("collect_time = \"2d\"");
     assert_eq!((line, col), (4, 16));
     assert!(msg.contains("longer than a day"), "{msg}");
@@ -552,4 +553,202 @@ fn tags_and_wan_ip_parse_and_bad_ones_say_where() {
         msg.contains("machine_wan_ip = \"x.y\" is not an IP address"),
         "{msg}"
     );
+}
+
+const CWP: &str = r#"
+[[agent]]
+uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1"
+timeline = []
+agent_status = [
+  { at = "2m", status = "UNINSTALLED" },
+  { at = "0s", status = "ONLINE" },
+  { at = "1m", status = "OFFLINE" },
+]
+ports = [
+  { at = "1m", open = [
+    { port = 22, process = "sshd", pid = 812, first_seen = "-3d" },
+    { port = 80, process = "nginx", pid = 900, user = "www-data" },
+    { port = 80, process = "nginx", pid = 900, user = "www-data" },
+    { port = 5432, process = "postgres", pid = 1377, bind_ip = "0.0.0.0" },
+  ] },
+  { at = "0s", open = [
+    { port = 80, process = "nginx", pid = 900 },
+    { port = 5432, process = "postgres", pid = 1377, bind_ip = "127.0.0.1", proto = "tcp" },
+    { port = 53, process = "/usr/sbin/dnsmasq", pid = 600, proto = "udp", user = "nobody", process_path = "/opt/dnsmasq" },
+  ] },
+  { at = "2m", open = [
+    { port = 80, process = "nginx", pid = 900 },
+  ] },
+  { at = "3m", open = [
+    { port = 80, process = "nginx", pid = 900 },
+    { port = 53, process = "/usr/sbin/dnsmasq", pid = 600, proto = "udp", user = "nobody" },
+  ] },
+]
+[[agent]]
+uuid = "00000000-0000-4000-8000-000000000002"
+quuid = "machine-two"
+online = false
+timeline = []
+cwp_faults = { from = "30s", port = "http", bind_ip = "localhost", missing = "Quuid", duplicate_rows = true, total_offset = -2, ignore_offset = true, machine_missing_quuid = true }
+"#;
+
+#[test]
+fn cwp_facts_parse_with_their_defaults() {
+    let s = Scenario::from_toml_str(CWP).unwrap();
+    let a = &s.agents[0];
+    // The default Quuid: every hex digit d as f-d.
+    assert_eq!(a.quuid, "949327bc-943e-bfee-58b3-23c02d95822e");
+    assert_eq!(a.quuid, default_quuid(&a.uuid));
+    assert_eq!(s.agents[1].quuid, "machine-two");
+    // agent_status: sorted, the latest at or before a time holds, ONLINE before any entry.
+    let status = |t| a.agent_status_at(secs(t));
+    assert_eq!(
+        (status(0), status(59), status(60), status(500)),
+        ("ONLINE", "ONLINE", "OFFLINE", "UNINSTALLED")
+    );
+    let b = &s.agents[1];
+    assert_eq!(b.agent_status_at(secs(0)), "OFFLINE", "online = false");
+    assert!(b.agent_status.is_empty());
+
+    // Ports: one fact per open port, in the same order.
+    let e0 = &a.ports[0];
+    assert_eq!(e0.cwp.len(), e0.open.len());
+    let facts = |e: &PortsEntry| -> Vec<(String, String, String, String, i64)> {
+        e.cwp
+            .iter()
+            .map(|c| {
+                (
+                    c.proto.clone(),
+                    c.bind_ip.clone(),
+                    c.user.clone(),
+                    c.process_path.clone(),
+                    c.first_seen,
+                )
+            })
+            .collect()
+    };
+    let f = |p: &str, b: &str, u: &str, path: &str, first: i64| {
+        (
+            p.to_owned(),
+            b.to_owned(),
+            u.to_owned(),
+            path.to_owned(),
+            first,
+        )
+    };
+    assert_eq!(
+        facts(&a.ports[0]),
+        [
+            f("tcp", "0.0.0.0", "root", "/usr/bin/nginx", 0),
+            f("tcp", "127.0.0.1", "root", "/usr/bin/postgres", 0),
+            f("udp", "0.0.0.0", "nobody", "/opt/dnsmasq", 0),
+        ]
+    );
+    assert_eq!(
+        facts(&a.ports[1]),
+        [
+            // Explicit, before the start.
+            f("tcp", "0.0.0.0", "root", "/usr/bin/sshd", -3 * 86_400),
+            // Open since 0 s (its user changed; not its identity).
+            f("tcp", "0.0.0.0", "www-data", "/usr/bin/nginx", 0),
+            // Listed again: IPv6, new at 1 m.
+            f("tcp", "::", "www-data", "/usr/bin/nginx", 60),
+            // Now on every address: another port than the loopback one, new at 1 m.
+            f("tcp", "0.0.0.0", "root", "/usr/bin/postgres", 60),
+        ]
+    );
+    // dnsmasq closed at 2 m and opened again at 3 m: first seen anew, its path a path already.
+    assert_eq!(
+        facts(&a.ports[3])[1],
+        f("udp", "0.0.0.0", "nobody", "/usr/sbin/dnsmasq", 180)
+    );
+    assert_eq!(facts(&a.ports[3])[0].4, 0, "nginx never closed");
+
+    // The switch, and when it holds.
+    assert!(a.cwp_faults.is_none());
+    let lies = b.cwp_faults.as_ref().unwrap();
+    assert_eq!(lies.from, secs(30));
+    assert_eq!(lies.ports.first_port.as_deref(), Some("http"));
+    assert_eq!(lies.ports.first_bind_ip.as_deref(), Some("localhost"));
+    assert_eq!(lies.ports.missing_field.as_deref(), Some("Quuid"));
+    assert!(lies.ports.duplicate_rows && lies.ports.ignore_offset && lies.machine_missing_quuid);
+    assert_eq!(lies.ports.total_offset, -2);
+    assert!(b.cwp_faults_at(secs(29)).is_none());
+    assert!(b.cwp_faults_at(secs(30)).is_some());
+}
+
+#[test]
+fn bad_cwp_facts_say_where_and_what_to_write() {
+    let head = "[[agent]]\nuuid = \"6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1\"\ntimeline = []\n";
+    let case = |rest: &str| invalid_at(&format!("{head}{rest}\n"));
+    let port = |extra: &str| {
+        case(&format!(
+            "ports = [{{ at = \"0s\", open = [{{ port = 1, process = \"x\", pid = 1, {extra} }}] }}]"
+        ))
+    };
+    let (line, col, msg) = port("bind_ip = \"localhost\"");
+    assert_eq!((line, col), (4, 77));
+    assert!(
+        msg.contains("bind_ip = \"localhost\" is not an IP address"),
+        "{msg}"
+    );
+    let (_, _, msg) = port("first_seen = \"yesterday\"");
+    assert!(msg.contains("before the simulator's start"), "{msg}");
+    let (_, _, msg) = port("first_seen = \"-200y\"");
+    assert!(msg.contains("more than 100 years"), "{msg}");
+    let (_, _, msg) = port("proto = \"\"");
+    assert!(msg.contains("proto must not be empty"), "{msg}");
+    let (_, _, msg) = port("user = \"a\\u001b[31m\"");
+    assert!(msg.contains("U+001B"), "{msg}");
+    let (_, _, msg) = port(&format!(
+        "process_path = \"/{}\"",
+        "p".repeat(MAX_PATH_CHARS)
+    ));
+    assert!(msg.contains("at most 1024"), "{msg}");
+    let (line, _, msg) = case(
+        "agent_status = [{ at = \"0s\", status = \"ONLINE\" },\n { at = \"0s\", status = \"OFFLINE\" }]",
+    );
+    assert_eq!(line, 5);
+    assert!(msg.contains("line 4"), "{msg}");
+    let (_, _, msg) = case("agent_status = [{ at = \"0s\", status = \"on line\" }]");
+    assert!(msg.contains("not a status word"), "{msg}");
+    let (_, _, msg) = case("agent_status = [{ at = \"0s\" }]");
+    assert!(msg.contains("status"), "{msg}");
+    let (_, _, msg) = case("quuid = \"\"");
+    assert!(msg.contains("quuid must not be empty"), "{msg}");
+    let (_, _, msg) = case("cwp_faults = { port = \"x\", lie = true }");
+    assert!(msg.contains("lie"), "{msg}");
+    let (_, _, msg) = case("cwp_faults = { from = \"soon\" }");
+    assert!(msg.contains("from = \"soon\""), "{msg}");
+    // Two agents with one Quuid (an explicit one equal to another's default).
+    let (line, _, msg) = invalid_at(&format!(
+        "{head}[[agent]]\nuuid = \"00000000-0000-4000-8000-000000000002\"\ntimeline = []\nquuid = \"949327bc-943e-bfee-58b3-23c02d95822e\"\n"
+    ));
+    assert_eq!(line, 5);
+    assert!(
+        msg.contains("already the Quuid of the agent on line 2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_shipped_example_has_cwp_facts() {
+    let example =
+        Scenario::from_toml_str(include_str!("../../../../config/scenario-example.toml")).unwrap();
+    let inv = example
+        .agents
+        .iter()
+        .find(|a| a.machine_name.as_deref() == Some("inv-01"))
+        .unwrap();
+    assert_eq!(inv.quuid, "9f3e2a10-7c4d-4e5f-8a6b-1c2d3e4f5a6b");
+    let postgres = |e: &PortsEntry| {
+        let i = e.open.iter().position(|p| p.port == 5432).unwrap();
+        (e.cwp[i].bind_ip.clone(), e.cwp[i].first_seen)
+    };
+    // Loopback only, and the same port at 1 m as at 0 s (not a new one).
+    assert_eq!(postgres(&inv.ports[0]), ("127.0.0.1".to_owned(), 0));
+    assert_eq!(postgres(&inv.ports[1]), ("127.0.0.1".to_owned(), 0));
+    let web = &example.agents[0];
+    assert_eq!(web.agent_status_at(secs(50)), "OFFLINE");
+    assert_eq!(web.agent_status_at(secs(130)), "ONLINE");
 }
