@@ -543,3 +543,128 @@ fn times_are_rfc3339_utc_milliseconds_and_ends_never_before_starts() {
     assert_eq!(a.ends_at, a.starts_at);
     assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_secs(1)), 0);
 }
+
+/// The three messages `docs/delivery-alertmanager.md` shows, made here: a finding and an agent
+/// going offline (one message), their re-post a minute later, the finding's clear.
+fn documented_messages() -> Vec<Value> {
+    use crate::events::{Event, FindingEvent, FindingKind};
+    use crate::policy::ClearReason;
+    use crate::status::Status;
+
+    let uuid = "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1";
+    let finding = |kind| FindingEvent {
+        kind,
+        uuid: uuid.to_owned(),
+        agent_name: "web-01".to_owned(),
+        port: 22,
+        process_name: "sshd".to_owned(),
+        pid: Some(812),
+        machine_ip: "10.0.0.7".to_owned(),
+        machine_name: "web-01.prod".to_owned(),
+        request_id: Some("354f4ac3-8ac5-4e0b-9a3f-4a1c0b7e0a11".to_owned()),
+        rule: "web tier".to_owned(),
+        severity: Severity::Critical,
+        spec: None,
+    };
+    let finding_record = |seq, at_ms, event: FindingEvent, resolves| {
+        let whole = Event::Finding(Box::new(event.clone()));
+        let mut fields = json!({
+            "uuid": event.uuid, "agent_name": event.agent_name, "port": event.port,
+            "process_name": event.process_name, "pid": event.pid, "machine_ip": event.machine_ip,
+            "machine_name": event.machine_name, "request_id": event.request_id,
+            "rule": event.rule, "severity": event.severity.as_str(),
+        });
+        if let Some(reason) = event.reason() {
+            fields["reason"] = json!(reason);
+        }
+        Record {
+            seq,
+            at_ms,
+            event: whole.name().to_owned(),
+            account: Some("prod".to_owned()),
+            severity: Severity::Critical,
+            key: format!("prod/{uuid}/unexpected/22/sshd"),
+            resolves,
+            message: whole.message(),
+            fields: fields.as_object().unwrap().clone(),
+        }
+    };
+    let offline = Event::StatusChanged {
+        uuid: "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6".to_owned(),
+        agent_name: "db-01".to_owned(),
+        from_status: Status::new("COMPLETE"),
+        to_status: Status::new("AGENT_OFFLINE"),
+        request_id: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".to_owned(),
+        error_code: None,
+    };
+    let offline = Record {
+        seq: 42,
+        at_ms: T0 + 450,
+        event: "status_changed".to_owned(),
+        account: Some("prod".to_owned()),
+        severity: Severity::Warning,
+        key: "prod/0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6/status/AGENT_OFFLINE".to_owned(),
+        resolves: false,
+        message: offline.message(),
+        fields: json!({
+            "uuid": "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", "agent_name": "db-01",
+            "from_status": "COMPLETE", "to_status": "AGENT_OFFLINE",
+            "request_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+        })
+        .as_object()
+        .unwrap()
+        .clone(),
+    };
+
+    let mut k = Alertmanager::for_url(
+        &url::Url::parse("http://127.0.0.1:9093").unwrap(),
+        Timing::default(),
+    );
+    let firing = [
+        finding_record(41, T0 + 120, finding(FindingKind::Unexpected), false),
+        offline,
+    ];
+    let first = k.compose("oncall-41-42", &firing, at(T0 + 600));
+    k.delivered(&firing, at(T0 + 650));
+    let again = k.periodic(at(T0 + 60_650)).expect("due a minute later");
+    let clear = [finding_record(
+        43,
+        T0 + 250_000,
+        finding(FindingKind::UnexpectedCleared(ClearReason::Closed)),
+        true,
+    )];
+    let last = k.compose("oncall-43-43", &clear, at(T0 + 250_200));
+    k.delivered(&clear, at(T0 + 250_250));
+    assert_eq!(k.firing(), 1, "the agent is still offline");
+    [first.request, again, last.request]
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_documented_alerts_are_exactly_what_is_posted() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/delivery-alertmanager.md"),
+    )
+    .unwrap();
+    let documented: Vec<Value> = page
+        .split("```json\n")
+        .skip(1)
+        .map(|block| {
+            let json = &block[..block.find("```").expect("the block ends")];
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+        })
+        .collect();
+    let made = documented_messages();
+    for (i, made) in made.iter().enumerate() {
+        assert_eq!(
+            documented.get(i),
+            Some(made),
+            "json block {} of docs/delivery-alertmanager.md should be:\n{}",
+            i + 1,
+            serde_json::to_string_pretty(made).unwrap()
+        );
+    }
+    assert_eq!(documented.len(), made.len());
+}
