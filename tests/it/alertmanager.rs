@@ -111,10 +111,9 @@ impl RealAlertmanager {
         let deadline = Instant::now() + WAIT;
         let client = reqwest::Client::new();
         loop {
-            if let Ok(answer) = client.get(format!("{}/-/ready", self.base)).send().await {
-                if answer.status().is_success() {
-                    return true;
-                }
+            let ready = client.get(format!("{}/-/ready", self.base)).send().await;
+            if ready.is_ok_and(|answer| answer.status().is_success()) {
+                return true;
             }
             if self.child.try_wait().unwrap().is_some() {
                 return false;

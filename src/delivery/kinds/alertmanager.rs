@@ -199,8 +199,13 @@ impl Alertmanager {
         let mut changes = Vec::new();
         for record in records {
             let annotations = annotations_of(id, record);
-            for (key, labels, fires) in conditions_of(record) {
-                match (fires, current(&overlay, &key)) {
+            for Condition {
+                key,
+                labels,
+                starts,
+            } in conditions_of(record)
+            {
+                match (starts, current(&overlay, &key)) {
                     (false, Some(was)) => {
                         // The end: the very labels it fired with.
                         let end = record
@@ -214,13 +219,12 @@ impl Alertmanager {
                         // An end we never saw start (given up, or fired in an earlier life
                         // whose set was lost): resolve it anyway, Alertmanager may hold it.
                         // (A status merely left, never taken as a condition, is no end.)
-                        if let Some(labels) = labels.filter(|_| record.resolves) {
+                        if record.resolves {
                             let at = record.at_ms.min(now_ms);
                             alerts.push(alert(&labels, &annotations, at, at));
                         }
                     }
                     (true, was) => {
-                        let Some(labels) = labels else { continue };
                         let mut starts_at_ms = record.at_ms;
                         if let Some(was) = was {
                             if was.labels == labels {
@@ -279,7 +283,7 @@ impl Alertmanager {
 impl Kind for Alertmanager {
     fn compose(&mut self, id: &str, records: &[Record], now: SystemTime) -> Composed {
         // A record makes at most two alerts (a status left and one entered).
-        let covers = records.len().min(MAX_ALERTS_PER_POST / 2).max(1);
+        let covers = records.len().clamp(1, MAX_ALERTS_PER_POST / 2);
         let covered = &records[..covers.min(records.len())];
         let (alerts, _) = self.plan(id, covered, unix_ms(now));
         if let (Some(first), Some(last)) = (covered.first(), covered.last()) {
@@ -455,10 +459,25 @@ impl Alertmanager {
 /// The annotations this kind sets.
 const ANNOTATION_NAMES: [&str; 3] = ["summary", "description", "message_id"];
 
-/// The conditions `record` starts or ends: (identity, labels, starts). A status change ends
-/// the status it leaves and, unless it `resolves` (the sink took it only as that end),
-/// starts the one it enters; a finding starts or ends its `key`.
-fn conditions_of(record: &Record) -> Vec<(String, Option<BTreeMap<String, String>>, bool)> {
+/// A condition a record starts or ends.
+struct Condition {
+    /// Its identity in the firing set.
+    key: String,
+    /// The labels of its alert, made from this record.
+    labels: BTreeMap<String, String>,
+    /// Starts (true) or ends.
+    starts: bool,
+}
+
+/// The conditions `record` starts or ends. A status change ends the status it leaves and,
+/// unless it `resolves` (the sink took it only as that end), starts the one it enters; a
+/// finding starts or ends its `key`.
+fn conditions_of(record: &Record) -> Vec<Condition> {
+    let condition = |key: String, labels, starts| Condition {
+        key,
+        labels,
+        starts,
+    };
     if record.event == "status_changed" {
         let account = record.account.as_deref().unwrap_or("");
         let uuid = field_text(record, "uuid").unwrap_or_default();
@@ -467,13 +486,11 @@ fn conditions_of(record: &Record) -> Vec<(String, Option<BTreeMap<String, String
         let to = field_text(record, "to_status");
         if let Some(from) = from.as_deref().filter(|f| Some(*f) != to.as_deref()) {
             let labels = labels_of(record, "CwpAgentStatus", Some(from));
-            out.push((status_key(account, &uuid, from), Some(labels), false));
+            out.push(condition(status_key(account, &uuid, from), labels, false));
         }
-        if !record.resolves {
-            if let Some(to) = to.as_deref() {
-                let labels = labels_of(record, "CwpAgentStatus", Some(to));
-                out.push((status_key(account, &uuid, to), Some(labels), true));
-            }
+        if let Some(to) = to.as_deref().filter(|_| !record.resolves) {
+            let labels = labels_of(record, "CwpAgentStatus", Some(to));
+            out.push(condition(status_key(account, &uuid, to), labels, true));
         }
         return out;
     }
@@ -483,11 +500,11 @@ fn conditions_of(record: &Record) -> Vec<(String, Option<BTreeMap<String, String
             .strip_suffix("_cleared")
             .unwrap_or(&record.event);
         let labels = labels_of(record, &alertname_of(started), None);
-        return vec![(record.key.clone(), Some(labels), false)];
+        return vec![condition(record.key.clone(), labels, false)];
     }
     if starts_condition(record) {
         let labels = labels_of(record, &alertname_of(&record.event), None);
-        return vec![(record.key.clone(), Some(labels), true)];
+        return vec![condition(record.key.clone(), labels, true)];
     }
     Vec::new()
 }
