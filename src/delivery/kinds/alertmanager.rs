@@ -10,8 +10,11 @@
 //! - the firing set: the conditions (findings, statuses) that started and have not ended,
 //!   with the exact labels they were posted with, so their end resolves the very same alert
 //!   (Alertmanager matches by label set) even when a label such as the agent's name changed
-//!   meanwhile. It moves only when a message was taken ([`Kind::delivered`]), is re-posted by
-//!   [`Kind::periodic`], and is kept across restarts in the outbox file ([`Kind::save`]).
+//!   meanwhile. A condition joins it when the message that fired it was taken
+//!   ([`Kind::delivered`]) and stops being re-posted ([`Kind::periodic`]) as soon as a message
+//!   carrying its end is composed, taken or not (an end given up after `max_age` must not
+//!   leave it firing for ever). The set is kept across restarts in the outbox file
+//!   ([`Kind::save`]).
 //!
 //! Why an alert carries an `endsAt` at all: Alertmanager resolves an alert at its `endsAt`, so
 //! an alert whose sender died resolves by itself after [`Timing::validity`] instead of firing
@@ -123,6 +126,11 @@ struct Firing {
     /// When it was last posted (Unix ms); `None` after a restart: re-post at once.
     #[serde(skip)]
     posted_at_ms: Option<u64>,
+    /// When a message carrying its end was composed (Unix ms): it is no longer re-posted,
+    /// and kept only for its labels until that message is delivered (or, given up, for
+    /// `max_age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ended_at_ms: Option<u64>,
 }
 
 /// What the firing set looks like in the outbox file.
@@ -147,6 +155,9 @@ pub struct Alertmanager {
     firing: BTreeMap<String, Firing>,
     /// The last message composed: its first and last record and its id.
     composed: Option<(u64, u64, String)>,
+    /// How long an ended condition whose end was never delivered is kept (its end is given
+    /// up after the sink's `max_age`).
+    forget_ended_after: Duration,
 }
 
 impl Alertmanager {
@@ -162,7 +173,9 @@ impl Alertmanager {
         // from a file changed since (`url_file`) from panicking: its posts fail and retry.
         let base = url::Url::parse(sink.url.expose_secret())
             .unwrap_or_else(|_| url::Url::parse("http://127.0.0.1:9093/").expect("a valid URL"));
-        Self::for_url(&base, timing)
+        let mut kind = Self::for_url(&base, timing);
+        kind.forget_ended_after = sink.settings.max_age;
+        kind
     }
 
     /// For the Alertmanager at `base` (`http://host:9093`, or with a path prefix).
@@ -172,6 +185,7 @@ impl Alertmanager {
             timing,
             firing: BTreeMap::new(),
             composed: None,
+            forget_ended_after: crate::delivery::settings::DEFAULT_MAX_AGE,
         }
     }
 
@@ -182,7 +196,10 @@ impl Alertmanager {
 
     /// How many alerts are firing (kept alive by re-posts).
     pub fn firing(&self) -> usize {
-        self.firing.len()
+        self.firing
+            .values()
+            .filter(|f| f.ended_at_ms.is_none())
+            .count()
     }
 
     /// The alerts for `records` and how they change the firing set, reading the set as it is
@@ -252,6 +269,7 @@ impl Alertmanager {
                             annotations: annotations.clone(),
                             starts_at_ms,
                             posted_at_ms: None,
+                            ended_at_ms: None,
                         };
                         overlay.insert(key.clone(), Some(firing.clone()));
                         changes.push(Change::Fire(key, firing));
@@ -285,7 +303,23 @@ impl Kind for Alertmanager {
         // A record makes at most two alerts (a status left and one entered).
         let covers = records.len().clamp(1, MAX_ALERTS_PER_POST / 2);
         let covered = &records[..covers.min(records.len())];
-        let (alerts, _) = self.plan(id, covered, unix_ms(now));
+        let now_ms = unix_ms(now);
+        let (alerts, changes) = self.plan(id, covered, now_ms);
+        // An ended condition is re-posted no more, delivered or not: were its end given up
+        // (Alertmanager unreachable for `max_age`), re-posting it would keep an alert firing
+        // for a condition that is over. Its labels stay for the end's retries.
+        for change in changes {
+            if let Change::End(key) = change {
+                if let Some(f) = self.firing.get_mut(&key) {
+                    f.ended_at_ms.get_or_insert(now_ms);
+                }
+            }
+        }
+        let forget = millis(self.forget_ended_after).saturating_add(millis(self.timing.validity));
+        self.firing.retain(|_, f| {
+            f.ended_at_ms
+                .is_none_or(|ended| ended.saturating_add(forget) > now_ms)
+        });
         if let (Some(first), Some(last)) = (covered.first(), covered.last()) {
             self.composed = Some((first.seq, last.seq, id.to_owned()));
         }
@@ -358,6 +392,7 @@ impl Kind for Alertmanager {
         let mut due: Vec<(&String, Option<u64>)> = self
             .firing
             .iter()
+            .filter(|(_, f)| f.ended_at_ms.is_none())
             .filter(|(_, f)| {
                 f.posted_at_ms
                     .is_none_or(|p| p.saturating_add(half) <= now_ms)
@@ -420,12 +455,15 @@ impl Kind for Alertmanager {
                         .into_iter()
                         .filter(|(name, _)| ANNOTATION_NAMES.contains(&name.as_str()))
                         .map(|(name, v)| {
-                            let max = if name == "description" {
-                                MAX_DESCRIPTION_BYTES
+                            // The description's lines are its structure; nothing else has any.
+                            let v = if name == "description" {
+                                bound(
+                                    &crate::escape::escape_keeping_lines(&v),
+                                    MAX_DESCRIPTION_BYTES,
+                                )
                             } else {
-                                MAX_SUMMARY_BYTES
+                                bound(&crate::escape::escape(&v), MAX_SUMMARY_BYTES)
                             };
-                            let v = bound(&crate::escape::escape_keeping_lines(&v), max);
                             (name, v)
                         })
                         .collect();
@@ -436,6 +474,7 @@ impl Kind for Alertmanager {
                             annotations,
                             starts_at_ms: f.starts_at_ms.min(MAX_MS),
                             posted_at_ms: None,
+                            ended_at_ms: f.ended_at_ms,
                         },
                     )
                 })
@@ -451,6 +490,7 @@ impl Alertmanager {
         let every = millis(self.timing.repost_every);
         self.firing
             .values()
+            .filter(|f| f.ended_at_ms.is_none())
             .map(|f| f.posted_at_ms.map_or(0, |p| p.saturating_add(every)))
             .min()
     }

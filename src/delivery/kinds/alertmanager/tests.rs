@@ -668,3 +668,42 @@ fn the_documented_alerts_are_exactly_what_is_posted() {
     }
     assert_eq!(documented.len(), made.len());
 }
+
+#[test]
+fn an_end_composed_stops_the_re_posts_even_if_never_delivered_and_is_forgotten_after_max_age() {
+    let mut k = kind();
+    let fired = send(&mut k, &[unexpected(1, T0)], T0);
+    let mut clear = cleared(2, T0 + 10_000);
+    clear.fields["agent_name"] = json!("renamed");
+    // Alertmanager is down: the end is composed (and retried), never taken.
+    let first = k.compose("oncall-2-2", std::slice::from_ref(&clear), at(T0 + 10_000));
+    assert_eq!(k.firing(), 0);
+    assert_eq!(
+        k.next_periodic(),
+        None,
+        "an ended condition is re-posted no more"
+    );
+    assert!(k.periodic(at(T0 + 120_000)).is_none());
+    // A retry an hour later, and one after a restart: still the labels it fired with.
+    let retry = k.compose(
+        "oncall-2-2",
+        std::slice::from_ref(&clear),
+        at(T0 + 3_600_000),
+    );
+    assert_eq!(alerts(&retry.request), alerts(&first.request));
+    assert_eq!(labels(&alerts(&retry.request)[0]), labels(&fired[0]));
+    let mut restarted = kind();
+    restarted.restore(&serde_json::from_str(&k.save().to_string()).unwrap());
+    assert_eq!(restarted.next_periodic(), None);
+    let again = restarted.compose(
+        "oncall-2-2",
+        std::slice::from_ref(&clear),
+        at(T0 + 3_600_000),
+    );
+    assert_eq!(labels(&alerts(&again.request)[0]), labels(&fired[0]));
+    // Given up after max_age (a day): the entry goes with it.
+    let _ = k.compose("x", &[unexpected(3, T0 + 86_400_000)], at(T0 + 86_400_000));
+    assert_eq!(k.firing.len(), 1, "kept until max_age + validity");
+    let _ = k.compose("x", &[unexpected(3, T0 + 86_700_000)], at(T0 + 86_710_001));
+    assert!(k.firing.is_empty(), "{:?}", k.firing.keys());
+}
