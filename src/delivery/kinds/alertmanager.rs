@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Answer, Composed, Kind, Request};
-use crate::delivery::{Record, ResolvedSink};
+use crate::delivery::{Record, ResolvedSink, SinkSettings};
+use crate::policy::Severity;
 
 /// How long a posted alert stays firing in Alertmanager without being posted again (its
 /// `endsAt` = now + this).
@@ -158,6 +159,8 @@ pub struct Alertmanager {
     /// How long an ended condition whose end was never delivered is kept (its end is given
     /// up after the sink's `max_age`).
     forget_ended_after: Duration,
+    /// Which status changes start an alert.
+    status_starts: StatusStarts,
 }
 
 impl Alertmanager {
@@ -175,10 +178,12 @@ impl Alertmanager {
             .unwrap_or_else(|_| url::Url::parse("http://127.0.0.1:9093/").expect("a valid URL"));
         let mut kind = Self::for_url(&base, timing);
         kind.forget_ended_after = sink.settings.max_age;
+        kind.status_starts = StatusStarts::of(&sink.settings);
         kind
     }
 
-    /// For the Alertmanager at `base` (`http://host:9093`, or with a path prefix).
+    /// For the Alertmanager at `base` (`http://host:9093`, or with a path prefix), as a sink
+    /// taking every status change as a condition, with the default `max_age`.
     pub fn for_url(base: &url::Url, timing: Timing) -> Self {
         Alertmanager {
             url: alerts_url(base),
@@ -186,6 +191,7 @@ impl Alertmanager {
             firing: BTreeMap::new(),
             composed: None,
             forget_ended_after: crate::delivery::settings::DEFAULT_MAX_AGE,
+            status_starts: StatusStarts::all(),
         }
     }
 
@@ -220,7 +226,8 @@ impl Alertmanager {
                 key,
                 labels,
                 starts,
-            } in conditions_of(record)
+                resolve_unseen,
+            } in conditions_of(record, &self.status_starts)
             {
                 match (starts, current(&overlay, &key)) {
                     (false, Some(was)) => {
@@ -236,12 +243,14 @@ impl Alertmanager {
                         // An end we never saw start (given up, or fired in an earlier life
                         // whose set was lost): resolve it anyway, Alertmanager may hold it.
                         // (A status merely left, never taken as a condition, is no end.)
-                        if record.resolves {
+                        if resolve_unseen {
                             let at = record.at_ms.min(now_ms);
                             alerts.push(alert(&labels, &annotations, at, at));
                         }
                     }
                     (true, was) => {
+                        // A condition ended (its end composed) and started again is new.
+                        let was = was.filter(|w| w.ended_at_ms.is_none());
                         let mut starts_at_ms = record.at_ms;
                         if let Some(was) = was {
                             if was.labels == labels {
@@ -276,7 +285,7 @@ impl Alertmanager {
                     }
                 }
             }
-            if !starts_condition(record) && !record.resolves {
+            if is_one_off(record) {
                 // A one-off event: posted once, firing for `validity` from when it reaches
                 // Alertmanager (a late delivery is still seen), never re-posted.
                 let labels = labels_of(record, &alertname_of(&record.event), None);
@@ -507,16 +516,66 @@ struct Condition {
     labels: BTreeMap<String, String>,
     /// Starts (true) or ends.
     starts: bool,
+    /// An end whose start this sink never saw is posted anyway (resolved), in case
+    /// Alertmanager holds it from an earlier life.
+    resolve_unseen: bool,
 }
 
-/// The conditions `record` starts or ends. A status change ends the status it leaves and,
-/// unless it `resolves` (the sink took it only as that end), starts the one it enters; a
-/// finding starts or ends its `key`.
-fn conditions_of(record: &Record) -> Vec<Condition> {
-    let condition = |key: String, labels, starts| Condition {
+/// Which status changes start a `CwpAgentStatus` alert: the sink's own choice (`events`,
+/// `min_severity`). A sink also receives the change out of a status it took, as that
+/// status's end, and that change must not fire an alert for the status it enters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatusStarts {
+    /// The statuses taken; `None`: every one (`status_changed` without a status).
+    statuses: Option<Vec<String>>,
+    /// `min_severity`.
+    min_severity: Severity,
+}
+
+impl StatusStarts {
+    /// Every status, every severity (a kind made without a sink's settings).
+    fn all() -> StatusStarts {
+        StatusStarts {
+            statuses: None,
+            min_severity: Severity::Info,
+        }
+    }
+
+    /// What the sink's `events` and `min_severity` take.
+    fn of(sink: &SinkSettings) -> StatusStarts {
+        let selectors: Vec<_> = sink
+            .events
+            .iter()
+            .filter(|s| s.event == "status_changed")
+            .collect();
+        let statuses = if selectors.iter().any(|s| s.status.is_none()) {
+            None
+        } else {
+            Some(selectors.iter().filter_map(|s| s.status.clone()).collect())
+        };
+        StatusStarts {
+            statuses,
+            min_severity: sink.min_severity,
+        }
+    }
+
+    /// Whether `status` is one the sink took.
+    fn takes(&self, status: &str) -> bool {
+        self.statuses
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s == status))
+    }
+}
+
+/// The conditions `record` starts or ends. A status change ends the status it leaves and
+/// starts the one it enters when the sink takes that one ([`StatusStarts`]); a finding starts
+/// its `key`, its clear ends it.
+fn conditions_of(record: &Record, status_starts: &StatusStarts) -> Vec<Condition> {
+    let condition = |key: String, labels, starts, resolve_unseen| Condition {
         key,
         labels,
         starts,
+        resolve_unseen,
     };
     if record.event == "status_changed" {
         let account = record.account.as_deref().unwrap_or("");
@@ -526,32 +585,51 @@ fn conditions_of(record: &Record) -> Vec<Condition> {
         let to = field_text(record, "to_status");
         if let Some(from) = from.as_deref().filter(|f| Some(*f) != to.as_deref()) {
             let labels = labels_of(record, "CwpAgentStatus", Some(from));
-            out.push(condition(status_key(account, &uuid, from), labels, false));
+            let unseen = record.resolves && status_starts.takes(from);
+            out.push(condition(
+                status_key(account, &uuid, from),
+                labels,
+                false,
+                unseen,
+            ));
         }
-        if let Some(to) = to.as_deref().filter(|_| !record.resolves) {
+        let starts =
+            |to: &&str| status_starts.takes(to) && record.severity >= status_starts.min_severity;
+        if let Some(to) = to.as_deref().filter(starts) {
             let labels = labels_of(record, "CwpAgentStatus", Some(to));
-            out.push(condition(status_key(account, &uuid, to), labels, true));
+            out.push(condition(
+                status_key(account, &uuid, to),
+                labels,
+                true,
+                false,
+            ));
         }
         return out;
     }
-    if record.resolves {
+    if ends_condition(record) {
         let started = record
             .event
             .strip_suffix("_cleared")
             .unwrap_or(&record.event);
         let labels = labels_of(record, &alertname_of(started), None);
-        return vec![condition(record.key.clone(), labels, false)];
+        return vec![condition(record.key.clone(), labels, false, true)];
     }
-    if starts_condition(record) {
+    if CONDITION_EVENTS.contains(&record.event.as_str()) {
         let labels = labels_of(record, &alertname_of(&record.event), None);
-        return vec![condition(record.key.clone(), labels, true)];
+        return vec![condition(record.key.clone(), labels, true, false)];
     }
     Vec::new()
 }
 
-/// Whether `record` starts a condition (and so fires until a record ends it).
-fn starts_condition(record: &Record) -> bool {
-    !record.resolves && CONDITION_EVENTS.contains(&record.event.as_str())
+/// Whether `record` (not a status change) ends its condition: a clear, or any record that
+/// says it `resolves`.
+fn ends_condition(record: &Record) -> bool {
+    record.resolves || record.event.ends_with("_cleared")
+}
+
+/// Whether `record` is a one-off event: no condition starts or ends with it.
+fn is_one_off(record: &Record) -> bool {
+    !CONDITION_EVENTS.contains(&record.event.as_str()) && !ends_condition(record)
 }
 
 /// An agent's status as a condition: one per account, agent and status.

@@ -19,6 +19,31 @@ fn kind() -> Alertmanager {
     )
 }
 
+/// A kind made as the daemon makes it, for a sink with these `events` and `min_severity`.
+fn kind_for_sink(events: &[&str], min_severity: Severity) -> Alertmanager {
+    use crate::delivery::{EventSelector, ResolvedSink, SinkKind, SinkSettings, UrlSource};
+    let url = url::Url::parse("http://127.0.0.1:9093").unwrap();
+    let sink = ResolvedSink {
+        settings: SinkSettings {
+            name: "oncall".to_owned(),
+            kind: SinkKind::Alertmanager,
+            url: UrlSource::Inline(url.clone()),
+            secret_file: None,
+            events: events
+                .iter()
+                .map(|e| EventSelector::parse(e).unwrap())
+                .collect(),
+            min_severity,
+            max_age: Duration::from_secs(3600),
+            per_minute: 120,
+            outbox_limit: 100,
+        },
+        url: secrecy::SecretString::from(url.to_string()),
+        secret: None,
+    };
+    Alertmanager::with_timing(&sink, Timing::default())
+}
+
 fn record(seq: u64, at_ms: u64, event: &str, key: &str, resolves: bool, fields: Value) -> Record {
     Record {
         seq,
@@ -218,7 +243,8 @@ fn the_set_moves_only_when_delivered() {
 
 #[test]
 fn a_status_fires_with_its_status_label_and_the_change_out_of_it_resolves_it() {
-    let mut k = kind();
+    // A sink with `events = ["status_changed:AGENT_OFFLINE"]`.
+    let mut k = kind_for_sink(&["status_changed:AGENT_OFFLINE"], Severity::Warning);
     let posted = send(
         &mut k,
         &[status(1, T0, "ONLINE", "AGENT_OFFLINE", false)],
@@ -706,4 +732,52 @@ fn an_end_composed_stops_the_re_posts_even_if_never_delivered_and_is_forgotten_a
     assert_eq!(k.firing.len(), 1, "kept until max_age + validity");
     let _ = k.compose("x", &[unexpected(3, T0 + 86_700_000)], at(T0 + 86_710_001));
     assert!(k.firing.is_empty(), "{:?}", k.firing.keys());
+}
+
+#[test]
+fn a_status_fires_only_when_the_sink_took_it_not_when_it_came_as_the_end_of_another() {
+    // `status_changed` (every status) with `min_severity = "warning"`: the change back to
+    // COMPLETE (info) comes only as AGENT_OFFLINE's end.
+    let mut k = kind_for_sink(&["port_unexpected", "status_changed"], Severity::Warning);
+    let mut offline = status(1, T0, "COMPLETE", "AGENT_OFFLINE", false);
+    offline.severity = Severity::Warning;
+    send(&mut k, &[offline], T0);
+    let mut back = status(2, T0 + 1000, "AGENT_OFFLINE", "COMPLETE", false);
+    back.severity = Severity::Info;
+    let posted = send(&mut k, &[back], T0 + 1000);
+    assert_eq!(posted.len(), 1, "{posted:#?}");
+    assert_eq!(labels(&posted[0])["status"], "AGENT_OFFLINE");
+    assert_eq!(posted[0]["endsAt"], "2026-12-08T03:00:01.000Z");
+    assert_eq!(k.firing(), 0);
+
+    // Only FAILED taken: a change into AGENT_OFFLINE fires nothing, out of an unseen FAILED
+    // that says it resolves posts FAILED resolved, out of an unseen COMPLETE nothing.
+    let mut k = kind_for_sink(&["status_changed:FAILED"], Severity::Info);
+    assert!(
+        send(
+            &mut k,
+            &[status(1, T0, "COMPLETE", "AGENT_OFFLINE", false)],
+            T0
+        )
+        .is_empty()
+    );
+    let posted = send(&mut k, &[status(2, T0, "FAILED", "COMPLETE", true)], T0);
+    assert_eq!(posted.len(), 1);
+    assert_eq!(labels(&posted[0])["status"], "FAILED");
+    assert_eq!(posted[0]["startsAt"], posted[0]["endsAt"]);
+    assert!(send(&mut k, &[status(3, T0, "COMPLETE", "NO_TASK", true)], T0).is_empty());
+    assert_eq!(k.firing(), 0);
+}
+
+#[test]
+fn a_kind_made_for_a_sink_posts_to_its_url_and_forgets_ends_after_its_max_age() {
+    let mut k = kind_for_sink(&["port_unexpected"], Severity::Warning);
+    assert_eq!(k.url().as_str(), "http://127.0.0.1:9093/api/v2/alerts");
+    send(&mut k, &[unexpected(1, T0)], T0);
+    let _ = k.compose("x", &[cleared(2, T0)], at(T0));
+    // max_age one hour, validity five minutes.
+    let _ = k.compose("x", &[cleared(2, T0)], at(T0 + 3_899_999));
+    assert_eq!(k.firing.len(), 1);
+    let _ = k.compose("x", &[cleared(2, T0)], at(T0 + 3_900_000));
+    assert!(k.firing.is_empty());
 }
