@@ -318,10 +318,10 @@ impl Kind for Alertmanager {
         // (Alertmanager unreachable for `max_age`), re-posting it would keep an alert firing
         // for a condition that is over. Its labels stay for the end's retries.
         for change in changes {
-            if let Change::End(key) = change {
-                if let Some(f) = self.firing.get_mut(&key) {
-                    f.ended_at_ms.get_or_insert(now_ms);
-                }
+            if let Change::End(key) = change
+                && let Some(f) = self.firing.get_mut(&key)
+            {
+                f.ended_at_ms.get_or_insert(now_ms);
             }
         }
         let forget = millis(self.forget_ended_after).saturating_add(millis(self.timing.validity));
