@@ -359,7 +359,7 @@ async fn re_posts_keep_an_alert_firing_past_its_first_ends_at_and_without_them_i
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        (4..=8).contains(&reposts),
+        (3..=8).contains(&reposts),
         "{reposts} re-posts in 6 s, one due each second"
     );
     let alerts = am.alerts().await;
@@ -382,7 +382,7 @@ async fn re_posts_keep_an_alert_firing_past_its_first_ends_at_and_without_them_i
     am.wait_for("resolved by its endsAt", |a| find(a, &want).is_none())
         .await;
     assert!(
-        stopped.elapsed() <= Duration::from_secs(3) + Duration::from_millis(1500),
+        stopped.elapsed() <= Duration::from_secs(3 + 3),
         "resolved {:?} after the last re-post, validity 3 s",
         stopped.elapsed()
     );
@@ -532,5 +532,74 @@ async fn the_documented_route_loads_routes_by_severity_and_inhibits_as_the_page_
     assert_eq!(
         inhibited["status"]["inhibitedBy"].as_array().unwrap().len(),
         1
+    );
+}
+
+#[tokio::test]
+async fn after_a_restart_the_saved_firing_set_is_posted_at_once_and_fires_again() {
+    let am = RealAlertmanager::start().await;
+    let timing = Timing {
+        validity: Duration::from_secs(2),
+        repost_every: Duration::from_secs(1),
+    };
+    let mut kind = kind_for(&am, timing);
+    let posted = deliver(&mut kind, "oncall-1-1", &[finding(1, "u-6", 22, false)]).await;
+    let want = labels(&posted[0]);
+    am.wait_for("firing", |a| find(a, &want).is_some()).await;
+    // Saved in the outbox file (its JSON text); then the daemon is down long enough for
+    // Alertmanager to resolve the alert by its endsAt.
+    let saved: Value = serde_json::from_str(&kind.save().to_string()).unwrap();
+    drop(kind);
+    am.wait_for("resolved while we were down", |a| find(a, &want).is_none())
+        .await;
+
+    let mut restarted = kind_for(&am, timing);
+    restarted.restore(&saved);
+    let now = SystemTime::now();
+    assert!(
+        restarted.next_periodic().is_some_and(|due| due <= now),
+        "due at once"
+    );
+    let request = restarted.periodic(now).expect("the restored set");
+    assert_eq!(post(&restarted, &request).await, Answer::Delivered);
+    let alerts = am
+        .wait_for("firing again", |a| {
+            find(a, &want).is_some_and(|a| state(a) == "active")
+        })
+        .await;
+    assert_eq!(
+        find(&alerts, &want).unwrap()["startsAt"],
+        posted[0]["startsAt"],
+        "the condition started when it first did"
+    );
+}
+
+#[tokio::test]
+async fn hostile_values_from_hosts_reach_alertmanager_as_valid_bounded_labels() {
+    let am = RealAlertmanager::start().await;
+    let mut kind = kind_for(&am, Timing::default());
+    let mut r = finding(1, "u-7", 22, false);
+    let name = format!("web\n\u{1b}[31m\u{0}\u{202e}{}", "名".repeat(400));
+    r.fields.insert("agent_name".into(), json!(name));
+    r.fields.insert("process_name".into(), json!(""));
+    r.message = format!("{}\r\n", "x".repeat(10_000));
+    let posted = deliver(&mut kind, "oncall-1-1", &[r]).await;
+    let want = labels(&posted[0]);
+    let agent = &want["agent"];
+    assert!(
+        agent.starts_with("web\\n\\u{1b}[31m\\u{0}\\u{202e}名"),
+        "{agent}"
+    );
+    assert!(agent.len() <= 256, "{}", agent.len());
+    assert!(!want.contains_key("process"), "empty: left out");
+    let alerts = am.wait_for("firing", |a| find(a, &want).is_some()).await;
+    let summary = find(&alerts, &want).unwrap()["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        summary.len() <= 1024 && summary.ends_with('…'),
+        "{}",
+        summary.len()
     );
 }
