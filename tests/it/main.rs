@@ -9,6 +9,7 @@
 mod support;
 
 mod accounts;
+mod alertmanager;
 mod assume_role;
 mod cli;
 mod client;
