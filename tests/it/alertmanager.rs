@@ -242,6 +242,7 @@ fn record(seq: u64, event: &str, key: &str, resolves: bool, fields: Value) -> Re
         severity: Severity::Critical,
         key: key.to_owned(),
         resolves,
+        ends: None,
         message: format!("web-01 (6b6cd843…): {event}"),
         fields: fields.as_object().unwrap().clone(),
     }

@@ -53,6 +53,7 @@ fn record(seq: u64, at_ms: u64, event: &str, key: &str, resolves: bool, fields: 
         severity: Severity::Critical,
         key: key.to_owned(),
         resolves,
+        ends: None,
         message: format!("{event} message"),
         fields: fields.as_object().unwrap().clone(),
     }
@@ -611,6 +612,7 @@ fn documented_messages() -> Vec<Value> {
             severity: Severity::Critical,
             key: format!("prod/{uuid}/unexpected/22/sshd"),
             resolves,
+            ends: None,
             message: whole.message(),
             fields: fields.as_object().unwrap().clone(),
         }
@@ -631,6 +633,7 @@ fn documented_messages() -> Vec<Value> {
         severity: Severity::Warning,
         key: "prod/0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6/status/AGENT_OFFLINE".to_owned(),
         resolves: false,
+        ends: None,
         message: offline.message(),
         fields: json!({
             "uuid": "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", "agent_name": "db-01",

@@ -38,6 +38,7 @@ pub fn finding(seq: u64, event: &str, agent_name: &str, process_name: &str) -> R
         severity: Severity::Critical,
         key: format!("{event}/6b6cd843/22/{process_name}"),
         resolves: event.ends_with("_cleared"),
+        ends: None,
         message: format!(
             "{agent_name} (6b6cd843…): port 22 open by {process_name} is unexpected \
              (rule no-ssh, critical)"
