@@ -6,23 +6,59 @@
 //! JSON is encoded straight into the file on a blocking thread whose handle this saver owns
 //! and awaits, so the file's bytes never sit in memory whole (issue 13: at 100k agents they
 //! were a 13 MB buffer per save).
+//!
+//! The save barrier ([`Engine::with_save_barrier`], alert delivery's outboxes) runs on that
+//! same blocking thread right before each write, of this file and of the inventory's: an
+//! event is on disk in its sinks' outboxes before the file that says it was emitted.
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::STATE_SAVE_EVERY;
 use super::agents::AgentTable;
-use crate::state::StateFile;
+use super::dispatcher::Engine;
+use super::Poller;
+use crate::state::{SaveBarrier, StateFile};
+
+impl<P: Poller> Engine<P> {
+    /// Calls `barrier` (on the saving thread) before each write of the state and inventory
+    /// files, whichever builder comes first.
+    pub fn with_save_barrier(mut self, barrier: SaveBarrier) -> Self {
+        if let Some(inventory) = &mut self.inventory {
+            inventory.saver.set_barrier(Some(barrier.clone()));
+        }
+        self.saver.barrier = Some(barrier);
+        self
+    }
+}
+
+/// Runs the barrier, if any (on a blocking thread).
+pub(super) fn run_barrier(barrier: Option<&SaveBarrier>) {
+    if let Some(barrier) = barrier {
+        barrier();
+    }
+}
 
 /// The state file and when it was last written.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct StateSaver {
     file: Option<StateFile>,
+    /// Made durable before each write ([`Engine::with_save_barrier`]).
+    pub(super) barrier: Option<SaveBarrier>,
     /// Something changed since the last write began.
     dirty: bool,
     last_save: Option<Instant>,
     /// The write in progress (one at a time).
     writing: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StateSaver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSaver")
+            .field("file", &self.file)
+            .field("barrier", &self.barrier.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StateSaver {
@@ -51,7 +87,9 @@ impl StateSaver {
         self.dirty = false;
         let entries = agents.known_copy();
         let file = file.clone();
+        let barrier = self.barrier.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
+            run_barrier(barrier.as_ref());
             if let Err(e) = file.write_entries(&entries) {
                 tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
             }
@@ -68,7 +106,12 @@ impl StateSaver {
             return;
         };
         let entries = agents.known_copy();
-        let written = tokio::task::spawn_blocking(move || file.write_entries(&entries)).await;
+        let barrier = self.barrier.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            run_barrier(barrier.as_ref());
+            file.write_entries(&entries)
+        })
+        .await;
         if let Ok(Err(e)) = written {
             tracing::error!(error_code = e.code(), "cannot write the state file: {e}");
         }
