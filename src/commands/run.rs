@@ -246,7 +246,10 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
 /// Its series are process-wide: any account's handle on the registry updates them.
 fn start_delivery(
     settings: &crate::config::Settings,
-    metrics: Option<&(Vec<Arc<crate::metrics::Metrics>>, crate::metrics::MetricsServer)>,
+    metrics: Option<&(
+        Vec<Arc<crate::metrics::Metrics>>,
+        crate::metrics::MetricsServer,
+    )>,
     log: &Arc<dyn EventSink>,
     shutdown: &Shutdown,
 ) -> Result<Option<Arc<Delivery>>, CommandError> {

@@ -48,7 +48,11 @@ fn read_secret(sink: &str, path: &Path) -> Result<SecretString, DeliveryError> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| fail(format!("{e}; check the path (systemd credentials: %d/NAME)")))?;
+        .map_err(|e| {
+            fail(format!(
+                "{e}; check the path (systemd credentials: %d/NAME)"
+            ))
+        })?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if !meta.is_file() {
         return Err(fail("not a regular file".to_owned()));

@@ -233,9 +233,8 @@ impl Delivery {
     /// Events emitted after this wait in the outboxes for the next start.
     pub async fn finish(&self) {
         self.stop.cancel();
-        let workers = std::mem::take(
-            &mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner),
-        );
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let bound = self.finish_within + Duration::from_secs(1);
         for worker in workers {
             let abort = worker.abort_handle();
@@ -341,7 +340,11 @@ fn http_transport(
     let client = options
         .trust
         .client(&url, |builder| {
-            let builder = if loopback { builder.no_proxy() } else { builder };
+            let builder = if loopback {
+                builder.no_proxy()
+            } else {
+                builder
+            };
             builder
                 .timeout(timeout)
                 .connect_timeout(timeout)

@@ -267,7 +267,12 @@ impl Outbox {
             previous = r.seq;
         }
         if let Some(f) = &file.in_flight {
-            let prefix: Vec<u64> = file.records.iter().take(f.seqs.len()).map(|r| r.seq).collect();
+            let prefix: Vec<u64> = file
+                .records
+                .iter()
+                .take(f.seqs.len())
+                .map(|r| r.seq)
+                .collect();
             let expected = match (f.seqs.first(), f.seqs.last()) {
                 (Some(first), Some(last)) => message_id(sink, *first, *last),
                 _ => String::new(),
@@ -411,7 +416,11 @@ mod tests {
         assert_eq!(o.start(2).as_deref(), Some("s-1-2"));
         assert_eq!(o.finish_in_flight().len(), 2);
         assert!(o.is_empty());
-        assert_eq!(o.push(record(3, false)).0, 3, "numbers go on after delivery");
+        assert_eq!(
+            o.push(record(3, false)).0,
+            3,
+            "numbers go on after delivery"
+        );
         assert_eq!(o.start(1).as_deref(), Some("s-3-3"));
     }
 
@@ -423,7 +432,11 @@ mod tests {
         }
         assert_eq!(o.start(3).as_deref(), Some("s-1-3"));
         o.push(record(6, false));
-        assert_eq!(seqs(&o).len(), 3, "a re-send carries exactly the records in flight");
+        assert_eq!(
+            seqs(&o).len(),
+            3,
+            "a re-send carries exactly the records in flight"
+        );
         assert_eq!(o.offer(1).len(), 3, "whatever the offer's size");
         let v = o.version();
         assert_eq!(o.start(3).as_deref(), Some("s-1-3"), "same id");
@@ -441,7 +454,11 @@ mod tests {
         o.push(record(2, false));
         o.push(record(3, false));
         let (_, evicted) = o.push(record(4, true));
-        assert_eq!(evicted.map(|r| r.seq), Some(2), "the resolution (1) is kept");
+        assert_eq!(
+            evicted.map(|r| r.seq),
+            Some(2),
+            "the resolution (1) is kept"
+        );
         assert_eq!(seqs(&o), [1, 3, 4]);
         assert_eq!(o.take_evicted(), 1);
         assert_eq!(o.take_evicted(), 0, "reported once");
@@ -511,7 +528,10 @@ mod tests {
             good.replace("\"version\":1", "\"version\":9"),
             good.replace("\"sink\":\"s\"", "\"sink\":\"other\""),
             good.replace("\"next_seq\":3", "\"next_seq\":2"),
-            good.replace("\"in_flight\":null", r#""in_flight":{"id":"s-2-2","seqs":[2]}"#),
+            good.replace(
+                "\"in_flight\":null",
+                r#""in_flight":{"id":"s-2-2","seqs":[2]}"#,
+            ),
             good.replace("\"in_flight\":null", r#""in_flight":{"id":"x","seqs":[1]}"#),
         ];
         for (n, text) in bad.iter().enumerate() {

@@ -137,7 +137,9 @@ impl Clock {
 
     /// Unix milliseconds now.
     pub fn now_ms(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.at).as_millis();
+        let elapsed = Instant::now()
+            .saturating_duration_since(self.at)
+            .as_millis();
         self.unix_ms
             .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
@@ -299,11 +301,7 @@ impl SinkShared {
     ) -> SinkShared {
         if let Some(m) = &metrics {
             m.sink_known(name);
-            m.sink_events(
-                name,
-                DeliveryOutcome::Dropped,
-                outbox.evicted_unreported(),
-            );
+            m.sink_events(name, DeliveryOutcome::Dropped, outbox.evicted_unreported());
             m.set_outbox_events(name, outbox.len());
         }
         SinkShared {
@@ -512,10 +510,8 @@ impl Worker {
         } else {
             periodic_at.map(|t| t.max(gate))
         };
-        let report_at = (self.shared.outbox().evicted_unreported() > 0).then(|| {
-            self.last_full_report
-                .map_or(now, |t| t + FULL_REPORT_EVERY)
-        });
+        let report_at = (self.shared.outbox().evicted_unreported() > 0)
+            .then(|| self.last_full_report.map_or(now, |t| t + FULL_REPORT_EVERY));
         Step::Wait(match (wake, report_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -26,7 +26,7 @@ pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
 pub(super) struct InventorySaver {
     file: Option<InventoryFile>,
     /// Made durable before each write (`Engine::with_save_barrier`).
-    barrier: Option<SaveBarrier>,
+    pub(super) barrier: Option<SaveBarrier>,
     /// Snapshots changed since the last save.
     pub(super) dirty: bool,
     last_save: Option<Instant>,

@@ -14,6 +14,7 @@ mod cli;
 mod client;
 mod cvm_role;
 mod daemon;
+mod delivery;
 mod discovery;
 mod dispatch;
 mod hostile;

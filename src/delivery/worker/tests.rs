@@ -243,7 +243,10 @@ fn backoff_doubles_from_1_s_to_5_min() {
 #[test]
 fn retry_after_is_seconds_or_a_date() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-    assert_eq!(parse_retry_after(" 30 ", now), Some(Duration::from_secs(30)));
+    assert_eq!(
+        parse_retry_after(" 30 ", now),
+        Some(Duration::from_secs(30))
+    );
     let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
     assert_eq!(
         parse_retry_after(&later, now),
@@ -271,13 +274,20 @@ async fn the_rate_window_is_never_exceeded_and_nothing_is_dropped() {
     let seen = script.seen();
     assert_eq!(seen.len(), 10, "every event, one per message");
     // Exactly when the window allows: three at once, then three as each minute ends.
-    assert_eq!(offsets(&seen, t0), [0, 0, 0, 60, 60, 60, 120, 120, 120, 180]);
+    assert_eq!(
+        offsets(&seen, t0),
+        [0, 0, 0, 60, 60, 60, 120, 120, 120, 180]
+    );
     for (i, s) in seen.iter().enumerate() {
         let in_window = seen[i..]
             .iter()
             .filter(|o| o.at - s.at < RATE_WINDOW)
             .count();
-        assert!(in_window <= 3, "{} requests in the 60 s from #{i}", in_window);
+        assert!(
+            in_window <= 3,
+            "{} requests in the 60 s from #{i}",
+            in_window
+        );
     }
     let seqs: Vec<u64> = seen.iter().flat_map(|s| s.seqs.clone()).collect();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
@@ -344,7 +354,11 @@ async fn failures_back_off_doubling_and_retry_after_is_honoured() {
         seen.iter().all(|s| s.id.as_deref() == Some("s-1-1")),
         "every try is the same message"
     );
-    assert_eq!(rig.shared.outbox().len(), 1, "the unanswered try is still in flight");
+    assert_eq!(
+        rig.shared.outbox().len(),
+        1,
+        "the unanswered try is still in flight"
+    );
     rig.stop().await;
 }
 
@@ -370,7 +384,10 @@ async fn records_older_than_max_age_are_given_up_and_said_so() {
     assert_eq!(rig.failed().len(), 1, "{:?}", rig.failed());
     let (message, events) = rig.failed()[0].clone();
     assert_eq!(events, 3);
-    assert!(message.contains("HTTP 503") && message.contains("1m"), "{message}");
+    assert!(
+        message.contains("HTTP 503") && message.contains("1m"),
+        "{message}"
+    );
     assert_eq!(rig.shared.outbox().len(), 1);
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(rig.failed().len(), 2);
