@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +56,9 @@ pub fn message_id(sink: &str, first: u64, last: u64) -> String {
 pub struct Outbox {
     sink: String,
     limit: usize,
-    records: VecDeque<Record>,
+    /// Shared, never changed in place: a save copies pointers under the lock and encodes
+    /// outside it ([`Outbox::snapshot`]).
+    records: VecDeque<Arc<Record>>,
     next_seq: u64,
     in_flight: Option<InFlight>,
     kind_state: serde_json::Value,
@@ -111,7 +114,7 @@ impl Outbox {
         // u64: at a million events a second, half a million years.
         self.next_seq = self.next_seq.saturating_add(1);
         record.seq = seq;
-        self.records.push_back(record);
+        self.records.push_back(Arc::new(record));
         self.changed();
         let evicted = (self.records.len() > self.limit)
             .then(|| self.evict_one())
@@ -127,10 +130,10 @@ impl Outbox {
         let index = (flying..self.records.len())
             .find(|&i| !self.records[i].resolves)
             .or_else(|| (flying < self.records.len()).then_some(flying))?;
-        let evicted = self.records.remove(index);
+        let evicted = self.records.remove(index)?;
         self.evicted_unreported = self.evicted_unreported.saturating_add(1);
         self.changed();
-        evicted
+        Some(Arc::unwrap_or_clone(evicted))
     }
 
     /// Records given up by a full outbox since the last call (for `delivery_failed`).
@@ -153,8 +156,9 @@ impl Outbox {
     }
 
     /// What the next message is made of: the records in flight when there is a message in
-    /// flight (a re-send carries exactly them), else the first `max` records.
-    pub fn offer(&self, max: usize) -> Vec<Record> {
+    /// flight (a re-send carries exactly them), else the first `max` records. Shared: the
+    /// caller copies them after releasing the outbox's lock.
+    pub fn offer(&self, max: usize) -> Vec<Arc<Record>> {
         let n = match &self.in_flight {
             Some(f) => f.seqs.len(),
             None => max.max(1),
@@ -191,7 +195,10 @@ impl Outbox {
             return Vec::new();
         };
         self.changed();
-        self.records.drain(..f.seqs.len()).collect()
+        self.records
+            .drain(..f.seqs.len())
+            .map(Arc::unwrap_or_clone)
+            .collect()
     }
 
     /// Gives up every record not in flight emitted before `cutoff_ms` (Unix milliseconds);
@@ -230,20 +237,21 @@ impl Outbox {
         }
     }
 
+    /// What a save writes, taken under the outbox's lock: cheap (the records are shared,
+    /// not copied), so an emit never waits for a large outbox to be encoded.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            sink: self.sink.clone(),
+            next_seq: self.next_seq,
+            in_flight: self.in_flight.clone(),
+            kind_state: self.kind_state.clone(),
+            records: self.records.iter().cloned().collect(),
+        }
+    }
+
     /// The file's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let file = FileOut {
-            version: VERSION,
-            sink: &self.sink,
-            next_seq: self.next_seq,
-            in_flight: self.in_flight.as_ref(),
-            kind: &self.kind_state,
-            records: &self.records,
-        };
-        // Strings, numbers and JSON values only: serialising to memory cannot fail.
-        let mut bytes = serde_json::to_vec(&file).unwrap_or_default();
-        bytes.push(b'\n');
-        bytes
+        self.snapshot().encode()
     }
 
     /// The outbox a file held, checked: its sink, ascending sequence numbers below
@@ -285,7 +293,7 @@ impl Outbox {
         outbox.next_seq = file.next_seq;
         outbox.in_flight = file.in_flight;
         outbox.kind_state = file.kind;
-        outbox.records = file.records.into();
+        outbox.records = file.records.into_iter().map(Arc::new).collect();
         while outbox.records.len() > outbox.limit {
             if outbox.evict_one().is_none() {
                 // Everything left is in flight: the message is composed again, smaller.
@@ -296,6 +304,34 @@ impl Outbox {
     }
 }
 
+/// An outbox's content at one moment ([`Outbox::snapshot`]), to encode outside its lock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    sink: String,
+    next_seq: u64,
+    in_flight: Option<InFlight>,
+    kind_state: serde_json::Value,
+    records: Vec<Arc<Record>>,
+}
+
+impl Snapshot {
+    /// The file's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let file = FileOut {
+            version: VERSION,
+            sink: &self.sink,
+            next_seq: self.next_seq,
+            in_flight: self.in_flight.as_ref(),
+            kind: &self.kind_state,
+            records: &self.records,
+        };
+        // Strings, numbers and JSON values only: serialising to memory cannot fail.
+        let mut bytes = serde_json::to_vec(&file).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
 #[derive(Serialize)]
 struct FileOut<'a> {
     version: u32,
@@ -303,7 +339,7 @@ struct FileOut<'a> {
     next_seq: u64,
     in_flight: Option<&'a InFlight>,
     kind: &'a serde_json::Value,
-    records: &'a VecDeque<Record>,
+    records: &'a [Arc<Record>],
 }
 
 #[derive(Deserialize)]

@@ -142,3 +142,35 @@ async fn the_shutdown_ends_the_workers_within_its_bound() {
     delivery.finish().await;
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn a_record_keeps_the_account_its_event_was_emitted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let delivery = Delivery::start(
+        vec![sink("a", "http://127.0.0.1:1/")],
+        dir.path(),
+        None,
+        Arc::new(CollectingSink::default()),
+        CancellationToken::new(),
+    )
+    .unwrap();
+    let shared: Arc<dyn EventSink> = delivery.clone();
+    crate::account::AccountSink::new(shared, "prod").emit(&skew(1));
+    delivery.emit(&skew(2));
+    delivery.finish().await;
+    let on_disk = OutboxFile::for_sink(dir.path(), "a")
+        .load("a", 100)
+        .unwrap();
+    let text = String::from_utf8(on_disk.encode()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let accounts: Vec<&serde_json::Value> = json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["account"])
+        .collect();
+    assert_eq!(
+        accounts,
+        [&serde_json::json!("prod"), &serde_json::Value::Null]
+    );
+}

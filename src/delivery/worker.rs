@@ -344,22 +344,22 @@ impl SinkShared {
         self.wake.notify_one();
     }
 
-    /// Writes the outbox when it changed since the last write (blocking: fsyncs). The
-    /// outbox is encoded under its lock and written after releasing it, so emits never wait
-    /// for the disk.
+    /// Writes the outbox when it changed since the last write (blocking: fsyncs). Only a
+    /// snapshot (pointers) is taken under the outbox's lock; it is encoded and written after
+    /// releasing it, so emits never wait for the encoding nor the disk.
     pub fn persist(&self) -> Result<(), StateError> {
         let Some(file) = &self.file else {
             return Ok(());
         };
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        let (version, bytes) = {
+        let (version, snapshot) = {
             let outbox = self.outbox();
             if outbox.version() == *written {
                 return Ok(());
             }
-            (outbox.version(), outbox.encode())
+            (outbox.version(), outbox.snapshot())
         };
-        file.write(&bytes)?;
+        file.write(&snapshot.encode())?;
         *written = version;
         Ok(())
     }
@@ -546,7 +546,8 @@ impl Worker {
     /// `true` when the shutdown left it unanswered (the task ends).
     async fn send_records(&mut self) -> bool {
         let now = self.clock.system_now();
-        let offered = self.shared.outbox().offer(MAX_OFFER);
+        let shared = self.shared.outbox().offer(MAX_OFFER);
+        let offered: Vec<Record> = shared.into_iter().map(Arc::unwrap_or_clone).collect();
         let Some(first) = offered.first().map(|r| r.seq) else {
             return false;
         };
