@@ -227,4 +227,24 @@ mod tests {
         assert_eq!(deferred, ["api.ca_file"]);
         assert_eq!(applied.api.ca_file, None);
     }
+
+    #[test]
+    fn changed_sinks_wait_for_a_restart() {
+        let current = settings("");
+        let mut new = settings("");
+        new.sinks.push(crate::delivery::SinkSettings {
+            name: "oncall".into(),
+            kind: crate::delivery::SinkKind::Alertmanager,
+            url: crate::delivery::UrlSource::Inline("http://127.0.0.1:9093".parse().unwrap()),
+            secret_file: None,
+            events: crate::delivery::select::default_selectors(),
+            min_severity: crate::policy::Severity::Warning,
+            max_age: crate::delivery::settings::DEFAULT_MAX_AGE,
+            per_minute: 120,
+            outbox_limit: 100,
+        });
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[[sink]]"]);
+        assert!(applied.sinks.is_empty(), "the running sinks stay");
+    }
 }

@@ -20,7 +20,7 @@
 //! - [`settings`]: the validated `[[sink]]` blocks and the secrets their files hold.
 //!
 //! Sinks are set up at start: a SIGHUP that changes `[[sink]]` blocks takes effect at the
-//! next restart (`commands::reload` says so in `reload_not_applied`).
+//! next restart (`commands::reload` puts it among the changes that wait, and says so).
 
 pub mod interim;
 pub mod kinds;
