@@ -38,7 +38,7 @@ use crate::inventory::store::{InventoryFile, InventoryMap};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::shutdown::Shutdown;
-use crate::state::{self, SetAside, StateError, StateFile};
+use crate::state::{self, SaveBarrier, SetAside, StateError, StateFile};
 use crate::tracker::KnownMap;
 use crate::watchlist::{Agent, Watchlist};
 
@@ -67,6 +67,9 @@ pub(super) struct Shared<'a> {
     pub(super) metrics: Option<&'a Arc<Metrics>>,
     /// The expected-ports policy, when `[policy] file` names one.
     pub(super) policy: Option<Arc<Policy>>,
+    /// Alert delivery's outboxes, made durable before each state or inventory write, when
+    /// `[[sink]]` blocks are configured.
+    pub(super) barrier: Option<SaveBarrier>,
 }
 
 /// One account's share of the daemon: its own engine (limiters, rate control, credentials
@@ -100,6 +103,7 @@ struct Starting {
     index: usize,
     agents: Vec<Agent>,
     metrics: Option<Arc<Metrics>>,
+    barrier: Option<SaveBarrier>,
     found: FoundSender,
     control_rx: mpsc::UnboundedReceiver<Control>,
     /// The last failure, for `STATUS=`.
@@ -120,7 +124,11 @@ impl AccountRun {
         shutdown: &Shutdown,
         to_daemon: &ToDaemon,
     ) -> Result<AccountRun, CommandError> {
-        let Shared { metrics, policy } = shared;
+        let Shared {
+            metrics,
+            policy,
+            barrier,
+        } = shared;
         let settings = plan.settings;
         let (control, control_rx) = mpsc::unbounded_channel();
         let status = Arc::new(EngineStatus::default());
@@ -141,6 +149,7 @@ impl AccountRun {
                 index,
                 agents: watchlist.agents,
                 metrics: metrics.cloned(),
+                barrier,
                 found: to_daemon.found.clone(),
                 control_rx,
                 problem: Arc::new(Mutex::new(String::new())),
@@ -213,6 +222,7 @@ impl AccountRun {
             index,
             agents,
             metrics,
+            barrier,
             found,
             control_rx,
             ..
@@ -269,6 +279,10 @@ impl AccountRun {
             .with_status(self.status.clone());
         let engine = match metrics {
             Some(registry) => engine.with_metrics(registry),
+            None => engine,
+        };
+        let engine = match barrier {
+            Some(barrier) => engine.with_save_barrier(barrier),
             None => engine,
         };
         // Before the inventory: its agents' stored findings are compared with this policy's

@@ -89,6 +89,9 @@ pub enum CommandError {
     /// `once` could not discover the agents (`[discovery]`).
     #[error("cannot discover agents: {0}")]
     Discovery(#[from] crate::discovery::DiscoveryError),
+    /// Alert delivery (`[[sink]]`) could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 impl CommandError {
@@ -107,6 +110,7 @@ impl CommandError {
             CommandError::Output(_) => "CommandError.Output",
             CommandError::Engine(_) => "CommandError.Engine",
             CommandError::Discovery(_) => "CommandError.Discovery",
+            CommandError::Delivery(e) => e.code(),
         }
     }
 }

@@ -5,8 +5,8 @@
 //! expected-ports policy (`[policy] file`, re-read at each SIGHUP and sent to every engine,
 //! which evaluates the stored inventories again: `commands::run`); the
 //! client's endpoint, region and timeout, the STS endpoint, the credentials, the state folder,
-//! logging, `[discovery]` and `[metrics]` were wired in at start and stay as they run until a
-//! restart.
+//! logging, `[discovery]`, `[metrics]` and the `[[sink]]` blocks were wired in at start and
+//! stay as they run until a restart.
 //! The async side (re-reading the files, telling systemd, sending the engine its new work) is
 //! in [`super::run`].
 
@@ -64,6 +64,11 @@ pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'stati
     if settings.inventory.enabled != current.inventory.enabled {
         not_applied.push("inventory.enabled");
         settings.inventory.enabled = current.inventory.enabled;
+    }
+    // Each sink's outbox, worker and client were set up at start.
+    if settings.sinks != current.sinks {
+        not_applied.push("[[sink]]");
+        settings.sinks = current.sinks.clone();
     }
     (settings, not_applied)
 }
@@ -221,5 +226,25 @@ mod tests {
         let (applied, deferred) = apply_reload(&current, new);
         assert_eq!(deferred, ["api.ca_file"]);
         assert_eq!(applied.api.ca_file, None);
+    }
+
+    #[test]
+    fn changed_sinks_wait_for_a_restart() {
+        let current = settings("");
+        let mut new = settings("");
+        new.sinks.push(crate::delivery::SinkSettings {
+            name: "oncall".into(),
+            kind: crate::delivery::SinkKind::Alertmanager,
+            url: crate::delivery::UrlSource::Inline("http://127.0.0.1:9093".parse().unwrap()),
+            secret_file: None,
+            events: crate::delivery::select::default_selectors(),
+            min_severity: crate::policy::Severity::Warning,
+            max_age: crate::delivery::settings::DEFAULT_MAX_AGE,
+            per_minute: 120,
+            outbox_limit: 100,
+        });
+        let (applied, deferred) = apply_reload(&current, new);
+        assert_eq!(deferred, ["[[sink]]"]);
+        assert!(applied.sinks.is_empty(), "the running sinks stay");
     }
 }

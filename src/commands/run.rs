@@ -21,11 +21,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::account::AccountSink;
 use crate::api::Client;
+use crate::delivery::{Delivery, DeliveryOptions};
 use crate::engine::{Engine, EngineReport};
 use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
 use crate::logging;
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
+use crate::tls::TlsTrust;
 
 use super::CommandError;
 use super::account_run::{AccountRun, Shared, ToDaemon, release_freed_memory};
@@ -52,11 +54,20 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     // One policy for every account, checked before anything starts (as the config is).
     let mut policy = super::policy::load_policy(&settings)?;
     let metrics = startup::metrics(&settings.metrics, &names).await?;
-    let sink: Arc<dyn EventSink> = Arc::new(TracingSink);
+    let log: Arc<dyn EventSink> = Arc::new(TracingSink);
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     state::prepare_dir(&settings.state_dir)?;
     let several = settings.several_accounts();
     let shutdown = Shutdown::new();
+    // Alert delivery, when `[[sink]]` blocks are configured: teed with the log for every
+    // account (the account's mark reaches it through `AccountSink`), and every engine makes
+    // the outboxes durable before its state files.
+    let delivery = start_delivery(&settings, metrics.as_ref(), &log, &shutdown)?;
+    let sink: Arc<dyn EventSink> = match &delivery {
+        Some(delivery) => Arc::new(Tee(log.clone(), delivery.clone())),
+        None => log.clone(),
+    };
+    let barrier = delivery.as_ref().map(|d| d.barrier());
     // Every account's discovery results, tagged with the account's index.
     let (found, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
     // Accounts whose start was retried, once they connect (see `account_run`).
@@ -85,6 +96,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             Shared {
                 metrics: handle.as_ref(),
                 policy: policy.clone(),
+                barrier: barrier.clone(),
             },
             &shutdown,
             &to_daemon,
@@ -94,6 +106,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             Ok(account) => accounts.push(account),
             Err(e) => {
                 // Refreshers and discoveries already started must not outlive the failure.
+                finish_delivery(delivery.as_deref()).await;
                 shutdown.finish(shutdown::GRACE).await;
                 return Err(e);
             }
@@ -133,6 +146,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (stop, mut hup) = match handlers {
         Ok(pair) => pair,
         Err(e) => {
+            finish_delivery(delivery.as_deref()).await;
             shutdown.finish(shutdown::GRACE).await;
             return Err(CommandError::Signals(e));
         }
@@ -208,21 +222,62 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         }
     }
     shutdown.finish(shutdown::GRACE).await;
-    if let Some(e) = failed_late {
-        return Err(e);
-    }
     let mut agents = 0;
+    let mut failed = failed_late.map(Err);
     for result in results {
         match result {
             Ok((engine, _)) => agents += engine.agent_count(),
-            Err(e) => {
+            Err(e) if failed.is_none() => {
                 tracing::error!("the polling engine failed: {e}");
-                return Err(CommandError::Engine(e.to_string()));
+                failed = Some(Err(CommandError::Engine(e.to_string())));
             }
+            Err(_) => {}
         }
     }
-    sink.emit(&Event::DaemonStopping { version, agents });
-    Ok(ExitCode::SUCCESS)
+    if failed.is_none() {
+        sink.emit(&Event::DaemonStopping { version, agents });
+    }
+    // After the engines' last events: every outbox on disk before the process ends.
+    finish_delivery(delivery.as_deref()).await;
+    failed.unwrap_or(Ok(ExitCode::SUCCESS))
+}
+
+/// Resolves the sinks' files and starts delivery, when `[[sink]]` blocks are configured.
+/// Its series are process-wide: any account's handle on the registry updates them.
+fn start_delivery(
+    settings: &crate::config::Settings,
+    metrics: Option<&(
+        Vec<Arc<crate::metrics::Metrics>>,
+        crate::metrics::MetricsServer,
+    )>,
+    log: &Arc<dyn EventSink>,
+    shutdown: &Shutdown,
+) -> Result<Option<Arc<Delivery>>, CommandError> {
+    if settings.sinks.is_empty() {
+        return Ok(None);
+    }
+    // Interim: `settings::resolve` (the config side of issue 23) replaces this.
+    let sinks = crate::delivery::interim::resolve_all(&settings.sinks)?;
+    let options = DeliveryOptions {
+        trust: TlsTrust::with_ca_file(settings.api.ca_file.clone()),
+        ..DeliveryOptions::default()
+    };
+    let delivery = Delivery::start_with(
+        sinks,
+        &settings.state_dir,
+        metrics.map(|(handles, _)| handles[0].clone()),
+        log.clone(),
+        shutdown.token(),
+        options,
+    )?;
+    Ok(Some(delivery))
+}
+
+/// Ends delivery's workers and persists every outbox (bounded: see [`Delivery::finish`]).
+async fn finish_delivery(delivery: Option<&Delivery>) {
+    if let Some(delivery) = delivery {
+        delivery.finish().await;
+    }
 }
 
 /// What one engine's task yields.

@@ -57,7 +57,7 @@ impl<P: Poller> Engine<P> {
             fetches: HashMap::new(),
             reasons: HashMap::new(),
             gave_up: HashSet::new(),
-            saver: InventorySaver::new(file),
+            saver: InventorySaver::new(file, self.saver.barrier.clone()),
             epoch: (Instant::now(), unix_secs()),
         };
         self.inventory = Some(Box::new(state));

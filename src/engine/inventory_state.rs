@@ -11,31 +11,51 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::inventory_decide::{InventoryOptions, Reason};
+use super::saver::run_barrier;
 use crate::inventory::Assembly;
 use crate::inventory::store::{InventoryFile, InventoryMap, StoredAgent, save_copy};
 use crate::scheduler::AgentId;
+use crate::state::SaveBarrier;
 
 /// While snapshots change, the inventory file is rewritten at most this often (it is larger
 /// than the state file; a crash in between repeats at most this much of port events).
 pub const INVENTORY_SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// The inventory file and when it was last written (see `saver` for the state file's twin).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct InventorySaver {
     file: Option<InventoryFile>,
+    /// Made durable before each write (`Engine::with_save_barrier`).
+    pub(super) barrier: Option<SaveBarrier>,
     /// Snapshots changed since the last save.
     pub(super) dirty: bool,
     last_save: Option<Instant>,
     writing: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for InventorySaver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventorySaver")
+            .field("file", &self.file)
+            .field("dirty", &self.dirty)
+            .field("barrier", &self.barrier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl InventorySaver {
-    /// A saver for `file` (none: nothing is saved).
-    pub(super) fn new(file: Option<InventoryFile>) -> Self {
+    /// A saver for `file` (none: nothing is saved), calling `barrier` before each write.
+    pub(super) fn new(file: Option<InventoryFile>, barrier: Option<SaveBarrier>) -> Self {
         InventorySaver {
             file,
+            barrier,
             ..Default::default()
         }
+    }
+
+    /// Calls `barrier` before each write from now on.
+    pub(super) fn set_barrier(&mut self, barrier: Option<SaveBarrier>) {
+        self.barrier = barrier;
     }
 
     /// Starts a write when one is due and none is running. On this (the dispatcher's) thread
@@ -54,7 +74,9 @@ impl InventorySaver {
         self.dirty = false;
         let entries = save_copy(map);
         let file = file.clone();
+        let barrier = self.barrier.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
+            run_barrier(barrier.as_ref());
             save(&file, &entries);
         }));
     }
@@ -70,7 +92,12 @@ impl InventorySaver {
             return;
         }
         let entries = save_copy(map);
-        let _ = tokio::task::spawn_blocking(move || save(&file, &entries)).await;
+        let barrier = self.barrier.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            run_barrier(barrier.as_ref());
+            save(&file, &entries);
+        })
+        .await;
     }
 }
 

@@ -25,6 +25,7 @@
 //! values from outside; `per_agent.rs` the per-agent collectors; `server.rs` the listener;
 //! `process.rs` the `process_*` series.
 
+mod delivery;
 mod labels;
 mod per_agent;
 mod process;
@@ -45,6 +46,7 @@ use crate::events::{Event, EventSink, FindingEvent, FindingKind};
 use crate::policy::{Finding, Findings, Severity};
 use crate::status::Status;
 
+pub use delivery::DeliveryOutcome;
 pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
 
 /// The prefix of every series but the `process_*` ones.
@@ -100,6 +102,9 @@ struct Families {
     open_ports: Family<AccountLabel, Gauge>,
     unexpected_ports: Family<With<SeverityLabel>, Gauge>,
     missing_ports: Family<With<SeverityLabel>, Gauge>,
+    /// Alert delivery, per sink (process-wide: no `account` label).
+    deliveries: Family<delivery::DeliveryLabels, Counter>,
+    outbox_events: Family<delivery::SinkLabel, Gauge>,
     per_agent: Option<Arc<PerAgent>>,
     /// Per agent findings (`per_agent = true`).
     agent_findings: Option<Arc<AgentFindings>>,
@@ -159,6 +164,8 @@ impl Metrics {
         let agent_findings = per_agent
             .is_some()
             .then(|| Arc::new(AgentFindings::default()));
+        let deliveries = Family::<delivery::DeliveryLabels, Counter>::default();
+        let outbox_events = Family::<delivery::SinkLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -267,6 +274,18 @@ impl Metrics {
             if let Some(f) = &agent_findings {
                 r.register_collector(Box::new(f.clone()));
             }
+            r.register(
+                "deliveries",
+                "Events of alert delivery by sink and outcome: ok (delivered), retry (in a \
+                 message that failed and is tried again), failed (given up after max_age), \
+                 dropped (given up by a full outbox)",
+                deliveries.clone(),
+            );
+            r.register(
+                "outbox_events",
+                "Events waiting in a sink's outbox",
+                outbox_events.clone(),
+            );
             r.register("build_info", "The running version (always 1)", build_info);
         }
         root.register_collector(Box::new(process::ProcessCollector::new()));
@@ -283,6 +302,8 @@ impl Metrics {
             open_ports,
             unexpected_ports,
             missing_ports,
+            deliveries,
+            outbox_events,
             per_agent,
             agent_findings,
             outcomes: Bounded::new(Vocabulary::Codes),

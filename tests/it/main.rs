@@ -15,6 +15,7 @@ mod cli;
 mod client;
 mod cvm_role;
 mod daemon;
+mod delivery;
 mod discovery;
 mod dispatch;
 mod hostile;
