@@ -256,8 +256,12 @@ fn start_delivery(
     if settings.sinks.is_empty() {
         return Ok(None);
     }
-    // Interim: `settings::resolve` (the config side of issue 23) replaces this.
-    let sinks = crate::delivery::interim::resolve_all(&settings.sinks)?;
+    let sinks = settings
+        .sinks
+        .iter()
+        .map(crate::delivery::settings::resolve)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(crate::delivery::DeliveryError::from)?;
     let options = DeliveryOptions {
         trust: TlsTrust::with_ca_file(settings.api.ca_file.clone()),
         ..DeliveryOptions::default()

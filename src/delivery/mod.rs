@@ -22,7 +22,6 @@
 //! Sinks are set up at start: a SIGHUP that changes `[[sink]]` blocks takes effect at the
 //! next restart (`commands::reload` puts it among the changes that wait, and says so).
 
-pub mod interim;
 pub mod kinds;
 pub mod outbox;
 pub mod record;
@@ -77,16 +76,9 @@ pub enum DeliveryError {
         /// Why.
         source: TlsError,
     },
-    /// `url_file` or `secret_file` could not be read.
-    #[error("sink {sink}: cannot use {path}: {problem}")]
-    SecretFile {
-        /// The sink's name.
-        sink: String,
-        /// The file (escaped).
-        path: String,
-        /// What is wrong, and what to do.
-        problem: String,
-    },
+    /// `url_file` or `secret_file` could not be used ([`settings::resolve`]).
+    #[error(transparent)]
+    Resolve(#[from] settings::ResolveError),
 }
 
 impl DeliveryError {
@@ -95,7 +87,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Url { .. } => "DeliveryError.Url",
             DeliveryError::Client { .. } => "DeliveryError.Client",
-            DeliveryError::SecretFile { .. } => "DeliveryError.SecretFile",
+            DeliveryError::Resolve(e) => e.code(),
         }
     }
 }
@@ -272,16 +264,22 @@ impl Drop for Delivery {
 
 impl EventSink for Delivery {
     fn emit(&self, event: &Event) {
-        let mut record: Option<Record> = None;
+        // Per sink: what a status change starts or ends depends on the statuses the sink
+        // takes (`Record::for_sink`), so two sinks may keep different records of one event.
+        let mut context = None;
         for sink in &self.sinks {
-            if !select::takes(&sink.events, sink.min_severity, event) {
-                continue;
+            let (account, at_ms) = context
+                .get_or_insert_with(|| (crate::events::current_account(), self.clock.now_ms()));
+            if let Some(record) = Record::for_sink(
+                event,
+                account.as_deref(),
+                0,
+                *at_ms,
+                &sink.events,
+                sink.min_severity,
+            ) {
+                sink.shared.push(record);
             }
-            let record = record.get_or_insert_with(|| {
-                let account = crate::events::current_account();
-                Record::from_event(event, account.as_deref(), 0, self.clock.now_ms())
-            });
-            sink.shared.push(record.clone());
         }
     }
 }

@@ -435,6 +435,7 @@ mod tests {
             severity: Severity::Warning,
             key: format!("k{at_ms}"),
             resolves,
+            ends: None,
             message: format!("event at {at_ms}"),
             fields: serde_json::Map::new(),
         }

@@ -121,6 +121,7 @@ fn record(at_ms: u64) -> Record {
         severity: Severity::Warning,
         key: "k".into(),
         resolves: false,
+        ends: None,
         message: "m".into(),
         fields: serde_json::Map::new(),
     }
