@@ -274,10 +274,11 @@ async fn the_rate_window_is_never_exceeded_and_nothing_is_dropped() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     let seen = script.seen();
     assert_eq!(seen.len(), 10, "every event, one per message");
-    // Exactly when the window allows: three at once, then three as each minute ends.
+    // Exactly when the window allows: three at once, then three as each window (a minute
+    // and the margin) ends.
     assert_eq!(
         offsets(&seen, t0),
-        [0, 0, 0, 60, 60, 60, 120, 120, 120, 180]
+        [0, 0, 0, 61, 61, 61, 122, 122, 122, 183]
     );
     for (i, s) in seen.iter().enumerate() {
         let in_window = seen[i..]
@@ -286,7 +287,7 @@ async fn the_rate_window_is_never_exceeded_and_nothing_is_dropped() {
             .count();
         assert!(
             in_window <= 3,
-            "{} requests in the 60 s from #{i}",
+            "{} requests in the 61 s from #{i}",
             in_window
         );
     }
@@ -324,7 +325,7 @@ async fn over_the_rate_pending_events_are_folded_into_digests() {
     let seen = script.seen();
     let sizes: Vec<usize> = seen.iter().map(|s| s.seqs.len()).collect();
     assert_eq!(sizes, [1, 4, 4, 1], "the rest waits for the next message");
-    assert_eq!(offsets(&seen, t0), [0, 60, 120, 180]);
+    assert_eq!(offsets(&seen, t0), [0, 61, 122, 183]);
     let ids: Vec<&str> = seen.iter().filter_map(|s| s.id.as_deref()).collect();
     assert_eq!(ids, ["s-1-1", "s-2-5", "s-6-9", "s-10-10"]);
     rig.stop().await;
