@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::select::{self, EventSelector, Taken};
-use crate::config::DEFAULT_ACCOUNT;
+use crate::account_name::DEFAULT_ACCOUNT;
 use crate::events::{Event, FindingKind};
 use crate::policy::Severity;
 use crate::status::Status;

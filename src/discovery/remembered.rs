@@ -54,7 +54,7 @@ pub struct DiscoveryFile {
 impl DiscoveryFile {
     /// `account`'s file in `state_dir`, named as [`StateFile::for_account`] names the state.
     pub fn for_account(state_dir: &Path, account: &str) -> Self {
-        let name = if account == crate::config::DEFAULT_ACCOUNT {
+        let name = if account == crate::account_name::DEFAULT_ACCOUNT {
             "discovery.json".to_owned()
         } else {
             format!("discovery.{account}.json")
@@ -145,7 +145,7 @@ mod tests {
         let f = DiscoveryFile::for_account(dir.path(), "prod");
         assert!(f.path().ends_with("discovery.prod.json"));
         assert!(
-            DiscoveryFile::for_account(dir.path(), crate::config::DEFAULT_ACCOUNT)
+            DiscoveryFile::for_account(dir.path(), crate::account_name::DEFAULT_ACCOUNT)
                 .path()
                 .ends_with("discovery.json")
         );
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn facts_round_trip_and_old_files_load_without_them() {
         let dir = tempfile::tempdir().unwrap();
-        let f = DiscoveryFile::for_account(dir.path(), crate::config::DEFAULT_ACCOUNT);
+        let f = DiscoveryFile::for_account(dir.path(), crate::account_name::DEFAULT_ACCOUNT);
         let mut members = HashMap::new();
         members.insert(
             AgentUuid::from_value(1),

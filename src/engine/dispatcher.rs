@@ -166,6 +166,16 @@ impl<P: Poller> Engine<P> {
         self
     }
 
+    /// Calls `barrier` (on the saving thread) before each write of the state and inventory
+    /// files, whichever builder comes first.
+    pub fn with_save_barrier(mut self, barrier: crate::state::SaveBarrier) -> Self {
+        if let Some(inventory) = &mut self.inventory {
+            inventory.saver.set_barrier(Some(barrier.clone()));
+        }
+        self.saver.barrier = Some(barrier);
+        self
+    }
+
     /// Names the credential source in `credentials_failed` events.
     pub fn with_credential_source(mut self, source: impl Into<String>) -> Self {
         self.account.credential_source = source.into();

@@ -14,23 +14,9 @@
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Poller;
 use super::STATE_SAVE_EVERY;
 use super::agents::AgentTable;
-use super::dispatcher::Engine;
 use crate::state::{SaveBarrier, StateFile};
-
-impl<P: Poller> Engine<P> {
-    /// Calls `barrier` (on the saving thread) before each write of the state and inventory
-    /// files, whichever builder comes first.
-    pub fn with_save_barrier(mut self, barrier: SaveBarrier) -> Self {
-        if let Some(inventory) = &mut self.inventory {
-            inventory.saver.set_barrier(Some(barrier.clone()));
-        }
-        self.saver.barrier = Some(barrier);
-        self
-    }
-}
 
 /// Runs the barrier, if any (on a blocking thread).
 pub(super) fn run_barrier(barrier: Option<&SaveBarrier>) {
@@ -125,7 +111,7 @@ mod tests {
 
     use super::*;
     use crate::engine::inventory_state::InventorySaver;
-    use crate::engine::{EngineConfig, Intervals, InventoryOptions};
+    use crate::engine::{Engine, EngineConfig, Intervals, InventoryOptions, Poller};
     use crate::inventory::Baseline;
     use crate::inventory::store::{InventoryFile, InventoryMap};
 

@@ -157,7 +157,7 @@ impl InventoryFile {
     /// `account`'s inventory in `state_dir`: `inventory.<account>.json`, the `default`
     /// account's `inventory.json` (as [`StateFile::for_account`] names the state files).
     pub fn for_account(state_dir: &Path, account: &str) -> Self {
-        if account == crate::config::DEFAULT_ACCOUNT {
+        if account == crate::account_name::DEFAULT_ACCOUNT {
             return InventoryFile::in_dir(state_dir);
         }
         InventoryFile {

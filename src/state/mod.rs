@@ -181,7 +181,7 @@ impl StateFile {
     /// account its history, not all of them. `account` is `[a-z0-9_-]{1,32}` (checked by the
     /// config), so the name stays inside `state_dir`.
     pub fn for_account(state_dir: &Path, account: &str) -> Self {
-        if account == crate::config::DEFAULT_ACCOUNT {
+        if account == crate::account_name::DEFAULT_ACCOUNT {
             return StateFile::in_dir(state_dir);
         }
         StateFile {

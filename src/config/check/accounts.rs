@@ -11,10 +11,7 @@ use crate::config::settings::AccountSettings;
 use crate::credentials::CredentialSettings;
 use crate::problems::{Reported, shown};
 
-/// The name of the account that the top-level `watchlist`, `[credentials]` and `[discovery]`
-/// configure.
-pub const DEFAULT_ACCOUNT: &str = "default";
-pub use crate::account_name::{MAX_ACCOUNT_NAME, valid_account_name};
+pub use crate::account_name::{DEFAULT_ACCOUNT, MAX_ACCOUNT_NAME, valid_account_name};
 /// The most `[[account]]` blocks: each runs its own engine (Tencent's quota is per account);
 /// more than this in one process is a configuration mistake, not a deployment.
 pub const MAX_ACCOUNTS: usize = 64;
