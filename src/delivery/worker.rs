@@ -421,6 +421,9 @@ pub struct Worker {
     transport: Arc<dyn Transport>,
     config: WorkerConfig,
     rate: RateWindow,
+    /// A compose panicked on several records: the next message offers only the first, so
+    /// the record at fault is found and given up alone.
+    single_next: bool,
     /// Failures in a row.
     attempts: u32,
     /// No request before this (backoff).
@@ -449,6 +452,7 @@ impl Worker {
             kind,
             transport,
             rate: RateWindow::new(config.per_minute),
+            single_next: false,
             config,
             attempts: 0,
             not_before: None,
@@ -552,7 +556,8 @@ impl Worker {
     /// `true` when the shutdown left it unanswered (the task ends).
     async fn send_records(&mut self) -> bool {
         let now = self.clock.system_now();
-        let shared = self.shared.outbox().offer(MAX_OFFER);
+        let most = if self.single_next { 1 } else { MAX_OFFER };
+        let shared = self.shared.outbox().offer(most);
         let offered: Vec<Record> = shared.into_iter().map(Arc::unwrap_or_clone).collect();
         let Some(first) = offered.first().map(|r| r.seq) else {
             return false;
@@ -564,7 +569,17 @@ impl Worker {
         let mut tries = 0;
         loop {
             let id = message_id(&self.shared.name, first, offered[covers - 1].seq);
-            composed = self.kind.compose(&id, &offered[..covers], now);
+            let kind = &mut self.kind;
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                kind.compose(&id, &offered[..covers], now)
+            }));
+            composed = match attempt {
+                Ok(composed) => composed,
+                Err(_) => {
+                    self.give_up_uncomposable(covers);
+                    return false;
+                }
+            };
             let took = composed.covers.clamp(1, covers);
             tries += 1;
             if took == covers || tries == 3 {
@@ -573,6 +588,7 @@ impl Worker {
             }
             covers = took;
         }
+        self.single_next = false;
         let Some(id) = self.shared.outbox().start(covers) else {
             return false;
         };
@@ -603,9 +619,55 @@ impl Worker {
         false
     }
 
+    /// A kind panicked composing a message (a defect: kinds are pure and property-tested).
+    /// The sink must not stop for it, nor try the same records for ever: the first record
+    /// alone is given up and reported when it was offered alone, else the next try offers it
+    /// alone, so one bad record costs only itself.
+    fn give_up_uncomposable(&mut self, offered: usize) {
+        if offered > 1 {
+            self.single_next = true;
+            return;
+        }
+        self.single_next = false;
+        let given_up = {
+            let mut outbox = self.shared.outbox();
+            if outbox.start(1).is_none() {
+                return;
+            }
+            outbox.finish_in_flight().len()
+        };
+        self.shared.count(DeliveryOutcome::Failed, given_up);
+        self.shared.gauge();
+        tracing::error!(
+            sink = %printable(&self.shared.name),
+            "a message could not be composed (a defect: please report it); its event is \
+             given up"
+        );
+        self.log.emit(&Event::DeliveryFailed {
+            sink: self.shared.name.clone(),
+            error_message: "the event could not be composed into a message (a defect; the \
+                            event is still in the journal)"
+                .to_owned(),
+            events: given_up as u64,
+        });
+    }
+
     /// Sends the kind's periodic message. `true` when the shutdown left it unanswered.
     async fn send_periodic(&mut self) -> bool {
-        let Some(request) = self.kind.periodic(self.clock.system_now()) else {
+        let kind = &mut self.kind;
+        let now = self.clock.system_now();
+        let periodic =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.periodic(now)));
+        let Ok(periodic) = periodic else {
+            tracing::error!(
+                sink = %printable(&self.shared.name),
+                "the periodic message could not be composed (a defect: please report it); \
+                 tried again in a minute"
+            );
+            self.periodic_not_before = Some(Instant::now() + RATE_WINDOW);
+            return false;
+        };
+        let Some(request) = periodic else {
             // Due, says `next_periodic`, but nothing to send: asked again in a second.
             self.periodic_not_before = Some(Instant::now() + FIRST_BACKOFF);
             return false;

@@ -18,11 +18,16 @@ use crate::policy::Severity;
 /// Takes at most `per_message` records; its body lists the id and the records' seqs.
 struct TestKind {
     per_message: usize,
+    /// A defect on purpose: composing a message with this record panics.
+    panics_on: Option<u64>,
 }
 
 impl Kind for TestKind {
     fn compose(&mut self, id: &str, records: &[Record], _now: SystemTime) -> Composed {
         let covers = records.len().min(self.per_message);
+        if let Some(bad) = self.panics_on {
+            assert!(records.iter().all(|r| r.seq != bad), "a defect on purpose");
+        }
         let seqs: Vec<u64> = records[..covers].iter().map(|r| r.seq).collect();
         Composed {
             covers,
@@ -142,6 +147,7 @@ struct Setup {
     max_age: Duration,
     outbox: Outbox,
     file: Option<OutboxFile>,
+    panics_on: Option<u64>,
 }
 
 impl Default for Setup {
@@ -152,6 +158,7 @@ impl Default for Setup {
             max_age: Duration::from_secs(24 * 3600),
             outbox: Outbox::new("s", 100),
             file: None,
+            panics_on: None,
         }
     }
 }
@@ -172,6 +179,7 @@ fn start(setup: Setup, transport: Arc<Script>) -> Rig {
         shared.clone(),
         Box::new(TestKind {
             per_message: setup.per_message,
+            panics_on: setup.panics_on,
         }),
         transport,
         WorkerConfig {
@@ -398,6 +406,43 @@ async fn records_older_than_max_age_are_given_up_and_said_so() {
     let text = rig.metrics.encode(false);
     assert!(
         text.contains("cwp_portwatch_deliveries_total{sink=\"s\",outcome=\"failed\"} 4"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kind_that_panics_on_one_record_costs_that_record_alone_and_says_so() {
+    let script = Script::new(Vec::new(), status(200));
+    let rig = start(
+        Setup {
+            per_message: 10,
+            panics_on: Some(3),
+            ..Setup::default()
+        },
+        script.clone(),
+    );
+    rig.push(5);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let delivered: Vec<u64> = script.seen().iter().flat_map(|s| s.seqs.clone()).collect();
+    assert_eq!(
+        delivered,
+        [1, 2, 4, 5],
+        "every other record still goes out, in order"
+    );
+    let failed = rig.failed();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].1, 1);
+    assert!(failed[0].0.contains("could not be composed"), "{failed:?}");
+    assert!(rig.shared.outbox().is_empty());
+    // The sink keeps working after the defect.
+    rig.push(2);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let delivered: Vec<u64> = script.seen().iter().flat_map(|s| s.seqs.clone()).collect();
+    assert_eq!(delivered, [1, 2, 4, 5, 6, 7]);
+    let rig = rig.stop().await;
+    let text = rig.metrics.encode(false);
+    assert!(
+        text.contains("cwp_portwatch_deliveries_total{sink=\"s\",outcome=\"failed\"} 1"),
         "{text}"
     );
 }
