@@ -288,6 +288,7 @@ fn fields_of(id: &str) -> &'static [&'static str] {
             "REASON",
             "SPEC",
         ],
+        DELIVERY_FAILED => &["SINK", "ERROR_MESSAGE", "EVENTS"],
         other => panic!("unknown MESSAGE_ID {other}"),
     }
 }
