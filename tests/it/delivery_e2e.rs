@@ -1,0 +1,361 @@
+//! Issue 23 end to end: the real daemon (`run --config …`, a real process against the
+//! simulator) delivering what it logs through `[[sink]]` blocks to real receivers:
+//! - a `webhook` receiver (hyper on 127.0.0.1:0) gets every policy finding and clear the JSON
+//!   log shows, once each, with the log line's fields and the message id;
+//! - `kill -9` at random moments (and while the receiver stalls, a message in flight), restarts
+//!   on the same `state_dir`: every event any run logged arrives at least once, a repeated id
+//!   always carries the same document, and each restart repeats at most the message in flight;
+//! - a real Alertmanager shows the finding as an alert with the spec's labels, resolved by
+//!   its clear, and `/metrics` counts the deliveries;
+//! - DingTalk (signature verified by the receiver; a wrong secret refused with 310000 and
+//!   retried), WeCom (45009, then taken) and Slack (429 with `Retry-After`, then `ok`), their
+//!   keys in `url_file` / `secret_file`, none of them in the daemon's output at debug level.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use cwp_portwatch::delivery::MESSAGE_ID_HEADER;
+use cwp_simulator::OpenPortSpec;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::alertmanager::RealAlertmanager;
+use crate::support::app::{App, Running, daemon_config};
+use crate::support::*;
+
+/// Generous bound of every wait: the machine may be busy with other tests.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Web hosts: ssh and nginx allowed, nginx required, critical.
+const WEB: &str = "[[rule]]\nname = \"web tier\"\nhosts = { names = [\"web-*\"] }\n\
+                   allow = [\"22/sshd\", \"443/nginx\"]\nrequire = [\"443/nginx\"]\n\
+                   severity = \"critical\"\n";
+
+/// [`WEB`] allowing redis and requiring nothing: a reload clears both of web-0's findings.
+const WEB_RELAXED: &str = "[[rule]]\nname = \"web tier\"\nhosts = { names = [\"web-*\"] }\n\
+                           allow = [\"22/sshd\", \"443/nginx\", \"6379/redis-*\"]\n\
+                           severity = \"critical\"\n";
+
+/// What the receiver answers to one request.
+#[derive(Debug, Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn new(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    /// Path and query, as sent.
+    target: String,
+    /// The message id header.
+    id: Option<String>,
+    body: Vec<u8>,
+    /// The status answered; `None` while stalled (never answered).
+    answered: Option<u16>,
+}
+
+impl Seen {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+type Respond = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+/// A receiver on 127.0.0.1:0 recording every request; the n-th (from 0) gets
+/// `respond(seen, n)`, unless [`Receiver::stall`] is on: then it is never answered.
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stalling: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start(respond: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Receiver {
+        let respond: Arc<Respond> = Arc::new(respond);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let stalling = Arc::new(AtomicBool::new(false));
+        let (log, stall) = (seen.clone(), stalling.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (respond, log, stall) = (respond.clone(), log.clone(), stall.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (respond, log, stall) = (respond.clone(), log.clone(), stall.clone());
+                        async move {
+                            let at = Instant::now();
+                            let target = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.as_str().to_owned())
+                                .unwrap_or_default();
+                            let id = req
+                                .headers()
+                                .get(MESSAGE_ID_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes()
+                                .to_vec();
+                            let mut seen = Seen {
+                                at,
+                                target,
+                                id,
+                                body,
+                                answered: None,
+                            };
+                            let stalled = stall.load(Ordering::SeqCst);
+                            let n = log.lock().unwrap().len();
+                            let reply = (!stalled).then(|| respond(&seen, n));
+                            seen.answered = reply.as_ref().map(|r| r.status);
+                            log.lock().unwrap().push(seen);
+                            let Some(reply) = reply else {
+                                std::future::pending::<()>().await;
+                                unreachable!()
+                            };
+                            let mut answer = Response::new(Full::new(Bytes::from(reply.body)));
+                            *answer.status_mut() = reply.status.try_into().unwrap();
+                            for (name, value) in reply.headers {
+                                answer.headers_mut().insert(name, value.parse().unwrap());
+                            }
+                            Ok::<_, std::io::Error>(answer)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            seen,
+            stalling,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// From now on, requests are never answered (`true`) or answered again (`false`).
+    fn stall(&self, on: bool) {
+        self.stalling.store(on, Ordering::SeqCst);
+    }
+
+    /// Waits (up to [`WAIT`]) until `holds` over what arrived.
+    async fn wait_until(&self, what: &str, holds: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+        let until = Instant::now() + WAIT;
+        loop {
+            let seen = self.seen();
+            if holds(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {what} within {WAIT:?}; arrived: {:#?}",
+                seen.iter()
+                    .map(|s| (s.id.clone(), String::from_utf8_lossy(&s.body).into_owned()))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn spec(port: u16, process: &str, pid: u32) -> OpenPortSpec {
+    OpenPortSpec {
+        port,
+        process: process.into(),
+        pid,
+    }
+}
+
+/// The finding events (`port_unexpected*`, `port_missing*`) of a log.
+fn findings(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("port_unexpected") || n.starts_with("port_missing"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Two web agents: web-0 with redis open and nginx missing (two findings under [`WEB`]),
+/// web-1 as the policy wants. The app's config has `[inventory]`, `[policy]` and `extra`
+/// (the sinks) after [`daemon_config`] with the log at `level`.
+async fn web_app(extra: &str, level: &str) -> (cwp_simulator::RunningSimulator, App) {
+    let sim = start_scenario(&steady(2, "COMPLETE")).await;
+    sim.set_ports(
+        &uuid(0),
+        vec![spec(22, "sshd", 812), spec(6379, "redis-server", 4242)],
+    );
+    sim.set_ports(
+        &uuid(1),
+        vec![spec(22, "sshd", 813), spec(443, "nginx", 90)],
+    );
+    let app = App::for_simulator(
+        &sim.endpoint(),
+        &[(uuid(0), "web-0".into()), (uuid(1), "web-1".into())],
+    );
+    let config = daemon_config(&sim.endpoint()).replace(
+        "level = \"info\"\n",
+        &format!("level = \"{level}\"\n"),
+    );
+    app.write(
+        "config.toml",
+        format!("{config}[inventory]\nenabled = true\n[policy]\nfile = \"policy.toml\"\n{extra}"),
+    );
+    app.write("policy.toml", WEB);
+    (sim, app)
+}
+
+/// Waits until the log shows `n` findings.
+async fn wait_findings(daemon: &mut Running, what: &str, n: usize) {
+    daemon
+        .wait_for(what, WAIT, |events| findings(events).len() >= n)
+        .await;
+}
+
+/// SIGHUP with `policy` in place, then waits for `n` findings in all.
+async fn reload_policy(app: &App, daemon: &mut Running, policy: &str, n: usize) {
+    app.write("policy.toml", policy);
+    daemon.signal(libc::SIGHUP);
+    wait_findings(daemon, "the reload's clears", n).await;
+}
+
+/// Keys of a JSON log line that are the log's, not the event's.
+const LOG_ONLY: [&str; 4] = ["timestamp", "level", "message_id", "target"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_a_webhook_every_finding_and_clear_it_logs_once_with_its_fields() {
+    let hook = Receiver::start(|_, _| Reply::new(200, "{}")).await;
+    let sink = format!(
+        "[[sink]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n",
+        hook.url("/hook")
+    );
+    let (sim, app) = web_app(&sink, "info").await;
+    let mut daemon = app.daemon(&[]);
+    wait_findings(&mut daemon, "the baseline's findings", 2).await;
+    reload_policy(&app, &mut daemon, WEB_RELAXED, 4).await;
+    hook.wait_until("four documents", |s| s.len() >= 4).await;
+    let finished = daemon.stop().await;
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    sim.shutdown().await;
+
+    let logged = findings(&finished.events);
+    let mut names: Vec<&str> = logged.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "port_missing",
+            "port_missing_cleared",
+            "port_unexpected",
+            "port_unexpected_cleared"
+        ],
+        "{}",
+        finished.stderr
+    );
+    let seen = hook.seen();
+    assert_eq!(seen.len(), 4, "each once, nothing after a clean stop: {seen:#?}");
+    let docs: Vec<Value> = seen.iter().map(Seen::json).collect();
+    let mut ids = BTreeSet::new();
+    for (arrival, doc) in seen.iter().zip(&docs) {
+        let id = arrival.id.as_deref().expect("the message id header");
+        assert_eq!(doc["delivery_id"], id, "the body's id is the header's");
+        assert!(ids.insert(id.to_owned()), "id {id} twice");
+        let n = id.strip_prefix("hook-").unwrap();
+        let (first, last) = n.split_once('-').unwrap();
+        assert_eq!(first, last, "one event per document: {id}");
+        // A timestamp the log's format writes, this very run.
+        let at = time::OffsetDateTime::parse(
+            doc["timestamp"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let age = time::OffsetDateTime::now_utc() - at;
+        assert!(age.whole_seconds().abs() < 600, "{doc}");
+    }
+    for line in &logged {
+        let same: Vec<&Value> = docs
+            .iter()
+            .filter(|d| {
+                ["event", "uuid", "port", "process_name", "rule"]
+                    .iter()
+                    .all(|k| d[k] == line[k])
+            })
+            .collect();
+        assert_eq!(same.len(), 1, "{line} → {docs:#?}");
+        let doc = same[0].as_object().unwrap();
+        // Every field of the log line is in the document, with its value …
+        for (k, v) in line.as_object().unwrap() {
+            if LOG_ONLY.contains(&k.as_str()) {
+                continue;
+            }
+            assert_eq!(doc.get(k), Some(v), "{k} of {line} in {doc:?}");
+        }
+        // … and the document adds only its id and time.
+        for (k, v) in doc {
+            if k == "delivery_id" || k == "timestamp" {
+                continue;
+            }
+            assert_eq!(line.get(k), Some(v), "{k} of {doc:?} in {line}");
+        }
+    }
+    // Delivered and acknowledged: the outbox on disk is empty.
+    let outbox: Value = serde_json::from_str(
+        &std::fs::read_to_string(app.path().join("state/outbox-hook.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(outbox["records"].as_array().map(Vec::len), Some(0), "{outbox}");
+}
