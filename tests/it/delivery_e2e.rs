@@ -76,6 +76,8 @@ struct Seen {
     body: Vec<u8>,
     /// The status answered; `None` while stalled (never answered).
     answered: Option<u16>,
+    /// The body answered.
+    reply: Option<String>,
 }
 
 impl Seen {
@@ -144,11 +146,13 @@ impl Receiver {
                                 id,
                                 body,
                                 answered: None,
+                                reply: None,
                             };
                             let stalled = stall.load(Ordering::SeqCst);
                             let n = log.lock().unwrap().len();
                             let reply = (!stalled).then(|| respond(&seen, n));
                             seen.answered = reply.as_ref().map(|r| r.status);
+                            seen.reply = reply.as_ref().map(|r| r.body.clone());
                             log.lock().unwrap().push(seen);
                             let Some(reply) = reply else {
                                 std::future::pending::<()>().await;
@@ -191,7 +195,17 @@ impl Receiver {
 
     /// Waits (up to [`WAIT`]) until `holds` over what arrived.
     async fn wait_until(&self, what: &str, holds: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
-        let until = Instant::now() + WAIT;
+        self.wait_within(what, WAIT, holds).await
+    }
+
+    /// Waits (up to `within`) until `holds` over what arrived.
+    async fn wait_within(
+        &self,
+        what: &str,
+        within: Duration,
+        holds: impl Fn(&[Seen]) -> bool,
+    ) -> Vec<Seen> {
+        let until = Instant::now() + within;
         loop {
             let seen = self.seen();
             if holds(&seen) {
@@ -199,7 +213,7 @@ impl Receiver {
             }
             assert!(
                 Instant::now() < until,
-                "no {what} within {WAIT:?}; arrived: {:#?}",
+                "no {what} within {within:?}; arrived: {:#?}",
                 seen.iter()
                     .map(|s| (s.id.clone(), String::from_utf8_lossy(&s.body).into_owned()))
                     .collect::<Vec<_>>()
@@ -247,10 +261,8 @@ async fn web_app(extra: &str, level: &str) -> (cwp_simulator::RunningSimulator, 
         &sim.endpoint(),
         &[(uuid(0), "web-0".into()), (uuid(1), "web-1".into())],
     );
-    let config = daemon_config(&sim.endpoint()).replace(
-        "level = \"info\"\n",
-        &format!("level = \"{level}\"\n"),
-    );
+    let config = daemon_config(&sim.endpoint())
+        .replace("level = \"info\"\n", &format!("level = \"{level}\"\n"));
     app.write(
         "config.toml",
         format!("{config}[inventory]\nenabled = true\n[policy]\nfile = \"policy.toml\"\n{extra}"),
@@ -293,7 +305,10 @@ async fn the_daemon_sends_a_webhook_every_finding_and_clear_it_logs_once_with_it
     sim.shutdown().await;
 
     let logged = findings(&finished.events);
-    let mut names: Vec<&str> = logged.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = logged
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -307,7 +322,11 @@ async fn the_daemon_sends_a_webhook_every_finding_and_clear_it_logs_once_with_it
         finished.stderr
     );
     let seen = hook.seen();
-    assert_eq!(seen.len(), 4, "each once, nothing after a clean stop: {seen:#?}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "each once, nothing after a clean stop: {seen:#?}"
+    );
     let docs: Vec<Value> = seen.iter().map(Seen::json).collect();
     let mut ids = BTreeSet::new();
     for (arrival, doc) in seen.iter().zip(&docs) {
@@ -357,7 +376,11 @@ async fn the_daemon_sends_a_webhook_every_finding_and_clear_it_logs_once_with_it
         &std::fs::read_to_string(app.path().join("state/outbox-hook.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(outbox["records"].as_array().map(Vec::len), Some(0), "{outbox}");
+    assert_eq!(
+        outbox["records"].as_array().map(Vec::len),
+        Some(0),
+        "{outbox}"
+    );
 }
 
 /// A `status_changed` as (uuid, from, to): what identifies one in the crash test, where each
@@ -418,8 +441,15 @@ async fn kill_9_at_random_moments_loses_no_logged_event_and_repeats_only_the_mes
     let state = app.state();
     let until = Instant::now() + WAIT;
     while state.load().map_or(0, |s| s.len()) < N {
-        assert!(Instant::now() < until, "seed {seed}: no state of {N} agents");
-        assert!(daemon.exited().is_none(), "seed {seed}: {:?}", daemon.lines());
+        assert!(
+            Instant::now() < until,
+            "seed {seed}: no state of {N} agents"
+        );
+        assert!(
+            daemon.exited().is_none(),
+            "seed {seed}: {:?}",
+            daemon.lines()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for round in 0..5 {
@@ -488,7 +518,9 @@ async fn kill_9_at_random_moments_loses_no_logged_event_and_repeats_only_the_mes
             Instant::now() < until && daemon.exited().is_none(),
             "seed {seed}: {offline} of {N} agents offline, drained {drained}, not delivered: \
              {:?}\n{}",
-            logged.difference(&delivered(&hook.seen())).collect::<Vec<_>>(),
+            logged
+                .difference(&delivered(&hook.seen()))
+                .collect::<Vec<_>>(),
             daemon.lines().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -536,7 +568,10 @@ async fn kill_9_at_random_moments_loses_no_logged_event_and_repeats_only_the_mes
     }
     for (c, n) in &times_logged {
         let ids = ids_of.get(c).map_or(0, BTreeSet::len);
-        assert!(ids >= 1, "seed {seed}: {c:?} logged {n} times, never delivered");
+        assert!(
+            ids >= 1,
+            "seed {seed}: {c:?} logged {n} times, never delivered"
+        );
         assert!(
             ids <= *n,
             "seed {seed}: {c:?} logged {n} times, sent under {ids} ids: {:?}",
@@ -544,7 +579,10 @@ async fn kill_9_at_random_moments_loses_no_logged_event_and_repeats_only_the_mes
         );
     }
     assert_eq!(
-        times_logged.keys().filter(|c| c.2 == "AGENT_OFFLINE").count(),
+        times_logged
+            .keys()
+            .filter(|c| c.2 == "AGENT_OFFLINE")
+            .count(),
         N,
         "seed {seed}"
     );
@@ -556,4 +594,341 @@ async fn kill_9_at_random_moments_loses_no_logged_event_and_repeats_only_the_mes
         times_logged.values().sum::<usize>(),
         repeated.len()
     );
+}
+
+/// A loopback port nobody listens on right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of `series` (the whole name with labels) in a scrape of `addr`, if present.
+async fn scraped(addr: &str, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until the series scraped from `addr` holds `holds`; its value.
+async fn wait_series(addr: &str, series: &str, holds: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + WAIT;
+    loop {
+        let value = scraped(addr, series).await;
+        if let Some(v) = value.filter(|v| holds(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "{series} is {value:?} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn labels(alert: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(alert["labels"].clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_fires_an_alert_in_a_real_alertmanager_its_clear_resolves_it_metrics_count() {
+    let am = RealAlertmanager::start().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "[metrics]\nlisten = \"{addr}\"\n[[sink]]\nname = \"oncall\"\nkind = \"alertmanager\"\n\
+         url = \"{}\"\n",
+        am.url()
+    );
+    let (sim, app) = web_app(&extra, "info").await;
+    let mut daemon = app.daemon(&[]);
+    wait_findings(&mut daemon, "the baseline's findings", 2).await;
+    let want: BTreeMap<String, String> = [
+        ("alertname", "CwpPortUnexpected"),
+        ("account", "default"),
+        ("agent", "web-0"),
+        ("uuid", uuid(0).as_str()),
+        ("port", "6379"),
+        ("process", "redis-server"),
+        ("severity", "critical"),
+        ("rule", "web tier"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let alerts = am
+        .wait_for("both findings firing", |a| {
+            a.iter()
+                .any(|a| labels(a) == want && a["status"]["state"] == "active")
+                && a.iter().any(|a| labels(a)["alertname"] == "CwpPortMissing")
+        })
+        .await;
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let missing = alerts
+        .iter()
+        .map(labels)
+        .find(|l| l["alertname"] == "CwpPortMissing")
+        .unwrap();
+    assert_eq!(missing["process"], "nginx", "{missing:?}");
+    assert_eq!(missing["port"], "443", "{missing:?}");
+    let unexpected = alerts.iter().find(|a| labels(a) == want).unwrap();
+    assert!(
+        unexpected["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("6379")),
+        "{unexpected:#}"
+    );
+    let ok = format!("cwp_portwatch_deliveries_total{{sink=\"oncall\",outcome=\"ok\"}}");
+    let pending = "cwp_portwatch_outbox_events{sink=\"oncall\"}";
+    let first = wait_series(&addr, &ok, |v| v >= 1.0).await;
+    wait_series(&addr, pending, |v| v == 0.0).await;
+
+    reload_policy(&app, &mut daemon, WEB_RELAXED, 4).await;
+    am.wait_for(
+        "both resolved (gone from the alerts that have not ended)",
+        |a| a.is_empty(),
+    )
+    .await;
+    wait_series(&addr, &ok, |v| v > first).await;
+    wait_series(&addr, pending, |v| v == 0.0).await;
+    let failed = format!("cwp_portwatch_deliveries_total{{sink=\"oncall\",outcome=\"failed\"}}");
+    assert_eq!(scraped(&addr, &failed).await, Some(0.0));
+    let finished = daemon.stop().await;
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    assert!(
+        finished.named("delivery_failed").is_empty(),
+        "{}",
+        finished.stderr
+    );
+    sim.shutdown().await;
+}
+
+/// DingTalk's check of a signed request: the token, a timestamp within an hour of now and
+/// `sign = urlencode(base64(HMAC-SHA256(secret, timestamp + "\n" + secret)))`. `Err`: why
+/// not. The query is decoded as a form (`+` is a space), so an unencoded sign fails too.
+fn dingtalk_check(seen: &Seen, token: &str, secret: &str) -> Result<(), String> {
+    let url = url::Url::parse(&format!("http://receiver{}", seen.target)).unwrap();
+    let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+    if query.get("access_token").map(String::as_str) != Some(token) {
+        return Err("token".into());
+    }
+    let ts: i64 = query
+        .get("timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or("no timestamp")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    if (now - ts).abs() > 3_600_000 {
+        return Err(format!("timestamp {ts} is more than an hour from {now}"));
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}\n{secret}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if query.get("sign") != Some(&expected) {
+        return Err("sign not match".into());
+    }
+    let body = seen.json();
+    if body["msgtype"] != "markdown" || !body["markdown"]["text"].is_string() {
+        return Err(format!("not a markdown message: {body}"));
+    }
+    Ok(())
+}
+
+/// Writes `value` to `name` in the app's folder, private (as `url_file` requires).
+fn secret_file(app: &App, name: &str, value: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = app.write(name, value);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_through_the_daemon_sign_retry_and_never_show_their_keys_at_debug_level() {
+    const TOKEN: &str = "dtk0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    const OTHER_TOKEN: &str = "dtkffeeddccbbaa99887766554433221100";
+    const SECRET: &str = "SECgood7f3e9a1c5b2d8e4f6a0b3c7d9e1f5a2b4c6d8e0f";
+    const WRONG: &str = "SECwrong1234567890abcdef1234567890abcdef1234567";
+    const WECOM_KEY: &str = "wk-5c1e9a2f-3b7d-4e8a-9f60-1d2c3b4a5e6f";
+    const SLACK_PATH: &str = "T00000000/B00000000/XxSlackHookSecretXx";
+    // DingTalk: the robot knows one secret; requests signed otherwise get 310000.
+    let ding = Receiver::start(|seen, _| match dingtalk_check(seen, TOKEN, SECRET) {
+        Ok(()) => Reply::new(200, r#"{"errcode":0,"errmsg":"ok"}"#),
+        Err(_) if dingtalk_check(seen, OTHER_TOKEN, SECRET).is_ok() => {
+            Reply::new(200, r#"{"errcode":0,"errmsg":"ok"}"#)
+        }
+        Err(why) => Reply::new(200, &format!(r#"{{"errcode":310000,"errmsg":"{why}"}}"#)),
+    })
+    .await;
+    let wecom = Receiver::start(|_, n| match n {
+        0 => Reply::new(200, r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#),
+        _ => Reply::new(200, r#"{"errcode":0,"errmsg":"ok"}"#),
+    })
+    .await;
+    let slack = Receiver::start(|_, n| match n {
+        0 => Reply {
+            status: 429,
+            headers: vec![("retry-after", "2".into())],
+            body: "rate_limited".into(),
+        },
+        _ => Reply::new(200, "ok"),
+    })
+    .await;
+    let mut extra = String::new();
+    for (name, kind, secret) in [
+        ("ding", "dingtalk", Some("ding_secret")),
+        ("dingbad", "dingtalk", Some("dingbad_secret")),
+        ("wecom", "wecom", None),
+        ("slack", "slack", None),
+    ] {
+        extra.push_str(&format!(
+            "[[sink]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl_file = \"{name}_url\"\n"
+        ));
+        if let Some(file) = secret {
+            extra.push_str(&format!("secret_file = \"{file}\"\n"));
+        }
+    }
+    let (sim, app) = web_app(&extra, "debug").await;
+    secret_file(
+        &app,
+        "ding_url",
+        &ding.url(&format!("/robot/send?access_token={TOKEN}")),
+    );
+    secret_file(
+        &app,
+        "dingbad_url",
+        &ding.url(&format!("/robot/send?access_token={OTHER_TOKEN}")),
+    );
+    secret_file(&app, "ding_secret", SECRET);
+    secret_file(&app, "dingbad_secret", WRONG);
+    secret_file(
+        &app,
+        "wecom_url",
+        &wecom.url(&format!("/cgi-bin/webhook/send?key={WECOM_KEY}")),
+    );
+    secret_file(
+        &app,
+        "slack_url",
+        &slack.url(&format!("/services/{SLACK_PATH}")),
+    );
+    let mut daemon = app.daemon(&[]);
+    wait_findings(&mut daemon, "the baseline's findings", 2).await;
+
+    // DingTalk: the good robot takes the findings, signed; the wrong secret is refused and
+    // retried (the same message), and the log says why.
+    let taken = |s: &Seen| s.reply.as_deref() == Some(r#"{"errcode":0,"errmsg":"ok"}"#);
+    let from = |token: &str, s: &Seen| s.target.contains(token);
+    ding.wait_until("the findings at DingTalk and two refusals", |seen| {
+        let good: String = seen
+            .iter()
+            .filter(|s| from(TOKEN, s) && taken(s))
+            .map(|s| {
+                s.json()["markdown"]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        let refused = seen.iter().filter(|s| from(OTHER_TOKEN, s)).count();
+        good.contains("redis-server") && good.contains("443/nginx") && refused >= 2
+    })
+    .await;
+    daemon
+        .wait_for_lines("the refusal in the log", WAIT, |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("sink dingbad") && l.contains("310000"))
+        })
+        .await;
+    // WeCom: 45009 waits a minute (its window), then the same message is taken.
+    let seen = wecom
+        .wait_within("WeCom's second try", Duration::from_secs(150), |s| {
+            s.len() >= 2
+        })
+        .await;
+    assert_eq!(seen[0].id, seen[1].id, "the same message again");
+    let gap = seen[1].at - seen[0].at;
+    assert!(
+        gap >= Duration::from_secs(60),
+        "45009 waits its minute: {gap:?}"
+    );
+    // Slack: the 429's Retry-After is honoured, then `ok`.
+    let seen = slack
+        .wait_until("Slack's second try", |s| s.len() >= 2)
+        .await;
+    assert_eq!(seen[0].id, seen[1].id, "the same message again");
+    let gap = seen[1].at - seen[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "Retry-After: 2 honoured: {gap:?}"
+    );
+    slack
+        .wait_until("the findings at Slack", |s| {
+            let text: String = s
+                .iter()
+                .filter(|s| s.answered == Some(200))
+                .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+                .collect();
+            text.contains("redis-server") && text.contains("443/nginx")
+        })
+        .await;
+    let finished = daemon.stop().await;
+    assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
+    sim.shutdown().await;
+
+    let ding_seen = ding.seen();
+    for s in ding_seen.iter().filter(|s| from(TOKEN, s)) {
+        assert_eq!(dingtalk_check(s, TOKEN, SECRET), Ok(()), "{}", s.target);
+    }
+    let refused: Vec<&Seen> = ding_seen.iter().filter(|s| from(OTHER_TOKEN, s)).collect();
+    assert!(
+        refused.iter().all(|s| !taken(s)),
+        "a wrong secret is never taken"
+    );
+    assert!(
+        refused.iter().all(|s| s.id == refused[0].id),
+        "the refused message is retried as it was"
+    );
+    for l in finished.stderr.lines() {
+        if l.contains("sink wecom") && l.contains("not delivered") {
+            assert!(l.contains("45009"), "{l}");
+        }
+    }
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|l| l.contains("sink slack") && l.contains("429")),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|l| l.contains("\"level\":\"debug\"") || l.contains("\"level\":\"DEBUG\"")),
+        "debug lines are written"
+    );
+    // No key, token or secret anywhere in what the daemon printed.
+    for secret in [
+        TOKEN,
+        OTHER_TOKEN,
+        SECRET,
+        WRONG,
+        WECOM_KEY,
+        SLACK_PATH,
+        "XxSlackHookSecretXx",
+    ] {
+        for (stream, text) in [("stdout", &finished.stdout), ("stderr", &finished.stderr)] {
+            assert!(!text.contains(secret), "{secret} in {stream}:\n{text}");
+        }
+    }
 }

@@ -178,6 +178,7 @@ fn absent_and_empty_values_are_left_out_never_sent_empty() {
         labels(&posted[0]),
         map(&[
             ("alertname", "CwpPortMissing"),
+            ("account", "default"),
             ("uuid", "u-1"),
             ("port", "443"),
             ("severity", "critical"),
