@@ -686,9 +686,9 @@ async fn the_daemon_fires_an_alert_in_a_real_alertmanager_its_clear_resolves_it_
             .is_some_and(|s| s.contains("6379")),
         "{unexpected:#}"
     );
-    let ok = format!("cwp_portwatch_deliveries_total{{sink=\"oncall\",outcome=\"ok\"}}");
+    let ok = "cwp_portwatch_deliveries_total{sink=\"oncall\",outcome=\"ok\"}";
     let pending = "cwp_portwatch_outbox_events{sink=\"oncall\"}";
-    let first = wait_series(&addr, &ok, |v| v >= 1.0).await;
+    let first = wait_series(&addr, ok, |v| v >= 1.0).await;
     wait_series(&addr, pending, |v| v == 0.0).await;
 
     reload_policy(&app, &mut daemon, WEB_RELAXED, 4).await;
@@ -697,10 +697,10 @@ async fn the_daemon_fires_an_alert_in_a_real_alertmanager_its_clear_resolves_it_
         |a| a.is_empty(),
     )
     .await;
-    wait_series(&addr, &ok, |v| v > first).await;
+    wait_series(&addr, ok, |v| v > first).await;
     wait_series(&addr, pending, |v| v == 0.0).await;
-    let failed = format!("cwp_portwatch_deliveries_total{{sink=\"oncall\",outcome=\"failed\"}}");
-    assert_eq!(scraped(&addr, &failed).await, Some(0.0));
+    let failed = "cwp_portwatch_deliveries_total{sink=\"oncall\",outcome=\"failed\"}";
+    assert_eq!(scraped(&addr, failed).await, Some(0.0));
     let finished = daemon.stop().await;
     assert_eq!(finished.code(), Some(0), "{}", finished.stderr);
     assert!(
