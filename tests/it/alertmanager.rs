@@ -16,10 +16,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cwp_portwatch::delivery::Record;
 use cwp_portwatch::delivery::kinds::alertmanager::{Alertmanager, Timing};
 use cwp_portwatch::delivery::kinds::{Answer, Kind, Request};
+use cwp_portwatch::delivery::{EventSelector, Record};
+use cwp_portwatch::events::{Event, FindingEvent, FindingKind};
 use cwp_portwatch::policy::Severity;
+use cwp_portwatch::status::Status;
 use serde_json::{Value, json};
 
 /// Generous: Alertmanager starts in well under a second, but the machine may be busy.
@@ -267,6 +269,28 @@ fn finding(seq: u64, uuid: &str, port: u16, resolves: bool) -> Record {
     )
 }
 
+/// The record the daemon keeps of `event` on account `prod` for a sink taking findings and
+/// agents going offline (`Record::for_sink`, as `Delivery::emit` makes it).
+fn daemon_record(seq: u64, event: Event) -> Record {
+    let selectors: Vec<EventSelector> = [
+        "port_unexpected",
+        "port_missing",
+        "status_changed:AGENT_OFFLINE",
+    ]
+    .iter()
+    .map(|s| EventSelector::parse(s).unwrap())
+    .collect();
+    Record::for_sink(
+        &event,
+        Some("prod"),
+        seq,
+        now_ms(),
+        &selectors,
+        Severity::Warning,
+    )
+    .expect("the sink takes it")
+}
+
 /// The labels of an alert Alertmanager shows.
 fn labels(alert: &Value) -> BTreeMap<String, String> {
     serde_json::from_value(alert["labels"].clone()).unwrap()
@@ -472,25 +496,57 @@ fn documented_route() -> String {
 async fn the_documented_route_loads_routes_by_severity_and_inhibits_as_the_page_says() {
     let am = RealAlertmanager::start_with(&documented_route()).await;
     let mut kind = kind_for(&am, Timing::default());
-    let critical = finding(1, "u-4", 22, false);
-    let mut warning = finding(2, "u-4", 3306, false);
-    warning.severity = Severity::Warning;
-    let mut offline = record(
+    // What the daemon keeps of real events (`Record::for_sink`), as the page's route sees them.
+    let unexpected = |port, process: &str, severity| FindingEvent {
+        kind: FindingKind::Unexpected,
+        uuid: "u-4".into(),
+        agent_name: "web-01".into(),
+        port,
+        process_name: process.into(),
+        pid: Some(812),
+        machine_ip: "10.0.0.7".into(),
+        machine_name: "web-01.prod".into(),
+        request_id: Some("req-1".into()),
+        rule: "web tier".into(),
+        severity,
+        spec: None,
+    };
+    let critical = daemon_record(
+        1,
+        Event::Finding(Box::new(unexpected(22, "sshd", Severity::Critical))),
+    );
+    let warning = daemon_record(
+        2,
+        Event::Finding(Box::new(unexpected(3306, "mysqld", Severity::Warning))),
+    );
+    let offline = daemon_record(
         3,
-        "status_changed",
-        "status/u-5",
-        false,
-        json!({"uuid": "u-5", "agent_name": "db-01", "from_status": "COMPLETE", "to_status": "AGENT_OFFLINE"}),
+        Event::StatusChanged {
+            uuid: "u-5".into(),
+            agent_name: "db-01".into(),
+            from_status: Status::new("COMPLETE"),
+            to_status: Status::new("AGENT_OFFLINE"),
+            request_id: "req-2".into(),
+            error_code: None,
+        },
     );
-    offline.severity = Severity::Warning;
-    let mut missing = record(
+    let missing = daemon_record(
         4,
-        "port_missing",
-        "missing/u-5/5432",
-        false,
-        json!({"uuid": "u-5", "agent_name": "db-01", "port": 5432, "process_name": "postgres", "rule": "db"}),
+        Event::Finding(Box::new(FindingEvent {
+            kind: FindingKind::Missing,
+            uuid: "u-5".into(),
+            agent_name: "db-01".into(),
+            port: 5432,
+            process_name: "postgres".into(),
+            pid: None,
+            machine_ip: "10.0.0.9".into(),
+            machine_name: "db-01.prod".into(),
+            request_id: None,
+            rule: "db".into(),
+            severity: Severity::Warning,
+            spec: Some("5432/postgres".into()),
+        })),
     );
-    missing.severity = Severity::Warning;
     let posted = deliver(
         &mut kind,
         "oncall-1-4",

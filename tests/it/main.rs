@@ -16,6 +16,7 @@ mod client;
 mod cvm_role;
 mod daemon;
 mod delivery;
+mod delivery_e2e;
 mod discovery;
 mod dispatch;
 mod hostile;

@@ -660,7 +660,18 @@ fn labels_of(record: &Record, alertname: &str, status: Option<&str>) -> BTreeMap
         }
     };
     put("alertname", Some(alertname.to_owned()));
-    put("account", record.account.clone());
+    // Always, `default` for the one account of a config without `[[account]]` blocks (as in
+    // the record's key): adding a second account later keeps every alert's identity, and a
+    // route can group or inhibit by `account` whatever the config.
+    put(
+        "account",
+        Some(
+            record
+                .account
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_ACCOUNT.to_owned()),
+        ),
+    );
     put("agent", field_text(record, "agent_name"));
     put("uuid", field_text(record, "uuid"));
     put("port", field_text(record, "port"));

@@ -178,6 +178,7 @@ fn absent_and_empty_values_are_left_out_never_sent_empty() {
         labels(&posted[0]),
         map(&[
             ("alertname", "CwpPortMissing"),
+            ("account", "default"),
             ("uuid", "u-1"),
             ("port", "443"),
             ("severity", "critical"),
@@ -593,29 +594,28 @@ fn documented_messages() -> Vec<Value> {
         severity: Severity::Critical,
         spec: None,
     };
-    let finding_record = |seq, at_ms, event: FindingEvent, resolves| {
-        let whole = Event::Finding(Box::new(event.clone()));
-        let mut fields = json!({
-            "uuid": event.uuid, "agent_name": event.agent_name, "port": event.port,
-            "process_name": event.process_name, "pid": event.pid, "machine_ip": event.machine_ip,
-            "machine_name": event.machine_name, "request_id": event.request_id,
-            "rule": event.rule, "severity": event.severity.as_str(),
-        });
-        if let Some(reason) = event.reason() {
-            fields["reason"] = json!(reason);
-        }
-        Record {
+    // The records the daemon keeps of these events: `Record::for_sink` for a sink taking
+    // unexpected ports and agents going offline, as `Delivery::emit` makes them.
+    let selectors: Vec<crate::delivery::EventSelector> =
+        ["port_unexpected", "status_changed:AGENT_OFFLINE"]
+            .iter()
+            .map(|s| crate::delivery::EventSelector::parse(s).unwrap())
+            .collect();
+    let record_of = |event: &Event, seq, at_ms| {
+        Record::for_sink(
+            event,
+            Some("prod"),
             seq,
             at_ms,
-            event: whole.name().to_owned(),
-            account: Some("prod".to_owned()),
-            severity: Severity::Critical,
-            key: format!("prod/{uuid}/unexpected/22/sshd"),
-            resolves,
-            ends: None,
-            message: whole.message(),
-            fields: fields.as_object().unwrap().clone(),
-        }
+            &selectors,
+            Severity::Warning,
+        )
+        .expect("the sink takes it")
+    };
+    let finding_record = |seq, at_ms, event: FindingEvent, resolves: bool| {
+        let record = record_of(&Event::Finding(Box::new(event)), seq, at_ms);
+        assert_eq!(record.resolves, resolves);
+        record
     };
     let offline = Event::StatusChanged {
         uuid: "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6".to_owned(),
@@ -625,25 +625,7 @@ fn documented_messages() -> Vec<Value> {
         request_id: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".to_owned(),
         error_code: None,
     };
-    let offline = Record {
-        seq: 42,
-        at_ms: T0 + 450,
-        event: "status_changed".to_owned(),
-        account: Some("prod".to_owned()),
-        severity: Severity::Warning,
-        key: "prod/0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6/status/AGENT_OFFLINE".to_owned(),
-        resolves: false,
-        ends: None,
-        message: offline.message(),
-        fields: json!({
-            "uuid": "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", "agent_name": "db-01",
-            "from_status": "COMPLETE", "to_status": "AGENT_OFFLINE",
-            "request_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-        })
-        .as_object()
-        .unwrap()
-        .clone(),
-    };
+    let offline = record_of(&offline, 42, T0 + 450);
 
     let mut k = Alertmanager::for_url(
         &url::Url::parse("http://127.0.0.1:9093").unwrap(),

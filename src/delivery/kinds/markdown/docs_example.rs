@@ -4,33 +4,74 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::testing::{finding, sink};
+use super::testing::sink;
 use crate::delivery::kinds::{Kind, dingtalk, slack, webhook, wecom};
 use crate::delivery::{Record, SinkKind};
 
 const PAGE: &str = include_str!("../../../../docs/delivery-robots.md");
 
-/// The records of the page's examples: a critical unexpected port, its clear, and an agent
-/// going offline.
+/// The records of the page's examples, as the daemon keeps them (`Record::for_sink` of real
+/// events, for a sink taking unexpected ports and agents going offline): a critical
+/// unexpected port, its clear, and an agent going offline.
 fn records() -> Vec<Record> {
-    let opened = finding(41, "port_unexpected", "web-01", "sshd");
-    let mut cleared = finding(42, "port_unexpected_cleared", "web-01", "sshd");
-    cleared.at_ms += 300_000;
-    let mut offline = finding(43, "status_changed", "db-02", "");
-    offline.fields = serde_json::Map::new();
-    for (k, v) in [
-        ("uuid", "0f3e9a1c-77b2-4d1e-b8a4-52c6e9d0a7f3"),
-        ("agent_name", "db-02"),
-        ("from_status", "COLLECTING"),
-        ("to_status", "AGENT_OFFLINE"),
-        ("request_id", "2c7f0d4e-1a3b-4c5d-8e9f-a0b1c2d3e4f5"),
-    ] {
-        offline.fields.insert(k.to_owned(), v.into());
-    }
-    offline.severity = crate::policy::Severity::Warning;
-    offline.message = "db-02 (0f3e9a1c…): status COLLECTING → AGENT_OFFLINE".to_owned();
-    offline.at_ms += 360_000;
-    vec![opened, cleared, offline]
+    use crate::events::{Event, FindingEvent, FindingKind};
+    use crate::policy::{ClearReason, Severity};
+    use crate::status::Status;
+
+    let selectors: Vec<crate::delivery::EventSelector> =
+        ["port_unexpected", "status_changed:AGENT_OFFLINE"]
+            .iter()
+            .map(|s| crate::delivery::EventSelector::parse(s).unwrap())
+            .collect();
+    let record_of = |event: &Event, seq, at_ms| {
+        Record::for_sink(
+            event,
+            Some("prod"),
+            seq,
+            at_ms,
+            &selectors,
+            Severity::Warning,
+        )
+        .expect("the sink takes it")
+    };
+    let finding = |kind, request_id: Option<&str>| {
+        Event::Finding(Box::new(FindingEvent {
+            kind,
+            uuid: "6b6cd843-0c1f-4a2e-9d3b-8f1e2a7c5d90".to_owned(),
+            agent_name: "web-01".to_owned(),
+            port: 22,
+            process_name: "sshd".to_owned(),
+            pid: Some(812),
+            machine_ip: "10.0.3.17".to_owned(),
+            machine_name: "web-01.prod".to_owned(),
+            request_id: request_id.map(str::to_owned),
+            rule: "no-ssh".to_owned(),
+            severity: Severity::Critical,
+            spec: None,
+        }))
+    };
+    let at = super::testing::AT_MS;
+    let opened = finding(
+        FindingKind::Unexpected,
+        Some("9f1c2b3a-5d6e-4f70-8a9b-0c1d2e3f4a5b"),
+    );
+    let cleared = finding(
+        FindingKind::UnexpectedCleared(ClearReason::Closed),
+        Some("4e2d1c0b-9a8f-4e7d-b6c5-a4b3c2d1e0f9"),
+    );
+    let offline = Event::StatusChanged {
+        uuid: "0f3e9a1c-77b2-4d1e-b8a4-52c6e9d0a7f3".to_owned(),
+        agent_name: "db-02".to_owned(),
+        from_status: Status::new("COLLECTING"),
+        to_status: Status::new("AGENT_OFFLINE"),
+        request_id: "2c7f0d4e-1a3b-4c5d-8e9f-a0b1c2d3e4f5".to_owned(),
+        error_code: None,
+    };
+    vec![
+        record_of(&opened, 41, at),
+        record_of(&cleared, 42, at + 300_000),
+        record_of(&offline, 43, at + 360_000),
+    ]
 }
 
 /// The fenced block that follows `<!-- example: NAME -->` in the page.
