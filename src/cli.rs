@@ -52,7 +52,7 @@ pub struct CheckArgs {
     /// Config.
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Also, for every [[sink]]: read its url_file and secret_file, resolve its host and
+    /// Also, for every sink block: read its url_file and secret_file, resolve its host and
     /// connect to it (with the TLS handshake for https), sending nothing; one line per sink,
     /// exit 1 when any fails.
     #[arg(long)]

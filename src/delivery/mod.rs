@@ -13,6 +13,8 @@
 //!   flight kept with its stable id), made durable before the engine's state files
 //!   ([`Delivery::barrier`], a [`crate::state::SaveBarrier`]), so a crash between the two
 //!   repeats an event, never loses one.
+//! - [`journal`]: every record taken appended at once to `outbox-{sink}.journal` and
+//!   replayed at start, so a `kill -9` right after an emit loses nothing either.
 //! - [`worker`]: one task per sink: its own rate window, backoff up to `max_age`, digests over
 //!   the rate; a slow or dead sink never delays another, nor the polling.
 //! - [`kinds`]: what one receiver wants: the message (body, size limit, signature) and what
@@ -22,6 +24,7 @@
 //! Sinks are set up at start: a SIGHUP that changes `[[sink]]` blocks takes effect at the
 //! next restart (`commands::reload` puts it among the changes that wait, and says so).
 
+pub mod journal;
 pub mod kinds;
 pub mod outbox;
 pub mod record;
@@ -47,6 +50,7 @@ pub use select::EventSelector;
 pub use settings::{ResolvedSink, SinkKind, SinkSettings, UrlSource};
 pub use worker::MESSAGE_ID_HEADER;
 
+use journal::Journal;
 use outbox::{Outbox, OutboxFile};
 use worker::{Clock, HttpTransport, SinkShared, Transport, Worker, WorkerConfig};
 
@@ -171,16 +175,20 @@ impl Delivery {
         let mut workers = Vec::with_capacity(sinks.len());
         for (sink, transport) in sinks.iter().zip(transports) {
             let s = &sink.settings;
-            let (outbox, file) = load_outbox(state_dir, s, log_sink.as_ref());
+            let (mut outbox, file) = load_outbox(state_dir, s, log_sink.as_ref());
+            // Records taken after the last snapshot, before a kill (see `journal`).
+            let journal = file.is_some().then(|| {
+                journal::replay(state_dir, &s.name, &mut outbox);
+                Journal::open(state_dir, &s.name)
+            });
             let mut kind = kinds::for_sink(sink);
             kind.restore(outbox.kind_state());
-            let shared = Arc::new(SinkShared::new(
-                &s.name,
-                s.outbox_limit,
-                outbox,
-                file,
-                metrics.clone(),
-            ));
+            let mut shared =
+                SinkShared::new(&s.name, s.outbox_limit, outbox, file, metrics.clone());
+            if let Some(journal) = journal {
+                shared = shared.with_journal(journal);
+            }
+            let shared = Arc::new(shared);
             let worker = Worker::new(
                 shared.clone(),
                 kind,

@@ -122,6 +122,22 @@ impl Outbox {
         (seq, evicted)
     }
 
+    /// A record replayed from the journal ([`super::journal`]): kept, with its own number,
+    /// when it is newer than everything this outbox has numbered (the snapshot holds the
+    /// older ones, or they were delivered); returns whether it was kept.
+    pub fn push_replayed(&mut self, record: Record) -> bool {
+        if record.seq < self.next_seq {
+            return false;
+        }
+        self.next_seq = record.seq.saturating_add(1);
+        self.records.push_back(Arc::new(record));
+        self.changed();
+        if self.records.len() > self.limit {
+            self.evict_one();
+        }
+        true
+    }
+
     /// Gives up one record to make room: the oldest not in flight that resolves nothing, or
     /// else the oldest not in flight. The record just pushed is never in flight, so there
     /// always is one.

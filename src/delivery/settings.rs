@@ -7,7 +7,7 @@
 //!
 //! [`resolve`] reads those files (at start, on reload, by `check --probe`): small regular
 //! files, not readable by every user, read with the credentials' reader
-//! ([`crate::credentials::read_secret_file`]). `%d/NAME` is `$CREDENTIALS_DIRECTORY/NAME`,
+//! (`credentials::read_secret_file`). `%d/NAME` is `$CREDENTIALS_DIRECTORY/NAME`,
 //! where systemd puts `LoadCredential=NAME:/path` (or `LoadCredentialEncrypted=`), the
 //! convenience `[credentials] source = "systemd"` offers for the API key. A URL read from a
 //! file passes the same rules as an inline one ([`check_url`]) except that it may have a query

@@ -62,6 +62,57 @@ async fn emits_are_appended_and_the_barrier_persists_them() {
     delivery.finish().await;
 }
 
+/// A `kill -9` right after emits, before any save: the journal brings them back (the
+/// restarted daemon may never emit them again: their condition can end while it is down).
+#[tokio::test]
+async fn events_taken_and_never_saved_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(CollectingSink::default());
+    let start = || {
+        Delivery::start(
+            vec![sink("a", "http://127.0.0.1:1/")],
+            dir.path(),
+            None,
+            log.clone(),
+            CancellationToken::new(),
+        )
+        .unwrap()
+    };
+    let delivery = start();
+    delivery.emit(&skew(1));
+    // The worker's first try saves the outbox (the message in flight) and then backs off.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 2..=4 {
+        delivery.emit(&skew(n));
+    }
+    let saved = OutboxFile::for_sink(dir.path(), "a")
+        .load("a", 100)
+        .unwrap();
+    assert!(
+        saved.len() < 4,
+        "the later emits are not in the snapshot yet"
+    );
+    // Killed: no barrier, no finish (dropping aborts the workers).
+    drop(delivery);
+    let restarted = start();
+    assert_eq!(restarted.pending("a"), Some(4), "every event taken is back");
+    // Saved and journaled once more: a second start has exactly the same, no repeats.
+    (restarted.barrier())();
+    drop(restarted);
+    let again = start();
+    assert_eq!(again.pending("a"), Some(4));
+    let file: serde_json::Value =
+        serde_json::from_slice(&again.sinks[0].shared.outbox().encode()).unwrap();
+    let skews: Vec<i64> = file["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["fields"]["skew_seconds"].as_i64().unwrap())
+        .collect();
+    assert_eq!(skews, [1, 2, 3, 4]);
+    again.finish().await;
+}
+
 #[tokio::test]
 async fn a_damaged_outbox_is_set_aside_reported_and_the_sink_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Record;
+use super::journal::Journal;
 use super::kinds::{Answer, Kind, Request};
 use super::outbox::{Outbox, OutboxFile, message_id};
 use crate::events::{Event, EventSink, printable};
@@ -292,6 +293,8 @@ pub struct SinkShared {
     file: Option<OutboxFile>,
     /// The outbox version last written; held while writing, so writes never reorder.
     written: Mutex<u64>,
+    /// Every record taken, appended as taken ([`super::journal`]); locked after `outbox`.
+    journal: Mutex<Option<Journal>>,
     wake: Notify,
     metrics: Option<Arc<Metrics>>,
 }
@@ -318,9 +321,16 @@ impl SinkShared {
             // A loaded outbox is version 0: written already, unless the load changed it
             // (records given up to fit `limit`), which bumped the version.
             written: Mutex::new(0),
+            journal: Mutex::new(None),
             wake: Notify::new(),
             metrics,
         }
+    }
+
+    /// Appends every record taken from now on to `journal` (sinks with a file).
+    pub fn with_journal(self, journal: Journal) -> SinkShared {
+        *self.journal.lock().unwrap_or_else(PoisonError::into_inner) = Some(journal);
+        self
     }
 
     /// The sink's name.
@@ -335,9 +345,17 @@ impl SinkShared {
 
     /// Appends `record` (numbered by the outbox) and wakes the worker: memory only, never
     /// waiting for the disk or the network.
-    pub fn push(&self, record: Record) {
+    pub fn push(&self, mut record: Record) {
         let (evicted, len) = {
             let mut outbox = self.outbox();
+            // Journaled under the outbox's lock, numbered as the push numbers it, so the
+            // journal's order is the outbox's and a snapshot's move of the journal
+            // (`persist`) falls between two records.
+            record.seq = outbox.next_seq();
+            if let Some(journal) = &mut *self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+            {
+                journal.append(&record);
+            }
             let (_, evicted) = outbox.push(record);
             (evicted.is_some(), outbox.len())
         };
@@ -363,9 +381,17 @@ impl SinkShared {
             if outbox.version() == *written {
                 return Ok(());
             }
-            (outbox.version(), outbox.snapshot())
+            let taken = (outbox.version(), outbox.snapshot());
+            if let Some(journal) = &mut *self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+            {
+                journal.snapshot_taken();
+            }
+            taken
         };
         file.write(&snapshot.encode())?;
+        if let Some(journal) = &*self.journal.lock().unwrap_or_else(PoisonError::into_inner) {
+            journal.snapshot_written();
+        }
         *written = version;
         Ok(())
     }

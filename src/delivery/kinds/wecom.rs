@@ -1,6 +1,6 @@
 //! `kind = "wecom"`: a WeCom (企业微信) group robot. `POST …/cgi-bin/webhook/send?key=KEY` with
 //! `{"msgtype":"markdown","markdown":{"content":…}}`; the content is at most 4096 bytes of
-//! UTF-8, so a message carries the records that fit ([`markdown::digest`]) and says how many
+//! UTF-8, so a message carries the records that fit (`markdown::digest`) and says how many
 //! follow. 20 messages a minute per robot (the worker paces; over it WeCom answers errcode
 //! 45009).
 //!
