@@ -97,6 +97,8 @@ fn defaults() {
     assert_eq!(
         settings.api,
         ApiSettings {
+            service: crate::api::ApiService::Yunjing,
+            endpoint_set: false,
             endpoint: Url::parse(DEFAULT_ENDPOINT).unwrap(),
             region: None,
             requests_per_second: 20,
