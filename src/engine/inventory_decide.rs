@@ -27,12 +27,13 @@ pub struct InventoryOptions {
     pub create_missing: bool,
     /// How a first snapshot is reported.
     pub baseline: Baseline,
-    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
-    /// `DescribeOpenPorts`.
-    pub action_rates: [u32; 3],
+    /// Requests per second per action, in `Action::ALL` order: `DescribeOpenPortTaskStatus`,
+    /// `CreateOpenPortTask`, `DescribeOpenPorts`, `DescribeMachines`,
+    /// `DescribeAssetPortInfoList` (each account's lanes take their own).
+    pub action_rates: [u32; 5],
     /// Requests in flight at most per lane, in the same order: each lane's own budget, so a
     /// slow action never holds the slots of another.
-    pub action_in_flight: [usize; 3],
+    pub action_in_flight: [usize; 5],
 }
 
 impl InventoryOptions {
@@ -40,7 +41,7 @@ impl InventoryOptions {
     pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
         InventoryOptions {
             enabled: inventory.enabled,
-            rescan_interval: inventory.rescan_interval,
+            rescan_interval: inventory.rescan_for(api.service),
             create_missing: inventory.create_missing,
             baseline: inventory.baseline,
             action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),

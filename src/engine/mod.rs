@@ -61,6 +61,10 @@
 
 mod account;
 mod agents;
+mod backend;
+mod cwp;
+#[cfg(test)]
+mod cwp_tests;
 mod decide;
 mod dispatcher;
 mod findings;
@@ -90,6 +94,8 @@ use crate::scheduler::Intervals;
 use crate::status::Status;
 use crate::watchlist::Agent;
 
+pub use backend::Backend;
+pub use cwp::{CwpListing, cwp_listings};
 pub use dispatcher::Engine;
 pub use findings::evaluate as evaluate_snapshot;
 pub use findings::removed_events as removed_finding_events;
@@ -207,9 +213,62 @@ pub trait Poller: Send + Sync + 'static {
         let _ = (uuid, limit, offset);
         async { Err(ApiError::Transport("this poller cannot list ports".into())) }
     }
+    /// Which API it talks to, and so which lanes the engine has ([`Backend`]).
+    fn backend(&self) -> Backend {
+        Backend::Yunjing
+    }
+    /// One page of `cwp` `DescribeMachines`.
+    fn describe_machines(
+        &self,
+        query: &crate::api::cwp::MachinesQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::MachinesPage, ApiError>> + Send {
+        let _ = query;
+        async { Err(ApiError::Transport("this poller cannot list machines".into())) }
+    }
+    /// One page of `cwp` `DescribeAssetPortInfoList`.
+    fn describe_asset_ports(
+        &self,
+        query: &crate::api::cwp::PortsQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::PortsPage, ApiError>> + Send {
+        let _ = query;
+        async { Err(ApiError::Transport("this poller cannot list asset ports".into())) }
+    }
 }
 
 impl Poller for Client {
+    fn backend(&self) -> Backend {
+        if self.service() == crate::api::cwp::SERVICE {
+            Backend::Cwp
+        } else {
+            Backend::Yunjing
+        }
+    }
+    fn describe_machines(
+        &self,
+        query: &crate::api::cwp::MachinesQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::MachinesPage, ApiError>> + Send {
+        let client = crate::api::cwp::CwpClient::from_client(self.clone());
+        let query = query.clone();
+        async move {
+            match client {
+                Some(client) => client.describe_machines(&query).await,
+                None => Err(ApiError::Transport("not a cwp client".into())),
+            }
+        }
+    }
+    fn describe_asset_ports(
+        &self,
+        query: &crate::api::cwp::PortsQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::PortsPage, ApiError>> + Send {
+        let client = crate::api::cwp::CwpClient::from_client(self.clone());
+        let query = query.clone();
+        async move {
+            match client {
+                Some(client) => client.describe_asset_port_info_list(&query).await,
+                None => Err(ApiError::Transport("not a cwp client".into())),
+            }
+        }
+    }
     fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
         // Borrows: the dispatcher's request future owns the poller and the Uuid (two `Arc`s),
         // so no per-poll copy of the client (URL, host, region) or of the Uuid is needed.

@@ -59,15 +59,25 @@ impl Check<'_> {
             .and_then(|i| i.rescan_interval.as_ref())
             .filter(|_| inventory.rescan_interval_set && inventory.rescan_interval.is_zero())
             .map(Spanned::span);
-        // (service, where its service is written, its discovery's span when enabled)
+        // (service, where its service is written, its discovery's span when enabled, its
+        // region, where to place a missing region)
         let mut uses = Vec::new();
+        let api_at = raw_api
+            .and_then(|a| a.service.as_ref().or(a.endpoint.as_ref()))
+            .map(Spanned::span);
         if default_configured {
             let discovery = raw
                 .discovery
                 .as_ref()
                 .filter(|_| enabled(raw.discovery.as_ref()))
                 .map(Spanned::span);
-            uses.push((api.service, top_service_at.clone(), discovery));
+            uses.push((
+                api.service,
+                top_service_at.clone(),
+                discovery,
+                api.region.is_some(),
+                api_at.clone(),
+            ));
         }
         let raw_accounts = raw.account.as_deref().unwrap_or_default();
         for (account, block) in accounts.iter().zip(raw_accounts) {
@@ -86,9 +96,11 @@ impl Check<'_> {
                 account.service.unwrap_or(api.service),
                 service_at,
                 discovery,
+                account.region.is_some() || api.region.is_some(),
+                Some(block.span()),
             ));
         }
-        for (service, service_at, discovery) in uses {
+        for (service, service_at, discovery, has_region, block_at) in uses {
             if api.endpoint_set
                 && let Some(problem) = service.endpoint_problem(&api.endpoint)
             {
@@ -107,6 +119,15 @@ impl Check<'_> {
             }
             if service != ApiService::Cwp {
                 continue;
+            }
+            if !has_region {
+                let message = "a service = \"cwp\" account needs its `region` (e.g. region = \
+                               \"ap-guangzhou\"): DescribeMachines lists the machines of one \
+                               region (and those outside Tencent Cloud, ap-others)";
+                failed = Some(match block_at {
+                    Some(at) => self.problems.at(at, message),
+                    None => self.problems.general(message),
+                });
             }
             if let Some(at) = discovery {
                 failed = Some(self.problems.at(
