@@ -206,6 +206,7 @@ mod tests {
                         port: *p,
                         process: (*n).into(),
                         pid: 9,
+                        cwp: None,
                     })
                     .collect(),
                 "10.0.0.1".into(),

@@ -161,8 +161,8 @@ mod tests {
             rescan_interval: Duration::from_secs(rescan_s),
             create_missing,
             baseline: Baseline::Summary,
-            action_rates: [20; 3],
-            action_in_flight: [32; 3],
+            action_rates: [20; 5],
+            action_in_flight: [32; 5],
         }
     }
 

@@ -387,6 +387,7 @@ pub(crate) mod samples {
                 machine_name: "db".into(),
                 request_id: "req-4".into(),
                 baseline: false,
+                cwp: None,
             },
             Event::PortOpened {
                 uuid: UUID.into(),
@@ -398,6 +399,7 @@ pub(crate) mod samples {
                 machine_name: "db".into(),
                 request_id: "req-4".into(),
                 baseline: true,
+                cwp: None,
             },
             Event::PortClosed {
                 uuid: UUID.into(),
@@ -408,6 +410,7 @@ pub(crate) mod samples {
                 machine_ip: "10.0.0.6".into(),
                 machine_name: "db".into(),
                 request_id: "req-5".into(),
+                cwp: None,
             },
             Event::InventoryBaseline {
                 uuid: UUID.into(),

@@ -442,6 +442,7 @@ mod tests {
                         port: *p,
                         process: (*n).into(),
                         pid: 1,
+                        cwp: None,
                     })
                     .collect(),
                 "10.0.0.1".into(),
@@ -533,6 +534,8 @@ mod tests {
         held.unconfirmed = vec![crate::inventory::PortKey {
             port: 3306,
             process: "mysqld".into(),
+            proto: None,
+            bind_ip: None,
         }];
         let mut map = InventoryMap::new();
         map.insert("u1".into(), held);

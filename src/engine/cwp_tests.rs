@@ -1,0 +1,394 @@
+//! The `cwp` backend through the whole engine under paused time, with a scripted fake API:
+//! statuses from paged machine listings (exactly once, spread over the interval, restart
+//! without repeats), port listings per Quuid (events with bind address and protocol, a close
+//! only once confirmed), hostile answers ending as `inventory_failed`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::api::cwp::{
+    AssetPort, BindIp, Machine, MachinesPage, MachinesQuery, PortsPage, PortsQuery, Proto, Quuid,
+};
+use crate::events::{CollectingSink, Event};
+use crate::inventory::Baseline;
+use crate::inventory::store::InventoryMap;
+
+type Statuses = Arc<dyn Fn(Duration, usize) -> Option<&'static str> + Send + Sync>;
+type Ports = Arc<dyn Fn(Duration, &str) -> Result<Vec<AssetPort>, ApiError> + Send + Sync>;
+
+/// `machines` machines (machine i: agent i's Uuid, Quuid `q-i`) whose statuses and ports are
+/// functions of the time since the start (`None`: the machine has no agent Uuid).
+#[derive(Clone)]
+struct Fake {
+    start: Instant,
+    /// Added to the time since the start (a restart continues the timeline).
+    shift: Duration,
+    machines: usize,
+    status: Statuses,
+    ports: Ports,
+    /// (when, action, offset) of every request.
+    log: Arc<Mutex<Vec<(Instant, &'static str, u64)>>>,
+}
+
+fn uuid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012x}")
+}
+
+impl Poller for Fake {
+    fn poll(&self, _: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
+        async { panic!("a cwp engine never polls task statuses") }
+    }
+    fn backend(&self) -> Backend {
+        Backend::Cwp
+    }
+    fn describe_machines(
+        &self,
+        query: &MachinesQuery,
+    ) -> impl Future<Output = Result<MachinesPage, ApiError>> + Send {
+        let now = Instant::now();
+        self.log
+            .lock()
+            .unwrap()
+            .push((now, "machines", query.offset()));
+        let at = now - self.start + self.shift;
+        // Only the CVM listing holds machines.
+        let cvm = query.params()["MachineType"] == "CVM";
+        let total = if cvm { self.machines as u64 } else { 0 };
+        let first = query.offset() as usize;
+        let last = (first + query.limit() as usize).min(total as usize);
+        let machines = (first..last)
+            .filter_map(|i| {
+                let status = (self.status)(at, i)?;
+                Some(Machine {
+                    quuid: Quuid::parse(&format!("q-{i}")).unwrap(),
+                    uuid: Some(crate::agent_uuid::AgentUuid::parse(&uuid(i)).unwrap()),
+                    agent_status: status.into(),
+                    machine_status: None,
+                    name: None,
+                    machine_ip: None,
+                    wan_ip: None,
+                    instance_id: None,
+                    facts: Default::default(),
+                })
+            })
+            .collect();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(MachinesPage {
+                total,
+                machines,
+                request_id: "rm".into(),
+            })
+        }
+    }
+    fn describe_asset_ports(
+        &self,
+        query: &PortsQuery,
+    ) -> impl Future<Output = Result<PortsPage, ApiError>> + Send {
+        let now = Instant::now();
+        self.log.lock().unwrap().push((now, "ports", query.offset()));
+        let answer = (self.ports)(now - self.start + self.shift, query.quuid().as_str()).map(|rows| {
+            let total = rows.len() as u64;
+            let first = (query.offset() as usize).min(rows.len());
+            let last = (first + query.limit() as usize).min(rows.len());
+            PortsPage {
+                total,
+                rows: rows[first..last].to_vec(),
+                machine_ip: "10.0.0.6".into(),
+                machine_name: "db".into(),
+                request_id: "rp".into(),
+            }
+        });
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer
+        }
+    }
+}
+
+fn port(proto: &str, bind: &str, port: u16, process: &str) -> AssetPort {
+    AssetPort {
+        proto: Proto::parse(proto).unwrap(),
+        bind_ip: BindIp::parse(bind).unwrap(),
+        port,
+        process: process.into(),
+        pid: Some(1400),
+        user: "mysql".into(),
+        process_path: "/usr/sbin/mysqld".into(),
+        first_seen: None,
+    }
+}
+
+fn agents(n: usize) -> Vec<Agent> {
+    let text: String = (0..n)
+        .map(|i| format!("[[agent]]\nuuid = \"{}\"\nname = \"a{i}\"\n", uuid(i)))
+        .collect();
+    crate::watchlist::Watchlist::from_toml_str(&text, std::path::Path::new("w.toml"))
+        .unwrap()
+        .agents
+}
+
+fn config(interval: u64) -> EngineConfig {
+    EngineConfig {
+        requests_per_second: 20,
+        max_in_flight: 32,
+        intervals: crate::scheduler::Intervals {
+            settled: Duration::from_secs(interval),
+            collecting: Duration::from_secs(5),
+            offline: Duration::from_secs(interval),
+        },
+        once: false,
+    }
+}
+
+fn options(rescan: u64) -> InventoryOptions {
+    InventoryOptions {
+        enabled: true,
+        rescan_interval: Duration::from_secs(rescan),
+        create_missing: false,
+        baseline: Baseline::Summary,
+        action_rates: [20; 5],
+        action_in_flight: [32; 5],
+    }
+}
+
+struct Ran {
+    events: Vec<Event>,
+    stored: InventoryMap,
+    known: crate::tracker::KnownMap,
+}
+
+async fn run(
+    api: Fake,
+    watched: usize,
+    interval: u64,
+    known: crate::tracker::KnownMap,
+    stored: InventoryMap,
+    secs: u64,
+) -> Ran {
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(api, sink.clone(), config(interval), &agents(watched), known)
+        .with_inventory(options(60), stored, None)
+        .with_cwp_listings(cwp_listings("ap-guangzhou"));
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stopper.cancel();
+    });
+    let (engine, _) = engine.run(stop).await;
+    Ran {
+        events: sink.events(),
+        stored: engine.stored_inventory().cloned().unwrap_or_default(),
+        known: engine.agents.known().map(|(u, k)| (u, k.clone())).collect(),
+    }
+}
+
+/// Status and port events as short strings.
+fn names(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StatusChanged {
+                agent_name,
+                from_status,
+                to_status,
+                ..
+            } => Some(format!("{agent_name} {from_status}->{to_status}")),
+            Event::PortOpened {
+                agent_name,
+                port,
+                cwp,
+                ..
+            } => {
+                let c = cwp.as_deref().expect("a cwp port has its facts");
+                Some(format!("{agent_name} +{}/{port} {}", c.bind_ip, c.proto))
+            }
+            Event::PortClosed {
+                agent_name,
+                port,
+                cwp,
+                ..
+            } => {
+                let c = cwp.as_deref().expect("a cwp port has its facts");
+                Some(format!("{agent_name} -{}/{port} {}", c.bind_ip, c.proto))
+            }
+            Event::InventoryBaseline {
+                agent_name, ports, ..
+            } => Some(format!("{agent_name} baseline {ports}")),
+            Event::InventoryFailed {
+                agent_name,
+                error_code,
+                ..
+            } => Some(format!("{agent_name} failed {error_code}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fake(machines: usize, status: Statuses, ports: Ports) -> Fake {
+    Fake {
+        start: Instant::now(),
+        shift: Duration::ZERO,
+        machines,
+        status,
+        ports,
+        log: Arc::default(),
+    }
+}
+
+/// a0 goes OFFLINE at 25 s; a1 stays ONLINE; a2's machine has no agent Uuid. a0's mysqld
+/// moves from 127.0.0.1 to 0.0.0.0 at 100 s.
+fn timeline() -> Fake {
+    fake(
+        3,
+        Arc::new(|at, i| match i {
+            0 if at >= Duration::from_secs(25) => Some("OFFLINE"),
+            0 | 1 => Some("ONLINE"),
+            _ => None,
+        }),
+        Arc::new(|at, quuid| {
+            let mysqld = if at >= Duration::from_secs(100) {
+                "0.0.0.0"
+            } else {
+                "127.0.0.1"
+            };
+            Ok(match quuid {
+                "q-0" => vec![
+                    port("tcp", "0.0.0.0", 22, "sshd"),
+                    port("tcp", mysqld, 3306, "mysqld"),
+                ],
+                _ => vec![port("udp", "0.0.0.0", 53, "named")],
+            })
+        }),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_and_ports_come_exactly_once_and_a_restart_repeats_none() {
+    let api = timeline();
+    let first = run(api.clone(), 3, 10, Default::default(), Default::default(), 200).await;
+    assert_eq!(
+        names(&first.events),
+        [
+            "a0 UNKNOWN->ONLINE",
+            "a1 UNKNOWN->ONLINE",
+            // Listed within one pass at the lane's rate, in the order of their phases.
+            "a1 baseline 1",
+            "a0 baseline 2",
+            "a0 ONLINE->OFFLINE",
+            // The rescan after the move: the new bind at once, the old one once confirmed.
+            "a0 +0.0.0.0/3306 tcp",
+            "a0 -127.0.0.1/3306 tcp",
+        ],
+        "{:#?}",
+        first.events
+    );
+    // OFFLINE warns, like yunjing's AGENT_OFFLINE.
+    let offline = first
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::StatusChanged { to_status, .. } if to_status.as_str() == "OFFLINE"))
+        .unwrap();
+    assert_eq!(offline.level(), tracing::Level::WARN);
+    // The event's JSON fields carry the port's facts.
+    let opened = first
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::PortOpened { .. }))
+        .unwrap();
+    let fields = opened.fields();
+    assert_eq!(fields["proto"], "tcp");
+    assert_eq!(fields["bind_ip"], "0.0.0.0");
+    assert_eq!(fields["user"], "mysql");
+    assert_eq!(fields["process_path"], "/usr/sbin/mysqld");
+    assert!(!fields.contains_key("first_seen"), "unknown: absent");
+    // The stored inventory keeps them.
+    let stored = &first.stored[&uuid(0)];
+    let ports = &stored.snapshot.as_ref().unwrap().ports;
+    assert_eq!(ports.len(), 2);
+    assert!(ports.iter().all(|p| p.cwp.is_some()));
+    // a2 (no agent Uuid on its machine) has no status.
+    assert!(
+        !first
+            .known
+            .keys()
+            .any(|u| u.to_string() == uuid(2)),
+        "{:?}",
+        first.known
+    );
+
+    // A restart with what was persisted, the timeline going on: nothing is repeated.
+    let mut api = timeline();
+    api.shift = Duration::from_secs(200);
+    let again = run(api, 3, 10, first.known, first.stored, 150).await;
+    assert_eq!(names(&again.events), Vec::<String>::new(), "{:#?}", again.events);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_is_paged_spread_over_the_interval_within_the_rate() {
+    // 250 machines: 3 pages of the CVM listing per 60 s pass, at 0, 20 and 40 s.
+    let api = fake(250, Arc::new(|_, _| Some("ONLINE")), Arc::new(|_, _| Ok(vec![])));
+    let log = api.log.clone();
+    let start = Instant::now();
+    let ran = run(api, 250, 60, Default::default(), Default::default(), 130).await;
+    let statuses = ran
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StatusChanged { .. }))
+        .count();
+    assert_eq!(statuses, 250, "each agent once");
+    let log = log.lock().unwrap();
+    let cvm_pages: Vec<(u64, u64)> = log
+        .iter()
+        .filter(|(_, action, offset)| *action == "machines" && *offset > 0)
+        .map(|(t, _, offset)| ((*t - start).as_secs(), *offset))
+        .collect();
+    assert_eq!(cvm_pages, [(20, 100), (40, 200), (80, 100), (100, 200)]);
+    // Every action's requests: never more than 20 in any 1-second window.
+    for action in ["machines", "ports"] {
+        let times: Vec<Instant> = log
+            .iter()
+            .filter(|(_, a, _)| *a == action)
+            .map(|(t, _, _)| *t)
+            .collect();
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 20, "{action}: {in_window} in one second");
+        }
+    }
+    // 250 port listings (one per machine) spread over one pass at 20/s, not at once.
+    let fetches = log.iter().filter(|(_, a, _)| *a == "ports").count();
+    assert!(fetches >= 250, "{fetches}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hostile_port_answers_end_as_inventory_failed_never_as_port_events() {
+    let bad = || {
+        Err(ApiError::Api {
+            code: "ClientError.Decode".into(),
+            message: "Response.Ports[0].BindIp is not an IPv4 or IPv6 address".into(),
+            request_id: Some("rp".into()),
+        })
+    };
+    let api = fake(1, Arc::new(|_, _| Some("ONLINE")), Arc::new(move |_, _| bad()));
+    let ran = run(api, 1, 10, Default::default(), Default::default(), 30).await;
+    assert_eq!(
+        names(&ran.events),
+        ["a0 UNKNOWN->ONLINE", "a0 failed ClientError.Decode"],
+        "{:#?}",
+        ran.events
+    );
+    assert!(
+        ran.stored
+            .get(&uuid(0))
+            .is_none_or(|s| s.snapshot.is_none())
+    );
+}
