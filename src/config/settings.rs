@@ -149,7 +149,12 @@ impl ApiSettings {
     /// Requests in flight at most over every action's lane: what the client's connection
     /// pool keeps idle, so no lane's answer closes a connection another lane opens again.
     pub fn in_flight_total(&self) -> usize {
-        super::ACTIONS
+        // The account's own actions: yunjing's three, or the `cwp` backend's two.
+        let actions = match self.service {
+            crate::api::ApiService::Yunjing => &super::ACTIONS[..3],
+            crate::api::ApiService::Cwp => &super::ACTIONS[3..],
+        };
+        actions
             .iter()
             .map(|action| self.in_flight_of(action))
             .fold(0, usize::saturating_add)

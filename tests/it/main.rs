@@ -13,6 +13,7 @@ mod alertmanager;
 mod assume_role;
 mod cli;
 mod client;
+mod cwp;
 mod cvm_role;
 mod daemon;
 mod delivery;
