@@ -267,14 +267,19 @@ async fn hostile_cwp_answers_end_as_inventory_failed_never_as_port_events() {
         "total_offset = 5",
         "ignore_offset = true",
     ] {
+        // Two pages' worth, so that a server ignoring `Offset` shows.
+        let open: Vec<String> = (1..=150)
+            .map(|p| format!("{{ port = {}, process = \"srv\", pid = {p} }}", 1000 + p))
+            .collect();
         let sim = start_scenario(&format!(
             r#"[[agent]]
 uuid = "{}"
 timeline = []
-ports = [{{ at = "0s", open = [{{ port = 22, process = "sshd", pid = 1 }}, {{ port = 80, process = "nginx", pid = 2 }}] }}]
+ports = [{{ at = "0s", open = [{}] }}]
 cwp_faults = {{ {fault} }}
 "#,
-            uuid(0)
+            uuid(0),
+            open.join(", ")
         ))
         .await;
         let dir = tempfile::tempdir().unwrap();
