@@ -185,9 +185,9 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         }
         None => None,
     };
-    // The policy file, for yunjing's port data (every account's backend for now).
+    // The policy file, for the port data of every account's backend.
     let policy = match settings.policy.file.as_deref() {
-        Some(path) => match Policy::load(path, Capabilities::YUNJING) {
+        Some(path) => match super::policy::check_policy(path, &settings) {
             Ok(policy) => policy_summary(path, &policy),
             Err(e) => {
                 problems.extend(lines(&e));

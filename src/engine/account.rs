@@ -78,7 +78,11 @@ impl<P: Poller> Account<P> {
     /// the bug is logged.
     pub fn lane(&mut self, action: Action) -> &mut Lane {
         let at = self.lanes.iter().position(|l| l.action == action);
-        debug_assert!(at.is_some(), "{action:?} is not a lane of {:?}", self.backend);
+        debug_assert!(
+            at.is_some(),
+            "{action:?} is not a lane of {:?}",
+            self.backend
+        );
         if at.is_none() {
             tracing::error!(
                 "bug: {} asked of a {} account",

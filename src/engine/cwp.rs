@@ -167,7 +167,9 @@ impl<P: Poller> Engine<P> {
         let poller = self.account.poller.clone();
         let metrics = self.metrics.clone();
         let Some(cwp) = self.cwp.as_mut() else {
-            self.account.lane(job.action()).finish(job.agent(), None, now);
+            self.account
+                .lane(job.action())
+                .finish(job.agent(), None, now);
             return false;
         };
         match job {
@@ -275,9 +277,11 @@ impl<P: Poller> Engine<P> {
                     }
                     _ => {}
                 }
-                self.account
-                    .lane(action)
-                    .finish(i, Some((later(now, wait), Cadence::Settled)), now);
+                self.account.lane(action).finish(
+                    i,
+                    Some((later(now, wait), Cadence::Settled)),
+                    now,
+                );
                 return;
             }
         };
@@ -475,9 +479,10 @@ impl<P: Poller> Engine<P> {
                         *slot = label;
                     }
                 }
-                let step = fetch
-                    .listing
-                    .page(page.total, page.rows, page.request_id, AssetPort::clone);
+                let step =
+                    fetch
+                        .listing
+                        .page(page.total, page.rows, page.request_id, AssetPort::clone);
                 self.account.lane(action).succeeded(now);
                 step
             }
@@ -501,7 +506,10 @@ impl<P: Poller> Engine<P> {
                     return;
                 };
                 let nth = fetch.listing.confirming_nth();
-                let ports = cwp::port_set(rows).into_iter().map(Port::from_asset).collect();
+                let ports = cwp::port_set(rows)
+                    .into_iter()
+                    .map(Port::from_asset)
+                    .collect();
                 let snapshot = Snapshot::from_rows(ports, fetch.machine_ip, fetch.machine_name);
                 let (next, previous) =
                     self.store_snapshot(id, (&uuid, &name), snapshot, &request_id, nth);

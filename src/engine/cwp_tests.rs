@@ -90,19 +90,23 @@ impl Poller for Fake {
         query: &PortsQuery,
     ) -> impl Future<Output = Result<PortsPage, ApiError>> + Send {
         let now = Instant::now();
-        self.log.lock().unwrap().push((now, "ports", query.offset()));
-        let answer = (self.ports)(now - self.start + self.shift, query.quuid().as_str()).map(|rows| {
-            let total = rows.len() as u64;
-            let first = (query.offset() as usize).min(rows.len());
-            let last = (first + query.limit() as usize).min(rows.len());
-            PortsPage {
-                total,
-                rows: rows[first..last].to_vec(),
-                machine_ip: "10.0.0.6".into(),
-                machine_name: "db".into(),
-                request_id: "rp".into(),
-            }
-        });
+        self.log
+            .lock()
+            .unwrap()
+            .push((now, "ports", query.offset()));
+        let answer =
+            (self.ports)(now - self.start + self.shift, query.quuid().as_str()).map(|rows| {
+                let total = rows.len() as u64;
+                let first = (query.offset() as usize).min(rows.len());
+                let last = (first + query.limit() as usize).min(rows.len());
+                PortsPage {
+                    total,
+                    rows: rows[first..last].to_vec(),
+                    machine_ip: "10.0.0.6".into(),
+                    machine_name: "db".into(),
+                    request_id: "rp".into(),
+                }
+            });
         async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             answer
@@ -271,7 +275,15 @@ fn timeline() -> Fake {
 #[tokio::test(start_paused = true)]
 async fn statuses_and_ports_come_exactly_once_and_a_restart_repeats_none() {
     let api = timeline();
-    let first = run(api.clone(), 3, 10, Default::default(), Default::default(), 200).await;
+    let first = run(
+        api.clone(),
+        3,
+        10,
+        Default::default(),
+        Default::default(),
+        200,
+    )
+    .await;
     assert_eq!(
         names(&first.events),
         [
@@ -314,10 +326,7 @@ async fn statuses_and_ports_come_exactly_once_and_a_restart_repeats_none() {
     assert!(ports.iter().all(|p| p.cwp.is_some()));
     // a2 (no agent Uuid on its machine) has no status.
     assert!(
-        !first
-            .known
-            .keys()
-            .any(|u| u.to_string() == uuid(2)),
+        !first.known.keys().any(|u| u.to_string() == uuid(2)),
         "{:?}",
         first.known
     );
@@ -326,13 +335,22 @@ async fn statuses_and_ports_come_exactly_once_and_a_restart_repeats_none() {
     let mut api = timeline();
     api.shift = Duration::from_secs(200);
     let again = run(api, 3, 10, first.known, first.stored, 150).await;
-    assert_eq!(names(&again.events), Vec::<String>::new(), "{:#?}", again.events);
+    assert_eq!(
+        names(&again.events),
+        Vec::<String>::new(),
+        "{:#?}",
+        again.events
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_listing_is_paged_spread_over_the_interval_within_the_rate() {
     // 250 machines: 3 pages of the CVM listing per 60 s pass, at 0, 20 and 40 s.
-    let api = fake(250, Arc::new(|_, _| Some("ONLINE")), Arc::new(|_, _| Ok(vec![])));
+    let api = fake(
+        250,
+        Arc::new(|_, _| Some("ONLINE")),
+        Arc::new(|_, _| Ok(vec![])),
+    );
     let log = api.log.clone();
     let start = Instant::now();
     let ran = run(api, 250, 60, Default::default(), Default::default(), 130).await;
@@ -378,7 +396,11 @@ async fn hostile_port_answers_end_as_inventory_failed_never_as_port_events() {
             request_id: Some("rp".into()),
         })
     };
-    let api = fake(1, Arc::new(|_, _| Some("ONLINE")), Arc::new(move |_, _| bad()));
+    let api = fake(
+        1,
+        Arc::new(|_, _| Some("ONLINE")),
+        Arc::new(move |_, _| bad()),
+    );
     let ran = run(api, 1, 10, Default::default(), Default::default(), 30).await;
     assert_eq!(
         names(&ran.events),
@@ -391,4 +413,101 @@ async fn hostile_port_answers_end_as_inventory_failed_never_as_port_events() {
             .get(&uuid(0))
             .is_none_or(|s| s.snapshot.is_none())
     );
+}
+
+/// The policy's table form on `cwp` ports: mysqld allowed on loopback only, so its move to
+/// 0.0.0.0 is `port_unexpected` once, and the loopback one's confirmed close raises nothing.
+#[tokio::test(start_paused = true)]
+async fn a_bind_rule_flags_the_port_that_moved_to_every_address() {
+    let policy = crate::policy::Policy::from_toml_str(
+        r#"
+[[rule]]
+name = "db"
+hosts = { names = ["a*"] }
+allow = ["22/sshd", "53/named", { port = 3306, process = "mysqld", proto = "tcp", bind = "loopback", user = "mysql" }]
+severity = "critical"
+"#,
+        std::path::Path::new("policy.toml"),
+        crate::policy::Capabilities::CWP,
+    )
+    .unwrap();
+    let sink = Arc::new(CollectingSink::default());
+    let engine = Engine::new(
+        timeline(),
+        sink.clone(),
+        config(10),
+        &agents(3),
+        Default::default(),
+    )
+    .with_policy(Some(Arc::new(policy)), "default")
+    .with_inventory(options(60), Default::default(), None)
+    .with_cwp_listings(cwp_listings("ap-guangzhou"));
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        stopper.cancel();
+    });
+    let _ = engine.run(stop).await;
+    let findings: Vec<String> = sink
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Finding(_) => {
+                let f = e.fields();
+                Some(format!("{} {} {}", e.name(), f["port"], f["process_name"]))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        findings,
+        ["port_unexpected 3306 \"mysqld\""],
+        "{:#?}",
+        sink.events()
+    );
+}
+
+#[test]
+fn the_table_keys_need_every_account_to_be_cwp() {
+    let parse = |text: &str| {
+        crate::config::Settings::from_toml_str_with(
+            text,
+            std::path::Path::new("/etc/cwp-portwatch/config.toml"),
+            &crate::credentials::Environment::from_pairs([("HOME", "/home/op")]),
+        )
+        .unwrap()
+    };
+    let cwp =
+        parse("watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n");
+    assert_eq!(
+        crate::policy::Capabilities::of_accounts(&cwp),
+        crate::policy::Capabilities::CWP
+    );
+    let mixed = parse(
+        "watchlist = \"w.toml\"\n[[account]]\nname = \"live\"\nservice = \"cwp\"\n\
+         region = \"ap-shanghai\"\nwatchlist = \"live.toml\"\n\
+         [account.credentials]\nsource = \"profile\"\nprofile = \"live\"\n",
+    );
+    assert_eq!(
+        crate::policy::Capabilities::of_accounts(&mixed),
+        crate::policy::Capabilities::YUNJING
+    );
+    // `check`'s refusal names the yunjing accounts.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"db\"\nhosts = { names = [\"*\"] }\n\
+         allow = [{ port = 3306, process = \"mysqld\", bind = \"loopback\" }]\n",
+    )
+    .unwrap();
+    let errors = crate::commands::policy::check_policy(&path, &mixed).unwrap_err();
+    assert!(
+        errors.problems[0]
+            .message
+            .contains("these use yunjing: default"),
+        "{errors:?}"
+    );
+    crate::commands::policy::check_policy(&path, &cwp).unwrap();
 }

@@ -37,8 +37,7 @@ pub(crate) fn port_facts(p: &crate::inventory::Port) -> PortFacts<'_> {
         port: p.port,
         process: &p.process,
         proto: cwp.map(|c| c.proto.as_str()),
-        // Not given to the policy yet: `bind` is refused by its check (`Capabilities`).
-        bind_ip: None,
+        bind_ip: cwp.map(|c| c.bind_ip),
         user: cwp.map(|c| &*c.user).filter(|u| !u.is_empty()),
     }
 }

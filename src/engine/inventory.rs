@@ -600,7 +600,8 @@ impl<P: Poller> Engine<P> {
             .snapshot
             .as_deref()
             .map(|s| (s, entry.unconfirmed.as_slice()));
-        let reconciled = inventory::reconcile(who, last, snapshot, inv.options.baseline, request_id);
+        let reconciled =
+            inventory::reconcile(who, last, snapshot, inv.options.baseline, request_id);
         let previous = entry.snapshot.take();
         entry.snapshot = Some(Arc::new(reconciled.stored));
         entry.unconfirmed = reconciled.unconfirmed;

@@ -252,9 +252,10 @@ async fn an_actions_own_max_in_flight_bounds_its_lane_alone() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
     let fast = Duration::from_millis(50);
-    let budgets =
-        |e: &Engine<SlowLane>| [Action::PollStatus, Action::CreateTask, Action::FetchPorts]
-            .map(|a| e.account.lanes[a.index()].max_in_flight());
+    let budgets = |e: &Engine<SlowLane>| {
+        [Action::PollStatus, Action::CreateTask, Action::FetchPorts]
+            .map(|a| e.account.lanes[a.index()].max_in_flight())
+    };
     let sink = Arc::new(CollectingSink::default());
     let mut o = options();
     o.action_in_flight = [32, 32, 4, 32, 32];

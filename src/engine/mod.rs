@@ -223,7 +223,11 @@ pub trait Poller: Send + Sync + 'static {
         query: &crate::api::cwp::MachinesQuery,
     ) -> impl Future<Output = Result<crate::api::cwp::MachinesPage, ApiError>> + Send {
         let _ = query;
-        async { Err(ApiError::Transport("this poller cannot list machines".into())) }
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot list machines".into(),
+            ))
+        }
     }
     /// One page of `cwp` `DescribeAssetPortInfoList`.
     fn describe_asset_ports(
@@ -231,7 +235,11 @@ pub trait Poller: Send + Sync + 'static {
         query: &crate::api::cwp::PortsQuery,
     ) -> impl Future<Output = Result<crate::api::cwp::PortsPage, ApiError>> + Send {
         let _ = query;
-        async { Err(ApiError::Transport("this poller cannot list asset ports".into())) }
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot list asset ports".into(),
+            ))
+        }
     }
 }
 

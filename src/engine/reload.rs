@@ -134,7 +134,10 @@ impl<P: Poller> Engine<P> {
         };
         let status_lane = self.account.has_lane(Action::PollStatus);
         if status_lane {
-            self.account.lane(Action::PollStatus).queue.reserve(new.len());
+            self.account
+                .lane(Action::PollStatus)
+                .queue
+                .reserve(new.len());
         }
         for &id in new {
             let Some(record) = self.agents.get(id) else {

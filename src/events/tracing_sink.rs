@@ -233,8 +233,14 @@ impl EventSink for TracingSink {
                 proto = cwp.as_deref().map(|c| c.proto.as_str()),
                 bind_ip = cwp.as_deref().map(|c| tracing::field::display(c.bind_ip)),
                 user = cwp.as_deref().map(|c| &*c.user).filter(|u| !u.is_empty()),
-                process_path = cwp.as_deref().map(|c| &*c.process_path).filter(|u| !u.is_empty()),
-                first_seen = cwp.as_deref().and_then(|c| c.first_seen.as_ref()).map(tracing::field::display),
+                process_path = cwp
+                    .as_deref()
+                    .map(|c| &*c.process_path)
+                    .filter(|u| !u.is_empty()),
+                first_seen = cwp
+                    .as_deref()
+                    .and_then(|c| c.first_seen.as_ref())
+                    .map(tracing::field::display),
                 message_id = mid,
                 "{msg}"
             ),
@@ -262,8 +268,14 @@ impl EventSink for TracingSink {
                 proto = cwp.as_deref().map(|c| c.proto.as_str()),
                 bind_ip = cwp.as_deref().map(|c| tracing::field::display(c.bind_ip)),
                 user = cwp.as_deref().map(|c| &*c.user).filter(|u| !u.is_empty()),
-                process_path = cwp.as_deref().map(|c| &*c.process_path).filter(|u| !u.is_empty()),
-                first_seen = cwp.as_deref().and_then(|c| c.first_seen.as_ref()).map(tracing::field::display),
+                process_path = cwp
+                    .as_deref()
+                    .map(|c| &*c.process_path)
+                    .filter(|u| !u.is_empty()),
+                first_seen = cwp
+                    .as_deref()
+                    .and_then(|c| c.first_seen.as_ref())
+                    .map(tracing::field::display),
                 message_id = mid,
                 "{msg}"
             ),

@@ -21,8 +21,8 @@ use cwp_portwatch::watchlist::Agent;
 use cwp_simulator::{DEFAULT_REGION, DEFAULT_SECRET_KEY, RunningSimulator};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::app::{App, agents, daemon_config};
 use crate::support::accounts::{ALPHA_ID, ALPHA_KEY, watchlist};
+use crate::support::app::{App, agents, daemon_config};
 use crate::support::*;
 
 /// A client signing for `cwp`, to the simulator.
@@ -193,32 +193,51 @@ ports = [{{ at = "0s", open = [{{ port = 53, process = "named", pid = 600, proto
 }
 
 fn settled(events: &[Event]) -> bool {
-    short(events)
-        .iter()
-        .any(|e| e.starts_with("0 closed 3306"))
+    short(events).iter().any(|e| e.starts_with("0 closed 3306"))
 }
 
 #[tokio::test]
 async fn a_cwp_scenario_gives_exactly_its_events_within_the_rate_and_a_restart_repeats_none() {
     let sim = start_scenario(&scenario_text()).await;
     let dir = tempfile::tempdir().unwrap();
-    let first = run(&sim, &watch(2), dir.path(), Duration::from_millis(800), settled).await;
+    let first = run(
+        &sim,
+        &watch(2),
+        dir.path(),
+        Duration::from_millis(800),
+        settled,
+    )
+    .await;
     let mut got = short(&first.events);
     // The two baselines' order is their phases'; everything else is the timeline's.
-    let baselines: Vec<String> = got.iter().filter(|e| e.contains("baseline")).cloned().collect();
+    let baselines: Vec<String> = got
+        .iter()
+        .filter(|e| e.contains("baseline"))
+        .cloned()
+        .collect();
     got.retain(|e| !e.contains("baseline"));
     assert_eq!(baselines.len(), 2, "{:#?}", first.events);
-    assert!(baselines.contains(&"0 baseline 2".to_owned()), "{baselines:?}");
-    assert!(baselines.contains(&"1 baseline 1".to_owned()), "{baselines:?}");
+    assert!(
+        baselines.contains(&"0 baseline 2".to_owned()),
+        "{baselines:?}"
+    );
+    assert!(
+        baselines.contains(&"1 baseline 1".to_owned()),
+        "{baselines:?}"
+    );
     let statuses: Vec<&String> = got.iter().filter(|e| e.contains("->")).collect();
     assert_eq!(
         statuses,
-        ["0 UNKNOWN->ONLINE", "1 UNKNOWN->ONLINE", "0 ONLINE->OFFLINE"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .iter()
-            .collect::<Vec<_>>(),
+        [
+            "0 UNKNOWN->ONLINE",
+            "1 UNKNOWN->ONLINE",
+            "0 ONLINE->OFFLINE"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .iter()
+        .collect::<Vec<_>>(),
         "{:#?}",
         first.events
     );
@@ -253,8 +272,16 @@ async fn a_cwp_scenario_gives_exactly_its_events_within_the_rate_and_a_restart_r
     );
 
     // A restart on the same files: the statuses and ports it knows are not reported again.
-    let again = run(&sim, &watch(2), dir.path(), Duration::from_secs(2), |_| true).await;
-    assert_eq!(short(&again.events), Vec::<String>::new(), "{:#?}", again.events);
+    let again = run(&sim, &watch(2), dir.path(), Duration::from_secs(2), |_| {
+        true
+    })
+    .await;
+    assert_eq!(
+        short(&again.events),
+        Vec::<String>::new(),
+        "{:#?}",
+        again.events
+    );
 }
 
 #[tokio::test]
@@ -288,7 +315,11 @@ cwp_faults = {{ {fault} }}
         })
         .await;
         let got = short(&ran.events);
-        assert_eq!(got.first().map(String::as_str), Some("0 UNKNOWN->ONLINE"), "{fault}: {got:?}");
+        assert_eq!(
+            got.first().map(String::as_str),
+            Some("0 UNKNOWN->ONLINE"),
+            "{fault}: {got:?}"
+        );
         assert!(
             got[1..].iter().all(|e| e.starts_with("0 failed ")),
             "{fault}: {got:?}"
@@ -299,9 +330,8 @@ cwp_faults = {{ {fault} }}
 
 #[tokio::test]
 async fn one_daemon_runs_a_yunjing_and_a_cwp_account_side_by_side() {
-    let credentials = format!(
-        "[[credential]]\nsecret_id = \"{ALPHA_ID}\"\nsecret_key = \"{ALPHA_KEY}\"\n"
-    );
+    let credentials =
+        format!("[[credential]]\nsecret_id = \"{ALPHA_ID}\"\nsecret_key = \"{ALPHA_KEY}\"\n");
     let sim = start_scenario(&format!("{credentials}{}", steady(4, "COMPLETE"))).await;
     let app = App::new();
     app.write_watchlist(&agents(0..2, "yunjing-agent"));
@@ -324,9 +354,17 @@ async fn one_daemon_runs_a_yunjing_and_a_cwp_account_side_by_side() {
         ("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY),
     ]);
     daemon
-        .wait_for("both accounts' statuses", Duration::from_secs(30), |events| {
-            events.iter().filter(|e| e["event"] == "status_changed").count() >= 4
-        })
+        .wait_for(
+            "both accounts' statuses",
+            Duration::from_secs(30),
+            |events| {
+                events
+                    .iter()
+                    .filter(|e| e["event"] == "status_changed")
+                    .count()
+                    >= 4
+            },
+        )
         .await;
     // A little longer: a status reported twice would show now.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -359,8 +397,14 @@ async fn one_daemon_runs_a_yunjing_and_a_cwp_account_side_by_side() {
     let stats = sim.stats();
     let default = &stats.per_account[cwp_simulator::DEFAULT_SECRET_ID];
     let live = &stats.per_account[ALPHA_ID];
-    assert!(default.contains_key("DescribeOpenPortTaskStatus"), "{default:?}");
-    assert!(!default.keys().any(|a| a.starts_with("cwp:")), "{default:?}");
+    assert!(
+        default.contains_key("DescribeOpenPortTaskStatus"),
+        "{default:?}"
+    );
+    assert!(
+        !default.keys().any(|a| a.starts_with("cwp:")),
+        "{default:?}"
+    );
     assert!(live.contains_key("cwp:DescribeMachines"), "{live:?}");
     assert!(!live.contains_key("DescribeOpenPortTaskStatus"), "{live:?}");
 }
