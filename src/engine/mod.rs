@@ -34,10 +34,26 @@
 //! - `observe`: the engine's side of [`crate::metrics`] (the registry handed in, the gauges
 //!   refreshed with the heartbeat).
 //!
+//! ## Backends (issue 24)
+//! An account talks to one API, yunjing or `cwp` (`[api] service`, per `[[account]]` too),
+//! and its backend ([`Backend`], `backend.rs`) decides which lanes its engine has: yunjing's
+//! `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`, `DescribeOpenPorts`, or `cwp`'s
+//! `DescribeMachines` and `DescribeAssetPortInfoList` (`cwp.rs`). The backend is the
+//! poller's ([`Poller::backend`]: a `Client` signing for `cwp` is a `cwp` one), so an engine
+//! never has a lane its client cannot serve. What changed in the design to make this one
+//! engine rather than a fork: `Account::lanes` holds the backend's lanes only (before, one per
+//! `Action`, at `Action::index`), found by action; a lane's queue holds what its jobs are
+//! about (agents, or for `DescribeMachines` the listing cursors); code that schedules
+//! yunjing's status polls or tasks asks whether the account has that lane; and the end of a
+//! port listing (reconcile, store, events, confirmation) is one function for both
+//! (`Engine::store_snapshot`). Everything else — the loop, pacing, agent table, exactly-once
+//! statuses, state and inventory files, policy, metrics and sinks — is shared unchanged.
+//!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
-//! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
-//!    is then created by `account::Account::new`) and in `lane::Job` (what one request
-//!    does, e.g. `FetchPorts(agent)`, with any paging state kept in the agent's record);
+//! 1. a variant in `lane::Action` and in the backend's `Backend::actions` (its lane, with
+//!    its own strict limiter and rate control, is then created by `account::Account::new`)
+//!    and in `lane::Job` (what one request does, e.g. `FetchPorts(agent)`, with any paging
+//!    state kept beside the agent's record);
 //! 2. a method on [`Poller`] for the call and a `in_flight::Reply` variant for its answer;
 //! 3. an arm in `Engine::send` and in `Engine::on_answer`, and a pure `decide` for it that
 //!    may ask for follow-up jobs (a `COMPLETE` after `COLLECTING` → `FetchPorts`), which the
