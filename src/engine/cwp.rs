@@ -23,7 +23,6 @@
 //! checks of [`crate::api::cwp::ports`]) is `inventory_failed`, never a port event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -152,13 +151,6 @@ impl<P: Poller> Engine<P> {
             lane.queue.schedule(i, now, Cadence::Settled);
         }
         self
-    }
-
-    /// The Quuid a listing matched to this watched agent (for tests).
-    #[cfg(test)]
-    pub(super) fn quuid_of(&self, uuid: &crate::agent_uuid::AgentUuid) -> Option<&Quuid> {
-        let id = self.agents.id_of(uuid)?;
-        self.cwp.as_ref()?.quuids.get(&id)
     }
 
     /// Sends a `cwp` job; false when it needs no request after all.
@@ -553,7 +545,3 @@ impl<P: Poller> Engine<P> {
         self.account.lane(action).finish(id, next, now);
     }
 }
-
-/// Keeps `Arc` in use for the snapshot type's sake (the stored snapshots are shared).
-#[allow(dead_code)]
-type Shared = Arc<Snapshot>;

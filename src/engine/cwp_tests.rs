@@ -17,6 +17,8 @@ use crate::events::{CollectingSink, Event};
 use crate::inventory::Baseline;
 use crate::inventory::store::InventoryMap;
 
+/// (when, action, offset) of every request.
+type Log = Arc<Mutex<Vec<(Instant, &'static str, u64)>>>;
 type Statuses = Arc<dyn Fn(Duration, usize) -> Option<&'static str> + Send + Sync>;
 type Ports = Arc<dyn Fn(Duration, &str) -> Result<Vec<AssetPort>, ApiError> + Send + Sync>;
 
@@ -31,7 +33,7 @@ struct Fake {
     status: Statuses,
     ports: Ports,
     /// (when, action, offset) of every request.
-    log: Arc<Mutex<Vec<(Instant, &'static str, u64)>>>,
+    log: Log,
 }
 
 fn uuid(i: usize) -> String {
@@ -39,8 +41,8 @@ fn uuid(i: usize) -> String {
 }
 
 impl Poller for Fake {
-    fn poll(&self, _: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
-        async { panic!("a cwp engine never polls task statuses") }
+    async fn poll(&self, _: &str) -> Result<TaskStatus, ApiError> {
+        panic!("a cwp engine never polls task statuses")
     }
     fn backend(&self) -> Backend {
         Backend::Cwp
@@ -326,7 +328,9 @@ async fn statuses_and_ports_come_exactly_once_and_a_restart_repeats_none() {
     assert!(ports.iter().all(|p| p.cwp.is_some()));
     // a2 (no agent Uuid on its machine) has no status.
     assert!(
-        !first.known.keys().any(|u| u.to_string() == uuid(2)),
+        !first
+            .known
+            .contains_key(&uuid(2).parse::<crate::agent_uuid::AgentUuid>().unwrap()),
         "{:?}",
         first.known
     );
