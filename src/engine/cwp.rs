@@ -49,6 +49,32 @@ pub const PAGE: u64 = cwp::MAX_LIMIT;
 /// most the status interval.
 const LIST_RETRY: Duration = Duration::from_secs(2);
 
+/// The next time after `now` at `offset` into a period of `interval` counted from `epoch`,
+/// at least half an interval away (a first fetch just before its slot is not followed by a
+/// second one at once): an agent's rescans keep its slot, so the agents' fetches stay spread
+/// evenly over the interval.
+pub(crate) fn rescan_slot(
+    now: Instant,
+    epoch: Instant,
+    offset: Duration,
+    interval: Duration,
+) -> Instant {
+    if interval.is_zero() {
+        return now;
+    }
+    let earliest = later(now, interval / 2);
+    let first = later(epoch, offset);
+    if first >= earliest {
+        return first;
+    }
+    let behind = earliest.duration_since(first).as_nanos();
+    let period = interval.as_nanos();
+    let periods = behind.div_ceil(period);
+    let by =
+        Duration::from_nanos(u64::try_from(periods.saturating_mul(period)).unwrap_or(u64::MAX));
+    later(first, by)
+}
+
 /// One `DescribeMachines` listing: a machine type in a region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CwpListing {
@@ -301,12 +327,17 @@ impl<P: Poller> Engine<P> {
         let reached = cursor.offset.saturating_add(rows);
         let start = cursor.pass_start.unwrap_or(now);
         cursor.pages = total.div_ceil(PAGE).max(1);
+        let once = self.config.once;
         let next = if rows == PAGE && reached < total {
-            // Page k of n at k/n of the interval from the pass's start.
+            // Page k of n at k/n of the interval from the pass's start (`once`: at once).
             cursor.offset = reached;
             let k = reached / PAGE;
             let share = interval.mul_f64(k as f64 / cursor.pages as f64);
-            later(start, share).max(now)
+            if once {
+                now
+            } else {
+                later(start, share).max(now)
+            }
         } else {
             // The pass is over (a short page, or the total reached): the next one starts one
             // interval after this one did.
@@ -490,7 +521,13 @@ impl<P: Poller> Engine<P> {
                 .failed(e.code(), &crate::events::printable(&e.to_string())),
         };
         let mut evaluate = None;
-        let rescan_at = (!rescan.is_zero()).then(|| (later(now, rescan), Cadence::Settled));
+        // The agent's own slot in the interval (by its Uuid), so fetches stay spread over
+        // it whatever order the first ones came in.
+        let epoch = self.inventory.as_ref().map_or(now, |i| i.epoch.0);
+        let rescan_at = (!rescan.is_zero()).then(|| {
+            let slot = rescan_slot(now, epoch, phase(&uuid, rescan), rescan);
+            (slot, Cadence::Settled)
+        });
         let next = match step {
             cwp::Step::Next(_) => Some((now, Cadence::Settled)),
             cwp::Step::Complete(rows, request_id) => {

@@ -36,8 +36,15 @@ struct Fake {
     log: Log,
 }
 
+/// Agent i's Uuid: varied in every group, as real Uuids are, so hash phases spread.
 fn uuid(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012x}")
+    let mix = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        (mix >> 32) as u32,
+        (mix >> 16) as u16,
+        i
+    )
 }
 
 impl Poller for Fake {
@@ -514,4 +521,81 @@ fn the_table_keys_need_every_account_to_be_cwp() {
         "{errors:?}"
     );
     crate::commands::policy::check_policy(&path, &cwp).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn rescans_keep_each_agents_slot_in_the_interval() {
+    let epoch = Instant::now();
+    let minute = Duration::from_secs(60);
+    let at = |s: u64| epoch + Duration::from_secs(s);
+    // Its slot is 40 s into each minute: from 11 s, 40 s is less than half an interval away,
+    // so the next is at 100 s; from 10 s it is just far enough.
+    assert_eq!(
+        super::cwp::rescan_slot(at(11), epoch, Duration::from_secs(40), minute),
+        at(100)
+    );
+    assert_eq!(
+        super::cwp::rescan_slot(at(10), epoch, Duration::from_secs(40), minute),
+        at(40)
+    );
+    // From 5 s with the slot at 50 s: 45 s away, fine.
+    assert_eq!(
+        super::cwp::rescan_slot(at(5), epoch, Duration::from_secs(50), minute),
+        at(50)
+    );
+    // Far later: the next slot of the same phase.
+    assert_eq!(
+        super::cwp::rescan_slot(at(3601), epoch, Duration::from_secs(40), minute),
+        at(3640)
+    );
+    // Each rescan one interval after the last once in step.
+    assert_eq!(
+        super::cwp::rescan_slot(at(3640), epoch, Duration::from_secs(40), minute),
+        at(3700)
+    );
+    assert_eq!(
+        super::cwp::rescan_slot(at(7), epoch, Duration::ZERO, Duration::ZERO),
+        at(7)
+    );
+}
+
+/// 100 agents (one listing page) rescanned every 60 s: after the first pass, their fetches
+/// are spread over the minute by their slots (about 2 a second), not in the burst of the
+/// first pass.
+#[tokio::test(start_paused = true)]
+async fn rescans_are_spread_evenly_over_the_interval() {
+    let api = fake(
+        120,
+        Arc::new(|_, _| Some("ONLINE")),
+        Arc::new(|_, _| Ok(vec![])),
+    );
+    let log = api.log.clone();
+    let start = Instant::now();
+    let _ = run(api, 120, 600, Default::default(), Default::default(), 245).await;
+    let log = log.lock().unwrap();
+    let mut per_ten_s = [0u32; 24];
+    let mut per_agent_second = std::collections::HashMap::<u64, u32>::new();
+    for (t, action, _) in log.iter() {
+        let s = (*t - start).as_secs();
+        if *action == "ports" && (60..240).contains(&s) {
+            per_ten_s[(s / 10) as usize] += 1;
+            *per_agent_second.entry(s).or_default() += 1;
+        }
+    }
+    // Each agent once a minute: 3 rescans of 100 agents in 180 s, 300 fetches, about 17 in
+    // every 10 s (the first pass took 5 s at 20/s; after it, no burst).
+    let total: u32 = per_ten_s.iter().sum();
+    assert_eq!(total, 300, "{per_ten_s:?}");
+    for (i, n) in per_ten_s.iter().enumerate().skip(6) {
+        assert!(
+            (5..=35).contains(n),
+            "{}-{} s: {n} fetches: {per_ten_s:?}",
+            i * 10,
+            i * 10 + 10
+        );
+    }
+    assert!(
+        per_agent_second.values().all(|n| *n <= 8),
+        "{per_agent_second:?}"
+    );
 }
