@@ -93,6 +93,18 @@ impl<P: Poller> Account<P> {
         &mut self.lanes[at.unwrap_or(0)]
     }
 
+    /// The lanes whose queues hold agents ([`Action::holds_agents`]).
+    pub fn agent_lanes(&mut self) -> impl Iterator<Item = &mut Lane> {
+        self.lanes.iter_mut().filter(|l| l.action.holds_agents())
+    }
+
+    /// Whether a request of agent `id` is in flight in any lane.
+    pub fn agent_in_flight(&self, id: crate::scheduler::AgentId) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| l.action.holds_agents() && l.queue.is_in_flight(id))
+    }
+
     /// Whether this account has a lane for `action`.
     pub fn has_lane(&self, action: Action) -> bool {
         self.lanes.iter().any(|l| l.action == action)

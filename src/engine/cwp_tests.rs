@@ -599,3 +599,71 @@ async fn rescans_are_spread_evenly_over_the_interval() {
         "{per_agent_second:?}"
     );
 }
+
+/// Removing an agent stops nothing but that agent: the listings' lane holds cursors, not
+/// agents, so removing agent 0 (id 0) leaves listing 0 (the CVM one) going, and an agent
+/// added by the same reload gets its status from it.
+#[tokio::test(start_paused = true)]
+async fn a_reload_removes_agents_never_listings() {
+    let api = fake(
+        4,
+        Arc::new(|_, _| Some("ONLINE")),
+        Arc::new(|_, _| Ok(vec![])),
+    );
+    let log = api.log.clone();
+    let sink = Arc::new(CollectingSink::default());
+    let (control, rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::new(
+        api,
+        sink.clone(),
+        config(10),
+        &agents(2),
+        Default::default(),
+    )
+    .with_control(rx)
+    .with_inventory(options(60), Default::default(), None)
+    .with_cwp_listings(cwp_listings("ap-guangzhou"));
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // Agent 0 out, agents 2 and 3 in.
+        let all = agents(4);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        control
+            .send(Control::Reload {
+                agents: all[1..].to_vec(),
+                config: config(10),
+                removed: Removed::Forget,
+                reply,
+            })
+            .unwrap();
+        assert_eq!(answer.await.unwrap(), (3, 2, 1));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        stopper.cancel();
+    });
+    let (_engine, _) = engine.run(stop).await;
+    let changed: Vec<String> = names(&sink.events());
+    assert_eq!(
+        changed,
+        [
+            "a0 UNKNOWN->ONLINE",
+            "a1 UNKNOWN->ONLINE",
+            "a1 baseline 0",
+            "a0 baseline 0",
+            "a2 UNKNOWN->ONLINE",
+            "a3 UNKNOWN->ONLINE",
+            "a2 baseline 0",
+            "a3 baseline 0",
+        ],
+        "{:#?}",
+        sink.events()
+    );
+    // The CVM listing went on after the reload: a pass every 10 s.
+    let log = log.lock().unwrap();
+    let cvm_passes = log
+        .iter()
+        .filter(|(_, action, offset)| *action == "machines" && *offset == 0)
+        .count();
+    assert!(cvm_passes >= 5 * 4, "{cvm_passes} listing requests in 45 s");
+}

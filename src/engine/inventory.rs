@@ -411,7 +411,7 @@ impl<P: Poller> Engine<P> {
         }
         let now = Instant::now();
         self.account.lane(action).finish(id, None, now);
-        if !self.account.lanes.iter().any(|l| l.queue.is_in_flight(id)) {
+        if !self.account.agent_in_flight(id) {
             self.agents.release_orphan(id);
         }
         true

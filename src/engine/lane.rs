@@ -55,6 +55,14 @@ impl Action {
         }
     }
 
+    /// Whether its lane's queue holds agents (by [`AgentId`]): every lane's but
+    /// `ListMachines`', whose queue holds listing cursors. Code that acts on an agent in
+    /// every lane (removing it, asking whether a request of it is in flight) must skip the
+    /// others, or agent 2's removal would stop listing 2.
+    pub fn holds_agents(self) -> bool {
+        self != Action::ListMachines
+    }
+
     /// The API's name for it (`[api.actions.NAME]`, and the `action` label of the metrics).
     pub fn api_name(self) -> &'static str {
         match self {

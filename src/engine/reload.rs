@@ -171,14 +171,14 @@ impl<P: Poller> Engine<P> {
             .filter(|(u, _)| !wanted.contains(u))
             .collect();
         for (uuid, id) in &gone {
-            let lanes = &mut self.account.lanes;
-            let in_flight = lanes.iter().any(|l| l.queue.is_in_flight(*id));
+            let in_flight = self.account.agent_in_flight(*id);
             if removed == Removed::Keep {
                 self.agents.retire(uuid, in_flight);
             } else {
                 self.agents.remove(uuid, in_flight);
             }
-            for lane in lanes {
+            // Not the `cwp` listings' lane: its queue holds cursors, not agents.
+            for lane in self.account.agent_lanes() {
                 lane.queue.remove(*id);
             }
             match removed {
