@@ -488,8 +488,14 @@ impl<P: Poller> Engine<P> {
         };
         let (uuid, name) = (record.uuid.text(), self.agents.name(id).to_string());
         let Some(fetch) = cwp.fetches.get_mut(&id) else {
-            // Forgotten while the page was on its way: dropped, never appended to another.
-            self.account.lane(action).finish(id, None, now);
+            // Its fetch was dropped while the page was on its way (its machine changed): the
+            // page is dropped, never appended to another, and a listing of the machine it
+            // has now starts at once.
+            let again = cwp
+                .quuids
+                .contains_key(&id)
+                .then_some((now, Cadence::Settled));
+            self.account.lane(action).finish(id, again, now);
             return;
         };
         let step = match result {
