@@ -350,8 +350,37 @@ impl<P: Poller> Engine<P> {
             .as_ref()
             .is_some_and(|c| c.cursors.iter().all(|c| c.passes > 0));
         if self.config.once && all_passed {
-            // `once`: every listing was paged once; the agents not on them have no status.
+            // `once`: every listing was paged once; the agents not on them have no status,
+            // and say why.
             self.pending_once = 0;
+            let listed: Vec<String> = self.cwp.as_ref().map_or(Vec::new(), |c| {
+                c.cursors
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} in {}",
+                            c.listing.machine_type.as_str(),
+                            c.listing.region
+                        )
+                    })
+                    .collect()
+            });
+            let why = format!(
+                "no machine with this Uuid in the DescribeMachines listings ({})",
+                listed.join(", ")
+            );
+            let ids: Vec<AgentId> = self.agents.watched().map(|(_, id)| id).collect();
+            for id in ids {
+                if let Some(record) = self.agents.get_mut(id)
+                    && !record.progress.done_once()
+                {
+                    let mut progress =
+                        super::agents::Progress::from(std::mem::take(&mut record.progress));
+                    progress.done_once = true;
+                    progress.last_error = Some(why.clone());
+                    record.progress = super::agents::StoredProgress::from(progress);
+                }
+            }
         }
         self.heartbeat.refresh_soon();
         self.account
@@ -389,6 +418,18 @@ impl<P: Poller> Engine<P> {
         };
         let from = record.known.as_ref().map(|k| k.status.clone());
         let changed = from.as_ref() != Some(&status);
+        // What this run saw of it (`once` reports it, and counts it done).
+        let mut progress = super::agents::Progress::from(std::mem::take(&mut record.progress));
+        progress.polled_once = true;
+        progress.done_once = self.config.once;
+        progress.last_error = None;
+        if changed {
+            progress.transitions = progress.transitions.saturating_add(1);
+        }
+        if self.config.once {
+            progress.request_id = Some(request_id.to_owned());
+        }
+        record.progress = super::agents::StoredProgress::from(progress);
         if changed {
             let event = Event::StatusChanged {
                 uuid: record.uuid.to_string(),

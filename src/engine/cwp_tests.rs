@@ -69,20 +69,21 @@ impl Poller for Fake {
         let total = if cvm { self.machines as u64 } else { 0 };
         let first = query.offset() as usize;
         let last = (first + query.limit() as usize).min(total as usize);
+        // A machine whose status is `None` has no agent Uuid (still a row of the page).
         let machines = (first..last)
-            .filter_map(|i| {
-                let status = (self.status)(at, i)?;
-                Some(Machine {
+            .map(|i| {
+                let status = (self.status)(at, i);
+                Machine {
                     quuid: Quuid::parse(&format!("q-{i}")).unwrap(),
-                    uuid: Some(crate::agent_uuid::AgentUuid::parse(&uuid(i)).unwrap()),
-                    agent_status: status.into(),
+                    uuid: status.map(|_| crate::agent_uuid::AgentUuid::parse(&uuid(i)).unwrap()),
+                    agent_status: status.unwrap_or("OFFLINE").into(),
                     machine_status: None,
                     name: None,
                     machine_ip: None,
                     wan_ip: None,
                     instance_id: None,
                     facts: Default::default(),
-                })
+                }
             })
             .collect();
         async move {
@@ -666,4 +667,42 @@ async fn a_reload_removes_agents_never_listings() {
         .filter(|(_, action, offset)| *action == "machines" && *offset == 0)
         .count();
     assert!(cvm_passes >= 5 * 4, "{cvm_passes} listing requests in 45 s");
+}
+
+/// `once`: every listing paged once (its pages at once, not spread), each listed agent
+/// reported with its status, one without a machine with why.
+#[tokio::test(start_paused = true)]
+async fn once_lists_every_machine_once_and_says_which_agents_it_did_not_find() {
+    // 150 machines: the CVM listing has two pages, the second not 30 s later but at once.
+    let api = fake(
+        150,
+        Arc::new(|_, i| (i != 1).then_some("ONLINE")),
+        Arc::new(|_, _| Ok(vec![])),
+    );
+    let sink = Arc::new(CollectingSink::default());
+    let mut cfg = config(60);
+    cfg.once = true;
+    let engine = Engine::new(api, sink, cfg, &agents(150), Default::default())
+        .with_cwp_listings(cwp_listings("ap-guangzhou"));
+    let started = Instant::now();
+    let (_, report) = engine.run(CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.agents.len(), 150);
+    let a1 = &report.agents[1];
+    assert_eq!(a1.status.as_str(), "UNKNOWN");
+    assert!(
+        a1.last_error.as_deref().is_some_and(
+            |e| e.contains("no machine with this Uuid") && e.contains("CVM in ap-guangzhou")
+        ),
+        "{a1:?}"
+    );
+    for (i, a) in report.agents.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(a.status.as_str(), "ONLINE", "{i}: {a:?}");
+        assert_eq!(a.last_error, None, "{i}: {a:?}");
+        assert_eq!(a.request_id.as_deref(), Some("rm"), "{i}: {a:?}");
+    }
 }
