@@ -286,15 +286,7 @@ impl<P: Poller> Engine<P> {
                     wait.as_secs(),
                     crate::events::printable(&e.to_string())
                 );
-                match cwp::class(&e) {
-                    ErrorClass::Fatal => self.cwp_credentials_refused(&e, now),
-                    ErrorClass::CredentialsRefresh => {
-                        if let Some(n) = &self.account.refresh_credentials {
-                            n.notify_one();
-                        }
-                    }
-                    _ => {}
-                }
+                self.cwp_credentials_error(&e, now);
                 self.account.lane(action).finish(
                     i,
                     Some((later(now, wait), Cadence::Settled)),
@@ -304,10 +296,7 @@ impl<P: Poller> Engine<P> {
             }
         };
         self.account.lane(action).succeeded(now);
-        if self.account.credentials.refused {
-            self.account.credentials.refused = false;
-            self.heartbeat.set_credentials_failing(false);
-        }
+        self.cwp_credentials_accepted();
         let rows = page.machines.len() as u64;
         let total = page.total;
         for machine in page.machines {
@@ -386,6 +375,28 @@ impl<P: Poller> Engine<P> {
         self.account
             .lane(action)
             .finish(i, Some((next, Cadence::Settled)), now);
+    }
+
+    /// An answer got through: refused credentials work again.
+    fn cwp_credentials_accepted(&mut self) {
+        if self.account.credentials.refused {
+            self.account.credentials.refused = false;
+            self.heartbeat.set_credentials_failing(false);
+        }
+    }
+
+    /// What an error says of the credentials, whichever lane it came in: refused ones close
+    /// the gate, a bad temporary token wakes the refresher.
+    fn cwp_credentials_error(&mut self, e: &ApiError, now: Instant) {
+        match cwp::class(e) {
+            ErrorClass::Fatal => self.cwp_credentials_refused(e, now),
+            ErrorClass::CredentialsRefresh => {
+                if let Some(n) = &self.account.refresh_credentials {
+                    n.notify_one();
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The API refused the credentials of a listing: the gate closes (one probe per
@@ -539,6 +550,8 @@ impl<P: Poller> Engine<P> {
             self.account.lane(action).finish(id, again, now);
             return;
         };
+        // Told to the credentials gate once this answer is handled.
+        let mut credentials_error = None;
         let step = match result {
             Ok(page) => {
                 for (slot, label) in [
@@ -563,9 +576,13 @@ impl<P: Poller> Engine<P> {
                     .finish(id, Some((now, Cadence::Settled)), now);
                 return;
             }
-            Err(e) => fetch
-                .listing
-                .failed(e.code(), &crate::events::printable(&e.to_string())),
+            Err(e) => {
+                let step = fetch
+                    .listing
+                    .failed(e.code(), &crate::events::printable(&e.to_string()));
+                credentials_error = Some(e);
+                step
+            }
         };
         let mut evaluate = None;
         // The agent's own slot in the interval (by its Uuid), so fetches stay spread over
@@ -625,6 +642,10 @@ impl<P: Poller> Engine<P> {
         };
         if let Some((request_id, previous)) = evaluate {
             self.policy_evaluate(id, Some(&request_id), previous.as_deref());
+        }
+        match credentials_error {
+            Some(e) => self.cwp_credentials_error(&e, now),
+            None => self.cwp_credentials_accepted(),
         }
         self.account.lane(action).finish(id, next, now);
     }

@@ -34,6 +34,8 @@ struct Fake {
     ports: Ports,
     /// (when, action, offset) of every request.
     log: Log,
+    /// Listings are refused (`AuthFailure.SecretIdNotFound`) until this time.
+    refuse_until: Duration,
 }
 
 /// Agent i's Uuid: varied in every group, as real Uuids are, so hash phases spread.
@@ -64,6 +66,13 @@ impl Poller for Fake {
             .unwrap()
             .push((now, "machines", query.offset()));
         let at = now - self.start + self.shift;
+        if at < self.refuse_until {
+            return futures_util::future::Either::Left(std::future::ready(Err(ApiError::Api {
+                code: "AuthFailure.SecretIdNotFound".into(),
+                message: "The SecretId is not found".into(),
+                request_id: Some("rx".into()),
+            })));
+        }
         // Only the CVM listing holds machines.
         let cvm = query.params()["MachineType"] == "CVM";
         let total = if cvm { self.machines as u64 } else { 0 };
@@ -86,14 +95,14 @@ impl Poller for Fake {
                 }
             })
             .collect();
-        async move {
+        futures_util::future::Either::Right(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Ok(MachinesPage {
                 total,
                 machines,
                 request_id: "rm".into(),
             })
-        }
+        })
     }
     fn describe_asset_ports(
         &self,
@@ -248,6 +257,7 @@ fn fake(machines: usize, status: Statuses, ports: Ports) -> Fake {
     Fake {
         start: Instant::now(),
         shift: Duration::ZERO,
+        refuse_until: Duration::ZERO,
         machines,
         status,
         ports,
@@ -705,4 +715,46 @@ async fn once_lists_every_machine_once_and_says_which_agents_it_did_not_find() {
         assert_eq!(a.last_error, None, "{i}: {a:?}");
         assert_eq!(a.request_id.as_deref(), Some("rm"), "{i}: {a:?}");
     }
+}
+
+/// Refused credentials on the listings: one `credentials_failed`, one probe per 30 s while
+/// refused (never a retry storm), and the statuses once the key works.
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_close_the_gate_until_a_listing_gets_through() {
+    let mut api = fake(
+        2,
+        Arc::new(|_, _| Some("ONLINE")),
+        Arc::new(|_, _| Ok(vec![])),
+    );
+    api.refuse_until = Duration::from_secs(70);
+    let log = api.log.clone();
+    let start = Instant::now();
+    let ran = run(api, 2, 10, Default::default(), Default::default(), 100).await;
+    let failed = ran
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::CredentialsFailed { .. }))
+        .count();
+    assert!((1..=3).contains(&failed), "{failed}: {:#?}", ran.events);
+    let refused: Vec<u64> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, action, _)| *action == "machines" && *t - start < Duration::from_secs(70))
+        .map(|(t, _, _)| (*t - start).as_secs())
+        .collect();
+    // The first five listings went out together; then one probe per 30 s.
+    assert!(refused.len() <= 5 + 3, "{refused:?}");
+    assert_eq!(
+        names(&ran.events),
+        [
+            "a0 UNKNOWN->ONLINE",
+            "a1 UNKNOWN->ONLINE",
+            "a1 baseline 0",
+            "a0 baseline 0"
+        ]
+        .map(String::from),
+        "{:#?}",
+        ran.events
+    );
 }
