@@ -213,6 +213,7 @@ impl Settings {
         // Across accounts: no SecretId or watchlist shared (once each account is valid).
         let shared = match (&watchlist_path, &credentials, &accounts) {
             (Ok(watchlist_path), Ok(credentials), Ok(accounts)) => {
+                let top_service = api.as_ref().map(|a| a.service).unwrap_or_default();
                 let mut uses = Vec::with_capacity(accounts.len() + 1);
                 if raw.watchlist.is_some() || discovering {
                     uses.push(check::shared::AccountUse {
@@ -222,6 +223,7 @@ impl Settings {
                         watchlist: watchlist_path
                             .as_deref()
                             .zip(raw.watchlist.as_ref().map(toml::Spanned::span)),
+                        service: top_service,
                     });
                 }
                 for (account, block) in accounts.iter().zip(raw_accounts) {
@@ -241,6 +243,7 @@ impl Settings {
                             .watchlist_path
                             .as_deref()
                             .zip(block_raw.watchlist.as_ref().map(toml::Spanned::span)),
+                        service: account.service.unwrap_or(top_service),
                     });
                 }
                 check.shared(&uses, env)

@@ -1369,3 +1369,22 @@ fn service_chooses_each_accounts_backend_and_endpoint() {
     // A yunjing account is not bothered by any of it.
     parse("watchlist = \"w.toml\"\n[inventory]\nrescan_interval = \"0s\"\n").unwrap();
 }
+
+/// One key may serve a yunjing and a `cwp` account (the quota is per action, and their
+/// actions differ); two accounts of one API on one key are refused as before.
+#[test]
+fn one_key_may_serve_one_account_of_each_api() {
+    let live = "[[account]]\nname = \"live\"\nservice = \"cwp\"\n\
+                region = \"ap-shanghai\"\nwatchlist = \"live.toml\"\n";
+    let s = parse(&format!("watchlist = \"w.toml\"\n{live}")).unwrap();
+    assert_eq!(s.account_plans().len(), 2);
+    let both_cwp = format!(
+        "watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n{live}"
+    );
+    let p = problems(&both_cwp);
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("share one 20 requests/s quota")),
+        "{p:#?}"
+    );
+}
