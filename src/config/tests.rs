@@ -1357,13 +1357,22 @@ fn service_chooses_each_accounts_backend_and_endpoint() {
          [inventory]\nrescan_interval = \"0s\"\n",
     );
     assert_problem(&p, 6, &["rescan_interval", "cwp", "10m"]);
-    let p = problems(
+    // Discovery with cwp: fine, but not with `keywords` (no such filter) nor at 1 request/s
+    // (discovery and the status listings split the action's rate).
+    let s = parse(
         "[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n[discovery]\nenabled = true\n\
          regions = [\"ap-guangzhou\"]\n",
+    )
+    .unwrap();
+    assert!(s.discovery.enabled);
+    let p = problems(
+        "[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\nrequests_per_second = 1\n\
+         [discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\nkeywords = \"web\"\n",
     );
+    assert_problem(&p, 8, &["keywords", "cwp", "Keywords filter"]);
     assert!(
         p.iter()
-            .any(|p| p.line == Some(4) && p.message.contains("[discovery] does not work")),
+            .any(|p| p.line == Some(5) && p.message.contains("at least 2 requests/s")),
         "{p:#?}"
     );
     // A yunjing account is not bothered by any of it.

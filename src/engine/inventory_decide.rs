@@ -50,6 +50,19 @@ impl InventoryOptions {
     }
 }
 
+impl InventoryOptions {
+    /// For a `cwp` account whose `[discovery]` is on: its status lane keeps
+    /// [`crate::discovery::cwp::status_share`] of the `DescribeMachines` rate, discovery's own
+    /// limiter the rest, so together they never exceed it.
+    pub fn sharing_machines_with_discovery(mut self, discovering: bool) -> Self {
+        if discovering {
+            let at = Action::ListMachines.index();
+            self.action_rates[at] = crate::discovery::cwp::status_share(self.action_rates[at]);
+        }
+        self
+    }
+}
+
 /// Without `rescan_interval`, `create_missing` creates a task at most this often per agent.
 pub const CREATE_MISSING_EVERY: Duration = Duration::from_secs(60 * 60);
 

@@ -408,3 +408,90 @@ async fn one_daemon_runs_a_yunjing_and_a_cwp_account_side_by_side() {
     assert!(live.contains_key("cwp:DescribeMachines"), "{live:?}");
     assert!(!live.contains_key("DescribeOpenPortTaskStatus"), "{live:?}");
 }
+
+/// `[discovery]` on a `cwp` account: its machines become agents (one without an agent Uuid
+/// skipped), each with its `AgentStatus` once; discovery and the status listings together
+/// keep `cwp:DescribeMachines` within 20 requests in any second.
+#[tokio::test]
+async fn discovery_on_a_cwp_account_watches_its_machines() {
+    let mut scenario = String::new();
+    for i in 0..3 {
+        scenario.push_str(&format!(
+            "[[agent]]\nuuid = \"{}\"\nmachine_name = \"m-{i}\"\ntimeline = []\n\
+             agent_status = [{{ at = \"0s\", status = \"{}\" }}]\n",
+            uuid(i),
+            if i == 2 { "OFFLINE" } else { "ONLINE" }
+        ));
+    }
+    scenario.push_str("[[machine]]\nmachine_name = \"legacy\"\nmachine_ip = \"10.0.0.9\"\n");
+    let sim = start_scenario(&scenario).await;
+    let app = App::new();
+    app.write(
+        "config.toml",
+        format!(
+            "state_dir = \"state\"\n[api]\nservice = \"cwp\"\nregion = \"{DEFAULT_REGION}\"\n\
+             endpoint = \"{}\"\ntimeout = \"2s\"\n[poll]\ninterval = \"300ms\"\n\
+             [discovery]\nenabled = true\nregions = [\"{DEFAULT_REGION}\"]\nrefresh = \"1s\"\n\
+             [log]\nformat = \"json\"\nlevel = \"info\"\n",
+            sim.endpoint()
+        ),
+    );
+    let mut daemon = app.daemon(&[
+        ("TENCENTCLOUD_SECRET_ID", cwp_simulator::DEFAULT_SECRET_ID),
+        ("TENCENTCLOUD_SECRET_KEY", DEFAULT_SECRET_KEY),
+    ]);
+    daemon
+        .wait_for(
+            "the discovered agents' statuses",
+            Duration::from_secs(30),
+            |events| {
+                events
+                    .iter()
+                    .filter(|e| e["event"] == "status_changed")
+                    .count()
+                    >= 3
+            },
+        )
+        .await;
+    // Two more discovery passes and many listings: nothing more may be reported.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let finished = daemon.stop().await;
+    let loaded: Vec<&serde_json::Value> = finished
+        .events
+        .iter()
+        .filter(|e| e["event"] == "watchlist_loaded" && e["source"] == "discovery")
+        .collect();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(loaded[0]["agents"], 3, "{loaded:?}");
+    assert_eq!(loaded[0]["skipped"], 1, "{loaded:?}");
+    let mut changes: Vec<(String, String)> = finished
+        .named("status_changed")
+        .iter()
+        .map(|e| {
+            (
+                e["uuid"].as_str().unwrap_or("").to_owned(),
+                e["to_status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    changes.sort();
+    let mut expected: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                uuid(i),
+                if i == 2 { "OFFLINE" } else { "ONLINE" }.to_owned(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(changes, expected);
+    let stats = sim.stats();
+    let machines = &stats.per_action["cwp:DescribeMachines"];
+    assert!(machines.max_arrivals_in_window <= 20, "{machines:?}");
+    assert_eq!(machines.throttled, 0, "{machines:?}");
+    assert!(
+        !stats.per_action.contains_key("DescribeMachines"),
+        "yunjing's was not asked: {:#?}",
+        stats.per_action
+    );
+}

@@ -3,8 +3,8 @@
 //! - an `[api] endpoint` that names the other service's host (the API would refuse every
 //!   signature: [`ApiService::endpoint_problem`]), placed at the endpoint, or at the
 //!   account's `service` when only that account differs;
-//! - `[discovery]` with `cwp`: not supported yet (the `cwp` `DescribeMachines` feeds the
-//!   status lane only), refused rather than half working;
+//! - `[discovery]` with `cwp`: `keywords` (`cwp` has no such filter), and a
+//!   `DescribeMachines` rate below 2 (discovery and the status lane split it);
 //! - `rescan_interval = "0s"` with `cwp`: its ports are fetched only at rescans.
 
 use toml::Spanned;
@@ -69,8 +69,7 @@ impl Check<'_> {
             let discovery = raw
                 .discovery
                 .as_ref()
-                .filter(|_| enabled(raw.discovery.as_ref()))
-                .map(Spanned::span);
+                .filter(|_| enabled(raw.discovery.as_ref()));
             uses.push((
                 api.service,
                 top_service_at.clone(),
@@ -90,8 +89,7 @@ impl Check<'_> {
             let discovery = block_raw
                 .discovery
                 .as_ref()
-                .filter(|_| account.discovery.enabled)
-                .map(Spanned::span);
+                .filter(|_| account.discovery.enabled);
             uses.push((
                 account.service.unwrap_or(api.service),
                 service_at,
@@ -129,13 +127,26 @@ impl Check<'_> {
                     None => self.problems.general(message),
                 });
             }
-            if let Some(at) = discovery {
-                failed = Some(self.problems.at(
-                    at,
-                    "[discovery] does not work with service = \"cwp\" yet (its machines feed \
-                     the status lane only): list the agents in a watchlist and leave \
-                     [discovery] off, or use service = \"yunjing\" for this account",
-                ));
+            if let Some(section) = discovery {
+                // `cwp` `DescribeMachines` has no `Keywords` filter: refused, not ignored.
+                if let Some(keywords) = section.get_ref().keywords.as_ref() {
+                    failed = Some(self.problems.at(
+                        keywords.span(),
+                        "`keywords` cannot be used with service = \"cwp\": its \
+                         DescribeMachines has no Keywords filter; remove it (agent_status, \
+                         machine_types and regions still narrow the listing)",
+                    ));
+                }
+                // Discovery and the status lane share the action's rate: each needs 1.
+                if api.rate_of("DescribeMachines") < 2 {
+                    failed = Some(self.problems.at(
+                        section.span(),
+                        "with service = \"cwp\", [discovery] and the status listings share \
+                         DescribeMachines' rate, which must then be at least 2 requests/s: \
+                         raise requests_per_second (or [api.actions.DescribeMachines] \
+                         requests_per_second)",
+                    ));
+                }
             }
             if let Some(at) = rescan_zero_at.clone()
                 && !told.contains(&at)
