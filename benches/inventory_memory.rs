@@ -49,6 +49,7 @@ impl Poller for Fake {
                 port: 1000 + i as u16,
                 process: NAMES[i as usize % NAMES.len()].into(),
                 pid: 1000 + i,
+                cwp: None,
             })
             .collect();
         let total = u64::from(self.ports);
@@ -138,8 +139,8 @@ fn main() {
             rescan_interval: Duration::ZERO,
             create_missing: false,
             baseline: Baseline::Summary,
-            action_rates: [20; 3],
-            action_in_flight: [32; 3],
+            action_rates: [20; 5],
+            action_in_flight: [32; 5],
         };
         let engine = Engine::new(
             Fake { ports },

@@ -23,6 +23,7 @@ fn map(agents: usize, ports: u32) -> InventoryMap {
                     port: (1000 + p % 64_000) as u16,
                     process: format!("{}-{}", NAMES[p as usize % NAMES.len()], p / 64_000).into(),
                     pid: 1000 + p,
+                    cwp: None,
                 })
                 .collect();
             let agent = StoredAgent {

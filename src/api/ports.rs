@@ -92,6 +92,7 @@ pub fn parse_page(answer: Answer, uuid: &str, limit: u32) -> Result<Page, ApiErr
             port,
             process: process.unwrap_or_default().into(),
             pid,
+            cwp: None,
         });
     }
     Ok(page)

@@ -303,7 +303,8 @@ impl AccountRun {
             }
         }
         let engine = engine.with_inventory(
-            InventoryOptions::from_settings(&settings.api, &settings.inventory),
+            InventoryOptions::from_settings(&settings.api, &settings.inventory)
+                .sharing_machines_with_discovery(discovering),
             stored,
             file,
         );
@@ -403,12 +404,10 @@ impl AccountRun {
             reply,
         });
         // After the watchlist: agents added by it get their rescan slot in the new interval too.
-        let _ = self
-            .control
-            .send(Control::Inventory(InventoryOptions::from_settings(
-                &settings.api,
-                &settings.inventory,
-            )));
+        let _ = self.control.send(Control::Inventory(
+            InventoryOptions::from_settings(&settings.api, &settings.inventory)
+                .sharing_machines_with_discovery(settings.discovery.enabled),
+        ));
         if let (Ok(()), Ok((agents, added, removed))) = (sent, answer.await) {
             self.sink.emit(&Event::WatchlistLoaded {
                 agents,

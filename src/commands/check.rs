@@ -185,9 +185,9 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         }
         None => None,
     };
-    // The policy file, for yunjing's port data (every account's backend for now).
+    // The policy file, for the port data of every account's backend.
     let policy = match settings.policy.file.as_deref() {
-        Some(path) => match Policy::load(path, Capabilities::YUNJING) {
+        Some(path) => match super::policy::check_policy(path, &settings) {
             Ok(policy) => policy_summary(path, &policy),
             Err(e) => {
                 problems.extend(lines(&e));
@@ -221,8 +221,10 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         };
         match describe_credentials(&account.credentials, env, &settings.api.sts_endpoint) {
             Ok(credentials) => account_lines.push(format!(
-                "account     {}: {}, discovery {}, region {}, credentials {credentials}",
+                "account     {}: service {}, {}, discovery {}, region {}, credentials \
+                 {credentials}",
                 account.name,
+                account.service.unwrap_or(settings.api.service),
                 watchlist_summary(
                     account.watchlist_path.as_deref(),
                     agents,
@@ -270,9 +272,10 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         account_lines.insert(
             0,
             format!(
-                "account     {}: {watchlist}, discovery {discovery}, region {}, credentials \
-                 {credentials}",
+                "account     {}: service {}, {watchlist}, discovery {discovery}, region {}, \
+                 credentials {credentials}",
                 crate::config::DEFAULT_ACCOUNT,
+                settings.api.service,
                 settings.api.region.as_deref().unwrap_or("none"),
             ),
         );
@@ -280,9 +283,10 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
     let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
     let sinks = sink_lines(&settings.sinks);
     Ok(format!(
-        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {}\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}{sinks}OK",
+        "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {} (service {})\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}{sinks}OK",
         state::shown(&settings.config_path),
         settings.api.endpoint,
+        settings.api.service,
         settings.api.requests_per_second,
         settings.api.max_in_flight,
         humantime::format_duration(settings.api.timeout),

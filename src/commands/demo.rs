@@ -126,8 +126,8 @@ pub async fn run() -> Result<ExitCode, DemoError> {
         rescan_interval: Duration::ZERO,
         create_missing: false,
         baseline: crate::inventory::Baseline::Summary,
-        action_rates: [20; 3],
-        action_in_flight: [8; 3],
+        action_rates: [20; 5],
+        action_in_flight: [8; 5],
     };
     // The policy before the inventory, as the daemon does.
     let engine = Engine::new(client, sink, config, &agents, Default::default())

@@ -69,17 +69,35 @@ impl Discovering {
         let updates = match client {
             Some(client) if settings.discovery.enabled => {
                 let (tx, rx) = watch::channel(None);
-                let discovery = Discovery::new(
-                    client,
-                    settings.discovery.clone(),
-                    settings.api.requests_per_second,
-                );
-                shutdown.spawn(discovery::refresh::run(
-                    discovery,
-                    tx,
-                    sink,
-                    shutdown.token(),
-                ));
+                if settings.api.service == crate::api::ApiService::Cwp {
+                    // Its status lane pages `cwp` DescribeMachines too: discovery takes its
+                    // share of the action's rate (`discovery::cwp`).
+                    let rate =
+                        discovery::cwp::discovery_share(settings.api.rate_of("DescribeMachines"));
+                    let discovery = Discovery::new(
+                        discovery::cwp::CwpMachines(client),
+                        settings.discovery.clone(),
+                        rate,
+                    );
+                    shutdown.spawn(discovery::refresh::run(
+                        discovery,
+                        tx,
+                        sink,
+                        shutdown.token(),
+                    ));
+                } else {
+                    let discovery = Discovery::new(
+                        client,
+                        settings.discovery.clone(),
+                        settings.api.requests_per_second,
+                    );
+                    shutdown.spawn(discovery::refresh::run(
+                        discovery,
+                        tx,
+                        sink,
+                        shutdown.token(),
+                    ));
+                }
                 Some(rx)
             }
             _ => None,

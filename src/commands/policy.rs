@@ -34,13 +34,41 @@ pub fn policy_path(settings: &Settings) -> Option<&Path> {
     settings.policy.file.as_deref()
 }
 
-/// The policy the config names, read and checked (yunjing's port data: port and process).
+/// The policy the config names, read and checked against what every account's backend
+/// reports ([`Capabilities::of_accounts`]: the table keys `proto`, `bind` and `user` only
+/// when every account is a `cwp` one; a refusal then names the yunjing accounts).
 /// `None` without `[policy] file`.
 pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErrors> {
     let Some(path) = policy_path(settings) else {
         return Ok(None);
     };
-    Policy::load(path, Capabilities::YUNJING).map(|p| Some(Arc::new(p)))
+    check_policy(path, settings).map(|p| Some(Arc::new(p)))
+}
+
+/// [`Policy::load`] with the capabilities of `settings`' accounts; a key refused because
+/// some accounts are yunjing ones names them.
+pub fn check_policy(path: &Path, settings: &Settings) -> Result<Policy, ConfigErrors> {
+    let caps = Capabilities::of_accounts(settings);
+    Policy::load(path, caps).map_err(|mut errors| {
+        let yunjing: Vec<String> = settings
+            .account_plans()
+            .into_iter()
+            .filter(|plan| plan.settings.api.service == crate::api::ApiService::Yunjing)
+            .map(|plan| plan.name)
+            .collect();
+        let mixed = yunjing.len() < settings.account_plans().len();
+        if mixed {
+            for problem in &mut errors.problems {
+                if problem.message.contains("cannot be checked") {
+                    problem.message.push_str(&format!(
+                        " (one policy serves every account, and these use yunjing: {})",
+                        yunjing.join(", ")
+                    ));
+                }
+            }
+        }
+        errors
+    })
 }
 
 /// The host facts of `account`'s agents by Uuid, as the daemon merges them: the watchlist's

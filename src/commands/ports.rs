@@ -155,27 +155,42 @@ pub fn print_ports(
                 continue;
             }
             match format {
-                Format::Json => writeln!(
-                    out,
-                    "{}",
-                    escape::json_line(&serde_json::json!({
+                Format::Json => {
+                    let mut line = serde_json::json!({
                         "account": account, "uuid": agent.uuid, "agent_name": agent.name,
                         "port": p.port, "process_name": &*p.process, "pid": p.pid,
                         "machine_ip": snapshot.machine_ip, "machine_name": snapshot.machine_name,
                         "fetched_at": entry.fetched_at,
-                    }))
-                )?,
-                Format::Text => writeln!(
-                    out,
-                    "{:<12}  {:<36}  {:<16}  {:>5}  {:<16}  {:>7}  {}",
-                    Escaped(account),
-                    Escaped(&agent.uuid),
-                    Escaped(&agent.name),
-                    p.port,
-                    Escaped(&*p.process),
-                    p.pid,
-                    Escaped(&snapshot.machine_ip)
-                )?,
+                    });
+                    // The `cwp` backend's facts, as its port events carry them.
+                    if let Some(c) = p.cwp.as_deref() {
+                        line["proto"] = c.proto.as_str().into();
+                        line["bind_ip"] = c.bind_ip.to_string().into();
+                        line["user"] = (*c.user).into();
+                        line["process_path"] = (*c.process_path).into();
+                        if let Some(t) = &c.first_seen {
+                            line["first_seen"] = t.to_string().into();
+                        }
+                    }
+                    writeln!(out, "{}", escape::json_line(&line))?
+                }
+                Format::Text => {
+                    // `cwp`: where it listens and as whom, after the machine's address.
+                    let bound = p.cwp.as_deref().map_or(String::new(), |c| {
+                        format!("  {}/{} {}", c.bind_ip, c.proto, Escaped(&*c.user))
+                    });
+                    writeln!(
+                        out,
+                        "{:<12}  {:<36}  {:<16}  {:>5}  {:<16}  {:>7}  {}{bound}",
+                        Escaped(account),
+                        Escaped(&agent.uuid),
+                        Escaped(&agent.name),
+                        p.port,
+                        Escaped(&*p.process),
+                        p.pid,
+                        Escaped(&snapshot.machine_ip)
+                    )?
+                }
             }
         }
     }
@@ -206,6 +221,7 @@ mod tests {
                         port: *p,
                         process: (*n).into(),
                         pid: 9,
+                        cwp: None,
                     })
                     .collect(),
                 "10.0.0.1".into(),
@@ -287,5 +303,57 @@ mod tests {
         assert!(!json.contains('\u{1b}'));
         let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
         assert_eq!(v["process_name"], "my\u{1b}[2Jsql");
+    }
+
+    /// A `cwp` port shows where it listens and as whom, in both formats.
+    #[test]
+    fn cwp_ports_show_their_bind_address_protocol_and_user() {
+        let (w, _) = setup();
+        let row = crate::api::cwp::AssetPort {
+            proto: crate::api::cwp::Proto::parse("tcp").unwrap(),
+            bind_ip: crate::api::cwp::BindIp::parse("127.0.0.1").unwrap(),
+            port: 3306,
+            process: "mysqld".into(),
+            pid: Some(1400),
+            user: "mysql".into(),
+            process_path: "/usr/sbin/mysqld".into(),
+            first_seen: None,
+        };
+        let mut m = InventoryMap::new();
+        m.insert(
+            A.into(),
+            StoredAgent {
+                snapshot: Some(
+                    Snapshot::from_rows(vec![Port::from_asset(row)], "10.0.0.1".into(), "m".into())
+                        .into(),
+                ),
+                ..Default::default()
+            },
+        );
+        let agents = stored::agents(&w.agents, false, stored::inventory_uuids(&m), &m);
+        let print = |format| {
+            let mut out = Vec::new();
+            print_ports(
+                &mut out,
+                "default",
+                &agents,
+                &m,
+                &Filter::default(),
+                None,
+                format,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let text = print(Format::Text);
+        assert!(
+            text.trim_end().ends_with("10.0.0.1  127.0.0.1/tcp mysql"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(print(Format::Json).trim()).unwrap();
+        assert_eq!(json["bind_ip"], "127.0.0.1");
+        assert_eq!(json["proto"], "tcp");
+        assert_eq!(json["user"], "mysql");
+        assert_eq!(json["process_path"], "/usr/sbin/mysqld");
     }
 }

@@ -4,7 +4,8 @@
 //! `[inventory]` settings and per-action rates (but whether the inventory is kept), and the
 //! expected-ports policy (`[policy] file`, re-read at each SIGHUP and sent to every engine,
 //! which evaluates the stored inventories again: `commands::run`); the
-//! client's endpoint, region and timeout, the STS endpoint, the credentials, the state folder,
+//! client's service (`[api] service`: the backend), endpoint, region and timeout, the STS
+//! endpoint, the credentials, the state folder,
 //! logging, `[discovery]`, `[metrics]` and the `[[sink]]` blocks were wired in at start and
 //! stay as they run until a restart.
 //! The async side (re-reading the files, telling systemd, sending the engine its new work) is
@@ -18,6 +19,13 @@ use crate::config::Settings;
 pub fn apply_reload(current: &Settings, new: Settings) -> (Settings, Vec<&'static str>) {
     let mut settings = new;
     let mut not_applied = Vec::new();
+    // The backend decides the engine's lanes and its client's signing service: both were
+    // built at start.
+    if settings.api.service != current.api.service {
+        not_applied.push("api.service");
+        settings.api.service = current.api.service;
+        settings.api.endpoint_set = current.api.endpoint_set;
+    }
     if settings.api.endpoint != current.api.endpoint
         || settings.api.region != current.api.region
         || settings.api.timeout != current.api.timeout
@@ -136,6 +144,18 @@ mod tests {
         assert_eq!(applied.log, current.log);
         // ...while what can change, does.
         assert_eq!(applied.api.requests_per_second, 7);
+    }
+
+    #[test]
+    fn a_changed_service_waits_for_a_restart() {
+        let current = settings("");
+        let (applied, deferred) = apply_reload(
+            &current,
+            settings("[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n"),
+        );
+        assert_eq!(deferred, ["api.service", "api.endpoint/region/timeout"]);
+        assert_eq!(applied.api.service, current.api.service);
+        assert_eq!(applied.api.endpoint, current.api.endpoint);
     }
 
     #[test]

@@ -248,7 +248,7 @@ pub async fn connect(
         Resolved::Static(creds, source) => {
             tracing::debug!(source = %source, "credentials found");
             Ok(Connected {
-                client: Client::with_trust(options, creds, &trust)?,
+                client: Client::for_api(options, creds, &trust, settings.api.service)?,
                 source: source.to_string(),
                 refresh: None,
             })
@@ -270,7 +270,7 @@ pub async fn connect(
             let cvm = CvmRole::with_trust(metadata_endpoint, role, &trust).map_err(failed)?;
             let first = cvm.fetch().await.map_err(failed)?;
             let source = format!("CVM instance role {}", first.role);
-            let client = Client::with_trust(options, first.credentials, &trust)?;
+            let client = Client::for_api(options, first.credentials, &trust, settings.api.service)?;
             Ok(refreshed(client, source, shutdown, |update, refresh| {
                 run_refresher(cvm, update, refresh, shutdown.token())
             }))
@@ -319,7 +319,7 @@ pub async fn connect(
                 expires_at = first.expires_at,
                 "credentials assumed"
             );
-            let client = Client::with_trust(options, first.credentials, &trust)?;
+            let client = Client::for_api(options, first.credentials, &trust, settings.api.service)?;
             Ok(refreshed(client, source, shutdown, |update, refresh| {
                 run_renewer(
                     role,
@@ -414,6 +414,12 @@ pub fn engine_loading<E, A: std::borrow::Borrow<Agent>>(
         load,
     );
     let mut engine = engine.with_credential_source(connected.source);
+    // `cwp`: statuses come from listing the account's machines in its region.
+    if settings.api.service == crate::api::ApiService::Cwp
+        && let Some(region) = settings.api.region.as_deref()
+    {
+        engine = engine.with_cwp_listings(crate::engine::cwp_listings(region));
+    }
     if let Some(refresh) = connected.refresh {
         engine = engine.with_credentials_refresh(refresh);
     }

@@ -54,6 +54,12 @@ impl Settings {
         if account.region.is_some() {
             settings.api.region = account.region.clone();
         }
+        if let Some(service) = account.service {
+            settings.api.service = service;
+            if !settings.api.endpoint_set {
+                settings.api.endpoint = service.endpoint(None);
+            }
+        }
         settings
     }
 }

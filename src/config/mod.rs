@@ -64,12 +64,18 @@ pub const INTERVAL_RANGE: RangeInclusive<Duration> =
 /// takes minutes, so more often is pointless; less than once a month is no rescan.
 pub const RESCAN_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(60)..=Duration::from_secs(31 * 24 * 60 * 60);
-/// The actions `[api.actions.NAME]` may name: those the daemon calls.
-pub const ACTIONS: [&str; 3] = [
+/// The actions `[api.actions.NAME]` may name: those the daemon calls (yunjing's three, then
+/// the `cwp` backend's two).
+pub const ACTIONS: [&str; 5] = [
     "DescribeOpenPortTaskStatus",
     "CreateOpenPortTask",
     "DescribeOpenPorts",
+    "DescribeMachines",
+    "DescribeAssetPortInfoList",
 ];
+/// `rescan_interval` of a `cwp` account when the file does not set one: its port list is
+/// fetched only at rescans (there is no task to wait for).
+pub const CWP_RESCAN_DEFAULT: Duration = Duration::from_secs(10 * 60);
 /// State folder used when neither `state_dir`, `$STATE_DIRECTORY`, `$XDG_STATE_HOME` nor `$HOME`
 /// gives one.
 pub const FALLBACK_STATE_DIR: &str = "/var/lib/cwp-portwatch";
@@ -192,10 +198,22 @@ impl Settings {
         };
 
         let sinks = check.sinks(raw.sink.as_deref().unwrap_or_default());
+        // What only the `cwp` backend can do, or cannot do yet, per account that uses it.
+        let backends = match (&api, &accounts, &inventory) {
+            (Ok(api), Ok(accounts), Ok(inventory)) => check.backends(
+                &raw,
+                api,
+                accounts,
+                inventory,
+                raw.watchlist.is_some() || discovering,
+            ),
+            _ => Ok(()),
+        };
 
         // Across accounts: no SecretId or watchlist shared (once each account is valid).
         let shared = match (&watchlist_path, &credentials, &accounts) {
             (Ok(watchlist_path), Ok(credentials), Ok(accounts)) => {
+                let top_service = api.as_ref().map(|a| a.service).unwrap_or_default();
                 let mut uses = Vec::with_capacity(accounts.len() + 1);
                 if raw.watchlist.is_some() || discovering {
                     uses.push(check::shared::AccountUse {
@@ -205,6 +223,7 @@ impl Settings {
                         watchlist: watchlist_path
                             .as_deref()
                             .zip(raw.watchlist.as_ref().map(toml::Spanned::span)),
+                        service: top_service,
                     });
                 }
                 for (account, block) in accounts.iter().zip(raw_accounts) {
@@ -224,6 +243,7 @@ impl Settings {
                             .watchlist_path
                             .as_deref()
                             .zip(block_raw.watchlist.as_ref().map(toml::Spanned::span)),
+                        service: account.service.unwrap_or(top_service),
                     });
                 }
                 check.shared(&uses, env)
@@ -234,6 +254,7 @@ impl Settings {
         // Every check ran above, so all problems are recorded before the first `?` below.
         let settings = (|| {
             shared?;
+            backends?;
             Ok(Settings {
                 config_path: path.to_path_buf(),
                 watchlist_path: watchlist_path?,

@@ -31,11 +31,15 @@ pub(super) struct RawAccount {
     pub(super) watchlist: Option<Spanned<String>>,
     pub(super) credentials: Option<Spanned<RawCredentials>>,
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
+    /// `yunjing` | `cwp`: this account's backend (default: `[api] service`).
+    pub(super) service: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an [api] table")]
 pub(super) struct RawApi {
+    /// `yunjing` (default) | `cwp`: which CWP API, and so which backend.
+    pub(super) service: Option<Spanned<String>>,
     pub(super) endpoint: Option<Spanned<String>>,
     pub(super) region: Option<Spanned<String>>,
     pub(super) requests_per_second: Option<Spanned<i64>>,

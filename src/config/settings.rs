@@ -66,6 +66,8 @@ pub struct AccountSettings {
     pub credentials: CredentialSettings,
     /// `[account.discovery]`.
     pub discovery: DiscoverySettings,
+    /// `service`: its backend; `None` when the block has none (the `[api]` one applies).
+    pub service: Option<crate::api::ApiService>,
 }
 
 /// `[inventory]`: the open-port inventory (off by default: status-only mode unchanged).
@@ -80,11 +82,28 @@ pub struct InventorySettings {
     pub create_missing: bool,
     /// How an agent's first snapshot is reported. Default summary.
     pub baseline: crate::inventory::Baseline,
+    /// `rescan_interval` was written: otherwise a `cwp` account rescans every
+    /// [`super::CWP_RESCAN_DEFAULT`] (its only way to see ports), a yunjing one never.
+    pub rescan_interval_set: bool,
+}
+
+impl InventorySettings {
+    /// The rescan interval for an account of `service` (see `rescan_interval_set`).
+    pub fn rescan_for(&self, service: crate::api::ApiService) -> Duration {
+        match service {
+            crate::api::ApiService::Cwp if !self.rescan_interval_set => super::CWP_RESCAN_DEFAULT,
+            _ => self.rescan_interval,
+        }
+    }
 }
 
 /// `[api]`: where requests go and how many at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiSettings {
+    /// `service`: which CWP API this account talks to, and so its backend. Default yunjing.
+    pub service: crate::api::ApiService,
+    /// `endpoint` was written (else each account's service picks its own default).
+    pub endpoint_set: bool,
     /// https, or http for a loopback host only (the simulator). Default [`super::DEFAULT_ENDPOINT`].
     pub endpoint: Url,
     /// Sent as `X-TC-Region` when set; `region = ""` means unset.
@@ -130,7 +149,12 @@ impl ApiSettings {
     /// Requests in flight at most over every action's lane: what the client's connection
     /// pool keeps idle, so no lane's answer closes a connection another lane opens again.
     pub fn in_flight_total(&self) -> usize {
-        super::ACTIONS
+        // The account's own actions: yunjing's three, or the `cwp` backend's two.
+        let actions = match self.service {
+            crate::api::ApiService::Yunjing => &super::ACTIONS[..3],
+            crate::api::ApiService::Cwp => &super::ACTIONS[3..],
+        };
+        actions
             .iter()
             .map(|action| self.in_flight_of(action))
             .fold(0, usize::saturating_add)

@@ -97,6 +97,8 @@ fn defaults() {
     assert_eq!(
         settings.api,
         ApiSettings {
+            service: crate::api::ApiService::Yunjing,
+            endpoint_set: false,
             endpoint: Url::parse(DEFAULT_ENDPOINT).unwrap(),
             region: None,
             requests_per_second: 20,
@@ -1280,4 +1282,118 @@ fn policy_file_resolves_against_the_config_folder() {
     assert_problem(&found, 3, &["`file` is empty"]);
     let found = problems("watchlist = \"w.toml\"\n[policy]\nfiles = \"p.toml\"\n");
     assert_problem(&found, 3, &["unknown field `files`", "`file`"]);
+}
+
+/// Issue 24: `service` at `[api]` and per `[[account]]`; each account's endpoint is its
+/// service's default unless written; what a `cwp` account cannot do is refused at its place.
+#[test]
+fn service_chooses_each_accounts_backend_and_endpoint() {
+    use crate::api::ApiService;
+    // Default: yunjing, its endpoint.
+    let s = parse("watchlist = \"w.toml\"\n").unwrap();
+    assert_eq!(s.api.service, ApiService::Yunjing);
+    assert!(!s.api.endpoint_set);
+    // cwp at [api]: cwp's endpoint, rescans every 10 minutes unless written.
+    let s = parse("watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n")
+        .unwrap();
+    assert_eq!(s.api.service, ApiService::Cwp);
+    assert_eq!(s.api.endpoint.as_str(), "https://cwp.tencentcloudapi.com/");
+    assert_eq!(
+        s.inventory.rescan_for(ApiService::Cwp),
+        Duration::from_secs(600)
+    );
+    assert_eq!(s.inventory.rescan_for(ApiService::Yunjing), Duration::ZERO);
+    let s = parse(
+        "watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n\
+         [inventory]\nrescan_interval = \"30m\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.inventory.rescan_for(ApiService::Cwp),
+        Duration::from_secs(1800)
+    );
+    // Per account: a cwp account beside the yunjing default, each with its endpoint.
+    let s = parse(
+        "watchlist = \"w.toml\"\n[[account]]\nname = \"live\"\nservice = \"cwp\"\n\
+         region = \"ap-shanghai\"\nwatchlist = \"live.toml\"\n\
+         [account.credentials]\nsource = \"profile\"\nprofile = \"live\"\n",
+    )
+    .unwrap();
+    let plans = s.account_plans();
+    assert_eq!(plans[0].settings.api.service, ApiService::Yunjing);
+    assert_eq!(
+        plans[0].settings.api.endpoint.as_str(),
+        "https://yunjing.tencentcloudapi.com/"
+    );
+    assert_eq!(plans[1].settings.api.service, ApiService::Cwp);
+    assert_eq!(
+        plans[1].settings.api.endpoint.as_str(),
+        "https://cwp.tencentcloudapi.com/"
+    );
+    assert_eq!(plans[1].settings.api.in_flight_total(), 2 * 32);
+    // A word that is no service, at its place.
+    let p = problems("watchlist = \"w.toml\"\n[api]\nservice = \"CWP\"\n");
+    assert_problem(&p, 3, &["service", "\"yunjing\"", "\"cwp\""]);
+    // An endpoint of the other service: at the endpoint, or at the account that differs.
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n\
+         endpoint = \"https://yunjing.tencentcloudapi.com\"\n",
+    );
+    assert_problem(&p, 5, &["yunjing's", "service = \"yunjing\""]);
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api]\nendpoint = \"https://yunjing.tencentcloudapi.com\"\n\
+         [[account]]\nname = \"live\"\nservice = \"cwp\"\nregion = \"ap-shanghai\"\n\
+         watchlist = \"live.toml\"\n",
+    );
+    assert_problem(&p, 6, &["yunjing's", "cwp"]);
+    // cwp without a region, with discovery, or with rescans off: refused at their places.
+    let p = problems("watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\n");
+    assert!(
+        p.iter().any(|p| p.message.contains("needs its `region`")),
+        "{p:#?}"
+    );
+    let p = problems(
+        "watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n\
+         [inventory]\nrescan_interval = \"0s\"\n",
+    );
+    assert_problem(&p, 6, &["rescan_interval", "cwp", "10m"]);
+    // Discovery with cwp: fine, but not with `keywords` (no such filter) nor at 1 request/s
+    // (discovery and the status listings split the action's rate).
+    let s = parse(
+        "[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n[discovery]\nenabled = true\n\
+         regions = [\"ap-guangzhou\"]\n",
+    )
+    .unwrap();
+    assert!(s.discovery.enabled);
+    let p = problems(
+        "[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\nrequests_per_second = 1\n\
+         [discovery]\nenabled = true\nregions = [\"ap-guangzhou\"]\nkeywords = \"web\"\n",
+    );
+    assert_problem(&p, 8, &["keywords", "cwp", "Keywords filter"]);
+    assert!(
+        p.iter()
+            .any(|p| p.line == Some(5) && p.message.contains("at least 2 requests/s")),
+        "{p:#?}"
+    );
+    // A yunjing account is not bothered by any of it.
+    parse("watchlist = \"w.toml\"\n[inventory]\nrescan_interval = \"0s\"\n").unwrap();
+}
+
+/// One key may serve a yunjing and a `cwp` account (the quota is per action, and their
+/// actions differ); two accounts of one API on one key are refused as before.
+#[test]
+fn one_key_may_serve_one_account_of_each_api() {
+    let live = "[[account]]\nname = \"live\"\nservice = \"cwp\"\n\
+                region = \"ap-shanghai\"\nwatchlist = \"live.toml\"\n";
+    let s = parse(&format!("watchlist = \"w.toml\"\n{live}")).unwrap();
+    assert_eq!(s.account_plans().len(), 2);
+    let both_cwp = format!(
+        "watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n{live}"
+    );
+    let p = problems(&both_cwp);
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("share one 20 requests/s quota")),
+        "{p:#?}"
+    );
 }

@@ -12,6 +12,7 @@
 //! The result is applied by the daemon through the same engine path as a SIGHUP watchlist
 //! reload, so phasing, orphans, state and exactly-once stay the engine's.
 
+pub mod cwp;
 pub mod membership;
 pub mod merge;
 pub mod paging;

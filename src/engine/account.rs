@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::backend::Backend;
 use super::lane::{Action, Lane};
 use super::{CLOCK_SKEW_WARN, CREDENTIALS_EVENT_EVERY, EngineConfig, Poller};
 use crate::events::{Event, EventSink};
@@ -40,8 +41,10 @@ impl CredentialsGate {
 pub(crate) struct Account<P> {
     /// Sends the requests.
     pub poller: Arc<P>,
-    /// One lane per [`Action`], at [`Action::index`].
+    /// The backend's lanes, one per action it calls, in [`Backend::actions`] order.
     pub lanes: Vec<Lane>,
+    /// Which API and so which lanes.
+    pub backend: Backend,
     /// Spaces probes while the credentials are refused.
     pub credentials: CredentialsGate,
     /// Where the credentials came from, for `credentials_failed`.
@@ -53,11 +56,15 @@ pub(crate) struct Account<P> {
 }
 
 impl<P: Poller> Account<P> {
-    /// An account with a lane per action at the configured rate.
+    /// An account with a lane per action of its poller's backend, at the configured rate.
     pub fn new(poller: P, config: &EngineConfig) -> Self {
+        let backend = poller.backend();
         Account {
             poller: Arc::new(poller),
-            lanes: Action::ALL.iter().map(|a| Lane::new(*a, config)).collect(),
+            lanes: (backend.actions().iter())
+                .map(|a| Lane::new(*a, config))
+                .collect(),
+            backend,
             credentials: CredentialsGate::default(),
             credential_source: String::new(),
             refresh_credentials: None,
@@ -65,9 +72,42 @@ impl<P: Poller> Account<P> {
         }
     }
 
-    /// The lane of `action`.
+    /// The lane of `action`. Only the backend's own code paths name its actions (a job comes
+    /// from its lane, follow-ups are decided per backend), so the lane is there; should a bug
+    /// ask for another backend's action, the first lane stands in rather than a panic, and
+    /// the bug is logged.
     pub fn lane(&mut self, action: Action) -> &mut Lane {
-        &mut self.lanes[action.index()]
+        let at = self.lanes.iter().position(|l| l.action == action);
+        debug_assert!(
+            at.is_some(),
+            "{action:?} is not a lane of {:?}",
+            self.backend
+        );
+        if at.is_none() {
+            tracing::error!(
+                "bug: {} asked of a {} account",
+                action.api_name(),
+                self.backend.name()
+            );
+        }
+        &mut self.lanes[at.unwrap_or(0)]
+    }
+
+    /// The lanes whose queues hold agents ([`Action::holds_agents`]).
+    pub fn agent_lanes(&mut self) -> impl Iterator<Item = &mut Lane> {
+        self.lanes.iter_mut().filter(|l| l.action.holds_agents())
+    }
+
+    /// Whether a request of agent `id` is in flight in any lane.
+    pub fn agent_in_flight(&self, id: crate::scheduler::AgentId) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| l.action.holds_agents() && l.queue.is_in_flight(id))
+    }
+
+    /// Whether this account has a lane for `action`.
+    pub fn has_lane(&self, action: Action) -> bool {
+        self.lanes.iter().any(|l| l.action == action)
     }
 
     /// Requests in flight in all lanes (orphans' included).

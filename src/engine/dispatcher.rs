@@ -92,6 +92,8 @@ pub struct Engine<P: Poller> {
     pub(super) inventory: Option<Box<super::inventory_state::InventoryState>>,
     /// The expected-ports policy, when the engine was given one ([`Engine::with_policy`]).
     pub(super) policy: Option<PolicyState>,
+    /// The `cwp` backend's listings and machines (`None` for yunjing; see `engine::cwp`).
+    pub(super) cwp: Option<Box<super::cwp::CwpState>>,
 }
 
 impl<P: Poller> Engine<P> {
@@ -131,8 +133,11 @@ impl<P: Poller> Engine<P> {
         load: impl FnOnce(&mut dyn FnMut(AgentUuid, Known) -> Option<Known>) -> Result<(), E>,
     ) -> (Self, Result<(), E>) {
         let agents = agents.into_iter();
+        let account = Account::new(poller, &config);
+        let cwp = (account.backend == super::Backend::Cwp).then(Box::default);
         let mut engine = Engine {
-            account: Account::new(poller, &config),
+            cwp,
+            account,
             sink,
             config,
             agents: AgentTable::with_capacity(agents.len()),
@@ -360,6 +365,11 @@ impl<P: Poller> Engine<P> {
                     return;
                 }
             }
+            Job::ListMachines(_) | Job::FetchAssetPorts(_) => {
+                if !self.send_cwp(job, in_flight) {
+                    return;
+                }
+            }
         }
         self.sent += 1;
         self.account.credentials.last_send = Some(now);
@@ -371,6 +381,8 @@ impl<P: Poller> Engine<P> {
             Reply::TaskStatus(result) => self.on_task_status(job.agent(), result, now),
             Reply::TaskCreated(result) => self.on_task_created(job.agent(), result),
             Reply::Ports(result) => self.on_ports(job.agent(), result),
+            Reply::Machines(result) => self.on_machines(job.agent(), result),
+            Reply::AssetPorts(result) => self.on_asset_ports(job.agent(), result),
         }
         self.account.check_skew(self.sink.as_ref());
     }
@@ -510,7 +522,10 @@ impl<P: Poller> Engine<P> {
     fn refresh_heartbeat(&mut self, now: Instant) {
         let figures = Figures {
             agents: self.agents.len(),
-            rate: self.account.lanes[Action::PollStatus.index()].pacer.rate(),
+            rate: (self.account)
+                .lane(self.account.backend.status_action())
+                .pacer
+                .rate(),
             sent: self.sent,
         };
         if self.heartbeat.refresh(now, &self.agents, figures) {

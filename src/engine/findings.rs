@@ -32,12 +32,13 @@ use crate::scheduler::AgentId;
 
 /// What the policy sees of a stored port (yunjing: port and process).
 pub(crate) fn port_facts(p: &crate::inventory::Port) -> PortFacts<'_> {
+    let cwp = p.cwp.as_deref();
     PortFacts {
         port: p.port,
         process: &p.process,
-        proto: None,
-        bind_ip: None,
-        user: None,
+        proto: cwp.map(|c| c.proto.as_str()),
+        bind_ip: cwp.map(|c| c.bind_ip),
+        user: cwp.map(|c| &*c.user).filter(|u| !u.is_empty()),
     }
 }
 
@@ -57,9 +58,10 @@ fn open_in<'s>(
     process: &str,
 ) -> Option<&'s crate::inventory::Port> {
     let s = snapshot?;
-    // Sorted by (port, process, pid), one row per identity.
+    // Sorted by identity, which starts with (port, process): a `cwp` port on two bind
+    // addresses is two rows of one (port, process), either stands for it here.
     s.ports
-        .binary_search_by(|p| p.key().cmp(&(port, process)))
+        .binary_search_by(|p| (p.port, &*p.process).cmp(&(port, process)))
         .ok()
         .map(|i| &s.ports[i])
 }

@@ -99,6 +99,7 @@ fn port(port: u16, process: &str) -> Port {
         port,
         process: process.into(),
         pid: 7,
+        cwp: None,
     }
 }
 
@@ -132,8 +133,8 @@ fn options() -> InventoryOptions {
         rescan_interval: Duration::ZERO,
         create_missing: false,
         baseline: Baseline::Summary,
-        action_rates: [20, 20, 20],
-        action_in_flight: [32; 3],
+        action_rates: [20; 5],
+        action_in_flight: [32; 5],
     }
 }
 

@@ -28,6 +28,10 @@ pub(crate) enum Reply {
     TaskCreated(Result<String, ApiError>),
     /// `DescribeOpenPorts`: one page.
     Ports(Result<crate::inventory::Page, ApiError>),
+    /// `cwp` `DescribeMachines`: one page.
+    Machines(Result<crate::api::cwp::MachinesPage, ApiError>),
+    /// `cwp` `DescribeAssetPortInfoList`: one page.
+    AssetPorts(Result<crate::api::cwp::PortsPage, ApiError>),
 }
 
 impl Reply {
@@ -38,6 +42,8 @@ impl Reply {
             Job::PollStatus(_) => Reply::TaskStatus(Err(error)),
             Job::CreateTask(_) => Reply::TaskCreated(Err(error)),
             Job::FetchPorts(_) => Reply::Ports(Err(error)),
+            Job::ListMachines(_) => Reply::Machines(Err(error)),
+            Job::FetchAssetPorts(_) => Reply::AssetPorts(Err(error)),
         }
     }
 }

@@ -33,6 +33,18 @@ use crate::inventory::{self, Assembly, PAGE_LIMIT, Page, Step, confirm};
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::status::Status;
 
+/// What a complete listing asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Confirm {
+    /// A confirming fetch, the `nth` in a row, at this time.
+    Again(u32, Instant),
+    /// Closes still held after a round of confirming fetches: asked about again (as the
+    /// `nth`) at this time.
+    Later(u32, Instant),
+    /// Nothing held.
+    Done,
+}
+
 impl<P: Poller> Engine<P> {
     /// Keeps the open-port inventory (when `options.enabled`) with `stored` as the snapshots
     /// of an earlier run, saved to `file`; sets each lane's own rate and in-flight budget
@@ -102,14 +114,19 @@ impl<P: Poller> Engine<P> {
             ..options
         };
         self.inventory_rates();
-        if !old.enabled || old.rescan_interval == options.rescan_interval {
+        // `cwp`: each agent's next fetch is at most one old interval away; the new one
+        // applies from then on.
+        if !old.enabled
+            || old.rescan_interval == options.rescan_interval
+            || !self.account.has_lane(Action::CreateTask)
+        {
             return;
         }
         let now = Instant::now();
         let rescan = options.rescan_interval;
         let watched: Vec<(AgentUuid, AgentId)> = self.agents.watched().collect();
         let inv = self.inventory.as_mut().expect("checked above");
-        let lane = &mut self.account.lanes[Action::CreateTask.index()];
+        let lane = self.account.lane(Action::CreateTask);
         for (uuid, id) in watched {
             // A task wanted for `create_missing` keeps its turn.
             if inv.reasons.get(&id) == Some(&Reason::Missing) {
@@ -137,10 +154,10 @@ impl<P: Poller> Engine<P> {
 
     /// Each lane's own rate and in-flight budget, from `[api]` and `[api.actions.NAME]`.
     fn set_lane_limits(&mut self, options: &InventoryOptions) {
-        for action in Action::ALL {
-            let lane = self.account.lane(action);
-            lane.set_target_rate(options.action_rates[action.index()]);
-            lane.set_max_in_flight(options.action_in_flight[action.index()]);
+        for lane in &mut self.account.lanes {
+            let at = lane.action.index();
+            lane.set_target_rate(options.action_rates[at]);
+            lane.set_max_in_flight(options.action_in_flight[at]);
         }
     }
 
@@ -165,6 +182,11 @@ impl<P: Poller> Engine<P> {
         // What it stored is evaluated under the policy now in force (it may have changed
         // while the agent was away or the daemon stopped): only differences are reported.
         self.policy_evaluate(id, None, None);
+        if self.cwp.is_some() {
+            // Its machine's Quuid decides (`cwp`): fetched once a listing matched it.
+            self.cwp_inventory_added(id);
+            return;
+        }
         let Some(inv) = self.inventory.as_mut() else {
             return;
         };
@@ -228,6 +250,9 @@ impl<P: Poller> Engine<P> {
 
     /// An agent no longer watched: its inventory is forgotten.
     pub(super) fn inventory_forget(&mut self, id: AgentId, uuid: &AgentUuid) {
+        if let Some(cwp) = self.cwp.as_mut() {
+            cwp.forget(id);
+        }
         if let Some(inv) = self.inventory.as_mut() {
             inv.fetches.remove(&id);
             inv.reasons.remove(&id);
@@ -242,6 +267,9 @@ impl<P: Poller> Engine<P> {
     /// An agent no longer watched whose inventory is kept (discovery: it may come back):
     /// its work in progress stops, its stored entry waits with the others not watched.
     pub(super) fn inventory_retire(&mut self, id: AgentId, uuid: &AgentUuid) {
+        if let Some(cwp) = self.cwp.as_mut() {
+            cwp.forget(id);
+        }
         if let Some(inv) = self.inventory.as_mut() {
             inv.fetches.remove(&id);
             inv.reasons.remove(&id);
@@ -368,7 +396,7 @@ impl<P: Poller> Engine<P> {
                     Reply::Ports(result)
                 });
             }
-            Job::PollStatus(_) => return false,
+            Job::PollStatus(_) | Job::ListMachines(_) | Job::FetchAssetPorts(_) => return false,
         }
         true
     }
@@ -383,7 +411,7 @@ impl<P: Poller> Engine<P> {
         }
         let now = Instant::now();
         self.account.lane(action).finish(id, None, now);
-        if !self.account.lanes.iter().any(|l| l.queue.is_in_flight(id)) {
+        if !self.account.agent_in_flight(id) {
             self.agents.release_orphan(id);
         }
         true
@@ -503,50 +531,18 @@ impl<P: Poller> Engine<P> {
             Step::Next(_) => Some((now, Cadence::Settled)),
             Step::Complete(snapshot, request_id) => {
                 let nth = inv.fetches.remove(&id).map_or(0, |a| a.confirming_nth());
-                let unix_now = inv.unix_now();
-                let entry = inv.map.entry(uuid.to_string()).or_default();
-                let who = inventory::Who {
-                    uuid: &uuid,
-                    name: &name,
-                };
-                let last = entry
-                    .snapshot
-                    .as_deref()
-                    .map(|s| (s, entry.unconfirmed.as_slice()));
-                let reconciled =
-                    inventory::reconcile(who, last, snapshot, inv.options.baseline, &request_id);
-                let previous = entry.snapshot.take();
-                entry.snapshot = Some(Arc::new(reconciled.stored));
-                entry.unconfirmed = reconciled.unconfirmed;
-                entry.fetched_at = Some(unix_now);
-                if *entry.name != name {
-                    entry.name = name.to_string();
-                }
-                let held = entry.unconfirmed.len();
-                inv.saver.dirty = true;
-                for event in &reconciled.events {
-                    self.sink.emit(event);
-                }
+                let (next, previous) =
+                    self.store_snapshot(id, (&uuid, &name), snapshot, &request_id, nth);
                 evaluate = Some((request_id, previous));
-                if confirm::fetch_again(held, nth) {
-                    // Ports missing for the first time: a second complete fetch confirms
-                    // (or not) their close.
-                    inv.fetches
-                        .insert(id, Assembly::confirming(nth.saturating_add(1)));
-                    Some((later(now, confirm::CONFIRM_AFTER), Cadence::Settled))
-                } else if held > 0 {
-                    tracing::warn!(
-                        uuid = &*uuid,
-                        ports = held,
-                        "the port list missed other ports at each of {} confirming fetches; \
-                         their close is asked about again in {}s",
-                        confirm::CONFIRMING_FETCHES,
-                        again_after.as_secs()
-                    );
-                    inv.fetches.insert(id, Assembly::confirming(1));
-                    Some((later(now, again_after), Cadence::Settled))
-                } else {
-                    None
+                let Some(inv) = self.inventory.as_mut() else {
+                    return;
+                };
+                match next {
+                    Confirm::Again(nth, at) | Confirm::Later(nth, at) => {
+                        inv.fetches.insert(id, Assembly::confirming(nth));
+                        Some((at, Cadence::Settled))
+                    }
+                    Confirm::Done => None,
                 }
             }
             Step::Failed(e) => {
@@ -577,8 +573,69 @@ impl<P: Poller> Engine<P> {
         self.account.lane(action).finish(id, next, now);
     }
 
+    /// A complete listing of `id`'s ports: reconciled with what is stored (opens reported,
+    /// closes held or confirmed, [`inventory::reconcile`]), stored, its events emitted. Says
+    /// whether a confirming fetch is wanted, and gives back the snapshot it replaced (for the
+    /// policy). Shared by both backends: only how the listing was paged differs.
+    pub(super) fn store_snapshot(
+        &mut self,
+        id: AgentId,
+        (uuid, name): (&str, &str),
+        snapshot: inventory::Snapshot,
+        request_id: &str,
+        nth: u32,
+    ) -> (Confirm, Option<Arc<inventory::Snapshot>>) {
+        let now = Instant::now();
+        // Closes still held after a round of confirming fetches are asked about again this
+        // much later: decided at last, never reported unconfirmed, never held for ever.
+        let again_after = self.config.intervals.settled;
+        let Some(inv) = self.inventory.as_mut() else {
+            return (Confirm::Done, None);
+        };
+        let _ = id;
+        let unix_now = inv.unix_now();
+        let entry = inv.map.entry(uuid.to_string()).or_default();
+        let who = inventory::Who { uuid, name };
+        let last = entry
+            .snapshot
+            .as_deref()
+            .map(|s| (s, entry.unconfirmed.as_slice()));
+        let reconciled =
+            inventory::reconcile(who, last, snapshot, inv.options.baseline, request_id);
+        let previous = entry.snapshot.take();
+        entry.snapshot = Some(Arc::new(reconciled.stored));
+        entry.unconfirmed = reconciled.unconfirmed;
+        entry.fetched_at = Some(unix_now);
+        if *entry.name != *name {
+            entry.name = name.to_string();
+        }
+        let held = entry.unconfirmed.len();
+        inv.saver.dirty = true;
+        for event in &reconciled.events {
+            self.sink.emit(event);
+        }
+        let next = if confirm::fetch_again(held, nth) {
+            // Ports missing for the first time: a second complete fetch confirms (or not)
+            // their close.
+            Confirm::Again(nth.saturating_add(1), later(now, confirm::CONFIRM_AFTER))
+        } else if held > 0 {
+            tracing::warn!(
+                uuid,
+                ports = held,
+                "the port list missed other ports at each of {} confirming fetches; \
+                 their close is asked about again in {}s",
+                confirm::CONFIRMING_FETCHES,
+                again_after.as_secs()
+            );
+            Confirm::Later(1, later(now, again_after))
+        } else {
+            Confirm::Done
+        };
+        (next, previous)
+    }
+
     /// A throttling answer in `action`'s lane: its rate alone is cut.
-    fn throttled(&mut self, action: Action, code: &str, now: Instant) {
+    pub(super) fn throttled(&mut self, action: Action, code: &str, now: Instant) {
         if let Some(rate) = self.account.lane(action).throttled(now) {
             self.sink.emit(&Event::RateLimited {
                 error_code: code.to_owned(),

@@ -27,12 +27,13 @@ pub struct InventoryOptions {
     pub create_missing: bool,
     /// How a first snapshot is reported.
     pub baseline: Baseline,
-    /// Requests per second per lane: `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`,
-    /// `DescribeOpenPorts`.
-    pub action_rates: [u32; 3],
+    /// Requests per second per action, in `Action::ALL` order: `DescribeOpenPortTaskStatus`,
+    /// `CreateOpenPortTask`, `DescribeOpenPorts`, `DescribeMachines`,
+    /// `DescribeAssetPortInfoList` (each account's lanes take their own).
+    pub action_rates: [u32; 5],
     /// Requests in flight at most per lane, in the same order: each lane's own budget, so a
     /// slow action never holds the slots of another.
-    pub action_in_flight: [usize; 3],
+    pub action_in_flight: [usize; 5],
 }
 
 impl InventoryOptions {
@@ -40,12 +41,25 @@ impl InventoryOptions {
     pub fn from_settings(api: &ApiSettings, inventory: &InventorySettings) -> Self {
         InventoryOptions {
             enabled: inventory.enabled,
-            rescan_interval: inventory.rescan_interval,
+            rescan_interval: inventory.rescan_for(api.service),
             create_missing: inventory.create_missing,
             baseline: inventory.baseline,
             action_rates: Action::ALL.map(|a| api.rate_of(a.api_name())),
             action_in_flight: Action::ALL.map(|a| api.in_flight_of(a.api_name())),
         }
+    }
+}
+
+impl InventoryOptions {
+    /// For a `cwp` account whose `[discovery]` is on: its status lane keeps
+    /// [`crate::discovery::cwp::status_share`] of the `DescribeMachines` rate, discovery's own
+    /// limiter the rest, so together they never exceed it.
+    pub fn sharing_machines_with_discovery(mut self, discovering: bool) -> Self {
+        if discovering {
+            let at = Action::ListMachines.index();
+            self.action_rates[at] = crate::discovery::cwp::status_share(self.action_rates[at]);
+        }
+        self
     }
 }
 
@@ -160,8 +174,8 @@ mod tests {
             rescan_interval: Duration::from_secs(rescan_s),
             create_missing,
             baseline: Baseline::Summary,
-            action_rates: [20; 3],
-            action_in_flight: [32; 3],
+            action_rates: [20; 5],
+            action_in_flight: [32; 5],
         }
     }
 

@@ -104,6 +104,7 @@ fn port(port: u16, process: &str) -> Port {
         port,
         process: process.into(),
         pid: 7,
+        cwp: None,
     }
 }
 
@@ -150,8 +151,8 @@ fn options(baseline: Baseline) -> InventoryOptions {
         rescan_interval: Duration::ZERO,
         create_missing: false,
         baseline,
-        action_rates: [20, 20, 20],
-        action_in_flight: [32; 3],
+        action_rates: [20; 5],
+        action_in_flight: [32; 5],
     }
 }
 
@@ -431,7 +432,7 @@ async fn a_10000_port_inventory_pages_in_its_own_lane_without_slowing_status_pol
     );
     let log = api.log.clone();
     let mut o = options(Baseline::Summary);
-    o.action_rates = [20, 20, 20];
+    o.action_rates = [20, 20, 20, 20, 20];
     let (events, _, _) = run(api, 200, o, HashMap::new(), InventoryMap::new(), 30).await;
     assert!(names(&events).contains(&"baseline 10000".to_owned()));
     let log = log.lock().unwrap();
@@ -796,7 +797,7 @@ async fn a_reload_changes_rescans_and_rates_without_a_burst() {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let mut o = options(Baseline::Summary);
             o.rescan_interval = Duration::from_secs(120);
-            o.action_rates = [20, 20, 5];
+            o.action_rates = [20, 20, 5, 20, 20];
             control.send(Control::Inventory(o)).unwrap();
             tokio::time::sleep(Duration::from_secs(390)).await;
             control
@@ -1274,7 +1275,7 @@ async fn a_confirming_fetch_waits_for_complete_and_the_next_listing_decides() {
         ..api
     };
     let mut cfg_fast = options(Baseline::Ports);
-    cfg_fast.action_rates = [20; 3];
+    cfg_fast.action_rates = [20; 5];
     let sink = Arc::new(CollectingSink::default());
     let mut c = config();
     c.intervals.collecting = Duration::from_millis(200);
@@ -1470,7 +1471,7 @@ async fn create_missing_for_100_agents_keeps_the_create_lanes_own_rate() {
     let log = api.log.clone();
     let mut o = options(Baseline::Summary);
     o.create_missing = true;
-    o.action_rates = [20, 5, 20];
+    o.action_rates = [20, 5, 20, 20, 20];
     let (events, _, _) = run(api, 100, o, HashMap::new(), InventoryMap::new(), 60).await;
     let log = log.lock().unwrap();
     let creates: Vec<Instant> = log

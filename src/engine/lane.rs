@@ -26,19 +26,41 @@ pub(crate) enum Action {
     CreateTask,
     /// `DescribeOpenPorts`.
     FetchPorts,
+    /// `cwp` `DescribeMachines`: one page of one machine type × region, each machine's
+    /// `AgentStatus` the status of its agent.
+    ListMachines,
+    /// `cwp` `DescribeAssetPortInfoList`: one page of one machine's ports.
+    FetchAssetPorts,
 }
 
 impl Action {
-    /// Every action, in lane order.
-    pub const ALL: [Action; 3] = [Action::PollStatus, Action::CreateTask, Action::FetchPorts];
+    /// Every action, in [`Action::index`] order (what a backend has is
+    /// [`super::backend::Backend::actions`]).
+    pub const ALL: [Action; 5] = [
+        Action::PollStatus,
+        Action::CreateTask,
+        Action::FetchPorts,
+        Action::ListMachines,
+        Action::FetchAssetPorts,
+    ];
 
-    /// Its lane's index in [`super::account::Account::lanes`].
+    /// Its place in [`Action::ALL`] (and in the per-action settings arrays).
     pub fn index(self) -> usize {
         match self {
             Action::PollStatus => 0,
             Action::CreateTask => 1,
             Action::FetchPorts => 2,
+            Action::ListMachines => 3,
+            Action::FetchAssetPorts => 4,
         }
+    }
+
+    /// Whether its lane's queue holds agents (by [`AgentId`]): every lane's but
+    /// `ListMachines`', whose queue holds listing cursors. Code that acts on an agent in
+    /// every lane (removing it, asking whether a request of it is in flight) must skip the
+    /// others, or agent 2's removal would stop listing 2.
+    pub fn holds_agents(self) -> bool {
+        self != Action::ListMachines
     }
 
     /// The API's name for it (`[api.actions.NAME]`, and the `action` label of the metrics).
@@ -47,6 +69,8 @@ impl Action {
             Action::PollStatus => "DescribeOpenPortTaskStatus",
             Action::CreateTask => "CreateOpenPortTask",
             Action::FetchPorts => "DescribeOpenPorts",
+            Action::ListMachines => "DescribeMachines",
+            Action::FetchAssetPorts => "DescribeAssetPortInfoList",
         }
     }
 }
@@ -61,6 +85,11 @@ pub(crate) enum Job {
     /// The next page of `DescribeOpenPorts` for this agent (the offset is kept by the
     /// inventory's fetch in progress).
     FetchPorts(AgentId),
+    /// The next page of `cwp` `DescribeMachines` of one listing (a machine type × region:
+    /// the index of its cursor, not an agent; the offset is kept by the cursor).
+    ListMachines(usize),
+    /// The next page of `cwp` `DescribeAssetPortInfoList` for this agent's machine.
+    FetchAssetPorts(AgentId),
 }
 
 impl Job {
@@ -70,13 +99,20 @@ impl Job {
             Job::PollStatus(_) => Action::PollStatus,
             Job::CreateTask(_) => Action::CreateTask,
             Job::FetchPorts(_) => Action::FetchPorts,
+            Job::ListMachines(_) => Action::ListMachines,
+            Job::FetchAssetPorts(_) => Action::FetchAssetPorts,
         }
     }
 
-    /// The agent it is about.
+    /// The agent it is about (for [`Job::ListMachines`], its listing's cursor: the id its
+    /// lane's queue knows it by).
     pub fn agent(self) -> AgentId {
         match self {
-            Job::PollStatus(id) | Job::CreateTask(id) | Job::FetchPorts(id) => id,
+            Job::PollStatus(id)
+            | Job::CreateTask(id)
+            | Job::FetchPorts(id)
+            | Job::ListMachines(id)
+            | Job::FetchAssetPorts(id) => id,
         }
     }
 }
@@ -166,6 +202,8 @@ impl Lane {
             Action::PollStatus => Job::PollStatus(id),
             Action::CreateTask => Job::CreateTask(id),
             Action::FetchPorts => Job::FetchPorts(id),
+            Action::ListMachines => Job::ListMachines(id),
+            Action::FetchAssetPorts => Job::FetchAssetPorts(id),
         }
     }
 

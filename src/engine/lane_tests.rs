@@ -74,6 +74,7 @@ impl Poller for SlowLane {
                     port: 22,
                     process: "sshd".into(),
                     pid: 7,
+                    cwp: None,
                 }],
                 ids: Vec::new(),
                 machine_ip: "10.0.0.9".into(),
@@ -114,8 +115,8 @@ fn options() -> InventoryOptions {
         rescan_interval: Duration::ZERO,
         create_missing: false,
         baseline: Baseline::Summary,
-        action_rates: [20; 3],
-        action_in_flight: [32; 3],
+        action_rates: [20; 5],
+        action_in_flight: [32; 5],
     }
 }
 
@@ -236,7 +237,7 @@ async fn an_actions_own_max_in_flight_bounds_its_lane_alone() {
     let slow = Duration::from_secs(8);
     let fast = Duration::from_millis(50);
     let mut o = options();
-    o.action_in_flight = [32, 32, 4];
+    o.action_in_flight = [32, 32, 4, 32, 32];
     let log = run(SlowLane::new([fast, fast, slow]), o, false, 41).await;
     assert_eq!(most_in_flight(&log, Action::FetchPorts, slow), 4);
     let ports = per_span(&log, Action::FetchPorts, Duration::from_secs(8), 5);
@@ -251,11 +252,13 @@ async fn an_actions_own_max_in_flight_bounds_its_lane_alone() {
 #[tokio::test(start_paused = true)]
 async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
     let fast = Duration::from_millis(50);
-    let budgets =
-        |e: &Engine<SlowLane>| Action::ALL.map(|a| e.account.lanes[a.index()].max_in_flight());
+    let budgets = |e: &Engine<SlowLane>| {
+        [Action::PollStatus, Action::CreateTask, Action::FetchPorts]
+            .map(|a| e.account.lanes[a.index()].max_in_flight())
+    };
     let sink = Arc::new(CollectingSink::default());
     let mut o = options();
-    o.action_in_flight = [32, 32, 4];
+    o.action_in_flight = [32, 32, 4, 32, 32];
     let mut engine = Engine::new(
         SlowLane::new([fast; 3]),
         sink.clone(),
@@ -277,7 +280,7 @@ async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
         reply,
         removed: Removed::Forget,
     });
-    o.action_in_flight = [8, 8, 2];
+    o.action_in_flight = [8, 8, 2, 32, 32];
     engine.apply(Control::Inventory(o));
     assert_eq!(budgets(&engine), [8, 8, 2]);
     // Without the inventory's options (status-only engines of tests): `max_in_flight` each.

@@ -34,10 +34,26 @@
 //! - `observe`: the engine's side of [`crate::metrics`] (the registry handed in, the gauges
 //!   refreshed with the heartbeat).
 //!
+//! ## Backends (issue 24)
+//! An account talks to one API, yunjing or `cwp` (`[api] service`, per `[[account]]` too),
+//! and its backend ([`Backend`], `backend.rs`) decides which lanes its engine has: yunjing's
+//! `DescribeOpenPortTaskStatus`, `CreateOpenPortTask`, `DescribeOpenPorts`, or `cwp`'s
+//! `DescribeMachines` and `DescribeAssetPortInfoList` (`cwp.rs`). The backend is the
+//! poller's ([`Poller::backend`]: a `Client` signing for `cwp` is a `cwp` one), so an engine
+//! never has a lane its client cannot serve. What changed in the design to make this one
+//! engine rather than a fork: `Account::lanes` holds the backend's lanes only (before, one per
+//! `Action`, at `Action::index`), found by action; a lane's queue holds what its jobs are
+//! about (agents, or for `DescribeMachines` the listing cursors); code that schedules
+//! yunjing's status polls or tasks asks whether the account has that lane; and the end of a
+//! port listing (reconcile, store, events, confirmation) is one function for both
+//! (`Engine::store_snapshot`). Everything else — the loop, pacing, agent table, exactly-once
+//! statuses, state and inventory files, policy, metrics and sinks — is shared unchanged.
+//!
 //! ## Adding an action (e.g. `CreateOpenPortTask`, `DescribeOpenPorts`)
-//! 1. a variant in `lane::Action` (its lane, with its own strict limiter and rate control,
-//!    is then created by `account::Account::new`) and in `lane::Job` (what one request
-//!    does, e.g. `FetchPorts(agent)`, with any paging state kept in the agent's record);
+//! 1. a variant in `lane::Action` and in the backend's `Backend::actions` (its lane, with
+//!    its own strict limiter and rate control, is then created by `account::Account::new`)
+//!    and in `lane::Job` (what one request does, e.g. `FetchPorts(agent)`, with any paging
+//!    state kept beside the agent's record);
 //! 2. a method on [`Poller`] for the call and a `in_flight::Reply` variant for its answer;
 //! 3. an arm in `Engine::send` and in `Engine::on_answer`, and a pure `decide` for it that
 //!    may ask for follow-up jobs (a `COMPLETE` after `COLLECTING` → `FetchPorts`), which the
@@ -61,6 +77,10 @@
 
 mod account;
 mod agents;
+mod backend;
+mod cwp;
+#[cfg(test)]
+mod cwp_tests;
 mod decide;
 mod dispatcher;
 mod findings;
@@ -90,6 +110,8 @@ use crate::scheduler::Intervals;
 use crate::status::Status;
 use crate::watchlist::Agent;
 
+pub use backend::Backend;
+pub use cwp::{CwpListing, cwp_listings};
 pub use dispatcher::Engine;
 pub use findings::evaluate as evaluate_snapshot;
 pub use findings::removed_events as removed_finding_events;
@@ -207,9 +229,70 @@ pub trait Poller: Send + Sync + 'static {
         let _ = (uuid, limit, offset);
         async { Err(ApiError::Transport("this poller cannot list ports".into())) }
     }
+    /// Which API it talks to, and so which lanes the engine has ([`Backend`]).
+    fn backend(&self) -> Backend {
+        Backend::Yunjing
+    }
+    /// One page of `cwp` `DescribeMachines`.
+    fn describe_machines(
+        &self,
+        query: &crate::api::cwp::MachinesQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::MachinesPage, ApiError>> + Send {
+        let _ = query;
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot list machines".into(),
+            ))
+        }
+    }
+    /// One page of `cwp` `DescribeAssetPortInfoList`.
+    fn describe_asset_ports(
+        &self,
+        query: &crate::api::cwp::PortsQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::PortsPage, ApiError>> + Send {
+        let _ = query;
+        async {
+            Err(ApiError::Transport(
+                "this poller cannot list asset ports".into(),
+            ))
+        }
+    }
 }
 
 impl Poller for Client {
+    fn backend(&self) -> Backend {
+        if self.service() == crate::api::cwp::SERVICE {
+            Backend::Cwp
+        } else {
+            Backend::Yunjing
+        }
+    }
+    fn describe_machines(
+        &self,
+        query: &crate::api::cwp::MachinesQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::MachinesPage, ApiError>> + Send {
+        let client = crate::api::cwp::CwpClient::from_client(self.clone());
+        let query = query.clone();
+        async move {
+            match client {
+                Some(client) => client.describe_machines(&query).await,
+                None => Err(ApiError::Transport("not a cwp client".into())),
+            }
+        }
+    }
+    fn describe_asset_ports(
+        &self,
+        query: &crate::api::cwp::PortsQuery,
+    ) -> impl Future<Output = Result<crate::api::cwp::PortsPage, ApiError>> + Send {
+        let client = crate::api::cwp::CwpClient::from_client(self.clone());
+        let query = query.clone();
+        async move {
+            match client {
+                Some(client) => client.describe_asset_port_info_list(&query).await,
+                None => Err(ApiError::Transport("not a cwp client".into())),
+            }
+        }
+    }
     fn poll(&self, uuid: &str) -> impl Future<Output = Result<TaskStatus, ApiError>> + Send {
         // Borrows: the dispatcher's request future owns the poller and the Uuid (two `Arc`s),
         // so no per-poll copy of the client (URL, host, region) or of the Uuid is needed.

@@ -54,7 +54,8 @@ impl<P: Poller> Engine<P> {
                 crate::agent_uuid::AgentUuid::parse(uuid)
                     .is_ok_and(|u| self.agents.known_of(&u).is_some())
             },
-            rates: &rates,
+            // The account's own lanes only (a `cwp` account has two of the five actions).
+            rates: &rates[..self.account.lanes.len().min(rates.len())],
             poll_lag,
             clock_skew_ms: self.account.poller.clock_offset_ms(),
         });

@@ -87,7 +87,8 @@ impl<P: Poller> Engine<P> {
         agents: impl Iterator<Item = A>,
     ) -> (Vec<AgentId>, usize) {
         let now = Instant::now();
-        let lane = Action::PollStatus.index();
+        // `cwp`: statuses come from the machine listings, no agent is queued for them.
+        let status_lane = self.account.has_lane(Action::PollStatus);
         let mut new = Vec::with_capacity(agents.size_hint().0);
         let mut readopted = 0;
         for agent in agents {
@@ -98,9 +99,12 @@ impl<P: Poller> Engine<P> {
             }
             if let Some(id) = self.agents.readopt(&agent.uuid, name) {
                 self.agents.set_facts(id, agent.facts.as_ref());
-                self.account.lanes[lane]
-                    .queue
-                    .schedule(id, now, Cadence::Settled);
+                if status_lane {
+                    self.account
+                        .lane(Action::PollStatus)
+                        .queue
+                        .schedule(id, now, Cadence::Settled);
+                }
                 // Its kept inventory comes back with it (else it would be baselined again and
                 // saved twice, held and watched), with its rescan slot.
                 self.inventory_added(id);
@@ -128,15 +132,25 @@ impl<P: Poller> Engine<P> {
                 self.config.intervals.settled,
             )
         };
-        let lane = Action::PollStatus.index();
-        self.account.lanes[lane].queue.reserve(new.len());
+        let status_lane = self.account.has_lane(Action::PollStatus);
+        if status_lane {
+            self.account
+                .lane(Action::PollStatus)
+                .queue
+                .reserve(new.len());
+        }
         for &id in new {
             let Some(record) = self.agents.get(id) else {
                 continue;
             };
-            let cadence = Cadence::of(record.status());
-            let due = later(now, phase(&record.uuid.text(), window));
-            self.account.lanes[lane].queue.schedule(id, due, cadence);
+            if status_lane {
+                let cadence = Cadence::of(record.status());
+                let due = later(now, phase(&record.uuid.text(), window));
+                self.account
+                    .lane(Action::PollStatus)
+                    .queue
+                    .schedule(id, due, cadence);
+            }
             self.inventory_added(id);
         }
         self.pending_once += new.len();
@@ -157,14 +171,14 @@ impl<P: Poller> Engine<P> {
             .filter(|(u, _)| !wanted.contains(u))
             .collect();
         for (uuid, id) in &gone {
-            let lanes = &mut self.account.lanes;
-            let in_flight = lanes.iter().any(|l| l.queue.is_in_flight(*id));
+            let in_flight = self.account.agent_in_flight(*id);
             if removed == Removed::Keep {
                 self.agents.retire(uuid, in_flight);
             } else {
                 self.agents.remove(uuid, in_flight);
             }
-            for lane in lanes {
+            // Not the `cwp` listings' lane: its queue holds cursors, not agents.
+            for lane in self.account.agent_lanes() {
                 lane.queue.remove(*id);
             }
             match removed {

@@ -193,8 +193,8 @@ mod tests {
             rescan_interval: Duration::ZERO,
             create_missing: false,
             baseline: Baseline::Ports,
-            action_rates: [20, 20, 20],
-            action_in_flight: [32; 3],
+            action_rates: [20; 5],
+            action_in_flight: [32; 5],
         };
         let barrier: SaveBarrier = Arc::new(|| {});
         let before = engine().with_save_barrier(barrier.clone()).with_inventory(

@@ -185,6 +185,9 @@ pub enum Event {
         request_id: String,
         /// Part of the agent's first snapshot (`baseline = "ports"`), not a change.
         baseline: bool,
+        /// What the `cwp` backend reports besides (`proto`, `bind_ip`, `user`,
+        /// `process_path`, `first_seen`); `None` for yunjing.
+        cwp: Option<Box<crate::inventory::PortFacts>>,
     },
     /// A port of the agent's last snapshot is no longer open.
     PortClosed {
@@ -204,6 +207,8 @@ pub enum Event {
         machine_name: String,
         /// RequestId of the page that completed the snapshot.
         request_id: String,
+        /// As for `PortOpened`, as last seen.
+        cwp: Option<Box<crate::inventory::PortFacts>>,
     },
     /// An agent's first complete snapshot (`baseline = "summary"`).
     InventoryBaseline {
@@ -306,6 +311,10 @@ impl Event {
                 to_status: Status::Failed | Status::AgentOffline,
                 ..
             } => Level::WARN,
+            // The `cwp` backend's offline agent is reported like yunjing's `AGENT_OFFLINE`.
+            Event::StatusChanged { to_status, .. } if to_status.as_str() == "OFFLINE" => {
+                Level::WARN
+            }
             Event::PollFailed { .. }
             | Event::RateLimited { .. }
             | Event::ClockSkew { .. }
@@ -445,10 +454,12 @@ impl Event {
                 port,
                 process_name,
                 baseline,
+                cwp,
                 ..
             } => format!(
-                "{}: port {port} {} by {process_name}",
+                "{}: port {port}{} {} by {process_name}",
                 who(agent_name, uuid),
+                where_bound(cwp.as_deref()),
                 if *baseline {
                     "open (baseline)"
                 } else {
@@ -460,10 +471,12 @@ impl Event {
                 agent_name,
                 port,
                 process_name,
+                cwp,
                 ..
             } => format!(
-                "{}: port {port} closed (was {process_name})",
-                who(agent_name, uuid)
+                "{}: port {port}{} closed (was {process_name})",
+                who(agent_name, uuid),
+                where_bound(cwp.as_deref())
             ),
             Event::InventoryBaseline {
                 uuid,
@@ -491,5 +504,15 @@ impl Event {
             } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
             Event::Finding(f) => f.sentence(),
         }
+    }
+}
+
+/// `/tcp on 127.0.0.1` for a `cwp` port's message (its protocol and bind address are its
+/// identity); nothing for yunjing's.
+fn where_bound(cwp: Option<&crate::inventory::PortFacts>) -> String {
+    match cwp {
+        Some(f) if f.proto.as_str().is_empty() => format!(" on {}", f.bind_ip),
+        Some(f) => format!("/{} on {}", printable(f.proto.as_str()), f.bind_ip),
+        None => String::new(),
     }
 }

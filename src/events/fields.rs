@@ -30,6 +30,18 @@ impl Fields {
         self
     }
 
+    /// A `cwp` port's `proto` and `bind_ip` (always, they are its identity), and `user`,
+    /// `process_path`, `first_seen` when known; nothing for yunjing's ports.
+    fn port_facts(self, cwp: Option<&crate::inventory::PortFacts>) -> Fields {
+        let Some(c) = cwp else { return self };
+        let known = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        self.put("proto", c.proto.as_str())
+            .put("bind_ip", c.bind_ip.to_string())
+            .opt("user", known(&c.user))
+            .opt("process_path", known(&c.process_path))
+            .opt("first_seen", c.first_seen.as_ref().map(ToString::to_string))
+    }
+
     /// A field the log writes only when it has a value.
     fn opt(self, name: &str, value: Option<impl Into<Value>>) -> Fields {
         match value {
@@ -161,6 +173,7 @@ impl Event {
                 machine_name,
                 request_id,
                 baseline,
+                cwp,
             } => f
                 .put("uuid", uuid.as_str())
                 .put("agent_name", agent_name.as_str())
@@ -170,7 +183,8 @@ impl Event {
                 .put("machine_ip", machine_ip.as_str())
                 .put("machine_name", machine_name.as_str())
                 .put("request_id", request_id.as_str())
-                .opt("baseline", baseline.then_some(true)),
+                .opt("baseline", baseline.then_some(true))
+                .port_facts(cwp.as_deref()),
             Event::PortClosed {
                 uuid,
                 agent_name,
@@ -180,6 +194,7 @@ impl Event {
                 machine_ip,
                 machine_name,
                 request_id,
+                cwp,
             } => f
                 .put("uuid", uuid.as_str())
                 .put("agent_name", agent_name.as_str())
@@ -188,7 +203,8 @@ impl Event {
                 .put("pid", *pid)
                 .put("machine_ip", machine_ip.as_str())
                 .put("machine_name", machine_name.as_str())
-                .put("request_id", request_id.as_str()),
+                .put("request_id", request_id.as_str())
+                .port_facts(cwp.as_deref()),
             Event::InventoryBaseline {
                 uuid,
                 agent_name,
@@ -371,6 +387,7 @@ pub(crate) mod samples {
                 machine_name: "db".into(),
                 request_id: "req-4".into(),
                 baseline: false,
+                cwp: None,
             },
             Event::PortOpened {
                 uuid: UUID.into(),
@@ -382,6 +399,7 @@ pub(crate) mod samples {
                 machine_name: "db".into(),
                 request_id: "req-4".into(),
                 baseline: true,
+                cwp: None,
             },
             Event::PortClosed {
                 uuid: UUID.into(),
@@ -392,6 +410,7 @@ pub(crate) mod samples {
                 machine_ip: "10.0.0.6".into(),
                 machine_name: "db".into(),
                 request_id: "req-5".into(),
+                cwp: None,
             },
             Event::InventoryBaseline {
                 uuid: UUID.into(),

@@ -76,6 +76,7 @@ fn messages_hold_no_control_characters_whatever_the_api_or_a_file_said() {
             machine_name: hostile.into(),
             request_id: "r".into(),
             baseline: false,
+            cwp: None,
         },
         Event::PortClosed {
             uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
@@ -86,6 +87,7 @@ fn messages_hold_no_control_characters_whatever_the_api_or_a_file_said() {
             machine_ip: hostile.into(),
             machine_name: hostile.into(),
             request_id: "r".into(),
+            cwp: None,
         },
         Event::InventoryFailed {
             uuid: "6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1".into(),
@@ -169,6 +171,7 @@ fn port_events_read_as_users_asked() {
         machine_name: "db".into(),
         request_id: "r".into(),
         baseline: false,
+        cwp: None,
     };
     assert_eq!(e.message(), "db-01 (6b6cd843…): port 3306 opened by mysqld");
     assert_eq!((e.name(), e.level()), ("port_opened", Level::INFO));

@@ -217,6 +217,7 @@ impl EventSink for TracingSink {
                 machine_name,
                 request_id,
                 baseline,
+                cwp,
             } => at_level!(
                 level,
                 event = name,
@@ -229,6 +230,17 @@ impl EventSink for TracingSink {
                 machine_name = machine_name.as_str(),
                 request_id = request_id.as_str(),
                 baseline = baseline.then_some(true),
+                proto = cwp.as_deref().map(|c| c.proto.as_str()),
+                bind_ip = cwp.as_deref().map(|c| tracing::field::display(c.bind_ip)),
+                user = cwp.as_deref().map(|c| &*c.user).filter(|u| !u.is_empty()),
+                process_path = cwp
+                    .as_deref()
+                    .map(|c| &*c.process_path)
+                    .filter(|u| !u.is_empty()),
+                first_seen = cwp
+                    .as_deref()
+                    .and_then(|c| c.first_seen.as_ref())
+                    .map(tracing::field::display),
                 message_id = mid,
                 "{msg}"
             ),
@@ -241,6 +253,7 @@ impl EventSink for TracingSink {
                 machine_ip,
                 machine_name,
                 request_id,
+                cwp,
             } => at_level!(
                 level,
                 event = name,
@@ -252,6 +265,17 @@ impl EventSink for TracingSink {
                 machine_ip = machine_ip.as_str(),
                 machine_name = machine_name.as_str(),
                 request_id = request_id.as_str(),
+                proto = cwp.as_deref().map(|c| c.proto.as_str()),
+                bind_ip = cwp.as_deref().map(|c| tracing::field::display(c.bind_ip)),
+                user = cwp.as_deref().map(|c| &*c.user).filter(|u| !u.is_empty()),
+                process_path = cwp
+                    .as_deref()
+                    .map(|c| &*c.process_path)
+                    .filter(|u| !u.is_empty()),
+                first_seen = cwp
+                    .as_deref()
+                    .and_then(|c| c.first_seen.as_ref())
+                    .map(tracing::field::display),
                 message_id = mid,
                 "{msg}"
             ),

@@ -30,6 +30,7 @@ pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::api::cwp::{AssetPort, BindIp, FirstSeen, Proto};
 use crate::events::Event;
 
 /// `DescribeOpenPorts` rows per page (the API's maximum `Limit`).
@@ -64,14 +65,26 @@ pub struct Port {
     pub port: u16,
     /// `ProcessName` as sent, at most [`MAX_PROCESS_BYTES`]; escaped whenever shown.
     pub process: Box<str>,
-    /// `Pid`, ≥ 0.
+    /// `Pid`, ≥ 0 (`cwp`: 0 when the API did not say).
     pub pid: u32,
+    /// What the `cwp` backend reports besides (`None` for yunjing's ports, and not written
+    /// then, so yunjing's inventory files read and write as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwp: Option<Box<PortFacts>>,
 }
 
+/// A port's identity, borrowed: (`Port`, `ProcessName`, and for `cwp` (`Proto`, `BindIp`)).
+pub type PortId<'a> = (u16, &'a str, Option<(&'a str, BindIp)>);
+
 impl Port {
-    /// The identity diffs compare: (`Port`, `ProcessName`).
-    pub fn key(&self) -> (u16, &str) {
-        (self.port, &self.process)
+    /// The identity diffs compare: (`Port`, `ProcessName`) for yunjing; for `cwp` also
+    /// (`Proto`, `BindIp`): `mysqld` on `127.0.0.1:3306` and on `0.0.0.0:3306` are two ports.
+    pub fn key(&self) -> PortId<'_> {
+        (
+            self.port,
+            &self.process,
+            self.cwp.as_deref().map(|f| (f.proto.as_str(), f.bind_ip)),
+        )
     }
 
     /// The identity, owned (kept in the inventory file for a close awaiting confirmation).
@@ -79,11 +92,57 @@ impl Port {
         PortKey {
             port: self.port,
             process: self.process.clone(),
+            proto: self.cwp.as_deref().map(|f| f.proto.clone()),
+            bind_ip: self.cwp.as_deref().map(|f| f.bind_ip),
         }
     }
 }
 
-/// A port's identity, owned: (`Port`, `ProcessName`).
+/// What the `cwp` backend knows of a port beyond yunjing's port, process and pid.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct PortFacts {
+    /// `Proto`, lower case; empty when unknown. Identity.
+    pub proto: Proto,
+    /// `BindIp`. Identity.
+    pub bind_ip: BindIp,
+    /// `User`; empty when unknown.
+    #[serde(default, skip_serializing_if = "empty")]
+    pub user: Box<str>,
+    /// `ProcessPath`; empty when unknown.
+    #[serde(default, skip_serializing_if = "empty")]
+    pub process_path: Box<str>,
+    /// `FirstTime`: when CWP first saw the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<FirstSeen>,
+}
+
+#[allow(clippy::borrowed_box)] // serde hands the field as it is.
+fn empty(text: &Box<str>) -> bool {
+    text.is_empty()
+}
+
+impl Port {
+    /// A `cwp` row as a stored port (a pid the API did not give is 0).
+    pub fn from_asset(row: AssetPort) -> Port {
+        Port {
+            port: row.port,
+            process: row.process,
+            pid: row.pid.unwrap_or(0),
+            cwp: Some(Box::new(PortFacts {
+                proto: row.proto,
+                bind_ip: row.bind_ip,
+                user: row.user,
+                process_path: row.process_path,
+                first_seen: row.first_seen,
+            })),
+        }
+    }
+}
+
+/// A port's identity, owned: (`Port`, `ProcessName`), and for `cwp` (`Proto`, `BindIp`).
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -93,12 +152,22 @@ pub struct PortKey {
     pub port: u16,
     /// `ProcessName`.
     pub process: Box<str>,
+    /// `Proto` (`cwp` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    /// `BindIp` (`cwp` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_ip: Option<BindIp>,
 }
 
 impl PortKey {
     /// As [`Port::key`] borrows it.
-    pub fn key(&self) -> (u16, &str) {
-        (self.port, &self.process)
+    pub fn key(&self) -> PortId<'_> {
+        (
+            self.port,
+            &self.process,
+            self.proto.as_ref().map(Proto::as_str).zip(self.bind_ip),
+        )
     }
 }
 
@@ -123,7 +192,7 @@ pub struct Page {
 /// A complete inventory of one agent: every row of one consistent listing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
-    /// Sorted by (port, process, pid), without duplicate identities.
+    /// Sorted by identity ([`Port::key`]) then pid, without duplicate identities.
     pub ports: Vec<Port>,
     /// The machine's IP as the API reported it.
     #[serde(default)]
@@ -134,10 +203,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot from rows in any order: sorted, and one row per identity (the first by pid
-    /// wins; two pids of one (port, process) are one port open).
+    /// A snapshot from rows in any order: sorted by identity, and one row per identity (the
+    /// first by pid wins; two pids of one identity are one port open).
     pub fn from_rows(mut rows: Vec<Port>, machine_ip: String, machine_name: String) -> Self {
-        rows.sort();
+        rows.sort_by(|a, b| a.key().cmp(&b.key()).then_with(|| a.cmp(b)));
         rows.dedup_by(|b, a| a.key() == b.key());
         rows.shrink_to_fit();
         Snapshot {
@@ -159,8 +228,8 @@ pub struct Diff<'a> {
 
 /// The ports opened and closed from `old` to `new`, each in (port, process) order.
 pub fn diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Diff<'a> {
-    let before: BTreeSet<(u16, &str)> = old.ports.iter().map(Port::key).collect();
-    let after: BTreeSet<(u16, &str)> = new.ports.iter().map(Port::key).collect();
+    let before: BTreeSet<PortId<'_>> = old.ports.iter().map(Port::key).collect();
+    let after: BTreeSet<PortId<'_>> = new.ports.iter().map(Port::key).collect();
     Diff {
         opened: new
             .ports
@@ -405,6 +474,7 @@ pub fn reconcile(
         let (port, process_name, pid) = (p.port, p.process.to_string(), p.pid);
         let (machine_ip, machine_name) = (new.machine_ip.clone(), new.machine_name.clone());
         let request_id = request_id.to_owned();
+        let cwp = p.cwp.clone();
         if opened {
             Event::PortOpened {
                 uuid,
@@ -416,6 +486,7 @@ pub fn reconcile(
                 machine_name,
                 request_id,
                 baseline: is_baseline,
+                cwp,
             }
         } else {
             Event::PortClosed {
@@ -427,6 +498,7 @@ pub fn reconcile(
                 machine_ip,
                 machine_name,
                 request_id,
+                cwp,
             }
         }
     };
@@ -450,7 +522,7 @@ pub fn reconcile(
             unconfirmed: Vec::new(),
         };
     };
-    let awaiting: BTreeSet<(u16, &str)> = awaiting.iter().map(PortKey::key).collect();
+    let awaiting: BTreeSet<PortId<'_>> = awaiting.iter().map(PortKey::key).collect();
     let judged = confirm::judge(&last.ports, &new.ports, Port::key, |k| awaiting.contains(k));
     let events = judged
         .closed

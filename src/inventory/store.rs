@@ -342,6 +342,17 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
     {
         return Some(format!("a process name over {MAX_PROCESS_BYTES} bytes"));
     }
+    // A `cwp` port's user and path: as the API's answers are checked (bounded, no control,
+    // separator or bidirectional character), so an edited file cannot put into the logs what
+    // an answer could not.
+    use crate::api::cwp::fields::{MAX_PATH_BYTES, MAX_USER_BYTES, checked_text};
+    for facts in snapshot.ports.iter().filter_map(|p| p.cwp.as_deref()) {
+        if checked_text(&facts.user, MAX_USER_BYTES).is_err()
+            || checked_text(&facts.process_path, MAX_PATH_BYTES).is_err()
+        {
+            return Some("a port's user or process path that no answer could hold".to_owned());
+        }
+    }
     if let Some(problem) = findings_out_of_bounds(&agent.findings) {
         return Some(problem);
     }
@@ -442,6 +453,7 @@ mod tests {
                         port: *p,
                         process: (*n).into(),
                         pid: 1,
+                        cwp: None,
                     })
                     .collect(),
                 "10.0.0.1".into(),
@@ -533,6 +545,8 @@ mod tests {
         held.unconfirmed = vec![crate::inventory::PortKey {
             port: 3306,
             process: "mysqld".into(),
+            proto: None,
+            bind_ip: None,
         }];
         let mut map = InventoryMap::new();
         map.insert("u1".into(), held);
@@ -549,5 +563,59 @@ mod tests {
         )
         .unwrap();
         assert!(f.load().is_err());
+    }
+}
+
+#[cfg(test)]
+mod cwp_tests {
+    use super::*;
+    use crate::api::cwp::{AssetPort, BindIp, Proto};
+    use crate::inventory::Port;
+
+    fn stored(user: &str) -> StoredAgent {
+        let row = AssetPort {
+            proto: Proto::parse("tcp").unwrap(),
+            bind_ip: BindIp::parse("127.0.0.1").unwrap(),
+            port: 3306,
+            process: "mysqld".into(),
+            pid: None,
+            user: user.into(),
+            process_path: "/usr/sbin/mysqld".into(),
+            first_seen: None,
+        };
+        let port = Port::from_asset(row);
+        StoredAgent {
+            unconfirmed: vec![port.owned_key()],
+            snapshot: Some(Arc::new(Snapshot::from_rows(
+                vec![port],
+                "10.0.0.6".into(),
+                "db".into(),
+            ))),
+            ..Default::default()
+        }
+    }
+
+    /// A `cwp` port keeps its facts through the file (a close awaiting confirmation keeps
+    /// its protocol and bind address); a yunjing file stays as it was written.
+    #[test]
+    fn cwp_ports_round_trip_and_a_hostile_user_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = InventoryFile::in_dir(dir.path());
+        let mut map = InventoryMap::new();
+        map.insert("u1".into(), stored("mysql"));
+        f.write_entries(&save_copy(&[&map])).unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        assert!(text.contains("\"bind_ip\":\"127.0.0.1\""), "{text}");
+        assert!(!text.contains("first_seen"), "unknown: not written: {text}");
+        assert_eq!(f.load().unwrap(), map);
+
+        let mut map = InventoryMap::new();
+        map.insert("u1".into(), stored("root\u{1b}[31m"));
+        f.write_entries(&save_copy(&[&map])).unwrap();
+        let error = f.load().unwrap_err();
+        assert!(
+            error.to_string().contains("user or process path"),
+            "{error}"
+        );
     }
 }

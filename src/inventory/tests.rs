@@ -7,6 +7,7 @@ fn port(port: u16, process: &str, pid: u32) -> Port {
         port,
         process: process.into(),
         pid,
+        cwp: None,
     }
 }
 

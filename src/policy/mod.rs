@@ -96,6 +96,28 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// The `cwp` backend's `DescribeAssetPortInfoList`: protocol, bind address and user too.
+    pub const CWP: Capabilities = Capabilities {
+        proto: true,
+        bind: true,
+        user: true,
+    };
+
+    /// What every account of `settings` reports: a policy is one file for all accounts, so
+    /// a key only `cwp` reports is usable when every account is a `cwp` one.
+    pub fn of_accounts(settings: &crate::config::Settings) -> Capabilities {
+        let plans = settings.account_plans();
+        let all_cwp = !plans.is_empty()
+            && plans
+                .iter()
+                .all(|plan| plan.settings.api.service == crate::api::ApiService::Cwp);
+        if all_cwp {
+            Capabilities::CWP
+        } else {
+            Capabilities::YUNJING
+        }
+    }
+
     /// yunjing's `DescribeOpenPorts`: port, process and pid only.
     pub const YUNJING: Capabilities = Capabilities {
         proto: false,
@@ -133,7 +155,7 @@ pub struct PortFacts<'a> {
     /// `tcp` / `udp` / …, when the backend says.
     pub proto: Option<&'a str>,
     /// The bind address, when the backend says.
-    pub bind_ip: Option<&'a str>,
+    pub bind_ip: Option<crate::api::cwp::BindIp>,
     /// The listening user, when the backend says.
     pub user: Option<&'a str>,
 }

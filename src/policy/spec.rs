@@ -7,9 +7,8 @@
 //! character (not byte by byte): Linux `comm` names are case-sensitive, and a process name may
 //! hold spaces or any Unicode.
 
-use std::net::IpAddr;
-
 use super::PortFacts;
+use crate::api::cwp::{BindClass, BindIp};
 
 /// The longest glob (process, host name, uuid, user), in characters. A process name is at most
 /// 15 bytes on Linux (`TASK_COMM_LEN`), yunjing's may carry a path: 256 is room for both.
@@ -171,50 +170,20 @@ impl BindScope {
         }
     }
 
-    /// Whether a port bound to `bind_ip` is within this scope. An address that does not parse
-    /// (or none at all) is only within `any`: a port that cannot be shown to be local is not.
-    pub(crate) fn admits(self, bind_ip: Option<&str>) -> bool {
+    /// Whether a port bound to `bind_ip` is within this scope, by the address's class
+    /// ([`BindIp::class`], the `cwp` backend's: loopback, private, any or public). No
+    /// address at all is only within `any`: a port that cannot be shown to be local is not.
+    pub(crate) fn admits(self, bind_ip: Option<BindIp>) -> bool {
         if self == BindScope::Any {
             return true;
         }
-        let Some(ip) = bind_ip.and_then(parse_bind_ip) else {
+        let Some(class) = bind_ip.map(BindIp::class) else {
             return false;
         };
-        let loopback = ip.is_loopback();
         match self {
             BindScope::Any => true,
-            BindScope::Loopback => loopback,
-            BindScope::Private => loopback || is_private(ip),
-        }
-    }
-}
-
-/// A bind address as a backend may write it: `10.0.0.1`, `::1`, `[::1]`, `fe80::1%eth0`;
-/// IPv4-mapped IPv6 (`::ffff:127.0.0.1`) is taken as its IPv4 address.
-fn parse_bind_ip(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    let text = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
-    let text = text.split_once('%').map_or(text, |(ip, _zone)| ip);
-    let ip: IpAddr = text.parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    })
-}
-
-/// RFC 1918, CGNAT 100.64/10, link-local, unique-local (loopback is checked apart).
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            BindScope::Loopback => class == BindClass::Loopback,
+            BindScope::Private => matches!(class, BindClass::Loopback | BindClass::Private),
         }
     }
 }

@@ -44,8 +44,8 @@ fn options(baseline: Baseline) -> InventoryOptions {
         rescan_interval: Duration::ZERO,
         create_missing: false,
         baseline,
-        action_rates: [20; 3],
-        action_in_flight: [8; 3],
+        action_rates: [20; 5],
+        action_in_flight: [8; 5],
     }
 }
 

@@ -14,6 +14,7 @@ mod assume_role;
 mod cli;
 mod client;
 mod cvm_role;
+mod cwp;
 mod daemon;
 mod delivery;
 mod delivery_e2e;

@@ -393,8 +393,8 @@ async fn each_action_keeps_its_own_strict_window_while_a_big_inventory_pages() {
                 rescan_interval: Duration::ZERO,
                 create_missing: false,
                 baseline: cwp_portwatch::inventory::Baseline::Summary,
-                action_rates: [20; 3],
-                action_in_flight: [32; 3],
+                action_rates: [20; 5],
+                action_in_flight: [32; 5],
             };
             let engine = Engine::new(
                 good_client(&sim),
@@ -523,8 +523,8 @@ async fn status_keeps_its_rate_in_every_10_s_span_while_pages_answer_in_8_s() {
                 rescan_interval: Duration::ZERO,
                 create_missing: false,
                 baseline: cwp_portwatch::inventory::Baseline::Summary,
-                action_rates: [20; 3],
-                action_in_flight: [32; 3],
+                action_rates: [20; 5],
+                action_in_flight: [32; 5],
             };
             let engine = Engine::new(
                 client,

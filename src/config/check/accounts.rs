@@ -95,6 +95,7 @@ impl Check<'_> {
             }
         };
         let region = self.region(raw.region.as_ref());
+        let service = self.service(raw.service.as_ref());
         let discovery = self.discovery(raw.discovery.as_ref());
         let discovering = raw
             .discovery
@@ -122,6 +123,7 @@ impl Check<'_> {
             watchlist_path: watchlist_path?,
             credentials: credentials?,
             discovery: discovery?,
+            service: service?,
         })
     }
 }

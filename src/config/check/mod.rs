@@ -10,6 +10,7 @@
 //! recorded, so a missing value can never go unexplained.
 
 pub(super) mod accounts;
+mod backend;
 mod credentials;
 mod discovery;
 mod metrics;
@@ -346,9 +347,16 @@ impl Check<'_> {
     }
 
     pub(super) fn api(&mut self, raw: Option<&RawApi>) -> Result<ApiSettings, Reported> {
+        let service = self
+            .service(raw.and_then(|api| api.service.as_ref()))
+            .map(Option::unwrap_or_default);
+        let default_endpoint = match &service {
+            Ok(service) => service.default_endpoint(),
+            Err(_) => DEFAULT_ENDPOINT,
+        };
         let endpoint = match raw.and_then(|api| api.endpoint.as_ref()) {
-            Some(value) => self.endpoint(value, "endpoint", true, DEFAULT_ENDPOINT),
-            None => Ok(Url::parse(DEFAULT_ENDPOINT).expect("default endpoint is a URL")),
+            Some(value) => self.endpoint(value, "endpoint", true, default_endpoint),
+            None => Ok(Url::parse(default_endpoint).expect("default endpoint is a URL")),
         };
         let region = self.region(raw.and_then(|api| api.region.as_ref()));
         let requests_per_second = self.integer_in(
@@ -381,6 +389,8 @@ impl Check<'_> {
         // Every problem is already in the list: the order of the `?`s changes nothing.
         let (action_rates, action_in_flight) = actions?;
         Ok(ApiSettings {
+            service: service?,
+            endpoint_set: raw.is_some_and(|api| api.endpoint.is_some()),
             sts_endpoint: sts_endpoint?,
             endpoint: endpoint?,
             region: region?,
@@ -511,6 +521,7 @@ impl Check<'_> {
                 .and_then(|i| i.create_missing.as_ref())
                 .is_some_and(|v| *v.get_ref()),
             baseline: baseline?,
+            rescan_interval_set: raw.is_some_and(|i| i.rescan_interval.is_some()),
         })
     }
 

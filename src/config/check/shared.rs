@@ -3,7 +3,9 @@
 //! daemon's start and every reload refuse the same configs, at the same line:column.
 //!
 //! Why: Tencent counts the 20 requests/s per action per SecretId, so two accounts on one key
-//! share one quota and throttle each other (each engine's limiter believes it has all 20);
+//! share one quota and throttle each other (each engine's limiter believes it has all 20).
+//! Keys are compared between accounts of one API (`service`): a yunjing and a `cwp` account
+//! call different actions, so one key may serve one of each;
 //! two accounts on one watchlist poll every agent twice and report every event twice.
 //!
 //! Credentials are compared two ways; either one is enough to refuse:
@@ -43,6 +45,9 @@ pub(in crate::config) struct AccountUse<'a> {
     pub(in crate::config) credentials_at: Option<Range<usize>>,
     /// Its checked watchlist path and the span of the `watchlist` value.
     pub(in crate::config) watchlist: Option<(&'a Path, Range<usize>)>,
+    /// Its API: the quota is per action, and yunjing's and `cwp`'s actions are not the same
+    /// actions, so one key may serve one account of each.
+    pub(in crate::config) service: crate::api::ApiService,
 }
 
 /// Where an account's SecretId comes from, as the config says it: two accounts with the same
@@ -215,25 +220,30 @@ impl Check<'_> {
             return Ok(());
         }
         let mut failed = None;
-        let origins: Vec<KeyOrigin> = accounts
+        // Keys are compared within one API: the quota is per action, and a yunjing and a
+        // `cwp` account on one key call different actions.
+        let origins: Vec<(crate::api::ApiService, KeyOrigin)> = accounts
             .iter()
-            .map(|a| KeyOrigin::of(a.credentials))
+            .map(|a| (a.service, KeyOrigin::of(a.credentials)))
             .collect();
         // A key that cannot be found now is reported by whatever needs it (`check`, the
         // account's start); here it only cannot be compared.
-        let found: Vec<Option<FoundKey>> = accounts
+        let found: Vec<(crate::api::ApiService, Option<FoundKey>)> = accounts
             .iter()
-            .map(|a| resolve(a.credentials, env).ok().map(|r| FoundKey::of(&r)))
+            .map(|a| {
+                let key = resolve(a.credentials, env).ok().map(|r| FoundKey::of(&r));
+                (a.service, key)
+            })
             .collect();
         let same_origin = first_equal(&origins, PartialEq::eq);
-        let same_key = first_equal(&found, |a, b| a.is_some() && a == b);
+        let same_key = first_equal(&found, |a, b| a.1.is_some() && a == b);
         for (j, b) in accounts.iter().enumerate() {
             let (i, what) = match (same_origin[j], same_key[j]) {
                 (Some(i), _) => (
                     i,
-                    format!("take their credentials from {}", origins[j].describe()),
+                    format!("take their credentials from {}", origins[j].1.describe()),
                 ),
-                (None, Some(i)) => match &found[j] {
+                (None, Some(i)) => match &found[j].1 {
                     Some(key) => (i, format!("use {}", key.describe())),
                     None => continue,
                 },

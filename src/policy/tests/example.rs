@@ -115,7 +115,7 @@ fn the_examples_loopback_entry_needs_the_cwp_backend() {
     let policy = Policy::from_toml_str(&uncommented, Path::new("policy.toml"), cwp).unwrap();
     let db = TestHost::named("db-01").tags(&["db"]);
     let at = |bind_ip: &'static str| PortFacts {
-        bind_ip: Some(bind_ip),
+        bind_ip: Some(crate::api::cwp::BindIp::parse(bind_ip).unwrap()),
         ..port(5432, "postgres")
     };
     assert_eq!(

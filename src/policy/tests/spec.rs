@@ -141,14 +141,7 @@ fn string_entries_in_the_file_take_the_same_edges() {
 
 #[test]
 fn bind_scopes() {
-    let loopback = [
-        "127.0.0.1",
-        "127.255.3.4",
-        "::1",
-        "[::1]",
-        "::ffff:127.0.0.1",
-        " 127.0.0.1 ",
-    ];
+    let loopback = ["127.0.0.1", "127.255.3.4", "::1", "::ffff:127.0.0.1"];
     let private = [
         "10.0.0.1",
         "172.16.0.1",
@@ -158,7 +151,6 @@ fn bind_scopes() {
         "100.127.255.255",
         "169.254.1.1",
         "fe80::1",
-        "fe80::1%eth0",
         "fd00::1",
         "fc00::1",
         "::ffff:10.1.2.3",
@@ -175,18 +167,20 @@ fn bind_scopes() {
         "fec0::1",
         "192.169.0.1",
     ];
+    // Addresses as the `cwp` checks let them through (brackets, spaces, zone ids and
+    // garbage are refused there, before any policy sees them).
     for ip in loopback {
-        assert!(BindScope::Loopback.admits(Some(ip)), "{ip}");
-        assert!(BindScope::Private.admits(Some(ip)), "{ip}");
+        assert!(BindScope::Loopback.admits(Some(bind(ip))), "{ip}");
+        assert!(BindScope::Private.admits(Some(bind(ip))), "{ip}");
     }
     for ip in private {
-        assert!(!BindScope::Loopback.admits(Some(ip)), "{ip}");
-        assert!(BindScope::Private.admits(Some(ip)), "{ip}");
+        assert!(!BindScope::Loopback.admits(Some(bind(ip))), "{ip}");
+        assert!(BindScope::Private.admits(Some(bind(ip))), "{ip}");
     }
-    for ip in public.into_iter().chain(["garbage", ""]) {
-        assert!(!BindScope::Loopback.admits(Some(ip)), "{ip}");
-        assert!(!BindScope::Private.admits(Some(ip)), "{ip}");
-        assert!(BindScope::Any.admits(Some(ip)), "{ip}");
+    for ip in public {
+        assert!(!BindScope::Loopback.admits(Some(bind(ip))), "{ip}");
+        assert!(!BindScope::Private.admits(Some(bind(ip))), "{ip}");
+        assert!(BindScope::Any.admits(Some(bind(ip))), "{ip}");
     }
     // A backend that did not say: only `any` admits it.
     assert!(!BindScope::Loopback.admits(None));
@@ -222,14 +216,14 @@ allow = [
         5432,
         "postgres",
         Some("tcp"),
-        Some("127.0.0.1"),
+        Some(bind("127.0.0.1")),
         Some("postgres"),
     );
     let flagged = |p: PortFacts<'_>| policy.evaluate(&host.host(), [p]) != Findings::default();
     assert!(!flagged(ok));
     assert!(!flagged(PortFacts {
         proto: Some("TCP6"),
-        bind_ip: Some("::1"),
+        bind_ip: Some(bind("::1")),
         ..ok
     }));
     assert!(flagged(PortFacts {
@@ -238,7 +232,7 @@ allow = [
     }));
     assert!(flagged(PortFacts { proto: None, ..ok }));
     assert!(flagged(PortFacts {
-        bind_ip: Some("10.0.0.5"),
+        bind_ip: Some(bind("10.0.0.5")),
         ..ok
     }));
     assert!(flagged(PortFacts {
@@ -260,4 +254,8 @@ allow = [
     // `port = 0x50` is port 80, any process.
     assert!(!flagged(facts(80, "anything", None, None, None)));
     assert_eq!(Proto::Tcp.as_str(), "tcp");
+}
+
+fn bind(text: &str) -> crate::api::cwp::BindIp {
+    crate::api::cwp::BindIp::parse(text).unwrap()
 }
