@@ -369,6 +369,13 @@ impl Shared {
             .and_then(|t| t.format(&format).ok())
             .unwrap_or_else(|| "1970-01-01 00:00:00".to_owned())
     }
+
+    /// As [`Shared::wall_secs`], in Beijing time (UTC+08:00, no zone written): how the `cwp`
+    /// API's `FirstTime` / `StartTime` / `UpdateTime` read, as the consoles show them and as
+    /// the daemon's client reads them (`docs/cwp-backend.md`).
+    pub(crate) fn wall_secs_beijing(&self, offset: i64) -> String {
+        self.wall_secs(offset.saturating_add(8 * 3600))
+    }
 }
 
 /// A port set as served, with its times.

@@ -400,7 +400,7 @@ impl Shared {
             "ProcessName" => f.passes(&l.open.process, true, false),
             "User" | "Group" => f.passes(&l.cwp.user, true, false),
             "RunTimeStart" | "RunTimeEnd" => {
-                let started = self.wall_secs(l.cwp.first_seen);
+                let started = self.wall_secs_beijing(l.cwp.first_seen);
                 f.values.iter().any(|v| {
                     if f.name == "RunTimeStart" {
                         started.as_str() >= v.as_str()
@@ -419,7 +419,7 @@ impl Shared {
         let ip = self.machine_ip(l.agent);
         let wan_ip = agent.machine_wan_ip.clone().unwrap_or_default();
         let name = self.machine_name(l.agent);
-        let first = self.wall_secs(l.cwp.first_seen);
+        let first = self.wall_secs_beijing(l.cwp.first_seen);
         let value = json!({
             "MachineIp": ip,
             "MachineWanIp": wan_ip,
@@ -444,7 +444,7 @@ impl Shared {
             "Proto": l.cwp.proto,
             "BindIp": l.cwp.bind_ip,
             "MachineName": name,
-            "UpdateTime": self.wall_secs(l.updated),
+            "UpdateTime": self.wall_secs_beijing(l.updated),
             "FirstTime": first,
             "IsNew": i32::from(l.cwp.first_seen > 0),
             "MachineExtraInfo": self.machine_extra_info(l.agent),

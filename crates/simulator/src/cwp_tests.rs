@@ -368,13 +368,14 @@ async fn asset_ports_have_the_sdks_fields_with_port_and_pid_as_strings() {
     assert_eq!(sshd["Tag"][1]["Name"], "prod");
     assert_eq!(sshd["MachineExtraInfo"]["InstanceID"], "ins-6b6cd843");
     // First seen a day before the start (explicit), the others at the start: none is new.
+    // Times are Beijing time without a zone, as the cwp API writes them.
     let wall = |v: &Value| {
         time::PrimitiveDateTime::parse(
             v.as_str().unwrap(),
             time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
         )
         .unwrap()
-        .assume_utc()
+        .assume_offset(time::macros::offset!(+8))
         .unix_timestamp()
     };
     let day = wall(&rows[1]["FirstTime"]) - wall(&sshd["FirstTime"]);
