@@ -79,6 +79,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pacing;
 pub mod policy;
+pub mod port_facts;
 pub mod problems;
 pub mod rate_control;
 pub mod scheduler;

@@ -20,7 +20,7 @@ use crate::config::{ConfigErrors, Settings};
 use crate::discovery::remembered::DiscoveryFile;
 use crate::escape::{self, Escaped};
 use crate::inventory::store::{InventoryFile, InventoryMap};
-use crate::policy::{Capabilities, Finding, Findings, Host, Policy};
+use crate::policy::{Finding, Findings, Host, Policy};
 use crate::watchlist::{Agent, Facts};
 
 use super::stored::{self, ShownAgent};
@@ -35,7 +35,7 @@ pub fn policy_path(settings: &Settings) -> Option<&Path> {
 }
 
 /// The policy the config names, read and checked against what every account's backend
-/// reports ([`Capabilities::of_accounts`]: the table keys `proto`, `bind` and `user` only
+/// reports ([`crate::config::Settings::policy_capabilities`]: the table keys `proto`, `bind` and `user` only
 /// when every account is a `cwp` one; a refusal then names the yunjing accounts).
 /// `None` without `[policy] file`.
 pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErrors> {
@@ -48,7 +48,7 @@ pub fn load_policy(settings: &Settings) -> Result<Option<Arc<Policy>>, ConfigErr
 /// [`Policy::load`] with the capabilities of `settings`' accounts; a key refused because
 /// some accounts are yunjing ones names them.
 pub fn check_policy(path: &Path, settings: &Settings) -> Result<Policy, ConfigErrors> {
-    let caps = Capabilities::of_accounts(settings);
+    let caps = settings.policy_capabilities();
     Policy::load(path, caps).map_err(|mut errors| {
         let yunjing: Vec<String> = settings
             .account_plans()

@@ -21,6 +21,18 @@ impl Settings {
         self.watchlist_path.is_some() || self.discovery.enabled
     }
 
+    /// What the policy may ask of these accounts' inventories
+    /// ([`crate::policy::Capabilities::of_deployment`]): the table keys `proto`, `bind` and
+    /// `user` only when every account uses the `cwp` backend.
+    pub fn policy_capabilities(&self) -> crate::policy::Capabilities {
+        let plans = self.account_plans();
+        let every_account_cwp = !plans.is_empty()
+            && plans
+                .iter()
+                .all(|plan| plan.settings.api.service == crate::api::ApiService::Cwp);
+        crate::policy::Capabilities::of_deployment(every_account_cwp)
+    }
+
     /// The accounts to run, the default one first.
     pub fn account_plans(&self) -> Vec<AccountPlan> {
         let mut plans = Vec::with_capacity(self.accounts.len() + 1);

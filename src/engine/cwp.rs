@@ -22,29 +22,25 @@
 //! ([`Engine::store_snapshot`]). A fetch that fails 3 times (errors, or answers refused by the
 //! checks of [`crate::api::cwp::ports`]) is `inventory_failed`, never a port event.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Poller;
+use super::cwp_state::{AssetFetch, Cursor};
+pub use super::cwp_state::{CwpListing, PAGE, cwp_listings};
 use super::dispatcher::Engine;
 use super::in_flight::{InFlight, Reply};
 use super::inventory::Confirm;
 use super::lane::{Action, Job};
-use crate::api::cwp::{
-    self, AssetPort, Listing, MachineType, MachinesPage, MachinesQuery, PortsPage, PortsQuery,
-    Quuid,
-};
+use crate::api::cwp::{self, AssetPort, MachinesPage, MachinesQuery, PortsPage, PortsQuery, Quuid};
 use crate::api::{ApiError, ErrorClass};
 use crate::events::Event;
-use crate::inventory::{MAX_PORTS_PER_AGENT, Port, Snapshot};
+use crate::inventory::{Port, Snapshot};
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::status::Status;
 use crate::tracker::{Known, RequestId};
 
-/// Rows per page, both actions (the API's maximum `Limit`).
-pub const PAGE: u64 = cwp::MAX_LIMIT;
 /// A listing page that fails is asked again after this, doubling per failure in a row, at
 /// most the status interval.
 const LIST_RETRY: Duration = Duration::from_secs(2);
@@ -73,87 +69,6 @@ pub(crate) fn rescan_slot(
     let by =
         Duration::from_nanos(u64::try_from(periods.saturating_mul(period)).unwrap_or(u64::MAX));
     later(first, by)
-}
-
-/// One `DescribeMachines` listing: a machine type in a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CwpListing {
-    /// `MachineType`.
-    pub machine_type: MachineType,
-    /// `MachineRegion`.
-    pub region: String,
-}
-
-/// The listings of an account in `region`: every machine type there, and the hosts outside
-/// Tencent Cloud (`Other` in `ap-others`).
-pub fn cwp_listings(region: &str) -> Vec<CwpListing> {
-    MachineType::ALL
-        .into_iter()
-        .map(|machine_type| CwpListing {
-            machine_type,
-            region: if machine_type == MachineType::Other {
-                cwp::machines::OTHERS_REGION.to_owned()
-            } else {
-                region.to_owned()
-            },
-        })
-        .collect()
-}
-
-/// One listing's progress through its pass.
-#[derive(Debug)]
-struct Cursor {
-    listing: CwpListing,
-    /// The next page's `Offset`.
-    offset: u64,
-    /// When the pass's first page was sent.
-    pass_start: Option<Instant>,
-    /// Pages of this pass, from the last `TotalCount` (≥ 1).
-    pages: u64,
-    /// Failed requests in a row.
-    errors: u32,
-    /// Passes completed in this run.
-    passes: u32,
-}
-
-/// One machine's port listing in progress.
-#[derive(Debug)]
-struct AssetFetch {
-    listing: Listing<AssetPort, AssetPort>,
-    machine_ip: String,
-    machine_name: String,
-}
-
-impl AssetFetch {
-    fn new(confirming: u32) -> Self {
-        AssetFetch {
-            listing: if confirming == 0 {
-                Listing::new(PAGE, MAX_PORTS_PER_AGENT)
-            } else {
-                Listing::confirming(PAGE, MAX_PORTS_PER_AGENT, confirming)
-            },
-            machine_ip: String::new(),
-            machine_name: String::new(),
-        }
-    }
-}
-
-/// What the `cwp` backend keeps while the engine runs.
-#[derive(Debug, Default)]
-pub(crate) struct CwpState {
-    cursors: Vec<Cursor>,
-    /// Each watched agent's machine, from the listings.
-    quuids: HashMap<AgentId, Quuid>,
-    /// Port listings in progress (a confirming one waits here between fetches).
-    fetches: HashMap<AgentId, AssetFetch>,
-}
-
-impl CwpState {
-    /// An agent no longer watched: its machine and its fetch are forgotten.
-    pub(super) fn forget(&mut self, id: AgentId) {
-        self.quuids.remove(&id);
-        self.fetches.remove(&id);
-    }
 }
 
 impl<P: Poller> Engine<P> {

@@ -502,17 +502,14 @@ fn the_table_keys_need_every_account_to_be_cwp() {
     };
     let cwp =
         parse("watchlist = \"w.toml\"\n[api]\nservice = \"cwp\"\nregion = \"ap-guangzhou\"\n");
-    assert_eq!(
-        crate::policy::Capabilities::of_accounts(&cwp),
-        crate::policy::Capabilities::CWP
-    );
+    assert_eq!(cwp.policy_capabilities(), crate::policy::Capabilities::CWP);
     let mixed = parse(
         "watchlist = \"w.toml\"\n[[account]]\nname = \"live\"\nservice = \"cwp\"\n\
          region = \"ap-shanghai\"\nwatchlist = \"live.toml\"\n\
          [account.credentials]\nsource = \"profile\"\nprofile = \"live\"\n",
     );
     assert_eq!(
-        crate::policy::Capabilities::of_accounts(&mixed),
+        mixed.policy_capabilities(),
         crate::policy::Capabilities::YUNJING
     );
     // `check`'s refusal names the yunjing accounts.

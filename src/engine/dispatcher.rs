@@ -93,7 +93,7 @@ pub struct Engine<P: Poller> {
     /// The expected-ports policy, when the engine was given one ([`Engine::with_policy`]).
     pub(super) policy: Option<PolicyState>,
     /// The `cwp` backend's listings and machines (`None` for yunjing; see `engine::cwp`).
-    pub(super) cwp: Option<Box<super::cwp::CwpState>>,
+    pub(super) cwp: Option<Box<super::cwp_state::CwpState>>,
 }
 
 impl<P: Poller> Engine<P> {

@@ -79,6 +79,7 @@ mod account;
 mod agents;
 mod backend;
 mod cwp;
+mod cwp_state;
 #[cfg(test)]
 mod cwp_tests;
 mod decide;

@@ -30,8 +30,8 @@ pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::api::cwp::{AssetPort, BindIp, FirstSeen, Proto};
 use crate::events::Event;
+use crate::port_facts::{BindIp, FirstSeen, Proto};
 
 /// `DescribeOpenPorts` rows per page (the API's maximum `Limit`).
 pub const PAGE_LIMIT: u32 = 100;
@@ -122,24 +122,6 @@ pub struct PortFacts {
 #[allow(clippy::borrowed_box)] // serde hands the field as it is.
 fn empty(text: &Box<str>) -> bool {
     text.is_empty()
-}
-
-impl Port {
-    /// A `cwp` row as a stored port (a pid the API did not give is 0).
-    pub fn from_asset(row: AssetPort) -> Port {
-        Port {
-            port: row.port,
-            process: row.process,
-            pid: row.pid.unwrap_or(0),
-            cwp: Some(Box::new(PortFacts {
-                proto: row.proto,
-                bind_ip: row.bind_ip,
-                user: row.user,
-                process_path: row.process_path,
-                first_seen: row.first_seen,
-            })),
-        }
-    }
 }
 
 /// A port's identity, owned: (`Port`, `ProcessName`), and for `cwp` (`Proto`, `BindIp`).

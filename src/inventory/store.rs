@@ -345,7 +345,7 @@ fn out_of_bounds(agent: &StoredAgent) -> Option<String> {
     // A `cwp` port's user and path: as the API's answers are checked (bounded, no control,
     // separator or bidirectional character), so an edited file cannot put into the logs what
     // an answer could not.
-    use crate::api::cwp::fields::{MAX_PATH_BYTES, MAX_USER_BYTES, checked_text};
+    use crate::port_facts::{MAX_PATH_BYTES, MAX_USER_BYTES, checked_text};
     for facts in snapshot.ports.iter().filter_map(|p| p.cwp.as_deref()) {
         if checked_text(&facts.user, MAX_USER_BYTES).is_err()
             || checked_text(&facts.process_path, MAX_PATH_BYTES).is_err()

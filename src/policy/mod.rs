@@ -103,15 +103,11 @@ impl Capabilities {
         user: true,
     };
 
-    /// What every account of `settings` reports: a policy is one file for all accounts, so
-    /// a key only `cwp` reports is usable when every account is a `cwp` one.
-    pub fn of_accounts(settings: &crate::config::Settings) -> Capabilities {
-        let plans = settings.account_plans();
-        let all_cwp = !plans.is_empty()
-            && plans
-                .iter()
-                .all(|plan| plan.settings.api.service == crate::api::ApiService::Cwp);
-        if all_cwp {
+    /// What a deployment reports: a policy is one file for all accounts, so a key only `cwp`
+    /// reports is usable when every account is a `cwp` one
+    /// (`crate::config::Settings::policy_capabilities` says whether they are).
+    pub fn of_deployment(every_account_cwp: bool) -> Capabilities {
+        if every_account_cwp {
             Capabilities::CWP
         } else {
             Capabilities::YUNJING

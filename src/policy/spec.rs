@@ -8,7 +8,7 @@
 //! hold spaces or any Unicode.
 
 use super::PortFacts;
-use crate::api::cwp::{BindClass, BindIp};
+use crate::port_facts::{BindClass, BindIp};
 
 /// The longest glob (process, host name, uuid, user), in characters. A process name is at most
 /// 15 bytes on Linux (`TASK_COMM_LEN`), yunjing's may carry a path: 256 is room for both.

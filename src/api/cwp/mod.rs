@@ -18,7 +18,7 @@
 //! `ClientError.Decode` naming the field, with the `RequestId`.
 
 pub mod answer;
-pub mod fields;
+pub use crate::port_facts as fields;
 pub mod listing;
 pub mod machines;
 pub mod ports;

@@ -280,3 +280,21 @@ impl CwpClient {
         parse_page(&answer, query)
     }
 }
+
+impl crate::inventory::Port {
+    /// A `cwp` row as a stored port (a pid the API did not give is 0).
+    pub fn from_asset(row: AssetPort) -> crate::inventory::Port {
+        crate::inventory::Port {
+            port: row.port,
+            process: row.process,
+            pid: row.pid.unwrap_or(0),
+            cwp: Some(Box::new(crate::inventory::PortFacts {
+                proto: row.proto,
+                bind_ip: row.bind_ip,
+                user: row.user,
+                process_path: row.process_path,
+                first_seen: row.first_seen,
+            })),
+        }
+    }
+}

@@ -669,7 +669,7 @@ fn labels_of(record: &Record, alertname: &str, status: Option<&str>) -> BTreeMap
             record
                 .account
                 .clone()
-                .unwrap_or_else(|| crate::config::DEFAULT_ACCOUNT.to_owned()),
+                .unwrap_or_else(|| crate::account_name::DEFAULT_ACCOUNT.to_owned()),
         ),
     );
     put("agent", field_text(record, "agent_name"));

@@ -2,6 +2,9 @@
 //! what the field may mean, or refused with a typed [`Problem`]. Pure and total: any string
 //! gives a value or a problem, never a panic (property tests feed them arbitrary input).
 //!
+//! A leaf of its own (not under `api::cwp`, which re-exports it as `fields`): the inventory
+//! stores these values and the policy matches them, and neither may depend on the client.
+//!
 //! - [`parse_port`]: `Port` arrives as a **string** (`"22"`): 1 to 5 ASCII digits, no sign,
 //!   no space, no leading zero, 1..=65535. Port 0 is no listening port.
 //! - [`parse_pid`]: `Pid` arrives as a string too: empty means unknown, else 1 to 10 digits
