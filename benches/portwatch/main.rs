@@ -167,7 +167,10 @@ impl Options {
                 "scale" => (o.scale, any) = (true, true),
                 "--accounts" => {
                     let v = args.next().ok_or("--accounts needs a value")?;
-                    o.accounts = Some(v.parse().map_err(|_| format!("--accounts {v:?}: a number"))?);
+                    o.accounts = Some(
+                        v.parse()
+                            .map_err(|_| format!("--accounts {v:?}: a number"))?,
+                    );
                 }
                 "--log-level" => {
                     o.log_level = Some(args.next().ok_or("--log-level needs a value")?);

@@ -120,7 +120,11 @@ fn write_scenario(path: &Path, accounts: usize, agents: usize) -> Result<()> {
     }
     for a in 0..accounts {
         for i in 0..agents {
-            let _ = write!(s, "[[agent]]\nuuid = \"{}\"\ncollect_time = \"1s\"\n", scale_uuid(a, i));
+            let _ = write!(
+                s,
+                "[[agent]]\nuuid = \"{}\"\ncollect_time = \"1s\"\n",
+                scale_uuid(a, i)
+            );
             // An empty timeline answers `NO_TASK` until a task is created.
             if i % NO_TASK_EVERY == NO_TASK_EVERY - 1 {
                 s.push_str("timeline = []\n");
@@ -130,7 +134,13 @@ fn write_scenario(path: &Path, accounts: usize, agents: usize) -> Result<()> {
             let n = if i % BIG_EVERY == 0 { 150 } else { 3 };
             s.push_str("ports = [{ at = \"0s\", open = [");
             for p in 0..n {
-                let _ = write!(s, "{{port={},process=\"p{}\",pid={}}},", 1000 + p, p % 7, 100 + p);
+                let _ = write!(
+                    s,
+                    "{{port={},process=\"p{}\",pid={}}},",
+                    1000 + p,
+                    p % 7,
+                    100 + p
+                );
             }
             s.push_str("] }]\n");
         }
@@ -214,6 +224,15 @@ fn seed_scale_state(state: &Path, opts: &ScaleOptions) -> Result<()> {
         write_private(&state.join(format!("state.{}.json", account_name(a))), &s)?;
     }
     Ok(())
+}
+
+/// The main thread's `schedstat`: nanoseconds on CPU, nanoseconds waiting on a run queue
+/// (runnable, not running: the machine's scheduling delay), time slices.
+fn main_thread_sched(pid: i32) -> [u64; 3] {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).unwrap_or_default();
+    let mut v = text.split_whitespace().map(|x| x.parse().unwrap_or(0));
+    [(); 3].map(|_| v.next().unwrap_or(0))
 }
 
 /// The simulator child: its stdin takes commands, its stdout answers them.
@@ -320,6 +339,11 @@ struct PhaseResult {
     errors: BTreeMap<String, u64>,
     /// The simulator's CPU time over the interval.
     sim_cpu: f64,
+    /// The main thread (the runtime's, where the daemon's engines run): ns on CPU, ns
+    /// runnable but waiting, slices, over the interval.
+    main: [u64; 3],
+    /// Threads at the end of the interval.
+    threads: usize,
 }
 
 impl PhaseResult {
@@ -334,7 +358,10 @@ impl PhaseResult {
         let log = self
             .lanes
             .iter()
-            .flat_map(|l| l.iter().map(|x| max_in_window(&x.all, Duration::from_secs(1)) as u32))
+            .flat_map(|l| {
+                l.iter()
+                    .map(|x| max_in_window(&x.all, Duration::from_secs(1)) as u32)
+            })
             .max()
             .unwrap_or(0);
         let sim = self
@@ -414,7 +441,8 @@ impl PhaseResult {
             .flat_map(|(a, l)| {
                 l.iter().enumerate().filter_map(move |(k, x)| {
                     let r = rate_of(&x.times).unwrap_or(0.0);
-                    (r < TARGET_LANE_RATE).then(|| format!("{}/{} {r:.3}", account_name(a), SHORT[k]))
+                    (r < TARGET_LANE_RATE)
+                        .then(|| format!("{}/{} {r:.3}", account_name(a), SHORT[k]))
                 })
             })
             .collect();
@@ -436,7 +464,11 @@ impl PhaseResult {
             .lanes
             .iter()
             .flatten()
-            .flat_map(|x| x.all.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0))
+            .flat_map(|x| {
+                x.all
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+            })
             .collect();
         gaps.sort_by(f64::total_cmp);
         if !gaps.is_empty() {
@@ -454,7 +486,10 @@ impl PhaseResult {
             );
         }
         if !self.errors.is_empty() {
-            println!("   answers other than success, in the interval: {:?}", self.errors);
+            println!(
+                "   answers other than success, in the interval: {:?}",
+                self.errors
+            );
         }
         if !self.other_actions.is_empty() || self.lost > 0 {
             println!(
@@ -462,6 +497,15 @@ impl PhaseResult {
                 self.other_actions, self.lost
             );
         }
+        println!(
+            "   main thread: {:.1} % of one core ({:.1} µs per request); runnable but waiting \
+             {:.1} ms per second (mean {:.0} µs per wake-up); {} threads at the end",
+            self.main[0] as f64 / 1e7 / self.wall_s,
+            self.main[0] as f64 / 1e3 / self.requests.max(1) as f64,
+            self.main[1] as f64 / 1e6 / self.wall_s,
+            self.main[1] as f64 / 1e3 / self.main[2].max(1) as f64,
+            self.threads
+        );
         println!(
             "   simulator: {:.1} % of one core ({:.1} µs per request)",
             self.sim_cpu * 100.0 / self.wall_s,
@@ -527,10 +571,18 @@ fn scale_phase(
     child.check_running(&log_path)?;
     let after_start = proc_sample(pid)?;
     let sim_pid = sim.guard.pid();
-    let (cpu0, sim_cpu0, m0) = (proc_sample(pid)?.cpu_s, proc_sample(sim_pid)?.cpu_s, sim.now()?);
+    let main0 = main_thread_sched(pid);
+    let (cpu0, sim_cpu0, m0) = (
+        proc_sample(pid)?.cpu_s,
+        proc_sample(sim_pid)?.cpu_s,
+        sim.now()?,
+    );
     std::thread::sleep(Duration::from_secs(opts.seconds));
     child.check_running(&log_path)?;
     let end = proc_sample(pid)?;
+    let main1 = main_thread_sched(pid);
+    let main = [0, 1, 2].map(|i| main1[i].saturating_sub(main0[i]));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     let sim_cpu = proc_sample(sim_pid)?.cpu_s - sim_cpu0;
     let m1 = sim.now()?;
     child.stop(Duration::from_secs(30))?;
@@ -604,6 +656,8 @@ fn scale_phase(
         log_bytes: log.len() as u64,
         errors,
         sim_cpu,
+        main,
+        threads,
     })
 }
 
@@ -827,7 +881,8 @@ pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> 
             let uuids: Rc<[String]> = (0..agents.max(1)).map(|i| scale_uuid(a, i)).collect();
             let (id, key): (Rc<str>, Rc<str>) = (secret_id(a).into(), secret_key(a).into());
             for (k, action) in ACTIONS.iter().enumerate() {
-                let (http, url, host, uuids) = (http.clone(), url.clone(), host.clone(), uuids.clone());
+                let (http, url, host, uuids) =
+                    (http.clone(), url.clone(), host.clone(), uuids.clone());
                 let (id, key) = (id.clone(), key.clone());
                 local.spawn_local(async move {
                     let mut next = tokio::time::Instant::now();
