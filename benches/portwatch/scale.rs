@@ -248,16 +248,18 @@ impl SimChild {
     fn start(scenario: &Path, dir: &Path, tag: &str, drain_every: u64) -> Result<SimChild> {
         let out = dir.join(format!("sim-{tag}.out"));
         let err = dir.join(format!("sim-{tag}.err"));
-        // `PORTWATCH_SCALE_SIM_NICE=-10`: the simulator (Tencent's servers, in this bench) at a
-        // higher priority, so that its arrival stamps carry less of this machine's scheduling
-        // delay.
-        let mut cmd = match std::env::var("PORTWATCH_SCALE_SIM_NICE") {
-            Ok(n) => {
-                let mut c = Command::new("nice");
-                c.arg("-n").arg(n).arg(std::env::current_exe()?);
+        // `PORTWATCH_SCALE_SIM_WRAP="chrt -f 1"` (or `"nice -n -10"`): the simulator, which
+        // stands for Tencent's servers, started through that command, e.g. at a real-time
+        // priority so that its arrival stamps carry less of this machine's scheduling delay.
+        let wrap = std::env::var("PORTWATCH_SCALE_SIM_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(std::env::current_exe()?);
                 c
             }
-            Err(_) => Command::new(std::env::current_exe()?),
+            None => Command::new(std::env::current_exe()?),
         };
         cmd.arg(SIM_ARG)
             .arg(scenario)
@@ -560,6 +562,22 @@ fn scale_phase(
             .env_remove("CWP_PORTWATCH_CONFIG");
         cmd
     };
+    // `PORTWATCH_SCALE_CLIENT_WRAP="chrt -f 1"`: the daemon and the floor likewise (a
+    // machine where nothing else competes with them).
+    if let Ok(wrap) = std::env::var("PORTWATCH_SCALE_CLIENT_WRAP") {
+        let mut words = wrap.split_whitespace();
+        if let Some(program) = words.next() {
+            let mut wrapped = Command::new(program);
+            wrapped.args(words).arg(cmd.get_program()).args(cmd.get_args());
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            cmd = wrapped;
+        }
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&log_path)?);
@@ -872,6 +890,7 @@ pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> 
         let host: Rc<str> = addr.to_string().into();
         let url = reqwest::Url::parse(&format!("http://{addr}/"))?;
         let local = tokio::task::LocalSet::new();
+        let spread = std::env::var_os("PORTWATCH_SCALE_FLOOR_SPREAD").is_some();
         for a in 0..accounts {
             let http = reqwest::Client::builder()
                 .no_proxy()
@@ -884,8 +903,15 @@ pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> 
                 let (http, url, host, uuids) =
                     (http.clone(), url.clone(), host.clone(), uuids.clone());
                 let (id, key) = (id.clone(), key.clone());
+                // `PORTWATCH_SCALE_FLOOR_SPREAD=1`: each lane's first slot at its own offset
+                // in the period (lanes spread evenly) instead of all at once.
+                let offset = if spread {
+                    PERIOD.mul_f64((a * ACTIONS.len() + k) as f64 / (accounts * ACTIONS.len()) as f64)
+                } else {
+                    Duration::ZERO
+                };
                 local.spawn_local(async move {
-                    let mut next = tokio::time::Instant::now();
+                    let mut next = tokio::time::Instant::now() + offset;
                     let mut failures = 0u64;
                     for i in 0.. {
                         tokio::time::sleep_until(next).await;
