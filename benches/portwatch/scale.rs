@@ -27,7 +27,8 @@
 //!
 //! The floor client (`__scale-floor`) is `ratio`'s floor extended: one process, one
 //! current-thread runtime, one reqwest client per account, and one paced loop per account and
-//! action (50.375 ms slots, a slot more than 3 ms late starts a new schedule) sending that
+//! action (50.375 ms slots, a slot more than 3 ms late starts a new schedule, the first slot
+//! at a random point of the first period as the daemon's pacer does) sending that
 //! lane's request (status, create, first ports page) for the account's agents in turn, signed
 //! with the account's SecretId, the answer parsed into a `Value`.
 //!
@@ -568,7 +569,10 @@ fn scale_phase(
         let mut words = wrap.split_whitespace();
         if let Some(program) = words.next() {
             let mut wrapped = Command::new(program);
-            wrapped.args(words).arg(cmd.get_program()).args(cmd.get_args());
+            wrapped
+                .args(words)
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
             for (k, v) in cmd.get_envs() {
                 match v {
                     Some(v) => wrapped.env(k, v),
@@ -877,6 +881,14 @@ pub(crate) fn scale_simulator(mut args: impl Iterator<Item = String>) -> Result<
     Ok(())
 }
 
+/// Where the floor's lanes start in the period.
+#[derive(Clone, Copy)]
+enum Phases {
+    Random,
+    Aligned,
+    Spread,
+}
+
 /// The floor of `scale`: `ADDR ACCOUNTS AGENTS`; one paced loop per account and action on a
 /// current-thread runtime (see the module docs). Runs until killed.
 pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> {
@@ -890,7 +902,13 @@ pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> 
         let host: Rc<str> = addr.to_string().into();
         let url = reqwest::Url::parse(&format!("http://{addr}/"))?;
         let local = tokio::task::LocalSet::new();
-        let spread = std::env::var_os("PORTWATCH_SCALE_FLOOR_SPREAD").is_some();
+        let phases = if std::env::var_os("PORTWATCH_SCALE_FLOOR_ALIGNED").is_some() {
+            Phases::Aligned
+        } else if std::env::var_os("PORTWATCH_SCALE_FLOOR_SPREAD").is_some() {
+            Phases::Spread
+        } else {
+            Phases::Random
+        };
         for a in 0..accounts {
             let http = reqwest::Client::builder()
                 .no_proxy()
@@ -903,12 +921,15 @@ pub(crate) fn scale_floor(mut args: impl Iterator<Item = String>) -> Result<()> 
                 let (http, url, host, uuids) =
                     (http.clone(), url.clone(), host.clone(), uuids.clone());
                 let (id, key) = (id.clone(), key.clone());
-                // `PORTWATCH_SCALE_FLOOR_SPREAD=1`: each lane's first slot at its own offset
-                // in the period (lanes spread evenly) instead of all at once.
-                let offset = if spread {
-                    PERIOD.mul_f64((a * ACTIONS.len() + k) as f64 / (accounts * ACTIONS.len()) as f64)
-                } else {
-                    Duration::ZERO
+                // Like the daemon's pacer: each lane's first slot at a random point of the
+                // first period. `PORTWATCH_SCALE_FLOOR_ALIGNED=1`: every lane's at once (the
+                // daemon before issue 27), `PORTWATCH_SCALE_FLOOR_SPREAD=1`: spread evenly.
+                let offset = match phases {
+                    Phases::Random => PERIOD.mul_f64(rand::random::<f64>()),
+                    Phases::Aligned => Duration::ZERO,
+                    Phases::Spread => PERIOD.mul_f64(
+                        (a * ACTIONS.len() + k) as f64 / (accounts * ACTIONS.len()) as f64,
+                    ),
                 };
                 local.spawn_local(async move {
                     let mut next = tokio::time::Instant::now() + offset;
