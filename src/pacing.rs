@@ -315,7 +315,11 @@ mod tests {
                 Ok(()) => start,
                 Err(at) => at,
             };
-            assert!(first < start + period(20), "first slot {:?} late", first - start);
+            assert!(
+                first < start + period(20),
+                "first slot {:?} late",
+                first - start
+            );
             // Asked again before it: the same slot, not a new draw.
             if first > start {
                 assert_eq!(p.try_acquire(), Err(first));
@@ -326,7 +330,10 @@ mod tests {
         firsts.dedup();
         // 50 uniform draws over 50 ms: all in one millisecond would be a lost phase.
         let spread = *firsts.last().unwrap() - firsts[0];
-        assert!(spread > Duration::from_millis(10), "first slots within {spread:?}");
+        assert!(
+            spread > Duration::from_millis(10),
+            "first slots within {spread:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
