@@ -24,6 +24,16 @@
 //!
 //! Rate changes (throttling feedback) rebuild the limiter but the next slot is one new period
 //! after the last one: a rate change never hands out a fresh burst.
+//!
+//! Why the first slot is at a random point of the first period: pacers made together (every
+//! lane of every account at start) would otherwise keep the same phase for ever, and their
+//! grants come due in the same instant every period: 150 lanes (50 accounts × 3 actions) made
+//! one burst of 150 sends every 50 ms, which one thread sends and the server reads one after
+//! another, so the arrival times of a lane's requests moved by several milliseconds from
+//! period to period, more than the margin, and strict windows saw 21 (issue 27: the floor
+//! client, a bare loop per lane, got 46 to 297 `RequestLimitExceeded` in 20–30 s with its
+//! lanes in phase and none with them spread over the period; `docs/performance.md`).
+//! A phase costs nothing after the first grant (it is a delay of less than one period once).
 
 use std::ops::Add;
 use std::sync::Arc;
@@ -165,6 +175,12 @@ impl Pacer {
     /// Takes one permit if one is available now; otherwise says when to ask again.
     pub fn try_acquire(&mut self) -> Result<(), Instant> {
         let now = Instant::now();
+        if self.last_slot.is_none() {
+            // The first slot at a random point of the first period (see the module docs): a
+            // schedule whose previous slot was one period before it.
+            let first = later(now, self.period.mul_f64(rand::random::<f64>()));
+            self.last_slot = first.checked_sub(self.period);
+        }
         let slot = self.last_slot.map_or(now, |last| later(last, self.period));
         if now < slot {
             return Err(slot);
@@ -287,6 +303,37 @@ mod tests {
         assert!(max_in_any_window(&t) <= 20);
         let rate = (t.len() - 1) as f64 / t.last().unwrap().duration_since(t[0]).as_secs_f64();
         assert!(rate >= 19.8, "rate {rate}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacers_made_together_start_at_spread_points_of_the_first_period() {
+        let start = Instant::now();
+        let mut firsts = Vec::new();
+        for _ in 0..50 {
+            let mut p = Pacer::new(20);
+            let first = match p.try_acquire() {
+                Ok(()) => start,
+                Err(at) => at,
+            };
+            assert!(
+                first < start + period(20),
+                "first slot {:?} late",
+                first - start
+            );
+            // Asked again before it: the same slot, not a new draw.
+            if first > start {
+                assert_eq!(p.try_acquire(), Err(first));
+            }
+            firsts.push(first);
+        }
+        firsts.sort();
+        firsts.dedup();
+        // 50 uniform draws over 50 ms: all in one millisecond would be a lost phase.
+        let spread = *firsts.last().unwrap() - firsts[0];
+        assert!(
+            spread > Duration::from_millis(10),
+            "first slots within {spread:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

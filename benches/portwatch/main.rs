@@ -68,6 +68,7 @@ mod proxy;
 mod rate;
 mod ratio;
 mod rss;
+mod scale;
 
 use detect::*;
 use harness::*;
@@ -79,9 +80,16 @@ fn main() {
     // The floor client re-runs this executable in its own process (its CPU is read from
     // /proc like the daemon's).
     let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some(FLOOR_ARG) {
-        if let Err(e) = floor_client(args) {
-            eprintln!("floor client: {e}");
+    let first = args.next();
+    let child = match first.as_deref() {
+        Some(FLOOR_ARG) => Some(("floor client", floor_client(args))),
+        Some(scale::SIM_ARG) => Some(("scale simulator", scale::scale_simulator(args))),
+        Some(scale::FLOOR_ARG_SCALE) => Some(("scale floor client", scale::scale_floor(args))),
+        _ => None,
+    };
+    if let Some((name, result)) = child {
+        if let Err(e) = result {
+            eprintln!("{name}: {e}");
             std::process::exit(1);
         }
         return;
@@ -91,8 +99,8 @@ fn main() {
         Err(e) => {
             eprintln!("error: {e}");
             eprintln!(
-                "usage: cargo bench --bench portwatch -- [rate|latency|cpu|rss|ratio|detect|all]... \
-                 [--seconds N] [--agents N] [--rounds N] [--pair]"
+                "usage: cargo bench --bench portwatch -- [rate|latency|cpu|rss|ratio|detect|all|scale]... \
+                 [--seconds N] [--agents N] [--rounds N] [--pair] [--accounts N] [--log-level L] [--no-floor]"
             );
             std::process::exit(2);
         }
@@ -122,6 +130,14 @@ struct Options {
     pair: bool,
     /// `--seconds N`: length of every run (default 30 s; 20 s for `rss`).
     seconds: Option<u64>,
+    /// Issue 27: 50 accounts × 3 lanes at full quota, daemon vs floor (not in `all`).
+    scale: bool,
+    /// `--accounts N` for `scale` (default 50).
+    accounts: Option<usize>,
+    /// `--log-level L` of the daemon in `scale` (default `info`).
+    log_level: Option<String>,
+    /// `--no-floor`: `scale` without the floor client (profiling).
+    no_floor: bool,
 }
 
 impl Options {
@@ -147,6 +163,18 @@ impl Options {
                 "ratio" => (o.ratio, any) = (true, true),
                 "detect" => (o.detect, any) = (true, true),
                 "--pair" => o.pair = true,
+                "--no-floor" => o.no_floor = true,
+                "scale" => (o.scale, any) = (true, true),
+                "--accounts" => {
+                    let v = args.next().ok_or("--accounts needs a value")?;
+                    o.accounts = Some(
+                        v.parse()
+                            .map_err(|_| format!("--accounts {v:?}: a number"))?,
+                    );
+                }
+                "--log-level" => {
+                    o.log_level = Some(args.next().ok_or("--log-level needs a value")?);
+                }
                 "--rounds" => {
                     let v = args.next().ok_or("--rounds needs a value")?;
                     o.rounds = Some(v.parse().map_err(|_| format!("--rounds {v:?}: a number"))?);
@@ -208,6 +236,20 @@ fn run(opts: &Options) -> Result<()> {
     }
     if opts.detect {
         detect(&runtime, &bin, secs(150), &mut summary)?;
+    }
+    if opts.scale {
+        scale::scale(
+            &bin,
+            &scale::ScaleOptions {
+                accounts: opts.accounts.unwrap_or(50),
+                agents: opts.agents.unwrap_or(2_000),
+                seconds: opts.seconds.unwrap_or(30),
+                rounds: opts.rounds.unwrap_or(1),
+                log_level: opts.log_level.clone().unwrap_or_else(|| "info".into()),
+                no_floor: opts.no_floor,
+            },
+            &mut summary,
+        )?;
     }
 
     println!();
