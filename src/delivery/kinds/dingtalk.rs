@@ -105,23 +105,11 @@ impl Kind for Dingtalk {
     }
 
     fn classify(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Answer {
-        if !(200..300).contains(&status) {
-            let text = markdown::excerpt(body, &self.secrets);
-            return Answer::Retry {
-                after: retry_after,
-                reason: format!("DingTalk answered HTTP {status}: {text}"),
+        let (code, message) =
+            match markdown::robot_errcode("DingTalk", status, retry_after, body, &self.secrets) {
+                Ok(answer) => answer,
+                Err(retry) => return retry,
             };
-        }
-        let Some((code, message)) = markdown::errcode(body) else {
-            let text = markdown::excerpt(body, &self.secrets);
-            return Answer::Retry {
-                after: retry_after,
-                reason: format!(
-                    "DingTalk answered HTTP {status} without an errcode, not taken as delivered: {text}"
-                ),
-            };
-        };
-        let message = markdown::excerpt(message.as_bytes(), &self.secrets);
         match code {
             0 => Answer::Delivered,
             130101 => Answer::Retry {

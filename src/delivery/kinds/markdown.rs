@@ -386,6 +386,36 @@ pub fn errcode(body: &[u8]) -> Option<(i64, String)> {
     Some((answer.errcode, answer.errmsg.unwrap_or_default()))
 }
 
+/// The part of a WeCom or DingTalk robot's answer both read alike: a non-2xx status, or a 2xx
+/// without an `errcode`, is a retry (never taken as delivered); otherwise the `errcode` and
+/// its `errmsg`, excerpted with `secrets` removed, for the kind's own codes. `robot` names the
+/// receiver in the reason.
+pub fn robot_errcode(
+    robot: &str,
+    status: u16,
+    retry_after: Option<std::time::Duration>,
+    body: &[u8],
+    secrets: &[String],
+) -> Result<(i64, String), super::Answer> {
+    if !(200..300).contains(&status) {
+        let text = excerpt(body, secrets);
+        return Err(super::Answer::Retry {
+            after: retry_after,
+            reason: format!("{robot} answered HTTP {status}: {text}"),
+        });
+    }
+    let Some((code, message)) = errcode(body) else {
+        let text = excerpt(body, secrets);
+        return Err(super::Answer::Retry {
+            after: retry_after,
+            reason: format!(
+                "{robot} answered HTTP {status} without an errcode, not taken as delivered: {text}"
+            ),
+        });
+    };
+    Ok((code, excerpt(message.as_bytes(), secrets)))
+}
+
 #[cfg(test)]
 pub(crate) mod testing;
 
