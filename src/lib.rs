@@ -40,6 +40,8 @@
 //!   [`problems`] and [`escape`] are the `cwp-text` crate (`crates/text`).
 //! - [`tls`]: which CAs every HTTPS client trusts (the system's store and `[api] ca_file`),
 //!   and the one constructor of reqwest clients that applies it.
+//! - [`ha`]: active/standby on etcd (`[ha]`, feature `ha`): the election, the fence every
+//!   request passes, the state replicated to etcd and restored on a takeover.
 //! - [`policy`]: the expected-ports policy (`docs/policy.md`): the policy file → checked rules,
 //!   (host facts, open ports) → findings, two evaluations → the changes to report; pure.
 //!
@@ -74,6 +76,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod escape;
 pub mod events;
+pub mod ha;
 pub mod inventory;
 pub mod logging;
 pub mod metrics;
