@@ -22,8 +22,9 @@ ensure_tool() {
 ensure_tool cargo-deb "$CARGO_DEB_VERSION"
 ensure_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
-echo "== cargo build --release"
-cargo build --release --locked
+# With high availability on etcd (`[ha]`, docs/ha.md): the packages are what operators run.
+echo "== cargo build --release --features ha"
+cargo build --release --locked --features ha
 
 echo "== man pages and completions"
 out=target/packaging
