@@ -17,6 +17,17 @@ use super::Lost;
 /// How soon a failed renewal or a broken watch is tried again.
 pub(super) const RETRY: Duration = Duration::from_millis(500);
 
+/// What a leader logs when it cannot renew: it stops polling until a renewal is answered.
+pub(super) const LEADER_OUTAGE: &str =
+    "cannot prove leadership (etcd unreachable): not polling until the lease is renewed";
+/// What a leader logs at the first answered renewal after an outage.
+pub(super) const LEADER_BACK: &str = "leadership proven again: polling";
+/// What a standby logs when etcd does not answer.
+pub(super) const STANDBY_OUTAGE: &str =
+    "etcd unreachable: waiting in the election, retrying until it answers";
+/// What a standby logs when etcd answers again.
+pub(super) const STANDBY_BACK: &str = "etcd answers again: waiting in the election";
+
 /// The outage state shared by the tasks of one process, so an outage is logged once.
 #[derive(Debug, Default)]
 pub(super) struct Health {
@@ -24,6 +35,10 @@ pub(super) struct Health {
     outage: AtomicBool,
     /// This process leads (the messages differ: a leader stops polling).
     pub(super) leading: AtomicBool,
+    /// What was logged at warn or info, for the tests (tracing's per-callsite caches make a
+    /// thread's own subscriber unreliable while other tests log in parallel).
+    #[cfg(test)]
+    pub(super) said: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl Health {
@@ -32,30 +47,38 @@ impl Health {
         let error = crate::escape::escape(&error.to_string()).into_owned();
         if self.outage.swap(true, Ordering::AcqRel) {
             tracing::debug!(error_code = "HaError.Etcd", %error, "{what} failed again");
-        } else if self.leading.load(Ordering::Acquire) {
-            tracing::warn!(
-                error_code = "HaError.Etcd",
-                %error,
-                "cannot prove leadership (etcd unreachable): not polling until the lease is renewed"
-            );
-        } else {
-            tracing::warn!(
-                error_code = "HaError.Etcd",
-                %error,
-                "etcd unreachable: waiting in the election, retrying until it answers"
-            );
+            return;
         }
+        let message = if self.leading.load(Ordering::Acquire) {
+            LEADER_OUTAGE
+        } else {
+            STANDBY_OUTAGE
+        };
+        tracing::warn!(error_code = "HaError.Etcd", %error, "{message}");
+        self.said(message);
     }
 
     /// A request succeeded: ends an outage, saying so once.
     pub(super) fn ok(&self) {
         if self.outage.swap(false, Ordering::AcqRel) {
-            if self.leading.load(Ordering::Acquire) {
-                tracing::info!("leadership proven again: polling");
+            let message = if self.leading.load(Ordering::Acquire) {
+                LEADER_BACK
             } else {
-                tracing::info!("etcd answers again: waiting in the election");
-            }
+                STANDBY_BACK
+            };
+            tracing::info!("{message}");
+            self.said(message);
         }
+    }
+
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn said(&self, message: &'static str) {
+        #[cfg(test)]
+        self.said
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(message);
+        let _ = message;
     }
 }
 

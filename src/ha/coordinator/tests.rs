@@ -10,7 +10,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::super::test_etcd::TestEtcd;
-use super::{Coordinator, Leadership};
+use super::{Coordinator, Leadership, renew};
 use crate::ha::{HaError, HaSettings, election_name};
 
 const TTL: Duration = Duration::from_secs(3);
@@ -142,7 +142,9 @@ async fn an_etcd_outage_closes_the_fence_in_time_and_a_restart_reopens_it() {
     let a = coordinator(&etcd, "host-a").await;
     let mut leadership = lead(&a).await;
     let fence = leadership.fence();
-    let b = wait_in_election(coordinator(&etcd, "host-b").await, CancellationToken::new());
+    let b = coordinator(&etcd, "host-b").await;
+    let b_health = b.health.clone();
+    let b = wait_in_election(b, CancellationToken::new());
     sleep(Duration::from_millis(1500)).await;
 
     let stopped = Instant::now();
@@ -193,6 +195,41 @@ async fn an_etcd_outage_closes_the_fence_in_time_and_a_restart_reopens_it() {
     );
     assert!(fence.may_send());
     assert!(!b.is_finished(), "the standby did not take over");
+    assert_eq!(a.leader().await.unwrap().as_deref(), Some("host-a"));
+    // Once each per outage, however many requests failed (leader and standby say their own).
+    assert_eq!(
+        *a.health.said.lock().unwrap(),
+        [renew::LEADER_OUTAGE, renew::LEADER_BACK]
+    );
+    assert_eq!(
+        *b_health.said.lock().unwrap(),
+        [renew::STANDBY_OUTAGE, renew::STANDBY_BACK]
+    );
+}
+
+/// etcd 3.4 keeps leases in its data and renews every one when it starts: after an outage
+/// longer than the TTL the same process still leads (its fence was closed meanwhile).
+#[tokio::test]
+async fn after_an_outage_longer_than_the_ttl_the_same_process_still_leads() {
+    let mut etcd = TestEtcd::new().await;
+    let a = coordinator(&etcd, "host-a").await;
+    let mut leadership = lead(&a).await;
+    let fence = leadership.fence();
+    let b = wait_in_election(coordinator(&etcd, "host-b").await, CancellationToken::new());
+    sleep(Duration::from_millis(500)).await;
+    etcd.stop();
+    sleep(TTL + Duration::from_secs(1)).await;
+    assert!(!fence.may_send(), "closed while etcd is away");
+    etcd.start().await;
+    let reopened = timeout(Duration::from_secs(5), async {
+        while !fence.may_send() {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "the lease survived the restart");
+    assert!(timeout(TTL, leadership.deposed()).await.is_err());
+    assert!(!b.is_finished());
     assert_eq!(a.leader().await.unwrap().as_deref(), Some("host-a"));
 }
 
