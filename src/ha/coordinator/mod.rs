@@ -24,6 +24,8 @@ mod connect;
 mod renew;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
