@@ -472,3 +472,20 @@ async fn an_unreachable_etcd_is_an_etcd_error_and_the_next_push_after_its_return
         b"{\"records\":[7]}\n"
     );
 }
+
+/// The fixture itself: it answers, stops answering when stopped, and keeps its data.
+#[tokio::test]
+async fn the_test_etcd_starts_answers_stops_and_starts_again_with_its_data() {
+    let mut etcd = TestEtcd::new().await;
+    let mut client = etcd.client().await;
+    client.put("k", "v", None).await.unwrap();
+    etcd.stop();
+    assert!(
+        client.get("k", None).await.is_err(),
+        "a stopped etcd must not answer"
+    );
+    etcd.start().await;
+    let mut client = etcd.client().await;
+    let got = client.get("k", None).await.unwrap();
+    assert_eq!(got.kvs()[0].value(), b"v");
+}
