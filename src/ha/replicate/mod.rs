@@ -156,38 +156,44 @@ fn scan(
             out.files.push(p.clone());
             continue;
         }
-        let bytes = opened.read(dir, &name, kind).map_err(HaError::Local)?;
-        let pieces: Vec<(Digest, &[u8])> = manifest::chunks(&bytes)
-            .map(|piece| (sha256(piece), piece))
-            .collect();
-        let chunks: Vec<Digest> = pieces.iter().map(|(d, _)| *d).collect();
+        // Chunk by chunk: only the chunks etcd lacks are kept (a file unchanged in content
+        // has none: its chunks are all held).
+        let shown = || crate::state::shown(&dir.join(&name));
+        let mut new = |d: Digest, bytes: Vec<u8>| {
+            let new = !in_etcd.contains(&d) && queued.insert(d);
+            if new {
+                out.new_chunks.push((d, bytes));
+            }
+            new
+        };
+        let (mut len, mut chunks) = (0u64, Vec::new());
+        for piece in manifest::chunks(opened.reader(kind)) {
+            let piece = piece.map_err(|e| HaError::Local(format!("{}: {e}", shown())))?;
+            len = len.saturating_add(piece.len() as u64);
+            if len > kind.cap() {
+                return Err(HaError::Local(files::too_large(&shown(), kind)));
+            }
+            let d = sha256(&piece);
+            chunks.push(d);
+            new(d, piece);
+        }
         let digest = manifest::content_digest(&chunks);
         if let Some(p) = before.filter(|p| p.entry.chunks_sha256 == digest) {
             out.files.push(Pushed { stamp, ..p.clone() });
             continue;
-        }
-        let mut new = |d: Digest, bytes: &[u8]| {
-            let new = !in_etcd.contains(&d) && queued.insert(d);
-            if new {
-                out.new_chunks.push((d, bytes.to_vec()));
-            }
-            new
-        };
-        for (d, piece) in pieces {
-            new(d, piece);
         }
         let mut lists = Vec::new();
         let mut new_lists = 0;
         for piece in list_pieces(&chunks) {
             let d = sha256(&piece);
             lists.push(d);
-            new_lists += usize::from(new(d, &piece));
+            new_lists += usize::from(new(d, piece));
         }
         out.new_lists += new_lists;
         let entry = FileEntry {
             name,
             kind,
-            len: bytes.len() as u64,
+            len,
             chunks_sha256: digest,
             lists,
         };
