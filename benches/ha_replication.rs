@@ -162,8 +162,14 @@ async fn main() {
         mb(std::fs::metadata(state_file.path()).unwrap().len()),
         mb(std::fs::metadata(inventory_file.path()).unwrap().len()),
     );
-    let db = |s: etcd_client::StatusResponse| s.db_size() as u64;
-    let db_before = db(client.status().await.expect("status"));
+    // etcd's database: its file size, and the part in use.
+    let db = |s: etcd_client::StatusResponse| {
+        format!(
+            "{} ({} in use)",
+            mb(s.db_size() as u64),
+            mb(s.raft_used_db_size() as u64)
+        )
+    };
 
     // The first full push.
     let mut leader = Replicator::new(client.clone(), PREFIX, guard.clone(), d);
@@ -178,6 +184,8 @@ async fn main() {
         first.files,
         first_time.as_secs_f64()
     );
+
+    let db_first = db(client.status().await.expect("status"));
 
     // 60 seconds of steady state.
     let mut minute = PushReport::default();
@@ -248,6 +256,15 @@ async fn main() {
         minute.bytes += r.bytes;
     }
     let db_after = db(client.status().await.expect("status"));
+    let rev = client
+        .get("any", None)
+        .await
+        .expect("revision")
+        .header()
+        .map_or(0, |h| h.revision());
+    let physical = etcd_client::CompactionOptions::new().with_physical();
+    client.compact(rev, Some(physical)).await.expect("compact");
+    let db_compacted = db(client.status().await.expect("status"));
     println!(
         "steady state, 60 saves of state.json ({polls} entries each, {status_changes} status \
          changes), 30 of inventory.json (4 entries each, {port_changes} port changes), 60 of \
@@ -268,10 +285,8 @@ async fn main() {
         slowest.as_secs_f64() * 1e3
     );
     println!(
-        "  etcd database: {} before the first push, {} after the minute (history kept until \
-         etcd compacts)",
-        mb(db_before),
-        mb(db_after)
+        "  etcd database: {db_first} after the first push, {db_after} after the minute (etcd \
+         keeps every revision until it compacts), {db_compacted} once compacted"
     );
 
     // A takeover: restore into an empty state_dir, then the new leader's first push.
