@@ -196,7 +196,7 @@ impl Manifest {
             // Each piece lists at least one chunk, and there are no more chunks than
             // `check_chunks` allows.
             let count = f.lists.len() as u64;
-            if (f.len == 0) != (count == 0) || count > f.len / CHUNK_MIN as u64 + 1 {
+            if (f.len == 0) != (count == 0) || count > most_chunks(f.len) {
                 return Err(format!(
                     "{shown}: {count} list pieces cannot describe {} bytes",
                     f.len
@@ -294,13 +294,16 @@ pub(super) fn read_piece(piece: &[u8]) -> Option<impl Iterator<Item = Digest> + 
 /// hold at least [`CHUNK_MIN`] bytes, none more than [`CHUNK_MAX`]. Bounds what a restore
 /// fetches by the file's checked length.
 pub(super) fn check_chunks(count: u64, len: u64) -> bool {
-    let most = if len == 0 {
+    (len.div_ceil(CHUNK_MAX as u64)..=most_chunks(len)).contains(&count)
+}
+
+/// The most content-defined chunks `len` bytes can have.
+pub(super) fn most_chunks(len: u64) -> u64 {
+    if len == 0 {
         0
     } else {
         len / CHUNK_MIN as u64 + 1
-    };
-    let least = len.div_ceil(CHUNK_MAX as u64);
-    (least..=most).contains(&count)
+    }
 }
 
 #[cfg(test)]

@@ -20,11 +20,17 @@
 //! out ([`HaError::NotLeader`]). Keys are not attached to the lease, so the state outlives a
 //! dead leader.
 //!
-//! What a takeover can repeat: the replicated snapshot is at most [`REPLICATE_EVERY`] (plus
-//! one push's time) older than the dead leader's disk, so events it emitted in that last
-//! interval are emitted again by the new leader (never lost: the outbox in the snapshot is
-//! never older than its state), and outbox records it had sent but not yet marked delivered
-//! in the snapshot are sent again.
+//! What a takeover can repeat: the replicated snapshot lags the dead leader's disk by at most
+//! [`REPLICATE_EVERY`] plus one push's time, and its disk lagged its memory by the save
+//! periods (the state file at most every second, the inventory every 2 s). Events emitted in
+//! that window (about 2 s for statuses, 3 s for inventory events) are emitted again by the
+//! new leader when it polls those agents, and outbox records the old leader delivered in the
+//! last push interval (delivered, not yet marked in a pushed snapshot) are sent again. The
+//! outbox in a snapshot is never older than its state, so an event the snapshot calls
+//! emitted is in its outbox or was delivered. Not covered: a record taken into the old
+//! leader's outbox after the last push, not delivered before it died, for a condition that
+//! ended before the new leader polls the agent; it stays in the old host's journal (and its
+//! log) only.
 //!
 //! The rooms: `files.rs` names, orders and opens the local files; `manifest.rs` is the
 //! manifest and the chunker (pure); `store.rs` the etcd requests; here the push, its loop and
@@ -444,8 +450,8 @@ pub async fn restore(
                 .and_then(|p| manifest::read_piece(p))
                 .ok_or_else(|| HaError::Replica(format!("{shown}: a damaged list piece")))?;
             chunks.extend(listed);
-            if !manifest::check_chunks(chunks.len() as u64, f.len) && chunks.len() as u64 > f.len {
-                break; // too many already: refused below
+            if chunks.len() as u64 > manifest::most_chunks(f.len) {
+                break; // too many already (refused below): memory bounded by the length
             }
         }
         if !manifest::check_chunks(chunks.len() as u64, f.len) {

@@ -534,3 +534,37 @@ async fn the_test_etcd_starts_answers_stops_and_starts_again_with_its_data() {
     let got = client.get("k", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"v");
 }
+
+/// A list piece naming more chunks than the file's length allows is refused before any chunk
+/// is fetched.
+#[tokio::test]
+async fn a_list_of_more_chunks_than_the_length_allows_is_replica() {
+    let etcd = TestEtcd::new().await;
+    let mut client = etcd.client().await;
+    let digests = [sha256(b"a"), sha256(b"b"), sha256(b"c")];
+    let piece: Vec<u8> = digests.concat();
+    let list = hex::encode(sha256(&piece));
+    client
+        .put(format!("{PREFIX}/state/chunk/{list}"), piece, None)
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({"format": 1, "pushed_at_ms": 0, "files": [
+        {"name": "state.json", "len": 3, "lists": [list],
+         "chunks_sha256": hex::encode(manifest::content_digest(&digests))},
+    ]});
+    client
+        .put(
+            format!("{PREFIX}/state/manifest"),
+            serde_json::to_vec(&manifest).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (dir, before) = local();
+    let e = restore(&mut client, PREFIX, dir.path()).await.unwrap_err();
+    assert!(
+        matches!(&e, HaError::Replica(m) if m.contains("3 chunks cannot hold its 3 bytes")),
+        "{e}"
+    );
+    assert_eq!(contents(dir.path()), before);
+}
