@@ -26,7 +26,7 @@ use crate::policy::Severity;
 use crate::status::Status;
 
 /// Every event name `events` may hold, in `docs/events.md`'s order.
-pub const EVENT_NAMES: [&str; 23] = [
+pub const EVENT_NAMES: [&str; 25] = [
     "status_changed",
     "poll_failed",
     "poll_recovered",
@@ -50,6 +50,8 @@ pub const EVENT_NAMES: [&str; 23] = [
     "port_missing",
     "port_missing_cleared",
     "delivery_failed",
+    "leader_elected",
+    "leadership_lost",
 ];
 
 /// The longest status a selector may name (the API's are at most 16 characters).
