@@ -281,7 +281,10 @@ pub fn check(config: &Path, env: &Environment) -> Result<String, Problems> {
         );
     }
     let accounts: String = account_lines.iter().map(|l| format!("{l}\n")).collect();
-    let sinks = sink_lines(&settings.sinks);
+    let mut sinks = sink_lines(&settings.sinks);
+    if let Some(ha) = &settings.ha {
+        sinks.push_str(&format!("ha          {}\n", ha.summary()));
+    }
     Ok(format!(
         "config      {}\nwatchlist   {watchlist}\ndiscovery   {discovery}\nendpoint    {} (service {})\nrate        {} requests/s, {} in flight per action, timeout {}\nintervals   settled {}, collecting {}, offline {}\ninventory   {inventory}\npolicy      {policy}\nstate       {}\ncredentials {credentials}\n{accounts}{sinks}OK",
         state::shown(&settings.config_path),

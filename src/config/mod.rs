@@ -99,6 +99,9 @@ const TYPE_HINTS: TypeHints = TypeHints {
             "write a whole number from 10 to 1000000 without quotes, e.g. `outbox_limit = 10000`"
                 .to_owned(),
         ),
+        "etcd" => Some(
+            "write a list of URLs in quotes, e.g. `etcd = [\"https://10.0.0.5:2379\"]`".to_owned(),
+        ),
         "events" => Some(
             "write a list of event names in quotes, e.g. `events = [\"port_unexpected\", \
              \"status_changed:AGENT_OFFLINE\"]`"
@@ -113,6 +116,7 @@ const TYPE_HINTS: TypeHints = TypeHints {
         | "offline_interval"
         | "rescan_interval"
         | "max_age"
+        | "lease_ttl"
         | "duration" => Some(format!("write a duration in quotes, e.g. `{key} = \"5s\"`")),
         _ => None,
     },
@@ -198,6 +202,7 @@ impl Settings {
         };
 
         let sinks = check.sinks(raw.sink.as_deref().unwrap_or_default());
+        let ha = check.ha(raw.ha.as_ref());
         // What only the `cwp` backend can do, or cannot do yet, per account that uses it.
         let backends = match (&api, &accounts, &inventory) {
             (Ok(api), Ok(accounts), Ok(inventory)) => check.backends(
@@ -269,6 +274,7 @@ impl Settings {
                 inventory: inventory?,
                 policy: policy?,
                 sinks: sinks?,
+                ha: ha?,
             })
         })();
         check.finish(settings)

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) inventory: Option<RawInventory>,
     pub(super) policy: Option<RawPolicy>,
     pub(super) sink: Option<Vec<Spanned<RawSink>>>,
+    pub(super) ha: Option<Spanned<RawHa>>,
 }
 
 /// One `[[account]]` block: what differs between accounts (shared settings stay top-level).
@@ -139,6 +140,21 @@ pub(super) struct RawSink {
     pub(super) max_age: Option<Spanned<RawDuration>>,
     pub(super) per_minute: Option<Spanned<i64>>,
     pub(super) outbox_limit: Option<Spanned<i64>>,
+}
+
+/// `[ha]`: active/standby on etcd (`docs/ha.md`); checked in `check/ha.rs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [ha] table")]
+pub(super) struct RawHa {
+    pub(super) etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) election: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<RawDuration>>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
 }
 
 /// A duration as written. Numbers are accepted by the parser only to be refused with a hint

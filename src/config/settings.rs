@@ -41,6 +41,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     /// `[[sink]]` blocks, in file order (`docs/delivery.md`); empty: findings stay in the log.
     pub sinks: Vec<crate::delivery::SinkSettings>,
+    /// `[ha]` with `etcd` set (`docs/ha.md`); `None`: no HA, this process polls alone.
+    pub ha: Option<crate::ha::HaSettings>,
 }
 
 /// `[policy]`: the expected-ports policy (`docs/policy.md`). One file for every account; its

@@ -26,6 +26,8 @@ mod settings;
 mod coordinator;
 #[cfg(feature = "ha")]
 mod replicate;
+#[cfg(all(test, feature = "ha"))]
+pub(crate) mod test_etcd;
 
 pub use fence::Fence;
 pub use settings::HaSettings;

@@ -13,6 +13,7 @@ pub(super) mod accounts;
 mod backend;
 mod credentials;
 mod discovery;
+mod ha;
 mod metrics;
 pub(super) mod shared;
 mod sinks;

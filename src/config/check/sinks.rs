@@ -277,7 +277,7 @@ impl Check<'_> {
 
     /// A file holding a secret: a path (resolved against the config's folder), or
     /// `%d/NAME`, a systemd credential (kept as written; read from `$CREDENTIALS_DIRECTORY`).
-    fn secret_path(
+    pub(in crate::config) fn secret_path(
         &mut self,
         value: &Spanned<String>,
         key: &str,
