@@ -82,17 +82,17 @@ pub(super) async fn run(
         shutdown.spawn(server.serve_health(handles[0].clone(), health.clone(), shutdown.token()));
     }
     // Signal handlers before READY=1: a SIGTERM to a standby is a clean stop.
-    let hup = match StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?)))
-    {
-        Ok((stop, hup)) => {
-            shutdown.cancel_on(stop);
-            hup
-        }
-        Err(e) => {
-            shutdown.finish(shutdown::GRACE).await;
-            return Err(CommandError::Signals(e));
-        }
-    };
+    let hup =
+        match StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?))) {
+            Ok((stop, hup)) => {
+                shutdown.cancel_on(stop);
+                hup
+            }
+            Err(e) => {
+                shutdown.finish(shutdown::GRACE).await;
+                return Err(CommandError::Signals(e));
+            }
+        };
     standby.hup = Some(hup);
     notify(&[NotifyState::Ready, NotifyState::Status(&standby.line())]);
     tracing::info!(
@@ -102,7 +102,10 @@ pub(super) async fn run(
     );
 
     let Some((coordinator, mut leadership)) = standby.wait_for_leadership(&shutdown).await else {
-        notify(&[NotifyState::Stopping, NotifyState::Status("stopping: standby")]);
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("stopping: standby"),
+        ]);
         shutdown.finish(shutdown::GRACE).await;
         return Ok(ExitCode::SUCCESS);
     };
@@ -123,7 +126,9 @@ pub(super) async fn run(
         election = %election,
         "elected: restoring the replicated state before polling"
     );
-    notify(&[NotifyState::Status("leader: restoring the replicated state")]);
+    notify(&[NotifyState::Status(
+        "leader: restoring the replicated state",
+    )]);
     let guard = leadership.guard();
     let repl_stop = CancellationToken::new();
     let mut replicating = None;
@@ -153,11 +158,17 @@ pub(super) async fn run(
             }
             Err(None) => Ok(Ended::Stopped),
             Ok(()) => {
-                let replicator =
-                    Replicator::new(coordinator.client(), &ha.election, guard, &settings.state_dir);
+                let replicator = Replicator::new(
+                    coordinator.client(),
+                    &ha.election,
+                    guard,
+                    &settings.state_dir,
+                );
                 // Not on the shutdown's tracker: a clean stop pushes last, after the engines'
                 // final save; a deposed leader aborts it.
-                replicating = Some(tokio::spawn(replicator.run(fence.clone(), repl_stop.clone())));
+                replicating = Some(tokio::spawn(
+                    replicator.run(fence.clone(), repl_stop.clone()),
+                ));
                 run::lead(
                     settings,
                     plans,
@@ -337,7 +348,10 @@ impl Standby {
         loop {
             let settings = self.settings.clone();
             let connected = self
-                .alive_until(shutdown, async move { Coordinator::connect(&settings).await })
+                .alive_until(
+                    shutdown,
+                    async move { Coordinator::connect(&settings).await },
+                )
                 .await?;
             let coordinator = match connected {
                 Ok(coordinator) => Arc::new(coordinator),

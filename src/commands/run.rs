@@ -20,17 +20,17 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::account::AccountSink;
-use crate::config::accounts::AccountPlan;
-use crate::metrics::{Health, Metrics, MetricsServer};
-use crate::watchlist::Watchlist;
 use crate::api::Client;
+use crate::config::accounts::AccountPlan;
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::engine::{Engine, EngineReport};
 use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
 use crate::logging;
+use crate::metrics::{Health, Metrics, MetricsServer};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
 use crate::tls::TlsTrust;
+use crate::watchlist::Watchlist;
 
 use super::CommandError;
 use super::account_run::{AccountRun, Shared, ToDaemon, release_freed_memory};

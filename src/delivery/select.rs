@@ -250,7 +250,7 @@ pub fn highest_severity(selector: &EventSelector) -> Option<Severity> {
             .as_deref()
             .map(|status| status_severity(&Status::new(status))),
         "poll_failed" | "rate_limited" | "clock_skew" | "state_damaged" | "inventory_failed"
-        | "discovery_failed" => Some(Severity::Warning),
+        | "discovery_failed" | "leadership_lost" => Some(Severity::Warning),
         "credentials_failed" | "delivery_failed" | "config_rejected" | "account_failed" => {
             Some(Severity::Critical)
         }

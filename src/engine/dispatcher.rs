@@ -387,7 +387,11 @@ impl<P: Poller> Engine<P> {
             // The fence closed between taking the job and sending it: nothing was sent, so
             // nothing is decided; the job waits in its queue for the fence to open.
             let lane = self.account.lane(job.action());
-            lane.finish(job.agent(), Some((later(now, FENCE_RECHECK), Cadence::Settled)), now);
+            lane.finish(
+                job.agent(),
+                Some((later(now, FENCE_RECHECK), Cadence::Settled)),
+                now,
+            );
             return;
         }
         match reply {

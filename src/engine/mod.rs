@@ -84,6 +84,8 @@ mod cwp_state;
 mod cwp_tests;
 mod decide;
 mod dispatcher;
+#[cfg(test)]
+mod fence_tests;
 mod findings;
 #[cfg(test)]
 mod findings_tests;

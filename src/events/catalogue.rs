@@ -525,9 +525,9 @@ impl Event {
                 reason,
                 ..
             } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
-            Event::LeaderElected { name, election } => format!(
-                "{name} leads {election}: restoring the replicated state, then polling"
-            ),
+            Event::LeaderElected { name, election } => {
+                format!("{name} leads {election}: restoring the replicated state, then polling")
+            }
             Event::LeadershipLost {
                 name,
                 holder,

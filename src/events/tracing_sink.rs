@@ -324,7 +324,10 @@ impl EventSink for TracingSink {
                 message_id = mid,
                 "{msg}"
             ),
-            Event::LeaderElected { name: who, election } => at_level!(
+            Event::LeaderElected {
+                name: who,
+                election,
+            } => at_level!(
                 level,
                 event = name,
                 name = who.as_str(),

@@ -798,7 +798,10 @@ mod tests {
         assert!(!answer.contains("standby"), "{answer}");
         tokio::time::advance(STALE_AFTER).await;
         let answer = exchange(addr, PROBE).await;
-        assert!(answer.starts_with("HTTP/1.1 503"), "a leader's wedged loop: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "a leader's wedged loop: {answer}"
+        );
         stop.cancel();
     }
 }
