@@ -184,7 +184,7 @@ pub const EX_TEMPFAIL: u8 = 75;
 /// Why the loop ended.
 enum Stop {
     Signal,
-    EngineEnded((usize, EngineOutcome)),
+    EngineEnded(Box<(usize, EngineOutcome)>),
     FailedLate(CommandError),
     Deposed(Deposed),
 }
@@ -356,7 +356,7 @@ pub(super) async fn lead(
         tokio::select! {
             _ = shutdown.cancelled() => break Stop::Signal,
             lost = deposed => break Stop::Deposed(lost),
-            finished = first_finished(&mut accounts) => break Stop::EngineEnded(finished),
+            finished = first_finished(&mut accounts) => break Stop::EngineEnded(Box::new(finished)),
             Some((index, connected)) = started_rx.recv() => {
                 match accounts[index].finish_start(connected, &shutdown) {
                     Ok(()) => accounts[index].spawn(&shutdown),
@@ -407,7 +407,7 @@ pub(super) async fn lead(
     };
     let (engine_result, failed_late, deposed) = match stop {
         Stop::Signal => (None, None, None),
-        Stop::EngineEnded(finished) => (Some(finished), None, None),
+        Stop::EngineEnded(finished) => (Some(*finished), None, None),
         Stop::FailedLate(e) => (None, Some(e), None),
         Stop::Deposed(lost) => (None, None, Some(lost)),
     };
