@@ -332,3 +332,334 @@ impl Check<'_> {
         failed.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::config::{Problem, Settings};
+    use crate::credentials::Environment;
+    use crate::ha::HaSettings;
+
+    const HEAD: &str = "watchlist = \"w.toml\"\nstate_dir = \"/tmp/s\"\n[ha]\n";
+
+    fn load(text: &str) -> Result<Settings, Vec<Problem>> {
+        Settings::from_toml_str_with(
+            text,
+            Path::new("/etc/cwp-portwatch/config.toml"),
+            &Environment::from_pairs([("HOME", "/home/op")]),
+        )
+        .map_err(|e| e.problems)
+    }
+
+    fn with(ha: &str) -> Result<Settings, Vec<Problem>> {
+        load(&format!("{HEAD}{ha}"))
+    }
+
+    /// Each problem as `line:col: message`.
+    fn placed(problems: &[Problem]) -> Vec<String> {
+        problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}: {}",
+                    p.line.unwrap_or(0),
+                    p.column.unwrap_or(0),
+                    p.message
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn absent_or_empty_etcd_means_no_ha() {
+        assert_eq!(load("watchlist = \"w.toml\"\n").unwrap().ha, None);
+        assert_eq!(with("").unwrap().ha, None);
+        assert_eq!(with("etcd = []\nelection = \"/x\"\n").unwrap().ha, None);
+        // Still checked: a mistake is found before HA is turned on.
+        let e = with("etcd = []\nlease_ttl = \"1s\"\n").unwrap_err();
+        assert!(placed(&e)[0].starts_with("5:13: `lease_ttl`"), "{e:?}");
+    }
+
+    #[cfg(feature = "ha")]
+    #[test]
+    fn every_key_is_read_with_its_defaults() {
+        let s = with(
+            "etcd = [\"https://10.0.0.5:2379\", \"https://10.0.0.6:2379\"]\n\
+             election = \"/cwp-portwatch/prod\"\n\
+             lease_ttl = \"15s\"\nname = \"cwp-a\"\n\
+             ca_file = \"etcd-ca.pem\"\ncert_file = \"/etc/c.pem\"\nkey_file = \"%d/etcd.key\"\n\
+             username = \"cwp\"\npassword_file = \"/etc/cwp-portwatch/etcd-password\"\n",
+        )
+        .unwrap()
+        .ha
+        .unwrap();
+        assert_eq!(
+            s,
+            HaSettings {
+                etcd: vec![
+                    "https://10.0.0.5:2379/".into(),
+                    "https://10.0.0.6:2379/".into()
+                ],
+                election: "/cwp-portwatch/prod".into(),
+                lease_ttl: Duration::from_secs(15),
+                name: "cwp-a".into(),
+                ca_file: Some(PathBuf::from("/etc/cwp-portwatch/etcd-ca.pem")),
+                cert_file: Some(PathBuf::from("/etc/c.pem")),
+                key_file: Some(PathBuf::from("%d/etcd.key")),
+                username: Some("cwp".into()),
+                password_file: Some(PathBuf::from("/etc/cwp-portwatch/etcd-password")),
+            }
+        );
+        // Defaults: 10 s, the host name.
+        let s = with("etcd = [\"http://127.0.0.1:2379\"]\nelection = \"/p\"\n")
+            .unwrap()
+            .ha
+            .unwrap();
+        assert_eq!(s.lease_ttl, Duration::from_secs(10));
+        assert_eq!(Some(s.name), HaSettings::host_name());
+        assert_eq!(s.ca_file, None);
+    }
+
+    #[cfg(feature = "ha")]
+    #[test]
+    fn every_mistake_is_placed_at_its_line_and_column() {
+        let ok = "etcd = [\"https://10.0.0.5:2379\"]\nelection = \"/p\"\n";
+        for (text, place, says) in [
+            (
+                "etcd = [\"10.0.0.5:2379\"]\nelection = \"/p\"\n",
+                "4:9:",
+                "not a URL",
+            ),
+            (
+                "etcd = [\"ftp://h:2379\"]\nelection = \"/p\"\n",
+                "4:9:",
+                "scheme `ftp`",
+            ),
+            (
+                "etcd = [\"https://h:2379/v3\"]\nelection = \"/p\"\n",
+                "4:9:",
+                "path",
+            ),
+            (
+                "etcd = [\"https://u:pw@h:2379\"]\nelection = \"/p\"\n",
+                "4:9:",
+                "without user",
+            ),
+            (
+                "etcd = [\"https://h:1\", \"https://h:1\"]\nelection = \"/p\"\n",
+                "4:24:",
+                "twice",
+            ),
+            (
+                "etcd = [\"https://h:1\", \"http://h:2\"]\nelection = \"/p\"\n",
+                "4:24:",
+                "mixes",
+            ),
+            ("etcd = [\"\"]\nelection = \"/p\"\n", "4:9:", "is empty"),
+            ("etcd = [\"https://h:1\"]\n", "3:1:", "no `election`"),
+            (
+                "etcd = [\"https://h:1\"]\nelection = \"p\"\n",
+                "5:12:",
+                "start with `/`",
+            ),
+            (
+                "etcd = [\"https://h:1\"]\nelection = \"/p/\"\n",
+                "5:12:",
+                "ends with `/`",
+            ),
+            (
+                "etcd = [\"https://h:1\"]\nelection = \"/a b\"\n",
+                "5:12:",
+                "whitespace",
+            ),
+            (
+                "etcd = [\"https://h:1\"]\nelection = \"/a\\u001b\"\n",
+                "5:12:",
+                "election",
+            ),
+            (
+                "etcd = [\"https://h:1\"]\nelection = \"\"\n",
+                "5:12:",
+                "is empty",
+            ),
+            (
+                &format!("{ok}lease_ttl = \"2s\"\n"),
+                "6:13:",
+                "from 3s to 5m",
+            ),
+            (
+                &format!("{ok}lease_ttl = \"6m\"\n"),
+                "6:13:",
+                "out of range",
+            ),
+            (&format!("{ok}lease_ttl = 10\n"), "6:13:", "no unit"),
+            (&format!("{ok}name = \"\"\n"), "6:8:", "`name` is empty"),
+            (&format!("{ok}name = \"a\\u202eb\"\n"), "6:8:", "name"),
+            (
+                &format!("{ok}cert_file = \"/c.pem\"\n"),
+                "6:13:",
+                "`key_file` is not",
+            ),
+            (
+                &format!("{ok}key_file = \"/c.key\"\n"),
+                "6:12:",
+                "`cert_file` is not",
+            ),
+            (
+                &format!("{ok}username = \"u\"\n"),
+                "6:12:",
+                "`password_file` is not",
+            ),
+            (
+                &format!("{ok}password_file = \"/p\"\n"),
+                "6:17:",
+                "`username` is not",
+            ),
+            (
+                &format!("{ok}password_file = \"%d/a/b\"\nusername = \"u\"\n"),
+                "6:17:",
+                "systemd credential",
+            ),
+            (
+                &format!("{ok}ca_file = \"~/ca.pem\"\n"),
+                "6:11:",
+                "`~` is not expanded",
+            ),
+            (
+                "etcd = [\"http://10.0.0.5:2379\"]\nelection = \"/p\"\nca_file = \"/ca.pem\"\n",
+                "6:11:",
+                "http://",
+            ),
+            (
+                "etcd = [\"http://10.0.0.5:2379\"]\nelection = \"/p\"\nusername = \"u\"\n\
+                 password_file = \"/p\"\n",
+                "7:17:",
+                "unencrypted",
+            ),
+            (&format!("{ok}etdc = 1\n"), "6:1:", "etdc"),
+            (
+                "etcd = \"https://h:1\"\nelection = \"/p\"\n",
+                "4:8:",
+                "list of URLs",
+            ),
+        ] {
+            let e = placed(&with(text).unwrap_err());
+            assert!(
+                e.iter().any(|p| p.starts_with(place) && p.contains(says)),
+                "{text:?}: want {place} {says:?} in {e:#?}"
+            );
+            assert!(
+                !e.iter()
+                    .any(|p| p.contains('\u{1b}') || p.contains('\u{202e}')),
+                "{e:?}"
+            );
+        }
+        // A password on http:// to loopback is fine (the connection never leaves the host).
+        let s = with(
+            "etcd = [\"http://127.0.0.1:2379\"]\nelection = \"/p\"\nusername = \"u\"\n\
+             password_file = \"/p\"\n",
+        )
+        .unwrap();
+        assert!(s.ha.is_some());
+        // Every problem at once.
+        let e =
+            with("etcd = [\"https://h:1/x\"]\nlease_ttl = \"1s\"\nusername = \"u\"\n").unwrap_err();
+        assert_eq!(e.len(), 4, "{:#?}", placed(&e));
+    }
+
+    #[cfg(feature = "ha")]
+    #[test]
+    fn a_host_name_that_cannot_be_a_name_asks_for_one() {
+        use toml::Spanned;
+        let text = format!("{HEAD}etcd = [\"https://h:1\"]\nelection = \"/p\"\n");
+        let raw: crate::config::raw::RawConfig = toml::from_str(&text).unwrap();
+        let section: &Spanned<crate::config::raw::RawHa> = raw.ha.as_ref().unwrap();
+        let path = Path::new("/etc/cwp-portwatch/config.toml");
+        for host in [None, Some("bad\u{7}name".to_owned()), Some("x".repeat(300))] {
+            let mut check = super::Check::new(
+                crate::problems::ProblemList::new(path, &text),
+                PathBuf::from("/etc/cwp-portwatch"),
+            );
+            assert!(check.ha_with(section, || host.clone()).is_err());
+            let e = check.problems.finish().unwrap_err().to_string();
+            assert!(
+                e.contains("config.toml:3:1") && e.contains("add name ="),
+                "{e}"
+            );
+            assert!(!e.contains('\u{7}'), "{e}");
+        }
+    }
+
+    #[cfg(not(feature = "ha"))]
+    #[test]
+    fn a_build_without_ha_refuses_etcd_at_its_line_and_says_what_to_do() {
+        let e = placed(&with("election = \"/p\"\netcd = [\"https://h:1\"]\n").unwrap_err());
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("5:8: [ha] sets `etcd`"), "{e:?}");
+        assert!(
+            e[0].contains("no HA support")
+                && e[0].contains("install the cwp-portwatch package")
+                && e[0].contains("--features ha"),
+            "{e:?}"
+        );
+        // Without etcd, nothing to refuse.
+        assert_eq!(with("election = \"/p\"\n").unwrap().ha, None);
+    }
+
+    /// The shipped example's commented [ha] lines parse when uncommented (with the feature;
+    /// without it, they are refused at `etcd` only).
+    #[test]
+    fn the_examples_ha_lines_parse_when_uncommented() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("config/config.example.toml")).unwrap();
+        let (_, section) = text.split_once("\n# [ha]\n").expect("an [ha] example");
+        let lines: String = section
+            .lines()
+            .take_while(|l| !l.starts_with("# [") && !l.is_empty())
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(lines.lines().count(), 9, "{lines}");
+        let dir = tempfile::tempdir().unwrap();
+        let result = Settings::from_toml_str(
+            &format!("watchlist = \"w.toml\"\nstate_dir = \"/tmp/s\"\n[ha]\n{lines}"),
+            &dir.path().join("config.toml"),
+        );
+        #[cfg(feature = "ha")]
+        {
+            let ha = result.unwrap().ha.unwrap();
+            assert_eq!(ha.etcd.len(), 3);
+            assert_eq!(ha.lease_ttl, HaSettings::DEFAULT_LEASE_TTL);
+            assert_eq!(ha.name, "cwp-a");
+        }
+        #[cfg(not(feature = "ha"))]
+        {
+            let e = result.unwrap_err();
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert!(e.to_string().contains("no HA support"), "{e}");
+        }
+    }
+
+    #[cfg(feature = "ha")]
+    #[test]
+    fn check_reports_the_section_without_secrets() {
+        let s = HaSettings {
+            etcd: vec!["https://10.0.0.5:2379/".into()],
+            election: "/cwp/prod".into(),
+            lease_ttl: Duration::from_secs(10),
+            name: "cwp-a".into(),
+            ca_file: Some("/etc/ca.pem".into()),
+            cert_file: None,
+            key_file: None,
+            username: Some("cwp".into()),
+            password_file: Some("%d/etcd-password".into()),
+        };
+        assert_eq!(
+            s.summary(),
+            "etcd https://10.0.0.5:2379/, election /cwp/prod, lease_ttl 10s, name cwp-a, tls ca \
+             /etc/ca.pem, user cwp (password from %d/etcd-password)"
+        );
+    }
+}
