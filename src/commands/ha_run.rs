@@ -52,6 +52,8 @@ use super::run::{self, Deposed, Ended, Leading, Prepared, STATUS_EVERY, Term, no
 const LAST_PUSH_WITHIN: Duration = Duration::from_secs(10);
 /// How long resigning may take (etcd away: the lease then expires on its own).
 const RESIGN_WITHIN: Duration = Duration::from_secs(5);
+/// How long a stopped standby waits for its campaign to revoke its lease.
+const REVOKE_WITHIN: Duration = Duration::from_secs(3);
 /// How often a standby asks etcd who leads, for `STATUS=` and `/healthz`.
 const LEADER_LOOKUP_EVERY: Duration = Duration::from_secs(2);
 
@@ -348,10 +350,9 @@ impl Standby {
         loop {
             let settings = self.settings.clone();
             let connected = self
-                .alive_until(
-                    shutdown,
-                    async move { Coordinator::connect(&settings).await },
-                )
+                .alive_until(Some(shutdown), async move {
+                    Coordinator::connect(&settings).await
+                })
                 .await?;
             let coordinator = match connected {
                 Ok(coordinator) => Arc::new(coordinator),
@@ -375,11 +376,24 @@ impl Standby {
             ));
             let stop = shutdown.token();
             let campaigning = coordinator.clone();
+            // The campaign sees the stop itself and revokes its lease (so that a stopped
+            // standby's key never delays a takeover); bounded, as etcd may not answer.
             let campaign = self
-                .alive_until(shutdown, async move { campaigning.campaign(&stop).await })
+                .alive_until(None, async move {
+                    tokio::select! {
+                        campaigned = campaigning.campaign(&stop) => campaigned,
+                        () = async {
+                            stop.cancelled().await;
+                            tokio::time::sleep(REVOKE_WITHIN).await;
+                        } => Ok(None),
+                    }
+                })
                 .await;
             looking.cancel();
-            match campaign? {
+            let Some(campaign) = campaign else {
+                return None;
+            };
+            match campaign {
                 Ok(Some(leadership)) => return Some((coordinator, leadership)),
                 // The stop.
                 Ok(None) => return None,
@@ -411,14 +425,16 @@ impl Standby {
             wait.as_millis()
         )));
         notify(&[NotifyState::Status(&self.line())]);
-        self.alive_until(shutdown, tokio::time::sleep(wait)).await
+        self.alive_until(Some(shutdown), tokio::time::sleep(wait))
+            .await
     }
 
     /// Runs `work` while keeping the standby alive for systemd (`STATUS=`, `WATCHDOG=1`) and
-    /// acknowledging SIGHUP; `None` when the daemon stops first.
+    /// acknowledging SIGHUP; `None` when `shutdown` (if given: else `work` sees the stop
+    /// itself) stops the daemon first.
     async fn alive_until<T>(
         &mut self,
-        shutdown: &Shutdown,
+        shutdown: Option<&Shutdown>,
         work: impl Future<Output = T>,
     ) -> Option<T> {
         let watchdog = sd_notify::watchdog_enabled();
@@ -433,9 +449,15 @@ impl Standby {
                     None => std::future::pending().await,
                 }
             };
+            let stopped = async {
+                match shutdown {
+                    Some(shutdown) => shutdown.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return None,
+                () = stopped => return None,
                 done = &mut work => return Some(done),
                 _ = hup => {
                     match NotifyState::monotonic_usec_now() {
