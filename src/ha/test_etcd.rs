@@ -8,6 +8,9 @@
 
 #![allow(dead_code)] // each user (lib tests, the bench) uses a part
 
+// Its own test is in `crate::ha::replicate`'s tests (a test module here would be compiled,
+// unused, into the bench).
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -175,25 +178,4 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn starts_answers_stops_and_starts_again_with_its_data() {
-        let mut etcd = TestEtcd::new().await;
-        let mut client = etcd.client().await;
-        client.put("k", "v", None).await.unwrap();
-        etcd.stop();
-        assert!(
-            client.get("k", None).await.is_err(),
-            "a stopped etcd must not answer"
-        );
-        etcd.start().await;
-        let mut client = etcd.client().await;
-        let got = client.get("k", None).await.unwrap();
-        assert_eq!(got.kvs()[0].value(), b"v");
-    }
 }

@@ -1,0 +1,492 @@
+//! The state files replicated to etcd while leader, and restored on a new leader.
+//!
+//! What: the files of `state_dir` that hold state ([`files::classify`]: statuses, inventories,
+//! discovery, each sink's outbox and its journals), never temp files, `*.damaged-*` files,
+//! probes or links. How: each file cut into content-defined chunks stored under their SHA-256
+//! (`P/state/chunk/<hex>`), and one root manifest (`P/state/manifest`) listing the files and
+//! their chunks ([`manifest`], [`store`] has the key layout). A push:
+//! 1. reads the files in the save barrier's order ([`files`]: the state before the outboxes),
+//!    skipping those whose inode, length and times did not move, and hashing the others (a
+//!    file saved again with the same content costs nothing);
+//! 2. writes the chunks etcd does not hold yet (several per txn, under etcd's limits);
+//! 3. writes the manifest in one txn when it differs from the one in etcd: a reader sees the
+//!    old or the new complete snapshot;
+//! 4. deletes the chunks no manifest refers to any more.
+//!
+//! Every write is a txn that applies only while the leader's election key is still bound to
+//! its lease ([`Guard`]): a deposed leader cannot overwrite its successor's state, and finds
+//! out ([`HaError::NotLeader`]). Keys are not attached to the lease, so the state outlives a
+//! dead leader.
+//!
+//! What a takeover can repeat: the replicated snapshot is at most [`REPLICATE_EVERY`] (plus
+//! one push's time) older than the dead leader's disk, so events it emitted in that last
+//! interval are emitted again by the new leader (never lost: the outbox in the snapshot is
+//! never older than its state), and outbox records it had sent but not yet marked delivered
+//! in the snapshot are sent again.
+//!
+//! The rooms: `files.rs` names, orders and opens the local files; `manifest.rs` is the
+//! manifest and the chunker (pure); `store.rs` the etcd requests; here the push, its loop and
+//! the restore.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Fence, Guard, HaError};
+
+mod files;
+mod manifest;
+mod store;
+
+use files::{Kind, OpenError, Stamp};
+use manifest::{Digest, FileEntry, Manifest, sha256};
+use store::Keys;
+
+/// At most this often, changes are pushed (the bound on what a takeover can repeat).
+pub const REPLICATE_EVERY: Duration = Duration::from_secs(1);
+
+/// Every this many pushes the chunks in etcd are listed again, so that a chunk removed behind
+/// the leader's back (an operator, a restore from backup) is written again.
+const RELIST_EVERY: u32 = 600;
+
+/// Pushes what changed in `state_dir`.
+pub struct Replicator {
+    client: etcd_client::Client,
+    keys: Keys,
+    guard: Guard,
+    dir: PathBuf,
+    /// The files as last pushed (or found equal to etcd's), with the stamps they had then.
+    pushed: HashMap<String, Pushed>,
+    /// The chunks etcd holds, as far as this process knows; `None` until listed.
+    in_etcd: Option<HashSet<Digest>>,
+    /// The files etcd's manifest lists, when known (`None` after a manifest write whose
+    /// outcome is unknown: it is written again).
+    in_manifest: Option<Vec<FileEntry>>,
+    /// Pushes since the last listing.
+    since_listing: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Pushed {
+    stamp: Stamp,
+    entry: FileEntry,
+}
+
+/// One push.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Files that changed (new, changed or gone).
+    pub files: usize,
+    /// Chunks written.
+    pub chunks: usize,
+    /// Bytes written to etcd (keys and values, deleted keys included).
+    pub bytes: u64,
+    /// Chunks deleted (no manifest refers to them any more).
+    pub deleted: usize,
+}
+
+/// What [`restore`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Files written into `state_dir`.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether etcd held a replicated state at all (`false`: the first leader ever, nothing
+    /// was changed).
+    pub found: bool,
+    /// Replicated files of `state_dir` that the replica does not list, removed (a stale
+    /// outbox would send again what the old leader delivered).
+    pub removed: usize,
+    /// When the replica was pushed (the old leader's clock).
+    pub pushed_at: Option<SystemTime>,
+}
+
+/// What one scan of `state_dir` found.
+struct Scan {
+    /// The files in read order, with their stamps.
+    files: Vec<(FileEntry, Stamp)>,
+    /// Chunks etcd does not hold yet.
+    new_chunks: Vec<(Digest, Vec<u8>)>,
+}
+
+/// Reads the replicated files of `dir` in order: a file whose stamp did not move since
+/// `pushed` is taken as it was, one whose content hashes the same keeps its chunks; the
+/// others are chunked, and their chunks not in `in_etcd` returned with their bytes. Blocking.
+fn scan(
+    dir: &Path,
+    pushed: &HashMap<String, Pushed>,
+    in_etcd: &HashSet<Digest>,
+) -> Result<Scan, HaError> {
+    let names = files::list(dir)
+        .map_err(|e| HaError::Local(format!("{}: {e}", crate::state::shown(dir))))?;
+    let held = |e: &FileEntry| e.chunks.iter().all(|c| in_etcd.contains(c));
+    let mut out = Scan {
+        files: Vec::with_capacity(names.len()),
+        new_chunks: Vec::new(),
+    };
+    let mut queued = HashSet::new();
+    for (name, kind) in names {
+        let opened = match files::open(dir, &name, kind) {
+            Ok(opened) => opened,
+            Err(OpenError::Gone) => continue,
+            Err(OpenError::Refused(why)) => return Err(HaError::Local(why)),
+        };
+        let stamp = opened.stamp;
+        let before = pushed.get(&name).filter(|p| held(&p.entry));
+        if let Some(p) = before.filter(|p| p.stamp == stamp) {
+            out.files.push((p.entry.clone(), stamp));
+            continue;
+        }
+        let bytes = opened.read(dir, &name, kind).map_err(HaError::Local)?;
+        let digest = sha256(&bytes);
+        if let Some(p) = before.filter(|p| p.entry.sha256 == digest) {
+            out.files.push((p.entry.clone(), stamp));
+            continue;
+        }
+        let mut chunks = Vec::new();
+        for piece in manifest::chunks(&bytes) {
+            let d = sha256(piece);
+            chunks.push(d);
+            if !in_etcd.contains(&d) && queued.insert(d) {
+                out.new_chunks.push((d, piece.to_vec()));
+            }
+        }
+        let entry = FileEntry {
+            name,
+            kind,
+            len: bytes.len() as u64,
+            sha256: digest,
+            chunks,
+        };
+        out.files.push((entry, stamp));
+    }
+    Ok(out)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Replicator {
+    /// Replicates `state_dir` under the deployment `prefix`, guarded by `guard`.
+    pub fn new(client: etcd_client::Client, prefix: &str, guard: Guard, state_dir: &Path) -> Self {
+        Replicator {
+            client,
+            keys: Keys::new(prefix),
+            guard,
+            dir: state_dir.to_path_buf(),
+            pushed: HashMap::new(),
+            in_etcd: None,
+            in_manifest: None,
+            since_listing: 0,
+        }
+    }
+
+    /// Pushes what changed since the last push. The first push (and one every
+    /// [`RELIST_EVERY`]) lists what etcd holds first: after a takeover the restored state's
+    /// chunks and manifest are there already, and are not written again.
+    pub async fn push(&mut self) -> Result<PushReport, HaError> {
+        if self.in_etcd.is_none() || self.since_listing >= RELIST_EVERY {
+            let chunks = store::list_chunks(&mut self.client, &self.keys).await?;
+            // A manifest this build cannot read is simply written over.
+            self.in_manifest = store::get_manifest(&mut self.client, &self.keys)
+                .await?
+                .and_then(|bytes| Manifest::parse(&bytes).ok())
+                .map(|m| m.files);
+            self.in_etcd = Some(chunks);
+            self.since_listing = 0;
+        }
+        self.since_listing = self.since_listing.saturating_add(1);
+        let in_etcd = self.in_etcd.get_or_insert_with(HashSet::new);
+
+        let (dir, pushed, known) = (self.dir.clone(), self.pushed.clone(), in_etcd.clone());
+        let scan = tokio::task::spawn_blocking(move || scan(&dir, &pushed, &known))
+            .await
+            .map_err(|e| HaError::Local(format!("reading state_dir: {e}")))??;
+
+        let mut report = PushReport {
+            chunks: scan.new_chunks.len(),
+            ..PushReport::default()
+        };
+        // Changed against etcd's manifest when it is known, else against the last push.
+        let before: HashMap<&str, &Digest> = match &self.in_manifest {
+            Some(files) => files.iter().map(|f| (f.name.as_str(), &f.sha256)).collect(),
+            None => (self.pushed.values())
+                .map(|p| (p.entry.name.as_str(), &p.entry.sha256))
+                .collect(),
+        };
+        let names: HashSet<&str> = scan.files.iter().map(|(f, _)| f.name.as_str()).collect();
+        report.files = (scan.files.iter())
+            .filter(|(f, _)| before.get(f.name.as_str()) != Some(&&f.sha256))
+            .count()
+            + before.keys().filter(|n| !names.contains(*n)).count();
+
+        // 1. The chunks, before the manifest that refers to them.
+        report.bytes = store::put_chunks(
+            &mut self.client,
+            &self.guard,
+            &self.keys,
+            scan.new_chunks,
+            &mut |done| in_etcd.extend(done.iter().copied()),
+        )
+        .await?;
+
+        // 2. The manifest, in one txn, when it differs from etcd's.
+        let files: Vec<FileEntry> = scan.files.iter().map(|(f, _)| f.clone()).collect();
+        if self.in_manifest.as_ref() != Some(&files) {
+            let manifest = Manifest {
+                pushed_at_ms: unix_ms(SystemTime::now()),
+                files,
+            };
+            let bytes = manifest.encode().map_err(HaError::Local)?;
+            let key = self.keys.manifest().to_owned();
+            let sent = (key.len() + bytes.len()) as u64;
+            // Unknown until etcd answers (a timeout may still have applied it).
+            self.in_manifest = None;
+            let put = etcd_client::TxnOp::put(key, bytes, None);
+            store::guarded(
+                &mut self.client,
+                &self.guard,
+                "writing the manifest",
+                vec![put],
+            )
+            .await?;
+            report.bytes = report.bytes.saturating_add(sent);
+            self.in_manifest = Some(manifest.files);
+        }
+        self.pushed = scan
+            .files
+            .into_iter()
+            .map(|(entry, stamp)| (entry.name.clone(), Pushed { stamp, entry }))
+            .collect();
+
+        // 3. The chunks etcd's manifest (known: written or read above) no longer refers to.
+        let referenced: HashSet<&Digest> = self
+            .pushed
+            .values()
+            .flat_map(|p| p.entry.chunks.iter())
+            .collect();
+        let gone: Vec<Digest> = in_etcd
+            .iter()
+            .filter(|d| !referenced.contains(d))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            report.deleted = gone.len();
+            let sent = store::delete_chunks(
+                &mut self.client,
+                &self.guard,
+                &self.keys,
+                gone,
+                &mut |done| {
+                    for d in done {
+                        in_etcd.remove(d);
+                    }
+                },
+            )
+            .await?;
+            report.bytes = report.bytes.saturating_add(sent);
+        }
+        Ok(report)
+    }
+
+    /// Every [`REPLICATE_EVERY`] while `fence` is open, until `stop`; one last push then
+    /// (guarded as every push: it applies only while this process still leads). Errors are
+    /// logged with their codes (once until they change) and retried at the next tick; the
+    /// loop ends when a guarded write finds that this process no longer leads. Await it
+    /// before resigning: the last push needs the leadership.
+    pub async fn run(self, fence: Fence, stop: CancellationToken) {
+        self.run_while(move || fence.may_send(), stop).await;
+    }
+
+    /// [`Replicator::run`] with the fence as a function (tests).
+    async fn run_while(mut self, open: impl Fn() -> bool, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(REPLICATE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if open() && !self.push_logged(&mut failing).await {
+                return;
+            }
+        }
+        // The engines have stopped and saved: their last state goes to etcd.
+        self.push_logged(&mut failing).await;
+    }
+
+    /// One push, its outcome logged; `false` when this process no longer leads.
+    async fn push_logged(&mut self, failing: &mut Option<String>) -> bool {
+        match self.push().await {
+            Ok(r) => {
+                if failing.take().is_some() {
+                    tracing::info!("state replication to etcd works again");
+                }
+                if r.bytes > 0 {
+                    tracing::debug!(
+                        files = r.files,
+                        chunks = r.chunks,
+                        deleted = r.deleted,
+                        bytes = r.bytes,
+                        "state replicated to etcd"
+                    );
+                }
+                true
+            }
+            Err(e @ HaError::NotLeader) => {
+                tracing::warn!(
+                    error_code = e.code(),
+                    "state replication stops: a guarded write found that this process no \
+                     longer leads"
+                );
+                false
+            }
+            Err(e) => {
+                let said = e.to_string();
+                if failing.as_deref() != Some(said.as_str()) {
+                    tracing::error!(
+                        error_code = e.code(),
+                        "cannot replicate the state to etcd ({said}); retried every {}s, a \
+                         takeover now would repeat what changed since the last push",
+                        REPLICATE_EVERY.as_secs()
+                    );
+                }
+                *failing = Some(said);
+                true
+            }
+        }
+    }
+}
+
+/// Writes the replicated state of `prefix` into `state_dir` (before the engines start).
+///
+/// Everything is read and checked first (the manifest's fields, each chunk's hash, each
+/// file's length and hash): a damaged replica is [`HaError::Replica`] and nothing is written.
+/// Then, as the engine orders its own writes (an outbox durable before the state that relies
+/// on it): the outbox files the replica does not list are removed, its outbox files written,
+/// its state files written, and the other state files it does not list removed. Each file is
+/// written atomically and private ([`crate::state::StateFile`]). Files of other names are
+/// left alone. No replica in etcd (the first leader ever): nothing changes.
+pub async fn restore(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    state_dir: &Path,
+) -> Result<RestoreReport, HaError> {
+    let keys = Keys::new(prefix);
+    let Some(bytes) = store::get_manifest(client, &keys).await? else {
+        return Ok(RestoreReport::default());
+    };
+    let manifest = Manifest::parse(&bytes)
+        .map_err(|e| HaError::Replica(format!("{}: {e}", keys.manifest())))?;
+    let mut uses: HashMap<Digest, usize> = HashMap::new();
+    let mut wanted = Vec::new();
+    for d in manifest.files.iter().flat_map(|f| f.chunks.iter()) {
+        let n = uses.entry(*d).or_insert(0);
+        if *n == 0 {
+            wanted.push(*d);
+        }
+        *n += 1;
+    }
+    let mut chunks = store::get_chunks(client, &keys, wanted).await?;
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for f in manifest.files {
+        let shown = crate::events::printable(&f.name);
+        // The chunks were checked against their names; their lengths against the file's
+        // before anything is allocated for it.
+        let len: u64 = f
+            .chunks
+            .iter()
+            .map(|d| chunks.get(d).map_or(0, |c| c.len() as u64))
+            .sum();
+        if len != f.len {
+            return Err(HaError::Replica(format!(
+                "{shown}: its chunks hold {len} bytes, the manifest says {}",
+                f.len
+            )));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        for d in &f.chunks {
+            // Each chunk's last use takes it out of the map: no second copy of the state.
+            let n = uses.get_mut(d).map(|n| {
+                *n -= 1;
+                *n
+            });
+            match (n, chunks.get(d)) {
+                (Some(0), _) => bytes.extend(chunks.remove(d).unwrap_or_default()),
+                (_, Some(c)) => bytes.extend_from_slice(c),
+                (_, None) => {}
+            }
+        }
+        if sha256(&bytes) != f.sha256 {
+            return Err(HaError::Replica(format!(
+                "{shown}: its content does not match the manifest's hash"
+            )));
+        }
+        files.push((f.name, f.kind, bytes));
+    }
+    let dir = state_dir.to_path_buf();
+    let mut report = tokio::task::spawn_blocking(move || write_files(&dir, files))
+        .await
+        .map_err(|e| HaError::Local(format!("writing the restored state: {e}")))??;
+    report.pushed_at = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(manifest.pushed_at_ms));
+    Ok(report)
+}
+
+/// Writes the checked `files` into `dir` and removes the replicated files it does not list,
+/// outboxes first (see [`restore`]). Blocking.
+fn write_files(dir: &Path, files: Vec<(String, Kind, Vec<u8>)>) -> Result<RestoreReport, HaError> {
+    let mut report = RestoreReport {
+        found: true,
+        ..RestoreReport::default()
+    };
+    let listed: HashSet<String> = files.iter().map(|(n, _, _)| n.clone()).collect();
+    let stale: Vec<(String, Kind)> = files::list(dir)
+        .map_err(|e| HaError::Local(format!("{}: {e}", crate::state::shown(dir))))?
+        .into_iter()
+        .filter(|(n, _)| !listed.contains(n))
+        .collect();
+    let remove = |name: &str| {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(1),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(HaError::Local(format!(
+                "{}: cannot remove this file, which the replicated state does not hold \
+                 ({e}); remove it by hand",
+                crate::state::shown(&path)
+            ))),
+        }
+    };
+    let file = crate::state::StateFile::in_dir(dir);
+    for outboxes in [true, false] {
+        if outboxes {
+            for (name, _) in stale.iter().filter(|(_, k)| k.is_outbox()) {
+                report.removed += remove(name)?;
+            }
+        }
+        for (name, _, bytes) in files.iter().filter(|(_, k, _)| k.is_outbox() == outboxes) {
+            file.sibling(name)
+                .write(bytes)
+                .map_err(|e| HaError::Local(e.to_string()))?;
+            report.files += 1;
+            report.bytes = report.bytes.saturating_add(bytes.len() as u64);
+        }
+        if !outboxes {
+            for (name, _) in stale.iter().filter(|(_, k)| !k.is_outbox()) {
+                report.removed += remove(name)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;
