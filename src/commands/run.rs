@@ -379,12 +379,12 @@ pub(super) async fn lead(
                 if now != proven {
                     proven = now;
                     if proven {
-                        tracing::info!("leadership proven again (etcd answers): polling resumes");
+                        tracing::info!("fence open again (a lease renewal was answered): polling resumes");
                     } else {
                         tracing::warn!(
-                            "cannot prove leadership (etcd unreachable or not renewing the \
-                             lease): not polling until it can; the standbys take over if this \
-                             lasts beyond the lease"
+                            "fence closed: cannot prove leadership, not polling until a lease \
+                             renewal is answered; a standby takes over if this lasts beyond \
+                             the lease"
                         );
                     }
                     notify(&[NotifyState::Status(&status_line(&accounts, fence.as_ref()))]);

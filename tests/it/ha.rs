@@ -209,13 +209,20 @@ impl Node {
         Instant::now()
     }
 
-    /// Waits for a log line whose message contains `text`; returns when it was seen.
+    /// Waits for a log line whose message contains `text`, beyond those already there;
+    /// returns when it was seen.
     async fn said(&mut self, text: &str) -> Instant {
+        let says = |e: &[Value]| {
+            e.iter()
+                .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+                .count()
+        };
+        let before = {
+            let lines = self.process().lines();
+            lines.iter().filter(|l| l.contains(text)).count()
+        };
         self.process()
-            .wait_for(&format!("`{text}`"), WAIT, |e| {
-                e.iter()
-                    .any(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
-            })
+            .wait_for(&format!("`{text}`"), WAIT, |e| says(e) > before)
             .await;
         Instant::now()
     }
@@ -450,7 +457,7 @@ async fn etcd_away_the_leader_says_it_cannot_prove_leadership_sends_nothing_and_
     // answers again.
     let down = Instant::now();
     etcd.stop();
-    let fenced = a.said("cannot prove leadership").await;
+    let fenced = a.said("fence closed: cannot prove leadership").await;
     println!(
         "etcd down: a stopped polling {:?} after etcd went away",
         fenced - down
@@ -473,8 +480,11 @@ async fn etcd_away_the_leader_says_it_cannot_prove_leadership_sends_nothing_and_
         })
         .await;
     assert!(seen, "{:?}", notify.received());
-    let resumed = a.said("leadership proven again").await;
-    println!("etcd back: a resumed {:?} after etcd restarted", resumed - quiet);
+    let resumed = a.said("fence open again").await;
+    println!(
+        "etcd back: a resumed {:?} after etcd restarted",
+        resumed - quiet
+    );
     a.api
         .wait_for_sends(2 * AGENTS, "a polling after etcd came back")
         .await;
@@ -495,7 +505,11 @@ async fn a_leader_cut_off_from_etcd_stops_sending_the_standby_takes_over_and_it_
     let etcd = TestEtcd::new().await;
     let sim = start_scenario(&steady(AGENTS, "COMPLETE")).await;
     let election = election("partition");
-    let etcd_addr: SocketAddr = etcd.endpoint().trim_start_matches("http://").parse().unwrap();
+    let etcd_addr: SocketAddr = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
     let link = Proxy::start(etcd_addr).await;
     let mut a = Node::new("a", &sim, &link.url(), &election).await;
     let mut b = Node::new("b", &sim, &etcd.endpoint(), &election).await;
@@ -504,7 +518,7 @@ async fn a_leader_cut_off_from_etcd_stops_sending_the_standby_takes_over_and_it_
 
     let cut = Instant::now();
     link.cut();
-    let fenced = a.said("cannot prove leadership").await;
+    let fenced = a.said("fence closed: cannot prove leadership").await;
     let elected = b.elected().await;
     println!(
         "partition: a stopped polling {:?} after the cut, b leads {:?} after it (ttl {TTL:?})",
