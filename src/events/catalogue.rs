@@ -526,7 +526,9 @@ impl Event {
                 ..
             } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
             Event::LeaderElected { name, election } => {
-                format!("{name} leads {election}: restoring the replicated state, then polling")
+                format!(
+                    "{name} leads {election}: polling from the state its predecessor replicated"
+                )
             }
             Event::LeadershipLost {
                 name,
