@@ -390,10 +390,7 @@ impl Standby {
                 })
                 .await;
             looking.cancel();
-            let Some(campaign) = campaign else {
-                return None;
-            };
-            match campaign {
+            match campaign? {
                 Ok(Some(leadership)) => return Some((coordinator, leadership)),
                 // The stop.
                 Ok(None) => return None,
