@@ -227,6 +227,16 @@ impl Node {
         Instant::now()
     }
 
+    /// Waits for a log line whose message contains `text`, including those already there.
+    async fn has_said(&mut self, text: &str) {
+        self.process()
+            .wait_for(&format!("`{text}`"), WAIT, |e| {
+                e.iter()
+                    .any(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
+            })
+            .await;
+    }
+
     fn events(&self, event: &str) -> Vec<Value> {
         self.process.as_ref().expect("started").named(event)
     }
@@ -322,7 +332,7 @@ async fn leader_and_standby(a: &mut Node, b: &mut Node) {
     a.elected().await;
     a.gauge_is(1.0).await;
     b.start(&[]);
-    b.said("standby: waiting for leadership").await;
+    b.has_said("standby: waiting for leadership").await;
     b.gauge_is(0.0).await;
     let deadline = Instant::now() + WAIT;
     loop {
@@ -439,7 +449,7 @@ async fn etcd_away_the_leader_says_it_cannot_prove_leadership_sends_nothing_and_
     a.start(&[("NOTIFY_SOCKET", notify.path())]);
     a.elected().await;
     b.start(&[]);
-    b.said("standby: waiting for leadership").await;
+    b.has_said("standby: waiting for leadership").await;
     a.api.wait_for_sends(2 * AGENTS, "a polling").await;
 
     // Shorter than the TTL: a keeps leading, b stays a standby.
@@ -577,12 +587,56 @@ async fn sigterm_to_a_standby_is_a_clean_stop_and_to_the_leader_a_handover_at_on
     // A standby stops at once, cleanly.
     let mut c = Node::new("c", &sim, &etcd.endpoint(), &election).await;
     c.start(&[]);
-    c.said("standby: waiting for leadership").await;
+    c.has_said("standby: waiting for leadership").await;
     let out = c.process.take().unwrap().stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(c.api.sent(), 0);
     assert_quota_kept(&sim, "handover");
     let out = b.process.take().unwrap().stop().await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_without_etcd_is_ready_says_why_feeds_the_watchdog_and_leads_once_etcd_answers() {
+    let mut etcd = TestEtcd::new().await;
+    etcd.stop();
+    let sim = start_scenario(&steady(AGENTS, "COMPLETE")).await;
+    let mut a = Node::new("a", &sim, &etcd.endpoint(), &election("no-etcd")).await;
+    let mut notify = NotifySocket::bind(a.app.path());
+    a.start(&[
+        ("NOTIFY_SOCKET", notify.path()),
+        ("WATCHDOG_USEC", "2000000"),
+    ]);
+    // Ready at once as a standby, and fed the watchdog while it waits for etcd.
+    let ready = notify
+        .wait_for(WAIT, |r| {
+            r.iter().any(|m| {
+                m.lines().any(|l| l == "READY=1")
+                    && m.contains(
+                        "STATUS=standby: waiting for leadership of \
+                                   /cwp-portwatch-test/no-etcd/leader as a",
+                    )
+            }) && r.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+        })
+        .await;
+    assert!(ready, "{:?}", notify.received());
+    a.has_said("etcd unreachable").await;
+    a.gauge_is(0.0).await;
+    let health = http_get(&a.metrics, "/healthz").await.unwrap_or_default();
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("ok: standby"),
+        "{health}"
+    );
+    assert_eq!(a.api.sent(), 0);
+
+    let up = Instant::now();
+    etcd.start().await;
+    let elected = a.elected().await;
+    println!("etcd up: a leads {:?} after etcd started", elected - up);
+    a.gauge_is(1.0).await;
+    a.api.wait_for_sends(AGENTS, "a polling").await;
+    let out = a.process.take().unwrap().stop().await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sim.shutdown().await;
 }
