@@ -143,10 +143,20 @@ pub(super) async fn run(
             }
         });
         let mut client = coordinator.client();
-        let restored = tokio::select! {
-            lost = deposed.as_mut() => Err(Some(lost)),
-            _ = shutdown.cancelled() => Err(None),
-            () = restore(&mut client, &ha.election, &settings.state_dir) => Ok(()),
+        let restored = {
+            let mut restoring =
+                std::pin::pin!(restore(&mut client, &ha.election, &settings.state_dir));
+            // READY=1 was sent as a standby: the watchdog is fed while a large state is
+            // written.
+            let mut ticker = tokio::time::interval(watchdog_tick());
+            loop {
+                tokio::select! {
+                    lost = deposed.as_mut() => break Err(Some(lost)),
+                    _ = shutdown.cancelled() => break Err(None),
+                    () = &mut restoring => break Ok(()),
+                    _ = ticker.tick() => notify(&[NotifyState::Watchdog]),
+                }
+            }
         };
         match restored {
             Err(Some(lost)) => {
@@ -156,9 +166,15 @@ pub(super) async fn run(
                     holder: lost.holder,
                     reason: lost.reason,
                 });
+                notify(&[NotifyState::Stopping]);
+                shutdown.finish(shutdown::GRACE).await;
                 Ok(Ended::Deposed)
             }
-            Err(None) => Ok(Ended::Stopped),
+            Err(None) => {
+                notify(&[NotifyState::Stopping]);
+                shutdown.finish(shutdown::GRACE).await;
+                Ok(Ended::Stopped)
+            }
             Ok(()) => {
                 let replicator = Replicator::new(
                     coordinator.client(),
@@ -266,6 +282,12 @@ async fn restore(client: &mut etcd_client::Client, prefix: &str, state_dir: &Pat
             }
         }
     }
+}
+
+/// How often `STATUS=` and `WATCHDOG=1` go out: every half of `WatchdogSec`, at most
+/// [`STATUS_EVERY`].
+fn watchdog_tick() -> Duration {
+    sd_notify::watchdog_enabled().map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY))
 }
 
 /// Wait after the `attempt`-th failed etcd call: 0.5 s doubling to 8 s (a standby must
@@ -435,8 +457,7 @@ impl Standby {
         work: impl Future<Output = T>,
     ) -> Option<T> {
         let watchdog = sd_notify::watchdog_enabled();
-        let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
-        let mut ticker = tokio::time::interval(tick);
+        let mut ticker = tokio::time::interval(watchdog_tick());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut work = std::pin::pin!(work);
         loop {
