@@ -48,11 +48,7 @@ impl HaSettings {
 
     /// The section in one line, for `check` (paths shown escaped, never a file's content).
     pub fn summary(&self) -> String {
-        let shown = |p: &Option<PathBuf>| {
-            p.as_deref()
-                .map(|p| crate::state::shown(p))
-                .unwrap_or_default()
-        };
+        let shown = |p: &Option<PathBuf>| p.as_deref().map(crate::state::shown).unwrap_or_default();
         let tls = match (&self.ca_file, &self.cert_file) {
             (None, None) => String::new(),
             (ca, None) => format!(", tls ca {}", shown(ca)),

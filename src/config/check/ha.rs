@@ -335,6 +335,9 @@ impl Check<'_> {
 
 #[cfg(test)]
 mod tests {
+    // Some are for the tests of a build with the `ha` feature only.
+    #![cfg_attr(not(feature = "ha"), allow(unused_imports))]
+
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 

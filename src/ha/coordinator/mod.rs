@@ -24,6 +24,8 @@ mod connect;
 mod renew;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,6 +121,7 @@ impl Coordinator {
                 }
             };
             self.health.ok();
+            backoff = FIRST_BACKOFF;
             let lease = grant.id();
             let granted = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0));
             let fence = Fence::closed();
