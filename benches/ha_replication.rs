@@ -171,9 +171,10 @@ async fn main() {
     let first = leader.push().await.expect("first push");
     let first_time = t.elapsed();
     println!(
-        "first full push: {} in {} chunks, {} files, {:.2} s",
+        "first full push: {} in {} chunks and {} list pieces, {} files, {:.2} s",
         mb(first.bytes),
         first.chunks,
+        first.lists,
         first.files,
         first_time.as_secs_f64()
     );
@@ -242,6 +243,7 @@ async fn main() {
         slowest = slowest.max(took);
         minute.files += r.files;
         minute.chunks += r.chunks;
+        minute.lists += r.lists;
         minute.deleted += r.deleted;
         minute.bytes += r.bytes;
     }
@@ -252,9 +254,11 @@ async fn main() {
          the outbox and journal:"
     );
     println!(
-        "  bytes to etcd per minute: {} ({} chunks written, {} deleted, {} file versions)",
+        "  bytes to etcd per minute: {} ({} chunks and {} list pieces written, {} deleted, {} \
+         file versions)",
         mb(minute.bytes),
         minute.chunks,
+        minute.lists,
         minute.deleted,
         minute.files
     );

@@ -214,7 +214,8 @@ pub(super) fn open(dir: &Path, name: &str, kind: Kind) -> Result<Opened, OpenErr
     Ok(Opened { file, stamp })
 }
 
-fn too_large(shown: &str, kind: Kind) -> String {
+/// The error for a file larger than `kind`'s cap.
+pub(super) fn too_large(shown: &str, kind: Kind) -> String {
     format!(
         "{shown}: larger than {} MiB, the most its reader accepts: not replicated; it is \
          refused at start too, move it away",
@@ -223,19 +224,10 @@ fn too_large(shown: &str, kind: Kind) -> String {
 }
 
 impl Opened {
-    /// The whole content, at most `kind`'s cap (the file may have grown since it was opened:
-    /// a journal being appended to).
-    pub(super) fn read(self, dir: &Path, name: &str, kind: Kind) -> Result<Vec<u8>, String> {
-        let path = dir.join(name);
-        let mut bytes = Vec::new();
-        self.file
-            .take(kind.cap().saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("{}: {e}", crate::state::shown(&path)))?;
-        if bytes.len() as u64 > kind.cap() {
-            return Err(too_large(&crate::state::shown(&path), kind));
-        }
-        Ok(bytes)
+    /// Its content, read up to one byte past `kind`'s cap (the file may have grown since it
+    /// was opened: a journal being appended to; the reader counts and refuses that byte).
+    pub(super) fn reader(self, kind: Kind) -> impl Read {
+        self.file.take(kind.cap().saturating_add(1))
     }
 }
 

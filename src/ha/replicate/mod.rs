@@ -3,12 +3,14 @@
 //! What: the files of `state_dir` that hold state ([`files::classify`]: statuses, inventories,
 //! discovery, each sink's outbox and its journals), never temp files, `*.damaged-*` files,
 //! probes or links. How: each file cut into content-defined chunks stored under their SHA-256
-//! (`P/state/chunk/<hex>`), and one root manifest (`P/state/manifest`) listing the files and
-//! their chunks ([`manifest`], [`store`] has the key layout). A push:
+//! (`P/state/chunk/<hex>`), each file's chunk list cut the same way into list pieces stored as
+//! chunks too, and one root manifest (`P/state/manifest`) naming the files and their list
+//! pieces ([`manifest`] says why two levels; [`store`] has the key layout). A push:
 //! 1. reads the files in the save barrier's order ([`files`]: the state before the outboxes),
 //!    skipping those whose inode, length and times did not move, and hashing the others (a
 //!    file saved again with the same content costs nothing);
-//! 2. writes the chunks etcd does not hold yet (several per txn, under etcd's limits);
+//! 2. writes the chunks and list pieces etcd does not hold yet (several per txn, under
+//!    etcd's limits);
 //! 3. writes the manifest in one txn when it differs from the one in etcd: a reader sees the
 //!    old or the new complete snapshot;
 //! 4. deletes the chunks no manifest refers to any more.
@@ -41,7 +43,7 @@ mod manifest;
 mod store;
 
 use files::{Kind, OpenError, Stamp};
-use manifest::{Digest, FileEntry, Manifest, sha256};
+use manifest::{Digest, FileEntry, Manifest, list_pieces, sha256};
 use store::Keys;
 
 /// At most this often, changes are pushed (the bound on what a takeover can repeat).
@@ -72,6 +74,15 @@ pub struct Replicator {
 struct Pushed {
     stamp: Stamp,
     entry: FileEntry,
+    /// Its chunks (its list pieces are in `entry`).
+    chunks: Vec<Digest>,
+}
+
+impl Pushed {
+    /// Every key it needs in etcd: its chunks and its list pieces.
+    fn needs(&self) -> impl Iterator<Item = &Digest> {
+        self.chunks.iter().chain(self.entry.lists.iter())
+    }
 }
 
 /// One push.
@@ -81,6 +92,8 @@ pub struct PushReport {
     pub files: usize,
     /// Chunks written.
     pub chunks: usize,
+    /// List pieces written (a file's chunk list, cut as the files are: see `manifest.rs`).
+    pub lists: usize,
     /// Bytes written to etcd (keys and values, deleted keys included).
     pub bytes: u64,
     /// Chunks deleted (no manifest refers to them any more).
@@ -106,10 +119,12 @@ pub struct RestoreReport {
 
 /// What one scan of `state_dir` found.
 struct Scan {
-    /// The files in read order, with their stamps.
-    files: Vec<(FileEntry, Stamp)>,
-    /// Chunks etcd does not hold yet.
+    /// The files in read order.
+    files: Vec<Pushed>,
+    /// Chunks and list pieces etcd does not hold yet.
     new_chunks: Vec<(Digest, Vec<u8>)>,
+    /// How many of them are list pieces.
+    new_lists: usize,
 }
 
 /// Reads the replicated files of `dir` in order: a file whose stamp did not move since
@@ -122,10 +137,11 @@ fn scan(
 ) -> Result<Scan, HaError> {
     let names = files::list(dir)
         .map_err(|e| HaError::Local(format!("{}: {e}", crate::state::shown(dir))))?;
-    let held = |e: &FileEntry| e.chunks.iter().all(|c| in_etcd.contains(c));
+    let held = |p: &Pushed| p.needs().all(|c| in_etcd.contains(c));
     let mut out = Scan {
         files: Vec::with_capacity(names.len()),
         new_chunks: Vec::new(),
+        new_lists: 0,
     };
     let mut queued = HashSet::new();
     for (name, kind) in names {
@@ -135,33 +151,57 @@ fn scan(
             Err(OpenError::Refused(why)) => return Err(HaError::Local(why)),
         };
         let stamp = opened.stamp;
-        let before = pushed.get(&name).filter(|p| held(&p.entry));
+        let before = pushed.get(&name).filter(|p| held(p));
         if let Some(p) = before.filter(|p| p.stamp == stamp) {
-            out.files.push((p.entry.clone(), stamp));
+            out.files.push(p.clone());
             continue;
         }
-        let bytes = opened.read(dir, &name, kind).map_err(HaError::Local)?;
-        let digest = sha256(&bytes);
-        if let Some(p) = before.filter(|p| p.entry.sha256 == digest) {
-            out.files.push((p.entry.clone(), stamp));
-            continue;
-        }
-        let mut chunks = Vec::new();
-        for piece in manifest::chunks(&bytes) {
-            let d = sha256(piece);
-            chunks.push(d);
-            if !in_etcd.contains(&d) && queued.insert(d) {
-                out.new_chunks.push((d, piece.to_vec()));
+        // Chunk by chunk: only the chunks etcd lacks are kept (a file unchanged in content
+        // has none: its chunks are all held).
+        let shown = || crate::state::shown(&dir.join(&name));
+        let mut new = |d: Digest, bytes: Vec<u8>| {
+            let new = !in_etcd.contains(&d) && queued.insert(d);
+            if new {
+                out.new_chunks.push((d, bytes));
             }
+            new
+        };
+        let (mut len, mut chunks) = (0u64, Vec::new());
+        for piece in manifest::chunks(opened.reader(kind)) {
+            let piece = piece.map_err(|e| HaError::Local(format!("{}: {e}", shown())))?;
+            len = len.saturating_add(piece.len() as u64);
+            if len > kind.cap() {
+                return Err(HaError::Local(files::too_large(&shown(), kind)));
+            }
+            let d = sha256(&piece);
+            chunks.push(d);
+            new(d, piece);
         }
+        let digest = manifest::content_digest(&chunks);
+        if let Some(p) = before.filter(|p| p.entry.chunks_sha256 == digest) {
+            out.files.push(Pushed { stamp, ..p.clone() });
+            continue;
+        }
+        let mut lists = Vec::new();
+        let mut new_lists = 0;
+        for piece in list_pieces(&chunks) {
+            let d = sha256(&piece);
+            lists.push(d);
+            new_lists += usize::from(new(d, piece));
+        }
+        out.new_lists += new_lists;
         let entry = FileEntry {
             name,
             kind,
-            len: bytes.len() as u64,
-            sha256: digest,
-            chunks,
+            len,
+            chunks_sha256: digest,
+            lists,
         };
-        out.files.push((entry, stamp));
+        out.files.push(Pushed {
+            stamp,
+            entry,
+            chunks,
+        });
     }
     Ok(out)
 }
@@ -210,19 +250,23 @@ impl Replicator {
             .map_err(|e| HaError::Local(format!("reading state_dir: {e}")))??;
 
         let mut report = PushReport {
-            chunks: scan.new_chunks.len(),
+            chunks: scan.new_chunks.len() - scan.new_lists,
+            lists: scan.new_lists,
             ..PushReport::default()
         };
         // Changed against etcd's manifest when it is known, else against the last push.
         let before: HashMap<&str, &Digest> = match &self.in_manifest {
-            Some(files) => files.iter().map(|f| (f.name.as_str(), &f.sha256)).collect(),
+            Some(files) => files
+                .iter()
+                .map(|f| (f.name.as_str(), &f.chunks_sha256))
+                .collect(),
             None => (self.pushed.values())
-                .map(|p| (p.entry.name.as_str(), &p.entry.sha256))
+                .map(|p| (p.entry.name.as_str(), &p.entry.chunks_sha256))
                 .collect(),
         };
-        let names: HashSet<&str> = scan.files.iter().map(|(f, _)| f.name.as_str()).collect();
-        report.files = (scan.files.iter())
-            .filter(|(f, _)| before.get(f.name.as_str()) != Some(&&f.sha256))
+        let names: HashSet<&str> = scan.files.iter().map(|p| p.entry.name.as_str()).collect();
+        report.files = (scan.files.iter().map(|p| &p.entry))
+            .filter(|f| before.get(f.name.as_str()) != Some(&&f.chunks_sha256))
             .count()
             + before.keys().filter(|n| !names.contains(*n)).count();
 
@@ -237,7 +281,7 @@ impl Replicator {
         .await?;
 
         // 2. The manifest, in one txn, when it differs from etcd's.
-        let files: Vec<FileEntry> = scan.files.iter().map(|(f, _)| f.clone()).collect();
+        let files: Vec<FileEntry> = scan.files.iter().map(|p| p.entry.clone()).collect();
         if self.in_manifest.as_ref() != Some(&files) {
             let manifest = Manifest {
                 pushed_at_ms: unix_ms(SystemTime::now()),
@@ -259,18 +303,12 @@ impl Replicator {
             report.bytes = report.bytes.saturating_add(sent);
             self.in_manifest = Some(manifest.files);
         }
-        self.pushed = scan
-            .files
-            .into_iter()
-            .map(|(entry, stamp)| (entry.name.clone(), Pushed { stamp, entry }))
+        self.pushed = (scan.files.into_iter())
+            .map(|p| (p.entry.name.clone(), p))
             .collect();
 
         // 3. The chunks etcd's manifest (known: written or read above) no longer refers to.
-        let referenced: HashSet<&Digest> = self
-            .pushed
-            .values()
-            .flat_map(|p| p.entry.chunks.iter())
-            .collect();
+        let referenced: HashSet<&Digest> = self.pushed.values().flat_map(Pushed::needs).collect();
         let gone: Vec<Digest> = in_etcd
             .iter()
             .filter(|d| !referenced.contains(d))
@@ -334,6 +372,7 @@ impl Replicator {
                     tracing::debug!(
                         files = r.files,
                         chunks = r.chunks,
+                        lists = r.lists,
                         deleted = r.deleted,
                         bytes = r.bytes,
                         "state replicated to etcd"
@@ -386,9 +425,47 @@ pub async fn restore(
     };
     let manifest = Manifest::parse(&bytes)
         .map_err(|e| HaError::Replica(format!("{}: {e}", keys.manifest())))?;
+    // The list pieces, then the chunks they list; each checked against its name.
+    let mut pieces: Vec<Digest> = manifest
+        .files
+        .iter()
+        .flat_map(|f| f.lists.clone())
+        .collect();
+    pieces.sort_unstable();
+    pieces.dedup();
+    let pieces = store::get_chunks(client, &keys, pieces).await?;
+    let mut lists = Vec::with_capacity(manifest.files.len());
+    for f in &manifest.files {
+        let shown = crate::events::printable(&f.name);
+        let mut chunks = Vec::new();
+        for d in &f.lists {
+            let listed = pieces
+                .get(d)
+                .and_then(|p| manifest::read_piece(p))
+                .ok_or_else(|| HaError::Replica(format!("{shown}: a damaged list piece")))?;
+            chunks.extend(listed);
+            if !manifest::check_chunks(chunks.len() as u64, f.len) && chunks.len() as u64 > f.len {
+                break; // too many already: refused below
+            }
+        }
+        if !manifest::check_chunks(chunks.len() as u64, f.len) {
+            return Err(HaError::Replica(format!(
+                "{shown}: {} chunks cannot hold its {} bytes",
+                chunks.len(),
+                f.len
+            )));
+        }
+        if manifest::content_digest(&chunks) != f.chunks_sha256 {
+            return Err(HaError::Replica(format!(
+                "{shown}: its chunk list does not match the manifest's chunks_sha256"
+            )));
+        }
+        lists.push(chunks);
+    }
+    drop(pieces);
     let mut uses: HashMap<Digest, usize> = HashMap::new();
     let mut wanted = Vec::new();
-    for d in manifest.files.iter().flat_map(|f| f.chunks.iter()) {
+    for d in lists.iter().flatten() {
         let n = uses.entry(*d).or_insert(0);
         if *n == 0 {
             wanted.push(*d);
@@ -397,12 +474,11 @@ pub async fn restore(
     }
     let mut chunks = store::get_chunks(client, &keys, wanted).await?;
     let mut files = Vec::with_capacity(manifest.files.len());
-    for f in manifest.files {
+    for (f, list) in manifest.files.into_iter().zip(lists) {
         let shown = crate::events::printable(&f.name);
         // The chunks were checked against their names; their lengths against the file's
         // before anything is allocated for it.
-        let len: u64 = f
-            .chunks
+        let len: u64 = list
             .iter()
             .map(|d| chunks.get(d).map_or(0, |c| c.len() as u64))
             .sum();
@@ -413,7 +489,7 @@ pub async fn restore(
             )));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        for d in &f.chunks {
+        for d in &list {
             // Each chunk's last use takes it out of the map: no second copy of the state.
             let n = uses.get_mut(d).map(|n| {
                 *n -= 1;
@@ -425,18 +501,14 @@ pub async fn restore(
                 (_, None) => {}
             }
         }
-        if sha256(&bytes) != f.sha256 {
-            return Err(HaError::Replica(format!(
-                "{shown}: its content does not match the manifest's hash"
-            )));
-        }
         files.push((f.name, f.kind, bytes));
     }
+    let pushed_at_ms = manifest.pushed_at_ms;
     let dir = state_dir.to_path_buf();
     let mut report = tokio::task::spawn_blocking(move || write_files(&dir, files))
         .await
         .map_err(|e| HaError::Local(format!("writing the restored state: {e}")))??;
-    report.pushed_at = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(manifest.pushed_at_ms));
+    report.pushed_at = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(pushed_at_ms));
     Ok(report)
 }
 

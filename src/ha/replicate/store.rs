@@ -5,8 +5,9 @@
 //! Keys under `P/state/` ([`crate::ha::state_prefix`]):
 //! - `P/state/manifest`: the root ([`super::manifest`]), written last in its own txn, so a
 //!   reader sees the old or the new complete snapshot;
-//! - `P/state/chunk/<sha256 hex>`: a chunk's bytes, content-addressed (written before the
-//!   manifest that refers to them, deleted after the manifest that no longer does).
+//! - `P/state/chunk/<sha256 hex>`: a chunk's bytes or a list piece (a file's chunk digests,
+//!   32 bytes each), content-addressed: written before the manifest that refers to them,
+//!   deleted after the manifest that no longer does.
 //!
 //! No key is attached to the leader's lease: the state must outlive a dead leader so that
 //! the next one can load it.
@@ -26,7 +27,7 @@ const TXN_OPS: usize = 64;
 /// Keys per page when listing the chunks.
 const LIST_PAGE: i64 = 1000;
 /// Chunks fetched at once by a restore.
-const FETCH_IN_FLIGHT: usize = 16;
+const FETCH_IN_FLIGHT: usize = 64;
 /// One request's bound: a push or restore never hangs on an etcd that stopped answering.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
