@@ -6,6 +6,12 @@
 //! before the engine drains. Start-up is [`super::startup`], each account's engine, state
 //! and discovery `account_run` (and `discovering`), the reload decision [`super::reload`],
 //! the stop [`crate::shutdown`].
+//!
+//! [`run`] is `prepare` (policy, metrics bound, `state_dir` checked) then `lead` (the
+//! accounts until a stop). With `[ha]` (`super::ha_run`) the process waits as a standby
+//! between the two, and `lead` is one leader's term: it also ends when leadership is lost
+//! (`Ended::Deposed`, exit [`EX_TEMPFAIL`]), and says in the log and `STATUS=` when the
+//! leadership's fence closes and opens.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -42,7 +48,7 @@ pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
 const FENCE_WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until SIGTERM/SIGINT (or an engine's death). With `[ha]` (feature `ha`)
-/// it first waits as a standby until it leads ([`super::ha_run`]).
+/// it first waits as a standby until it leads (`super::ha_run`).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (settings, plans) = startup::load_accounts(config)
         .map_err(CommandError::from)
