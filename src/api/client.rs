@@ -26,9 +26,16 @@
 //! plus `[api] ca_file`), the one constructor every HTTP client of the daemon goes through. A
 //! server certificate refused during a call is `ClientError.Certificate`
 //! ([`ApiError::Certificate`]), whose text says what to do, not a bare transport error.
+//!
+//! Fencing (`[ha]`, `docs/ha.md`): a client of the CWP APIs holds the process's
+//! [`Fence`] and checks it right before every request, after signing and just before the bytes
+//! leave: a closed fence is [`ApiError::Fenced`] and nothing is sent. The fence is the
+//! process's ([`fence_every_client`]), set once when it is elected, before any client exists:
+//! a deposed leader exits, so a process leads at most once. Without `[ha]` the fence is always
+//! open. STS clients are not fenced: their calls are not the CWP quota the fence protects.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Url;
@@ -43,6 +50,7 @@ use super::error::ApiError;
 use super::response::{self, Answer};
 use super::service::ApiService;
 use crate::endpoint::is_loopback;
+use crate::ha::Fence;
 use crate::signing;
 use crate::signing::Credentials;
 use crate::tls::{TlsError, TlsTrust, certificate_problem};
@@ -68,6 +76,18 @@ const X_TC_TOKEN: HeaderName = HeaderName::from_static("x-tc-token");
 // Constant values too, checked when compiling.
 const CONTENT_TYPE_VALUE: HeaderValue = HeaderValue::from_static(CONTENT_TYPE);
 const REQUEST_CLIENT_VALUE: HeaderValue = HeaderValue::from_static(REQUEST_CLIENT);
+
+/// The fence of every CWP client of this process, once it leads (`[ha]`).
+static PROCESS_FENCE: OnceLock<Fence> = OnceLock::new();
+
+/// `[ha]`: every CWP client built from now on in this process checks `fence` before each
+/// request. Called once, when the process is elected and before its accounts connect; a second
+/// call is refused (`Err` gives the fence back): a process leads at most once (a deposed
+/// leader exits, `docs/ha.md`), and a fence replaced under running clients would be a second
+/// truth.
+pub fn fence_every_client(fence: Fence) -> Result<(), Fence> {
+    PROCESS_FENCE.set(fence)
+}
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +154,8 @@ pub struct Client {
     clock_offset_ms: Arc<AtomicI64>,
     /// Errors carry nothing of the answer's body ([`Client::hiding_answer_bodies`]).
     hide_bodies: bool,
+    /// Checked right before every request (see the module docs).
+    fence: Fence,
 }
 
 impl std::fmt::Debug for Client {
@@ -251,7 +273,20 @@ impl Client {
             credentials: Arc::new(RwLock::new(credentials)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             hide_bodies: false,
+            fence: fence_for(service),
         })
+    }
+
+    /// This client checks `fence` before every request instead of the process's.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Whether a request may be sent now (the fence is open): the engine asks before it
+    /// takes a job, so that a closed fence holds its queues rather than failing polls.
+    pub fn may_send(&self) -> bool {
+        self.fence.may_send()
     }
 
     /// For a credentials endpoint (STS): the errors of every call keep the HTTP status, the
@@ -371,6 +406,11 @@ impl Client {
             .post(self.endpoint.clone())
             .headers(headers)
             .body(body);
+        // The last moment before anything leaves: a leader that can no longer prove it leads
+        // sends nothing (a standby may have taken over).
+        if !self.fence.may_send() {
+            return Err(ApiError::Fenced);
+        }
         let started = Instant::now();
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
@@ -490,6 +530,16 @@ impl Client {
     }
 }
 
+/// The fence of a new client signing for `service`: the process's for the CWP APIs once it
+/// leads, always open otherwise (no `[ha]`, or STS).
+fn fence_for(service: &str) -> Fence {
+    let cwp = service == SERVICE || service == super::cwp::SERVICE;
+    match PROCESS_FENCE.get() {
+        Some(fence) if cwp => fence.clone(),
+        _ => Fence::always_open(),
+    }
+}
+
 /// `t` as Unix milliseconds, saturating at the ends of `i64` (negative before 1970).
 fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -596,5 +646,39 @@ mod tests {
         c.set_clock_offset_ms(0);
         c.learn_offset(UNIX_EPOCH + Duration::from_secs(1_000), 500_000);
         assert_eq!(c.clock_offset_ms(), 1_000_500 - 500_000);
+    }
+
+    /// `[ha]` fencing: with a closed fence nothing leaves the host, not even a connection;
+    /// the same client with an open fence reaches the server.
+    #[tokio::test]
+    async fn a_closed_fence_sends_nothing_and_says_so() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+        let fenced = client(&endpoint).with_fence(Fence::closed());
+        assert!(!fenced.may_send());
+        let e = fenced
+            .describe_open_port_task_status("6b6cd843-6bc1-4011-a74c-dc3fd26a7dd1")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ApiError::Fenced), "{e}");
+        assert_eq!(e.code(), "ClientError.Fenced");
+        let connected = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(connected.is_err(), "a fenced client opened a connection");
+
+        let open = client(&endpoint).with_fence(Fence::always_open());
+        assert!(open.may_send());
+        let call = tokio::spawn(async move { open.call("X", &serde_json::Value::Null).await });
+        let connected = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+        assert!(connected.is_ok(), "an open fence lets the request out");
+        call.abort();
+    }
+
+    /// Without `[ha]` (no process fence set) a new client may always send, whatever its
+    /// service.
+    #[test]
+    fn without_ha_every_client_may_send() {
+        for service in [SERVICE, super::super::cwp::SERVICE, "sts"] {
+            assert!(fence_for(service).may_send(), "{service}");
+        }
     }
 }

@@ -41,7 +41,7 @@ const DENIED_CODES: [&str; 2] = ["AuthFailure.UnauthorizedOperation", "Unauthori
 /// client name: the vocabulary a metric label or an alert may rely on. Codes outside it are
 /// the API's (or a hostile server's) inventions, which a bounded label may fold into `other`;
 /// these never are (`RequestLimitExceeded`, `AuthFailure.*` are what the shipped alerts match).
-pub const KNOWN_CODES: [&str; 50] = [
+pub const KNOWN_CODES: [&str; 51] = [
     // Throttled.
     "RequestLimitExceeded",
     "RequestLimitExceeded.UinLimitExceeded",
@@ -99,6 +99,7 @@ pub const KNOWN_CODES: [&str; 50] = [
     "ClientError.BodyTooLarge",
     "ClientError.HttpStatusCodeError",
     "ClientError.Certificate",
+    "ClientError.Fenced",
 ];
 
 /// Whether `code` is one of [`KNOWN_CODES`].
@@ -221,6 +222,12 @@ pub enum ApiError {
     /// trust (`[api] ca_file`, `ca-certificates`).
     #[error("TLS certificate refused: {0}")]
     Certificate(String),
+    /// Not sent: this process cannot prove that it leads its `[ha]` election (its fence is
+    /// closed, `crate::ha::Fence`), so another process may be polling. Nothing left the host.
+    /// The engine does not send while the fence is closed; a request that meets a fence closing
+    /// under it is put back in its queue with no status change and no failure event.
+    #[error("not sent: this process cannot prove that it leads (its [ha] fence is closed)")]
+    Fenced,
     /// A non-200 answer: a gateway or proxy, not the API itself.
     #[error("HTTP {status} from the endpoint: {excerpt}{}", rid(request_id))]
     HttpStatus {
@@ -258,6 +265,7 @@ impl ApiError {
             ApiError::Certificate(_) => "ClientError.Certificate",
             ApiError::HttpStatus { .. } => "ClientError.HttpStatus",
             ApiError::Decode { .. } => "ClientError.Decode",
+            ApiError::Fenced => "ClientError.Fenced",
         }
     }
 
@@ -267,7 +275,10 @@ impl ApiError {
             ApiError::Api { request_id, .. }
             | ApiError::HttpStatus { request_id, .. }
             | ApiError::Decode { request_id, .. } => request_id.as_deref(),
-            ApiError::Timeout(_) | ApiError::Transport(_) | ApiError::Certificate(_) => None,
+            ApiError::Timeout(_)
+            | ApiError::Transport(_)
+            | ApiError::Certificate(_)
+            | ApiError::Fenced => None,
         }
     }
 
@@ -314,6 +325,7 @@ mod tests {
             ("ClientError.HttpStatus", Transient),
             ("ClientError.Decode", Transient),
             ("ClientError.Certificate", Transient),
+            ("ClientError.Fenced", Transient),
             ("AuthFailure.SignatureExpire", Clock),
             ("AuthFailure.TokenFailure", CredentialsRefresh),
             ("AuthFailure.SecretIdNotFound", Fatal),
@@ -365,6 +377,7 @@ mod tests {
             ApiError::Timeout(Duration::ZERO),
             ApiError::Transport(String::new()),
             ApiError::Certificate(String::new()),
+            ApiError::Fenced,
             ApiError::Decode {
                 reason: String::new(),
                 request_id: None,

@@ -164,7 +164,10 @@ pub fn without_body(error: ApiError) -> ApiError {
             reason: format!("not a valid API answer {BODY_NOT_SHOWN}"),
             request_id,
         },
-        other @ (ApiError::Timeout(_) | ApiError::Transport(_) | ApiError::Certificate(_)) => other,
+        other @ (ApiError::Timeout(_)
+        | ApiError::Transport(_)
+        | ApiError::Certificate(_)
+        | ApiError::Fenced) => other,
     }
 }
 

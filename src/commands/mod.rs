@@ -1,6 +1,7 @@
 //! One module per command of the binary, each with a `run` that `main` dispatches to.
 //!
-//! - [`run`]: the daemon (sd_notify, SIGHUP reload, graceful stop).
+//! - [`run`]: the daemon (sd_notify, SIGHUP reload, graceful stop); with `[ha]` (feature `ha`)
+//!   `ha_run` makes it one candidate of an etcd election, polling only while it leads.
 //! - [`once`]: every agent polled once, one line each.
 //! - [`status`]: the persisted statuses, no API call.
 //! - [`ports`]: the stored open-port inventory, no API call.
@@ -21,6 +22,8 @@ mod account_run;
 pub mod check;
 pub mod demo;
 mod discovering;
+#[cfg(feature = "ha")]
+mod ha_run;
 pub mod once;
 pub mod output;
 pub mod policy;

@@ -6,6 +6,12 @@
 //! before the engine drains. Start-up is [`super::startup`], each account's engine, state
 //! and discovery `account_run` (and `discovering`), the reload decision [`super::reload`],
 //! the stop [`crate::shutdown`].
+//!
+//! [`run`] is `prepare` (policy, metrics bound, `state_dir` checked) then `lead` (the
+//! accounts until a stop). With `[ha]` (`super::ha_run`) the process waits as a standby
+//! between the two, and `lead` is one leader's term: it also ends when leadership is lost
+//! (`Ended::Deposed`, exit [`EX_TEMPFAIL`]), and says in the log and `STATUS=` when the
+//! leadership's fence closes and opens.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,26 +23,32 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::account::AccountSink;
 use crate::api::Client;
+use crate::config::accounts::AccountPlan;
 use crate::delivery::{Delivery, DeliveryOptions};
 use crate::engine::{Engine, EngineReport};
 use crate::events::{Event, EventSink, Tee, TracingSink, WatchlistSource};
 use crate::logging;
+use crate::metrics::{Health, Metrics, MetricsServer};
 use crate::shutdown::{self, Shutdown, StopSignals};
 use crate::state;
 use crate::tls::TlsTrust;
+use crate::watchlist::Watchlist;
 
 use super::CommandError;
 use super::account_run::{AccountRun, Shared, ToDaemon, release_freed_memory};
 use super::startup;
 
 /// How often `STATUS=` is refreshed.
-const STATUS_EVERY: Duration = Duration::from_secs(5);
+pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// `[ha]`: how often a leader looks at its fence to say when it closes and opens.
+const FENCE_WATCH_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs the daemon until SIGTERM/SIGINT (or an engine's death).
+/// Runs the daemon until SIGTERM/SIGINT (or an engine's death). With `[ha]` (feature `ha`)
+/// it first waits as a standby until it leads (`super::ha_run`).
 pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let (settings, plans) = startup::load_accounts(config)
         .map_err(CommandError::from)
@@ -44,29 +56,189 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             logging::init(loaded.0.log.format, &loaded.0.log.level)?;
             Ok(loaded)
         })?;
-    // Bound before anything else starts: a taken port fails the start, clearly. One handle
-    // per account, all in one registry; with several accounts their series carry `account`.
+    #[cfg(feature = "ha")]
+    if let Some(ha) = super::ha_run::settings_of(&settings) {
+        return super::ha_run::run(settings, plans, ha).await;
+    }
+    let Prepared {
+        policy,
+        metrics,
+        server,
+    } = prepare(&settings, &plans).await?;
+    let health = Arc::new(Health::default());
+    let end = lead(
+        settings,
+        plans,
+        Leading {
+            policy,
+            metrics,
+            server,
+            health,
+            shutdown: Shutdown::new(),
+            hup: None,
+            term: None,
+        },
+    )
+    .await?;
+    Ok(end.exit_code())
+}
+
+/// What start-up checks and binds before anything polls (and, with `[ha]`, before the
+/// process waits as a standby).
+pub(super) struct Prepared {
+    /// One policy for every account.
+    pub(super) policy: Option<Arc<crate::policy::Policy>>,
+    /// One registry handle per account, when `[metrics]` is on.
+    pub(super) metrics: Option<Vec<Arc<Metrics>>>,
+    /// The bound listener, not serving yet.
+    pub(super) server: Option<MetricsServer>,
+}
+
+/// The policy checked, the metrics listener bound (a taken port fails the start, clearly),
+/// `state_dir` proved usable: before anything else starts.
+pub(super) async fn prepare(
+    settings: &crate::config::Settings,
+    plans: &[(AccountPlan, Watchlist)],
+) -> Result<Prepared, CommandError> {
+    // One handle per account, all in one registry; with several accounts their series carry
+    // `account`.
     let names: Vec<&str> = if settings.several_accounts() {
         plans.iter().map(|(plan, _)| plan.name.as_str()).collect()
     } else {
         Vec::new()
     };
     // One policy for every account, checked before anything starts (as the config is).
-    let mut policy = super::policy::load_policy(&settings)?;
+    let policy = super::policy::load_policy(settings)?;
     let metrics = startup::metrics(&settings.metrics, &names).await?;
-    let log: Arc<dyn EventSink> = Arc::new(TracingSink);
     // Before any poll: a state that could not be persisted is an error now, not a loss later.
     state::prepare_dir(&settings.state_dir)?;
+    let (metrics, server) = match metrics {
+        Some((handles, server)) => (Some(handles), Some(server)),
+        None => (None, None),
+    };
+    Ok(Prepared {
+        policy,
+        metrics,
+        server,
+    })
+}
+
+/// What [`lead`] runs with besides the configuration.
+pub(super) struct Leading<'t> {
+    pub(super) policy: Option<Arc<crate::policy::Policy>>,
+    pub(super) metrics: Option<Vec<Arc<Metrics>>>,
+    /// The listener to serve once the accounts run; `None` when it serves already (`[ha]`:
+    /// since the standby) or `[metrics]` is off.
+    pub(super) server: Option<MetricsServer>,
+    /// What `/healthz` follows: told the accounts once they run.
+    pub(super) health: Arc<Health>,
+    pub(super) shutdown: Shutdown,
+    /// The SIGHUP handler when installed already (`[ha]`: before the standby's `READY=1`,
+    /// and SIGTERM/SIGINT on `shutdown` with it); else both are installed here.
+    pub(super) hup: Option<Signal>,
+    /// `[ha]`: this process's term as leader.
+    pub(super) term: Option<Term<'t>>,
+}
+
+/// `[ha]`: what the run watches of its leadership.
+#[cfg_attr(not(feature = "ha"), allow(dead_code))]
+pub(super) struct Term<'t> {
+    /// This process's name in the election.
+    pub(super) name: String,
+    /// The election's prefix.
+    pub(super) election: String,
+    /// Open while leadership is proven (the API clients check it before each request).
+    pub(super) fence: crate::ha::Fence,
+    /// Resolves when this process no longer leads.
+    pub(super) deposed: Pin<&'t mut (dyn Future<Output = Deposed> + Send + 't)>,
+}
+
+/// Why leadership ended.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "ha"), allow(dead_code))]
+pub(super) struct Deposed {
+    /// What happened.
+    pub(super) reason: String,
+    /// Who leads now, when known.
+    pub(super) holder: Option<String>,
+}
+
+/// How a run ended (errors aside).
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// A stop (SIGTERM/SIGINT), engines drained and state saved.
+    Stopped,
+    /// `[ha]`: leadership lost (`leadership_lost` emitted); engines stopped without sending,
+    /// state saved locally only.
+    Deposed,
+}
+
+impl Ended {
+    /// The process's exit code: 0 after a stop, [`EX_TEMPFAIL`] after a lost leadership.
+    pub(super) fn exit_code(&self) -> ExitCode {
+        match self {
+            Ended::Stopped => ExitCode::SUCCESS,
+            Ended::Deposed => ExitCode::from(EX_TEMPFAIL),
+        }
+    }
+}
+
+/// The exit code of a deposed leader (sysexits' `EX_TEMPFAIL`): a failure to systemd, so
+/// `Restart=on-failure` starts it again, as a standby (`docs/ha.md`).
+pub const EX_TEMPFAIL: u8 = 75;
+
+/// Why the loop ended.
+enum Stop {
+    Signal,
+    EngineEnded(Box<(usize, EngineOutcome)>),
+    FailedLate(CommandError),
+    Deposed(Deposed),
+}
+
+/// Runs the accounts until a stop (or, with `[ha]`, until leadership is lost): the daemon of
+/// a single host, and a leader's whole term.
+pub(super) async fn lead(
+    settings: crate::config::Settings,
+    plans: Vec<(AccountPlan, Watchlist)>,
+    leading: Leading<'_>,
+) -> Result<Ended, CommandError> {
+    let Leading {
+        mut policy,
+        metrics,
+        server,
+        health,
+        shutdown,
+        hup,
+        term,
+    } = leading;
+    // What the loop reads of the term, apart from what it polls.
+    let (term, mut deposed_future) = match term {
+        Some(Term {
+            name,
+            election,
+            fence,
+            deposed,
+        }) => (Some((name, election, fence)), Some(deposed)),
+        None => (None, None),
+    };
+    let fence = term.as_ref().map(|(_, _, fence)| fence.clone());
+    let log: Arc<dyn EventSink> = Arc::new(TracingSink);
     let several = settings.several_accounts();
-    let shutdown = Shutdown::new();
     // Alert delivery, when `[[sink]]` blocks are configured: teed with the log for every
     // account (the account's mark reaches it through `AccountSink`), and every engine makes
     // the outboxes durable before its state files.
-    let delivery = start_delivery(&settings, metrics.as_ref(), &log, &shutdown)?;
+    let delivery = start_delivery(&settings, metrics.as_deref(), &log, &shutdown)?;
     let sink: Arc<dyn EventSink> = match &delivery {
         Some(delivery) => Arc::new(Tee(log.clone(), delivery.clone())),
         None => log.clone(),
     };
+    if let Some((name, election, _)) = &term {
+        // Through the sinks too: a failover is worth an alert.
+        sink.emit(&Event::LeaderElected {
+            name: name.clone(),
+            election: election.clone(),
+        });
+    }
     let barrier = delivery.as_ref().map(|d| d.barrier());
     // Every account's discovery results, tagged with the account's index.
     let (found, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -83,7 +255,7 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         };
         // The account's registry handle sees the events its log sees, from the same sink:
         // counters agree with the log by construction.
-        let handle = metrics.as_ref().map(|(handles, _)| handles[index].clone());
+        let handle = metrics.as_ref().map(|handles| handles[index].clone());
         let account_sink: Arc<dyn EventSink> = match &handle {
             Some(handle) => Arc::new(Tee(log_sink, handle.clone())),
             None => log_sink,
@@ -113,16 +285,17 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         }
     }
     release_freed_memory();
-    if let Some((handles, server)) = metrics {
-        // Any handle encodes the whole registry (every account's series).
-        let registry = handles[0].clone();
-        // `/healthz` follows every account's heartbeat, as the watchdog below does: one
-        // stuck loop among several is a 503, not hidden behind the first account's.
-        let followed = accounts
+    // `/healthz` follows every account's heartbeat, as the watchdog below does: one stuck
+    // loop among several is a 503, not hidden behind the first account's.
+    health.follow(
+        accounts
             .iter()
             .map(|a| (a.name.clone(), a.status.clone()))
-            .collect();
-        shutdown.spawn(server.serve(registry, followed, shutdown.token()));
+            .collect(),
+    );
+    if let (Some(handles), Some(server)) = (&metrics, server) {
+        // Any handle encodes the whole registry (every account's series).
+        shutdown.spawn(server.serve_health(handles[0].clone(), health.clone(), shutdown.token()));
     }
     let version = env!("CARGO_PKG_VERSION").to_string();
     let agents: usize = accounts.iter().map(AccountRun::agent_count).sum();
@@ -141,17 +314,24 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
         });
     }
     // Signal handlers before READY=1: a SIGHUP or SIGTERM right after start must not kill us.
-    let handlers =
-        StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?)));
-    let (stop, mut hup) = match handlers {
-        Ok(pair) => pair,
-        Err(e) => {
-            finish_delivery(delivery.as_deref()).await;
-            shutdown.finish(shutdown::GRACE).await;
-            return Err(CommandError::Signals(e));
+    let mut hup = match hup {
+        Some(hup) => hup,
+        None => {
+            let handlers =
+                StopSignals::install().and_then(|stop| Ok((stop, signal(SignalKind::hangup())?)));
+            match handlers {
+                Ok((stop, hup)) => {
+                    shutdown.cancel_on(stop);
+                    hup
+                }
+                Err(e) => {
+                    finish_delivery(delivery.as_deref()).await;
+                    shutdown.finish(shutdown::GRACE).await;
+                    return Err(CommandError::Signals(e));
+                }
+            }
         }
     };
-    shutdown.cancel_on(stop);
     for account in &mut accounts {
         account.spawn(&shutdown);
     }
@@ -166,20 +346,27 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `[ha]`: the fence looked at often, so that losing and regaining the proof of leadership
+    // is said when it happens, not at the next STATUS.
+    let mut fence_watch = tokio::time::interval(FENCE_WATCH_EVERY);
+    fence_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut proven = true;
     let mut last_beats: Vec<u64> = vec![0; accounts.len()];
-    // A local failure (state or inventory file) of an account whose start was retried.
-    let mut failed_late = None;
-    let engine_result = loop {
+    let stop = loop {
+        let deposed = async {
+            match deposed_future.as_mut() {
+                Some(deposed) => deposed.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => break None,
-            finished = first_finished(&mut accounts) => break Some(finished),
+            _ = shutdown.cancelled() => break Stop::Signal,
+            lost = deposed => break Stop::Deposed(lost),
+            finished = first_finished(&mut accounts) => break Stop::EngineEnded(Box::new(finished)),
             Some((index, connected)) = started_rx.recv() => {
                 match accounts[index].finish_start(connected, &shutdown) {
                     Ok(()) => accounts[index].spawn(&shutdown),
-                    Err(e) => {
-                        failed_late = Some(e);
-                        break None;
-                    }
+                    Err(e) => break Stop::FailedLate(e),
                 }
             }
             Some((index, found)) = found_rx.recv() => {
@@ -191,14 +378,30 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             }
             _ = hup.recv() => {
                 reload(&settings.config_path, &mut accounts, sink.as_ref(), &mut policy).await;
-                notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&accounts))]);
+                notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&accounts, fence.as_ref()))]);
+            }
+            _ = fence_watch.tick(), if fence.is_some() => {
+                let now = fence.as_ref().is_some_and(crate::ha::Fence::may_send);
+                if now != proven {
+                    proven = now;
+                    if proven {
+                        tracing::info!("fence open again (a lease renewal was answered): polling resumes");
+                    } else {
+                        tracing::warn!(
+                            "fence closed: cannot prove leadership, not polling until a lease \
+                             renewal is answered; a standby takes over if this lasts beyond \
+                             the lease"
+                        );
+                    }
+                    notify(&[NotifyState::Status(&status_line(&accounts, fence.as_ref()))]);
+                }
             }
             _ = ticker.tick() => {
                 let beats: Vec<u64> = accounts
                     .iter()
                     .map(|a| a.status.beats.load(Ordering::Relaxed))
                     .collect();
-                let line = status_line(&accounts);
+                let line = status_line(&accounts, fence.as_ref());
                 if watchdog.is_some() && every_account_beat(&beats, &last_beats) {
                     notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
                 } else {
@@ -208,9 +411,27 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
             }
         }
     };
+    let (engine_result, failed_late, deposed) = match stop {
+        Stop::Signal => (None, None, None),
+        Stop::EngineEnded(finished) => (Some(*finished), None, None),
+        Stop::FailedLate(e) => (None, Some(e), None),
+        Stop::Deposed(lost) => (None, None, Some(lost)),
+    };
+    if let (Some(lost), Some((name, _, _))) = (&deposed, &term) {
+        // Said at once; the fence closed before this, so nothing is sent while the engines stop.
+        sink.emit(&Event::LeadershipLost {
+            name: name.clone(),
+            holder: lost.holder.clone(),
+            reason: lost.reason.clone(),
+        });
+    }
     notify(&[
         NotifyState::Stopping,
-        NotifyState::Status("stopping: waiting for answers in flight"),
+        NotifyState::Status(if deposed.is_some() {
+            "stopping: leadership lost; no request is sent"
+        } else {
+            "stopping: waiting for answers in flight"
+        }),
     ]);
     shutdown.cancel();
     // Each engine drains its answers in flight within its own bound; then the rest stops.
@@ -239,17 +460,18 @@ pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
     }
     // After the engines' last events: every outbox on disk before the process ends.
     finish_delivery(delivery.as_deref()).await;
-    failed.unwrap_or(Ok(ExitCode::SUCCESS))
+    match (failed, deposed) {
+        (Some(failed), _) => failed,
+        (None, Some(_)) => Ok(Ended::Deposed),
+        (None, None) => Ok(Ended::Stopped),
+    }
 }
 
 /// Resolves the sinks' files and starts delivery, when `[[sink]]` blocks are configured.
 /// Its series are process-wide: any account's handle on the registry updates them.
 fn start_delivery(
     settings: &crate::config::Settings,
-    metrics: Option<&(
-        Vec<Arc<crate::metrics::Metrics>>,
-        crate::metrics::MetricsServer,
-    )>,
+    metrics: Option<&[Arc<Metrics>]>,
     log: &Arc<dyn EventSink>,
     shutdown: &Shutdown,
 ) -> Result<Option<Arc<Delivery>>, CommandError> {
@@ -269,7 +491,7 @@ fn start_delivery(
     let delivery = Delivery::start_with(
         sinks,
         &settings.state_dir,
-        metrics.map(|(handles, _)| handles[0].clone()),
+        metrics.map(|handles| handles[0].clone()),
         log.clone(),
         shutdown.token(),
         options,
@@ -304,7 +526,6 @@ async fn first_finished(accounts: &mut [AccountRun]) -> (usize, EngineOutcome) {
     .await
 }
 
-/// `STATUS=`: the one engine's line, or one part per account.
 /// The watchdog's gate: `WATCHDOG=1` only when every account's dispatcher heartbeat moved
 /// since the last tick (`beats` now, `last` then, one per account). One stalled account
 /// stops the pings, so systemd restarts a daemon with any wedged loop.
@@ -312,7 +533,24 @@ fn every_account_beat(beats: &[u64], last: &[u64]) -> bool {
     beats.len() == last.len() && beats.iter().zip(last).all(|(now, then)| now != then)
 }
 
-fn status_line(accounts: &[AccountRun]) -> String {
+/// `STATUS=`: the one engine's line, or one part per account; `[ha]`: prefixed `leader: `,
+/// or why a leader does not poll.
+fn status_line(accounts: &[AccountRun], fence: Option<&crate::ha::Fence>) -> String {
+    if fence.is_some_and(|fence| !fence.may_send()) {
+        return NOT_PROVEN.to_owned();
+    }
+    let line = accounts_line(accounts);
+    match fence {
+        Some(_) => format!("leader: {line}"),
+        None => line,
+    }
+}
+
+/// `STATUS=` of a leader whose fence is closed.
+pub(super) const NOT_PROVEN: &str =
+    "leader, not polling: cannot prove leadership (etcd unreachable)";
+
+fn accounts_line(accounts: &[AccountRun]) -> String {
     match accounts {
         [one] => one.line(),
         several => several
@@ -325,7 +563,7 @@ fn status_line(accounts: &[AccountRun]) -> String {
 
 /// Tells the service manager (no-op without `$NOTIFY_SOCKET`). Failures are logged, never
 /// fatal: a daemon run by hand has no one to tell.
-fn notify(states: &[NotifyState<'_>]) {
+pub(super) fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::debug!("sd_notify failed: {e}");
     }

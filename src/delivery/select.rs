@@ -26,7 +26,7 @@ use crate::policy::Severity;
 use crate::status::Status;
 
 /// Every event name `events` may hold, in `docs/events.md`'s order.
-pub const EVENT_NAMES: [&str; 23] = [
+pub const EVENT_NAMES: [&str; 25] = [
     "status_changed",
     "poll_failed",
     "poll_recovered",
@@ -50,6 +50,8 @@ pub const EVENT_NAMES: [&str; 23] = [
     "port_missing",
     "port_missing_cleared",
     "delivery_failed",
+    "leader_elected",
+    "leadership_lost",
 ];
 
 /// The longest status a selector may name (the API's are at most 16 characters).
@@ -248,7 +250,7 @@ pub fn highest_severity(selector: &EventSelector) -> Option<Severity> {
             .as_deref()
             .map(|status| status_severity(&Status::new(status))),
         "poll_failed" | "rate_limited" | "clock_skew" | "state_damaged" | "inventory_failed"
-        | "discovery_failed" => Some(Severity::Warning),
+        | "discovery_failed" | "leadership_lost" => Some(Severity::Warning),
         "credentials_failed" | "delivery_failed" | "config_rejected" | "account_failed" => {
             Some(Severity::Critical)
         }

@@ -25,7 +25,7 @@ use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, TaskStatus};
 use crate::events::{Event, EventSink};
 use crate::policy::Policy;
-use crate::scheduler::{AgentId, later};
+use crate::scheduler::{AgentId, Cadence, later};
 use crate::state::StateFile;
 use crate::status::PollOutcome;
 use crate::tracker::{Known, KnownMap, RequestId};
@@ -33,6 +33,8 @@ use crate::watchlist::Agent;
 
 /// The loop wakes at least this often, so the heartbeat stays fresh when nothing is due.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// `[ha]`: while the fence is closed, how often it is looked at again.
+const FENCE_RECHECK: Duration = Duration::from_millis(100);
 
 /// Permission denied ([`crate::api::ErrorClass::Denied`]) this many answers in a row, for at
 /// least two agents and with no answer getting through in between: the policy denies
@@ -312,6 +314,10 @@ impl<P: Poller> Engine<P> {
         {
             return Err(wake_at.min(gate));
         }
+        // `[ha]`: no proof of leadership, no send; looked at again within a heartbeat.
+        if !self.account.poller.may_send() {
+            return Err(later(now, FENCE_RECHECK));
+        }
         // Lanes in order of their earliest due job; a lane whose limiter has no slot yet, or
         // whose own in-flight budget is spent, must not hold back another's: a full lane is
         // left out (an answer in it wakes the loop), never waited for. (A bit per lane: no
@@ -377,6 +383,17 @@ impl<P: Poller> Engine<P> {
 
     fn on_answer(&mut self, job: Job, reply: Reply) {
         let now = Instant::now();
+        if reply.fenced() {
+            // The fence closed between taking the job and sending it: nothing was sent, so
+            // nothing is decided; the job waits in its queue for the fence to open.
+            let lane = self.account.lane(job.action());
+            lane.finish(
+                job.agent(),
+                Some((later(now, FENCE_RECHECK), Cadence::Settled)),
+                now,
+            );
+            return;
+        }
         match reply {
             Reply::TaskStatus(result) => self.on_task_status(job.agent(), result, now),
             Reply::TaskCreated(result) => self.on_task_created(job.agent(), result),

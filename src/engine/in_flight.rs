@@ -35,6 +35,18 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
+    /// Not sent: the client's fence was closed (`[ha]`, [`ApiError::Fenced`]).
+    pub(crate) fn fenced(&self) -> bool {
+        let fenced = |e: &ApiError| matches!(e, ApiError::Fenced);
+        match self {
+            Reply::TaskStatus(r) => r.as_ref().err().is_some_and(fenced),
+            Reply::TaskCreated(r) => r.as_ref().err().is_some_and(fenced),
+            Reply::Ports(r) => r.as_ref().err().is_some_and(fenced),
+            Reply::Machines(r) => r.as_ref().err().is_some_and(fenced),
+            Reply::AssetPorts(r) => r.as_ref().err().is_some_and(fenced),
+        }
+    }
+
     /// The reply of a job whose request died (panicked).
     fn lost(job: Job, why: String) -> Reply {
         let error = ApiError::Transport(format!("the request task failed: {why}"));

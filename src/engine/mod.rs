@@ -84,6 +84,8 @@ mod cwp_state;
 mod cwp_tests;
 mod decide;
 mod dispatcher;
+#[cfg(test)]
+mod fence_tests;
 mod findings;
 #[cfg(test)]
 mod findings_tests;
@@ -234,6 +236,11 @@ pub trait Poller: Send + Sync + 'static {
     fn backend(&self) -> Backend {
         Backend::Yunjing
     }
+    /// Whether a request may be sent now (`[ha]`: the fence is open); while not, the
+    /// dispatcher takes no job.
+    fn may_send(&self) -> bool {
+        true
+    }
     /// One page of `cwp` `DescribeMachines`.
     fn describe_machines(
         &self,
@@ -301,6 +308,9 @@ impl Poller for Client {
     }
     fn clock_offset_ms(&self) -> i64 {
         Client::clock_offset_ms(self)
+    }
+    fn may_send(&self) -> bool {
+        Client::may_send(self)
     }
     fn create_task(&self, uuid: &str) -> impl Future<Output = Result<String, ApiError>> + Send {
         let client = self.clone();

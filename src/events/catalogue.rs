@@ -244,6 +244,24 @@ pub enum Event {
         /// RequestId of the answer.
         request_id: String,
     },
+    /// This process leads the deployment's etcd election (`[ha]`, `docs/ha.md`): it restores
+    /// the replicated state and polls.
+    LeaderElected {
+        /// This process's name in the election (`[ha] name`).
+        name: String,
+        /// The deployment's election prefix (`[ha] election`).
+        election: String,
+    },
+    /// This process no longer leads (its lease expired or its key is gone): it sent nothing
+    /// since its fence closed, and exits (75) to come back as a standby.
+    LeadershipLost {
+        /// This process's name in the election.
+        name: String,
+        /// Who leads now, when known.
+        holder: Option<String>,
+        /// What happened.
+        reason: String,
+    },
     /// A finding of the expected-ports policy was raised or cleared: `port_unexpected`,
     /// `port_unexpected_cleared`, `port_missing`, `port_missing_cleared` (boxed: the other
     /// events stay small).
@@ -273,6 +291,8 @@ impl Event {
             Event::InventoryBaseline { .. } => "inventory_baseline",
             Event::InventoryFailed { .. } => "inventory_failed",
             Event::ScanRequested { .. } => "scan_requested",
+            Event::LeaderElected { .. } => "leader_elected",
+            Event::LeadershipLost { .. } => "leadership_lost",
             Event::Finding(f) => f.name(),
         }
     }
@@ -300,6 +320,8 @@ impl Event {
             Event::InventoryBaseline { .. } => INVENTORY_BASELINE,
             Event::InventoryFailed { .. } => INVENTORY_FAILED,
             Event::ScanRequested { .. } => SCAN_REQUESTED,
+            Event::LeaderElected { .. } => LEADER_ELECTED,
+            Event::LeadershipLost { .. } => LEADERSHIP_LOST,
             Event::Finding(f) => f.message_id(),
         }
     }
@@ -320,7 +342,8 @@ impl Event {
             | Event::ClockSkew { .. }
             | Event::StateDamaged { .. }
             | Event::InventoryFailed { .. }
-            | Event::DiscoveryFailed { .. } => Level::WARN,
+            | Event::DiscoveryFailed { .. }
+            | Event::LeadershipLost { .. } => Level::WARN,
             Event::CredentialsFailed { .. }
             | Event::DeliveryFailed { .. }
             | Event::ConfigRejected { .. }
@@ -502,6 +525,20 @@ impl Event {
                 reason,
                 ..
             } => format!("{}: port scan requested ({reason})", who(agent_name, uuid)),
+            Event::LeaderElected { name, election } => {
+                format!(
+                    "{name} leads {election}: polling from the state its predecessor replicated"
+                )
+            }
+            Event::LeadershipLost {
+                name,
+                holder,
+                reason,
+            } => format!(
+                "{name} no longer leads ({reason}; leader now: {}): it sent nothing since its \
+                 fence closed and exits to come back as a standby",
+                holder.as_deref().unwrap_or("unknown")
+            ),
             Event::Finding(f) => f.sentence(),
         }
     }

@@ -235,6 +235,17 @@ impl Event {
                 .put("agent_name", agent_name.as_str())
                 .put("reason", reason.as_str())
                 .put("request_id", request_id.as_str()),
+            Event::LeaderElected { name, election } => f
+                .put("name", name.as_str())
+                .put("election", election.as_str()),
+            Event::LeadershipLost {
+                name,
+                holder,
+                reason,
+            } => f
+                .put("name", name.as_str())
+                .opt("holder", holder.as_deref())
+                .put("reason", reason.as_str()),
             Event::Finding(finding) => f
                 .put("uuid", finding.uuid.as_str())
                 .put("agent_name", finding.agent_name.as_str())
@@ -430,6 +441,20 @@ pub(crate) mod samples {
                 reason: "rescan".into(),
                 request_id: "req-7".into(),
             },
+            Event::LeaderElected {
+                name: "host-a".into(),
+                election: "/cwp-portwatch/prod".into(),
+            },
+            Event::LeadershipLost {
+                name: "host-a".into(),
+                holder: Some("host-b".into()),
+                reason: hostile.into(),
+            },
+            Event::LeadershipLost {
+                name: "host-a".into(),
+                holder: None,
+                reason: "lease expired".into(),
+            },
             finding(FindingKind::Unexpected, Severity::Warning),
             finding(
                 FindingKind::UnexpectedCleared(ClearReason::Closed),
@@ -488,7 +513,7 @@ mod tests {
         let samples = samples::all();
         // Every variant is covered: a new one must be added to the samples (and to fields()).
         let names: std::collections::BTreeSet<&str> = samples.iter().map(Event::name).collect();
-        assert_eq!(names.len(), 23, "{names:?}");
+        assert_eq!(names.len(), 25, "{names:?}");
         for event in &samples {
             let mut logged = json_line(event);
             for wrapper in ["timestamp", "level", "event", "message", "message_id"] {

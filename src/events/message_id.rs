@@ -46,8 +46,12 @@ pub const PORT_MISSING: &str = "49335b41811548f0b832d91b7bd9a44e";
 pub const PORT_MISSING_CLEARED: &str = "a104dc5489654042801a736866adbf43";
 /// `delivery_failed`
 pub const DELIVERY_FAILED: &str = "3c86d82bd10241d1b03633a47f7fe642";
+/// `leader_elected`
+pub const LEADER_ELECTED: &str = "63fdd3090b36853a9337df4be5c7efc6";
+/// `leadership_lost`
+pub const LEADERSHIP_LOST: &str = "e8acde0163f057e2e343b4b4feba9897";
 /// Every id, for the catalog test.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 25] = [
     STATUS_CHANGED,
     POLL_FAILED,
     POLL_RECOVERED,
@@ -71,4 +75,6 @@ pub const ALL: [&str; 23] = [
     PORT_MISSING,
     PORT_MISSING_CLEARED,
     DELIVERY_FAILED,
+    LEADER_ELECTED,
+    LEADERSHIP_LOST,
 ];

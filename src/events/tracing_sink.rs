@@ -324,6 +324,30 @@ impl EventSink for TracingSink {
                 message_id = mid,
                 "{msg}"
             ),
+            Event::LeaderElected {
+                name: who,
+                election,
+            } => at_level!(
+                level,
+                event = name,
+                name = who.as_str(),
+                election = election.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
+            Event::LeadershipLost {
+                name: who,
+                holder,
+                reason,
+            } => at_level!(
+                level,
+                event = name,
+                name = who.as_str(),
+                holder = holder.as_deref(),
+                reason = reason.as_str(),
+                message_id = mid,
+                "{msg}"
+            ),
             Event::Finding(f) => at_level!(
                 level,
                 event = name,

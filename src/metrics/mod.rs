@@ -27,6 +27,7 @@
 
 mod delivery;
 mod labels;
+mod leader;
 mod per_agent;
 mod process;
 mod server;
@@ -47,7 +48,7 @@ use crate::policy::{Finding, Findings, Severity};
 use crate::status::Status;
 
 pub use delivery::DeliveryOutcome;
-pub use server::{MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
+pub use server::{Health, MetricsError, MetricsServer, OPENMETRICS_CONTENT_TYPE, STALE_AFTER};
 
 /// The prefix of every series but the `process_*` ones.
 pub const PREFIX: &str = "cwp_portwatch";
@@ -108,6 +109,8 @@ struct Families {
     per_agent: Option<Arc<PerAgent>>,
     /// Per agent findings (`per_agent = true`).
     agent_findings: Option<Arc<AgentFindings>>,
+    /// `leader`, exported only with `[ha]` ([`Metrics::set_leader`]).
+    leader: Arc<leader::Leader>,
     /// Error codes seen as `outcome`.
     outcomes: Bounded,
     /// Statuses this build does not know, seen as labels.
@@ -167,6 +170,7 @@ impl Metrics {
         let deliveries = Family::<delivery::DeliveryLabels, Counter>::default();
         let outbox_events = Family::<delivery::SinkLabel, Gauge>::default();
         let build_info = Family::<VersionLabel, Gauge>::default();
+        let leader = Arc::new(leader::Leader::default());
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
@@ -287,6 +291,7 @@ impl Metrics {
                 outbox_events.clone(),
             );
             r.register("build_info", "The running version (always 1)", build_info);
+            r.register_collector(Box::new(leader.clone()));
         }
         root.register_collector(Box::new(process::ProcessCollector::new()));
         let shared = Arc::new(Families {
@@ -306,6 +311,7 @@ impl Metrics {
             outbox_events,
             per_agent,
             agent_findings,
+            leader,
             outcomes: Bounded::new(Vocabulary::Codes),
             statuses: Bounded::new(Vocabulary::Statuses),
             answers: Mutex::new(()),
@@ -443,6 +449,17 @@ impl Metrics {
         if let Some(p) = &self.shared.per_agent {
             p.forget_unwatched(&self.account, known_count, s.is_known);
         }
+    }
+
+    /// `[ha]`: this process leads (`true`) or waits as a standby; `cwp_portwatch_leader`
+    /// exists from the first call on (process-wide: no `account` label).
+    pub fn set_leader(&self, leading: bool) {
+        self.shared.leader.set(leading);
+    }
+
+    /// What `cwp_portwatch_leader` says (`None`: not exported, no `[ha]`).
+    pub fn leader(&self) -> Option<i64> {
+        self.shared.leader.get()
     }
 
     /// Open ports known in total (the open-port inventory sets it).

@@ -193,9 +193,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether every account's dispatcher makes progress, judged from its heartbeat counter: the
 /// watchdog's rule (`WATCHDOG=1` only while every dispatcher beats), over [`STALE_AFTER`].
-#[derive(Debug)]
-struct Health {
-    accounts: Vec<Followed>,
+///
+/// Shared with the daemon, which tells it whom to follow once they run
+/// ([`Health::follow`]): with `[ha]` the listener serves from the start, while the process
+/// waits as a standby with no account running ([`Health::standby`]).
+#[derive(Debug, Default)]
+pub struct Health {
+    accounts: Mutex<Vec<Followed>>,
+    /// `Some(line)` while a standby: healthy, and `/healthz` says so with this line.
+    standby: Mutex<Option<String>>,
 }
 
 /// One account's heartbeat, as `/healthz` follows it.
@@ -204,43 +210,61 @@ struct Followed {
     name: String,
     status: Arc<EngineStatus>,
     /// The counter last seen and when it was first seen at that value.
-    last: Mutex<(u64, Instant)>,
+    last: (u64, Instant),
 }
 
 impl Health {
-    fn new(accounts: Vec<(String, Arc<EngineStatus>)>) -> Self {
+    /// Follows `accounts` (name, heartbeat).
+    pub fn new(accounts: Vec<(String, Arc<EngineStatus>)>) -> Self {
+        let health = Health::default();
+        health.follow(accounts);
+        health
+    }
+
+    /// Follows `accounts` from now on (instead of any followed before), and is no standby.
+    pub fn follow(&self, accounts: Vec<(String, Arc<EngineStatus>)>) {
         let now = Instant::now();
-        let accounts = accounts
+        let followed = accounts
             .into_iter()
             .map(|(name, status)| {
                 let beats = status.beats.load(Ordering::Relaxed);
                 Followed {
                     name,
                     status,
-                    last: Mutex::new((beats, now)),
+                    last: (beats, now),
                 }
             })
             .collect();
-        Health { accounts }
+        *lock(&self.accounts) = followed;
+        *lock(&self.standby) = None;
     }
 
-    /// `Ok` while every heartbeat advanced within [`STALE_AFTER`]; else the name of the
-    /// first account whose did not.
-    fn check(&self) -> Result<(), &str> {
+    /// A standby (`[ha]`): healthy with no account running; `line` says whom it waits for.
+    pub fn standby(&self, line: impl Into<String>) {
+        *lock(&self.standby) = Some(line.into());
+    }
+
+    /// `Ok(None)` while every heartbeat advanced within [`STALE_AFTER`], `Ok(Some(line))`
+    /// while a standby; else the name of the first account whose did not.
+    fn check(&self) -> Result<Option<String>, String> {
+        if let Some(line) = lock(&self.standby).clone() {
+            return Ok(Some(line));
+        }
         let now = Instant::now();
         // Every account is looked at (not stopping at the first stale one), so each one's
         // "last moved" stays current.
         let mut stale = None;
-        for account in &self.accounts {
+        for account in lock(&self.accounts).iter_mut() {
             let beats = account.status.beats.load(Ordering::Relaxed);
-            let mut last = lock(&account.last);
-            if beats != last.0 {
-                *last = (beats, now);
-            } else if now.saturating_duration_since(last.1) >= STALE_AFTER && stale.is_none() {
-                stale = Some(account.name.as_str());
+            if beats != account.last.0 {
+                account.last = (beats, now);
+            } else if now.saturating_duration_since(account.last.1) >= STALE_AFTER
+                && stale.is_none()
+            {
+                stale = Some(account.name.clone());
             }
         }
-        stale.map_or(Ok(()), Err)
+        stale.map_or(Ok(None), Err)
     }
 }
 
@@ -275,6 +299,17 @@ impl MetricsServer {
             .await
     }
 
+    /// [`serve`](MetricsServer::serve), `/healthz` following whom `health` is told to.
+    pub async fn serve_health(
+        self,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        cancel: CancellationToken,
+    ) {
+        self.serve_shared(metrics, health, cancel, Limits::default())
+            .await
+    }
+
     /// [`serve`](MetricsServer::serve) within `limits`.
     pub(crate) async fn serve_with(
         self,
@@ -283,10 +318,18 @@ impl MetricsServer {
         cancel: CancellationToken,
         limits: Limits,
     ) {
-        let shared = Arc::new(Shared {
-            metrics,
-            health: Health::new(accounts),
-        });
+        self.serve_shared(metrics, Arc::new(Health::new(accounts)), cancel, limits)
+            .await
+    }
+
+    async fn serve_shared(
+        self,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        cancel: CancellationToken,
+        limits: Limits,
+    ) {
+        let shared = Arc::new(Shared { metrics, health });
         let slots = Arc::new(Mutex::new(Slots::new(limits.max_connections)));
         loop {
             tokio::select! {
@@ -322,7 +365,7 @@ impl MetricsServer {
 
 struct Shared {
     metrics: Arc<Metrics>,
-    health: Health,
+    health: Arc<Health>,
 }
 
 async fn connection(
@@ -398,7 +441,11 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => match shared.health.check() {
-            Ok(()) => plain(StatusCode::OK, "ok\n"),
+            Ok(None) => plain(StatusCode::OK, "ok\n"),
+            Ok(Some(standby)) => plain(
+                StatusCode::OK,
+                format!("ok: {}\n", crate::escape::escape(&standby)),
+            ),
             Err(account) => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -702,22 +749,59 @@ mod tests {
     async fn health_turns_503_when_the_heartbeat_stops_and_back_when_it_moves() {
         let status = Arc::new(EngineStatus::default());
         let health = Health::new(vec![("default".into(), status.clone())]);
-        assert_eq!(health.check(), Ok(()));
+        assert_eq!(health.check(), Ok(None));
         tokio::time::advance(STALE_AFTER - Duration::from_millis(1)).await;
-        assert_eq!(health.check(), Ok(()), "not stale yet");
+        assert_eq!(health.check(), Ok(None), "not stale yet");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
             health.check(),
-            Err("default"),
+            Err("default".to_owned()),
             "no beat for STALE_AFTER: wedged"
         );
         status.beats.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(health.check(), Ok(()), "a beat: progress again");
+        assert_eq!(health.check(), Ok(None), "a beat: progress again");
         // A heartbeat that keeps moving stays healthy however long it runs.
         for _ in 0..30 {
             tokio::time::advance(Duration::from_secs(1)).await;
             status.beats.fetch_add(1, Ordering::Relaxed);
-            assert_eq!(health.check(), Ok(()));
+            assert_eq!(health.check(), Ok(None));
         }
+    }
+
+    /// `[ha]`: a standby is healthy with no account running, and says so; once it leads,
+    /// `/healthz` follows the accounts' heartbeats as a single daemon's does.
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_is_healthy_and_says_so_then_the_leaders_accounts_are_followed() {
+        let health = Arc::new(Health::default());
+        health.standby("standby: waiting for leadership of /p/leader as b (leader: a)");
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.serve_health(
+            Arc::new(Metrics::new(false)),
+            health.clone(),
+            stop.clone(),
+        ));
+        tokio::time::advance(STALE_AFTER * 3).await;
+        let answer = exchange(addr, PROBE).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("ok: standby: waiting for leadership of /p/leader as b (leader: a)"),
+            "{answer}"
+        );
+        let status = Arc::new(EngineStatus::default());
+        health.follow(vec![("default".into(), status.clone())]);
+        let answer = exchange(addr, PROBE).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(!answer.contains("standby"), "{answer}");
+        tokio::time::advance(STALE_AFTER).await;
+        let answer = exchange(addr, PROBE).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "a leader's wedged loop: {answer}"
+        );
+        stop.cancel();
     }
 }

@@ -639,3 +639,25 @@ fn finding_gauges_carry_the_account_with_several() {
         "per_agent off: {text}"
     );
 }
+
+/// `[ha]`: `cwp_portwatch_leader` exists only once the daemon says it is a candidate, is 0 in
+/// standby and 1 while leading, with one value for the process (no `account` label).
+#[test]
+fn the_leader_gauge_is_exported_only_with_ha_and_says_the_role() {
+    let handles = Metrics::for_accounts(false, &["a", "b"]);
+    let text = handles[0].encode(false);
+    assert!(!text.contains("cwp_portwatch_leader"), "{text}");
+    assert_eq!(handles[0].leader(), None);
+    handles[0].set_leader(false);
+    let text = handles[1].encode(false);
+    assert!(text.contains("# TYPE cwp_portwatch_leader gauge"), "{text}");
+    assert_eq!(value(&text, "cwp_portwatch_leader"), Some(0.0));
+    handles[1].set_leader(true);
+    assert_eq!(
+        value(&handles[0].encode(false), "cwp_portwatch_leader"),
+        Some(1.0)
+    );
+    assert_eq!(handles[0].leader(), Some(1));
+    let open = handles[0].encode(true);
+    assert_eq!(value(&open, "cwp_portwatch_leader"), Some(1.0), "{open}");
+}

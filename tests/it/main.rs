@@ -20,6 +20,8 @@ mod delivery;
 mod delivery_e2e;
 mod discovery;
 mod dispatch;
+#[cfg(feature = "ha")]
+mod ha;
 mod hostile;
 mod inventory;
 mod journald;
@@ -29,3 +31,7 @@ mod packaging;
 mod policy;
 mod reliability;
 mod systemd;
+/// A real etcd for the HA tests (the lib tests' fixture, shared by path).
+#[cfg(feature = "ha")]
+#[path = "../../src/ha/test_etcd.rs"]
+mod test_etcd;

@@ -289,6 +289,8 @@ fn fields_of(id: &str) -> &'static [&'static str] {
             "SPEC",
         ],
         DELIVERY_FAILED => &["SINK", "ERROR_MESSAGE", "EVENTS"],
+        LEADER_ELECTED => &["NAME", "ELECTION"],
+        LEADERSHIP_LOST => &["NAME", "HOLDER", "REASON"],
         other => panic!("unknown MESSAGE_ID {other}"),
     }
 }
