@@ -7,13 +7,17 @@
 //!   renewal (the instant the renewal was *sent* + the TTL etcd granted − a margin), checked
 //!   by the API client before every request. Always compiled: the client holds one (always
 //!   open without HA).
-//! - `coordinator.rs` (feature `ha`): the etcd connection, the election (etcd's own v3election
+//! - `coordinator/` (feature `ha`): the etcd connection, the election (etcd's own v3election
 //!   `Campaign` with a lease, never a home-made protocol), the keep-alive that moves the fence,
-//!   and the [`Leadership`] that says when it was lost.
-//! - `replicate.rs` (feature `ha`): the state files of `state_dir` replicated to etcd while
-//!   leader (chunked, only what changed, at most every [`REPLICATE_EVERY`]), each write guarded
-//!   by the leader's key ([`Guard`]); [`restore`] writes them back on a new leader before its
+//!   and the `Leadership` that says when it was lost.
+//! - `replicate/` (feature `ha`): the state files of `state_dir` replicated to etcd while
+//!   leader (chunked, only what changed, at most every `REPLICATE_EVERY`), each write guarded
+//!   by the leader's key (`Guard`); `restore` writes them back on a new leader before its
 //!   engines start.
+//! - `test_etcd.rs` (tests only): a real etcd on loopback for the lib's HA tests.
+//!
+//! The daemon's side (standby, a leader's term, exit 75 when deposed) is
+//! `crate::commands::ha_run`.
 //!
 //! Keys under the deployment's `election` prefix `P`: the election is `P/leader` (etcd keeps
 //! the candidates' keys `P/leader/<lease>`), the replicated state is `P/state/…`. They must not

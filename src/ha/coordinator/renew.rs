@@ -17,11 +17,12 @@ use super::Lost;
 /// How soon a failed renewal or a broken watch is tried again.
 pub(super) const RETRY: Duration = Duration::from_millis(500);
 
-/// What a leader logs when it cannot renew: it stops polling until a renewal is answered.
-pub(super) const LEADER_OUTAGE: &str =
-    "cannot prove leadership (etcd unreachable): not polling until the lease is renewed";
+/// What a leader logs when a renewal fails. It still polls until its fence closes (the last
+/// answered renewal + ttl − margin); the daemon says so when it does (`fence closed: …`).
+pub(super) const LEADER_OUTAGE: &str = "etcd unreachable: cannot renew the lease; polling stops \
+     when the fence closes unless a renewal is answered first";
 /// What a leader logs at the first answered renewal after an outage.
-pub(super) const LEADER_BACK: &str = "leadership proven again: polling";
+pub(super) const LEADER_BACK: &str = "lease renewed again: leadership proven";
 /// What a standby logs when etcd does not answer.
 pub(super) const STANDBY_OUTAGE: &str =
     "etcd unreachable: waiting in the election, retrying until it answers";

@@ -234,7 +234,7 @@ impl Replicator {
     }
 
     /// Pushes what changed since the last push. The first push (and one every
-    /// [`RELIST_EVERY`]) lists what etcd holds first: after a takeover the restored state's
+    /// `RELIST_EVERY` pushes) lists what etcd holds first: after a takeover the restored state's
     /// chunks and manifest are there already, and are not written again.
     pub async fn push(&mut self) -> Result<PushReport, HaError> {
         if self.in_etcd.is_none() || self.since_listing >= RELIST_EVERY {
