@@ -39,7 +39,7 @@ pub use settings::HaSettings;
 #[cfg(feature = "ha")]
 pub use coordinator::{Coordinator, Guard, Leadership, Lost};
 #[cfg(feature = "ha")]
-pub use replicate::{PushReport, REPLICATE_EVERY, Replicator, RestoreReport, restore};
+pub use replicate::{PushReport, REPLICATE_EVERY, Replicator, RestoreReport, WATCH_EVERY, restore};
 
 /// The election's name under the deployment's prefix.
 pub fn election_name(prefix: &str) -> String {

@@ -203,15 +203,36 @@ pub(super) fn open(dir: &Path, name: &str, kind: Kind) -> Result<Opened, OpenErr
     if meta.len() > kind.cap() {
         return Err(OpenError::Refused(too_large(&shown(), kind)));
     }
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-    let stamp = Stamp {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        len: meta.len(),
-        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-    };
+    let stamp = Stamp::of(&meta);
     Ok(Opened { file, stamp })
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// The replicated files of `dir` and their stamps, without opening any (`lstat`: a link is
+/// stamped as the link): what the replicator watches to push soon after each save. Equal
+/// results mean no replicated file was written, appended, replaced, created or removed.
+pub(super) fn stamps(dir: &Path) -> std::io::Result<Vec<(String, Option<Stamp>)>> {
+    Ok(list(dir)?
+        .into_iter()
+        .map(|(name, _)| {
+            let stamp = std::fs::symlink_metadata(dir.join(&name))
+                .ok()
+                .map(|m| Stamp::of(&m));
+            (name, stamp)
+        })
+        .collect())
 }
 
 /// The error for a file larger than `kind`'s cap.

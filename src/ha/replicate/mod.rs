@@ -52,6 +52,10 @@ use files::{Kind, OpenError, Stamp};
 use manifest::{Digest, FileEntry, Manifest, list_pieces, sha256};
 use store::Keys;
 
+/// How often the replicated files' stamps are looked at (a few `lstat`s): a save is pushed
+/// within this (once [`REPLICATE_EVERY`] has passed since the last push).
+pub const WATCH_EVERY: Duration = Duration::from_millis(100);
+
 /// At most this often, changes are pushed (the bound on what a takeover can repeat).
 pub const REPLICATE_EVERY: Duration = Duration::from_secs(1);
 
@@ -349,19 +353,44 @@ impl Replicator {
     }
 
     /// [`Replicator::run`] with the fence as a function (tests).
+    ///
+    /// Why it watches rather than pushing on a fixed tick: the engines save at most every
+    /// second; a push on its own 1-s tick could land just before a save and carry it only a
+    /// second later, so a takeover could repeat up to two seconds of events. Watching the
+    /// files' stamps every [`WATCH_EVERY`] (a few `lstat`s) pushes within that of each save,
+    /// still at most once per [`REPLICATE_EVERY`]: a push is due when a stamp moved (or the
+    /// last push failed) and the last attempt is that old.
     async fn run_while(mut self, open: impl Fn() -> bool, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(REPLICATE_EVERY);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = None;
+        let mut last_attempt: Option<tokio::time::Instant> = None;
+        // The stamps at the last successful push; `None`: push at the first chance.
+        let mut pushed_stamps = None;
         loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if open() && !self.push_logged(&mut failing).await {
+            let now = tokio::time::Instant::now();
+            if !open() || last_attempt.is_some_and(|t| now.duration_since(t) < REPLICATE_EVERY) {
+                continue;
+            }
+            let dir = self.dir.clone();
+            let stamps = tokio::task::spawn_blocking(move || files::stamps(&dir).ok())
+                .await
+                .ok()
+                .flatten();
+            if stamps.is_some() && stamps == pushed_stamps {
+                continue;
+            }
+            last_attempt = Some(now);
+            if !self.push_logged(&mut failing).await {
                 return;
             }
+            // Stamps read before the push: a save during it is pushed at the next chance.
+            pushed_stamps = if failing.is_none() { stamps } else { None };
         }
         // The engines have stopped and saved: their last state goes to etcd.
         self.push_logged(&mut failing).await;
