@@ -172,9 +172,16 @@ impl Pacer {
         self.last_slot = Some(self.last_slot.map_or(last, |s| s.max(last)));
     }
 
-    /// Takes one permit if one is available now; otherwise says when to ask again.
-    pub fn try_acquire(&mut self) -> Result<(), Instant> {
-        let now = Instant::now();
+    /// Whether a permit is available now, without taking it; otherwise when to ask again. A
+    /// caller that pops work first (to decide whether it needs a request at all) asks this,
+    /// and takes the permit with [`Pacer::try_acquire`] only for work that does: a slot is
+    /// never spent on nothing (issue 27: create lanes lost a third of their slots that way).
+    pub fn ready(&mut self) -> Result<(), Instant> {
+        self.next_slot(Instant::now()).map(|_| ())
+    }
+
+    /// The slot a grant now would have, or when the next one comes.
+    fn next_slot(&mut self, now: Instant) -> Result<Instant, Instant> {
         if self.last_slot.is_none() {
             // The first slot at a random point of the first period (see the module docs): a
             // schedule whose previous slot was one period before it.
@@ -193,11 +200,16 @@ impl Pacer {
         // lost the whole lateness: wake-ups 5 ms late cut 20/s to 18.1/s.)
         // Late by a period or more is idleness, not a slow wake-up: a new schedule from now.
         let late = now.saturating_duration_since(slot);
-        let slot = if late >= self.period {
+        Ok(if late >= self.period {
             now
         } else {
             slot.max(now.checked_sub(CATCH_UP).unwrap_or(now))
-        };
+        })
+    }
+
+    /// Takes one permit if one is available now; otherwise says when to ask again.
+    pub fn try_acquire(&mut self) -> Result<(), Instant> {
+        let slot = self.next_slot(Instant::now())?;
         self.clock.set(slot);
         if let Err(not_until) = self.limiter.check() {
             // Only reachable if the schedule itself were too dense.
@@ -334,6 +346,27 @@ mod tests {
             spread > Duration::from_millis(10),
             "first slots within {spread:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_never_takes_a_slot() {
+        let mut p = Pacer::new(20);
+        // Before the first grant: the same answer however often asked (one phase drawn).
+        let first = p.ready();
+        assert_eq!(p.ready(), first);
+        let slot = match first {
+            Ok(()) => Instant::now(),
+            Err(at) => at,
+        };
+        tokio::time::sleep_until(slot).await;
+        for _ in 0..100 {
+            assert_eq!(p.ready(), Ok(()), "asking spends nothing");
+        }
+        assert_eq!(p.try_acquire(), Ok(()));
+        // Taken: the next one is a period later, for `ready` as for `try_acquire`.
+        let next = p.ready().expect_err("the slot was taken");
+        assert_eq!(next, slot + period(20));
+        assert_eq!(p.try_acquire(), Err(next));
     }
 
     #[tokio::test(start_paused = true)]

@@ -197,6 +197,38 @@ impl Lane {
         }
     }
 
+    /// Pops the most urgent due job if the limiter has a slot now, *without* taking the slot;
+    /// otherwise says when to look again (`None`: nothing queued). The caller decides whether
+    /// the job needs a request: if it does, [`Lane::grant`] takes the slot; if not, the
+    /// caller finishes the job and no slot is spent on it (issue 27).
+    pub fn pop_ready(&mut self, now: Instant) -> Result<Job, Option<Instant>> {
+        match self.queue.next_due() {
+            Some(due) if due <= now => {
+                self.pacer.ready().map_err(Some)?;
+                match self.queue.pop_due(now) {
+                    Some(id) => Ok(self.job(id)),
+                    // Unreachable (something was due); look again at once.
+                    None => Err(Some(now)),
+                }
+            }
+            due => Err(due),
+        }
+    }
+
+    /// Takes the slot for `job`, popped by [`Lane::pop_ready`] in this same turn. Should the
+    /// limiter refuse it after all (only if its schedule were too dense), the job goes back
+    /// to the queue, due now, and the lane says when to look again. Only the inventory lanes
+    /// pop this way, and their jobs are all `Settled`, so the job loses no priority.
+    pub fn grant(&mut self, job: Job, now: Instant) -> Result<Job, Option<Instant>> {
+        match self.pacer.try_acquire() {
+            Ok(()) => Ok(job),
+            Err(at) => {
+                self.queue.finish(job.agent(), now, Cadence::Settled);
+                Err(Some(at))
+            }
+        }
+    }
+
     fn job(&self, id: AgentId) -> Job {
         match self.action {
             Action::PollStatus => Job::PollStatus(id),
