@@ -23,13 +23,13 @@ use super::in_flight::{InFlight, Reply};
 use super::inventory_decide::{
     self, CREATE_MISSING_EVERY, Facts, FollowUp, InventoryOptions, Reason,
 };
-use super::inventory_state::{InventorySaver, InventoryState, unix_secs};
+use super::inventory_state::{Fetch, InventorySaver, InventoryState, unix_secs};
 use super::lane::{Action, Job};
 use crate::agent_uuid::AgentUuid;
 use crate::api::{ApiError, ErrorClass};
 use crate::events::Event;
 use crate::inventory::store::{InventoryFile, InventoryMap};
-use crate::inventory::{self, Assembly, PAGE_LIMIT, Page, Step, confirm};
+use crate::inventory::{self, PAGE_LIMIT, Page, Step, confirm};
 use crate::scheduler::{AgentId, Cadence, later, phase, phase_window};
 use crate::status::Status;
 
@@ -206,12 +206,9 @@ impl<P: Poller> Engine<P> {
         if *record.status() == Status::Complete && (!has_snapshot || awaiting) && !page_in_flight {
             let rate = inv.options.action_rates[Action::FetchPorts.index()];
             let window = phase_window(self.agents.len(), rate, self.config.intervals.settled);
-            let assembly = if has_snapshot {
-                Assembly::confirming(1)
-            } else {
-                Assembly::new()
-            };
-            inv.fetches.insert(id, assembly);
+            // Queued without its assembly: made at the first page (issue 27).
+            inv.fetches
+                .insert(id, Fetch::queued(if has_snapshot { 1 } else { 0 }));
             self.account.lane(Action::FetchPorts).queue.schedule(
                 id,
                 later(now, phase(&uuid, window)),
@@ -320,7 +317,7 @@ impl<P: Poller> Engine<P> {
         let now = Instant::now();
         match inventory_decide::after_status(&inv.options, status, facts) {
             Some(FollowUp::FetchPorts) => {
-                inv.fetches.insert(id, Assembly::new());
+                inv.fetches.insert(id, Fetch::queued(0));
                 self.account
                     .lane(Action::FetchPorts)
                     .queue
@@ -390,12 +387,12 @@ impl<P: Poller> Engine<P> {
                 true
             }
             Job::FetchPorts(_) => {
-                let Some(assembly) = inv.fetches.get(&id) else {
+                let Some(fetch) = inv.fetches.get(&id) else {
                     // Forgotten since it was queued.
                     self.account.lane(job.action()).finish(id, None, now);
                     return false;
                 };
-                if assembly.confirming_nth() > 0 && *status != Status::Complete {
+                if fetch.confirming_nth() > 0 && *status != Status::Complete {
                     // A task runs again (or the agent went away): its listing may be in the
                     // middle of a rewrite. The held closes wait for the fetch that follows
                     // the next COMPLETE, which confirms them as well.
@@ -437,11 +434,11 @@ impl<P: Poller> Engine<P> {
                 });
             }
             Job::FetchPorts(_) => {
-                let Some(assembly) = inv.fetches.get(&id) else {
+                let Some(fetch) = inv.fetches.get(&id) else {
                     self.account.lane(job.action()).finish(id, None, now);
                     return false;
                 };
-                let offset = assembly.offset();
+                let offset = fetch.offset();
                 let metrics = self.metrics.clone();
                 in_flight.spawn(job, async move {
                     let sent = Instant::now();
@@ -554,14 +551,14 @@ impl<P: Poller> Engine<P> {
         // No fetch in progress: the agent was forgotten (and maybe watched again) while this
         // page was on its way. Its offset belongs to a fetch that no longer exists: dropped,
         // never appended to another.
-        let Some(assembly) = inv.fetches.get_mut(&id) else {
+        let Some(fetch) = inv.fetches.get_mut(&id) else {
             self.account.lane(action).finish(id, None, now);
             return;
         };
         let step = match result {
             Ok(page) => {
                 self.account.lane(action).succeeded(now);
-                assembly.page(page)
+                fetch.assembly().page(page)
             }
             Err(e) if e.class() == ErrorClass::Throttled => {
                 // Not the agent's fault: the same page again as the rate allows.
@@ -571,7 +568,7 @@ impl<P: Poller> Engine<P> {
                     .finish(id, Some((now, Cadence::Settled)), now);
                 return;
             }
-            Err(e) => assembly.failed(e.code(), &e.to_string()),
+            Err(e) => fetch.assembly().failed(e.code(), &e.to_string()),
         };
         // Closes still held after a round of confirming fetches are asked about again this
         // much later: decided at last, never reported unconfirmed, never held for ever.
@@ -593,7 +590,7 @@ impl<P: Poller> Engine<P> {
                 };
                 match next {
                     Confirm::Again(nth, at) | Confirm::Later(nth, at) => {
-                        inv.fetches.insert(id, Assembly::confirming(nth));
+                        inv.fetches.insert(id, Fetch::queued(nth));
                         Some((at, Cadence::Settled))
                     }
                     Confirm::Done => None,
@@ -613,7 +610,7 @@ impl<P: Poller> Engine<P> {
                     .is_some_and(|entry| !entry.unconfirmed.is_empty());
                 if holding {
                     // Closes awaiting confirmation: asked about again, as above.
-                    inv.fetches.insert(id, Assembly::confirming(1));
+                    inv.fetches.insert(id, Fetch::queued(1));
                     Some((later(now, again_after), Cadence::Settled))
                 } else {
                     inv.gave_up.insert(id);

@@ -386,3 +386,54 @@ async fn a_create_lane_spends_no_slot_on_a_rescan_that_is_not_due() {
         "a task for a recent agent"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn queued_first_fetches_hold_no_assembly() {
+    // Issue 27: 50 accounts × 1,800 first fetches each held an `Assembly` from the moment
+    // they were queued: 28 MB before a single page. Queued, a fetch is 16 bytes; its
+    // assembly comes with its first page.
+    assert!(std::mem::size_of::<super::inventory_state::Fetch>() <= 16);
+    let fast = Duration::from_millis(50);
+    let agents = agents(2_000);
+    let known = (agents.iter())
+        .map(|a| {
+            let known = crate::tracker::Known {
+                status: crate::status::Status::Complete,
+                request_id: "rk".into(),
+                seen_at: 0,
+            };
+            (a.uuid, known)
+        })
+        .collect();
+    let engine = Engine::new(
+        SlowLane::new([fast; 3]),
+        Arc::new(CollectingSink::default()),
+        config(),
+        &agents,
+        known,
+    )
+    .with_inventory(options(), InventoryMap::new(), None);
+    let fetches = |e: &Engine<SlowLane>| {
+        let inv = e.inventory.as_ref().expect("kept");
+        let started = inv.fetches.values().filter(|f| f.started()).count();
+        (inv.fetches.len(), started)
+    };
+    assert_eq!(
+        fetches(&engine),
+        (2_000, 0),
+        "every first fetch queued, none started"
+    );
+    // Three seconds of first fetches (one page each: stored at the first answer).
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stopper.cancel();
+    });
+    let (engine, _) = engine.run(stop).await;
+    let stored = engine.stored_inventory().expect("kept").len();
+    assert!(stored >= 40, "{stored} snapshots stored");
+    let (queued, started) = fetches(&engine);
+    assert_eq!(queued, 2_000 - stored, "a stored snapshot ends its fetch");
+    assert_eq!(started, 0, "the ones still queued hold no assembly");
+}
