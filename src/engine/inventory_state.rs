@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::inventory_decide::{InventoryOptions, Reason};
-use super::saver::run_barrier;
+use super::saver::begin_save;
 use crate::inventory::Assembly;
 use crate::inventory::store::{InventoryFile, InventoryMap, StoredAgent, save_copy};
 use crate::scheduler::AgentId;
@@ -76,7 +76,7 @@ impl InventorySaver {
         let file = file.clone();
         let barrier = self.barrier.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            run_barrier(barrier.as_ref());
+            let _slot = begin_save(barrier.as_ref());
             save(&file, &entries);
         }));
     }
@@ -94,7 +94,7 @@ impl InventorySaver {
         let entries = save_copy(map);
         let barrier = self.barrier.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            run_barrier(barrier.as_ref());
+            let _slot = begin_save(barrier.as_ref());
             save(&file, &entries);
         })
         .await;
