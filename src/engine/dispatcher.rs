@@ -336,7 +336,7 @@ impl<P: Poller> Engine<P> {
             match best {
                 Some((due, i)) if due <= now => {
                     tried |= 1 << i;
-                    match self.account.lanes[i].take(now) {
+                    match self.take_job(i, now) {
                         Ok(job) => return Ok(job),
                         Err(at) => wake_at = at.map_or(wake_at, |at| wake_at.min(at)),
                     }

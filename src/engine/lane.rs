@@ -14,7 +14,7 @@ use super::EngineConfig;
 use crate::api::ApiError;
 use crate::metrics::Metrics;
 use crate::pacing::Pacer;
-use crate::rate_control::{COOL_DOWN, RateControl};
+use crate::rate_control::RateControl;
 use crate::scheduler::{AgentId, Cadence, DueQueue, later};
 
 /// An API action, each with its own lane.
@@ -197,6 +197,38 @@ impl Lane {
         }
     }
 
+    /// Pops the most urgent due job if the limiter has a slot now, *without* taking the slot;
+    /// otherwise says when to look again (`None`: nothing queued). The caller decides whether
+    /// the job needs a request: if it does, [`Lane::grant`] takes the slot; if not, the
+    /// caller finishes the job and no slot is spent on it (issue 27).
+    pub fn pop_ready(&mut self, now: Instant) -> Result<Job, Option<Instant>> {
+        match self.queue.next_due() {
+            Some(due) if due <= now => {
+                self.pacer.ready().map_err(Some)?;
+                match self.queue.pop_due(now) {
+                    Some(id) => Ok(self.job(id)),
+                    // Unreachable (something was due); look again at once.
+                    None => Err(Some(now)),
+                }
+            }
+            due => Err(due),
+        }
+    }
+
+    /// Takes the slot for `job`, popped by [`Lane::pop_ready`] in this same turn. Should the
+    /// limiter refuse it after all (only if its schedule were too dense), the job goes back
+    /// to the queue, due now, and the lane says when to look again. Only the inventory lanes
+    /// pop this way, and their jobs are all `Settled`, so the job loses no priority.
+    pub fn grant(&mut self, job: Job, now: Instant) -> Result<Job, Option<Instant>> {
+        match self.pacer.try_acquire() {
+            Ok(()) => Ok(job),
+            Err(at) => {
+                self.queue.finish(job.agent(), now, Cadence::Settled);
+                Err(Some(at))
+            }
+        }
+    }
+
     fn job(&self, id: AgentId) -> Job {
         match self.action {
             Action::PollStatus => Job::PollStatus(id),
@@ -220,13 +252,16 @@ impl Lane {
         }
     }
 
-    /// A throttling answer: maybe cut the rate and pause so the server's window empties.
+    /// A throttling answer: maybe cut the rate, and after a halving pause so the server's
+    /// window empties (see `rate_control`).
     /// Returns the new rate when it was cut (for `rate_limited`).
     pub fn throttled(&mut self, now: Instant) -> Option<u32> {
-        let rate = self.rate.on_throttled(now)?;
-        self.pacer.set_rate(rate);
-        self.pacer.pause_until(later(now, COOL_DOWN));
-        Some(rate)
+        let cut = self.rate.on_throttled(now)?;
+        self.pacer.set_rate(cut.rate);
+        if !cut.pause.is_zero() {
+            self.pacer.pause_until(later(now, cut.pause));
+        }
+        Some(cut.rate)
     }
 
     /// A request got through: the rate may climb back.
@@ -257,6 +292,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::rate_control::COOL_DOWN;
     use crate::scheduler::Intervals;
 
     fn config(max_in_flight: usize) -> EngineConfig {
@@ -290,6 +326,72 @@ mod tests {
                 Err(None) => panic!("nothing queued"),
             }
         }
+    }
+
+    /// Grants of a lane with more work than its quota over `secs` s of paused time, with a
+    /// throttling answer arriving at each of `throttles` (seconds from the start); and which
+    /// grants' answers were the throttled ones.
+    async fn grants_with_throttles(secs: u64, throttles: &[u64]) -> (Vec<Instant>, Vec<usize>) {
+        let mut lane = lane(Action::PollStatus, 1000, 1000);
+        let start = Instant::now();
+        let end = start + Duration::from_secs(secs);
+        let mut pending: Vec<Instant> = (throttles.iter())
+            .map(|s| start + Duration::from_secs(*s))
+            .collect();
+        let mut grants = Vec::new();
+        let mut throttled = Vec::new();
+        while Instant::now() < end {
+            let job = take(&mut lane).await;
+            let now = Instant::now();
+            grants.push(now);
+            // Every answer arrives at once; the throttled ones when their time came.
+            if pending.first().is_some_and(|t| *t <= now) {
+                pending.remove(0);
+                throttled.push(grants.len() - 1);
+                lane.throttled(now);
+            } else {
+                lane.succeeded(now);
+            }
+            lane.finish(job.agent(), Some((now, Cadence::Settled)), now);
+        }
+        (grants, throttled)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_throttle_costs_a_lane_about_one_request_not_a_tenth_of_its_rate() {
+        // Issue 27: halving for one isolated throttle left a lane at ~16/s over 30 s.
+        let (t, _) = grants_with_throttles(30, &[5]).await;
+        let rate = (t.len() - 1) as f64 / t.last().unwrap().duration_since(t[0]).as_secs_f64();
+        assert!(rate >= 19.8, "{rate:.3}/s after one throttle");
+        assert!(crate::pacing::max_in_any_window(&t) <= 20);
+        // Unthrottled, the same lane makes (30 s × 19.85/s); one throttle costs ~1 of them.
+        let (clean, _) = grants_with_throttles(30, &[]).await;
+        assert!(clean.len() - t.len() <= 2, "{} vs {}", t.len(), clean.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_throttles_halve_and_pause_the_lane() {
+        // A second throttle 2 s after the first: a shared quota. The lane halves (20 → 10) and
+        // sends nothing for a second.
+        let (t, throttled) = grants_with_throttles(8, &[2, 4]).await;
+        assert_eq!(throttled.len(), 2);
+        // The first: nudged, no pause.
+        let nudge = throttled[0];
+        assert!(t[nudge + 1].duration_since(t[nudge]) < Duration::from_millis(60));
+        let cut = throttled[1];
+        let gap = t[cut + 1].duration_since(t[cut]);
+        assert!(gap >= COOL_DOWN, "paused {gap:?}");
+        // Halved from 20 (back there a second after the nudge) to 10, and one more each
+        // second from the cut: 11 in the first second after the pause, not 20.
+        let resumed = t[cut + 1];
+        let first_second = (t.iter())
+            .filter(|g| **g >= resumed && **g < resumed + Duration::from_secs(1))
+            .count();
+        assert!(
+            first_second <= 11,
+            "{first_second} in the second after the pause"
+        );
+        assert!(crate::pacing::max_in_any_window(&t) <= 20);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lane::Action;
 use super::*;
-use crate::events::CollectingSink;
+use crate::events::{CollectingSink, Event};
 use crate::inventory::store::InventoryMap;
 use crate::inventory::{Baseline, Page, Port};
 
@@ -303,4 +303,137 @@ async fn a_reload_sets_every_lanes_budget_and_keeps_the_per_action_ones() {
         removed: Removed::Forget,
     });
     assert_eq!(budgets(&engine), [8; 3]);
+}
+
+/// Issue 27: 2,400 agents known `COMPLETE` with a snapshot, rescans every 60 s (40 slots a
+/// second, twice the create lane's quota); one agent in three completed a task just now, so
+/// at its slot it needs no task. Sends over `secs` of paused time, and the events.
+async fn rescans_with_recent_tasks(secs: u64) -> (Vec<(Instant, Action)>, Vec<Event>) {
+    let fast = Duration::from_millis(50);
+    let api = SlowLane::new([fast; 3]);
+    let log = api.log.clone();
+    let agents = agents(2_400);
+    let known = agents
+        .iter()
+        .map(|a| {
+            let known = crate::tracker::Known {
+                status: crate::status::Status::Complete,
+                request_id: "rk".into(),
+                seen_at: 0,
+            };
+            (a.uuid, known)
+        })
+        .collect();
+    let now = super::inventory_state::unix_secs();
+    let stored: InventoryMap = (agents.iter().enumerate())
+        .map(|(i, a)| {
+            let entry = crate::inventory::store::StoredAgent {
+                // A third completed a task just now, the rest long ago.
+                fetched_at: Some(if i % 3 == 0 { now } else { 0 }),
+                snapshot: Some(Arc::new(crate::inventory::Snapshot::default())),
+                ..Default::default()
+            };
+            (a.uuid.to_string(), entry)
+        })
+        .collect();
+    let mut o = options();
+    o.rescan_interval = Duration::from_secs(60);
+    let sink = Arc::new(CollectingSink::default());
+    let engine =
+        Engine::new(api, sink.clone(), config(), &agents, known).with_inventory(o, stored, None);
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stopper.cancel();
+    });
+    let _ = engine.run(stop).await;
+    let log = log.lock().unwrap().clone();
+    (log, sink.events())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_lane_spends_no_slot_on_a_rescan_that_is_not_due() {
+    // With 26.7 tasks/s wanted and 13.3/s of slots that need none, the create lane still
+    // sends at its full 19.85/s: the slot is taken only for a job that needs a request. (Taken
+    // before deciding, a third of the grants went to nothing: 13.2/s.)
+    let (log, events) = rescans_with_recent_tasks(20).await;
+    let creates: Vec<Instant> = (log.iter())
+        .filter(|(_, a)| *a == Action::CreateTask)
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(creates.len() > 100, "{} tasks", creates.len());
+    // From 1 s on: the first rescan slots come due one by one, no backlog yet.
+    let steady: Vec<Instant> = (creates.iter())
+        .filter(|t| **t >= creates[0] + Duration::from_secs(1))
+        .copied()
+        .collect();
+    let span = steady.last().unwrap().duration_since(steady[0]);
+    let rate = (steady.len() - 1) as f64 / span.as_secs_f64();
+    assert!(rate >= 19.8, "create lane at {rate:.3}/s");
+    // And the strict limit holds: never more than 20 in any second.
+    assert!(crate::pacing::max_in_any_window(&creates) <= 20);
+    // Every task went to an agent that needed one, none to the third that just had one.
+    let tasks: Vec<usize> = (events.iter())
+        .filter_map(|e| match e {
+            Event::ScanRequested { uuid, .. } => usize::from_str_radix(&uuid[24..], 16).ok(),
+            _ => None,
+        })
+        .collect();
+    assert!(tasks.len() + 40 >= creates.len(), "{} events", tasks.len());
+    assert!(
+        tasks.iter().all(|i| i % 3 != 0),
+        "a task for a recent agent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_first_fetches_hold_no_assembly() {
+    // Issue 27: 50 accounts × 1,800 first fetches each held an `Assembly` from the moment
+    // they were queued: 28 MB before a single page. Queued, a fetch is 16 bytes; its
+    // assembly comes with its first page.
+    assert!(std::mem::size_of::<super::inventory_state::Fetch>() <= 16);
+    let fast = Duration::from_millis(50);
+    let agents = agents(2_000);
+    let known = (agents.iter())
+        .map(|a| {
+            let known = crate::tracker::Known {
+                status: crate::status::Status::Complete,
+                request_id: "rk".into(),
+                seen_at: 0,
+            };
+            (a.uuid, known)
+        })
+        .collect();
+    let engine = Engine::new(
+        SlowLane::new([fast; 3]),
+        Arc::new(CollectingSink::default()),
+        config(),
+        &agents,
+        known,
+    )
+    .with_inventory(options(), InventoryMap::new(), None);
+    let fetches = |e: &Engine<SlowLane>| {
+        let inv = e.inventory.as_ref().expect("kept");
+        let started = inv.fetches.values().filter(|f| f.started()).count();
+        (inv.fetches.len(), started)
+    };
+    assert_eq!(
+        fetches(&engine),
+        (2_000, 0),
+        "every first fetch queued, none started"
+    );
+    // Three seconds of first fetches (one page each: stored at the first answer).
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stopper.cancel();
+    });
+    let (engine, _) = engine.run(stop).await;
+    let stored = engine.stored_inventory().expect("kept").len();
+    assert!(stored >= 40, "{stored} snapshots stored");
+    let (queued, started) = fetches(&engine);
+    assert_eq!(queued, 2_000 - stored, "a stored snapshot ends its fetch");
+    assert_eq!(started, 0, "the ones still queued hold no assembly");
 }
