@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         Ok(match cli.command {
-            Command::Run(c) => commands::run::run(&c.config).await?,
+            Command::Run(c) => commands::daemon::run(&c.config).await?,
             Command::Once { config, format } => commands::once::run(&config.config, format).await?,
             Command::Status {
                 config,

@@ -533,7 +533,7 @@ impl Client {
 /// The fence of a new client signing for `service`: the process's for the CWP APIs once it
 /// leads, always open otherwise (no `[ha]`, or STS).
 fn fence_for(service: &str) -> Fence {
-    let cwp = service == SERVICE || service == super::cwp::SERVICE;
+    let cwp = ApiService::from_name(service).is_some();
     match PROCESS_FENCE.get() {
         Some(fence) if cwp => fence.clone(),
         _ => Fence::always_open(),
@@ -677,7 +677,7 @@ mod tests {
     /// service.
     #[test]
     fn without_ha_every_client_may_send() {
-        for service in [SERVICE, super::super::cwp::SERVICE, "sts"] {
+        for service in [ApiService::Yunjing.name(), ApiService::Cwp.name(), "sts"] {
             assert!(fence_for(service).may_send(), "{service}");
         }
     }

@@ -1,7 +1,8 @@
 //! One module per command of the binary, each with a `run` that `main` dispatches to.
 //!
-//! - [`run`]: the daemon (sd_notify, SIGHUP reload, graceful stop); with `[ha]` (feature `ha`)
-//!   `ha_run` makes it one candidate of an etcd election, polling only while it leads.
+//! - [`daemon`]: `run`'s entry, which picks [`run`], the daemon (sd_notify, SIGHUP reload,
+//!   graceful stop), or with `[ha]` (feature `ha`) `ha_run`, which makes it one candidate of an
+//!   etcd election, polling only while it leads.
 //! - [`once`]: every agent polled once, one line each.
 //! - [`status`]: the persisted statuses, no API call.
 //! - [`ports`]: the stored open-port inventory, no API call.
@@ -20,6 +21,7 @@
 
 mod account_run;
 pub mod check;
+pub mod daemon;
 pub mod demo;
 mod discovering;
 #[cfg(feature = "ha")]

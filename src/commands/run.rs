@@ -7,8 +7,9 @@
 //! and discovery `account_run` (and `discovering`), the reload decision [`super::reload`],
 //! the stop [`crate::shutdown`].
 //!
-//! [`run`] is `prepare` (policy, metrics bound, `state_dir` checked) then `lead` (the
-//! accounts until a stop). With `[ha]` (`super::ha_run`) the process waits as a standby
+//! The entry is [`super::daemon`]. One daemon (`single`) is `prepare` (policy, metrics
+//! bound, `state_dir` checked) then `lead` (the accounts until a stop). With `[ha]`
+//! (`super::ha_run`) the process waits as a standby
 //! between the two, and `lead` is one leader's term: it also ends when leadership is lost
 //! (`Ended::Deposed`, exit [`EX_TEMPFAIL`]), and says in the log and `STATUS=` when the
 //! leadership's fence closes and opens.
@@ -47,19 +48,23 @@ pub(super) const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// `[ha]`: how often a leader looks at its fence to say when it closes and opens.
 const FENCE_WATCH_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs the daemon until SIGTERM/SIGINT (or an engine's death). With `[ha]` (feature `ha`)
-/// it first waits as a standby until it leads (`super::ha_run`).
-pub async fn run(config: &Path) -> Result<ExitCode, CommandError> {
-    let (settings, plans) = startup::load_accounts(config)
+/// The config and every account's plan, with logging set up as the config says.
+pub(super) fn load(
+    config: &Path,
+) -> Result<(crate::config::Settings, Vec<(AccountPlan, Watchlist)>), CommandError> {
+    startup::load_accounts(config)
         .map_err(CommandError::from)
         .and_then(|loaded| {
             logging::init(loaded.0.log.format, &loaded.0.log.level)?;
             Ok(loaded)
-        })?;
-    #[cfg(feature = "ha")]
-    if let Some(ha) = super::ha_run::settings_of(&settings) {
-        return super::ha_run::run(settings, plans, ha).await;
-    }
+        })
+}
+
+/// Runs one daemon (no `[ha]`) until SIGTERM/SIGINT (or an engine's death).
+pub(super) async fn single(
+    settings: crate::config::Settings,
+    plans: Vec<(AccountPlan, Watchlist)>,
+) -> Result<ExitCode, CommandError> {
     let Prepared {
         policy,
         metrics,
